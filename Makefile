@@ -1,0 +1,88 @@
+# DASH in C. `make` builds every tool into bin/; `make test` builds and runs
+# the tests; `make deps` installs the Debian packages the build needs.
+# The CPU reference is always built; CUDA objects are built when nvcc is found.
+include config.mk
+
+LIB_SRC  := $(wildcard lib/*.c)
+LIB_OBJ  := $(LIB_SRC:.c=.o)
+LIB      := lib/libdash.a
+TOOLS    := $(patsubst tools/%.c,bin/%,$(wildcard tools/*.c))
+TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
+CU_SRC   := $(wildcard kernels/*.cu)
+CU_OBJ   := $(CU_SRC:.cu=.o)
+CU_LIB   := kernels/libdash_cuda.a
+MANS     := $(wildcard man/man1/*.1)
+
+# ---- detection: announce what was found, degrade gracefully
+ifeq ($(DEPS_CFLAGS)$(DEPS_LIBS),)
+$(info ✗ pkg-config found none of $(PKGS): run `make deps`)
+else
+$(info ✓ HDF5, zstd, cJSON via pkg-config)
+endif
+OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(OPENMP),1)
+$(info ✓ OpenMP)
+CFLAGS += -fopenmp
+LDFLAGS += -fopenmp
+else
+$(info ✗ OpenMP not found, the CPU reference runs on one thread)
+endif
+ifeq ($(NVCC),)
+$(info ✗ nvcc not found, skipping CUDA builds)
+CU_LIB :=
+else
+$(info ✓ nvcc $(NVCC), building CUDA objects for sm_$(GPU_ARCH))
+endif
+
+CFLAGS += $(DEPS_CFLAGS) -Ilib
+
+.PHONY: all test check deps clean install fixtures
+all: $(TOOLS) $(CU_LIB)
+
+lib/%.o: lib/%.c lib/*.h config.mk
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+kernels/%.o: kernels/%.cu kernels/*.cuh lib/*.h
+	$(NVCC) $(NVFLAGS) -Ilib -c -o $@ $<
+
+$(CU_LIB): $(CU_OBJ)
+	$(AR) rcs $@ $^
+
+bin/%: tools/%.c $(LIB)
+	@mkdir -p bin
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+tests/bin/%: tests/%.c tests/test.h $(LIB)
+	@mkdir -p tests/bin
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+test: all $(TESTS)
+	@tests/run
+
+# man pages must pass mandoc's linter
+check: test
+	mandoc -Tlint -Wwarning $(MANS)
+
+# Regenerates the model fixtures in tests/data (needs PyTorch, transformers, h5py).
+fixtures:
+	python3 tests/make_tiny_ref.py tests/data
+
+deps:
+	@if command -v apt-get >/dev/null; then \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			build-essential pkg-config libhdf5-dev libzstd-dev zstd libcjson-dev \
+			libpcre2-dev libutf8proc-dev mandoc; \
+	else echo "make deps: no apt-get; install HDF5, zstd, cJSON, PCRE2, utf8proc by hand" >&2; exit 1; fi
+
+install: all
+	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(MANPREFIX)/man1
+	cp $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	cp $(MANS) $(DESTDIR)$(MANPREFIX)/man1/
+
+clean:
+	rm -rf bin tests/bin lib/*.o kernels/*.o $(LIB) kernels/libdash_cuda.a tests/tmp

@@ -1,0 +1,95 @@
+/*
+ * model: a pretrained teacher (Qwen2 or Llama family), its configuration,
+ * its weights as views into the memory-mapped checkpoint, and the CPU
+ * reference forward pass.
+ *
+ * Letters (used in every shape comment of the project):
+ *   B batch, T time, C model width, L layers, H query heads, G kv heads,
+ *   D head dim, F MLP hidden width, V vocabulary, K candidate ops per layer.
+ *
+ * A layer: u = rmsnorm(x) * ln1; a = A(u); h = x + a;
+ *          x' = h + Wdown(silu(Wgate n) * Wup n), n = rmsnorm(h) * ln2,
+ * where A is causal GQA softmax attention with RoPE (the HF rotate-half
+ * convention). u is the operator input and a its output (before the
+ * residual add): later stages imitate a and mix operators on u, so the
+ * forward pass hands both to a LayerHook, which may replace a.
+ */
+#ifndef DASH_MODEL_H
+#define DASH_MODEL_H
+
+#include <stdint.h>
+
+#include "safetensors.h"
+#include "tensor.h"
+
+typedef enum { ARCH_QWEN2, ARCH_LLAMA } Arch;
+typedef enum { ROPE_DEFAULT, ROPE_LINEAR, ROPE_LLAMA3 } RopeType;
+
+typedef struct {
+	Arch arch;
+	int L, C, H, G, D, F, V;
+	float eps;         /* rms_norm_eps */
+	double rope_theta;
+	RopeType rope_type;
+	double rope_factor, rope_low_freq, rope_high_freq;
+	int rope_orig_max_pos;
+	int tied;          /* lm_head shares the embedding */
+	int qkv_bias;      /* q, k, v projections have biases (Qwen2) */
+	int o_bias;        /* o projection has a bias (Llama attention_bias) */
+	int mlp_bias;      /* gate, up, down have biases (Llama mlp_bias) */
+	int bos_id, eos_id; /* -1 when the config has none */
+	int max_pos;
+} ModelConfig;
+
+typedef struct {
+	Tensor ln1;            // (C)
+	Tensor wq, bq;         // (H*D, C), (H*D)
+	Tensor wk, bk;         // (G*D, C), (G*D)
+	Tensor wv, bv;         // (G*D, C), (G*D)
+	Tensor wo, bo;         // (C, H*D), (C)
+	Tensor ln2;            // (C)
+	Tensor wgate, bgate;   // (F, C), (F)
+	Tensor wup, bup;       // (F, C), (F)
+	Tensor wdown, bdown;   // (C, F), (C)
+} LayerWeights;            /* an absent bias has data == NULL */
+
+typedef struct {
+	ModelConfig cfg;
+	Tensor embed;          // (V, C)
+	LayerWeights *layers;  // [L]
+	Tensor norm;           // (C)
+	Tensor lm_head;        // (V, C); the embedding when tied
+	float *inv_freq;       // (D/2) RoPE inverse frequencies, scaling applied
+	SafeTensors st;
+	char *path;
+	char fingerprint[17];  /* hex, see model_load */
+} Model;
+
+/* model_load opens a Hugging Face checkpoint folder (config.json and
+ * model.safetensors or model.safetensors.index.json) and checks every
+ * tensor's presence, dtype and shape against the config; it dies naming the
+ * file on any problem. The fingerprint hashes the config and every tensor's
+ * name, dtype, shape and a sample of its bytes, in a fixed order, so it does
+ * not depend on how the checkpoint is sharded and costs milliseconds. */
+void model_load(Model *m, const char *path);
+void model_free(Model *m);
+/* model_describe prints a one-line summary to f:
+ * "qwen2 L36 C2048 H16/G2 D128 F11008 V151936 tied bf16". */
+void model_describe(const Model *m, FILE *f);
+
+/* ---------------------------------------------------------------------------
+ * forward (CPU reference, float32, OpenMP) */
+
+/* A LayerHook sees layer l's operator input u (B*T, C) and output a
+ * (B*T, C) before the residual add; it may overwrite a. */
+typedef void (*LayerHook)(void *ctx, int l, const float *u, float *a, int B, int T);
+
+/* model_forward runs B sequences of T tokens (ids (B*T), each < V; every
+ * sequence starts at position 0) and writes the final-normed hidden states
+ * to hidden (B*T, C). hook may be NULL. */
+void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidden,
+                   LayerHook hook, void *ctx);
+/* model_logits projects n hidden rows (n, C) to logits (n, V). */
+void model_logits(const Model *m, const float *hidden, int n, float *logits);
+
+#endif

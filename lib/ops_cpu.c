@@ -1,0 +1,178 @@
+/*
+ * ops_cpu: the reference operators. Clear loops first; the matmul alone is
+ * blocked (4 output rows share each pass over an input row, 8 partial sums
+ * that the compiler turns into vector lanes) because every later CPU stage
+ * spends its time there. Outputs are written by exactly one thread in a
+ * fixed order, so results do not depend on the thread count.
+ */
+#include "ops_cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "util.h"
+
+#define MM_ROWS 4   /* output rows converted to f32 together */
+#define MM_TILE 64  /* input rows per pass, so that they stay in cache */
+
+/* dot products of x (IC) with 4 rows of w (4, IC) */
+static void dot4(float out[4], const float *x, const float *w, int IC)
+{
+	float acc[4][8] = {{0}};
+	int i = 0;
+	for (; i + 8 <= IC; i += 8)
+		for (int r = 0; r < 4; r++)
+			for (int j = 0; j < 8; j++)
+				acc[r][j] += x[i + j] * w[(size_t)r * IC + i + j];
+	for (int r = 0; r < 4; r++) {
+		float s = 0;
+		for (int j = 0; j < 8; j++)
+			s += acc[r][j];
+		for (int ii = i; ii < IC; ii++)
+			s += x[ii] * w[(size_t)r * IC + ii];
+		out[r] = s;
+	}
+}
+
+void matmul_forward_cpu(float *out, const float *x, const Tensor *w, const Tensor *b,
+                        int n, int IC, int OC)
+{
+	int nblk = (OC + MM_ROWS - 1) / MM_ROWS;
+	size_t esize = dtype_size(w->dtype);
+	const uint8_t *wd = w->data;
+	#pragma omp parallel
+	{
+		float *wrow = callocCheck((size_t)MM_ROWS * IC, sizeof(float));
+		float *bias = callocCheck(MM_ROWS, sizeof(float));
+		for (int t0 = 0; t0 < n; t0 += MM_TILE) {
+			int t1 = t0 + MM_TILE < n ? t0 + MM_TILE : n;
+			#pragma omp for schedule(static)
+			for (int blk = 0; blk < nblk; blk++) {
+				int o0 = blk * MM_ROWS;
+				int no = OC - o0 < MM_ROWS ? OC - o0 : MM_ROWS;
+				convert_to_f32(wrow, wd + (size_t)o0 * IC * esize, w->dtype, (size_t)no * IC);
+				if (b && b->data)
+					convert_to_f32(bias, (const uint8_t *)b->data + (size_t)o0 * dtype_size(b->dtype),
+					               b->dtype, (size_t)no);
+				for (int t = t0; t < t1; t++) {
+					float r[4];
+					dot4(r, x + (size_t)t * IC, wrow, IC);
+					for (int j = 0; j < no; j++)
+						out[(size_t)t * OC + o0 + j] = r[j] + bias[j];
+				}
+			}
+		}
+		free(wrow);
+		free(bias);
+	}
+}
+
+void rmsnorm_forward_cpu(float *out, const float *x, const Tensor *w, int n, int C, float eps)
+{
+	float *wf = mallocCheck((size_t)C * sizeof(float));
+	convert_to_f32(wf, w->data, w->dtype, (size_t)C);
+	#pragma omp parallel for
+	for (int t = 0; t < n; t++) {
+		const float *xt = x + (size_t)t * C;
+		float *ot = out + (size_t)t * C;
+		double ss = 0;
+		for (int i = 0; i < C; i++)
+			ss += (double)xt[i] * xt[i];
+		float rs = (float)(1.0 / sqrt(ss / C + eps));
+		for (int i = 0; i < C; i++)
+			ot[i] = xt[i] * rs * wf[i];
+	}
+	free(wf);
+}
+
+void embedding_forward_cpu(float *out, const int32_t *ids, const Tensor *w, int n, int C)
+{
+	size_t esize = dtype_size(w->dtype);
+	for (int t = 0; t < n; t++) {
+		ASSERT(ids[t] >= 0 && ids[t] < w->shape[0]);
+		convert_to_f32(out + (size_t)t * C, (const uint8_t *)w->data + (size_t)ids[t] * C * esize,
+		               w->dtype, (size_t)C);
+	}
+}
+
+void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int NH, int D)
+{
+	int half = D / 2;
+	#pragma omp parallel for
+	for (int bt = 0; bt < B * T; bt++) {
+		float pos = (float)(bt % T);
+		for (int i = 0; i < half; i++) {
+			/* the angle in float32, as transformers computes it */
+			float ang = pos * inv_freq[i];
+			float c = (float)cos((double)ang), s = (float)sin((double)ang);
+			for (int h = 0; h < NH; h++) {
+				float *xh = x + ((size_t)bt * NH + h) * D;
+				float x1 = xh[i], x2 = xh[i + half];
+				xh[i] = x1 * c - x2 * s;
+				xh[i + half] = x2 * c + x1 * s;
+			}
+		}
+	}
+}
+
+void attention_forward_cpu(float *out, const float *q, const float *k, const float *v,
+                           int B, int T, int H, int G, int D, int window)
+{
+	float scale = 1.0f / sqrtf((float)D);
+	int rep = H / G;
+	ASSERT(H % G == 0);
+	#pragma omp parallel
+	{
+		float *p = mallocCheck((size_t)T * sizeof(float));
+		#pragma omp for collapse(2) schedule(dynamic)
+		for (int b = 0; b < B; b++)
+			for (int h = 0; h < H; h++) {
+				int g = h / rep;
+				for (int t = 0; t < T; t++) {
+					const float *qt = q + (((size_t)b * T + t) * H + h) * D;
+					int s0 = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+					/* scores and their max */
+					float mx = -INFINITY;
+					for (int s = s0; s <= t; s++) {
+						const float *ks = k + (((size_t)b * T + s) * G + g) * D;
+						float dot = 0;
+						for (int i = 0; i < D; i++)
+							dot += qt[i] * ks[i];
+						p[s] = dot * scale;
+						mx = p[s] > mx ? p[s] : mx;
+					}
+					/* softmax */
+					double sum = 0;
+					for (int s = s0; s <= t; s++) {
+						p[s] = expf(p[s] - mx);
+						sum += p[s];
+					}
+					/* weighted sum of values */
+					float *ot = out + (((size_t)b * T + t) * H + h) * D;
+					for (int i = 0; i < D; i++)
+						ot[i] = 0;
+					for (int s = s0; s <= t; s++) {
+						const float *vs = v + (((size_t)b * T + s) * G + g) * D;
+						float w = (float)(p[s] / sum);
+						for (int i = 0; i < D; i++)
+							ot[i] += w * vs[i];
+					}
+				}
+			}
+		free(p);
+	}
+}
+
+void swiglu_forward_cpu(float *out, const float *gate, const float *up, int64_t n)
+{
+	#pragma omp parallel for
+	for (int64_t i = 0; i < n; i++)
+		out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void residual_forward_cpu(float *out, const float *x, int64_t n)
+{
+	#pragma omp parallel for
+	for (int64_t i = 0; i < n; i++)
+		out[i] += x[i];
+}

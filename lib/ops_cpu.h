@@ -1,0 +1,43 @@
+/*
+ * ops_cpu: the reference operators, float32, plain loops, OpenMP at most.
+ * This file is the specification every CUDA kernel is checked against
+ * (kernels/<op>.cu has <op>_forward_kernel and <op>_forward_cuda with the
+ * same argument order). Weights are Tensor views in any floating dtype;
+ * activations are float32, row-major.
+ */
+#ifndef DASH_OPS_CPU_H
+#define DASH_OPS_CPU_H
+
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* out (n, OC) = x (n, IC) @ w^T + b;  w (OC, IC), b (OC) or NULL (data NULL) */
+void matmul_forward_cpu(float *out, const float *x, const Tensor *w, const Tensor *b,
+                        int n, int IC, int OC);
+
+/* out (n, C) = x / sqrt(mean(x^2) + eps) * w;  w (C). out may equal x. */
+void rmsnorm_forward_cpu(float *out, const float *x, const Tensor *w, int n, int C, float eps);
+
+/* out (n, C) = w[ids] ;  w (V, C) */
+void embedding_forward_cpu(float *out, const int32_t *ids, const Tensor *w, int n, int C);
+
+/* rope_forward_cpu rotates x (B*T, NH, D) in place, HF rotate-half
+ * convention: for i < D/2 and angle = pos * inv_freq[i], the pair
+ * (x[i], x[i + D/2]) turns by angle. pos = t within each sequence. */
+void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int NH, int D);
+
+/* attention_forward_cpu: causal GQA softmax attention.
+ *   q (B*T, H, D), k, v (B*T, G, D) -> out (B*T, H, D)
+ * query head h reads kv head h / (H / G); scale 1/sqrt(D). window W > 0
+ * restricts query t to keys t-W+1 .. t (sliding window); 0 is full. */
+void attention_forward_cpu(float *out, const float *q, const float *k, const float *v,
+                           int B, int T, int H, int G, int D, int window);
+
+/* out (n) = silu(gate) * up */
+void swiglu_forward_cpu(float *out, const float *gate, const float *up, int64_t n);
+
+/* out (n) += x */
+void residual_forward_cpu(float *out, const float *x, int64_t n);
+
+#endif

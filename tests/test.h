@@ -1,0 +1,58 @@
+/*
+ * test.h: the smallest harness (after antirez/sds testhelp.h). Each check
+ * prints "PASS: what" or "FAIL: what"; tests/run counts those lines across
+ * every test program and shell test. check_tensor compares arrays the way
+ * llm.c's validate_result does: |got - ref| <= atol + rtol * |ref|, printing
+ * the first mismatches and the max difference.
+ */
+#ifndef DASH_TEST_H
+#define DASH_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int test_passed, test_failed;
+
+#define test_cond(descr, cond) do { \
+	if (cond) { test_passed++; printf("PASS: %s\n", (descr)); } \
+	else { test_failed++; printf("FAIL: %s (%s:%d)\n", (descr), __FILE__, __LINE__); } \
+	fflush(stdout); \
+} while (0)
+
+static inline int test_report(void)
+{
+	printf("# %d ok, %d not ok\n", test_passed, test_failed);
+	return test_failed ? 1 : 0;
+}
+
+/* check_tensor returns 1 when every element is within atol + rtol*|ref| */
+static inline int check_tensor(const char *name, const float *got, const double *ref, size_t n,
+                               double atol, double rtol)
+{
+	double maxdiff = 0;
+	int bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)got[i] - ref[i]);
+		if (d > maxdiff || isnan(d))
+			maxdiff = isnan(d) ? INFINITY : d;
+		if (!(d <= atol + rtol * fabs(ref[i]))) {
+			if (bad < 5)
+				printf("  %s[%zu]: got %.8g ref %.8g\n", name, i, (double)got[i], ref[i]);
+			bad++;
+		}
+	}
+	printf("  %s %s maxdiff=%.3e (%zu values, %d outside tolerance)\n", bad ? "TENSOR BAD" : "TENSOR OK",
+	       name, maxdiff, n, bad);
+	return bad == 0;
+}
+
+static inline double max_abs(const double *x, size_t n)
+{
+	double m = 0;
+	for (size_t i = 0; i < n; i++)
+		m = fabs(x[i]) > m ? fabs(x[i]) : m;
+	return m;
+}
+
+#endif
