@@ -1,0 +1,170 @@
+/* eval-lm: a model's loss and perplexity on token ids, and its logits. */
+#include <ctype.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5io.h"   // defines: h5_create, h5_write_rows, h5_close
+#include "model.h"  // defines: model_load, model_forward, model_logits
+#include "tokens.h" // defines: tokens_read
+#include "util.h"   // defines: die, estrtocount, Progress
+
+#define LOGITS_FORMAT "dash-logits"
+#define ROWS 256 /* logits computed this many rows at a time */
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: eval-lm -m MODEL (--ids FILE | --tokens TOKENS.h5) [--seq T] [-n N]\n"
+	                "               [--dump-logits OUT.h5]\n");
+	exit(2);
+}
+
+/* read_ids parses whitespace-separated token ids. */
+static int32_t *read_ids(const char *path, int64_t *n)
+{
+	char *text = read_file(path, NULL), *p = text;
+	int64_t cap = 1024, k = 0;
+	int32_t *ids = mallocCheck((size_t)cap * sizeof *ids);
+	for (;;) {
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		char *end;
+		long long v = strtoll(p, &end, 10);
+		if (end == p || (*end && !isspace((unsigned char)*end)) || v < 0 || v > INT32_MAX) {
+			int len = 0;
+			while (p[len] && !isspace((unsigned char)p[len]) && len < 20)
+				len++;
+			die("not a token id: '%.*s' in '%s'", len, p, path);
+		}
+		if (k == cap)
+			ids = reallocCheck(ids, (size_t)(cap *= 2) * sizeof *ids);
+		ids[k++] = (int32_t)v;
+		p = end;
+	}
+	free(text);
+	*n = k;
+	return ids;
+}
+
+int main(int argc, char **argv)
+{
+	const char *model_path = NULL, *ids_path = NULL, *tokens_path = NULL, *dump = NULL;
+	long long seq = 0, max = -1;
+	static const struct option opts[] = {
+		{"model", required_argument, NULL, 'm'},
+		{"ids", required_argument, NULL, 'i'},
+		{"tokens", required_argument, NULL, 't'},
+		{"seq", required_argument, NULL, 's'},
+		{"max-tokens", required_argument, NULL, 'n'},
+		{"dump-logits", required_argument, NULL, 'd'},
+		{NULL, 0, NULL, 0},
+	};
+	util_init(argc, argv);
+	int c;
+	while ((c = getopt_long(argc, argv, "m:n:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_path = optarg; break;
+		case 'i': ids_path = optarg; break;
+		case 't': tokens_path = optarg; break;
+		case 's': seq = estrtocount(optarg, "--seq"); break;
+		case 'n': max = estrtocount(optarg, "-n"); break;
+		case 'd': dump = optarg; break;
+		default: usage();
+		}
+	}
+	if (optind != argc || !model_path || !ids_path == !tokens_path)
+		usage();
+	if ((seq < 0 || seq > 1 << 20) || (max == 0))
+		die("--seq must be 1 to 1048576 and -n at least 1");
+
+	/* inputs: all checked before any work or output */
+	Model m;
+	model_load(&m, model_path);
+	int64_t n;
+	char tok_fp[17] = "";
+	int32_t *ids;
+	const char *src = ids_path ? ids_path : tokens_path;
+	if (ids_path) {
+		ids = read_ids(ids_path, &n);
+		if (max > 0 && max < n)
+			n = max;
+		tokens_fingerprint((const uint32_t *)ids, n, tok_fp);
+	} else {
+		ids = tokens_read(tokens_path, max, &n, tok_fp);
+		if (seq == 0)
+			seq = 1024;
+	}
+	if (n == 0)
+		die("no token ids in '%s'", src);
+	for (int64_t i = 0; i < n; i++)
+		if (ids[i] >= m.cfg.V)
+			die("token id %d at position %lld is out of range (vocab %d): '%s'", ids[i],
+			    (long long)i, m.cfg.V, src);
+	fprintf(stderr, "eval-lm: model %s: ", model_path);
+	model_describe(&m, stderr);
+	int T = seq > 0 && seq < n ? (int)seq : (int)n;
+	int64_t nseq = (n + T - 1) / T;
+	fprintf(stderr, "eval-lm: %lld tokens from %s, %lld sequence%s of up to %d\n", (long long)n, src,
+	        (long long)nseq, nseq == 1 ? "" : "s", T);
+
+	H5File *out = NULL;
+	if (dump) {
+		out = h5_create(dump);
+		h5_stamp(out, LOGITS_FORMAT, 1);
+		int64_t dims[2] = {n, m.cfg.V};
+		h5_create_dataset(out, "/logits", DT_F32, 2, dims);
+		h5_write(out, "/ids", DT_I32, 1, &n, ids);
+		h5_set_input(out, "teacher", model_path, m.fingerprint);
+		h5_set_input(out, "tokens", src, tok_fp);
+		h5_attr_set_i64(out, "/", "seq", T);
+	}
+
+	/* each sequence: forward, then logits and the next-token loss by rows */
+	float *hidden = mallocCheck((size_t)T * m.cfg.C * sizeof(float));
+	float *logits = mallocCheck((size_t)ROWS * m.cfg.V * sizeof(float));
+	double nll = 0;
+	int64_t npred = 0;
+	Progress pr;
+	progress_init(&pr, "tokens", n);
+	for (int64_t s = 0; s < nseq; s++) {
+		int64_t t0 = s * T;
+		int len = (int)(n - t0 < T ? n - t0 : T);
+		model_forward(&m, ids + t0, 1, len, hidden, NULL, NULL);
+		for (int r0 = 0; r0 < len; r0 += ROWS) {
+			int rows = len - r0 < ROWS ? len - r0 : ROWS;
+			model_logits(&m, hidden + (size_t)r0 * m.cfg.C, rows, logits);
+			if (out)
+				h5_write_rows(out, "/logits", DT_F32, t0 + r0, rows, logits);
+			for (int r = 0; r < rows && r0 + r + 1 < len; r++) {
+				const float *lr = logits + (size_t)r * m.cfg.V;
+				double mx = -INFINITY, z = 0;
+				for (int v = 0; v < m.cfg.V; v++)
+					mx = lr[v] > mx ? lr[v] : mx;
+				for (int v = 0; v < m.cfg.V; v++)
+					z += exp(lr[v] - mx);
+				nll += mx + log(z) - lr[ids[t0 + r0 + r + 1]];
+				npred++;
+			}
+		}
+		progress_update(&pr, t0 + len);
+	}
+	progress_done(&pr, n);
+
+	double loss = npred ? nll / (double)npred : NAN;
+	if (out) {
+		h5_attr_set_f64(out, "/", "loss", loss);
+		h5_attr_set_i64(out, "/", "predicted", npred);
+		h5_close(out);
+	}
+	if (npred)
+		printf("loss %.6f ppl %.4f tokens %lld\n", loss, exp(loss), (long long)npred);
+	else
+		warn("no next-token predictions in sequences of 1 token; no loss to report");
+	fshut(stdout, "<stdout>");
+	free(hidden), free(logits), free(ids);
+	model_free(&m);
+	return 0;
+}
