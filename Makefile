@@ -7,7 +7,7 @@ LIB_SRC  := $(wildcard lib/*.c)
 LIB_OBJ  := $(LIB_SRC:.c=.o)
 LIB      := lib/libdash.a
 TOOLS    := $(patsubst tools/%.c,bin/%,$(wildcard tools/*.c))
-TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c))
+TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c)) tests/bin/mktokens
 CU_SRC   := $(wildcard kernels/*.cu)
 CU_OBJ   := $(CU_SRC:.cu=.o)
 CU_LIB   := kernels/libdash_cuda.a
@@ -45,7 +45,7 @@ lib/%.o: lib/%.c lib/*.h config.mk
 $(LIB): $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
-kernels/%.o: kernels/%.cu kernels/*.cuh lib/*.h
+kernels/%.o: kernels/%.cu kernels/*.cuh kernels/*.h lib/*.h
 	$(NVCC) $(NVFLAGS) -Ilib -c -o $@ $<
 
 $(CU_LIB): $(CU_OBJ)
