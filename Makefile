@@ -76,7 +76,7 @@ deps:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			build-essential pkg-config libhdf5-dev libzstd-dev zstd libcjson-dev \
-			libpcre2-dev libutf8proc-dev mandoc; \
+			libpcre2-dev libutf8proc-dev mandoc hdf5-tools; \
 	else echo "make deps: no apt-get; install HDF5, zstd, cJSON, PCRE2, utf8proc by hand" >&2; exit 1; fi
 
 install: all
