@@ -16,7 +16,7 @@ void tokens_fingerprint(const uint32_t *ids, int64_t n, char fp[17])
 }
 
 void tokens_write(const char *path, const uint32_t *ids, int64_t n, const uint64_t *doc_offsets,
-                  int64_t ndocs, const char *tokenizer, const char *tokenizer_fingerprint)
+                  int64_t ndocs, const TokensMeta *meta)
 {
 	ASSERT(doc_offsets[0] == 0 && doc_offsets[ndocs] == (uint64_t)n);
 	char fp[17];
@@ -29,7 +29,9 @@ void tokens_write(const char *path, const uint32_t *ids, int64_t n, const uint64
 	h5_attr_set_str(f, "/", "fingerprint", fp);
 	h5_attr_set_i64(f, "/", "num_tokens", n);
 	h5_attr_set_i64(f, "/", "num_docs", ndocs);
-	h5_set_input(f, "tokenizer", tokenizer, tokenizer_fingerprint);
+	h5_attr_set_i64(f, "/", "eos_id", meta->eos_id);
+	h5_attr_set_str(f, "/", "sources", meta->sources);
+	h5_set_input(f, "tokenizer", meta->tokenizer, meta->tokenizer_fingerprint);
 	h5_close(f);
 }
 

@@ -15,10 +15,18 @@
 #define TOKENS_FORMAT "dash-tokens"
 #define TOKENS_VERSION 1
 
+/* what a tokens.h5 records about how it was made */
+typedef struct {
+	const char *tokenizer;             /* path */
+	const char *tokenizer_fingerprint;
+	int eos_id;                        /* the id after each document */
+	const char *sources;               /* the input files, space separated */
+} TokensMeta;
+
 /* tokens_write writes a complete tokens.h5 (through NAME.tmp).
  * doc_offsets has ndocs + 1 entries, the last equal to n. */
 void tokens_write(const char *path, const uint32_t *ids, int64_t n, const uint64_t *doc_offsets,
-                  int64_t ndocs, const char *tokenizer, const char *tokenizer_fingerprint);
+                  int64_t ndocs, const TokensMeta *meta);
 
 /* tokens_read returns the first min(max, N) ids (all when max < 0) as int32,
  * malloc'd, with their count in *n and the file's fingerprint in fp. */

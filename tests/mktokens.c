@@ -25,6 +25,7 @@ int main(int argc, char **argv)
 			ids[n++] = (uint32_t)estrtoll(tok, "token id");
 		offs[++d] = (uint64_t)n;
 	}
-	tokens_write(argv[1], ids, n, offs, d, "mktokens", "0000000000000000");
+	TokensMeta meta = {"mktokens", "0000000000000000", -1, "<stdin>"};
+	tokens_write(argv[1], ids, n, offs, d, &meta);
 	return 0;
 }

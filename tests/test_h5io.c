@@ -191,7 +191,8 @@ int main(int argc, char **argv)
 	uint64_t offs[3] = {0, 400, 1000};
 	for (int i = 0; i < 1000; i++)
 		ids[i] = (uint32_t)(next() % 151936);
-	tokens_write(DIR "/tokens.h5", ids, 1000, offs, 2, "tok.json", "feedfeedfeedfeed");
+	TokensMeta meta = {"tok.json", "feedfeedfeedfeed", 2, "a.txt b.txt"};
+	tokens_write(DIR "/tokens.h5", ids, 1000, offs, 2, &meta);
 	int64_t n;
 	char tfp[17], want[17];
 	int32_t *back = tokens_read(DIR "/tokens.h5", 600, &n, tfp);
