@@ -4,18 +4,22 @@
 # A stage re-runs when its inputs, its tool or its parameters change. Recipes
 # write $@.tmp and rename, and .DELETE_ON_ERROR removes a failed target.
 #
-# Stages so far: the teacher's loss on held-out ids (eval-lm). tokenize,
-# distill-linear, search-logits, derive and eval-ruler join as they land.
-# Until a real default teacher is fetched by `make data`, the default is the
-# tiny random Qwen2 test fixture, so the numbers only show the plumbing.
+# Stages so far: tokenize (training and held-out text) and the teacher's loss
+# (eval-lm). distill-linear, search-logits, derive and eval-ruler join as
+# they land. Until a real default teacher is fetched by `make data`, the
+# teacher is the tiny random Qwen2 test fixture, evaluated on its own ids, so
+# that number only shows the plumbing.
 
+TOKENIZER ?= data/qwen2.5/tokenizer.json
+TRAIN_TEXT ?= data/text/sotu.jsonl.zst
+HELDOUT_TEXT ?= data/text/moby-dick.jsonl.zst
 TEACHER ?= tests/data/tiny-qwen2
 IDS     ?= tests/data/tiny-qwen2.ids.txt
 OUT     ?= out
 
 .DELETE_ON_ERROR:
 .PHONY: all tools
-all: $(OUT)/teacher-lm.txt
+all: $(OUT)/train.tokens.h5 $(OUT)/heldout.tokens.h5 $(OUT)/teacher-lm.txt
 	@cat $(OUT)/teacher-lm.txt
 
 tools:
@@ -23,6 +27,14 @@ tools:
 
 bin/%: tools
 	@:
+
+$(OUT)/train.tokens.h5: bin/tokenize $(TOKENIZER) $(TRAIN_TEXT)
+	@mkdir -p $(OUT)
+	bin/tokenize -t $(TOKENIZER) -o $@ $(TRAIN_TEXT)
+
+$(OUT)/heldout.tokens.h5: bin/tokenize $(TOKENIZER) $(HELDOUT_TEXT)
+	@mkdir -p $(OUT)
+	bin/tokenize -t $(TOKENIZER) -o $@ $(HELDOUT_TEXT)
 
 $(OUT)/teacher-lm.txt: bin/eval-lm $(TEACHER)/config.json $(IDS)
 	@mkdir -p $(OUT)
