@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"
 #include "util.h"
 
 // ----------------------------------------------------------------------------
@@ -256,7 +257,7 @@ static uint64_t hash_tensor(uint64_t h, const char *name, const Tensor *t)
 	h = hash_str(h, dtype_name(t->dtype));
 	for (int i = 0; i < t->ndim; i++)
 		h = hash_u64(h, (uint64_t)t->shape[i]);
-	size_t n = (size_t)tensor_numel(t) * dtype_size(t->dtype);
+	size_t n = dtype_row_bytes(t->dtype, tensor_numel(t));
 	enum { WIN = 4096, NWIN = 16 };
 	if (n <= WIN * NWIN)
 		return hash_bytes(h, t->data, n);
@@ -290,29 +291,174 @@ static void fingerprint(Model *m)
 	fingerprint_hex(h, m->fingerprint);
 }
 
+// ----------------------------------------------------------------------------
+// GGUF
+
+static Tensor gguf_get(Model *m, const char *name, int ndim, int64_t rows, int64_t cols, int required)
+{
+	const GgufTensor *g = gguf_tensor(m->gguf, name);
+	const char *path = m->path;
+	if (!g) {
+		if (required)
+			die("missing tensor '%s' in '%s'", name, path);
+		return (Tensor){0};
+	}
+	if (g->dtype < 0)
+		die("tensor '%s' in '%s' has quantisation type %s, which is not supported", name, path,
+		    gguf_type_name(g->ggml_type));
+	/* GGUF lists dimensions innermost first: (in, out) is our (out, in) */
+	int64_t want[2] = {ndim == 2 ? rows : cols, cols};
+	int ok = g->ndim == ndim && g->ne[0] == cols && (ndim == 1 || g->ne[1] == rows);
+	if (!ok) {
+		char got[96], w[96];
+		Tensor gt = {.ndim = g->ndim}, wt = {.ndim = ndim};
+		for (int i = 0; i < g->ndim; i++)
+			gt.shape[i] = g->ne[g->ndim - 1 - i];
+		memcpy(wt.shape, ndim == 2 ? want : want + 1, (size_t)ndim * sizeof *want);
+		die("tensor '%s' in '%s' has shape %s, the metadata says %s", name, path,
+		    tensor_shape_str(&gt, got, sizeof got), tensor_shape_str(&wt, w, sizeof w));
+	}
+	Tensor t = {.dtype = (DType)g->dtype, .ndim = ndim, .data = g->data};
+	if (ndim == 2)
+		t.shape[0] = rows, t.shape[1] = cols;
+	else
+		t.shape[0] = cols;
+	return t;
+}
+
+/* llama.cpp stores a llama model's q and k rows interleaved per head
+ * (row 2j + i of a head holds Hugging Face row i*D/2 + j); rebuild them in
+ * Hugging Face order, as float32 */
+static Tensor unpermute(Model *m, Tensor w, int heads)
+{
+	if (!w.data)
+		return w;
+	int64_t rows = w.ndim == 2 ? w.shape[0] : w.shape[0], cols = w.ndim == 2 ? w.shape[1] : 1;
+	int D = (int)(rows / heads);
+	size_t rowb = dtype_row_bytes(w.dtype, cols);
+	float *out = mallocCheck((size_t)rows * cols * sizeof(float));
+	for (int64_t r = 0; r < rows; r++) {
+		int64_t h = r / D, x = r % D, i = x / (D / 2), j = x % (D / 2);
+		int64_t src = h * D + 2 * j + i;
+		if (w.ndim == 2)
+			convert_to_f32(out + r * cols, (const uint8_t *)w.data + (size_t)src * rowb, w.dtype, (size_t)cols);
+		else
+			convert_to_f32(out + r, (const uint8_t *)w.data + dtype_row_bytes(w.dtype, src), w.dtype, 1);
+	}
+	m->owned = reallocCheck(m->owned, (size_t)(m->nowned + 1) * sizeof *m->owned);
+	m->owned[m->nowned++] = out;
+	w.dtype = DT_F32;
+	w.data = out;
+	return w;
+}
+
+static void load_gguf(Model *m, const char *path)
+{
+	m->gguf = callocCheck(1, sizeof *m->gguf);
+	Gguf *g = m->gguf;
+	gguf_open(g, path);
+	ModelConfig *c = &m->cfg;
+	char *arch = gguf_str(g, "general.architecture"), key[128];
+	if (!arch)
+		die("missing key 'general.architecture' in '%s'", path);
+	if (strcmp(arch, "qwen2") == 0)
+		c->arch = ARCH_QWEN2;
+	else if (strcmp(arch, "llama") == 0)
+		c->arch = ARCH_LLAMA;
+	else
+		die("unsupported architecture '%s' in '%s' (supported: qwen2, llama)", arch, path);
+#define KEY(k) (snprintf(key, sizeof key, "%s." k, arch), key)
+	c->L = (int)gguf_int(g, KEY("block_count"), 0, 1);
+	c->C = (int)gguf_int(g, KEY("embedding_length"), 0, 1);
+	c->F = (int)gguf_int(g, KEY("feed_forward_length"), 0, 1);
+	c->H = (int)gguf_int(g, KEY("attention.head_count"), 0, 1);
+	c->G = (int)gguf_int(g, KEY("attention.head_count_kv"), c->H, 0);
+	c->D = (int)gguf_int(g, KEY("attention.key_length"), c->H ? c->C / c->H : 0, 0);
+	c->max_pos = (int)gguf_int(g, KEY("context_length"), 0, 0);
+	c->eps = (float)gguf_float(g, KEY("attention.layer_norm_rms_epsilon"), NAN);
+	c->rope_theta = gguf_float(g, KEY("rope.freq_base"), 10000);
+	const GgufTensor *emb = gguf_tensor(g, "token_embd.weight");
+	const GgufKV *toks = gguf_find(g, "tokenizer.ggml.tokens");
+	c->V = (int)gguf_int(g, KEY("vocab_size"), toks ? (int64_t)toks->n : emb ? emb->ne[1] : 0, 0);
+	char *scaling = gguf_str(g, KEY("rope.scaling.type"));
+	if (scaling && strcmp(scaling, "linear") == 0) {
+		c->rope_type = ROPE_LINEAR;
+		c->rope_factor = gguf_float(g, KEY("rope.scaling.factor"), NAN);
+		if (!(c->rope_factor > 0))
+			die("'%s': linear rope scaling without a positive factor", path);
+	} else if (scaling && strcmp(scaling, "none") != 0) {
+		die("unsupported rope scaling '%s' in '%s' (supported: none, linear)", scaling, path);
+	}
+#undef KEY
+	if (c->C <= 0 || c->L <= 0 || c->H <= 0 || c->G <= 0 || c->F <= 0 || c->V <= 0 || c->D <= 0 ||
+	    c->H % c->G != 0 || c->D % 2 != 0 || !(c->eps > 0))
+		die("'%s': inconsistent model metadata (sizes, heads or rms epsilon)", path);
+	c->bos_id = (int)gguf_int(g, "tokenizer.ggml.bos_token_id", -1, 0);
+	c->eos_id = (int)gguf_int(g, "tokenizer.ggml.eos_token_id", -1, 0);
+
+	int64_t HD = (int64_t)c->H * c->D, GD = (int64_t)c->G * c->D;
+	m->embed = gguf_get(m, "token_embd.weight", 2, c->V, c->C, 1);
+	m->norm = gguf_get(m, "output_norm.weight", 1, 0, c->C, 1);
+	m->lm_head = gguf_get(m, "output.weight", 2, c->V, c->C, 0);
+	c->tied = m->lm_head.data == NULL;
+	if (c->tied)
+		m->lm_head = m->embed;
+	m->layers = callocCheck((size_t)c->L, sizeof *m->layers);
+	char n[96];
+#define NAME(fmt) (snprintf(n, sizeof n, "blk.%d." fmt, l), n)
+	for (int l = 0; l < c->L; l++) {
+		LayerWeights *w = &m->layers[l];
+		w->ln1 = gguf_get(m, NAME("attn_norm.weight"), 1, 0, c->C, 1);
+		w->ln2 = gguf_get(m, NAME("ffn_norm.weight"), 1, 0, c->C, 1);
+		w->wq = gguf_get(m, NAME("attn_q.weight"), 2, HD, c->C, 1);
+		w->wk = gguf_get(m, NAME("attn_k.weight"), 2, GD, c->C, 1);
+		w->wv = gguf_get(m, NAME("attn_v.weight"), 2, GD, c->C, 1);
+		w->wo = gguf_get(m, NAME("attn_output.weight"), 2, c->C, HD, 1);
+		int req = c->arch == ARCH_QWEN2;
+		w->bq = gguf_get(m, NAME("attn_q.bias"), 1, 0, HD, req);
+		w->bk = gguf_get(m, NAME("attn_k.bias"), 1, 0, GD, req);
+		w->bv = gguf_get(m, NAME("attn_v.bias"), 1, 0, GD, req);
+		w->bo = gguf_get(m, NAME("attn_output.bias"), 1, 0, c->C, 0);
+		w->wgate = gguf_get(m, NAME("ffn_gate.weight"), 2, c->F, c->C, 1);
+		w->wup = gguf_get(m, NAME("ffn_up.weight"), 2, c->F, c->C, 1);
+		w->wdown = gguf_get(m, NAME("ffn_down.weight"), 2, c->C, c->F, 1);
+		if (c->arch == ARCH_LLAMA) {
+			w->wq = unpermute(m, w->wq, c->H), w->bq = unpermute(m, w->bq, c->H);
+			w->wk = unpermute(m, w->wk, c->G), w->bk = unpermute(m, w->bk, c->G);
+		}
+	}
+#undef NAME
+	c->qkv_bias = m->layers[0].bq.data != NULL;
+	c->o_bias = m->layers[0].bo.data != NULL;
+	free(arch), free(scaling);
+}
+
 void model_load(Model *m, const char *path)
 {
 	memset(m, 0, sizeof *m);
 	m->path = strdupCheck(path);
-	char *cfg = path_join(path, "config.json");
 	if (!file_exists(path))
 		die("cannot open model '%s': no such file or directory", path);
-	if (!file_exists(cfg))
-		die("no config.json in model folder '%s'", path);
-	parse_config(&m->cfg, cfg);
-	free(cfg);
-	st_open_dir(&m->st, path);
-
-	const ModelConfig *c = &m->cfg;
-	m->embed = get2(m, "model.embed_tokens.weight", c->V, c->C);
-	m->norm = get1(m, "model.norm.weight", c->C);
-	if (c->tied)
-		m->lm_head = m->embed;
-	else
-		m->lm_head = get2(m, "lm_head.weight", c->V, c->C);
-	m->layers = callocCheck((size_t)c->L, sizeof *m->layers);
-	for (int l = 0; l < c->L; l++)
-		load_layer(m, l);
+	if (gguf_is_gguf(path)) {
+		load_gguf(m, path);
+	} else {
+		char *cfg = path_join(path, "config.json");
+		if (!file_exists(cfg))
+			die("no config.json in model folder '%s'", path);
+		parse_config(&m->cfg, cfg);
+		free(cfg);
+		st_open_dir(&m->st, path);
+		const ModelConfig *c = &m->cfg;
+		m->embed = get2(m, "model.embed_tokens.weight", c->V, c->C);
+		m->norm = get1(m, "model.norm.weight", c->C);
+		if (c->tied)
+			m->lm_head = m->embed;
+		else
+			m->lm_head = get2(m, "lm_head.weight", c->V, c->C);
+		m->layers = callocCheck((size_t)c->L, sizeof *m->layers);
+		for (int l = 0; l < c->L; l++)
+			load_layer(m, l);
+	}
 	rope_init(m);
 	fingerprint(m);
 }
@@ -320,6 +466,13 @@ void model_load(Model *m, const char *path)
 void model_free(Model *m)
 {
 	st_close(&m->st);
+	if (m->gguf) {
+		gguf_close(m->gguf);
+		free(m->gguf);
+	}
+	for (int i = 0; i < m->nowned; i++)
+		free(m->owned[i]);
+	free(m->owned);
 	free(m->layers);
 	free(m->inv_freq);
 	free(m->path);

@@ -60,15 +60,21 @@ typedef struct {
 	Tensor norm;           // (C)
 	Tensor lm_head;        // (V, C); the embedding when tied
 	float *inv_freq;       // (D/2) RoPE inverse frequencies, scaling applied
-	SafeTensors st;
+	SafeTensors st;        /* a Hugging Face folder, or */
+	struct Gguf *gguf;     /* a GGUF file */
+	void **owned;          /* weights rebuilt in memory (GGUF llama q/k) */
+	int nowned;
 	char *path;
 	char fingerprint[17];  /* hex, see model_load */
 } Model;
 
 /* model_load opens a Hugging Face checkpoint folder (config.json and
- * model.safetensors or model.safetensors.index.json) and checks every
- * tensor's presence, dtype and shape against the config; it dies naming the
- * file on any problem. The fingerprint hashes the config and every tensor's
+ * model.safetensors or model.safetensors.index.json) or a GGUF file
+ * (architectures qwen2 and llama; quantised weights stay quantised in the
+ * map and are dequantised row by row as they are used; the q/k row
+ * permutation of llama.cpp's converter is undone) and checks every tensor's
+ * presence, type and shape against the config; it dies naming the file on
+ * any problem. The fingerprint hashes the config and every tensor's
  * name, dtype, shape and a sample of its bytes, in a fixed order, so it does
  * not depend on how the checkpoint is sharded and costs milliseconds. */
 void model_load(Model *m, const char *path);

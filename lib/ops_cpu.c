@@ -38,7 +38,7 @@ void matmul_forward_cpu(float *out, const float *x, const Tensor *w, const Tenso
                         int n, int IC, int OC)
 {
 	int nblk = (OC + MM_ROWS - 1) / MM_ROWS;
-	size_t esize = dtype_size(w->dtype);
+	size_t rowb = dtype_row_bytes(w->dtype, IC);
 	const uint8_t *wd = w->data;
 	#pragma omp parallel
 	{
@@ -50,9 +50,9 @@ void matmul_forward_cpu(float *out, const float *x, const Tensor *w, const Tenso
 			for (int blk = 0; blk < nblk; blk++) {
 				int o0 = blk * MM_ROWS;
 				int no = OC - o0 < MM_ROWS ? OC - o0 : MM_ROWS;
-				convert_to_f32(wrow, wd + (size_t)o0 * IC * esize, w->dtype, (size_t)no * IC);
+				convert_to_f32(wrow, wd + (size_t)o0 * rowb, w->dtype, (size_t)no * IC);
 				if (b && b->data)
-					convert_to_f32(bias, (const uint8_t *)b->data + (size_t)o0 * dtype_size(b->dtype),
+					convert_to_f32(bias, (const uint8_t *)b->data + dtype_row_bytes(b->dtype, o0),
 					               b->dtype, (size_t)no);
 				for (int t = t0; t < t1; t++) {
 					float r[4];
@@ -87,10 +87,10 @@ void rmsnorm_forward_cpu(float *out, const float *x, const Tensor *w, int n, int
 
 void embedding_forward_cpu(float *out, const int32_t *ids, const Tensor *w, int n, int C)
 {
-	size_t esize = dtype_size(w->dtype);
+	size_t rowb = dtype_row_bytes(w->dtype, C);
 	for (int t = 0; t < n; t++) {
 		ASSERT(ids[t] >= 0 && ids[t] < w->shape[0]);
-		convert_to_f32(out + (size_t)t * C, (const uint8_t *)w->data + (size_t)ids[t] * C * esize,
+		convert_to_f32(out + (size_t)t * C, (const uint8_t *)w->data + (size_t)ids[t] * rowb,
 		               w->dtype, (size_t)C);
 	}
 }

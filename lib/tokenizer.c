@@ -13,6 +13,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "gguf.h"
 #include "util.h"
 
 #define MAX_PRE 8      /* pre-tokenisers in a sequence */
@@ -61,7 +62,8 @@ struct Tokenizer {
 	uint32_t *nbytes;   /* [size] */
 	StrMap vocab;       /* byte-level text of model vocabulary -> id */
 	MergeMap merges;
-	int32_t byte_id[256];
+	int32_t byte_id[256];    /* -1: a byte with no token (dropped, or unk_id) */
+	int32_t unk_id;          /* -1: none */
 	uint16_t byte_char[256]; /* the byte-level code point of each byte */
 	Added *added;       /* sorted longest first */
 	int nadded;
@@ -464,19 +466,130 @@ static int cmp_added(const void *a, const void *b)
 	return x->len != y->len ? (x->len < y->len ? 1 : -1) : memcmp(x->text, y->text, x->len);
 }
 
-static void set_text(Tokenizer *t, int32_t id, const char *s)
+// ----------------------------------------------------------------------------
+// building: the JSON and GGUF loaders both go through these
+
+static Tokenizer *tok_new(const char *path, uint64_t fingerprint)
 {
-	if (!t->text[id])
-		t->text[id] = strdupCheck(s);
+	Tokenizer *t = callocCheck(1, sizeof *t);
+	t->path = strdupCheck(path);
+	t->unk_id = -1;
+	fingerprint_hex(fingerprint, t->fingerprint);
+	bytelevel_table(t);
+	return t;
 }
 
-Tokenizer *tokenizer_load(const char *path)
+/* tok_ids sizes the id tables for ids 0 .. size-1 and nv vocabulary entries */
+static void tok_ids(Tokenizer *t, int size, int nv)
+{
+	t->size = size;
+	t->text = callocCheck((size_t)size, sizeof *t->text);
+	t->bytes = callocCheck((size_t)size, sizeof *t->bytes);
+	t->nbytes = callocCheck((size_t)size, sizeof *t->nbytes);
+	strmap_init(&t->vocab, (uint32_t)nv);
+}
+
+/* tok_vocab sets a vocabulary entry: its byte-level text and its bytes */
+static void tok_vocab(Tokenizer *t, int32_t id, const char *s, size_t len, const int16_t *inv)
+{
+	if (t->text[id])
+		return;
+	t->text[id] = mallocCheck(len + 1);
+	memcpy(t->text[id], s, len);
+	t->text[id][len] = '\0';
+	strmap_put(&t->vocab, t->text[id], len, id);
+	uint8_t *b = mallocCheck(len + 1);
+	long nb = bytelevel_decode(inv, t->text[id], b);
+	if (nb < 0) /* not byte-level text: keep it as it is */
+		nb = (long)len, memcpy(b, s, len);
+	t->bytes[id] = b;
+	t->nbytes[id] = (uint32_t)nb;
+}
+
+static void inv_table(const Tokenizer *t, int16_t inv[512])
+{
+	for (int i = 0; i < 512; i++)
+		inv[i] = -1;
+	for (int b = 0; b < 256; b++)
+		inv[t->byte_char[b]] = (int16_t)b;
+}
+
+/* tok_added registers an added token (matched in raw text) */
+static void tok_added(Tokenizer *t, int32_t id, const char *s, size_t len, int special, int lstrip, int rstrip)
+{
+	if (len == 0)
+		die("empty added token %d in '%s'", id, t->path);
+	t->added = reallocCheck(t->added, (size_t)(t->nadded + 1) * sizeof *t->added);
+	Added *a = &t->added[t->nadded++];
+	a->id = id;
+	a->text = mallocCheck(len + 1);
+	memcpy(a->text, s, len);
+	a->text[len] = '\0';
+	a->len = len;
+	a->special = special, a->lstrip = lstrip, a->rstrip = rstrip;
+	free(t->text[id]), free(t->bytes[id]);
+	t->text[id] = strdupCheck(a->text);
+	t->bytes[id] = (uint8_t *)strdupCheck(a->text);
+	t->nbytes[id] = (uint32_t)len;
+	t->added_first[(uint8_t)a->text[0]] = 1;
+}
+
+/* tok_merge adds merge number rank: a + b -> ab */
+static void tok_merge(Tokenizer *t, const char *a, size_t la, const char *b, size_t lb, uint32_t rank,
+                      char **cat, size_t *catcap)
+{
+	if (la + lb + 1 > *catcap)
+		*cat = reallocCheck(*cat, *catcap = 2 * (la + lb + 1));
+	memcpy(*cat, a, la), memcpy(*cat + la, b, lb);
+	int32_t ia = strmap_get(&t->vocab, a, la), ib = strmap_get(&t->vocab, b, lb);
+	int32_t im = strmap_get(&t->vocab, *cat, la + lb);
+	if (ia < 0 || ib < 0 || im < 0)
+		die("merge %u in '%s' uses a token that is not in the vocabulary", rank, t->path);
+	merges_put(&t->merges, ia, ib, rank, im);
+}
+
+/* tok_finish checks the whole and derives what encoding needs */
+static void tok_finish(Tokenizer *t)
+{
+	int missing = 0;
+	for (int b = 0; b < 256; b++) {
+		char s[4];
+		int k = utf8_encode(t->byte_char[b], s);
+		t->byte_id[b] = strmap_get(&t->vocab, s, (size_t)k);
+		if (t->byte_id[b] < 0)
+			t->byte_id[b] = t->unk_id;
+		missing += t->byte_id[b] < 0;
+	}
+	/* a few bytes without a token is what GPT-2-family vocabularies do
+	 * (tokenizers drops them); none at all is not byte-level BPE */
+	if (missing > 64)
+		die("tokenizer '%s' is not byte-level: %d bytes have no token", t->path, missing);
+	qsort(t->added, (size_t)t->nadded, sizeof *t->added, cmp_added);
+	for (int i = 0; i < t->nprefix; i++)
+		if (t->prefix[i] < 0 || t->prefix[i] >= t->size)
+			die("post_processor of '%s' adds an unknown id %d", t->path, t->prefix[i]);
+	for (int i = 0; i < t->nsuffix; i++)
+		if (t->suffix[i] < 0 || t->suffix[i] >= t->size)
+			die("post_processor of '%s' adds an unknown id %d", t->path, t->suffix[i]);
+	/* cutting a text at "\n" + letter is safe unless a prefix space would
+	 * be added to each piece or an added token spans a line break */
+	t->splittable = 1;
+	for (int i = 0; i < t->npre; i++)
+		if (t->pre[i].type == PRE_BYTELEVEL && t->pre[i].prefix_space)
+			t->splittable = 0;
+	for (int i = 0; i < t->nadded; i++)
+		if (strchr(t->added[i].text, '\n'))
+			t->splittable = 0;
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer.json
+
+static Tokenizer *tokenizer_load_json(const char *path)
 {
 	size_t flen;
 	char *json = read_file(path, &flen);
-	Tokenizer *t = callocCheck(1, sizeof *t);
-	t->path = strdupCheck(path);
-	fingerprint_hex(hash_bytes(HASH_INIT, json, flen), t->fingerprint);
+	Tokenizer *t = tok_new(path, hash_bytes(HASH_INIT, json, flen));
 	cJSON *root = cJSON_ParseWithLength(json, flen);
 	if (!root || !cJSON_IsObject(root))
 		die("malformed JSON in tokenizer file '%s'", path);
@@ -494,11 +607,10 @@ Tokenizer *tokenizer_load(const char *path)
 	if ((pre && *pre) || (suf && *suf))
 		die("tokenizer '%s' uses a subword prefix or suffix, which is not supported", path);
 	t->ignore_merges = jtrue(model, "ignore_merges");
-	bytelevel_table(t);
 
 	/* ids: the vocabulary and the added tokens */
 	const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), *e;
-	int nv = cJSON_GetArraySize(vocab), maxid = -1;
+	int maxid = -1;
 	cJSON_ArrayForEach(e, vocab) {
 		if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8)
 			die("vocab entry '%s' in '%s' has no valid id", e->string, path);
@@ -510,58 +622,16 @@ Tokenizer *tokenizer_load(const char *path)
 			die("added token without id or content in '%s'", path);
 		maxid = (int)id->valuedouble > maxid ? (int)id->valuedouble : maxid;
 	}
-	t->size = maxid + 1;
-	t->text = callocCheck((size_t)t->size, sizeof *t->text);
-	t->bytes = callocCheck((size_t)t->size, sizeof *t->bytes);
-	t->nbytes = callocCheck((size_t)t->size, sizeof *t->nbytes);
-	strmap_init(&t->vocab, (uint32_t)nv);
-	uint8_t *buf = mallocCheck(4096);
+	tok_ids(t, maxid + 1, cJSON_GetArraySize(vocab));
 	int16_t inv[512];
-	for (int i = 0; i < 512; i++)
-		inv[i] = -1;
-	for (int b = 0; b < 256; b++)
-		inv[t->byte_char[b]] = (int16_t)b;
-	cJSON_ArrayForEach(e, vocab) {
-		int32_t id = (int32_t)e->valuedouble;
-		set_text(t, id, e->string);
-		strmap_put(&t->vocab, t->text[id], strlen(t->text[id]), id);
-		size_t sl = strlen(e->string);
-		buf = reallocCheck(buf, sl + 1);
-		long nb = bytelevel_decode(inv, e->string, buf);
-		if (nb < 0) /* not byte-level text: keep it as it is */
-			nb = (long)sl, memcpy(buf, e->string, sl);
-		t->bytes[id] = mallocCheck((size_t)nb + 1);
-		memcpy(t->bytes[id], buf, (size_t)nb);
-		t->nbytes[id] = (uint32_t)nb;
-	}
-	for (int b = 0; b < 256; b++) {
-		char s[4];
-		int k = utf8_encode(t->byte_char[b], s);
-		t->byte_id[b] = strmap_get(&t->vocab, s, (size_t)k);
-		if (t->byte_id[b] < 0)
-			die("tokenizer '%s' is not byte-level: no token for byte 0x%02x", path, b);
-	}
-
-	t->nadded = cJSON_GetArraySize(added);
-	t->added = callocCheck((size_t)t->nadded + 1, sizeof *t->added);
-	int k = 0;
+	inv_table(t, inv);
+	cJSON_ArrayForEach(e, vocab)
+		tok_vocab(t, (int32_t)e->valuedouble, e->string, strlen(e->string), inv);
 	cJSON_ArrayForEach(e, added) {
-		Added *a = &t->added[k++];
-		a->id = (int32_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
-		a->text = strdupCheck(jstr(e, "content"));
-		a->len = strlen(a->text);
-		a->special = jtrue(e, "special");
-		a->lstrip = jtrue(e, "lstrip");
-		a->rstrip = jtrue(e, "rstrip");
-		if (a->len == 0)
-			die("empty added token %d in '%s'", a->id, path);
-		free(t->text[a->id]), free(t->bytes[a->id]);
-		t->text[a->id] = strdupCheck(a->text);
-		t->bytes[a->id] = (uint8_t *)strdupCheck(a->text);
-		t->nbytes[a->id] = (uint32_t)a->len;
-		t->added_first[(uint8_t)a->text[0]] = 1;
+		const char *c = jstr(e, "content");
+		tok_added(t, (int32_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble, c, strlen(c),
+		          jtrue(e, "special"), jtrue(e, "lstrip"), jtrue(e, "rstrip"));
 	}
-	qsort(t->added, (size_t)t->nadded, sizeof *t->added, cmp_added);
 
 	/* merges: "a b" strings or ["a", "b"] pairs */
 	merges_init(&t->merges, (size_t)cJSON_GetArraySize(merges));
@@ -569,9 +639,8 @@ Tokenizer *tokenizer_load(const char *path)
 	char *cat = NULL;
 	size_t catcap = 0;
 	cJSON_ArrayForEach(e, merges) {
-		const char *a, *b;
+		const char *a, *b, *sp;
 		size_t la, lb;
-		char *sp = NULL;
 		if (cJSON_IsString(e)) {
 			a = e->valuestring;
 			sp = strchr(a, ' ');
@@ -585,42 +654,125 @@ Tokenizer *tokenizer_load(const char *path)
 		} else {
 			die("merge %u in '%s' is neither \"a b\" nor [\"a\", \"b\"]", rank, path);
 		}
-		if (la + lb + 1 > catcap)
-			cat = reallocCheck(cat, catcap = 2 * (la + lb + 1));
-		memcpy(cat, a, la), memcpy(cat + la, b, lb);
-		int32_t ia = strmap_get(&t->vocab, a, la), ib = strmap_get(&t->vocab, b, lb);
-		int32_t im = strmap_get(&t->vocab, cat, la + lb);
-		if (ia < 0 || ib < 0 || im < 0)
-			die("merge %u in '%s' uses a token that is not in the vocabulary", rank, path);
-		merges_put(&t->merges, ia, ib, rank++, im);
+		tok_merge(t, a, la, b, lb, rank++, &cat, &catcap);
 	}
 	free(cat);
-	free(buf);
 
+	const char *unk = jstr(model, "unk_token");
+	if (unk && (t->unk_id = tokenizer_token_id(t, unk)) < 0)
+		die("unk_token '%s' of '%s' is not in the vocabulary", unk, path);
 	set_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"));
 	const cJSON *pt = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
 	if (pt && !cJSON_IsNull(pt))
 		add_pretok(t, pt);
 	set_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"));
-	for (int i = 0; i < t->nprefix; i++)
-		if (t->prefix[i] < 0 || t->prefix[i] >= t->size)
-			die("post_processor of '%s' adds an unknown id %d", path, t->prefix[i]);
-	for (int i = 0; i < t->nsuffix; i++)
-		if (t->suffix[i] < 0 || t->suffix[i] >= t->size)
-			die("post_processor of '%s' adds an unknown id %d", path, t->suffix[i]);
-
-	/* cutting a text at "\n" + letter is safe unless a prefix space would
-	 * be added to each piece or an added token spans a line break */
-	t->splittable = 1;
-	for (int i = 0; i < t->npre; i++)
-		if (t->pre[i].type == PRE_BYTELEVEL && t->pre[i].prefix_space)
-			t->splittable = 0;
-	for (int i = 0; i < t->nadded; i++)
-		if (strchr(t->added[i].text, '\n'))
-			t->splittable = 0;
+	tok_finish(t);
 	cJSON_Delete(root);
 	free(json);
 	return t;
+}
+
+// ----------------------------------------------------------------------------
+// GGUF metadata (tokenizer.ggml.*): model "gpt2" is byte-level BPE; "pre"
+// names the family's pre-tokenisation, which we set up as that family's
+// tokenizer.json does
+
+static const char *QWEN2_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *LLAMA3_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static Tokenizer *tokenizer_load_gguf(const char *path)
+{
+	Gguf g;
+	gguf_open(&g, path);
+	char *model = gguf_str(&g, "tokenizer.ggml.model"), *pre = gguf_str(&g, "tokenizer.ggml.pre");
+	const GgufKV *toks = gguf_find(&g, "tokenizer.ggml.tokens");
+	const GgufKV *types = gguf_find(&g, "tokenizer.ggml.token_type");
+	const GgufKV *merges = gguf_find(&g, "tokenizer.ggml.merges");
+	if (!model)
+		die("GGUF file '%s' has no tokenizer (tokenizer.ggml.model)", path);
+	if (strcmp(model, "gpt2") != 0)
+		die("GGUF file '%s': tokenizer model '%s' is not supported (supported: gpt2, byte-level BPE)", path, model);
+	if (!toks || toks->type != GGUF_ARRAY || toks->atype != GGUF_STRING || !merges ||
+	    merges->type != GGUF_ARRAY || merges->atype != GGUF_STRING)
+		die("GGUF file '%s' lacks tokenizer.ggml.tokens or tokenizer.ggml.merges", path);
+	if (types && (types->type != GGUF_ARRAY || types->n != toks->n ||
+	              (types->atype != GGUF_I32 && types->atype != GGUF_U32)))
+		die("GGUF file '%s': tokenizer.ggml.token_type does not match the tokens", path);
+
+	/* the fingerprint: every token and merge, in order */
+	uint64_t h = hash_str(HASH_INIT, pre ? pre : "");
+	for (uint64_t i = 0; i < toks->n; i++)
+		h = hash_bytes(h, toks->strs[i].s, toks->strs[i].len), h = hash_u64(h, i);
+	for (uint64_t i = 0; i < merges->n; i++)
+		h = hash_bytes(h, merges->strs[i].s, merges->strs[i].len), h = hash_u64(h, i);
+	Tokenizer *t = tok_new(path, h);
+	tok_ids(t, (int)toks->n, (int)toks->n);
+	int16_t inv[512];
+	inv_table(t, inv);
+	for (uint64_t i = 0; i < toks->n; i++) {
+		int32_t type = 1;
+		if (types)
+			memcpy(&type, types->data + 4 * i, 4);
+		/* 3 control and 4 user-defined are matched in raw text, as the
+		 * added tokens of tokenizer.json; 5 (unused padding) only decodes */
+		if (type == 3 || type == 4)
+			tok_added(t, (int32_t)i, toks->strs[i].s, toks->strs[i].len, type == 3, 0, 0);
+		else
+			tok_vocab(t, (int32_t)i, toks->strs[i].s, toks->strs[i].len, inv);
+	}
+	merges_init(&t->merges, merges->n);
+	char *cat = NULL;
+	size_t catcap = 0;
+	for (uint64_t i = 0; i < merges->n; i++) {
+		const char *a = merges->strs[i].s, *sp = memchr(a, ' ', merges->strs[i].len);
+		if (!sp)
+			die("merge %llu in '%s' is not two tokens", (unsigned long long)i, path);
+		size_t la = (size_t)(sp - a), lb = merges->strs[i].len - la - 1;
+		tok_merge(t, a, la, sp + 1, lb, (uint32_t)i, &cat, &catcap);
+	}
+	free(cat);
+
+	const char *p = pre ? pre : "default";
+	PreTok *q = &t->pre[0];
+	if (strcmp(p, "qwen2") == 0) {
+		t->norm = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
+		*q = (PreTok){PRE_SPLIT, compile_regex(QWEN2_REGEX, path), 0, 0};
+		t->pre[1] = (PreTok){PRE_BYTELEVEL, NULL, 0, 0};
+		t->npre = 2;
+	} else if (strcmp(p, "llama-bpe") == 0 || strcmp(p, "llama3") == 0) {
+		*q = (PreTok){PRE_SPLIT, compile_regex(LLAMA3_REGEX, path), 0, 0};
+		t->pre[1] = (PreTok){PRE_BYTELEVEL, NULL, 0, 0};
+		t->npre = 2;
+		t->ignore_merges = 1;
+	} else if (strcmp(p, "smollm") == 0) {
+		*q = (PreTok){PRE_DIGITS, NULL, 1, 0};
+		t->pre[1] = (PreTok){PRE_BYTELEVEL, compile_regex(GPT2_REGEX, path), 0, 0};
+		t->npre = 2;
+	} else if (strcmp(p, "gpt2") == 0 || strcmp(p, "default") == 0) {
+		*q = (PreTok){PRE_BYTELEVEL, compile_regex(GPT2_REGEX, path), 0, 0};
+		t->npre = 1;
+	} else {
+		die("GGUF file '%s': pre-tokenizer '%s' is not supported (supported: qwen2, llama-bpe, smollm, gpt2)",
+		    path, p);
+	}
+	t->unk_id = (int32_t)gguf_int(&g, "tokenizer.ggml.unknown_token_id", -1, 0);
+	if (t->unk_id >= t->size)
+		die("GGUF file '%s': unknown_token_id %d is out of range", path, t->unk_id);
+	if (gguf_bool(&g, "tokenizer.ggml.add_bos_token", 0)) {
+		int64_t bos = gguf_int(&g, "tokenizer.ggml.bos_token_id", -1, 1);
+		t->prefix[t->nprefix++] = (int32_t)bos;
+	}
+	tok_finish(t);
+	free(model), free(pre);
+	gguf_close(&g);
+	return t;
+}
+
+Tokenizer *tokenizer_load(const char *path)
+{
+	if (gguf_is_gguf(path))
+		return tokenizer_load_gguf(path);
+	return tokenizer_load_json(path);
 }
 
 void tokenizer_free(Tokenizer *t)
@@ -803,7 +955,8 @@ static void bpe(TokEncoder *e, const uint8_t *p, size_t n, IdVec *out)
 {
 	const Tokenizer *t = e->t;
 	if (n == 1) {
-		idvec_push(out, t->byte_id[p[0]]);
+		if (t->byte_id[p[0]] >= 0)
+			idvec_push(out, t->byte_id[p[0]]);
 		return;
 	}
 	uint32_t h = hash32(p, n) | 1;
@@ -829,10 +982,17 @@ static void bpe(TokEncoder *e, const uint8_t *p, size_t n, IdVec *out)
 	}
 	if (n > e->symcap)
 		e->sym = reallocCheck(e->sym, (e->symcap = 2 * n) * sizeof *e->sym);
-	for (size_t i = 0; i < n; i++)
-		e->sym[i] = (Symbol){t->byte_id[p[i]], (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1, 1};
+	size_t ns = 0;
+	for (size_t i = 0; i < n; i++) /* bytes without a token are dropped */
+		if (t->byte_id[p[i]] >= 0) {
+			e->sym[ns] = (Symbol){t->byte_id[p[i]], (int32_t)ns - 1, (int32_t)ns + 1, 1};
+			ns++;
+		}
+	if (ns == 0)
+		goto store;
+	e->sym[ns - 1].next = -1;
 	size_t nh = 0;
-	for (size_t i = 0; i + 1 < n; i++)
+	for (size_t i = 0; i + 1 < ns; i++)
 		push_pair(e, &nh, (int32_t)i);
 	while (nh) {
 		Cand c = heap_pop(e, &nh);

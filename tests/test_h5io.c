@@ -140,7 +140,8 @@ int main(int argc, char **argv)
 	char err[1024];
 
 	for (int t = 0; t < DT_COUNT; t++)
-		round_trip((DType)t);
+		if (!dtype_is_quant((DType)t))
+			round_trip((DType)t);
 
 	/* rows, scalars, empty datasets */
 	H5File *f = h5_create(DIR "/rows.h5");
