@@ -32,8 +32,8 @@ void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidd
 		matmul_forward_cpu(q, u, &w->wq, &w->bq, n, C, HD);
 		matmul_forward_cpu(k, u, &w->wk, &w->bk, n, C, GD);
 		matmul_forward_cpu(v, u, &w->wv, &w->bv, n, C, GD);
-		rope_forward_cpu(q, m->inv_freq, B, T, c->H, c->D);
-		rope_forward_cpu(k, m->inv_freq, B, T, c->G, c->D);
+		rope_forward_cpu(q, m->inv_freq, B, T, 0, c->H, c->D);
+		rope_forward_cpu(k, m->inv_freq, B, T, 0, c->G, c->D);
 		attention_forward_cpu(att, q, k, v, B, T, c->H, c->G, c->D, 0);
 		matmul_forward_cpu(a, att, &w->wo, &w->bo, n, HD, C);
 		if (hook)
@@ -54,4 +54,75 @@ void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidd
 void model_logits(const Model *m, const float *hidden, int n, float *logits)
 {
 	matmul_forward_cpu(logits, hidden, &m->lm_head, NULL, n, m->cfg.C, m->cfg.V);
+}
+
+// ----------------------------------------------------------------------------
+// decoding, one token at a time over a key/value cache
+
+void kvcache_init(KVCache *kv, const Model *m, int cap)
+{
+	const ModelConfig *c = &m->cfg;
+	kv->cap = cap;
+	kv->n = 0;
+	kv->gd = c->G * c->D;
+	kv->k = mallocCheck((size_t)c->L * cap * kv->gd * sizeof(float));
+	kv->v = mallocCheck((size_t)c->L * cap * kv->gd * sizeof(float));
+}
+
+void kvcache_free(KVCache *kv)
+{
+	free(kv->k), free(kv->v);
+	memset(kv, 0, sizeof *kv);
+}
+
+void model_step(const Model *m, KVCache *kv, int32_t token, float *logits)
+{
+	const ModelConfig *c = &m->cfg;
+	int C = c->C, HD = c->H * c->D, GD = kv->gd, F = c->F, pos = kv->n;
+	ASSERT(pos < kv->cap && token >= 0 && token < c->V);
+	float *x = mallocCheck((size_t)C * sizeof(float)), *u = mallocCheck((size_t)C * sizeof(float));
+	float *a = mallocCheck((size_t)C * sizeof(float)), *q = mallocCheck((size_t)HD * sizeof(float));
+	float *att = mallocCheck((size_t)HD * sizeof(float));
+	float *g = mallocCheck((size_t)F * sizeof(float)), *up = mallocCheck((size_t)F * sizeof(float));
+	embedding_forward_cpu(x, &token, &m->embed, 1, C);
+	for (int l = 0; l < c->L; l++) {
+		const LayerWeights *w = &m->layers[l];
+		float *kc = kv->k + (size_t)l * kv->cap * GD, *vc = kv->v + (size_t)l * kv->cap * GD;
+		rmsnorm_forward_cpu(u, x, &w->ln1, 1, C, c->eps);
+		matmul_forward_cpu(q, u, &w->wq, &w->bq, 1, C, HD);
+		matmul_forward_cpu(kc + (size_t)pos * GD, u, &w->wk, &w->bk, 1, C, GD);
+		matmul_forward_cpu(vc + (size_t)pos * GD, u, &w->wv, &w->bv, 1, C, GD);
+		rope_forward_cpu(q, m->inv_freq, 1, 1, pos, c->H, c->D);
+		rope_forward_cpu(kc + (size_t)pos * GD, m->inv_freq, 1, 1, pos, c->G, c->D);
+		attention_step_cpu(att, q, kc, vc, pos + 1, c->H, c->G, c->D, 0);
+		matmul_forward_cpu(a, att, &w->wo, &w->bo, 1, HD, C);
+		residual_forward_cpu(x, a, C);
+		rmsnorm_forward_cpu(u, x, &w->ln2, 1, C, c->eps);
+		matmul_forward_cpu(g, u, &w->wgate, &w->bgate, 1, C, F);
+		matmul_forward_cpu(up, u, &w->wup, &w->bup, 1, C, F);
+		swiglu_forward_cpu(g, g, up, F);
+		matmul_forward_cpu(a, g, &w->wdown, &w->bdown, 1, F, C);
+		residual_forward_cpu(x, a, C);
+	}
+	kv->n++;
+	rmsnorm_forward_cpu(u, x, &m->norm, 1, C, c->eps);
+	model_logits(m, u, 1, logits);
+	free(x), free(u), free(a), free(q), free(att), free(g), free(up);
+}
+
+void model_unpack(Model *m)
+{
+	const ModelConfig *c = &m->cfg;
+	Tensor *all[] = {&m->embed, &m->lm_head};
+	int tied = m->lm_head.data == m->embed.data;
+	for (size_t i = 0; i < 2; i++)
+		if (!(i == 1 && tied))
+			unpack_tensor(m, all[i]);
+	if (tied)
+		m->lm_head = m->embed;
+	for (int l = 0; l < c->L; l++) {
+		Tensor *t = (Tensor *)&m->layers[l];
+		for (size_t i = 0; i < sizeof(LayerWeights) / sizeof(Tensor); i++)
+			unpack_tensor(m, &t[i]);
+	}
 }

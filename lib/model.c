@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gguf.h"
 #include "util.h"
@@ -326,6 +327,12 @@ static Tensor gguf_get(Model *m, const char *name, int ndim, int64_t rows, int64
 	return t;
 }
 
+static void own(Model *m, void *p)
+{
+	m->owned = reallocCheck(m->owned, (size_t)(m->nowned + 1) * sizeof *m->owned);
+	m->owned[m->nowned++] = p;
+}
+
 /* llama.cpp stores a llama model's q and k rows interleaved per head
  * (row 2j + i of a head holds Hugging Face row i*D/2 + j); rebuild them in
  * Hugging Face order, as float32 */
@@ -345,11 +352,26 @@ static Tensor unpermute(Model *m, Tensor w, int heads)
 		else
 			convert_to_f32(out + r, (const uint8_t *)w.data + dtype_row_bytes(w.dtype, src), w.dtype, 1);
 	}
-	m->owned = reallocCheck(m->owned, (size_t)(m->nowned + 1) * sizeof *m->owned);
-	m->owned[m->nowned++] = out;
+	own(m, out);
 	w.dtype = DT_F32;
 	w.data = out;
 	return w;
+}
+
+void unpack_tensor(Model *m, Tensor *t)
+{
+	if (!t->data || t->dtype == DT_F32)
+		return;
+	size_t n = (size_t)tensor_numel(t);
+	float *out = mallocCheck(n * sizeof(float));
+	size_t rows = t->ndim == 2 ? (size_t)t->shape[0] : 1, cols = n / rows;
+	size_t rowb = dtype_row_bytes(t->dtype, (int64_t)cols);
+	#pragma omp parallel for
+	for (size_t r = 0; r < rows; r++)
+		convert_to_f32(out + r * cols, (const uint8_t *)t->data + r * rowb, t->dtype, cols);
+	own(m, out);
+	t->dtype = DT_F32;
+	t->data = out;
 }
 
 static void load_gguf(Model *m, const char *path)
@@ -439,8 +461,11 @@ void model_load(Model *m, const char *path)
 	m->path = strdupCheck(path);
 	if (!file_exists(path))
 		die("cannot open model '%s': no such file or directory", path);
+	struct stat st;
 	if (gguf_is_gguf(path)) {
 		load_gguf(m, path);
+	} else if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		die("not a GGUF file or a Hugging Face model folder: '%s'", path);
 	} else {
 		char *cfg = path_join(path, "config.json");
 		if (!file_exists(cfg))

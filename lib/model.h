@@ -98,4 +98,23 @@ void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidd
 /* model_logits projects n hidden rows (n, C) to logits (n, V). */
 void model_logits(const Model *m, const float *hidden, int n, float *logits);
 
+/* A key/value cache for decoding one sequence: keys and values after RoPE,
+ * k, v (L, cap, G*D); n positions filled. */
+typedef struct {
+	float *k, *v;
+	int cap, n, gd;
+} KVCache;
+void kvcache_init(KVCache *kv, const Model *m, int cap);
+void kvcache_free(KVCache *kv);
+/* model_step runs token at position kv->n, appends its keys and values and
+ * writes the next-token logits (V). */
+void model_step(const Model *m, KVCache *kv, int32_t token, float *logits);
+
+/* model_unpack turns every quantised (or half-precision) weight into float32
+ * held by the model, which makes decoding, one row at a time, several times
+ * faster at the cost of 4 bytes a parameter. */
+void model_unpack(Model *m);
+/* unpack_tensor does it for one tensor (used by model_unpack). */
+void unpack_tensor(Model *m, Tensor *t);
+
 #endif

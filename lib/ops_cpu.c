@@ -95,12 +95,12 @@ void embedding_forward_cpu(float *out, const int32_t *ids, const Tensor *w, int 
 	}
 }
 
-void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int NH, int D)
+void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, int NH, int D)
 {
 	int half = D / 2;
 	#pragma omp parallel for
 	for (int bt = 0; bt < B * T; bt++) {
-		float pos = (float)(bt % T);
+		float pos = (float)(pos0 + bt % T);
 		for (int i = 0; i < half; i++) {
 			/* the angle in float32, as transformers computes it */
 			float ang = pos * inv_freq[i];
@@ -159,6 +159,44 @@ void attention_forward_cpu(float *out, const float *q, const float *k, const flo
 					}
 				}
 			}
+		free(p);
+	}
+}
+
+void attention_step_cpu(float *out, const float *q, const float *kc, const float *vc, int n,
+                        int H, int G, int D, int window)
+{
+	float scale = 1.0f / sqrtf((float)D);
+	int rep = H / G, s0 = window > 0 && n - window > 0 ? n - window : 0;
+	#pragma omp parallel
+	{
+		float *p = mallocCheck((size_t)n * sizeof(float));
+		#pragma omp for
+		for (int h = 0; h < H; h++) {
+			const float *qh = q + (size_t)h * D;
+			int g = h / rep;
+			float mx = -INFINITY;
+			for (int s = s0; s < n; s++) {
+				const float *ks = kc + ((size_t)s * G + g) * D;
+				float dot = 0;
+				for (int i = 0; i < D; i++)
+					dot += qh[i] * ks[i];
+				p[s] = dot * scale;
+				mx = p[s] > mx ? p[s] : mx;
+			}
+			double sum = 0;
+			for (int s = s0; s < n; s++)
+				sum += p[s] = expf(p[s] - mx);
+			float *oh = out + (size_t)h * D;
+			for (int i = 0; i < D; i++)
+				oh[i] = 0;
+			for (int s = s0; s < n; s++) {
+				const float *vs = vc + ((size_t)s * G + g) * D;
+				float w = (float)(p[s] / sum);
+				for (int i = 0; i < D; i++)
+					oh[i] += w * vs[i];
+			}
+		}
 		free(p);
 	}
 }

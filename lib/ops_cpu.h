@@ -24,8 +24,8 @@ void embedding_forward_cpu(float *out, const int32_t *ids, const Tensor *w, int 
 
 /* rope_forward_cpu rotates x (B*T, NH, D) in place, HF rotate-half
  * convention: for i < D/2 and angle = pos * inv_freq[i], the pair
- * (x[i], x[i + D/2]) turns by angle. pos = t within each sequence. */
-void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int NH, int D);
+ * (x[i], x[i + D/2]) turns by angle. pos = pos0 + t within each sequence. */
+void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, int NH, int D);
 
 /* attention_forward_cpu: causal GQA softmax attention.
  *   q (B*T, H, D), k, v (B*T, G, D) -> out (B*T, H, D)
@@ -33,6 +33,12 @@ void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int NH, int
  * restricts query t to keys t-W+1 .. t (sliding window); 0 is full. */
 void attention_forward_cpu(float *out, const float *q, const float *k, const float *v,
                            int B, int T, int H, int G, int D, int window);
+
+/* attention_step_cpu: one query position against n cached positions (the
+ * last of them its own), for decoding.
+ *   q (H, D), kc, vc (n, G, D) -> out (H, D); window as above */
+void attention_step_cpu(float *out, const float *q, const float *kc, const float *vc, int n,
+                        int H, int G, int D, int window);
 
 /* out (n) = silu(gate) * up */
 void swiglu_forward_cpu(float *out, const float *gate, const float *up, int64_t n);

@@ -59,6 +59,14 @@ static void test_model(const char *arch)
 	snprintf(msg, sizeof msg, "tiny-%s.gguf: logits equal transformers' (float64) within 1e-4 of max|logit|", arch);
 	test_cond(msg, check_tensor("logits", logits, want, (size_t)T * m.cfg.V,
 	                            1e-4 * max_abs(want, (size_t)T * m.cfg.V), 0));
+	/* unpacked to float32, the model computes exactly the same */
+	float *again = mallocCheck((size_t)T * m.cfg.V * sizeof(float));
+	model_unpack(&m);
+	model_forward(&m, ids, 1, T, hidden, NULL, NULL);
+	model_logits(&m, hidden, T, again);
+	snprintf(msg, sizeof msg, "tiny-%s.gguf: model_unpack changes no logit", arch);
+	test_cond(msg, memcmp(again, logits, (size_t)T * m.cfg.V * sizeof(float)) == 0 && m.layers[0].wq.dtype == DT_F32);
+	free(again);
 	free(ids), free(want), free(hidden), free(logits);
 	model_free(&m);
 

@@ -62,6 +62,20 @@ static void check_model(const char *name)
 	snprintf(msg, sizeof msg, "%s: a sequence alone equals the same sequence in a batch", name);
 	test_cond(msg, memcmp(h1, hidden + (size_t)T * c->C, (size_t)T * c->C * sizeof(float)) == 0);
 
+	/* decoding one token at a time over the cache gives the batch's logits */
+	KVCache kv;
+	kvcache_init(&kv, &m, T);
+	float *step = mallocCheck((size_t)T * c->V * sizeof(float));
+	for (int t = 0; t < T; t++)
+		model_step(&m, &kv, ids[t], step + (size_t)t * c->V);
+	double *ref64 = mallocCheck((size_t)T * c->V * sizeof(double));
+	for (size_t i = 0; i < (size_t)T * c->V; i++)
+		ref64[i] = logits[i];
+	snprintf(msg, sizeof msg, "%s: model_step over a KV cache equals the batched forward", name);
+	test_cond(msg, check_tensor("step", step, ref64, (size_t)T * c->V, 1e-5 * max_abs(ref64, (size_t)T * c->V), 0));
+	kvcache_free(&kv);
+	free(step), free(ref64);
+
 	/* the fingerprint: 16 hex digits, the same on every load */
 	Model m2;
 	model_load(&m2, dir);

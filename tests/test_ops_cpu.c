@@ -136,7 +136,7 @@ static void test_rope_rmsnorm(void)
 	double *ref = mallocCheck(n * 8);
 	for (size_t i = 0; i < n; i++)
 		x[i] = y[i] = frand();
-	rope_forward_cpu(y, inv, B, T, NH, D);
+	rope_forward_cpu(y, inv, B, T, 0, NH, D);
 	for (int bt = 0; bt < B * T; bt++)
 		for (int h = 0; h < NH; h++)
 			for (int i = 0; i < D / 2; i++) {

@@ -1,0 +1,26 @@
+/*
+ * generate: greedy decoding with a model and its tokenizer, for quick checks
+ * of a teacher (eval-lm --generate) and, later, the answers RULER scores.
+ */
+#ifndef DASH_GENERATE_H
+#define DASH_GENERATE_H
+
+#include "model.h"
+#include "tokenizer.h"
+
+/* generate_greedy runs the prompt ids through a fresh KV cache, then appends
+ * up to max_new argmax tokens to out, stopping after any id in stop (which
+ * is not appended). on_token, if not NULL, sees each new id as it comes. */
+void generate_greedy(const Model *m, const int32_t *prompt, int n, int max_new, const int32_t *stop,
+                     int nstop, IdVec *out, void (*on_token)(void *ctx, int32_t id), void *ctx);
+
+/* tokenizer_for_model loads the tokenizer that belongs to a model: the
+ * GGUF file itself, or tokenizer.json in a Hugging Face folder. */
+Tokenizer *tokenizer_for_model(const char *model_path);
+
+/* chat_style_for picks the chat template of a model family: Qwen2's ChatML
+ * for qwen2, SmolLM2's for a llama with <|im_start|>; -1 when the tokenizer
+ * has no ChatML tokens (use the prompt as it is). */
+int chat_style_for(const Model *m, const Tokenizer *t);
+
+#endif
