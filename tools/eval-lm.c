@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "generate.h" // defines: generate_greedy, tokenizer_for_model, chat_style_for
 #include "h5io.h"   // defines: h5_create, h5_write_rows, h5_close
 #include "model.h"  // defines: model_load, model_forward, model_logits
 #include "tokens.h" // defines: tokens_read
@@ -16,7 +17,8 @@
 static void usage(void)
 {
 	fprintf(stderr, "usage: eval-lm -m MODEL (--ids FILE | --tokens TOKENS.h5) [--seq T] [-n N]\n"
-	                "               [--dump-logits OUT.h5]\n");
+	                "               [--dump-logits OUT.h5]\n"
+	                "       eval-lm -m MODEL --generate PROMPT [--max-new N] [--raw] [--tokenizer FILE]\n");
 	exit(2);
 }
 
@@ -49,10 +51,67 @@ static int32_t *read_ids(const char *path, int64_t *n)
 	return ids;
 }
 
+typedef struct {
+	const Tokenizer *t;
+	char *buf;
+	size_t cap;
+} Stream;
+
+static void print_token(void *ctx, int32_t id)
+{
+	Stream *s = ctx;
+	size_t len = 0;
+	tokenizer_decode(s->t, &id, 1, &s->buf, &len, &s->cap);
+	fwrite(s->buf, 1, len, stdout);
+	fflush(stdout);
+}
+
+/* generate: the chat-templated prompt, then greedy tokens printed as they come */
+static void generate(Model *m, const char *tok_path, const char *prompt, int max_new, int raw)
+{
+	Tokenizer *t = tok_path ? tokenizer_load(tok_path) : tokenizer_for_model(m->path);
+	int style = raw ? -1 : chat_style_for(m, t);
+	char *text = style >= 0 ? chat_prompt((ChatStyle)style, NULL, prompt) : strdupCheck(prompt);
+	TokEncoder *e = tok_encoder_new(t);
+	IdVec ids = {0}, out = {0};
+	tokenizer_encode(e, text, strlen(text), 1, &ids);
+	for (size_t i = 0; i < ids.n; i++)
+		if (ids.v[i] >= m->cfg.V)
+			die("the tokenizer '%s' gives id %d, beyond the model's vocabulary of %d", tokenizer_path(t),
+			    ids.v[i], m->cfg.V);
+	int32_t stop[3];
+	int nstop = 0;
+	const char *names[] = {"<|im_end|>", "<|endoftext|>"};
+	if (m->cfg.eos_id >= 0)
+		stop[nstop++] = m->cfg.eos_id;
+	for (int i = 0; i < 2; i++)
+		if (tokenizer_token_id(t, names[i]) >= 0)
+			stop[nstop++] = tokenizer_token_id(t, names[i]);
+	fprintf(stderr, "eval-lm: model %s: ", m->path);
+	model_describe(m, stderr);
+	fprintf(stderr, "eval-lm: prompt of %zu tokens%s, greedy, at most %d new\n", ids.n,
+	        style >= 0 ? " (chat template)" : "", max_new);
+	model_unpack(m);
+	double t0 = now_seconds();
+	Stream s = {t, NULL, 0};
+	generate_greedy(m, ids.v, (int)ids.n, max_new, stop, nstop, &out, print_token, &s);
+	printf("\n");
+	double dt = now_seconds() - t0;
+	fprintf(stderr, "eval-lm: %zu + %zu tokens in %.1fs (%.1f tokens/s)\n", ids.n, out.n, dt,
+	        (double)(ids.n + out.n) / dt);
+	fshut(stdout, "<stdout>");
+	free(s.buf), free(text);
+	idvec_free(&ids), idvec_free(&out);
+	tok_encoder_free(e);
+	tokenizer_free(t);
+}
+
 int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *ids_path = NULL, *tokens_path = NULL, *dump = NULL;
-	long long seq = 0, max = -1;
+	const char *prompt = NULL, *tok_path = NULL;
+	long long seq = 0, max = -1, max_new = 64;
+	int raw = 0;
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, 'm'},
 		{"ids", required_argument, NULL, 'i'},
@@ -60,6 +119,10 @@ int main(int argc, char **argv)
 		{"seq", required_argument, NULL, 's'},
 		{"max-tokens", required_argument, NULL, 'n'},
 		{"dump-logits", required_argument, NULL, 'd'},
+		{"generate", required_argument, NULL, 'g'},
+		{"max-new", required_argument, NULL, 'M'},
+		{"raw", no_argument, NULL, 'r'},
+		{"tokenizer", required_argument, NULL, 'T'},
 		{NULL, 0, NULL, 0},
 	};
 	util_init(argc, argv);
@@ -72,11 +135,24 @@ int main(int argc, char **argv)
 		case 's': seq = estrtocount(optarg, "--seq"); break;
 		case 'n': max = estrtocount(optarg, "-n"); break;
 		case 'd': dump = optarg; break;
+		case 'g': prompt = optarg; break;
+		case 'M': max_new = estrtocount(optarg, "--max-new"); break;
+		case 'r': raw = 1; break;
+		case 'T': tok_path = optarg; break;
 		default: usage();
 		}
 	}
-	if (optind != argc || !model_path || !ids_path == !tokens_path)
+	if (optind != argc || !model_path || (!!ids_path + !!tokens_path + !!prompt) != 1)
 		usage();
+	if (prompt) {
+		if (max_new < 1 || max_new > 1 << 16)
+			die("--max-new must be 1 to 65536");
+		Model m;
+		model_load(&m, model_path);
+		generate(&m, tok_path, prompt, (int)max_new, raw);
+		model_free(&m);
+		return 0;
+	}
 	if ((seq < 0 || seq > 1 << 20) || (max == 0))
 		die("--seq must be 1 to 1048576 and -n at least 1");
 
