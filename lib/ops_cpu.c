@@ -115,11 +115,45 @@ void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, i
 	}
 }
 
+/* attend_one: one query q (D) against the keys and values of rows s0..s1-1
+ * (row r at k + r*ld, v + r*ld): out (D) = softmax(q.k * scale) weighted sum
+ * of the values. p is scratch of s1 floats. */
+static void attend_one(float *out, const float *q, const float *k, const float *v, int s0, int s1,
+                       size_t ld, int D, float scale, float *p)
+{
+	/* scores and their max */
+	float mx = -INFINITY;
+	for (int s = s0; s < s1; s++) {
+		const float *ks = k + (size_t)s * ld;
+		float dot = 0;
+		for (int i = 0; i < D; i++)
+			dot += q[i] * ks[i];
+		p[s] = dot * scale;
+		mx = p[s] > mx ? p[s] : mx;
+	}
+	/* softmax */
+	double sum = 0;
+	for (int s = s0; s < s1; s++) {
+		p[s] = expf(p[s] - mx);
+		sum += p[s];
+	}
+	/* weighted sum of values */
+	for (int i = 0; i < D; i++)
+		out[i] = 0;
+	for (int s = s0; s < s1; s++) {
+		const float *vs = v + (size_t)s * ld;
+		float w = (float)(p[s] / sum);
+		for (int i = 0; i < D; i++)
+			out[i] += w * vs[i];
+	}
+}
+
 void attention_forward_cpu(float *out, const float *q, const float *k, const float *v,
                            int B, int T, int H, int G, int D, int window)
 {
 	float scale = 1.0f / sqrtf((float)D);
 	int rep = H / G;
+	size_t ld = (size_t)G * D;
 	ASSERT(H % G == 0);
 	#pragma omp parallel
 	{
@@ -127,36 +161,11 @@ void attention_forward_cpu(float *out, const float *q, const float *k, const flo
 		#pragma omp for collapse(2) schedule(dynamic)
 		for (int b = 0; b < B; b++)
 			for (int h = 0; h < H; h++) {
-				int g = h / rep;
+				size_t kv0 = (size_t)b * T * ld + (size_t)(h / rep) * D; /* kv head h/rep, position 0 */
 				for (int t = 0; t < T; t++) {
-					const float *qt = q + (((size_t)b * T + t) * H + h) * D;
 					int s0 = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
-					/* scores and their max */
-					float mx = -INFINITY;
-					for (int s = s0; s <= t; s++) {
-						const float *ks = k + (((size_t)b * T + s) * G + g) * D;
-						float dot = 0;
-						for (int i = 0; i < D; i++)
-							dot += qt[i] * ks[i];
-						p[s] = dot * scale;
-						mx = p[s] > mx ? p[s] : mx;
-					}
-					/* softmax */
-					double sum = 0;
-					for (int s = s0; s <= t; s++) {
-						p[s] = expf(p[s] - mx);
-						sum += p[s];
-					}
-					/* weighted sum of values */
-					float *ot = out + (((size_t)b * T + t) * H + h) * D;
-					for (int i = 0; i < D; i++)
-						ot[i] = 0;
-					for (int s = s0; s <= t; s++) {
-						const float *vs = v + (((size_t)b * T + s) * G + g) * D;
-						float w = (float)(p[s] / sum);
-						for (int i = 0; i < D; i++)
-							ot[i] += w * vs[i];
-					}
+					size_t qo = (((size_t)b * T + t) * H + h) * D;
+					attend_one(out + qo, q + qo, k + kv0, v + kv0, s0, t + 1, ld, D, scale, p);
 				}
 			}
 		free(p);
@@ -168,34 +177,14 @@ void attention_step_cpu(float *out, const float *q, const float *kc, const float
 {
 	float scale = 1.0f / sqrtf((float)D);
 	int rep = H / G, s0 = window > 0 && n - window > 0 ? n - window : 0;
+	size_t ld = (size_t)G * D;
 	#pragma omp parallel
 	{
 		float *p = mallocCheck((size_t)n * sizeof(float));
 		#pragma omp for
 		for (int h = 0; h < H; h++) {
-			const float *qh = q + (size_t)h * D;
-			int g = h / rep;
-			float mx = -INFINITY;
-			for (int s = s0; s < n; s++) {
-				const float *ks = kc + ((size_t)s * G + g) * D;
-				float dot = 0;
-				for (int i = 0; i < D; i++)
-					dot += qh[i] * ks[i];
-				p[s] = dot * scale;
-				mx = p[s] > mx ? p[s] : mx;
-			}
-			double sum = 0;
-			for (int s = s0; s < n; s++)
-				sum += p[s] = expf(p[s] - mx);
-			float *oh = out + (size_t)h * D;
-			for (int i = 0; i < D; i++)
-				oh[i] = 0;
-			for (int s = s0; s < n; s++) {
-				const float *vs = vc + ((size_t)s * G + g) * D;
-				float w = (float)(p[s] / sum);
-				for (int i = 0; i < D; i++)
-					oh[i] += w * vs[i];
-			}
+			size_t kv0 = (size_t)(h / rep) * D;
+			attend_one(out + (size_t)h * D, q + (size_t)h * D, kc + kv0, vc + kv0, s0, n, ld, D, scale, p);
 		}
 		free(p);
 	}

@@ -125,6 +125,12 @@ static void test_attention(int B, int T, int H, int G, int D, int W)
 	char msg[128];
 	snprintf(msg, sizeof msg, "attention B=%d T=%d H=%d G=%d D=%d window=%d matches double", B, T, H, G, D, W);
 	test_cond(msg, check_tensor("attn", o, ref, nq, 1e-6, 1e-5));
+	/* the decoding step for the last position of sequence 0 gives its row */
+	float *step = mallocCheck((size_t)H * D * 4);
+	attention_step_cpu(step, q + (size_t)(T - 1) * H * D, k, v, T, H, G, D, W);
+	snprintf(msg, sizeof msg, "attention_step T=%d window=%d equals the last row of the forward", T, W);
+	test_cond(msg, memcmp(step, o + (size_t)(T - 1) * H * D, (size_t)H * D * 4) == 0);
+	free(step);
 	free(q), free(k), free(v), free(o), free(ref);
 }
 
