@@ -15,7 +15,9 @@
 #define MM_ROWS 4   /* output rows converted to f32 together */
 #define MM_TILE 64  /* input rows per pass, so that they stay in cache */
 
-/* dot products of x (IC) with 4 rows of w (4, IC) */
+/* dot products of x (IC) with 4 rows of w (4, IC): 8 partial sums a row,
+ * added in a fixed order, so every path gives the same bits */
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 static void dot4(float out[4], const float *x, const float *w, int IC)
 {
 	float acc[4][8] = {{0}};
@@ -31,6 +33,32 @@ static void dot4(float out[4], const float *x, const float *w, int IC)
 		for (int ii = i; ii < IC; ii++)
 			s += x[ii] * w[(size_t)r * IC + ii];
 		out[r] = s;
+	}
+}
+
+/* the same for two input rows x0, x1 at once: each weight load serves two
+ * tokens (out0, out1 equal what dot4 gives for each) */
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+static void dot4x2(float out0[4], float out1[4], const float *x0, const float *x1, const float *w, int IC)
+{
+	float a0[4][8] = {{0}}, a1[4][8] = {{0}};
+	int i = 0;
+	for (; i + 8 <= IC; i += 8)
+		for (int r = 0; r < 4; r++)
+			for (int j = 0; j < 8; j++) {
+				float wv = w[(size_t)r * IC + i + j];
+				a0[r][j] += x0[i + j] * wv;
+				a1[r][j] += x1[i + j] * wv;
+			}
+	for (int r = 0; r < 4; r++) {
+		float s0 = 0, s1 = 0;
+		for (int j = 0; j < 8; j++)
+			s0 += a0[r][j], s1 += a1[r][j];
+		for (int ii = i; ii < IC; ii++) {
+			s0 += x0[ii] * w[(size_t)r * IC + ii];
+			s1 += x1[ii] * w[(size_t)r * IC + ii];
+		}
+		out0[r] = s0, out1[r] = s1;
 	}
 }
 
@@ -54,7 +82,16 @@ void matmul_forward_cpu(float *out, const float *x, const Tensor *w, const Tenso
 				if (b && b->data)
 					convert_to_f32(bias, (const uint8_t *)b->data + dtype_row_bytes(b->dtype, o0),
 					               b->dtype, (size_t)no);
-				for (int t = t0; t < t1; t++) {
+				int t = t0;
+				for (; t + 1 < t1; t += 2) {
+					float r0[4], r1[4];
+					dot4x2(r0, r1, x + (size_t)t * IC, x + (size_t)(t + 1) * IC, wrow, IC);
+					for (int j = 0; j < no; j++) {
+						out[(size_t)t * OC + o0 + j] = r0[j] + bias[j];
+						out[(size_t)(t + 1) * OC + o0 + j] = r1[j] + bias[j];
+					}
+				}
+				for (; t < t1; t++) {
 					float r[4];
 					dot4(r, x + (size_t)t * IC, wrow, IC);
 					for (int j = 0; j < no; j++)
