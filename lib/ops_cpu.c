@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util.h"
 
@@ -239,4 +240,149 @@ void residual_forward_cpu(float *out, const float *x, int64_t n)
 	#pragma omp parallel for
 	for (int64_t i = 0; i < n; i++)
 		out[i] += x[i];
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+void matmul_backward_cpu(float *dx, const float *dout, const Tensor *w, int n, int IC, int OC)
+{
+	/* the weight in float32 once, then each row of dx is a sum of weight rows */
+	float *wf = mallocCheck((size_t)OC * IC * sizeof(float));
+	size_t rowb = dtype_row_bytes(w->dtype, IC);
+	#pragma omp parallel for
+	for (int o = 0; o < OC; o++)
+		convert_to_f32(wf + (size_t)o * IC, (const uint8_t *)w->data + (size_t)o * rowb, w->dtype, (size_t)IC);
+	#pragma omp parallel for
+	for (int t = 0; t < n; t++) {
+		float *dxt = dx + (size_t)t * IC;
+		const float *dot = dout + (size_t)t * OC;
+		for (int i = 0; i < IC; i++)
+			dxt[i] = 0;
+		for (int o = 0; o < OC; o++) {
+			float g = dot[o];
+			const float *wo = wf + (size_t)o * IC;
+			for (int i = 0; i < IC; i++)
+				dxt[i] += g * wo[i];
+		}
+	}
+	free(wf);
+}
+
+void rmsnorm_backward_cpu(float *dx, const float *dout, const float *x, const Tensor *w, int n, int C,
+                          float eps)
+{
+	float *wf = mallocCheck((size_t)C * sizeof(float));
+	convert_to_f32(wf, w->data, w->dtype, (size_t)C);
+	#pragma omp parallel for
+	for (int t = 0; t < n; t++) {
+		const float *xt = x + (size_t)t * C, *dt = dout + (size_t)t * C;
+		double ss = 0, dot = 0;
+		for (int i = 0; i < C; i++) {
+			ss += (double)xt[i] * xt[i];
+			dot += (double)dt[i] * wf[i] * xt[i];
+		}
+		/* y_i = x_i r w_i with r = (mean x^2 + eps)^-1/2:
+		 * dx_i = r w_i dy_i - x_i r^3 / C * sum_j dy_j w_j x_j */
+		double r = 1.0 / sqrt(ss / C + eps);
+		double c = r * r * r * dot / C;
+		for (int i = 0; i < C; i++)
+			dx[(size_t)t * C + i] = (float)(r * wf[i] * dt[i] - c * xt[i]);
+	}
+	free(wf);
+}
+
+void rope_backward_cpu(float *d, const float *inv_freq, int B, int T, int pos0, int NH, int D)
+{
+	int half = D / 2;
+	#pragma omp parallel for
+	for (int bt = 0; bt < B * T; bt++) {
+		float pos = (float)(pos0 + bt % T);
+		for (int i = 0; i < half; i++) {
+			float ang = pos * inv_freq[i];
+			float c = (float)cos((double)ang), s = (float)sin((double)ang);
+			for (int h = 0; h < NH; h++) {
+				float *dh = d + ((size_t)bt * NH + h) * D;
+				float d1 = dh[i], d2 = dh[i + half];
+				dh[i] = d1 * c + d2 * s; /* the transpose of the rotation */
+				dh[i + half] = d2 * c - d1 * s;
+			}
+		}
+	}
+}
+
+void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                            const float *k, const float *v, int B, int T, int H, int G, int D,
+                            int window)
+{
+	float scale = 1.0f / sqrtf((float)D);
+	int rep = H / G;
+	size_t ld = (size_t)G * D;
+	memset(dk, 0, (size_t)B * T * ld * sizeof(float));
+	memset(dv, 0, (size_t)B * T * ld * sizeof(float));
+	/* one thread per (sequence, kv head): the heads that share a kv head
+	 * add into the same dk, dv rows */
+	#pragma omp parallel
+	{
+		float *p = mallocCheck((size_t)T * sizeof(float)), *dp = mallocCheck((size_t)T * sizeof(float));
+		#pragma omp for collapse(2) schedule(dynamic)
+		for (int b = 0; b < B; b++)
+			for (int g = 0; g < G; g++) {
+				size_t kv0 = (size_t)b * T * ld + (size_t)g * D;
+				const float *kb = k + kv0, *vb = v + kv0;
+				float *dkb = dk + kv0, *dvb = dv + kv0;
+				for (int h = g * rep; h < (g + 1) * rep; h++)
+					for (int t = 0; t < T; t++) {
+						int s0 = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+						size_t qo = (((size_t)b * T + t) * H + h) * D;
+						const float *qt = q + qo, *dot = dout + qo;
+						float *dqt = dq + qo;
+						/* recompute the probabilities */
+						float mx = -INFINITY;
+						for (int s = s0; s <= t; s++) {
+							float a = 0;
+							for (int i = 0; i < D; i++)
+								a += qt[i] * kb[(size_t)s * ld + i];
+							p[s] = a * scale;
+							mx = p[s] > mx ? p[s] : mx;
+						}
+						double sum = 0;
+						for (int s = s0; s <= t; s++)
+							sum += p[s] = expf(p[s] - mx);
+						/* dv += p dout; dp = dout . v; ds = p (dp - sum p dp) */
+						double pdp = 0;
+						for (int s = s0; s <= t; s++) {
+							p[s] = (float)(p[s] / sum);
+							float a = 0;
+							for (int i = 0; i < D; i++) {
+								dvb[(size_t)s * ld + i] += p[s] * dot[i];
+								a += dot[i] * vb[(size_t)s * ld + i];
+							}
+							dp[s] = a;
+							pdp += (double)p[s] * a;
+						}
+						for (int i = 0; i < D; i++)
+							dqt[i] = 0;
+						for (int s = s0; s <= t; s++) {
+							float ds = p[s] * (dp[s] - (float)pdp) * scale;
+							for (int i = 0; i < D; i++) {
+								dqt[i] += ds * kb[(size_t)s * ld + i];
+								dkb[(size_t)s * ld + i] += ds * qt[i];
+							}
+						}
+					}
+			}
+		free(p), free(dp);
+	}
+}
+
+void swiglu_backward_cpu(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                         int64_t n)
+{
+	#pragma omp parallel for
+	for (int64_t i = 0; i < n; i++) {
+		float sg = 1.0f / (1.0f + expf(-gate[i])), silu = gate[i] * sg;
+		dup[i] = dout[i] * silu;
+		dgate[i] = dout[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
+	}
 }

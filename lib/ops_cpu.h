@@ -46,4 +46,29 @@ void swiglu_forward_cpu(float *out, const float *gate, const float *up, int64_t 
 /* out (n) += x */
 void residual_forward_cpu(float *out, const float *x, int64_t n);
 
+/* ---------------------------------------------------------------------------
+ * backward, with respect to activations only (weights are frozen in every
+ * stage that differentiates: the search and the candidates' inputs). Each
+ * takes the forward's inputs and dout and writes (=, not +=) the gradients. */
+
+/* dx (n, IC) = dout (n, OC) @ w (OC, IC) */
+void matmul_backward_cpu(float *dx, const float *dout, const Tensor *w, int n, int IC, int OC);
+
+/* dx (n, C) of y = rmsnorm(x) * w */
+void rmsnorm_backward_cpu(float *dx, const float *dout, const float *x, const Tensor *w, int n, int C,
+                          float eps);
+
+/* rope_backward_cpu turns dy (B*T, NH, D) back into dx in place (the
+ * inverse rotation) */
+void rope_backward_cpu(float *d, const float *inv_freq, int B, int T, int pos0, int NH, int D);
+
+/* dq (B*T, H, D), dk, dv (B*T, G, D) of attention_forward_cpu */
+void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                            const float *k, const float *v, int B, int T, int H, int G, int D,
+                            int window);
+
+/* dgate, dup (n) of out = silu(gate) * up; dgate may not alias gate */
+void swiglu_backward_cpu(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                         int64_t n);
+
 #endif

@@ -1,0 +1,167 @@
+/* test_grad_cpu: every backward of ops_cpu against central finite
+ * differences of its forward, on small random inputs, awkward shapes
+ * included (T=1, windows, GQA, odd widths). The loss is sum(out * R) for a
+ * random R, accumulated in double; R is the dout fed to the backward. */
+#include <string.h>
+
+#include "ops_cpu.h"
+#include "test.h"
+#include "util.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dULL;
+static float frand(void)
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static float *rnd(size_t n, float scale)
+{
+	float *x = mallocCheck(n * sizeof(float));
+	for (size_t i = 0; i < n; i++)
+		x[i] = scale * frand();
+	return x;
+}
+
+/* the forward under test: reads its inputs from ctx, writes out */
+typedef void (*Fwd)(void *ctx, float *out);
+
+static double loss(Fwd f, void *ctx, float *out, const float *R, size_t nout)
+{
+	f(ctx, out);
+	double l = 0;
+	for (size_t i = 0; i < nout; i++)
+		l += (double)out[i] * R[i];
+	return l;
+}
+
+/* fd_ok perturbs each element of in (n of them) and compares the central
+ * difference of the loss with grad */
+static int fd_ok(const char *name, Fwd f, void *ctx, float *in, size_t n, const float *grad, const float *R,
+                 size_t nout)
+{
+	float *out = mallocCheck(nout * sizeof(float));
+	const double h = 1e-2;
+	int bad = 0;
+	double maxerr = 0;
+	for (size_t i = 0; i < n; i++) {
+		float x0 = in[i];
+		in[i] = (float)(x0 + h);
+		double lp = loss(f, ctx, out, R, nout);
+		in[i] = (float)(x0 - h);
+		double lm = loss(f, ctx, out, R, nout);
+		in[i] = x0;
+		double fd = (lp - lm) / (2 * h), err = fabs(fd - grad[i]);
+		maxerr = err > maxerr ? err : maxerr;
+		if (err > 1e-3 + 1e-2 * fabs(fd)) {
+			if (bad < 5)
+				printf("  %s[%zu]: finite difference %.6g, backward %.6g\n", name, i, fd, (double)grad[i]);
+			bad++;
+		}
+	}
+	printf("  %s: %zu gradients, max error %.2e, %d outside tolerance\n", name, n, maxerr, bad);
+	free(out);
+	return bad == 0;
+}
+
+// ----------------------------------------------------------------------------
+
+typedef struct { float *x; Tensor w, b; int n, IC, OC; } MM;
+static void mm_f(void *c, float *out) { MM *m = c; matmul_forward_cpu(out, m->x, &m->w, &m->b, m->n, m->IC, m->OC); }
+
+static void test_matmul(int n, int IC, int OC)
+{
+	float *w = rnd((size_t)OC * IC, 1), *b = rnd((size_t)OC, 1);
+	MM m = {rnd((size_t)n * IC, 1), {DT_F32, 2, {OC, IC}, w}, {DT_F32, 1, {OC}, b}, n, IC, OC};
+	float *R = rnd((size_t)n * OC, 1), *dx = mallocCheck((size_t)n * IC * sizeof(float));
+	matmul_backward_cpu(dx, R, &m.w, n, IC, OC);
+	char msg[96];
+	snprintf(msg, sizeof msg, "matmul n=%d IC=%d OC=%d: dx", n, IC, OC);
+	test_cond(msg, fd_ok("dx", mm_f, &m, m.x, (size_t)n * IC, dx, R, (size_t)n * OC));
+	free(w), free(b), free(m.x), free(R), free(dx);
+}
+
+typedef struct { float *x; Tensor w; int n, C; } RN;
+static void rn_f(void *c, float *out) { RN *r = c; rmsnorm_forward_cpu(out, r->x, &r->w, r->n, r->C, 1e-5f); }
+
+static void test_rmsnorm(int n, int C)
+{
+	float *w = rnd((size_t)C, 1);
+	RN r = {rnd((size_t)n * C, 1), {DT_F32, 1, {C}, w}, n, C};
+	float *R = rnd((size_t)n * C, 1), *dx = mallocCheck((size_t)n * C * sizeof(float));
+	rmsnorm_backward_cpu(dx, R, r.x, &r.w, n, C, 1e-5f);
+	char msg[96];
+	snprintf(msg, sizeof msg, "rmsnorm n=%d C=%d: dx", n, C);
+	test_cond(msg, fd_ok("dx", rn_f, &r, r.x, (size_t)n * C, dx, R, (size_t)n * C));
+	free(w), free(r.x), free(R), free(dx);
+}
+
+typedef struct { float *x; float inv[4]; int B, T, NH, D; } RP;
+static void rp_f(void *c, float *out)
+{
+	RP *r = c;
+	memcpy(out, r->x, (size_t)r->B * r->T * r->NH * r->D * sizeof(float));
+	rope_forward_cpu(out, r->inv, r->B, r->T, 3, r->NH, r->D);
+}
+
+static void test_rope(void)
+{
+	RP r = {NULL, {1.0f, 0.4f, 0.05f, 0.002f}, 2, 5, 3, 8};
+	size_t n = (size_t)r.B * r.T * r.NH * r.D;
+	r.x = rnd(n, 1);
+	float *R = rnd(n, 1), *d = mallocCheck(n * sizeof(float));
+	memcpy(d, R, n * sizeof(float));
+	rope_backward_cpu(d, r.inv, r.B, r.T, 3, r.NH, r.D);
+	test_cond("rope B=2 T=5 NH=3 D=8 pos0=3: dx", fd_ok("dx", rp_f, &r, r.x, n, d, R, n));
+	free(r.x), free(R), free(d);
+}
+
+typedef struct { float *q, *k, *v; int B, T, H, G, D, W; } AT;
+static void at_f(void *c, float *out)
+{
+	AT *a = c;
+	attention_forward_cpu(out, a->q, a->k, a->v, a->B, a->T, a->H, a->G, a->D, a->W);
+}
+
+static void test_attention(int B, int T, int H, int G, int D, int W)
+{
+	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D;
+	AT a = {rnd(nq, 1), rnd(nk, 1), rnd(nk, 1), B, T, H, G, D, W};
+	float *R = rnd(nq, 1), *dq = mallocCheck(nq * 4), *dk = mallocCheck(nk * 4), *dv = mallocCheck(nk * 4);
+	attention_backward_cpu(dq, dk, dv, R, a.q, a.k, a.v, B, T, H, G, D, W);
+	char msg[128];
+	snprintf(msg, sizeof msg, "attention B=%d T=%d H=%d G=%d D=%d window=%d: dq, dk, dv", B, T, H, G, D, W);
+	int ok = fd_ok("dq", at_f, &a, a.q, nq, dq, R, nq);
+	ok &= fd_ok("dk", at_f, &a, a.k, nk, dk, R, nq);
+	ok &= fd_ok("dv", at_f, &a, a.v, nk, dv, R, nq);
+	test_cond(msg, ok);
+	free(a.q), free(a.k), free(a.v), free(R), free(dq), free(dk), free(dv);
+}
+
+typedef struct { float *g, *u; int n; } SW;
+static void sw_f(void *c, float *out) { SW *s = c; swiglu_forward_cpu(out, s->g, s->u, s->n); }
+
+static void test_swiglu(int n)
+{
+	SW s = {rnd((size_t)n, 3), rnd((size_t)n, 2), n};
+	float *R = rnd((size_t)n, 1), *dg = mallocCheck((size_t)n * 4), *du = mallocCheck((size_t)n * 4);
+	swiglu_backward_cpu(dg, du, R, s.g, s.u, n);
+	test_cond("swiglu: dgate, dup", fd_ok("dgate", sw_f, &s, s.g, (size_t)n, dg, R, (size_t)n) &&
+	                                fd_ok("dup", sw_f, &s, s.u, (size_t)n, du, R, (size_t)n));
+	free(s.g), free(s.u), free(R), free(dg), free(du);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	test_matmul(1, 3, 2);
+	test_matmul(5, 13, 7);
+	test_rmsnorm(3, 17);
+	test_rope();
+	test_attention(1, 1, 2, 1, 4, 0);
+	test_attention(2, 7, 4, 2, 6, 0);
+	test_attention(1, 9, 4, 1, 8, 3);
+	test_attention(2, 6, 3, 3, 4, 20);
+	test_swiglu(64);
+	return test_report();
+}
