@@ -98,6 +98,24 @@ void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidd
 /* model_logits projects n hidden rows (n, C) to logits (n, V). */
 void model_logits(const Model *m, const float *hidden, int n, float *logits);
 
+/* ---------------------------------------------------------------------------
+ * backward (CPU reference), with respect to activations only */
+
+/* A LayerGradHook sees, going backwards, layer l's operator input u (B*T, C)
+ * and the gradient of the loss with respect to its output a (B*T, C). */
+typedef void (*LayerGradHook)(void *ctx, int l, const float *u, const float *da, int B, int T);
+
+/* model_backward runs the forward again (keeping each layer's input, so
+ * memory is (L+1) B T C floats; the rest is recomputed layer by layer) and
+ * then back-propagates dhidden (B*T, C), the gradient with respect to the
+ * final-normed hidden states, through every layer, calling grad_hook with
+ * each layer's dL/da. dx0, if not NULL, receives the gradient with respect
+ * to the embeddings (B*T, C). */
+void model_backward(const Model *m, const int32_t *ids, int B, int T, const float *dhidden,
+                    LayerGradHook grad_hook, void *ctx, float *dx0);
+/* model_logits_backward: dhidden (n, C) from dlogits (n, V) */
+void model_logits_backward(const Model *m, const float *dlogits, int n, float *dhidden);
+
 /* A key/value cache for decoding one sequence: keys and values after RoPE,
  * k, v (L, cap, G*D); n positions filled. */
 typedef struct {
