@@ -8,7 +8,7 @@ MANPREFIX ?= $(PREFIX)/share/man
 
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra
 NVFLAGS  ?= -O2 -std=c++17 -arch=sm_$(GPU_ARCH) -Xcompiler -Wall,-Wextra
 PKGS     := hdf5 libzstd libcjson libpcre2-8 libutf8proc
 DEPS_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

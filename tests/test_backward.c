@@ -18,6 +18,7 @@ typedef struct {
 static void poke(void *ctx, int l, const float *u, float *a, int B, int T)
 {
 	const Poke *p = ctx;
+	(void)u, (void)B, (void)T;
 	if (l == p->layer)
 		a[p->index] += p->delta;
 }
@@ -30,6 +31,7 @@ typedef struct {
 static void keep(void *ctx, int l, const float *u, const float *da, int B, int T)
 {
 	Grads *g = ctx;
+	(void)u, (void)B, (void)T;
 	memcpy(g->da + (size_t)l * g->nC, da, g->nC * sizeof(float));
 }
 
