@@ -2,6 +2,7 @@
 #include "generate.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "gguf.h"
 #include "util.h"
@@ -51,4 +52,59 @@ int chat_style_for(const Model *m, const Tokenizer *t)
 	if (tokenizer_token_id(t, "<|im_start|>") < 0 || tokenizer_token_id(t, "<|im_end|>") < 0)
 		return -1;
 	return m->cfg.arch == ARCH_QWEN2 ? CHAT_QWEN2 : CHAT_SMOLLM2;
+}
+
+typedef struct {
+	const Tokenizer *t;
+	FILE *out;
+	char *buf;
+	size_t cap;
+} Stream;
+
+static void print_token(void *ctx, int32_t id)
+{
+	Stream *s = ctx;
+	size_t len = 0;
+	tokenizer_decode(s->t, &id, 1, &s->buf, &len, &s->cap);
+	fwrite(s->buf, 1, len, s->out);
+	fflush(s->out);
+}
+
+void generate_answer(Model *m, const char *tok_path, const char *prompt, int max_new, int raw, FILE *out)
+{
+	Tokenizer *t = tok_path ? tokenizer_load(tok_path) : tokenizer_for_model(m->path);
+	int style = raw ? -1 : chat_style_for(m, t);
+	char *text = style >= 0 ? chat_prompt((ChatStyle)style, NULL, prompt) : strdupCheck(prompt);
+	TokEncoder *e = tok_encoder_new(t);
+	IdVec ids = {0}, ans = {0};
+	tokenizer_encode(e, text, strlen(text), 1, &ids);
+	for (size_t i = 0; i < ids.n; i++)
+		if (ids.v[i] >= m->cfg.V)
+			die("the tokenizer '%s' gives id %d, beyond the model's vocabulary of %d", tokenizer_path(t),
+			    ids.v[i], m->cfg.V);
+	/* stop at the model's end-of-sequence and at the ChatML end of turn */
+	int32_t stop[3];
+	int nstop = 0;
+	const char *names[] = {"<|im_end|>", "<|endoftext|>"};
+	if (m->cfg.eos_id >= 0)
+		stop[nstop++] = m->cfg.eos_id;
+	for (int i = 0; i < 2; i++)
+		if (tokenizer_token_id(t, names[i]) >= 0)
+			stop[nstop++] = tokenizer_token_id(t, names[i]);
+	fprintf(stderr, "%s: model %s: ", util_tool(), m->path);
+	model_describe(m, stderr);
+	fprintf(stderr, "%s: prompt of %zu tokens%s, greedy, at most %d new\n", util_tool(), ids.n,
+	        style >= 0 ? " (chat template)" : "", max_new);
+	model_unpack(m);
+	double t0 = now_seconds();
+	Stream s = {t, out, NULL, 0};
+	generate_greedy(m, ids.v, (int)ids.n, max_new, stop, nstop, &ans, print_token, &s);
+	fputc('\n', out);
+	double dt = now_seconds() - t0;
+	fprintf(stderr, "%s: %zu + %zu tokens in %.1fs (%.1f tokens/s)\n", util_tool(), ids.n, ans.n, dt,
+	        (double)(ids.n + ans.n) / dt);
+	free(s.buf), free(text);
+	idvec_free(&ids), idvec_free(&ans);
+	tok_encoder_free(e);
+	tokenizer_free(t);
 }

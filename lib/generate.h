@@ -14,6 +14,13 @@
 void generate_greedy(const Model *m, const int32_t *prompt, int n, int max_new, const int32_t *stop,
                      int nstop, IdVec *out, void (*on_token)(void *ctx, int32_t id), void *ctx);
 
+/* generate_answer wraps prompt in the model's chat template (unless raw),
+ * decodes greedily and writes the answer to out as it comes, with a
+ * newline; talk (the prompt's size, the rate) goes to stderr. The tokenizer
+ * is tok_path, or the model's own when NULL. The model's weights are
+ * unpacked to float32 first. */
+void generate_answer(Model *m, const char *tok_path, const char *prompt, int max_new, int raw, FILE *out);
+
 /* tokenizer_for_model loads the tokenizer that belongs to a model: the
  * GGUF file itself, or tokenizer.json in a Hugging Face folder. */
 Tokenizer *tokenizer_for_model(const char *model_path);

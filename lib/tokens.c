@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "h5io.h"
+#include "textio.h"
 #include "util.h"
 
 void tokens_fingerprint(const uint32_t *ids, int64_t n, char fp[17])
@@ -51,5 +52,31 @@ int32_t *tokens_read(const char *path, int64_t max, int64_t *n, char fp[17])
 	free(s);
 	h5_close(f);
 	*n = count;
+	return ids;
+}
+
+int32_t *tokens_read_text(const char *path, int64_t limit, int64_t *n)
+{
+	size_t len;
+	char *text = read_maybe_zst(path, &len), *p = text, *end;
+	int64_t cap = 1024, k = 0;
+	int32_t *ids = mallocCheck((size_t)cap * sizeof *ids);
+	for (;;) {
+		p += strspn(p, " \t\r\n\v\f");
+		if (!*p)
+			break;
+		long long v = strtoll(p, &end, 10);
+		if (end == p || (*end && !strchr(" \t\r\n\v\f", *end)) || v < 0 || v > INT32_MAX)
+			die("not a token id: '%.*s' in '%s'", (int)strcspn(p, " \t\r\n\v\f"), p, path);
+		if (limit > 0 && v >= limit)
+			die("token id %lld at position %lld is out of range (vocab %lld): '%s'", v, (long long)k,
+			    (long long)limit, path);
+		if (k == cap)
+			ids = reallocCheck(ids, (size_t)(cap *= 2) * sizeof *ids);
+		ids[k++] = (int32_t)v;
+		p = end;
+	}
+	free(text);
+	*n = k;
 	return ids;
 }

@@ -32,6 +32,12 @@ void tokens_write(const char *path, const uint32_t *ids, int64_t n, const uint64
  * malloc'd, with their count in *n and the file's fingerprint in fp. */
 int32_t *tokens_read(const char *path, int64_t max, int64_t *n, char fp[17]);
 
+/* tokens_read_text parses whitespace-separated decimal ids from a file
+ * ("-" is stdin; .zst is decompressed) and dies naming the file at anything
+ * that is not one, or at an id >= limit (when limit > 0). malloc'd; the
+ * count in *n. */
+int32_t *tokens_read_text(const char *path, int64_t limit, int64_t *n);
+
 /* tokens_fingerprint hashes a run of ids. */
 void tokens_fingerprint(const uint32_t *ids, int64_t n, char fp[17]);
 

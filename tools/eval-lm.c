@@ -1,14 +1,13 @@
 /* eval-lm: a model's loss and perplexity on token ids, and its logits. */
-#include <ctype.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "generate.h" // defines: generate_greedy, tokenizer_for_model, chat_style_for
+#include "generate.h" // defines: generate_answer
 #include "h5io.h"   // defines: h5_create, h5_write_rows, h5_close
 #include "model.h"  // defines: model_load, model_forward, model_logits
-#include "tokens.h" // defines: tokens_read
+#include "tokens.h" // defines: tokens_read, tokens_read_text
 #include "util.h"   // defines: die, estrtocount, Progress
 
 #define LOGITS_FORMAT "dash-logits"
@@ -20,90 +19,6 @@ static void usage(void)
 	                "               [--dump-logits OUT.h5]\n"
 	                "       eval-lm -m MODEL --generate PROMPT [--max-new N] [--raw] [--tokenizer FILE]\n");
 	exit(2);
-}
-
-/* read_ids parses whitespace-separated token ids. */
-static int32_t *read_ids(const char *path, int64_t *n)
-{
-	char *text = read_file(path, NULL), *p = text;
-	int64_t cap = 1024, k = 0;
-	int32_t *ids = mallocCheck((size_t)cap * sizeof *ids);
-	for (;;) {
-		while (isspace((unsigned char)*p))
-			p++;
-		if (!*p)
-			break;
-		char *end;
-		long long v = strtoll(p, &end, 10);
-		if (end == p || (*end && !isspace((unsigned char)*end)) || v < 0 || v > INT32_MAX) {
-			int len = 0;
-			while (p[len] && !isspace((unsigned char)p[len]) && len < 20)
-				len++;
-			die("not a token id: '%.*s' in '%s'", len, p, path);
-		}
-		if (k == cap)
-			ids = reallocCheck(ids, (size_t)(cap *= 2) * sizeof *ids);
-		ids[k++] = (int32_t)v;
-		p = end;
-	}
-	free(text);
-	*n = k;
-	return ids;
-}
-
-typedef struct {
-	const Tokenizer *t;
-	char *buf;
-	size_t cap;
-} Stream;
-
-static void print_token(void *ctx, int32_t id)
-{
-	Stream *s = ctx;
-	size_t len = 0;
-	tokenizer_decode(s->t, &id, 1, &s->buf, &len, &s->cap);
-	fwrite(s->buf, 1, len, stdout);
-	fflush(stdout);
-}
-
-/* generate: the chat-templated prompt, then greedy tokens printed as they come */
-static void generate(Model *m, const char *tok_path, const char *prompt, int max_new, int raw)
-{
-	Tokenizer *t = tok_path ? tokenizer_load(tok_path) : tokenizer_for_model(m->path);
-	int style = raw ? -1 : chat_style_for(m, t);
-	char *text = style >= 0 ? chat_prompt((ChatStyle)style, NULL, prompt) : strdupCheck(prompt);
-	TokEncoder *e = tok_encoder_new(t);
-	IdVec ids = {0}, out = {0};
-	tokenizer_encode(e, text, strlen(text), 1, &ids);
-	for (size_t i = 0; i < ids.n; i++)
-		if (ids.v[i] >= m->cfg.V)
-			die("the tokenizer '%s' gives id %d, beyond the model's vocabulary of %d", tokenizer_path(t),
-			    ids.v[i], m->cfg.V);
-	int32_t stop[3];
-	int nstop = 0;
-	const char *names[] = {"<|im_end|>", "<|endoftext|>"};
-	if (m->cfg.eos_id >= 0)
-		stop[nstop++] = m->cfg.eos_id;
-	for (int i = 0; i < 2; i++)
-		if (tokenizer_token_id(t, names[i]) >= 0)
-			stop[nstop++] = tokenizer_token_id(t, names[i]);
-	fprintf(stderr, "eval-lm: model %s: ", m->path);
-	model_describe(m, stderr);
-	fprintf(stderr, "eval-lm: prompt of %zu tokens%s, greedy, at most %d new\n", ids.n,
-	        style >= 0 ? " (chat template)" : "", max_new);
-	model_unpack(m);
-	double t0 = now_seconds();
-	Stream s = {t, NULL, 0};
-	generate_greedy(m, ids.v, (int)ids.n, max_new, stop, nstop, &out, print_token, &s);
-	printf("\n");
-	double dt = now_seconds() - t0;
-	fprintf(stderr, "eval-lm: %zu + %zu tokens in %.1fs (%.1f tokens/s)\n", ids.n, out.n, dt,
-	        (double)(ids.n + out.n) / dt);
-	fshut(stdout, "<stdout>");
-	free(s.buf), free(text);
-	idvec_free(&ids), idvec_free(&out);
-	tok_encoder_free(e);
-	tokenizer_free(t);
 }
 
 int main(int argc, char **argv)
@@ -149,7 +64,8 @@ int main(int argc, char **argv)
 			die("--max-new must be 1 to 65536");
 		Model m;
 		model_load(&m, model_path);
-		generate(&m, tok_path, prompt, (int)max_new, raw);
+		generate_answer(&m, tok_path, prompt, (int)max_new, raw, stdout);
+		fshut(stdout, "<stdout>");
 		model_free(&m);
 		return 0;
 	}
@@ -164,7 +80,7 @@ int main(int argc, char **argv)
 	int32_t *ids;
 	const char *src = ids_path ? ids_path : tokens_path;
 	if (ids_path) {
-		ids = read_ids(ids_path, &n);
+		ids = tokens_read_text(ids_path, m.cfg.V, &n);
 		if (max > 0 && max < n)
 			n = max;
 		tokens_fingerprint((const uint32_t *)ids, n, tok_fp);

@@ -33,29 +33,14 @@ static void decode(const Tokenizer *t, char **files, int nfiles)
 	if (nfiles == 0)
 		files = (char **)stdin_only, nfiles = 1;
 	for (int f = 0; f < nfiles; f++) {
-		size_t n;
-		char *text = read_maybe_zst(files[f], &n), *p = text, *end;
-		IdVec ids = {0};
-		for (;;) {
-			while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
-				p++;
-			if (!*p)
-				break;
-			long long v = strtoll(p, &end, 10);
-			if (end == p || (*end && *end != ' ' && *end != '\n' && *end != '\t' && *end != '\r'))
-				die("not a token id: '%.*s' in '%s'", (int)strcspn(p, " \t\r\n"), p, files[f]);
-			if (v < 0 || v >= tokenizer_size(t))
-				die("token id %lld out of range (vocab %d) in '%s'", v, tokenizer_size(t), files[f]);
-			idvec_push(&ids, (int32_t)v);
-			p = end;
-		}
-		long bad = tokenizer_decode(t, ids.v, ids.n, &out, &len, &cap);
+		int64_t n;
+		int32_t *ids = tokens_read_text(files[f], tokenizer_size(t), &n);
+		long bad = tokenizer_decode(t, ids, (size_t)n, &out, &len, &cap);
 		if (bad >= 0)
-			die("token id %d has no text in '%s'", ids.v[bad], tokenizer_path(t));
+			die("token id %d has no text in '%s'", ids[bad], tokenizer_path(t));
 		fwrite(out, 1, len, stdout);
 		len = 0;
-		idvec_free(&ids);
-		free(text);
+		free(ids);
 	}
 	free(out);
 	fshut(stdout, "<stdout>");
