@@ -9,46 +9,71 @@
 #include "ops_cpu.h"
 #include "util.h"
 
+void layer_scratch_init(LayerScratch *s, const ModelConfig *c, int n)
+{
+	size_t nC = (size_t)n * c->C, nH = (size_t)n * c->H * c->D, nG = (size_t)n * c->G * c->D;
+	size_t nF = (size_t)n * c->F;
+	s->u = mallocCheck(nC * sizeof(float)), s->a = mallocCheck(nC * sizeof(float));
+	s->h = mallocCheck(nC * sizeof(float)), s->u2 = mallocCheck(nC * sizeof(float));
+	s->q = mallocCheck(nH * sizeof(float)), s->att = mallocCheck(nH * sizeof(float));
+	s->k = mallocCheck(nG * sizeof(float)), s->v = mallocCheck(nG * sizeof(float));
+	s->g = mallocCheck(nF * sizeof(float)), s->up = mallocCheck(nF * sizeof(float));
+	s->act = mallocCheck(nF * sizeof(float));
+}
+
+void layer_scratch_free(LayerScratch *s)
+{
+	free(s->u), free(s->a), free(s->h), free(s->u2), free(s->q), free(s->att);
+	free(s->k), free(s->v), free(s->g), free(s->up), free(s->act);
+	memset(s, 0, sizeof *s);
+}
+
+void layer_forward(const Model *m, int l, const float *x, float *xout, LayerScratch *s, int B, int T,
+                   LayerHook hook, void *ctx)
+{
+	const ModelConfig *c = &m->cfg;
+	const LayerWeights *w = &m->layers[l];
+	int n = B * T, C = c->C, HD = c->H * c->D, GD = c->G * c->D, F = c->F;
+	/* attention block: u = norm(x), a = Wo attn(rope(Wq u), rope(Wk u), Wv u) */
+	rmsnorm_forward_cpu(s->u, x, &w->ln1, n, C, c->eps);
+	matmul_forward_cpu(s->q, s->u, &w->wq, &w->bq, n, C, HD);
+	matmul_forward_cpu(s->k, s->u, &w->wk, &w->bk, n, C, GD);
+	matmul_forward_cpu(s->v, s->u, &w->wv, &w->bv, n, C, GD);
+	rope_forward_cpu(s->q, m->inv_freq, B, T, 0, c->H, c->D);
+	rope_forward_cpu(s->k, m->inv_freq, B, T, 0, c->G, c->D);
+	attention_forward_cpu(s->att, s->q, s->k, s->v, B, T, c->H, c->G, c->D, 0);
+	matmul_forward_cpu(s->a, s->att, &w->wo, &w->bo, n, HD, C);
+	if (hook)
+		hook(ctx, l, s->u, s->a, B, T);
+	/* h = x + a; MLP block: x' = h + Wdown(silu(Wgate u2) * Wup u2), u2 = norm(h) */
+	memcpy(s->h, x, (size_t)n * C * sizeof(float));
+	residual_forward_cpu(s->h, s->a, (int64_t)n * C);
+	rmsnorm_forward_cpu(s->u2, s->h, &w->ln2, n, C, c->eps);
+	matmul_forward_cpu(s->g, s->u2, &w->wgate, &w->bgate, n, C, F);
+	matmul_forward_cpu(s->up, s->u2, &w->wup, &w->bup, n, C, F);
+	swiglu_forward_cpu(s->act, s->g, s->up, (int64_t)n * F);
+	matmul_forward_cpu(xout, s->act, &w->wdown, &w->bdown, n, F, C);
+	residual_forward_cpu(xout, s->h, (int64_t)n * C);
+}
+
 void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidden,
                    LayerHook hook, void *ctx)
 {
 	const ModelConfig *c = &m->cfg;
-	int n = B * T, C = c->C, HD = c->H * c->D, GD = c->G * c->D, F = c->F;
-	float *x = mallocCheck((size_t)n * C * sizeof(float));   // (B*T, C) residual stream
-	float *u = mallocCheck((size_t)n * C * sizeof(float));   // (B*T, C) normed input
-	float *a = mallocCheck((size_t)n * C * sizeof(float));   // (B*T, C) operator output
-	float *q = mallocCheck((size_t)n * HD * sizeof(float));  // (B*T, H, D)
-	float *k = mallocCheck((size_t)n * GD * sizeof(float));  // (B*T, G, D)
-	float *v = mallocCheck((size_t)n * GD * sizeof(float));  // (B*T, G, D)
-	float *att = mallocCheck((size_t)n * HD * sizeof(float)); // (B*T, H, D)
-	float *g = mallocCheck((size_t)n * F * sizeof(float));   // (B*T, F)
-	float *up = mallocCheck((size_t)n * F * sizeof(float));  // (B*T, F)
-
-	embedding_forward_cpu(x, ids, &m->embed, n, C);
+	int n = B * T;
+	float *x = mallocCheck((size_t)n * c->C * sizeof(float)); // (B*T, C) residual stream
+	float *y = mallocCheck((size_t)n * c->C * sizeof(float));
+	LayerScratch s;
+	layer_scratch_init(&s, c, n);
+	embedding_forward_cpu(x, ids, &m->embed, n, c->C);
 	for (int l = 0; l < c->L; l++) {
-		const LayerWeights *w = &m->layers[l];
-		/* attention block: u = norm(x), a = Wo attn(rope(Wq u), rope(Wk u), Wv u) */
-		rmsnorm_forward_cpu(u, x, &w->ln1, n, C, c->eps);
-		matmul_forward_cpu(q, u, &w->wq, &w->bq, n, C, HD);
-		matmul_forward_cpu(k, u, &w->wk, &w->bk, n, C, GD);
-		matmul_forward_cpu(v, u, &w->wv, &w->bv, n, C, GD);
-		rope_forward_cpu(q, m->inv_freq, B, T, 0, c->H, c->D);
-		rope_forward_cpu(k, m->inv_freq, B, T, 0, c->G, c->D);
-		attention_forward_cpu(att, q, k, v, B, T, c->H, c->G, c->D, 0);
-		matmul_forward_cpu(a, att, &w->wo, &w->bo, n, HD, C);
-		if (hook)
-			hook(ctx, l, u, a, B, T);
-		residual_forward_cpu(x, a, (int64_t)n * C);
-		/* MLP block: x += Wdown(silu(Wgate h) * Wup h), h = norm(x) */
-		rmsnorm_forward_cpu(u, x, &w->ln2, n, C, c->eps);
-		matmul_forward_cpu(g, u, &w->wgate, &w->bgate, n, C, F);
-		matmul_forward_cpu(up, u, &w->wup, &w->bup, n, C, F);
-		swiglu_forward_cpu(g, g, up, (int64_t)n * F);
-		matmul_forward_cpu(a, g, &w->wdown, &w->bdown, n, F, C);
-		residual_forward_cpu(x, a, (int64_t)n * C);
+		layer_forward(m, l, x, y, &s, B, T, hook, ctx);
+		float *t = x;
+		x = y, y = t;
 	}
-	rmsnorm_forward_cpu(hidden, x, &m->norm, n, C, c->eps);
-	free(x), free(u), free(a), free(q), free(k), free(v), free(att), free(g), free(up);
+	rmsnorm_forward_cpu(hidden, x, &m->norm, n, c->C, c->eps);
+	layer_scratch_free(&s);
+	free(x), free(y);
 }
 
 void model_logits(const Model *m, const float *hidden, int n, float *logits)

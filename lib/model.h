@@ -95,6 +95,20 @@ typedef void (*LayerHook)(void *ctx, int l, const float *u, float *a, int B, int
  * to hidden (B*T, C). hook may be NULL. */
 void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidden,
                    LayerHook hook, void *ctx);
+/* One layer's intermediates, for layer_forward and the backward's recomputation. */
+typedef struct {
+	float *u, *a, *h, *u2;   // (B*T, C) norm1(x), attention out, x + a, norm2(h)
+	float *q, *att;          // (B*T, H, D) after RoPE; attention before Wo
+	float *k, *v;            // (B*T, G, D) k after RoPE
+	float *g, *up, *act;     // (B*T, F) gate, up, silu(gate) * up
+} LayerScratch;
+void layer_scratch_init(LayerScratch *s, const ModelConfig *c, int n);
+void layer_scratch_free(LayerScratch *s);
+/* layer_forward runs layer l on x (B*T, C) into xout (B*T, C), keeping its
+ * intermediates in s; hook as in model_forward. */
+void layer_forward(const Model *m, int l, const float *x, float *xout, LayerScratch *s, int B, int T,
+                   LayerHook hook, void *ctx);
+
 /* model_logits projects n hidden rows (n, C) to logits (n, V). */
 void model_logits(const Model *m, const float *hidden, int n, float *logits);
 

@@ -153,13 +153,12 @@ void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, i
 	}
 }
 
-/* attend_one: one query q (D) against the keys and values of rows s0..s1-1
- * (row r at k + r*ld, v + r*ld): out (D) = softmax(q.k * scale) weighted sum
- * of the values. p is scratch of s1 floats. */
-static void attend_one(float *out, const float *q, const float *k, const float *v, int s0, int s1,
-                       size_t ld, int D, float scale, float *p)
+/* softmax_scores: the attention scores of query q (D) against the keys of
+ * rows s0..s1-1 (row r at k + r*ld), exponentiated after subtracting their
+ * max, into p[s0..s1-1]; returns their sum */
+static double softmax_scores(float *p, const float *q, const float *k, int s0, int s1, size_t ld, int D,
+                             float scale)
 {
-	/* scores and their max */
 	float mx = -INFINITY;
 	for (int s = s0; s < s1; s++) {
 		const float *ks = k + (size_t)s * ld;
@@ -169,13 +168,20 @@ static void attend_one(float *out, const float *q, const float *k, const float *
 		p[s] = dot * scale;
 		mx = p[s] > mx ? p[s] : mx;
 	}
-	/* softmax */
 	double sum = 0;
 	for (int s = s0; s < s1; s++) {
 		p[s] = expf(p[s] - mx);
 		sum += p[s];
 	}
-	/* weighted sum of values */
+	return sum;
+}
+
+/* attend_one: out (D) = the softmax-weighted sum of the values of rows
+ * s0..s1-1 for query q; p is scratch of s1 floats */
+static void attend_one(float *out, const float *q, const float *k, const float *v, int s0, int s1,
+                       size_t ld, int D, float scale, float *p)
+{
+	double sum = softmax_scores(p, q, k, s0, s1, ld, D, scale);
 	for (int i = 0; i < D; i++)
 		out[i] = 0;
 	for (int s = s0; s < s1; s++) {
@@ -338,17 +344,7 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
 						const float *qt = q + qo, *dot = dout + qo;
 						float *dqt = dq + qo;
 						/* recompute the probabilities */
-						float mx = -INFINITY;
-						for (int s = s0; s <= t; s++) {
-							float a = 0;
-							for (int i = 0; i < D; i++)
-								a += qt[i] * kb[(size_t)s * ld + i];
-							p[s] = a * scale;
-							mx = p[s] > mx ? p[s] : mx;
-						}
-						double sum = 0;
-						for (int s = s0; s <= t; s++)
-							sum += p[s] = expf(p[s] - mx);
+						double sum = softmax_scores(p, qt, kb, s0, t + 1, ld, D, scale);
 						/* dv += p dout; dp = dout . v; ds = p (dp - sum p dp) */
 						double pdp = 0;
 						for (int s = s0; s <= t; s++) {
