@@ -133,7 +133,9 @@ void embedding_forward_cpu(float *out, const int32_t *ids, const Tensor *w, int 
 	}
 }
 
-void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, int NH, int D)
+/* rope_rotate turns each pair (x[i], x[i + D/2]) of every head by
+ * sign * pos * inv_freq[i]: +1 is RoPE, -1 its transpose (the backward) */
+static void rope_rotate(float *x, const float *inv_freq, int B, int T, int pos0, int NH, int D, float sign)
 {
 	int half = D / 2;
 	#pragma omp parallel for
@@ -142,7 +144,7 @@ void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, i
 		for (int i = 0; i < half; i++) {
 			/* the angle in float32, as transformers computes it */
 			float ang = pos * inv_freq[i];
-			float c = (float)cos((double)ang), s = (float)sin((double)ang);
+			float c = (float)cos((double)ang), s = sign * (float)sin((double)ang);
 			for (int h = 0; h < NH; h++) {
 				float *xh = x + ((size_t)bt * NH + h) * D;
 				float x1 = xh[i], x2 = xh[i + half];
@@ -151,6 +153,11 @@ void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, i
 			}
 		}
 	}
+}
+
+void rope_forward_cpu(float *x, const float *inv_freq, int B, int T, int pos0, int NH, int D)
+{
+	rope_rotate(x, inv_freq, B, T, pos0, NH, D, 1.0f);
 }
 
 /* softmax_scores: the attention scores of query q (D) against the keys of
@@ -300,21 +307,7 @@ void rmsnorm_backward_cpu(float *dx, const float *dout, const float *x, const Te
 
 void rope_backward_cpu(float *d, const float *inv_freq, int B, int T, int pos0, int NH, int D)
 {
-	int half = D / 2;
-	#pragma omp parallel for
-	for (int bt = 0; bt < B * T; bt++) {
-		float pos = (float)(pos0 + bt % T);
-		for (int i = 0; i < half; i++) {
-			float ang = pos * inv_freq[i];
-			float c = (float)cos((double)ang), s = (float)sin((double)ang);
-			for (int h = 0; h < NH; h++) {
-				float *dh = d + ((size_t)bt * NH + h) * D;
-				float d1 = dh[i], d2 = dh[i + half];
-				dh[i] = d1 * c + d2 * s; /* the transpose of the rotation */
-				dh[i + half] = d2 * c - d1 * s;
-			}
-		}
-	}
+	rope_rotate(d, inv_freq, B, T, pos0, NH, D, -1.0f);
 }
 
 void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *q,
