@@ -11,6 +11,7 @@ TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c)) tests/b
 CU_SRC   := $(wildcard kernels/*.cu)
 CU_OBJ   := $(CU_SRC:.cu=.o)
 CU_LIB   := kernels/libdash_cuda.a
+GPU_TESTS := $(patsubst tests/%.cu,tests/bin/gpu_%,$(wildcard tests/test_*.cu))
 MANS     := $(wildcard man/man1/*.1)
 
 # ---- detection: announce what was found, degrade gracefully
@@ -30,13 +31,14 @@ endif
 ifeq ($(NVCC),)
 $(info ✗ nvcc not found, skipping CUDA builds)
 CU_LIB :=
+GPU_TESTS :=
 else
 $(info ✓ nvcc $(NVCC), building CUDA objects for sm_$(GPU_ARCH))
 endif
 
 CFLAGS += $(DEPS_CFLAGS) -Ilib
 
-.PHONY: all test check deps clean install fixtures data
+.PHONY: all test test-gpu check deps clean install fixtures data
 all: $(TOOLS) $(CU_LIB)
 
 lib/%.o: lib/%.c lib/*.h config.mk
@@ -59,8 +61,17 @@ tests/bin/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p tests/bin
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
-test: all $(TESTS)
+tests/bin/gpu_%: tests/%.cu tests/test.h $(LIB) $(CU_LIB)
+	@mkdir -p tests/bin
+	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -Itests $(DEPS_CFLAGS) -o $@ $< $(CU_LIB) $(LIB) -lcublas -Xcompiler -fopenmp $(DEPS_LIBS) -lm
+
+# the CPU tests; the GPU tests are built too (when nvcc is found) but run by test-gpu
+test: all $(TESTS) $(GPU_TESTS)
 	@tests/run
+
+# on a machine with a GPU: every kernel against its CPU twin
+test-gpu: all $(GPU_TESTS)
+	@tests/run gpu
 
 # man pages must pass mandoc's linter
 check: test

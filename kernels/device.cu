@@ -1,6 +1,6 @@
-/* device: GPU discovery for the run-time choice of backend. */
-#include "cuda.h"
+/* device: GPU discovery and memory, for the run-time choice of backend. */
 #include "cuda_common.cuh"
+#include "gpu.h"
 
 extern "C" int cuda_device_count(void)
 {
@@ -19,3 +19,15 @@ extern "C" void cuda_device_name(int i, char *buf, size_t n)
 	snprintf(buf, n, "%s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor,
 	         (double)p.totalGlobalMem / (1 << 30));
 }
+
+extern "C" void *gpu_alloc(size_t bytes)
+{
+	void *d = NULL;
+	cudaCheck(cudaMalloc(&d, bytes ? bytes : 1));
+	return d;
+}
+
+extern "C" void gpu_free(void *d) { cudaCheck(cudaFree(d)); }
+extern "C" void gpu_upload(void *d, const void *h, size_t bytes) { cudaCheck(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice)); }
+extern "C" void gpu_download(void *h, const void *d, size_t bytes) { cudaCheck(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost)); }
+extern "C" void gpu_sync(void) { cudaCheck(cudaDeviceSynchronize()); }

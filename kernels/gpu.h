@@ -1,0 +1,73 @@
+/*
+ * gpu: the C interface of kernels/ (built into kernels/libdash_cuda.a when
+ * nvcc is found). Each launcher <op>_cuda is the twin of <op>_cpu in
+ * lib/ops_cpu.h, with the same argument order; d_ pointers are device
+ * memory. Activations and weights are bf16 on the device (bf16_t here, the
+ * bits of __nv_bfloat16); arithmetic is float32. All launchers run on the
+ * default stream and check their launch.
+ */
+#ifndef DASH_GPU_H
+#define DASH_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t bf16_t;
+
+/* cuda_device_count returns the number of usable GPUs, 0 when there is no
+ * driver or no device (never an error). */
+int cuda_device_count(void);
+/* cuda_device_name writes "NVIDIA H100 80GB HBM3 (sm_90, 79.2 GiB)" for
+ * device i into buf. */
+void cuda_device_name(int i, char *buf, size_t n);
+
+/* ---------------------------------------------------------------------------
+ * memory */
+
+void *gpu_alloc(size_t bytes);               /* dies on failure */
+void gpu_free(void *d);
+void gpu_upload(void *d, const void *h, size_t bytes);
+void gpu_download(void *h, const void *d, size_t bytes);
+void gpu_sync(void);
+
+/* ---------------------------------------------------------------------------
+ * operators (shapes as in lib/ops_cpu.h) */
+
+/* out (n, OC) = x (n, IC) @ w^T (+ b);  w (OC, IC), b (OC) or NULL. cuBLAS,
+ * float32 accumulation. */
+void matmul_forward_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, const bf16_t *d_b, int n,
+                         int IC, int OC);
+/* dx (n, IC) = dout (n, OC) @ w (OC, IC) */
+void matmul_backward_cuda(bf16_t *d_dx, const bf16_t *d_dout, const bf16_t *d_w, int n, int IC, int OC);
+
+/* out (n, C) = x / rms(x) * w; rstd (n) keeps 1/rms for the backward */
+void rmsnorm_forward_cuda(bf16_t *d_out, float *d_rstd, const bf16_t *d_x, const bf16_t *d_w, int n, int C,
+                          float eps);
+/* dx (n, C) from dout, x and the forward's rstd */
+void rmsnorm_backward_cuda(bf16_t *d_dx, const bf16_t *d_dout, const bf16_t *d_x, const float *d_rstd,
+                           const bf16_t *d_w, int n, int C);
+
+/* out (n, C) = w[ids];  w (V, C) */
+void embedding_forward_cuda(bf16_t *d_out, const int32_t *d_ids, const bf16_t *d_w, int n, int C);
+
+/* x (B*T, NH, D) rotated in place by pos * inv_freq (pos = pos0 + t), and
+ * back (the backward); inv_freq (D/2) float32 on the device */
+void rope_forward_cuda(bf16_t *d_x, const float *d_inv_freq, int B, int T, int pos0, int NH, int D);
+void rope_backward_cuda(bf16_t *d_dx, const float *d_inv_freq, int B, int T, int pos0, int NH, int D);
+
+/* out (n) = silu(gate) * up, and its backward */
+void swiglu_forward_cuda(bf16_t *d_out, const bf16_t *d_gate, const bf16_t *d_up, int64_t n);
+void swiglu_backward_cuda(bf16_t *d_dgate, bf16_t *d_dup, const bf16_t *d_dout, const bf16_t *d_gate,
+                          const bf16_t *d_up, int64_t n);
+
+/* out (n) += x */
+void residual_forward_cuda(bf16_t *d_out, const bf16_t *d_x, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,207 @@
+/* test_kernels: every CUDA kernel of kernels/ against its CPU twin in
+ * lib/ops_cpu.c, on random inputs rounded to bf16 (so both sides see the
+ * same numbers), at awkward shapes: one row, rows not a multiple of the
+ * block, several sequences, odd widths. bf16 outputs pass within
+ * 1e-2 |ref| + 1e-3 max|ref|. Runs on a GPU: make test-gpu. */
+#include <string.h>
+
+#include "gpu.h"
+extern "C" {
+#include "ops_cpu.h"
+#include "test.h"
+#include "util.h"
+}
+
+static uint64_t rng = 0x853c49e6748fea9bULL;
+static float frand(void)
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+/* a host tensor in bf16 and the same values in float32 */
+typedef struct {
+	float *f;
+	bf16_t *h;
+	bf16_t *d;
+	size_t n;
+} Buf;
+
+static Buf buf_rand(size_t n, float scale)
+{
+	Buf b = {(float *)mallocCheck(n * 4), (bf16_t *)mallocCheck(n * 2), (bf16_t *)gpu_alloc(n * 2), n};
+	for (size_t i = 0; i < n; i++) {
+		b.h[i] = f32_to_bf16(scale * frand());
+		b.f[i] = bf16_to_f32(b.h[i]);
+	}
+	gpu_upload(b.d, b.h, n * 2);
+	return b;
+}
+
+static Buf buf_empty(size_t n)
+{
+	Buf b = {(float *)mallocCheck(n * 4), (bf16_t *)mallocCheck(n * 2), (bf16_t *)gpu_alloc(n * 2), n};
+	/* poison: NaN everywhere, so an element the kernel misses fails */
+	for (size_t i = 0; i < n; i++)
+		b.h[i] = 0x7fc0;
+	gpu_upload(b.d, b.h, n * 2);
+	return b;
+}
+
+static void buf_free(Buf *b)
+{
+	free(b->f), free(b->h);
+	gpu_free(b->d);
+}
+
+/* download a device result and compare it with a float32 reference */
+static int same(const char *name, Buf *got, const float *ref)
+{
+	gpu_sync();
+	gpu_download(got->h, got->d, got->n * 2);
+	double *r = (double *)mallocCheck(got->n * sizeof(double));
+	for (size_t i = 0; i < got->n; i++)
+		got->f[i] = bf16_to_f32(got->h[i]), r[i] = ref[i];
+	int ok = check_tensor(name, got->f, r, got->n, 1e-3 * max_abs(r, got->n), 1e-2);
+	free(r);
+	return ok;
+}
+
+static Tensor view(const Buf *b, int ndim, int64_t d0, int64_t d1)
+{
+	Tensor t = {DT_F32, ndim, {d0, d1}, b->f};
+	return t;
+}
+
+static void test_matmul(int n, int IC, int OC, int bias)
+{
+	Buf x = buf_rand((size_t)n * IC, 1), w = buf_rand((size_t)OC * IC, 0.2f), b = buf_rand((size_t)OC, 1);
+	Buf out = buf_empty((size_t)n * OC), dout = buf_rand((size_t)n * OC, 1), dx = buf_empty((size_t)n * IC);
+	float *ref = (float *)mallocCheck((size_t)n * (OC > IC ? OC : IC) * 4);
+	Tensor W = view(&w, 2, OC, IC), Bv = view(&b, 1, OC, 0), none = {};
+	char msg[128];
+	matmul_forward_cpu(ref, x.f, &W, bias ? &Bv : &none, n, IC, OC);
+	matmul_forward_cuda(out.d, x.d, w.d, bias ? b.d : NULL, n, IC, OC);
+	snprintf(msg, sizeof msg, "matmul_forward n=%d IC=%d OC=%d%s", n, IC, OC, bias ? " +bias" : "");
+	test_cond(msg, same("out", &out, ref));
+	matmul_backward_cpu(ref, dout.f, &W, n, IC, OC);
+	matmul_backward_cuda(dx.d, dout.d, w.d, n, IC, OC);
+	snprintf(msg, sizeof msg, "matmul_backward n=%d IC=%d OC=%d", n, IC, OC);
+	test_cond(msg, same("dx", &dx, ref));
+	buf_free(&x), buf_free(&w), buf_free(&b), buf_free(&out), buf_free(&dout), buf_free(&dx);
+	free(ref);
+}
+
+static void test_rmsnorm(int n, int C)
+{
+	Buf x = buf_rand((size_t)n * C, 2), w = buf_rand((size_t)C, 1), out = buf_empty((size_t)n * C);
+	Buf dout = buf_rand((size_t)n * C, 1), dx = buf_empty((size_t)n * C);
+	float *ref = (float *)mallocCheck((size_t)n * C * 4), *rstd = (float *)gpu_alloc((size_t)n * 4);
+	Tensor W = view(&w, 1, C, 0);
+	char msg[96];
+	rmsnorm_forward_cpu(ref, x.f, &W, n, C, 1e-6f);
+	rmsnorm_forward_cuda(out.d, rstd, x.d, w.d, n, C, 1e-6f);
+	snprintf(msg, sizeof msg, "rmsnorm_forward n=%d C=%d", n, C);
+	test_cond(msg, same("out", &out, ref));
+	rmsnorm_backward_cpu(ref, dout.f, x.f, &W, n, C, 1e-6f);
+	rmsnorm_backward_cuda(dx.d, dout.d, x.d, rstd, w.d, n, C);
+	snprintf(msg, sizeof msg, "rmsnorm_backward n=%d C=%d", n, C);
+	test_cond(msg, same("dx", &dx, ref));
+	buf_free(&x), buf_free(&w), buf_free(&out), buf_free(&dout), buf_free(&dx);
+	free(ref);
+	gpu_free(rstd);
+}
+
+static void test_embedding(int n, int V, int C)
+{
+	Buf w = buf_rand((size_t)V * C, 1), out = buf_empty((size_t)n * C);
+	int32_t *ids = (int32_t *)mallocCheck((size_t)n * 4), *d_ids = (int32_t *)gpu_alloc((size_t)n * 4);
+	for (int i = 0; i < n; i++)
+		ids[i] = (int32_t)((frand() + 1) * 0.5f * (V - 1));
+	gpu_upload(d_ids, ids, (size_t)n * 4);
+	float *ref = (float *)mallocCheck((size_t)n * C * 4);
+	Tensor W = view(&w, 2, V, C);
+	embedding_forward_cpu(ref, ids, &W, n, C);
+	embedding_forward_cuda(out.d, d_ids, w.d, n, C);
+	char msg[96];
+	snprintf(msg, sizeof msg, "embedding_forward n=%d V=%d C=%d", n, V, C);
+	test_cond(msg, same("out", &out, ref));
+	buf_free(&w), buf_free(&out);
+	free(ids), free(ref);
+	gpu_free(d_ids);
+}
+
+static void test_rope(int B, int T, int NH, int D, int pos0)
+{
+	size_t n = (size_t)B * T * NH * D;
+	Buf x = buf_rand(n, 1);
+	float *inv = (float *)mallocCheck((size_t)D / 2 * 4), *d_inv = (float *)gpu_alloc((size_t)D / 2 * 4);
+	for (int i = 0; i < D / 2; i++)
+		inv[i] = (float)(1.0 / pow(1e6, 2.0 * i / D));
+	gpu_upload(d_inv, inv, (size_t)D / 2 * 4);
+	float *ref = (float *)mallocCheck(n * 4);
+	memcpy(ref, x.f, n * 4);
+	rope_forward_cpu(ref, inv, B, T, pos0, NH, D);
+	rope_forward_cuda(x.d, d_inv, B, T, pos0, NH, D);
+	char msg[96];
+	snprintf(msg, sizeof msg, "rope_forward B=%d T=%d NH=%d D=%d pos0=%d", B, T, NH, D, pos0);
+	test_cond(msg, same("x", &x, ref));
+	/* the backward from the forward's output, on both sides */
+	memcpy(ref, x.f, n * 4);
+	rope_backward_cpu(ref, inv, B, T, pos0, NH, D);
+	rope_backward_cuda(x.d, d_inv, B, T, pos0, NH, D);
+	snprintf(msg, sizeof msg, "rope_backward B=%d T=%d NH=%d D=%d pos0=%d", B, T, NH, D, pos0);
+	test_cond(msg, same("dx", &x, ref));
+	buf_free(&x);
+	free(inv), free(ref);
+	gpu_free(d_inv);
+}
+
+static void test_swiglu_residual(int64_t n)
+{
+	Buf g = buf_rand((size_t)n, 4), u = buf_rand((size_t)n, 2), out = buf_empty((size_t)n);
+	Buf dout = buf_rand((size_t)n, 1), dg = buf_empty((size_t)n), du = buf_empty((size_t)n);
+	float *ref = (float *)mallocCheck((size_t)n * 4), *ref2 = (float *)mallocCheck((size_t)n * 4);
+	char msg[96];
+	swiglu_forward_cpu(ref, g.f, u.f, n);
+	swiglu_forward_cuda(out.d, g.d, u.d, n);
+	snprintf(msg, sizeof msg, "swiglu_forward n=%lld", (long long)n);
+	test_cond(msg, same("out", &out, ref));
+	swiglu_backward_cpu(ref, ref2, dout.f, g.f, u.f, n);
+	swiglu_backward_cuda(dg.d, du.d, dout.d, g.d, u.d, n);
+	snprintf(msg, sizeof msg, "swiglu_backward n=%lld", (long long)n);
+	test_cond(msg, same("dgate", &dg, ref) && same("dup", &du, ref2));
+	memcpy(ref, g.f, (size_t)n * 4);
+	residual_forward_cpu(ref, u.f, n);
+	residual_forward_cuda(g.d, u.d, n);
+	snprintf(msg, sizeof msg, "residual_forward n=%lld", (long long)n);
+	test_cond(msg, same("out", &g, ref));
+	buf_free(&g), buf_free(&u), buf_free(&out), buf_free(&dout), buf_free(&dg), buf_free(&du);
+	free(ref), free(ref2);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	if (cuda_device_count() == 0) {
+		printf("SKIP: no GPU\n");
+		return 0;
+	}
+	char name[128];
+	cuda_device_name(0, name, sizeof name);
+	printf("# %s\n", name);
+	test_matmul(1, 64, 32, 0);
+	test_matmul(37, 200, 77, 1);
+	test_matmul(300, 2048, 256, 1);
+	test_rmsnorm(1, 64);
+	test_rmsnorm(37, 896);
+	test_rmsnorm(129, 2048);
+	test_embedding(1, 100, 64);
+	test_embedding(77, 5000, 896);
+	test_rope(1, 1, 2, 64, 0);
+	test_rope(2, 13, 3, 128, 5);
+	test_rope(3, 100, 16, 128, 0);
+	test_swiglu_residual(1);
+	test_swiglu_residual(100003);
+	return test_report();
+}
