@@ -64,6 +64,12 @@ void swiglu_forward_cuda(bf16_t *d_out, const bf16_t *d_gate, const bf16_t *d_up
 void swiglu_backward_cuda(bf16_t *d_dgate, bf16_t *d_dup, const bf16_t *d_dout, const bf16_t *d_gate,
                           const bf16_t *d_up, int64_t n);
 
+/* causal GQA attention (window W > 0: the last W keys), flash style on the
+ * tensor cores: q (B*T, H, D), k, v (B*T, G, D) -> out (B*T, H, D) and
+ * lse (B, H, T) float32 for the backward; D 64 or 128 */
+void attention_forward_cuda(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const bf16_t *d_k,
+                            const bf16_t *d_v, int B, int T, int H, int G, int D, int window);
+
 /* out (n) += x */
 void residual_forward_cuda(bf16_t *d_out, const bf16_t *d_x, int64_t n);
 

@@ -54,17 +54,23 @@ static void buf_free(Buf *b)
 	gpu_free(b->d);
 }
 
-/* download a device result and compare it with a float32 reference */
-static int same(const char *name, Buf *got, const float *ref)
+/* download a device result and compare it with a float32 reference:
+ * within rtol |ref| + atol max|ref| */
+static int same_tol(const char *name, Buf *got, const float *ref, double atol, double rtol)
 {
 	gpu_sync();
 	gpu_download(got->h, got->d, got->n * 2);
 	double *r = (double *)mallocCheck(got->n * sizeof(double));
 	for (size_t i = 0; i < got->n; i++)
 		got->f[i] = bf16_to_f32(got->h[i]), r[i] = ref[i];
-	int ok = check_tensor(name, got->f, r, got->n, 1e-3 * max_abs(r, got->n), 1e-2);
+	int ok = check_tensor(name, got->f, r, got->n, atol * max_abs(r, got->n), rtol);
 	free(r);
 	return ok;
+}
+
+static int same(const char *name, Buf *got, const float *ref)
+{
+	return same_tol(name, got, ref, 1e-3, 1e-2);
 }
 
 static Tensor view(const Buf *b, int ndim, int64_t d0, int64_t d1)
@@ -180,6 +186,48 @@ static void test_swiglu_residual(int64_t n)
 	free(ref), free(ref2);
 }
 
+static void test_attention(int B, int T, int H, int G, int D, int W)
+{
+	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D;
+	Buf q = buf_rand(nq, 2), k = buf_rand(nk, 2), v = buf_rand(nk, 1), out = buf_empty(nq);
+	float *ref = (float *)mallocCheck(nq * 4), *d_lse = (float *)gpu_alloc((size_t)B * H * T * 4);
+	float *lse = (float *)mallocCheck((size_t)B * H * T * 4);
+	attention_forward_cpu(ref, q.f, k.f, v.f, B, T, H, G, D, W);
+	attention_forward_cuda(out.d, d_lse, q.d, k.d, v.d, B, T, H, G, D, W);
+	char msg[128];
+	snprintf(msg, sizeof msg, "attention_forward B=%d T=%d H=%d G=%d D=%d window=%d", B, T, H, G, D, W);
+	/* the kernel rounds the probabilities to bf16 before P V, as flash
+	 * attention does: a few 1e-3 of the output's scale, not of each value */
+	int ok = same_tol("out", &out, ref, 5e-3, 1e-2);
+	/* the log-sum-exp of each query's scaled scores, in double */
+	gpu_download(lse, d_lse, (size_t)B * H * T * 4);
+	double maxerr = 0;
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < H; h++)
+			for (int t = 0; t < T; t++) {
+				const float *qt = q.f + (((size_t)b * T + t) * H + h) * D;
+				double mx = -1e300, z = 0, sc[4096];
+				int s0 = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0;
+				for (int s = s0; s <= t; s++) {
+					const float *ks = k.f + (((size_t)b * T + s) * G + h / (H / G)) * D;
+					double d = 0;
+					for (int i = 0; i < D; i++)
+						d += (double)qt[i] * ks[i];
+					sc[s] = d / sqrt((double)D);
+					mx = sc[s] > mx ? sc[s] : mx;
+				}
+				for (int s = s0; s <= t; s++)
+					z += exp(sc[s] - mx);
+				double e = fabs(mx + log(z) - lse[((size_t)b * H + h) * T + t]);
+				maxerr = e > maxerr ? e : maxerr;
+			}
+	printf("  lse max error %.2e\n", maxerr);
+	test_cond(msg, ok && maxerr < 2e-2);
+	buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&out);
+	free(ref), free(lse);
+	gpu_free(d_lse);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -203,5 +251,11 @@ int main(int argc, char **argv)
 	test_rope(3, 100, 16, 128, 0);
 	test_swiglu_residual(1);
 	test_swiglu_residual(100003);
+	test_attention(1, 1, 2, 1, 64, 0);
+	test_attention(2, 77, 4, 2, 128, 0);
+	test_attention(1, 300, 16, 2, 128, 0);
+	test_attention(2, 200, 4, 1, 64, 50);
+	test_attention(1, 100, 2, 2, 128, 500);
+	test_attention(1, 129, 2, 1, 64, 1);
 	return test_report();
 }

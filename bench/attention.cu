@@ -1,0 +1,48 @@
+/* bench/attention: times attention_forward_cuda at one layer's shape
+ * (default the Qwen2.5-3B layer: B 1, T 4096, H 16, G 2, D 128, causal) with
+ * CUDA events, median of 20 after 3 warm-ups, on random inputs.
+ * usage: bench/attention [B T H G D window]   (prints ms and TFLOP/s) */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cuda_runtime.h>
+
+#include "gpu.h"
+extern "C" {
+#include "tensor.h"
+}
+
+int main(int argc, char **argv)
+{
+	int B = 1, T = 4096, H = 16, G = 2, D = 128, W = 0;
+	if (argc == 7)
+		B = atoi(argv[1]), T = atoi(argv[2]), H = atoi(argv[3]), G = atoi(argv[4]), D = atoi(argv[5]),
+		W = atoi(argv[6]);
+	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D;
+	bf16_t *h = (bf16_t *)malloc(nq * 2);
+	for (size_t i = 0; i < nq; i++)
+		h[i] = f32_to_bf16((float)rand() / RAND_MAX * 2 - 1);
+	bf16_t *q = (bf16_t *)gpu_alloc(nq * 2), *k = (bf16_t *)gpu_alloc(nk * 2), *v = (bf16_t *)gpu_alloc(nk * 2);
+	bf16_t *o = (bf16_t *)gpu_alloc(nq * 2);
+	float *lse = (float *)gpu_alloc((size_t)B * H * T * 4);
+	gpu_upload(q, h, nq * 2), gpu_upload(k, h, nk * 2), gpu_upload(v, h + 7, nk * 2);
+	cudaEvent_t e0, e1;
+	cudaEventCreate(&e0), cudaEventCreate(&e1);
+	float ms[20];
+	for (int i = 0; i < 23; i++) {
+		cudaEventRecord(e0);
+		attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W);
+		cudaEventRecord(e1);
+		cudaEventSynchronize(e1);
+		if (i >= 3)
+			cudaEventElapsedTime(&ms[i - 3], e0, e1);
+	}
+	std::sort(ms, ms + 20);
+	/* causal: half of the 4 T^2 D H flops (two products), per sequence */
+	double keys = W > 0 && W < T ? (double)W * T - (double)W * W / 2 : (double)T * T / 2;
+	double flop = 4.0 * B * H * D * keys;
+	printf("attention_forward_cuda B=%d T=%d H=%d G=%d D=%d window=%d: %.3f ms, %.1f TFLOP/s\n", B, T, H, G, D, W,
+	       ms[10], flop / (ms[10] * 1e-3) / 1e12);
+	return 0;
+}
