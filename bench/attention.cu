@@ -1,6 +1,7 @@
 /* bench/attention: times attention_forward_cuda at one layer's shape
  * (default the Qwen2.5-3B layer: B 1, T 4096, H 16, G 2, D 128, causal) with
- * CUDA events, median of 20 after 3 warm-ups, on random inputs.
+ * CUDA events, median of 20 after 3 warm-ups, on random inputs: the
+ * forward, and the forward and backward together.
  * usage: bench/attention [B T H G D window]   (prints ms and TFLOP/s) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,10 +40,25 @@ int main(int argc, char **argv)
 			cudaEventElapsedTime(&ms[i - 3], e0, e1);
 	}
 	std::sort(ms, ms + 20);
+	float fwd = ms[10];
+	/* forward + backward */
+	bf16_t *dq = (bf16_t *)gpu_alloc(nq * 2), *dk = (bf16_t *)gpu_alloc(nk * 2), *dv = (bf16_t *)gpu_alloc(nk * 2);
+	float *work = (float *)gpu_alloc(attention_backward_work(B, T, H, D) * 4);
+	for (int i = 0; i < 23; i++) {
+		cudaEventRecord(e0);
+		attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W);
+		attention_backward_cuda(dq, dk, dv, o, o, lse, q, k, v, B, T, H, G, D, W, work);
+		cudaEventRecord(e1);
+		cudaEventSynchronize(e1);
+		if (i >= 3)
+			cudaEventElapsedTime(&ms[i - 3], e0, e1);
+	}
+	std::sort(ms, ms + 20);
+	float fb = ms[10];
 	/* causal: half of the 4 T^2 D H flops (two products), per sequence */
 	double keys = W > 0 && W < T ? (double)W * T - (double)W * W / 2 : (double)T * T / 2;
 	double flop = 4.0 * B * H * D * keys;
-	printf("attention_forward_cuda B=%d T=%d H=%d G=%d D=%d window=%d: %.3f ms, %.1f TFLOP/s\n", B, T, H, G, D, W,
-	       ms[10], flop / (ms[10] * 1e-3) / 1e12);
+	printf("attention_cuda B=%d T=%d H=%d G=%d D=%d window=%d: forward %.3f ms (%.1f TFLOP/s), forward+backward %.3f ms\n",
+	       B, T, H, G, D, W, fwd, flop / (fwd * 1e-3) / 1e12, fb);
 	return 0;
 }

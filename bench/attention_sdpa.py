@@ -11,15 +11,31 @@ B, T, H, G, D = (int(x) for x in sys.argv[1:6]) if len(sys.argv) == 6 else (1, 4
 q = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
 k = torch.randn(B, G, T, D, device="cuda", dtype=torch.bfloat16)
 v = torch.randn(B, G, T, D, device="cuda", dtype=torch.bfloat16)
-ts = []
-for i in range(23):
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    e0.record()
-    F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    e1.record()
-    torch.cuda.synchronize()
-    if i >= 3:
-        ts.append(e0.elapsed_time(e1))
-ms = sorted(ts)[10]
+
+
+def median_ms(fn):
+    ts = []
+    for i in range(23):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        fn()
+        e1.record()
+        torch.cuda.synchronize()
+        if i >= 3:
+            ts.append(e0.elapsed_time(e1))
+    return sorted(ts)[10]
+
+
+fwd = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
+qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+do = torch.randn_like(q)
+
+
+def fwd_bwd():
+    F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, enable_gqa=True).backward(do)
+
+
+fb = median_ms(fwd_bwd)
 flop = 4.0 * B * H * D * T * T / 2
-print(f"torch {torch.__version__} SDPA B={B} T={T} H={H} G={G} D={D} causal: {ms:.3f} ms, {flop / (ms * 1e-3) / 1e12:.1f} TFLOP/s")
+print(f"torch {torch.__version__} SDPA B={B} T={T} H={H} G={G} D={D} causal: forward {fwd:.3f} ms "
+      f"({flop / (fwd * 1e-3) / 1e12:.1f} TFLOP/s), forward+backward {fb:.3f} ms")

@@ -70,6 +70,14 @@ void swiglu_backward_cuda(bf16_t *d_dgate, bf16_t *d_dup, const bf16_t *d_dout, 
 void attention_forward_cuda(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const bf16_t *d_k,
                             const bf16_t *d_v, int B, int T, int H, int G, int D, int window);
 
+/* the backward of attention_forward_cuda: dq (B*T, H, D), dk, dv (B*T, G, D)
+ * from dout, the forward's out and lse, and q, k, v. work is float32 device
+ * memory of attention_backward_work(B, T, H, D) floats. */
+size_t attention_backward_work(int B, int T, int H, int D);
+void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout,
+                             const bf16_t *d_out, const float *d_lse, const bf16_t *d_q, const bf16_t *d_k,
+                             const bf16_t *d_v, int B, int T, int H, int G, int D, int window, float *d_work);
+
 /* out (n) += x */
 void residual_forward_cuda(bf16_t *d_out, const bf16_t *d_x, int64_t n);
 
