@@ -34,6 +34,9 @@ CU_LIB :=
 GPU_TESTS :=
 else
 $(info ✓ nvcc $(NVCC), building CUDA objects for sm_$(GPU_ARCH))
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CFLAGS += -DDASH_CUDA -Ikernels
+CUDA_LIBS := $(CU_LIB) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
 
 CFLAGS += $(DEPS_CFLAGS) -Ilib
@@ -53,9 +56,9 @@ kernels/%.o: kernels/%.cu kernels/*.cuh kernels/*.h lib/*.h
 $(CU_LIB): $(CU_OBJ)
 	$(AR) rcs $@ $^
 
-bin/%: tools/%.c $(LIB)
+bin/%: tools/%.c $(LIB) $(CU_LIB)
 	@mkdir -p bin
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
 
 tests/bin/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p tests/bin

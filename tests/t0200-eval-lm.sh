@@ -99,6 +99,10 @@ check_error "an ids file that does not exist" 1 "'$TMP/none.txt'" $OUT $EVAL -m 
 check_error "a tokens file of another format" 1 "'$Q.ref.h5'" $OUT $EVAL -m $Q --tokens $Q.ref.h5 --dump-logits $OUT
 check_error "a tokens file that is not HDF5" 1 "'$Q.ids.txt'" $OUT $EVAL -m $Q --tokens $Q.ids.txt --dump-logits $OUT
 check_error "a bad --seq value" 1 "'abc'" $OUT $EVAL -m $Q --ids $Q.ids.txt --seq abc --dump-logits $OUT
+check_error "a bad --device" 1 "'tpu'" $OUT $EVAL -m $Q --ids $Q.ids.txt --device tpu --dump-logits $OUT
+a=$($EVAL -m $Q --ids $Q.ids.txt --device cpu 2>/dev/null)
+[ "$a" = "$($EVAL -m $Q --ids $Q.ids.txt 2>/dev/null)" ] || [ -e /dev/nvidia0 ] &&
+	pass "--device cpu is the default without a GPU" || fail "--device cpu differs from the default"
 
 # ---- usage: exit 2 with the synopsis
 check_usage "no arguments: usage, exit 2" $EVAL

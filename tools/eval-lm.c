@@ -9,6 +9,10 @@
 #include "model.h"  // defines: model_load, model_forward, model_logits
 #include "tokens.h" // defines: tokens_read, tokens_read_text
 #include "util.h"   // defines: die, estrtocount, Progress
+#ifdef DASH_CUDA
+#include "gpu.h"       // defines: cuda_device_count, cuda_device_name
+#include "gpu_model.h" // defines: gpu_model_new, gpu_model_forward
+#endif
 
 #define LOGITS_FORMAT "dash-logits"
 #define ROWS 256 /* logits computed this many rows at a time */
@@ -16,7 +20,7 @@
 static void usage(void)
 {
 	fprintf(stderr, "usage: eval-lm -m MODEL (--ids FILE | --tokens TOKENS.h5) [--seq T] [-n N]\n"
-	                "               [--dump-logits OUT.h5]\n"
+	                "               [--dump-logits OUT.h5] [--device cpu|cuda]\n"
 	                "       eval-lm -m MODEL --generate PROMPT [--max-new N] [--raw] [--tokenizer FILE]\n");
 	exit(2);
 }
@@ -24,7 +28,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *ids_path = NULL, *tokens_path = NULL, *dump = NULL;
-	const char *prompt = NULL, *tok_path = NULL;
+	const char *prompt = NULL, *tok_path = NULL, *device = NULL;
 	long long seq = 0, max = -1, max_new = 64;
 	int raw = 0;
 	static const struct option opts[] = {
@@ -38,6 +42,7 @@ int main(int argc, char **argv)
 		{"max-new", required_argument, NULL, 'M'},
 		{"raw", no_argument, NULL, 'r'},
 		{"tokenizer", required_argument, NULL, 'T'},
+		{"device", required_argument, NULL, 'D'},
 		{NULL, 0, NULL, 0},
 	};
 	util_init(argc, argv);
@@ -54,11 +59,24 @@ int main(int argc, char **argv)
 		case 'M': max_new = estrtocount(optarg, "--max-new"); break;
 		case 'r': raw = 1; break;
 		case 'T': tok_path = optarg; break;
+		case 'D': device = optarg; break;
 		default: usage();
 		}
 	}
 	if (optind != argc || !model_path || (!!ids_path + !!tokens_path + !!prompt) != 1)
 		usage();
+	/* the backend: cuda when built with it and a GPU is there, unless told */
+	int cuda = 0;
+	if (device && strcmp(device, "cuda") != 0 && strcmp(device, "cpu") != 0)
+		die("--device: not cpu or cuda: '%s'", device);
+#ifdef DASH_CUDA
+	cuda = device ? strcmp(device, "cuda") == 0 : cuda_device_count() > 0;
+	if (cuda && cuda_device_count() == 0)
+		die("--device cuda: no GPU found");
+#else
+	if (device && strcmp(device, "cuda") == 0)
+		die("--device cuda: this eval-lm was built without CUDA (no nvcc at build time)");
+#endif
 	if (prompt) {
 		if (max_new < 1 || max_new > 1 << 16)
 			die("--max-new must be 1 to 65536");
@@ -112,22 +130,40 @@ int main(int argc, char **argv)
 		h5_set_input(out, "teacher", model_path, m.fingerprint);
 		h5_set_input(out, "tokens", src, tok_fp);
 		h5_attr_set_i64(out, "/", "seq", T);
+		h5_attr_set_str(out, "/", "device", cuda ? "cuda" : "cpu");
 	}
 
-	/* each sequence: forward, then logits and the next-token loss by rows */
+	/* each sequence: forward, then logits and the next-token loss by rows
+	 * (on the GPU all of a sequence's logits come back at once) */
+	int rows_per = cuda ? T : ROWS;
 	float *hidden = mallocCheck((size_t)T * m.cfg.C * sizeof(float));
-	float *logits = mallocCheck((size_t)ROWS * m.cfg.V * sizeof(float));
+	float *logits = mallocCheck((size_t)rows_per * m.cfg.V * sizeof(float));
 	double nll = 0;
 	int64_t npred = 0;
+#ifdef DASH_CUDA
+	GpuModel *gm = NULL;
+	if (cuda) {
+		char name[128];
+		cuda_device_name(0, name, sizeof name);
+		fprintf(stderr, "eval-lm: device cuda: %s\n", name);
+		gm = gpu_model_new(&m, T);
+	}
+#endif
 	Progress pr;
 	progress_init(&pr, "tokens", n);
 	for (int64_t s = 0; s < nseq; s++) {
 		int64_t t0 = s * T;
 		int len = (int)(n - t0 < T ? n - t0 : T);
-		model_forward(&m, ids + t0, 1, len, hidden, NULL, NULL);
-		for (int r0 = 0; r0 < len; r0 += ROWS) {
-			int rows = len - r0 < ROWS ? len - r0 : ROWS;
-			model_logits(&m, hidden + (size_t)r0 * m.cfg.C, rows, logits);
+#ifdef DASH_CUDA
+		if (cuda)
+			gpu_model_forward(gm, ids + t0, 1, len, logits);
+		else
+#endif
+			model_forward(&m, ids + t0, 1, len, hidden, NULL, NULL);
+		for (int r0 = 0; r0 < len; r0 += rows_per) {
+			int rows = len - r0 < rows_per ? len - r0 : rows_per;
+			if (!cuda)
+				model_logits(&m, hidden + (size_t)r0 * m.cfg.C, rows, logits);
 			if (out)
 				h5_write_rows(out, "/logits", DT_F32, t0 + r0, rows, logits);
 			for (int r = 0; r < rows && r0 + r + 1 < len; r++) {
@@ -143,6 +179,9 @@ int main(int argc, char **argv)
 		}
 		progress_update(&pr, t0 + len);
 	}
+#ifdef DASH_CUDA
+	gpu_model_free(gm);
+#endif
 	progress_done(&pr, n);
 
 	double loss = npred ? nll / (double)npred : NAN;
