@@ -30,6 +30,15 @@ void gpu_model_free(GpuModel *g);
  * is not NULL, writes every position's logits (B*T, V) to host memory */
 void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T, float *logits);
 
+/* A GpuGradHook sees, going backwards, the device gradient dL/da (n, C)
+ * of layer l's attention output. */
+typedef void (*GpuGradHook)(void *ctx, int l, const uint16_t *d_da, int n, int C);
+
+/* gpu_model_backward: the twin of model_backward. dhidden (B*T, C) and dx0
+ * (or NULL) are host float32; the rest stays on the device. */
+void gpu_model_backward(GpuModel *g, const int32_t *ids, int B, int T, const float *dhidden,
+                        GpuGradHook grad_hook, void *ctx, float *dx0);
+
 #ifdef __cplusplus
 }
 #endif

@@ -43,6 +43,21 @@ static void check(const char *path)
 	snprintf(msg, sizeof msg, "%s: GPU logits equal the CPU reference within 3e-2 of max|logit| (argmax %d/%d)",
 	         path, agree, n);
 	test_cond(msg, check_tensor("logits", got, r, (size_t)n * c->V, 3e-2 * max_abs(r, (size_t)n * c->V), 0));
+
+	/* the backward: the gradient with respect to the embeddings, from a
+	 * random dL/dhidden, through every layer */
+	float *dh = (float *)mallocCheck((size_t)n * c->C * 4), *dx_cpu = (float *)mallocCheck((size_t)n * c->C * 4);
+	float *dx_gpu = (float *)mallocCheck((size_t)n * c->C * 4);
+	for (size_t i = 0; i < (size_t)n * c->C; i++)
+		dh[i] = (float)((i * 2654435761u % 1000) / 500.0 - 1.0);
+	model_backward(&m, ids, B, T, dh, NULL, NULL, dx_cpu);
+	gpu_model_backward(g, ids, B, T, dh, NULL, NULL, dx_gpu);
+	double *rx = (double *)mallocCheck((size_t)n * c->C * sizeof(double));
+	for (size_t i = 0; i < (size_t)n * c->C; i++)
+		rx[i] = dx_cpu[i];
+	snprintf(msg, sizeof msg, "%s: GPU backward's dL/dx0 equals the CPU reference within 5e-2 of its scale", path);
+	test_cond(msg, check_tensor("dx0", dx_gpu, rx, (size_t)n * c->C, 5e-2 * max_abs(rx, (size_t)n * c->C), 0));
+	free(dh), free(dx_cpu), free(dx_gpu), free(rx);
 	gpu_model_free(g);
 	free(hidden), free(ref), free(got), free(r);
 	model_free(&m);
