@@ -35,13 +35,13 @@ GPU_TESTS :=
 else
 $(info ✓ nvcc $(NVCC), building CUDA objects for sm_$(GPU_ARCH))
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-CFLAGS += -DDASH_CUDA -Ikernels
+CFLAGS += -DDASH_CUDA -Ikernels -I$(CUDA_HOME)/include
 CUDA_LIBS := $(CU_LIB) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
 
 CFLAGS += $(DEPS_CFLAGS) -Ilib
 
-.PHONY: all test test-gpu check deps clean install fixtures data
+.PHONY: all test test-gpu bench check deps clean install fixtures data
 all: $(TOOLS) $(CU_LIB)
 
 lib/%.o: lib/%.c lib/*.h config.mk
@@ -76,6 +76,17 @@ test: all $(TESTS) $(GPU_TESTS)
 test-gpu: all $(GPU_TESTS)
 	@tests/run gpu
 
+# benchmark programs (GPU): bench/bin/teacher, bench/bin/attention; see bench/RESULTS.md
+bench: bench/bin/teacher bench/bin/attention
+
+bench/bin/teacher: bench/teacher.c $(LIB) $(CU_LIB)
+	@mkdir -p bench/bin
+	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
+
+bench/bin/attention: bench/attention.cu $(CU_LIB)
+	@mkdir -p bench/bin
+	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -o $@ $< $(CU_LIB) -lcublas
+
 # man pages must pass mandoc's linter
 check: test
 	mandoc -Tlint -Wwarning $(MANS)
@@ -106,4 +117,4 @@ install: all
 	cp $(MANS) $(DESTDIR)$(MANPREFIX)/man1/
 
 clean:
-	rm -rf bin tests/bin lib/*.o kernels/*.o $(LIB) kernels/libdash_cuda.a tests/tmp
+	rm -rf bin tests/bin bench/bin lib/*.o kernels/*.o $(LIB) kernels/libdash_cuda.a tests/tmp

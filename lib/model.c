@@ -488,6 +488,66 @@ void model_load(Model *m, const char *path)
 	fingerprint(m);
 }
 
+/* a weight of rows x cols bf16 in memory the model owns, uniform in
+ * [-scale, scale] around center */
+static Tensor random_tensor(Model *m, int ndim, int64_t rows, int64_t cols, float center, float scale,
+                            uint64_t seed)
+{
+	size_t n = (size_t)rows * (size_t)cols;
+	uint16_t *w = mallocCheck(n * sizeof *w);
+	#pragma omp parallel
+	{
+		#pragma omp for schedule(static)
+		for (size_t i = 0; i < n; i++) {
+			uint64_t z = (seed + i) * 0x9e3779b97f4a7c15ULL; /* splitmix64 of the index */
+			z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+			z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+			z ^= z >> 31;
+			w[i] = f32_to_bf16(center + scale * (float)((double)(z >> 11) / 4503599627370496.0 - 1.0));
+		}
+	}
+	own(m, w);
+	Tensor t = {.dtype = DT_BF16, .ndim = ndim, .data = w};
+	if (ndim == 2)
+		t.shape[0] = rows, t.shape[1] = cols;
+	else
+		t.shape[0] = cols;
+	return t;
+}
+
+void model_init_random(Model *m, const ModelConfig *c, uint64_t seed)
+{
+	memset(m, 0, sizeof *m);
+	m->cfg = *c;
+	m->path = strdupCheck("(random)");
+	int64_t HD = (int64_t)c->H * c->D, GD = (int64_t)c->G * c->D;
+	float sC = 1.7f / sqrtf((float)c->C), sF = 1.7f / sqrtf((float)c->F), sH = 1.7f / sqrtf((float)HD);
+	uint64_t k = seed << 32;
+	m->embed = random_tensor(m, 2, c->V, c->C, 0, 1.0f, k += 1ULL << 40);
+	m->norm = random_tensor(m, 1, 1, c->C, 1, 0.1f, k += 1ULL << 40);
+	m->lm_head = c->tied ? m->embed : random_tensor(m, 2, c->V, c->C, 0, sC, k += 1ULL << 40);
+	m->layers = callocCheck((size_t)c->L, sizeof *m->layers);
+	for (int l = 0; l < c->L; l++) {
+		LayerWeights *w = &m->layers[l];
+		w->ln1 = random_tensor(m, 1, 1, c->C, 1, 0.1f, k += 1ULL << 40);
+		w->ln2 = random_tensor(m, 1, 1, c->C, 1, 0.1f, k += 1ULL << 40);
+		w->wq = random_tensor(m, 2, HD, c->C, 0, sC, k += 1ULL << 40);
+		w->wk = random_tensor(m, 2, GD, c->C, 0, sC, k += 1ULL << 40);
+		w->wv = random_tensor(m, 2, GD, c->C, 0, sC, k += 1ULL << 40);
+		w->wo = random_tensor(m, 2, c->C, HD, 0, sH, k += 1ULL << 40);
+		if (c->qkv_bias) {
+			w->bq = random_tensor(m, 1, 1, HD, 0, 0.1f, k += 1ULL << 40);
+			w->bk = random_tensor(m, 1, 1, GD, 0, 0.1f, k += 1ULL << 40);
+			w->bv = random_tensor(m, 1, 1, GD, 0, 0.1f, k += 1ULL << 40);
+		}
+		w->wgate = random_tensor(m, 2, c->F, c->C, 0, sC, k += 1ULL << 40);
+		w->wup = random_tensor(m, 2, c->F, c->C, 0, sC, k += 1ULL << 40);
+		w->wdown = random_tensor(m, 2, c->C, c->F, 0, sF, k += 1ULL << 40);
+	}
+	rope_init(m);
+	fingerprint(m);
+}
+
 void model_free(Model *m)
 {
 	st_close(&m->st);

@@ -79,6 +79,11 @@ typedef struct {
  * not depend on how the checkpoint is sharded and costs milliseconds. */
 void model_load(Model *m, const char *path);
 void model_free(Model *m);
+/* model_init_random makes a model of config c with random bf16 weights held
+ * in memory (uniform, scaled like an initialised transformer; norms near
+ * 1; biases small), for benchmarks at real shapes and tests. Deterministic
+ * for a seed. c->rope_theta and c->eps must be set. */
+void model_init_random(Model *m, const ModelConfig *c, uint64_t seed);
 /* model_describe prints a one-line summary to f:
  * "qwen2 L36 C2048 H16/G2 D128 F11008 V151936 tied bf16". */
 void model_describe(const Model *m, FILE *f);
