@@ -14,6 +14,26 @@ extern "C" {
 #include "tensor.h"
 }
 
+/* the median of 20 timings of fn after 3 warm-ups, in ms */
+template <typename F>
+static float median_ms(F fn)
+{
+	cudaEvent_t e0, e1;
+	cudaEventCreate(&e0), cudaEventCreate(&e1);
+	float ms[20];
+	for (int i = 0; i < 23; i++) {
+		cudaEventRecord(e0);
+		fn();
+		cudaEventRecord(e1);
+		cudaEventSynchronize(e1);
+		if (i >= 3)
+			cudaEventElapsedTime(&ms[i - 3], e0, e1);
+	}
+	std::sort(ms, ms + 20);
+	cudaEventDestroy(e0), cudaEventDestroy(e1);
+	return ms[10];
+}
+
 int main(int argc, char **argv)
 {
 	int B = 1, T = 4096, H = 16, G = 2, D = 128, W = 0;
@@ -28,33 +48,13 @@ int main(int argc, char **argv)
 	bf16_t *o = (bf16_t *)gpu_alloc(nq * 2);
 	float *lse = (float *)gpu_alloc((size_t)B * H * T * 4);
 	gpu_upload(q, h, nq * 2), gpu_upload(k, h, nk * 2), gpu_upload(v, h + 7, nk * 2);
-	cudaEvent_t e0, e1;
-	cudaEventCreate(&e0), cudaEventCreate(&e1);
-	float ms[20];
-	for (int i = 0; i < 23; i++) {
-		cudaEventRecord(e0);
-		attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W);
-		cudaEventRecord(e1);
-		cudaEventSynchronize(e1);
-		if (i >= 3)
-			cudaEventElapsedTime(&ms[i - 3], e0, e1);
-	}
-	std::sort(ms, ms + 20);
-	float fwd = ms[10];
-	/* forward + backward */
 	bf16_t *dq = (bf16_t *)gpu_alloc(nq * 2), *dk = (bf16_t *)gpu_alloc(nk * 2), *dv = (bf16_t *)gpu_alloc(nk * 2);
 	float *work = (float *)gpu_alloc(attention_backward_work(B, T, H, D) * 4);
-	for (int i = 0; i < 23; i++) {
-		cudaEventRecord(e0);
+	float fwd = median_ms([&] { attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W); });
+	float fb = median_ms([&] {
 		attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W);
 		attention_backward_cuda(dq, dk, dv, o, o, lse, q, k, v, B, T, H, G, D, W, work);
-		cudaEventRecord(e1);
-		cudaEventSynchronize(e1);
-		if (i >= 3)
-			cudaEventElapsedTime(&ms[i - 3], e0, e1);
-	}
-	std::sort(ms, ms + 20);
-	float fb = ms[10];
+	});
 	/* causal: half of the 4 T^2 D H flops (two products), per sequence */
 	double keys = W > 0 && W < T ? (double)W * T - (double)W * W / 2 : (double)T * T / 2;
 	double flop = 4.0 * B * H * D * keys;
