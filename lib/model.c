@@ -340,7 +340,7 @@ static Tensor unpermute(Model *m, Tensor w, int heads)
 {
 	if (!w.data)
 		return w;
-	int64_t rows = w.ndim == 2 ? w.shape[0] : w.shape[0], cols = w.ndim == 2 ? w.shape[1] : 1;
+	int64_t rows = w.shape[0], cols = w.ndim == 2 ? w.shape[1] : 1;
 	int D = (int)(rows / heads);
 	size_t rowb = dtype_row_bytes(w.dtype, cols);
 	float *out = mallocCheck((size_t)rows * cols * sizeof(float));

@@ -36,7 +36,16 @@ void tokens_write(const char *path, const uint32_t *ids, int64_t n, const uint64
 	h5_close(f);
 }
 
-int32_t *tokens_read(const char *path, int64_t max, int64_t *n, char fp[17])
+/* both readers' range check: every id below limit (when limit > 0) */
+static void check_range(const int32_t *ids, int64_t n, int64_t limit, const char *path)
+{
+	for (int64_t i = 0; limit > 0 && i < n; i++)
+		if (ids[i] < 0 || ids[i] >= limit)
+			die("token id %lld at position %lld is out of range (vocab %lld): '%s'", (long long)ids[i],
+			    (long long)i, (long long)limit, path);
+}
+
+int32_t *tokens_read(const char *path, int64_t max, int64_t limit, int64_t *n, char fp[17])
 {
 	H5File *f = h5_open(path);
 	h5_expect_format(f, TOKENS_FORMAT, TOKENS_VERSION, "rebuild it with tokenize");
@@ -51,6 +60,7 @@ int32_t *tokens_read(const char *path, int64_t max, int64_t *n, char fp[17])
 	snprintf(fp, 17, "%s", s);
 	free(s);
 	h5_close(f);
+	check_range(ids, count, limit, path);
 	*n = count;
 	return ids;
 }
@@ -68,15 +78,13 @@ int32_t *tokens_read_text(const char *path, int64_t limit, int64_t *n)
 		long long v = strtoll(p, &end, 10);
 		if (end == p || (*end && !strchr(" \t\r\n\v\f", *end)) || v < 0 || v > INT32_MAX)
 			die("not a token id: '%.*s' in '%s'", (int)strcspn(p, " \t\r\n\v\f"), p, path);
-		if (limit > 0 && v >= limit)
-			die("token id %lld at position %lld is out of range (vocab %lld): '%s'", v, (long long)k,
-			    (long long)limit, path);
 		if (k == cap)
 			ids = reallocCheck(ids, (size_t)(cap *= 2) * sizeof *ids);
 		ids[k++] = (int32_t)v;
 		p = end;
 	}
 	free(text);
+	check_range(ids, k, limit, path);
 	*n = k;
 	return ids;
 }

@@ -29,8 +29,9 @@ void tokens_write(const char *path, const uint32_t *ids, int64_t n, const uint64
                   int64_t ndocs, const TokensMeta *meta);
 
 /* tokens_read returns the first min(max, N) ids (all when max < 0) as int32,
- * malloc'd, with their count in *n and the file's fingerprint in fp. */
-int32_t *tokens_read(const char *path, int64_t max, int64_t *n, char fp[17]);
+ * malloc'd, with their count in *n and the file's fingerprint in fp; it dies
+ * naming the file at an id >= limit (when limit > 0). */
+int32_t *tokens_read(const char *path, int64_t max, int64_t limit, int64_t *n, char fp[17]);
 
 /* tokens_read_text parses whitespace-separated decimal ids from a file
  * ("-" is stdin; .zst is decompressed) and dies naming the file at anything

@@ -91,6 +91,8 @@ check_error "a model folder that does not exist" 1 "'$TMP/nope'" $OUT $EVAL -m "
 
 echo "1 2 3 512 4" >"$TMP/ids.txt"
 check_error "a token id >= vocab" 1 "'$TMP/ids.txt'" $OUT $EVAL -m $Q --ids "$TMP/ids.txt" --dump-logits $OUT
+echo "1 2 3 512 4" | tests/bin/mktokens "$TMP/big.h5"
+check_error "a tokens.h5 id >= vocab" 1 "'$TMP/big.h5'" $OUT $EVAL -m $Q --tokens "$TMP/big.h5" --dump-logits $OUT
 echo "1 2 x3 4" >"$TMP/ids.txt"
 check_error "a token id that is not a number" 1 "'$TMP/ids.txt'" $OUT $EVAL -m $Q --ids "$TMP/ids.txt" --dump-logits $OUT
 : >"$TMP/ids.txt"

@@ -103,16 +103,12 @@ int main(int argc, char **argv)
 			n = max;
 		tokens_fingerprint((const uint32_t *)ids, n, tok_fp);
 	} else {
-		ids = tokens_read(tokens_path, max, &n, tok_fp);
+		ids = tokens_read(tokens_path, max, m.cfg.V, &n, tok_fp);
 		if (seq == 0)
 			seq = 1024;
 	}
 	if (n == 0)
 		die("no token ids in '%s'", src);
-	for (int64_t i = 0; i < n; i++)
-		if (ids[i] >= m.cfg.V)
-			die("token id %d at position %lld is out of range (vocab %d): '%s'", ids[i],
-			    (long long)i, m.cfg.V, src);
 	fprintf(stderr, "eval-lm: model %s: ", model_path);
 	model_describe(&m, stderr);
 	int T = seq > 0 && seq < n ? (int)seq : (int)n;

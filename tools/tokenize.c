@@ -89,9 +89,10 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	int eos = eos_name ? tokenizer_token_id(t, eos_name) : tokenizer_default_eos(t);
+	if (eos < 0 && eos_name)
+		die("no token '%s' in '%s'", eos_name, tok_path);
 	if (eos < 0)
-		die(eos_name ? "no token '%s' in '%s'" : "%s'%s' has no end-of-text token; name one with --eos",
-		    eos_name ? eos_name : "", tok_path);
+		die("'%s' has no end-of-text token; name one with --eos", tok_path);
 
 	/* read everything first: a bad input fails before any output */
 	Docs d = {0};
