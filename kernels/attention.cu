@@ -1,182 +1,338 @@
 /*
  * attention: causal GQA softmax attention (optionally sliding-window) on the
- * tensor cores, forward. Twin of attention_forward_cpu (lib/ops_cpu.c).
+ * tensor cores, forward and backward. Twins of attention_forward_cpu and
+ * attention_backward_cpu (lib/ops_cpu.c).
  *   q (B*T, H, D), k, v (B*T, G, D) bf16 -> out (B*T, H, D) bf16,
  *   lse (B, H, T) float32: log-sum-exp of each query's scaled scores, for the
  *   backward.
  * RoPE is applied before; query head h reads kv head h / (H / G).
  *
- * version 1 (flash-attention style, WMMA 16x16x16 bf16, float32 accumulate):
- * a block of 4 warps takes 64 queries of one head; each warp owns 16 rows.
- * Key/value tiles of 64 go through shared memory; S = Q K^T lands in shared
- * float32, each warp turns its rows into probabilities with the running max
- * and sum (online softmax), and O (float32, shared) is rescaled and
- * accumulates P V. Tiles wholly above the diagonal or left of the window are
- * skipped. Next: O in registers (mma.sync with a known fragment layout),
- * double-buffered async copies of K and V, and wgmma on Hopper.
+ * version 2, flash-attention-2 style, register resident: every product is an
+ * mma.sync.m16n8k16 (bf16 in, float32 accumulate) on fragments read from
+ * shared memory by ldmatrix; tiles travel from global memory by cp.async,
+ * the next one in flight while the current one is used. The accumulator
+ * layout of m16n8k16 is the A-operand layout of the next product, so the
+ * probabilities P never leave registers. Shared rows are padded by 16 bytes,
+ * which makes the 8 rows of every ldmatrix land in 8 different bank groups.
+ *
+ * Fragment layouts used below (PTX ISA, mma.m16n8k16 for bf16), with
+ * lane = 4 g + t:
+ *   A (16 x 16): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+ *   B (16 x 8):  b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
+ *   C (16 x 8):  c0 c1 (g, 2t..2t+1), c2 c3 (g+8, 2t..2t+1)
  */
-#include <mma.h>
-
 #include "cuda_common.cuh"
 #include "gpu.h"
 
-using namespace nvcuda;
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
 
-#define BQ 64
-#define BK 64
-#define NWARP 4
+// ----------------------------------------------------------------------------
+// PTX helpers
 
-/* rows padded so that a warp walking down a column of S, P or O does not
- * hit one bank 16 times (WMMA wants leading dimensions of 16 bytes) */
-#define SPAD 4
-#define HPAD 8
-
-template <int D>
-struct FwdSmem {
-	bf16 q[BQ][D + HPAD];
-	bf16 k[BK][D + HPAD];
-	bf16 v[BK][D + HPAD];
-	float s[BQ][BK + SPAD];
-	bf16 p[BQ][BK + HPAD];
-	float o[BQ][D + SPAD];
-	float m[BQ], l[BQ], alpha[BQ];
-};
-
-/* a tile of rows x D bf16 from global rows (stride in elements) into shared
- * memory, 16 bytes a thread, zeros past row limit */
-template <int D>
-__device__ void load_tile(bf16 (*dst)[D + HPAD], const bf16 *src, size_t stride, int row0, int rows, int limit)
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
 {
-	const int per_row = D / 8;
-	for (int i = threadIdx.x; i < rows * per_row; i += blockDim.x) {
-		int r = i / per_row, c = (i % per_row) * 8;
-		uint4 val = make_uint4(0, 0, 0, 0);
-		if (row0 + r < limit)
-			val = *reinterpret_cast<const uint4 *>(src + (size_t)(row0 + r) * stride + c);
-		*reinterpret_cast<uint4 *>(&dst[r][c]) = val;
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, asynchronously; zeros when !pred (the source
+ * is then not read, but must be a valid address) */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+	             "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* four 8x8 matrices of 16-bit values: lane l gives the address of row l % 8
+ * of matrix l / 8; r[i] receives matrix i, lane holding (row l / 4, columns
+ * 2 (l % 4) and +1), or with .trans its transpose */
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *p)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+	             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+	             : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16 *p)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+	             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+	             : "r"(smem_addr(p)));
+}
+
+/* c (16x8, float32) += a (16x16) b (16x8), bf16 */
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+	             "{%8,%9}, {%0,%1,%2,%3};\n"
+	             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+	             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+	return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* The addresses ldmatrix wants, for a tile stored row-major with ld
+ * elements a row:
+ *   a_frag: the A operand (16 x 16) at rows r0.., columns c0..
+ *   b_pair: the B operands of two n-tiles when the tile holds B^T (rows are
+ *           n: keys for S = Q K^T), rows n0..n0+15, columns k0..k0+15:
+ *           r[0], r[1] for n0..n0+7 and r[2], r[3] for n0+8..
+ *   bt_pair (with ldmatrix .trans): the B operands of two n-tiles when the
+ *           tile holds B itself (rows are k: keys for O = P V), rows
+ *           k0..k0+15, columns n0..n0+15 */
+__device__ __forceinline__ const bf16 *a_frag(const bf16 *s, int ld, int r0, int c0, int lane)
+{
+	return s + (r0 + (lane & 15)) * ld + c0 + (lane >> 4) * 8;
+}
+__device__ __forceinline__ const bf16 *b_pair(const bf16 *s, int ld, int n0, int k0, int lane)
+{
+	return s + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8;
+}
+__device__ __forceinline__ const bf16 *bt_pair(const bf16 *s, int ld, int k0, int n0, int lane)
+{
+	return s + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8;
+}
+
+/* rows row0.. (ROWS of them) of D bf16 from global rows of stride elements
+ * into shared rows of D + 8, asynchronously; zeros from row limit on */
+template <int D, int ROWS, int NTHREADS>
+__device__ __forceinline__ void load_tile_async(bf16 *dst, const bf16 *src, size_t stride, int row0, int limit)
+{
+	constexpr int PER_ROW = D / 8, LD = D + 8;
+	for (int i = threadIdx.x; i < ROWS * PER_ROW; i += NTHREADS) {
+		int r = i / PER_ROW, c = (i % PER_ROW) * 8;
+		bool in = row0 + r < limit;
+		cp_async16(dst + r * LD + c, src + (in ? (size_t)(row0 + r) * stride + c : 0), in);
 	}
 }
 
+/* may key kj be seen by query qi */
+__device__ __forceinline__ bool visible(int qi, int kj, int T, int window)
+{
+	return kj <= qi && kj < T && (window <= 0 || kj > qi - window);
+}
+
+// ----------------------------------------------------------------------------
+// forward: a block of 4 warps takes 128 queries of one head, 32 a warp (two
+// m-tiles, so that every K and V fragment read from shared memory feeds two
+// products); key/value tiles of 64. Per tile, S = Q K^T (32 x 64 a warp,
+// registers), the online softmax on it (row max and sum across the 4 lanes
+// of a row by shuffles), O = alpha O + P V with P straight from S's
+// registers. V's copy overlaps S, the next K's overlaps P V. Query tiles run
+// last first: the causal long ones start early. The tile sizes are macros
+// so that bench/ can build variants (2026-11-27, H200, T 4096: 8 warps of
+// 16 rows 0.430 ms, 4 of 32 rows 0.372 ms, 4 of 32 with 32-key tiles 0.391,
+// 8 of 32 with 32-key tiles 0.467).
+
+#ifndef FWD_WARPS
+#define FWD_WARPS 4
+#endif
+#ifndef FWD_MT
+#define FWD_MT 2
+#endif
+#define FWD_BQ (16 * FWD_MT * FWD_WARPS)
+#ifndef FWD_BK
+#define FWD_BK 64
+#endif
+
 template <int D>
-__global__ void __launch_bounds__(NWARP * WARP_SIZE)
+__global__ void __launch_bounds__(FWD_WARPS * WARP_SIZE)
 attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H, int G,
                          int window, float scale)
 {
+	constexpr int LD = D + 8, NT = FWD_WARPS * WARP_SIZE, MT = FWD_MT;
+	/* with one m-tile a warp, Q's fragments stay in registers; with more,
+	 * each B fragment serves MT products and Q is read from shared memory */
+	constexpr bool QREG = MT == 1;
 	extern __shared__ __align__(128) unsigned char smem_raw[];
-	FwdSmem<D> &sm = *reinterpret_cast<FwdSmem<D> *>(smem_raw);
-	int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z, g = h / (H / G);
-	int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, tid = threadIdx.x;
-	const size_t qs = (size_t)H * D, ks = (size_t)G * D; /* row strides */
-	const bf16 *qb = q + ((size_t)b * T) * qs + (size_t)h * D;
-	const bf16 *kb = k + ((size_t)b * T) * ks + (size_t)g * D;
-	const bf16 *vb = v + ((size_t)b * T) * ks + (size_t)g * D;
+	bf16 *sq = (bf16 *)smem_raw, *sk = sq + FWD_BQ * LD, *sv = sk + FWD_BK * LD;
+	int q0 = (gridDim.x - 1 - blockIdx.x) * FWD_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (H / G);
+	int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
+	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D;
+	const bf16 *kb = k + (size_t)b * T * ks + (size_t)g * D;
+	const bf16 *vb = v + (size_t)b * T * ks + (size_t)g * D;
+	const float sl2 = scale * LOG2E;
 
-	/* the query tile, zero beyond T; O = 0, m = -inf, l = 0 */
-	load_tile<D>(sm.q, qb, qs, q0, BQ, T);
-	for (int i = tid; i < BQ * D; i += blockDim.x)
-		sm.o[i / D][i % D] = 0.f;
-	for (int r = tid; r < BQ; r += blockDim.x)
-		sm.m[r] = -INFINITY, sm.l[r] = 0.f;
-	__syncthreads();
+	int qlast = min(q0 + FWD_BQ, T) - 1, wr0 = warp * 16 * MT, wq0 = q0 + wr0;
+	int kt0 = (window > 0 ? max(0, q0 - window + 1) : 0) / FWD_BK, kt1 = qlast / FWD_BK;
+	load_tile_async<D, FWD_BQ, NT>(sq, qb, qs, q0, T);
+	cp_async_commit();
+	load_tile_async<D, FWD_BK, NT>(sk, kb, ks, kt0 * FWD_BK, T);
+	cp_async_commit();
 
-	int qlast = min(q0 + BQ, T) - 1;
-	int kfirst = window > 0 ? max(0, q0 - window + 1) : 0;
-	for (int k0 = kfirst / BK * BK; k0 <= qlast; k0 += BK) {
-		load_tile<D>(sm.k, kb, ks, k0, BK, T);
-		load_tile<D>(sm.v, vb, ks, k0, BK, T);
+	uint32_t qf[QREG ? D / 16 : 1][4];
+	float o[MT][D / 8][4];
+#pragma unroll
+	for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+		for (int n = 0; n < D / 8; n++)
+			o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
+	/* this lane's rows: wq0 + 16 mt + lane / 4 (+ 8); index 2 mt + i */
+	float m[2 * MT], l[2 * MT];
+#pragma unroll
+	for (int i = 0; i < 2 * MT; i++)
+		m[i] = -INFINITY, l[i] = 0.f;
+
+	for (int kt = kt0; kt <= kt1; kt++) {
+		int k0 = kt * FWD_BK;
+		load_tile_async<D, FWD_BK, NT>(sv, vb, ks, k0, T);
+		cp_async_commit();
+		cp_async_wait<1>(); /* Q (first time) and this K */
 		__syncthreads();
+		if (QREG && kt == kt0)
+#pragma unroll
+			for (int d = 0; d < D / 16; d++)
+				ldmatrix_x4(qf[QREG ? d : 0], a_frag(sq, LD, wr0, d * 16, lane));
 
-		/* S (this warp's 16 rows x 64 keys) = Q K^T */
-		for (int n = 0; n < BK / 16; n++) {
-			wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-			wmma::fill_fragment(acc, 0.f);
-			for (int d = 0; d < D; d += 16) {
-				wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-				wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-				wmma::load_matrix_sync(fa, &sm.q[warp * 16][d], D + HPAD);
-				wmma::load_matrix_sync(fb, &sm.k[n * 16][d], D + HPAD);
-				wmma::mma_sync(acc, fa, fb, acc);
+		/* S = Q K^T: 16 MT rows x BK keys */
+		float s[MT][FWD_BK / 8][4];
+#pragma unroll
+		for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+			for (int j = 0; j < FWD_BK / 8; j++)
+				s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+#pragma unroll
+		for (int d = 0; d < D / 16; d++) {
+			uint32_t qa[MT][4];
+			if (!QREG)
+#pragma unroll
+				for (int mt = 0; mt < MT; mt++)
+					ldmatrix_x4(qa[mt], a_frag(sq, LD, wr0 + 16 * mt, d * 16, lane));
+#pragma unroll
+			for (int n = 0; n < FWD_BK / 16; n++) {
+				uint32_t kf[4];
+				ldmatrix_x4(kf, b_pair(sk, LD, n * 16, d * 16, lane));
+#pragma unroll
+				for (int mt = 0; mt < MT; mt++) {
+					const uint32_t *a = QREG ? qf[QREG ? d : 0] : qa[mt];
+					mma16816(s[mt][2 * n], a, kf[0], kf[1]);
+					mma16816(s[mt][2 * n + 1], a, kf[2], kf[3]);
+				}
 			}
-			wmma::store_matrix_sync(&sm.s[warp * 16][n * 16], acc, BK + SPAD, wmma::mem_row_major);
 		}
-		__syncwarp();
+		__syncthreads(); /* every warp is done with K: fetch the next */
+		if (kt < kt1)
+			load_tile_async<D, FWD_BK, NT>(sk, kb, ks, k0 + FWD_BK, T);
+		cp_async_commit();
 
-		/* online softmax over the warp's rows: two lanes a row, 32 keys each */
-		{
-			int r = warp * 16 + lane / 2, half = lane % 2, qi = q0 + r;
-			float mx = -INFINITY;
-			for (int j = half * 32; j < half * 32 + 32; j++) {
-				int kj = k0 + j;
-				bool ok = kj <= qi && kj < T && (window <= 0 || kj > qi - window);
-				float sv = ok ? sm.s[r][j] * scale : -INFINITY;
-				sm.s[r][j] = sv;
-				mx = fmaxf(mx, sv);
-			}
-			mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-			float mold = sm.m[r], mnew = fmaxf(mold, mx);
-			float sum = 0.f;
-			for (int j = half * 32; j < half * 32 + 32; j++) {
-				float pv = mnew == -INFINITY ? 0.f : __expf(sm.s[r][j] - mnew);
-				bf16 pb = __float2bfloat16(pv);
-				sm.p[r][j] = pb;
-				sum += __bfloat162float(pb); /* the sum of what P V will add */
-			}
-			sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-			__syncwarp();
-			if (half == 0) {
-				float a = mold == -INFINITY ? 0.f : __expf(mold - mnew);
-				sm.alpha[r] = a;
-				sm.l[r] = sm.l[r] * a + sum;
-				sm.m[r] = mnew;
-			}
-		}
-		__syncwarp();
+		/* masks only where a tile crosses the diagonal, the end or the window */
+		if (k0 + FWD_BK - 1 > wq0 || k0 + FWD_BK > T || (window > 0 && wq0 + 16 * MT - 1 - k0 >= window))
+#pragma unroll
+			for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+				for (int j = 0; j < FWD_BK / 8; j++)
+#pragma unroll
+					for (int e = 0; e < 4; e++)
+						if (!visible(wq0 + 16 * mt + lane / 4 + 8 * (e >> 1), k0 + j * 8 + 2 * (lane % 4) + (e & 1), T,
+						             window))
+							s[mt][j][e] = -INFINITY;
 
-		/* O = alpha O + P V, for the warp's rows */
-		for (int i = lane; i < 16 * D; i += WARP_SIZE) {
-			int r = warp * 16 + i / D, c = i % D;
-			sm.o[r][c] *= sm.alpha[r];
-		}
-		__syncwarp();
-		for (int n = 0; n < D / 16; n++) {
-			wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-			wmma::load_matrix_sync(acc, &sm.o[warp * 16][n * 16], D + SPAD, wmma::mem_row_major);
-			for (int j = 0; j < BK; j += 16) {
-				wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-				wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-				wmma::load_matrix_sync(fa, &sm.p[warp * 16][j], BK + HPAD);
-				wmma::load_matrix_sync(fb, &sm.v[j][n * 16], D + HPAD);
-				wmma::mma_sync(acc, fa, fb, acc);
+		/* online softmax: a row lives in the 4 lanes of a quad */
+#pragma unroll
+		for (int mt = 0; mt < MT; mt++) {
+			float mx[2] = {m[2 * mt], m[2 * mt + 1]};
+#pragma unroll
+			for (int j = 0; j < FWD_BK / 8; j++) {
+				mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
+				mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
 			}
-			wmma::store_matrix_sync(&sm.o[warp * 16][n * 16], acc, D + SPAD, wmma::mem_row_major);
+			float base[2], alpha[2];
+#pragma unroll
+			for (int i = 0; i < 2; i++) {
+				mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+				mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+				base[i] = mx[i] == -INFINITY ? 0.f : mx[i] * sl2; /* a row with nothing visible yet */
+				alpha[i] = exp2f(m[2 * mt + i] * sl2 - base[i]);
+				m[2 * mt + i] = mx[i];
+			}
+			float sum[2] = {0.f, 0.f};
+#pragma unroll
+			for (int j = 0; j < FWD_BK / 8; j++)
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					s[mt][j][e] = exp2f(s[mt][j][e] * sl2 - base[e >> 1]);
+					sum[e >> 1] += s[mt][j][e];
+				}
+			/* each lane keeps its part of l; the quad sums at the end */
+			l[2 * mt] = l[2 * mt] * alpha[0] + sum[0];
+			l[2 * mt + 1] = l[2 * mt + 1] * alpha[1] + sum[1];
+#pragma unroll
+			for (int n = 0; n < D / 8; n++) {
+				o[mt][n][0] *= alpha[0], o[mt][n][1] *= alpha[0];
+				o[mt][n][2] *= alpha[1], o[mt][n][3] *= alpha[1];
+			}
 		}
-		__syncthreads(); /* before the next tile overwrites K and V */
+
+		cp_async_wait<1>(); /* this V */
+		__syncthreads();
+		/* O += P V: P's 16-key slices are A fragments already */
+#pragma unroll
+		for (int c = 0; c < FWD_BK / 16; c++) {
+			uint32_t pa[MT][4];
+#pragma unroll
+			for (int mt = 0; mt < MT; mt++) {
+				pa[mt][0] = pack_bf16(s[mt][2 * c][0], s[mt][2 * c][1]);
+				pa[mt][1] = pack_bf16(s[mt][2 * c][2], s[mt][2 * c][3]);
+				pa[mt][2] = pack_bf16(s[mt][2 * c + 1][0], s[mt][2 * c + 1][1]);
+				pa[mt][3] = pack_bf16(s[mt][2 * c + 1][2], s[mt][2 * c + 1][3]);
+			}
+#pragma unroll
+			for (int n = 0; n < D / 16; n++) {
+				uint32_t vf[4];
+				ldmatrix_x4_trans(vf, bt_pair(sv, LD, c * 16, n * 16, lane));
+#pragma unroll
+				for (int mt = 0; mt < MT; mt++) {
+					mma16816(o[mt][2 * n], pa[mt], vf[0], vf[1]);
+					mma16816(o[mt][2 * n + 1], pa[mt], vf[2], vf[3]);
+				}
+			}
+		}
+		__syncthreads(); /* every warp is done with V */
 	}
+	cp_async_wait<0>();
 
-	/* out = O / l; lse = m + log l */
-	for (int i = tid; i < BQ * D; i += blockDim.x) {
-		int r = i / D, c = i % D;
-		if (q0 + r < T)
-			out[((size_t)b * T + q0 + r) * qs + (size_t)h * D + c] = __float2bfloat16(sm.o[r][c] / sm.l[r]);
+	/* out = O / l; lse = m scale + ln l */
+#pragma unroll
+	for (int i = 0; i < 2 * MT; i++) {
+		l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+		l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+		int row = wq0 + 16 * (i / 2) + lane / 4 + 8 * (i % 2);
+		if (row >= T)
+			continue;
+		float inv = 1.f / l[i];
+		bf16 *ob = out + ((size_t)b * T + row) * qs + (size_t)h * D + 2 * (lane % 4);
+#pragma unroll
+		for (int n = 0; n < D / 8; n++)
+			*reinterpret_cast<__nv_bfloat162 *>(ob + n * 8) =
+				__floats2bfloat162_rn(o[i / 2][n][2 * (i % 2)] * inv, o[i / 2][n][2 * (i % 2) + 1] * inv);
+		if (lane % 4 == 0)
+			lse[((size_t)b * H + h) * T + row] = (m[i] * sl2 + log2f(l[i])) * LN2;
 	}
-	for (int r = tid; r < BQ; r += blockDim.x)
-		if (q0 + r < T)
-			lse[((size_t)b * H + h) * T + q0 + r] = sm.m[r] + logf(sm.l[r]);
 }
 
 template <int D>
 static void forward_launch(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v,
                            int B, int T, int H, int G, int window)
 {
-	size_t smem = sizeof(FwdSmem<D>);
+	size_t smem = (size_t)(FWD_BQ + 2 * FWD_BK) * (D + 8) * sizeof(bf16);
 	static bool configured;
 	if (!configured) {
 		cudaCheck(cudaFuncSetAttribute(attention_forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
 		                               (int)smem));
 		configured = true;
 	}
-	dim3 grid(CEIL_DIV(T, BQ), H, B);
-	attention_forward_kernel<D><<<grid, NWARP * WARP_SIZE, smem>>>(
+	dim3 grid(CEIL_DIV(T, FWD_BQ), H, B);
+	attention_forward_kernel<D><<<grid, FWD_WARPS * WARP_SIZE, smem>>>(
 		(bf16 *)d_out, d_lse, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, T, H, G, window,
 		1.0f / sqrtf((float)D));
 	cudaCheck(cudaGetLastError());
@@ -195,28 +351,33 @@ extern "C" void attention_forward_cuda(bf16_t *d_out, float *d_lse, const bf16_t
 }
 
 // ----------------------------------------------------------------------------
-// backward (version 1): a block owns one kv head and one tile of 64 keys of
-// one sequence, and keeps their dK and dV (float32, shared) while it walks
-// every head of the group and every query tile that sees those keys. Per
-// query tile: S = Q K^T, P = exp(scale S - lse), dP = dO V^T,
-// dS = P (dP - delta) scale with delta = rowsum(dO O); dV += P^T dO,
-// dK += dS^T Q, and dQ += dS K goes to a float32 buffer by atomics (turned
-// into bf16 at the end). Next: dQ without atomics (a second pass over query
-// tiles), registers instead of shared accumulators, wgmma.
+// backward: a block of 8 warps owns 128 keys of one query head (16 a warp)
+// and walks the query tiles (64 queries) that see them, the next tile's Q
+// and dO in flight while the current one is used. Per tile, a warp computes
+// its transposed products S^T = K Q^T and dP^T = V dO^T (16 keys x 64
+// queries, registers), P^T = exp(scale S^T - lse) and
+// dS^T = P^T (dP^T - delta) scale, and accumulates dV += P^T dO and
+// dK += dS^T Q in registers (P^T and dS^T are A fragments already). dS^T
+// goes to shared memory once, and dQ += dS K (64 queries x D, split over the
+// 8 warps) is added to a float32 buffer with vector atomics, as flash
+// attention 2 does. dK and dV of the query heads of a group meet in float32
+// buffers too; a last kernel turns the three into bf16.
+
+#ifndef BWD_BK
+#define BWD_BK 128
+#endif
+#ifndef BWD_BQ
+#define BWD_BQ 64
+#endif
+#define BWD_WARPS (BWD_BK / 16)
+static_assert(BWD_BK % BWD_BQ == 0, "the dQ product splits BWD_BQ query rows over BWD_BK / 16 warps");
 
 template <int D>
-struct BwdSmem {
-	bf16 k[BK][D + HPAD];
-	bf16 v[BK][D + HPAD];
-	bf16 q[BQ][D + HPAD];
-	bf16 dout[BQ][D + HPAD];
-	float s[BQ][BK + SPAD];   /* S, then P */
-	float dp[BQ][BK + SPAD];  /* dP, then scratch for dQ */
-	bf16 p[BQ][BK + HPAD];
-	bf16 ds[BQ][BK + HPAD];
-	float dk[BK][D + SPAD];
-	float dv[BK][D + SPAD];
-	float lse[BQ], delta[BQ];
+struct BwdLayout {
+	static constexpr int LD = D + 8, LDS = BWD_BQ + 8;
+	static constexpr size_t k = 0, v = k + BWD_BK * LD, q = v + BWD_BK * LD; /* bf16 offsets */
+	static constexpr size_t dout = q + 2 * BWD_BQ * LD, ds = dout + 2 * BWD_BQ * LD, end = ds + BWD_BK * LDS;
+	static constexpr size_t bytes = end * sizeof(bf16) + 2 * 2 * BWD_BQ * sizeof(float); /* + lse, delta */
 };
 
 /* delta (B, H, T) = rowsum(dout * out), one warp a row */
@@ -227,8 +388,11 @@ __global__ void attention_delta_kernel(float *delta, const bf16 *dout, const bf1
 	if (row >= (int64_t)B * T * H)
 		return;
 	float s = 0;
-	for (int i = lane; i < D; i += WARP_SIZE)
-		s += __bfloat162float(dout[row * D + i]) * __bfloat162float(out[row * D + i]);
+	for (int i = 2 * lane; i < D; i += 2 * WARP_SIZE) {
+		float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(dout + row * D + i));
+		float2 c = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(out + row * D + i));
+		s += a.x * c.x + a.y * c.y;
+	}
 	s = warp_sum(s);
 	if (lane == 0) {
 		int h = (int)(row % H);
@@ -245,120 +409,175 @@ __global__ void f32_to_bf16_kernel(bf16 *out, const float *in, int64_t n)
 }
 
 template <int D>
-__global__ void __launch_bounds__(NWARP * WARP_SIZE)
-attention_backward_kernel(float *dq_acc, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
-                          const bf16 *v, const float *lse, const float *delta, int T, int H, int G, int window,
-                          float scale)
+__global__ void __launch_bounds__(BWD_WARPS * WARP_SIZE)
+attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const bf16 *q,
+                          const bf16 *k, const bf16 *v, const float *lse, const float *delta, int T, int H, int G,
+                          int window, float scale)
 {
+	typedef BwdLayout<D> L;
+	constexpr int LD = L::LD, LDS = L::LDS, NT = BWD_WARPS * WARP_SIZE;
 	extern __shared__ __align__(128) unsigned char smem_raw[];
-	BwdSmem<D> &sm = *reinterpret_cast<BwdSmem<D> *>(smem_raw);
-	int k0 = blockIdx.x * BK, g = blockIdx.y, b = blockIdx.z, rep = H / G;
+	bf16 *sm = (bf16 *)smem_raw;
+	bf16 *sk = sm + L::k, *sv = sm + L::v, *sds = sm + L::ds;
+	float *slse = (float *)(sm + L::end), *sdelta = slse + 2 * BWD_BQ;
+	int h = blockIdx.x, k0 = blockIdx.y * BWD_BK, b = blockIdx.z, g = h / (H / G);
 	int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, tid = threadIdx.x;
 	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
-	const bf16 *kb = k + (size_t)b * T * ks + (size_t)g * D, *vb = v + (size_t)b * T * ks + (size_t)g * D;
+	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D, *db = dout + (size_t)b * T * qs + (size_t)h * D;
+	const float *lb = lse + ((size_t)b * H + h) * T, *deb = delta + ((size_t)b * H + h) * T;
+	const float sl2 = scale * LOG2E;
 
-	load_tile<D>(sm.k, kb, ks, k0, BK, T);
-	load_tile<D>(sm.v, vb, ks, k0, BK, T);
-	for (int i = tid; i < BK * D; i += blockDim.x)
-		sm.dk[i / D][i % D] = 0.f, sm.dv[i / D][i % D] = 0.f;
-	int klast = min(k0 + BK, T) - 1;
 	/* the queries that see these keys: from the diagonal to the window's end */
-	int qend = window > 0 ? min(T, klast + window) : T;
+	int klast = min(k0 + BWD_BK, T) - 1;
+	int qt0 = k0 / BWD_BQ, qt1 = (window > 0 ? min(T - 1, klast + window - 1) : T - 1) / BWD_BQ;
+	load_tile_async<D, BWD_BK, NT>(sk, k + (size_t)b * T * ks + (size_t)g * D, ks, k0, T);
+	load_tile_async<D, BWD_BK, NT>(sv, v + (size_t)b * T * ks + (size_t)g * D, ks, k0, T);
+	auto load_q = [&](int qt, int buf) {
+		int q0 = qt * BWD_BQ;
+		load_tile_async<D, BWD_BQ, NT>(sm + L::q + buf * BWD_BQ * LD, qb, qs, q0, T);
+		load_tile_async<D, BWD_BQ, NT>(sm + L::dout + buf * BWD_BQ * LD, db, qs, q0, T);
+		for (int r = tid; r < BWD_BQ; r += NT) {
+			bool in = q0 + r < T;
+			slse[buf * BWD_BQ + r] = in ? lb[q0 + r] * LOG2E : 0.f;
+			sdelta[buf * BWD_BQ + r] = in ? deb[q0 + r] : 0.f;
+		}
+	};
+	load_q(qt0, 0);
+	cp_async_commit();
 
-	for (int h = g * rep; h < (g + 1) * rep; h++) {
-		const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D, *db = dout + (size_t)b * T * qs + (size_t)h * D;
-		for (int q0 = k0 / BQ * BQ; q0 < qend; q0 += BQ) {
-			__syncthreads(); /* the previous tile's readers are done */
-			load_tile<D>(sm.q, qb, qs, q0, BQ, T);
-			load_tile<D>(sm.dout, db, qs, q0, BQ, T);
-			for (int r = tid; r < BQ; r += blockDim.x) {
-				bool in = q0 + r < T;
-				sm.lse[r] = in ? lse[((size_t)b * H + h) * T + q0 + r] : 0.f;
-				sm.delta[r] = in ? delta[((size_t)b * H + h) * T + q0 + r] : 0.f;
-			}
-			__syncthreads();
+	float dk[D / 8][4], dv[D / 8][4];
+	#pragma unroll
+	for (int n = 0; n < D / 8; n++)
+		#pragma unroll
+		for (int e = 0; e < 4; e++)
+			dk[n][e] = dv[n][e] = 0.f;
+	int wk0 = k0 + warp * 16;                            /* this warp's keys */
+	int key[2] = {wk0 + lane / 4, wk0 + lane / 4 + 8};   /* this lane's */
 
-			/* S = Q K^T and dP = dO V^T for this warp's 16 query rows */
-			for (int n = 0; n < BK / 16; n++) {
-				wmma::fragment<wmma::accumulator, 16, 16, 16, float> as, ap;
-				wmma::fill_fragment(as, 0.f);
-				wmma::fill_fragment(ap, 0.f);
-				for (int d = 0; d < D; d += 16) {
-					wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-					wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-					wmma::load_matrix_sync(fa, &sm.q[warp * 16][d], D + HPAD);
-					wmma::load_matrix_sync(fb, &sm.k[n * 16][d], D + HPAD);
-					wmma::mma_sync(as, fa, fb, as);
-					wmma::load_matrix_sync(fa, &sm.dout[warp * 16][d], D + HPAD);
-					wmma::load_matrix_sync(fb, &sm.v[n * 16][d], D + HPAD);
-					wmma::mma_sync(ap, fa, fb, ap);
-				}
-				wmma::store_matrix_sync(&sm.s[warp * 16][n * 16], as, BK + SPAD, wmma::mem_row_major);
-				wmma::store_matrix_sync(&sm.dp[warp * 16][n * 16], ap, BK + SPAD, wmma::mem_row_major);
-			}
-			__syncwarp();
-			/* P and dS, masked: a lane takes a row's 32 keys */
-			{
-				int r = warp * 16 + lane / 2, j0 = (lane % 2) * 32, qi = q0 + r;
-				for (int j = j0; j < j0 + 32; j++) {
-					int kj = k0 + j;
-					bool ok = qi < T && kj < T && kj <= qi && (window <= 0 || kj > qi - window);
-					float pv = ok ? __expf(sm.s[r][j] * scale - sm.lse[r]) : 0.f;
-					float dsv = pv * (sm.dp[r][j] - sm.delta[r]) * scale;
-					sm.p[r][j] = __float2bfloat16(pv);
-					sm.ds[r][j] = __float2bfloat16(dsv);
-				}
-			}
-			__syncthreads(); /* dV and dK read P and dS of every warp */
+	for (int qt = qt0; qt <= qt1; qt++) {
+		int buf = (qt - qt0) & 1, q0 = qt * BWD_BQ;
+		const bf16 *sq = sm + L::q + buf * BWD_BQ * LD, *sdo = sm + L::dout + buf * BWD_BQ * LD;
+		const float *tl = slse + buf * BWD_BQ, *td = sdelta + buf * BWD_BQ;
+		if (qt < qt1)
+			load_q(qt + 1, buf ^ 1);
+		cp_async_commit();
+		cp_async_wait<1>();
+		__syncthreads();
 
-			/* dV += P^T dO and dK += dS^T Q for this warp's 16 keys */
-			for (int n = 0; n < D / 16; n++) {
-				wmma::fragment<wmma::accumulator, 16, 16, 16, float> av, ak;
-				wmma::load_matrix_sync(av, &sm.dv[warp * 16][n * 16], D + SPAD, wmma::mem_row_major);
-				wmma::load_matrix_sync(ak, &sm.dk[warp * 16][n * 16], D + SPAD, wmma::mem_row_major);
-				for (int j = 0; j < BQ; j += 16) {
-					wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> fa;
-					wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-					wmma::load_matrix_sync(fa, &sm.p[j][warp * 16], BK + HPAD);
-					wmma::load_matrix_sync(fb, &sm.dout[j][n * 16], D + HPAD);
-					wmma::mma_sync(av, fa, fb, av);
-					wmma::load_matrix_sync(fa, &sm.ds[j][warp * 16], BK + HPAD);
-					wmma::load_matrix_sync(fb, &sm.q[j][n * 16], D + HPAD);
-					wmma::mma_sync(ak, fa, fb, ak);
-				}
-				wmma::store_matrix_sync(&sm.dv[warp * 16][n * 16], av, D + SPAD, wmma::mem_row_major);
-				wmma::store_matrix_sync(&sm.dk[warp * 16][n * 16], ak, D + SPAD, wmma::mem_row_major);
-			}
-
-			/* dQ += dS K for this warp's 16 query rows, through its dP rows */
-			for (int n = 0; n < D / 16; n++) {
-				wmma::fragment<wmma::accumulator, 16, 16, 16, float> aq;
-				wmma::fill_fragment(aq, 0.f);
-				for (int j = 0; j < BK; j += 16) {
-					wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-					wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-					wmma::load_matrix_sync(fa, &sm.ds[warp * 16][j], BK + HPAD);
-					wmma::load_matrix_sync(fb, &sm.k[j][n * 16], D + HPAD);
-					wmma::mma_sync(aq, fa, fb, aq);
-				}
-				wmma::store_matrix_sync(&sm.dp[warp * 16][0], aq, BK + SPAD, wmma::mem_row_major);
-				__syncwarp();
-				for (int i = lane; i < 256; i += WARP_SIZE) {
-					int r = i / 16, c = i % 16, qi = q0 + warp * 16 + r;
-					if (qi < T)
-						atomicAdd(&dq_acc[((size_t)b * T + qi) * qs + (size_t)h * D + n * 16 + c], sm.dp[warp * 16 + r][c]);
-				}
-				__syncwarp();
+		/* S^T = K Q^T and dP^T = V dO^T: 16 keys x 64 queries */
+		float st[BWD_BQ / 8][4], dpt[BWD_BQ / 8][4];
+		#pragma unroll
+		for (int j = 0; j < BWD_BQ / 8; j++)
+			#pragma unroll
+			for (int e = 0; e < 4; e++)
+				st[j][e] = dpt[j][e] = 0.f;
+		#pragma unroll
+		for (int d = 0; d < D / 16; d++) {
+			uint32_t kf[4], vf[4];
+			ldmatrix_x4(kf, a_frag(sk, LD, warp * 16, d * 16, lane));
+			ldmatrix_x4(vf, a_frag(sv, LD, warp * 16, d * 16, lane));
+			#pragma unroll
+			for (int n = 0; n < BWD_BQ / 16; n++) {
+				uint32_t f[4];
+				ldmatrix_x4(f, b_pair(sq, LD, n * 16, d * 16, lane));
+				mma16816(st[2 * n], kf, f[0], f[1]);
+				mma16816(st[2 * n + 1], kf, f[2], f[3]);
+				ldmatrix_x4(f, b_pair(sdo, LD, n * 16, d * 16, lane));
+				mma16816(dpt[2 * n], vf, f[0], f[1]);
+				mma16816(dpt[2 * n + 1], vf, f[2], f[3]);
 			}
 		}
+
+		/* P^T and dS^T in place of S^T and dP^T */
+		bool edge = wk0 + 15 > q0 || q0 + BWD_BQ > T || wk0 + 16 > T ||
+		            (window > 0 && q0 + BWD_BQ - 1 - wk0 >= window);
+		#pragma unroll
+		for (int j = 0; j < BWD_BQ / 8; j++)
+			#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				int c = j * 8 + 2 * (lane % 4) + (e & 1);
+				float p = exp2f(st[j][e] * sl2 - tl[c]);
+				if (edge && !visible(q0 + c, key[e >> 1], T, window))
+					p = 0.f;
+				st[j][e] = p;
+				dpt[j][e] = p * (dpt[j][e] - td[c]) * scale;
+			}
+
+		/* dV += P^T dO and dK += dS^T Q; dS^T to shared memory for dQ */
+		#pragma unroll
+		for (int c = 0; c < BWD_BQ / 16; c++) {
+			uint32_t pa[4] = {pack_bf16(st[2 * c][0], st[2 * c][1]), pack_bf16(st[2 * c][2], st[2 * c][3]),
+			                  pack_bf16(st[2 * c + 1][0], st[2 * c + 1][1]),
+			                  pack_bf16(st[2 * c + 1][2], st[2 * c + 1][3])};
+			uint32_t da[4] = {pack_bf16(dpt[2 * c][0], dpt[2 * c][1]), pack_bf16(dpt[2 * c][2], dpt[2 * c][3]),
+			                  pack_bf16(dpt[2 * c + 1][0], dpt[2 * c + 1][1]),
+			                  pack_bf16(dpt[2 * c + 1][2], dpt[2 * c + 1][3])};
+			#pragma unroll
+			for (int n = 0; n < D / 16; n++) {
+				uint32_t f[4];
+				ldmatrix_x4_trans(f, bt_pair(sdo, LD, c * 16, n * 16, lane));
+				mma16816(dv[2 * n], pa, f[0], f[1]);
+				mma16816(dv[2 * n + 1], pa, f[2], f[3]);
+				ldmatrix_x4_trans(f, bt_pair(sq, LD, c * 16, n * 16, lane));
+				mma16816(dk[2 * n], da, f[0], f[1]);
+				mma16816(dk[2 * n + 1], da, f[2], f[3]);
+			}
+			/* da[0] is (key g, queries c*16 + 2t..), da[1] key g+8, da[2], da[3] queries + 8 */
+			int r = warp * 16 + lane / 4, col = c * 16 + 2 * (lane % 4);
+			*reinterpret_cast<uint32_t *>(sds + r * LDS + col) = da[0];
+			*reinterpret_cast<uint32_t *>(sds + (r + 8) * LDS + col) = da[1];
+			*reinterpret_cast<uint32_t *>(sds + r * LDS + col + 8) = da[2];
+			*reinterpret_cast<uint32_t *>(sds + (r + 8) * LDS + col + 8) = da[3];
+		}
+		__syncthreads(); /* all of dS^T is in */
+
+		/* dQ (BQ queries x D) += dS K: a warp takes 16 queries and a part of
+		 * D; A = dS read transposed out of dS^T, B = K by .trans */
+		{
+			constexpr int QS = BWD_BQ / 16, DH = D / (BWD_WARPS / QS);
+			int wq = (warp % QS) * 16, d0 = (warp / QS) * DH;
+			float acc[DH / 8][4];
+#pragma unroll
+			for (int n = 0; n < DH / 8; n++)
+				acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+			for (int c = 0; c < BWD_BK / 16; c++) {
+				uint32_t a[4];
+				/* matrices: (keys c*16.., queries wq..), (keys.., wq+8..), (keys +8, wq..), (+8, +8) */
+				ldmatrix_x4_trans(a, sds + (c * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + wq + ((lane >> 3) & 1) * 8);
+#pragma unroll
+				for (int n = 0; n < DH / 16; n++) {
+					uint32_t f[4];
+					ldmatrix_x4_trans(f, bt_pair(sk, LD, c * 16, d0 + n * 16, lane));
+					mma16816(acc[2 * n], a, f[0], f[1]);
+					mma16816(acc[2 * n + 1], a, f[2], f[3]);
+				}
+			}
+#pragma unroll
+			for (int i = 0; i < 2; i++) {
+				int qi = q0 + wq + lane / 4 + 8 * i;
+				if (qi >= T)
+					continue;
+				float *dst = dq_acc + ((size_t)b * T + qi) * qs + (size_t)h * D + d0 + 2 * (lane % 4);
+#pragma unroll
+				for (int n = 0; n < DH / 8; n++)
+					atomicAdd(reinterpret_cast<float2 *>(dst + n * 8), make_float2(acc[n][2 * i], acc[n][2 * i + 1]));
+			}
+		}
+		__syncthreads(); /* before the next tile's loads and dS^T */
 	}
-	__syncthreads();
-	for (int i = tid; i < BK * D; i += blockDim.x) {
-		int r = i / D, c = i % D;
-		if (k0 + r < T) {
-			size_t o = ((size_t)b * T + k0 + r) * ks + (size_t)g * D + c;
-			dk[o] = __float2bfloat16(sm.dk[r][c]);
-			dv[o] = __float2bfloat16(sm.dv[r][c]);
+	cp_async_wait<0>();
+
+	/* this head's share of dK and dV of the group's kv head */
+	#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (key[i] >= T)
+			continue;
+		size_t o = ((size_t)b * T + key[i]) * ks + (size_t)g * D + 2 * (lane % 4);
+		#pragma unroll
+		for (int n = 0; n < D / 8; n++) {
+			atomicAdd(reinterpret_cast<float2 *>(dk_acc + o + n * 8), make_float2(dk[n][2 * i], dk[n][2 * i + 1]));
+			atomicAdd(reinterpret_cast<float2 *>(dv_acc + o + n * 8), make_float2(dv[n][2 * i], dv[n][2 * i + 1]));
 		}
 	}
 }
@@ -368,32 +587,39 @@ static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16
                             const float *d_lse, const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v, int B,
                             int T, int H, int G, int window, float *d_work)
 {
-	size_t smem = sizeof(BwdSmem<D>);
+	size_t smem = BwdLayout<D>::bytes;
 	static bool configured;
 	if (!configured) {
 		cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
 		                               (int)smem));
 		configured = true;
 	}
-	int64_t nq = (int64_t)B * T * H * D;
-	float *dq_acc = d_work, *delta = d_work + nq;
-	cudaCheck(cudaMemset(dq_acc, 0, (size_t)nq * sizeof(float)));
+	int64_t nq = (int64_t)B * T * H * D, nk = (int64_t)B * T * G * D;
+	float *dq_acc = d_work, *dk_acc = dq_acc + nq, *dv_acc = dk_acc + nk, *delta = dv_acc + nk;
+	cudaCheck(cudaMemsetAsync(dq_acc, 0, (size_t)(nq + 2 * nk) * sizeof(float)));
 	int64_t rows = (int64_t)B * T * H;
 	attention_delta_kernel<<<(unsigned)CEIL_DIV(rows, 8), 8 * WARP_SIZE>>>(delta, (const bf16 *)d_dout,
 	                                                                       (const bf16 *)d_out, B, T, H, D);
 	cudaCheck(cudaGetLastError());
-	dim3 grid(CEIL_DIV(T, BK), G, B);
-	attention_backward_kernel<D><<<grid, NWARP * WARP_SIZE, smem>>>(
-		dq_acc, (bf16 *)d_dk, (bf16 *)d_dv, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
-		(const bf16 *)d_v, d_lse, delta, T, H, G, window, 1.0f / sqrtf((float)D));
+	/* heads fastest: the key tiles near the start, which see the most
+	 * queries, go first */
+	dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
+	attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
+		dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v,
+		d_lse, delta, T, H, G, window, 1.0f / sqrtf((float)D));
 	cudaCheck(cudaGetLastError());
 	f32_to_bf16_kernel<<<(unsigned)CEIL_DIV(nq, 256), 256>>>((bf16 *)d_dq, dq_acc, nq);
 	cudaCheck(cudaGetLastError());
+	f32_to_bf16_kernel<<<(unsigned)CEIL_DIV(nk, 256), 256>>>((bf16 *)d_dk, dk_acc, nk);
+	cudaCheck(cudaGetLastError());
+	f32_to_bf16_kernel<<<(unsigned)CEIL_DIV(nk, 256), 256>>>((bf16 *)d_dv, dv_acc, nk);
+	cudaCheck(cudaGetLastError());
 }
 
+/* dq, dk, dv accumulators (G <= H, so H serves for the kv heads) and delta */
 extern "C" size_t attention_backward_work(int B, int T, int H, int D)
 {
-	return (size_t)B * T * H * (D + 1);
+	return (size_t)B * T * H * (3 * (size_t)D + 1);
 }
 
 extern "C" void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout,

@@ -273,5 +273,7 @@ int main(int argc, char **argv)
 	test_attention(2, 200, 4, 1, 64, 50);
 	test_attention(1, 100, 2, 2, 128, 500);
 	test_attention(1, 129, 2, 1, 64, 1);
+	test_attention(1, 600, 8, 2, 128, 200); /* a window across several tiles of both kernels */
+	test_attention(3, 257, 4, 4, 64, 0);    /* one past two tiles; as many kv heads as heads */
 	return test_report();
 }
