@@ -36,6 +36,10 @@ static inline void cublas_check_(cublasStatus_t st, const char *file, int line)
 
 typedef __nv_bfloat16 bf16;
 
+/* the one cuBLAS handle of kernels/ (made in matmul.cu on first use), with
+ * reduced-precision split-K reductions disallowed */
+cublasHandle_t cublas_handle(void);
+
 /* the sum of v over the warp, in every lane */
 __device__ __forceinline__ float warp_sum(float v)
 {

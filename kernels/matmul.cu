@@ -25,6 +25,11 @@ static cublasHandle_t handle(void)
 	return h;
 }
 
+cublasHandle_t cublas_handle(void)
+{
+	return handle();
+}
+
 __global__ void add_bias_kernel(bf16 *out, const bf16 *b, int n, int OC)
 {
 	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;

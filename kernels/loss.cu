@@ -1,0 +1,301 @@
+/*
+ * loss: the vocabulary projection fused with cross-entropy or
+ * KL(teacher || student), forward and backward, on the GPU. Twin of
+ * vocab_loss_cpu (lib/loss.c; lib/loss.h states the contract). The logits of
+ * all n rows never exist at once; per chunk of rows:
+ *   1. cuBLAS: z (rows, V) = h W^T, bf16 operands, float32 accumulation and
+ *      float32 output (cublasGemmEx with a CUDA_R_32F C); for KL the
+ *      teacher's zt likewise;
+ *   2. vocab_loss_row_kernel, one block per row: one pass over z (and zt)
+ *      for the online max and sum of exponentials (and, for KL, the sum of
+ *      exp(zt - max) (zt - z)), then for the backward a second pass writing
+ *      dz = scale (softmax(z) - onehot(target) or softmax(zt)) as bf16 over
+ *      the first half of the row's own float32 bytes;
+ *   3. cuBLAS: dhidden (rows, C) = dz W, bf16 out, float32 accumulation.
+ * Then one block adds the chunk's row losses in double, in a fixed order,
+ * to a running total in the scratch: the loss is the same from run to run.
+ *
+ * Why float32 logits: a bf16 logit is off by up to 2^-9 of its size (0.06
+ * at 30), which moves every probability by several percent, more than the
+ * KL between a good student and its teacher. dz in bf16 costs little: each
+ * term of the dhidden sum is rounded by at most 2^-9 of itself, and the
+ * GEMM adds them in float32.
+ *
+ * Scratch (vocab_loss_work): a double (the running total), VOCAB_LOSS_ROWS
+ * row losses (for when the caller wants none), then VOCAB_LOSS_ROWS rows of
+ * float32 logits at a stride ldz = V rounded up to 8 floats, so that every
+ * row starts 32-byte aligned for float4 loads whatever V is. A cross-entropy
+ * chunk is VOCAB_LOSS_ROWS rows; a KL chunk is half of that, the student's
+ * logits in the first half of the rows and the teacher's in the second.
+ * 311 MB at V 151936.
+ *
+ * version 1 (written without a GPU at hand; twin-tested by
+ * tests/test_loss.cu, not yet timed: bench/bin/loss): the GEMMs through
+ * cublasGemmEx with the default algorithm; the row kernel streams each row
+ * twice from memory (a 600 KB row does not stay in L2 between its passes
+ * with ~260 rows in flight). Napkin math at n 4096, C 2048, V 151936: the
+ * GEMMs are 2.5 TFLOP each (~3.5 ms at ~700 TFLOP/s), the float32 logits
+ * 2.5 GB, each pass over them ~0.8 ms at 3 TB/s. Next: the max and sum in
+ * the forward GEMM's epilogue (cuBLASLt or an own kernel), which removes
+ * the logits' write and first read.
+ */
+#include "cuda_common.cuh"
+#include "gpu.h"
+
+#define ROW_THREADS 512 /* a row kernel block; two fit on an SM */
+#define SUM_THREADS 256
+
+/* ldz: the padded stride of a row of logits, in floats */
+static int ldz_of(int V)
+{
+	return CEIL_DIV(V, 8) * 8;
+}
+
+// ----------------------------------------------------------------------------
+// online softmax statistics: m the running max, s = sum exp(x - m), and for
+// the teacher's row a = sum exp(zt - m) (zt - z), all rescaled together when
+// m grows
+
+/* merge (mo, so, ao) into (m, s, a); -inf maxima (no elements yet) are
+ * skipped rather than turned into exp(-inf + inf) = NaN. The result does not
+ * depend on the order of the two operands. */
+__device__ __forceinline__ void stats_merge(float &m, float &s, float &a, float mo, float so, float ao)
+{
+	if (mo > m) {
+		float f = expf(m - mo);
+		s = s * f + so, a = a * f + ao, m = mo;
+	} else if (mo != -INFINITY) {
+		float f = expf(mo - m);
+		s += so * f, a += ao * f;
+	}
+}
+
+/* add four logits x to (m, s); for the teacher's row (KL) x is zt, z the
+ * student's logits at the same places and a gathers exp(zt - m) (zt - z).
+ * The student's and the teacher's sums are the same code, so that a row
+ * compared with itself gives the same lse twice and a KL of exactly 0. */
+template <bool KL>
+__device__ __forceinline__ void stats_add4(float &m, float &s, float &a, float4 x, float4 z)
+{
+	float mx = fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
+	if (mx > m) {
+		float f = expf(m - mx);
+		s *= f, m = mx;
+		if (KL)
+			a *= f;
+	}
+	float e0 = expf(x.x - m), e1 = expf(x.y - m), e2 = expf(x.z - m), e3 = expf(x.w - m);
+	s += (e0 + e1) + (e2 + e3);
+	if (KL)
+		a += (e0 * (x.x - z.x) + e1 * (x.y - z.y)) + (e2 * (x.z - z.z) + e3 * (x.w - z.w));
+}
+
+/* the statistics of the whole block, in every thread: a butterfly within
+ * each warp, then every thread merges the warps' results in warp order, so
+ * all threads hold the same bits. sh: [3][32] shared floats. */
+__device__ void block_stats(float &m, float &s, float &a, float (*sh)[32])
+{
+	for (int o = WARP_SIZE / 2; o > 0; o /= 2) {
+		float mo = __shfl_xor_sync(0xffffffffu, m, o), so = __shfl_xor_sync(0xffffffffu, s, o);
+		float ao = __shfl_xor_sync(0xffffffffu, a, o);
+		stats_merge(m, s, a, mo, so, ao);
+	}
+	int warp = threadIdx.x / WARP_SIZE, nwarps = blockDim.x / WARP_SIZE;
+	if (threadIdx.x % WARP_SIZE == 0)
+		sh[0][warp] = m, sh[1][warp] = s, sh[2][warp] = a;
+	__syncthreads();
+	m = sh[0][0], s = sh[1][0], a = sh[2][0];
+	for (int w = 1; w < nwarps; w++)
+		stats_merge(m, s, a, sh[0][w], sh[1][w], sh[2][w]);
+}
+
+// ----------------------------------------------------------------------------
+// the row kernel: one block per row of the chunk
+
+/* z (rows, ldz) float32 logits, overwritten by dz (rows, 2 ldz) bf16 when
+ * grad; zt (rows, ldz) the teacher's logits (KL) or NULL; targets (rows) for
+ * cross-entropy (KL: NULL); rl (rows) receives the row losses.
+ *
+ * The in-place write: dz[v] (2 bytes) lands on bytes 2v..2v+1 of the row,
+ * inside float z[v / 2], which every thread has read by then. The second
+ * pass goes in rounds of 4 ROW_THREADS logits; round k reads floats
+ * [4kB, 4(k+1)B) and, after a barrier, writes bf16 over floats
+ * [2kB, 2(k+1)B): read in this round or before, never needed again. */
+__global__ void __launch_bounds__(ROW_THREADS, 2)
+vocab_loss_row_kernel(float *z, const float *__restrict__ zt, float *rl, const int32_t *targets, int V, int ldz,
+                      float scale, int grad)
+{
+	__shared__ float sh[2][3][32];
+	int row = blockIdx.x, tid = threadIdx.x, nvec = V / 4;
+	float *zr = z + (size_t)row * ldz;
+	const float *tr = zt ? zt + (size_t)row * ldz : NULL;
+	const float4 *z4 = reinterpret_cast<const float4 *>(zr), *t4 = reinterpret_cast<const float4 *>(tr);
+	int target = targets ? targets[row] : 0;
+	bool skip = targets && target < 0; /* an ignored row: no loss, no gradient */
+
+	float lse = 0, lset = 0;
+	if (!skip) {
+		float m = -INFINITY, s = 0, a = 0, mt = -INFINITY, st = 0, at = 0;
+		if (tr) {
+			#pragma unroll 4
+			for (int j = tid; j < nvec; j += blockDim.x) {
+				float4 x = z4[j], y = t4[j];
+				stats_add4<false>(m, s, a, x, x);
+				stats_add4<true>(mt, st, at, y, x);
+			}
+		} else {
+			#pragma unroll 4
+			for (int j = tid; j < nvec; j += blockDim.x) {
+				float4 x = z4[j];
+				stats_add4<false>(m, s, a, x, x);
+			}
+		}
+		/* the last V % 4 logits, one to a thread */
+		int v = 4 * nvec + tid;
+		if (v < V) {
+			stats_merge(m, s, a, zr[v], 1.0f, 0.0f);
+			if (tr)
+				stats_merge(mt, st, at, tr[v], 1.0f, tr[v] - zr[v]);
+		}
+		block_stats(m, s, a, sh[0]);
+		lse = m + logf(s);
+		if (tr) {
+			block_stats(mt, st, at, sh[1]);
+			lset = mt + logf(st);
+		}
+		/* KL = sum pt (zt - lset - z + lse) = at / st + lse - lset; z[target]
+		 * is read before the second pass's first barrier, so before any
+		 * write */
+		if (tid == 0)
+			rl[row] = tr ? at / st + (lse - lset) : lse - zr[target];
+	} else if (tid == 0) {
+		rl[row] = 0;
+	}
+	if (!grad)
+		return;
+
+	bf16 *dzr = reinterpret_cast<bf16 *>(zr);
+	for (int j0 = 0; j0 < nvec; j0 += blockDim.x) {
+		int j = j0 + tid;
+		float4 d = make_float4(0, 0, 0, 0);
+		if (j < nvec && !skip) {
+			float4 x = z4[j];
+			if (tr) {
+				float4 y = t4[j];
+				d.x = scale * (expf(x.x - lse) - expf(y.x - lset));
+				d.y = scale * (expf(x.y - lse) - expf(y.y - lset));
+				d.z = scale * (expf(x.z - lse) - expf(y.z - lset));
+				d.w = scale * (expf(x.w - lse) - expf(y.w - lset));
+			} else {
+				int v = 4 * j;
+				d.x = scale * (expf(x.x - lse) - (v == target));
+				d.y = scale * (expf(x.y - lse) - (v + 1 == target));
+				d.z = scale * (expf(x.z - lse) - (v + 2 == target));
+				d.w = scale * (expf(x.w - lse) - (v + 3 == target));
+			}
+		}
+		__syncthreads();
+		if (j < nvec) {
+			__nv_bfloat162 lo = __floats2bfloat162_rn(d.x, d.y), hi = __floats2bfloat162_rn(d.z, d.w);
+			uint2 u = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+			*reinterpret_cast<uint2 *>(dzr + 4 * j) = u; /* 8 bytes, 8-byte aligned */
+		}
+	}
+	/* the last V % 4: read, wait for every read of the row, write */
+	int v = 4 * nvec + tid;
+	float d = 0;
+	if (v < V && !skip)
+		d = scale * (expf(zr[v] - lse) - (tr ? expf(tr[v] - lset) : (float)(v == target)));
+	__syncthreads();
+	if (v < V)
+		dzr[v] = __float2bfloat16(d);
+}
+
+/* acc (one double) = (first ? 0 : acc) + the sum of rl (rows), in a fixed
+ * order whatever the timing; on the last chunk loss = scale * acc */
+__global__ void __launch_bounds__(SUM_THREADS)
+vocab_loss_sum_kernel(float *loss, double *acc, const float *rl, int rows, int first, int last, float scale)
+{
+	__shared__ double sh[SUM_THREADS];
+	int tid = threadIdx.x;
+	double s = 0;
+	for (int i = tid; i < rows; i += SUM_THREADS)
+		s += rl[i];
+	sh[tid] = s;
+	__syncthreads();
+	for (int o = SUM_THREADS / 2; o > 0; o /= 2) {
+		if (tid < o)
+			sh[tid] += sh[tid + o];
+		__syncthreads();
+	}
+	if (tid == 0) {
+		double t = (first ? 0.0 : *acc) + sh[0];
+		*acc = t;
+		if (last)
+			*loss = (float)(scale * t);
+	}
+}
+
+// ----------------------------------------------------------------------------
+// launchers
+
+#define HEAD_BYTES (256 + CEIL_DIV(VOCAB_LOSS_ROWS * 4, 256) * 256) /* the total, the row losses */
+
+extern "C" size_t vocab_loss_work(int C, int V)
+{
+	(void)C;
+	return HEAD_BYTES + (size_t)VOCAB_LOSS_ROWS * ldz_of(V) * sizeof(float);
+}
+
+/* logits (rows, ldz) float32 = x (rows, C) W^T: in cuBLAS's column-major
+ * terms logits^T (V, rows) = op_T(W^T) x^T (as in matmul.cu) */
+static void logits_gemm(float *d_z, const bf16_t *d_x, const bf16_t *d_w, int rows, int C, int V, int ldz)
+{
+	const float one = 1, zero = 0;
+	cublasCheck(cublasGemmEx(cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, V, rows, C, &one, d_w, CUDA_R_16BF, C, d_x,
+	                         CUDA_R_16BF, C, &zero, d_z, CUDA_R_32F, ldz, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* dhidden (rows, C) = dz (rows, V) W, dz bf16 with its rows 2 ldz apart
+ * (each sits in the first half of its float32 row): dhidden^T (C, rows) =
+ * W^T (C, V) dz^T (V, rows) */
+static void dhidden_gemm(bf16_t *d_dh, const void *d_dz, const bf16_t *d_w, int rows, int C, int V, int ldz)
+{
+	const float one = 1, zero = 0;
+	cublasCheck(cublasGemmEx(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, C, rows, V, &one, d_w, CUDA_R_16BF, C, d_dz,
+	                         CUDA_R_16BF, 2 * ldz, &zero, d_dh, CUDA_R_16BF, C, CUBLAS_COMPUTE_32F,
+	                         CUBLAS_GEMM_DEFAULT));
+}
+
+extern "C" void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
+                                const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n,
+                                int C, int V, float scale, void *d_work)
+{
+	if ((d_targets == NULL) == (d_teacher_hidden == NULL) || n < 0 || C <= 0 || V <= 0) {
+		fprintf(stderr, "vocab_loss_cuda: one of targets, teacher rows; n %d C %d V %d\n", n, C, V);
+		exit(1);
+	}
+	if (n == 0) {
+		cudaCheck(cudaMemsetAsync(d_loss, 0, sizeof(float)));
+		return;
+	}
+	int kl = d_teacher_hidden != NULL, ldz = ldz_of(V), R = kl ? VOCAB_LOSS_ROWS / 2 : VOCAB_LOSS_ROWS;
+	char *work = (char *)d_work;
+	double *acc = (double *)work;
+	float *rl_scratch = (float *)(work + 256), *z = (float *)(work + HEAD_BYTES);
+	float *zt = kl ? z + (size_t)R * ldz : NULL;
+	for (int r0 = 0; r0 < n; r0 += R) {
+		int rows = n - r0 < R ? n - r0 : R;
+		logits_gemm(z, d_hidden + (size_t)r0 * C, d_w, rows, C, V, ldz);
+		if (kl)
+			logits_gemm(zt, d_teacher_hidden + (size_t)r0 * C, d_w, rows, C, V, ldz);
+		float *rl = d_row_loss ? d_row_loss + r0 : rl_scratch;
+		vocab_loss_row_kernel<<<rows, ROW_THREADS>>>(z, zt, rl, kl ? NULL : d_targets + r0, V, ldz, scale,
+		                                             d_dhidden != NULL);
+		cudaCheck(cudaGetLastError());
+		vocab_loss_sum_kernel<<<1, SUM_THREADS>>>(d_loss, acc, rl, rows, r0 == 0, r0 + rows == n, scale);
+		cudaCheck(cudaGetLastError());
+		if (d_dhidden)
+			dhidden_gemm(d_dhidden + (size_t)r0 * C, z, d_w, rows, C, V, ldz);
+	}
+}

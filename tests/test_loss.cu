@@ -1,0 +1,194 @@
+/* test_loss: vocab_loss_cuda (kernels/loss.cu) against its CPU twin
+ * vocab_loss_cpu (lib/loss.c), cross-entropy and KL, forward only and
+ * forward + backward, on random bf16 inputs (both sides see the same
+ * numbers) at awkward shapes: one row, 37 rows, a chunk and 3 more rows,
+ * V 3 (no float4 at all), 1001 (a ragged end and a padded stride) and the
+ * Qwen vocabulary 151936, small C for speed. Runs on a GPU: make test-gpu.
+ *
+ * Tolerances, and why:
+ *   loss and row losses: 1e-4 + 1e-4 |ref|. Both sides compute float32
+ *     logits from the same bf16 values; the GPU's softmax sums are float32
+ *     (a row of 151936 terms: ~1e-6 of lse ~ 16) where the CPU's are
+ *     double, and the GEMMs add in another order (~1e-6 of a logit).
+ *   dhidden: 1e-2 |ref| + 5e-3 max|ref|. dz is rounded to bf16 before the
+ *     GEMM (2^-9 of each term) and dhidden is bf16 (2^-9 of the result):
+ *     under 1% of a value whose terms do not cancel, and the floor for
+ *     those that do. */
+#include <string.h>
+
+#include "gpu.h"
+extern "C" {
+#include "loss.h"
+#include "test.h"
+#include "util.h"
+}
+
+static uint64_t rng = 0xda3e39cb94b95bdbULL;
+static float frand(void)
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+/* a host tensor in bf16, the same values in float32, and a device copy */
+typedef struct {
+	float *f;
+	bf16_t *h;
+	bf16_t *d;
+	size_t n;
+} Buf;
+
+static Buf buf_rand(size_t n, float scale)
+{
+	Buf b = {(float *)mallocCheck(n * 4), (bf16_t *)mallocCheck(n * 2), (bf16_t *)gpu_alloc(n * 2), n};
+	for (size_t i = 0; i < n; i++) {
+		b.h[i] = f32_to_bf16(scale * frand());
+		b.f[i] = bf16_to_f32(b.h[i]);
+	}
+	gpu_upload(b.d, b.h, n * 2);
+	return b;
+}
+
+static void buf_free(Buf *b)
+{
+	free(b->f), free(b->h);
+	gpu_free(b->d);
+}
+
+/* NaN everywhere, so that an element the kernels miss fails */
+static void poison(void *d, size_t bytes)
+{
+	unsigned char *h = (unsigned char *)mallocCheck(bytes);
+	memset(h, 0xff, bytes);
+	gpu_upload(d, h, bytes);
+	free(h);
+}
+
+static int close_to(double got, double ref)
+{
+	return fabs(got - ref) <= 1e-4 + 1e-4 * fabs(ref);
+}
+
+/* one case: n rows of width C against a vocabulary of V; kl picks the mode,
+ * grad the backward; self makes the teacher the student itself (KL 0) */
+static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
+{
+	/* logits of standard deviation ~3, as a trained model's */
+	Buf h = buf_rand((size_t)n * C, 1), w = buf_rand((size_t)V * C, 9.0f / sqrtf((float)C));
+	Buf g = {};
+	int32_t *tg = NULL, *d_tg = NULL;
+	if (kl) {
+		/* a teacher near the student, as after distillation */
+		g = buf_rand((size_t)n * C, 0.3f);
+		for (size_t i = 0; i < g.n; i++) {
+			g.h[i] = f32_to_bf16(self ? h.f[i] : h.f[i] + g.f[i]);
+			g.f[i] = bf16_to_f32(g.h[i]);
+		}
+		gpu_upload(g.d, g.h, g.n * 2);
+	} else {
+		tg = (int32_t *)mallocCheck((size_t)n * 4);
+		d_tg = (int32_t *)gpu_alloc((size_t)n * 4);
+		for (int t = 0; t < n; t++)
+			tg[t] = t % 7 == 3 ? -1 : (int32_t)((frand() + 1) * 0.5f * (V - 1));
+		gpu_upload(d_tg, tg, (size_t)n * 4);
+	}
+	Tensor W = {DT_F32, 2, {V, C}, w.f};
+	float scale = 1.0f / n;
+	size_t nh = (size_t)n * C;
+
+	float *rl = (float *)mallocCheck((size_t)n * 4), *dh = grad ? (float *)mallocCheck(nh * 4) : NULL;
+	double ref = vocab_loss_cpu(dh, rl, h.f, kl ? g.f : NULL, tg, &W, n, C, V, scale);
+
+	float *d_loss = (float *)gpu_alloc(4), *d_rl = (float *)gpu_alloc((size_t)n * 4);
+	bf16_t *d_dh = grad ? (bf16_t *)gpu_alloc(nh * 2) : NULL;
+	void *work = gpu_alloc(vocab_loss_work(C, V));
+	poison(d_loss, 4), poison(d_rl, (size_t)n * 4);
+	if (grad)
+		poison(d_dh, nh * 2);
+	vocab_loss_cuda(d_loss, d_rl, d_dh, h.d, kl ? g.d : NULL, d_tg, w.d, n, C, V, scale, work);
+	gpu_sync();
+
+	float loss, *grl = (float *)mallocCheck((size_t)n * 4);
+	bf16_t *gdh = (bf16_t *)mallocCheck(nh * 2);
+	float *gdhf = (float *)mallocCheck(nh * 4);
+	double *r = (double *)mallocCheck((nh > (size_t)n ? nh : (size_t)n) * sizeof(double));
+	gpu_download(&loss, d_loss, 4);
+	gpu_download(grl, d_rl, (size_t)n * 4);
+	printf("  loss %.7f reference %.7f\n", loss, ref);
+	int ok = close_to(loss, ref);
+	for (int t = 0; t < n; t++)
+		r[t] = rl[t];
+	ok &= check_tensor("row_loss", grl, r, (size_t)n, 1e-4, 1e-4);
+	if (grad) {
+		gpu_download(gdh, d_dh, nh * 2);
+		for (size_t i = 0; i < nh; i++)
+			gdhf[i] = bf16_to_f32(gdh[i]), r[i] = dh[i];
+		double m = max_abs(r, nh);
+		ok &= check_tensor("dhidden", gdhf, r, nh, 5e-3 * (m > 1e-6 ? m : 1e-6), 1e-2);
+		/* an ignored row's gradient is exactly zero */
+		for (int t = 0; tg && t < n; t++)
+			for (int i = 0; tg[t] < 0 && i < C; i++)
+				ok &= gdh[(size_t)t * C + i] == 0 || gdh[(size_t)t * C + i] == 0x8000;
+	}
+	if (self) {
+		/* the same logits on both sides: nothing but rounding is left */
+		int zero = fabsf(loss) <= 1e-6f;
+		for (int t = 0; t < n; t++)
+			zero &= fabsf(grl[t]) <= 1e-5f;
+		for (size_t i = 0; grad && i < nh; i++)
+			zero &= fabsf(gdhf[i]) <= 1e-6f;
+		ok &= zero;
+	}
+
+	/* again, without row losses: the same bits (a deterministic total) */
+	float loss2;
+	bf16_t *gdh2 = (bf16_t *)mallocCheck(nh * 2);
+	poison(d_loss, 4);
+	vocab_loss_cuda(d_loss, NULL, d_dh, h.d, kl ? g.d : NULL, d_tg, w.d, n, C, V, scale, work);
+	gpu_sync();
+	gpu_download(&loss2, d_loss, 4);
+	int same = memcmp(&loss, &loss2, 4) == 0;
+	if (grad) {
+		gpu_download(gdh2, d_dh, nh * 2);
+		same &= memcmp(gdh, gdh2, nh * 2) == 0;
+	}
+	printf("  second call (row_loss NULL): %s\n", same ? "the same bits" : "DIFFERENT");
+
+	char msg[160];
+	snprintf(msg, sizeof msg, "vocab_loss_cuda %s%s n=%d C=%d V=%d %s", kl ? "KL" : "CE",
+	         self ? " (teacher = student)" : "", n, C, V, grad ? "forward+backward" : "forward");
+	test_cond(msg, ok && same);
+
+	buf_free(&h), buf_free(&w);
+	if (kl)
+		buf_free(&g);
+	free(tg), free(rl), free(dh), free(grl), free(gdh), free(gdh2), free(gdhf), free(r);
+	gpu_free(d_tg), gpu_free(d_loss), gpu_free(d_rl), gpu_free(d_dh), gpu_free(work);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	if (cuda_device_count() == 0) {
+		printf("SKIP: no GPU\n");
+		return 0;
+	}
+	char name[128];
+	cuda_device_name(0, name, sizeof name);
+	printf("# %s, vocab_loss_work(2048, 151936) = %.1f MB\n", name, vocab_loss_work(2048, 151936) / 1e6);
+	for (int kl = 0; kl < 2; kl++) {
+		int chunk = kl ? VOCAB_LOSS_ROWS / 2 : VOCAB_LOSS_ROWS;
+		for (int grad = 0; grad < 2; grad++) {
+			test_vocab_loss(1, 64, 1000, kl, grad, 0);
+			test_vocab_loss(37, 64, 1000, kl, grad, 0);
+			test_vocab_loss(37, 72, 1001, kl, grad, 0);
+			test_vocab_loss(5, 200, 3, kl, grad, 0);
+			test_vocab_loss(chunk + 3, 64, 1001, kl, grad, 0);
+			test_vocab_loss(2 * chunk, 64, 1000, kl, grad, 0);
+			test_vocab_loss(37, 64, 151936, kl, grad, 0);
+		}
+	}
+	test_vocab_loss(37, 64, 1001, 1, 1, 1);
+	test_vocab_loss(5, 64, 151936, 1, 1, 1);
+	return test_report();
+}
