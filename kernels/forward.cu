@@ -1,11 +1,49 @@
 /*
- * forward (GPU): the teacher's forward pass on the device, host code over
- * the kernels of kernels/, the twin of model_forward in lib/forward.c.
- * Weights are uploaded once as bf16 (quantised GGUF weights dequantised on
- * the way); activations are bf16 in buffers sized for max_tokens at load.
+ * forward (GPU): the teacher's forward pass and its backward with respect to
+ * activations on the device, host code over the kernels of kernels/: the
+ * twin of model_forward, model_logits and model_backward in lib/. It is not
+ * a trainer: no weight gradients, no optimizer.
  *
- * version 1: one launch per operator, no fusion, no CUDA graph; the logits
- * are computed for every position in bf16.
+ * Weights are uploaded once as bf16 (quantised GGUF weights dequantised on
+ * the way) into one allocation, wq | wk | wv stacked into one (H*D + 2*G*D,
+ * C) matrix with their biases, wgate | wup into one (2F, C). Activations
+ * live in a second allocation, the arena, carved at gpu_model_new for
+ * max_tokens rows: nothing is allocated afterwards.
+ *
+ * A layer, forward (9 launches; u already holds norm1(x)):
+ *   qkv = Wqkv u                                  GEMM
+ *   q, k, v = rope(qkv + bqkv), split             qkv_rope_forward
+ *   att, lse = attention(q, k, v)
+ *   a = Wo att + bo                               GEMM (+ bias kernel when bo)
+ *   h = x + a, u = norm2(h)                       residual_rmsnorm_forward
+ *   gate | up = Wgu u                             GEMM
+ *   act = silu(gate) up                           swiglu_packed_forward
+ *   a = Wdown act                                 GEMM
+ *   x' = h + a, u = norm1'(x') (or final norm)    residual_rmsnorm_forward
+ * and backward (9 launches, nothing recomputed):
+ *   dact = dx Wdown; dgu = swiglu'(dact); du = dgu Wgu
+ *   dh = dx + norm2'(du)                          residual_rmsnorm_backward
+ *   datt = dh Wo; dq, dk, dv = attention'(datt)
+ *   dqkv = rope'(dq), rope'(dk), dv packed        qkv_rope_backward
+ *   du = dqkv Wqkv; dx = dh + norm1'(du)          residual_rmsnorm_backward
+ *
+ * What a train GpuModel keeps per layer and token (bf16 unless noted):
+ *   x (C), h (C), q (H*D), att (H*D), k, v (G*D each), gate | up (2F),
+ *   lse (H float32), rstd of both norms (2 float32)
+ * = 2 (2C + 2HD + 2GD + 2F) + 4 (H + 2) bytes: 61512 at the Qwen2.5-3B
+ * shape, 9.07 GB for 36 layers at 4096 tokens; with the scratch of the
+ * forward (0.26 GB) and of the backward (0.50 GB, 0.1 of it the attention
+ * backward's work) the arena is 9.8 GB there. A GpuModel made without train
+ * keeps one set, shared by every layer, and works on the residual stream in
+ * place (0.16 GiB at 1024 tokens).
+ *
+ * version 1: one launch per operator, separate q, k, v and gate, up GEMMs;
+ * the backward ran the forward again keeping each layer's input and
+ * recomputed every layer from it (a second forward and a half).
+ * version 2 (not yet measured): one arena sized up front, the saved
+ * activations above instead of recomputation, stacked QKV and gate | up
+ * GEMMs, RoPE + bias + split in one kernel, residual adds fused with the
+ * RMSNorm that follows, logits only on request and a chunk at a time.
  */
 #include <string.h>
 
@@ -17,81 +55,264 @@ extern "C" {
 #include "util.h"
 }
 
+#define LOGIT_ROWS 256 /* rows of logits computed and downloaded at a time */
+#define ARENA_ALIGN 256 /* every buffer starts on this many bytes */
+
 typedef struct {
-	bf16_t *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *ln2, *wgate, *wup, *wdown;
+	bf16_t *ln1;   // (C)
+	bf16_t *wqkv;  // (H*D + 2*G*D, C) wq, wk, wv stacked
+	bf16_t *bqkv;  // (H*D + 2*G*D) bq, bk, bv (zeros for an absent one), or NULL
+	bf16_t *wo;    // (C, H*D)
+	bf16_t *bo;    // (C) or NULL
+	bf16_t *ln2;   // (C)
+	bf16_t *wgu;   // (2F, C) wgate, wup stacked
+	bf16_t *wdown; // (C, F)
 } GpuLayer;
+
+/* What a layer's forward keeps for its backward (n = B*T rows of the last
+ * forward, max_tokens allocated). In a GpuModel made without train there is
+ * one, shared by every layer, and x and h are the residual stream itself. */
+typedef struct {
+	bf16_t *x;     // (n, C) the layer's input
+	float *rstd1;  // (n) of norm 1, u = norm1(x)
+	bf16_t *q;     // (n, H, D) after RoPE
+	bf16_t *k, *v; // (n, G, D) k after RoPE
+	bf16_t *att;   // (n, H, D) the attention's output, before Wo
+	float *lse;    // (B, H, T) its log-sum-exp
+	bf16_t *h;     // (n, C) x + Wo att + bo
+	float *rstd2;  // (n) of norm 2
+	bf16_t *gu;    // (n, 2F) gate | up
+} GpuSaved;
 
 struct GpuModel {
 	const Model *m;
-	int max_tokens;
-	bf16_t *embed, *norm, *lm_head;
-	GpuLayer *layers;
-	float *inv_freq;
-	/* activations (max_tokens rows) */
-	bf16_t *x, *u, *a, *q, *k, *v, *att, *g, *up, *logits;
-	float *rstd, *lse;
-	int32_t *ids;
-	/* the backward's, allocated by its first call */
-	bf16_t *xs, *h, *act, *dx, *dh, *du, *tmp, *dq, *dk, *dv, *datt, *dact, *dg, *dup;
-	float *rstd2, *work;
+	int max_tokens, train;
+	int B, T;                       /* the last forward's shape; 0 before any */
+	size_t weight_bytes, act_bytes; /* the two allocations: */
+	void *weights, *arena;
+	/* weights */
+	bf16_t *embed, *norm, *lm_head; // (V, C), (C), (V, C): the embedding when tied
+	GpuLayer *layers;               // [L]
+	float *inv_freq;                // (D/2)
+	/* activations */
+	GpuSaved *saved;                // [L] when train, else [1]
+	bf16_t *xL;                     // (n, C) the last layer's output
+	float *rstdf;                   // (n) of the final norm
+	bf16_t *hidden;                 // (n, C) final-normed: gpu_model_hidden
+	bf16_t *u;                      // (n, C) a norm's output, the next GEMM's input
+	bf16_t *qkv;                    // (n, H*D + 2*G*D) before bias and RoPE
+	bf16_t *a;                      // (n, C) the attention's or the MLP's output
+	bf16_t *act;                    // (n, F) silu(gate) * up
+	bf16_t *logits;                 // (min(max_tokens, LOGIT_ROWS), V)
+	int32_t *ids;                   // (n)
+	/* the backward's (train only) */
+	bf16_t *dx, *dh, *du;           // (n, C) dL/dx, dL/dh, dL/d(a norm's output)
+	bf16_t *dact;                   // (n, F)
+	bf16_t *dgu;                    // (n, 2F)
+	bf16_t *datt, *dq;              // (n, H*D)
+	bf16_t *dk, *dv;                // (n, G*D)
+	bf16_t *dqkv;                   // (n, H*D + 2*G*D)
+	bf16_t *dhid;                   // (n, C) gpu_model_backward_host's dhidden
+	float *work;                    // work_floats: the attention backward's
+	size_t work_floats;
 };
 
-/* upload a weight as bf16; NULL for an absent one */
-static bf16_t *upload(const Tensor *t)
+// ----------------------------------------------------------------------------
+// the two allocations: a layout function places every buffer; it runs once
+// on base 0 to size the allocation, then on the allocation
+
+typedef struct {
+	uintptr_t base;
+	size_t off;
+} Carver;
+
+static void *carve(Carver *c, size_t bytes)
 {
-	if (!t->data)
-		return NULL;
-	int64_t n = tensor_numel(t), cols = t->shape[t->ndim - 1], rows = n / cols;
-	size_t rowb = dtype_row_bytes(t->dtype, cols);
-	float *f = (float *)mallocCheck((size_t)cols * sizeof(float));
-	bf16_t *h = (bf16_t *)mallocCheck((size_t)n * sizeof(bf16_t));
-	for (int64_t r = 0; r < rows; r++) {
-		convert_to_f32(f, (const uint8_t *)t->data + (size_t)r * rowb, t->dtype, (size_t)cols);
-		for (int64_t c = 0; c < cols; c++)
-			h[r * cols + c] = f32_to_bf16(f[c]);
+	c->off = (c->off + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+	void *p = (void *)(c->base + c->off);
+	c->off += bytes;
+	return p;
+}
+/* p = the next count elements of p's type */
+#define CARVE(c, p, count) ((p) = (decltype(p))carve((c), (size_t)(count) * sizeof *(p)))
+
+static void weights_layout(GpuModel *g, Carver *c)
+{
+	const Model *m = g->m;
+	const ModelConfig *cf = &m->cfg;
+	size_t C = cf->C, HD = (size_t)cf->H * cf->D, GD = (size_t)cf->G * cf->D, W = HD + 2 * GD, F = cf->F;
+	size_t V = cf->V;
+	CARVE(c, g->embed, V * C);
+	CARVE(c, g->norm, C);
+	if (m->lm_head.data == m->embed.data)
+		g->lm_head = g->embed;
+	else
+		CARVE(c, g->lm_head, V * C);
+	CARVE(c, g->inv_freq, cf->D / 2);
+	for (int l = 0; l < cf->L; l++) {
+		const LayerWeights *w = &m->layers[l];
+		GpuLayer *d = &g->layers[l];
+		CARVE(c, d->ln1, C);
+		CARVE(c, d->wqkv, W * C);
+		d->bqkv = NULL;
+		if (w->bq.data || w->bk.data || w->bv.data)
+			CARVE(c, d->bqkv, W);
+		CARVE(c, d->wo, C * HD);
+		d->bo = NULL;
+		if (w->bo.data)
+			CARVE(c, d->bo, C);
+		CARVE(c, d->ln2, C);
+		CARVE(c, d->wgu, 2 * F * C);
+		CARVE(c, d->wdown, C * F);
 	}
-	bf16_t *d = (bf16_t *)gpu_alloc((size_t)n * sizeof(bf16_t));
-	gpu_upload(d, h, (size_t)n * sizeof(bf16_t));
-	free(f), free(h);
-	return d;
 }
 
-extern "C" GpuModel *gpu_model_new(const Model *m, int max_tokens)
+static void acts_layout(GpuModel *g, Carver *c)
+{
+	const ModelConfig *cf = &g->m->cfg;
+	size_t mt = (size_t)g->max_tokens, C = cf->C, HD = (size_t)cf->H * cf->D, GD = (size_t)cf->G * cf->D;
+	size_t W = HD + 2 * GD, F = cf->F;
+	bf16_t *stream = NULL; /* the residual stream, without train */
+	if (!g->train)
+		CARVE(c, stream, mt * C);
+	for (int l = 0; l < (g->train ? cf->L : 1); l++) {
+		GpuSaved *s = &g->saved[l];
+		if (g->train) {
+			CARVE(c, s->x, mt * C);
+			CARVE(c, s->h, mt * C);
+		} else {
+			s->x = s->h = stream;
+		}
+		CARVE(c, s->rstd1, mt);
+		CARVE(c, s->q, mt * HD);
+		CARVE(c, s->k, mt * GD);
+		CARVE(c, s->v, mt * GD);
+		CARVE(c, s->att, mt * HD);
+		CARVE(c, s->lse, mt * cf->H);
+		CARVE(c, s->rstd2, mt);
+		CARVE(c, s->gu, mt * 2 * F);
+	}
+	if (g->train)
+		CARVE(c, g->xL, mt * C);
+	else
+		g->xL = stream;
+	CARVE(c, g->rstdf, mt);
+	CARVE(c, g->hidden, mt * C);
+	CARVE(c, g->u, mt * C);
+	CARVE(c, g->qkv, mt * W);
+	CARVE(c, g->a, mt * C);
+	CARVE(c, g->act, mt * F);
+	CARVE(c, g->logits, (mt < LOGIT_ROWS ? mt : LOGIT_ROWS) * (size_t)cf->V);
+	CARVE(c, g->ids, mt);
+	if (g->train) {
+		CARVE(c, g->dx, mt * C);
+		CARVE(c, g->dh, mt * C);
+		CARVE(c, g->du, mt * C);
+		CARVE(c, g->dact, mt * F);
+		CARVE(c, g->dgu, mt * 2 * F);
+		CARVE(c, g->datt, mt * HD);
+		CARVE(c, g->dq, mt * HD);
+		CARVE(c, g->dk, mt * GD);
+		CARVE(c, g->dv, mt * GD);
+		CARVE(c, g->dqkv, mt * W);
+		CARVE(c, g->dhid, mt * C);
+		g->work_floats = attention_backward_work(1, g->max_tokens, cf->H, cf->D);
+		CARVE(c, g->work, g->work_floats);
+	}
+}
+
+/* upload converts the weight t (numel values, checked) to bf16 at d, about
+ * a million values at a time; bf16 weights go as they are */
+static void upload(bf16_t *d, const Tensor *t, int64_t numel)
+{
+	if (!t->data || tensor_numel(t) != numel)
+		BUG("upload: a weight of %lld values where %lld are expected", (long long)tensor_numel(t),
+		    (long long)numel);
+	if (t->dtype == DT_BF16) {
+		gpu_upload(d, t->data, (size_t)numel * sizeof(bf16_t));
+		return;
+	}
+	int64_t cols = t->shape[t->ndim - 1], rows = numel / cols;
+	int64_t blk = cols >= (1 << 20) ? 1 : (1 << 20) / cols; /* rows at a time */
+	size_t rowb = dtype_row_bytes(t->dtype, cols);
+	float *f = (float *)mallocCheck((size_t)(blk * cols) * sizeof(float));
+	bf16_t *h = (bf16_t *)mallocCheck((size_t)(blk * cols) * sizeof(bf16_t));
+	for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+		int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+		size_t nv = (size_t)(nr * cols);
+		/* rows are whole quantisation blocks, so a run of rows converts at once */
+		convert_to_f32(f, (const uint8_t *)t->data + (size_t)r0 * rowb, t->dtype, nv);
+		for (size_t i = 0; i < nv; i++)
+			h[i] = f32_to_bf16(f[i]);
+		gpu_upload(d + (size_t)(r0 * cols), h, nv * sizeof(bf16_t));
+	}
+	free(f), free(h);
+}
+
+extern "C" GpuModel *gpu_model_new(const Model *m, int max_tokens, int train)
 {
 	const ModelConfig *c = &m->cfg;
 	if (c->D != 64 && c->D != 128)
 		die("the CUDA backend has attention for head dims 64 and 128, not %d: use --device cpu", c->D);
-	GpuModel *g = (GpuModel *)callocCheck(1, sizeof *g);
-	g->m = m;
-	g->max_tokens = max_tokens;
-	g->embed = upload(&m->embed);
-	g->norm = upload(&m->norm);
-	g->lm_head = m->lm_head.data == m->embed.data ? g->embed : upload(&m->lm_head);
-	g->layers = (GpuLayer *)callocCheck((size_t)c->L, sizeof *g->layers);
+	if (c->L < 1 || max_tokens < 1)
+		BUG("gpu_model_new: %d layers, %d tokens", c->L, max_tokens);
 	for (int l = 0; l < c->L; l++) {
 		const LayerWeights *w = &m->layers[l];
-		GpuLayer *d = &g->layers[l];
-		d->ln1 = upload(&w->ln1), d->ln2 = upload(&w->ln2);
-		d->wq = upload(&w->wq), d->bq = upload(&w->bq);
-		d->wk = upload(&w->wk), d->bk = upload(&w->bk);
-		d->wv = upload(&w->wv), d->bv = upload(&w->bv);
-		d->wo = upload(&w->wo), d->bo = upload(&w->bo);
-		d->wgate = upload(&w->wgate), d->wup = upload(&w->wup), d->wdown = upload(&w->wdown);
 		if (w->bgate.data || w->bup.data || w->bdown.data)
 			die("the CUDA backend does not take MLP biases yet: use --device cpu");
 	}
-	g->inv_freq = (float *)gpu_alloc((size_t)c->D / 2 * sizeof(float));
+	GpuModel *g = (GpuModel *)callocCheck(1, sizeof *g);
+	g->m = m;
+	g->max_tokens = max_tokens;
+	g->train = train != 0;
+	g->layers = (GpuLayer *)callocCheck((size_t)c->L, sizeof *g->layers);
+	g->saved = (GpuSaved *)callocCheck(g->train ? (size_t)c->L : 1, sizeof *g->saved);
+
+	/* size both allocations, make them, place every buffer */
+	Carver wc = {0, 0}, ac = {0, 0};
+	weights_layout(g, &wc);
+	acts_layout(g, &ac);
+	g->weight_bytes = wc.off, g->act_bytes = ac.off;
+	g->weights = gpu_alloc(g->weight_bytes);
+	g->arena = gpu_alloc(g->act_bytes);
+	wc = Carver{(uintptr_t)g->weights, 0};
+	ac = Carver{(uintptr_t)g->arena, 0};
+	weights_layout(g, &wc);
+	acts_layout(g, &ac);
+	if (wc.off != g->weight_bytes || ac.off != g->act_bytes)
+		BUG("gpu_model_new: the layout changed between its two passes");
+
+	/* the weights, stacked where one GEMM serves several */
+	size_t C = c->C, HD = (size_t)c->H * c->D, GD = (size_t)c->G * c->D, W = HD + 2 * GD, F = c->F;
+	upload(g->embed, &m->embed, (int64_t)c->V * c->C);
+	upload(g->norm, &m->norm, c->C);
+	if (g->lm_head != g->embed)
+		upload(g->lm_head, &m->lm_head, (int64_t)c->V * c->C);
 	gpu_upload(g->inv_freq, m->inv_freq, (size_t)c->D / 2 * sizeof(float));
-	size_t n = (size_t)max_tokens, HD = (size_t)c->H * c->D, GD = (size_t)c->G * c->D;
-	g->x = (bf16_t *)gpu_alloc(n * c->C * 2), g->u = (bf16_t *)gpu_alloc(n * c->C * 2);
-	g->a = (bf16_t *)gpu_alloc(n * c->C * 2);
-	g->q = (bf16_t *)gpu_alloc(n * HD * 2), g->att = (bf16_t *)gpu_alloc(n * HD * 2);
-	g->k = (bf16_t *)gpu_alloc(n * GD * 2), g->v = (bf16_t *)gpu_alloc(n * GD * 2);
-	g->g = (bf16_t *)gpu_alloc(n * c->F * 2), g->up = (bf16_t *)gpu_alloc(n * c->F * 2);
-	g->logits = (bf16_t *)gpu_alloc(n * c->V * 2);
-	g->rstd = (float *)gpu_alloc(n * sizeof(float));
-	g->lse = (float *)gpu_alloc(n * c->H * sizeof(float));
-	g->ids = (int32_t *)gpu_alloc(n * sizeof(int32_t));
+	for (int l = 0; l < c->L; l++) {
+		const LayerWeights *w = &m->layers[l];
+		GpuLayer *d = &g->layers[l];
+		upload(d->ln1, &w->ln1, c->C);
+		upload(d->wqkv, &w->wq, (int64_t)(HD * C));
+		upload(d->wqkv + HD * C, &w->wk, (int64_t)(GD * C));
+		upload(d->wqkv + (HD + GD) * C, &w->wv, (int64_t)(GD * C));
+		if (d->bqkv) {
+			cudaCheck(cudaMemset(d->bqkv, 0, W * sizeof(bf16_t)));
+			if (w->bq.data)
+				upload(d->bqkv, &w->bq, (int64_t)HD);
+			if (w->bk.data)
+				upload(d->bqkv + HD, &w->bk, (int64_t)GD);
+			if (w->bv.data)
+				upload(d->bqkv + HD + GD, &w->bv, (int64_t)GD);
+		}
+		upload(d->wo, &w->wo, (int64_t)(C * HD));
+		if (d->bo)
+			upload(d->bo, &w->bo, c->C);
+		upload(d->ln2, &w->ln2, c->C);
+		upload(d->wgu, &w->wgate, (int64_t)(F * C));
+		upload(d->wgu + F * C, &w->wup, (int64_t)(F * C));
+		upload(d->wdown, &w->wdown, (int64_t)(C * F));
+	}
 	return g;
 }
 
@@ -99,143 +320,137 @@ extern "C" void gpu_model_free(GpuModel *g)
 {
 	if (!g)
 		return;
-	const ModelConfig *c = &g->m->cfg;
-	for (int l = 0; l < c->L; l++) {
-		bf16_t **p = (bf16_t **)&g->layers[l];
-		for (size_t i = 0; i < sizeof(GpuLayer) / sizeof(bf16_t *); i++)
-			if (p[i])
-				gpu_free(p[i]);
-	}
-	if (g->lm_head != g->embed)
-		gpu_free(g->lm_head);
-	void *all[] = {g->embed, g->norm, g->inv_freq, g->x, g->u, g->a, g->q, g->k, g->v, g->att, g->g, g->up,
-	               g->logits, g->rstd, g->lse, g->ids, g->xs, g->h, g->act, g->dx, g->dh, g->du, g->tmp,
-	               g->dq, g->dk, g->dv, g->datt, g->dact, g->dg, g->dup, g->rstd2, g->work};
-	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-		if (all[i])
-			gpu_free(all[i]);
-	free(g->layers);
-	free(g);
+	gpu_free(g->weights);
+	gpu_free(g->arena);
+	free(g->layers), free(g->saved), free(g);
 }
 
-/* one layer on x (n, C) into xout, keeping q, k, v (after RoPE), att, its
- * lse, the norms' rstd, h = x + a and the MLP's g, up, act = silu(g) up for
- * a backward; h and xout may be x (the forward alone works in place) */
-static void layer_forward_gpu(GpuModel *g, int l, const bf16_t *x, bf16_t *xout, bf16_t *h, bf16_t *act,
-                              float *rstd2, int B, int T)
+extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations)
+{
+	if (weights)
+		*weights = g->weight_bytes;
+	if (activations)
+		*activations = g->act_bytes;
+}
+
+extern "C" const bf16_t *gpu_model_hidden(GpuModel *g) { return g->hidden; }
+extern "C" const bf16_t *gpu_model_lm_head(GpuModel *g) { return g->lm_head; }
+
+// ----------------------------------------------------------------------------
+// forward
+
+static GpuSaved *saved(GpuModel *g, int l) { return &g->saved[g->train ? l : 0]; }
+
+/* layer l on its input saved(l)->x, whose norm1 is already in g->u; writes
+ * the next layer's input and its norm1 into g->u, or, after the last layer,
+ * xL and the final-normed hidden rows */
+static void layer_forward_gpu(GpuModel *g, int l, int B, int T)
 {
 	const ModelConfig *c = &g->m->cfg;
 	const GpuLayer *w = &g->layers[l];
-	int n = B * T, C = c->C, HD = c->H * c->D, GD = c->G * c->D, F = c->F;
-	rmsnorm_forward_cuda(g->u, g->rstd, x, w->ln1, n, C, c->eps);
-	matmul_forward_cuda(g->q, g->u, w->wq, w->bq, n, C, HD);
-	matmul_forward_cuda(g->k, g->u, w->wk, w->bk, n, C, GD);
-	matmul_forward_cuda(g->v, g->u, w->wv, w->bv, n, C, GD);
-	rope_forward_cuda(g->q, g->inv_freq, B, T, 0, c->H, c->D);
-	rope_forward_cuda(g->k, g->inv_freq, B, T, 0, c->G, c->D);
-	attention_forward_cuda(g->att, g->lse, g->q, g->k, g->v, B, T, c->H, c->G, c->D, 0);
-	matmul_forward_cuda(g->a, g->att, w->wo, w->bo, n, HD, C);
-	if (h != x)
-		cudaCheck(cudaMemcpy(h, x, (size_t)n * C * 2, cudaMemcpyDeviceToDevice));
-	residual_forward_cuda(h, g->a, (int64_t)n * C);
-	rmsnorm_forward_cuda(g->u, rstd2, h, w->ln2, n, C, c->eps);
-	matmul_forward_cuda(g->g, g->u, w->wgate, NULL, n, C, F);
-	matmul_forward_cuda(g->up, g->u, w->wup, NULL, n, C, F);
-	swiglu_forward_cuda(act, g->g, g->up, (int64_t)n * F);
-	matmul_forward_cuda(g->a, act, w->wdown, NULL, n, F, C);
-	if (xout != h)
-		cudaCheck(cudaMemcpy(xout, h, (size_t)n * C * 2, cudaMemcpyDeviceToDevice));
-	residual_forward_cuda(xout, g->a, (int64_t)n * C);
+	GpuSaved *s = saved(g, l);
+	int n = B * T, C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D, F = c->F;
+	/* attention: q, k, v = rope(Wqkv u + bqkv); a = Wo attention(q, k, v) + bo */
+	matmul_forward_cuda(g->qkv, g->u, w->wqkv, NULL, n, C, W);
+	qkv_rope_forward_cuda(s->q, s->k, s->v, g->qkv, w->bqkv, g->inv_freq, B, T, 0, H, G, D);
+	attention_forward_cuda(s->att, s->lse, s->q, s->k, s->v, B, T, H, G, D, 0);
+	matmul_forward_cuda(g->a, s->att, w->wo, w->bo, n, HD, C);
+	/* h = x + a, u = norm2(h); MLP: gate | up = Wgu u, a = Wdown(silu(gate) up) */
+	residual_rmsnorm_forward_cuda(s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, C, c->eps);
+	matmul_forward_cuda(s->gu, g->u, w->wgu, NULL, n, C, 2 * F);
+	swiglu_packed_forward_cuda(g->act, s->gu, n, F);
+	matmul_forward_cuda(g->a, g->act, w->wdown, NULL, n, F, C);
+	/* x' = h + a and the norm that reads it: the next layer's first, or the final one */
+	if (l + 1 < c->L) {
+		GpuSaved *nx = saved(g, l + 1);
+		residual_rmsnorm_forward_cuda(nx->x, g->u, nx->rstd1, s->h, g->a, g->layers[l + 1].ln1, n, C, c->eps);
+	} else {
+		residual_rmsnorm_forward_cuda(g->xL, g->hidden, g->rstdf, s->h, g->a, g->norm, n, C, c->eps);
+	}
 }
 
 extern "C" void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T, float *logits)
 {
-	const Model *m = g->m;
-	const ModelConfig *c = &m->cfg;
-	int n = B * T, C = c->C;
-	if (n > g->max_tokens)
-		BUG("gpu_model_forward: %d tokens, buffers for %d", n, g->max_tokens);
+	const ModelConfig *c = &g->m->cfg;
+	if (B < 1 || T < 1 || (int64_t)B * T > g->max_tokens)
+		BUG("gpu_model_forward: %d x %d tokens, buffers for %d", B, T, g->max_tokens);
+	int n = B * T, C = c->C, V = c->V;
+	for (int i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= V)
+			BUG("gpu_model_forward: token id %d out of range (V %d)", ids[i], V);
 	gpu_upload(g->ids, ids, (size_t)n * sizeof(int32_t));
-	embedding_forward_cuda(g->x, g->ids, g->embed, n, C);
+	GpuSaved *s0 = saved(g, 0);
+	embedding_forward_cuda(s0->x, g->ids, g->embed, n, C);
+	rmsnorm_forward_cuda(g->u, s0->rstd1, s0->x, g->layers[0].ln1, n, C, c->eps);
 	for (int l = 0; l < c->L; l++)
-		layer_forward_gpu(g, l, g->x, g->x, g->x, g->g, g->rstd, B, T);
-	rmsnorm_forward_cuda(g->u, g->rstd, g->x, g->norm, n, C, c->eps);
-	matmul_forward_cuda(g->logits, g->u, g->lm_head, NULL, n, C, c->V);
-	if (logits) {
-		size_t nv = (size_t)n * c->V;
-		bf16_t *h = (bf16_t *)mallocCheck(nv * sizeof(bf16_t));
-		gpu_download(h, g->logits, nv * sizeof(bf16_t));
+		layer_forward_gpu(g, l, B, T);
+	g->B = B, g->T = T;
+	if (!logits)
+		return;
+	/* the logits, LOGIT_ROWS rows at a time */
+	int R = g->max_tokens < LOGIT_ROWS ? g->max_tokens : LOGIT_ROWS;
+	bf16_t *hb = (bf16_t *)mallocCheck((size_t)R * V * sizeof(bf16_t));
+	for (int r0 = 0; r0 < n; r0 += R) {
+		int rows = n - r0 < R ? n - r0 : R;
+		size_t nv = (size_t)rows * V;
+		matmul_forward_cuda(g->logits, g->hidden + (size_t)r0 * C, g->lm_head, NULL, rows, C, V);
+		gpu_download(hb, g->logits, nv * sizeof(bf16_t));
 		for (size_t i = 0; i < nv; i++)
-			logits[i] = bf16_to_f32(h[i]);
-		free(h);
-	} else {
-		gpu_sync();
+			logits[(size_t)r0 * V + i] = bf16_to_f32(hb[i]);
 	}
+	free(hb);
 }
 
 // ----------------------------------------------------------------------------
 // backward, with respect to activations only: the twin of model_backward
 
-static bf16_t *balloc(size_t n) { return (bf16_t *)gpu_alloc(n * sizeof(bf16_t)); }
-
-extern "C" void gpu_model_backward(GpuModel *g, const int32_t *ids, int B, int T, const float *dhidden,
-                                   GpuGradHook grad_hook, void *ctx, float *dx0)
+extern "C" void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook,
+                                   void *ctx, bf16_t *d_dx0)
 {
 	const ModelConfig *c = &g->m->cfg;
-	int n = B * T, C = c->C, HD = c->H * c->D, GD = c->G * c->D, F = c->F;
-	size_t nC = (size_t)n * C, mC = (size_t)g->max_tokens * C;
-	if (n > g->max_tokens)
-		BUG("gpu_model_backward: %d tokens, buffers for %d", n, g->max_tokens);
-	if (!g->xs) {
-		size_t mt = (size_t)g->max_tokens;
-		g->xs = balloc((size_t)(c->L + 1) * mC);
-		g->h = balloc(mC), g->dx = balloc(mC), g->dh = balloc(mC), g->du = balloc(mC), g->tmp = balloc(mC);
-		g->act = balloc(mt * F), g->dact = balloc(mt * F), g->dg = balloc(mt * F), g->dup = balloc(mt * F);
-		g->dq = balloc(mt * HD), g->datt = balloc(mt * HD), g->dk = balloc(mt * GD), g->dv = balloc(mt * GD);
-		g->rstd2 = (float *)gpu_alloc(mt * sizeof(float));
-		g->work = (float *)gpu_alloc(attention_backward_work(1, g->max_tokens, c->H, c->D) * sizeof(float));
-	}
-	/* forward, keeping each layer's input */
-	gpu_upload(g->ids, ids, (size_t)n * sizeof(int32_t));
-	embedding_forward_cuda(g->xs, g->ids, g->embed, n, C);
-	for (int l = 0; l < c->L; l++)
-		layer_forward_gpu(g, l, g->xs + (size_t)l * nC, g->xs + (size_t)(l + 1) * nC, g->h, g->act, g->rstd2, B, T);
-
-	/* dhidden to the device; the final norm */
-	bf16_t *hb = (bf16_t *)mallocCheck(nC * sizeof(bf16_t));
-	for (size_t i = 0; i < nC; i++)
-		hb[i] = f32_to_bf16(dhidden[i]);
-	gpu_upload(g->dh, hb, nC * sizeof(bf16_t));
-	rmsnorm_forward_cuda(g->u, g->rstd, g->xs + (size_t)c->L * nC, g->norm, n, C, c->eps); /* its rstd */
-	rmsnorm_backward_cuda(g->dx, g->dh, g->xs + (size_t)c->L * nC, g->rstd, g->norm, n, C);
+	int n = B * T, C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D, F = c->F;
+	if (!g->train)
+		BUG("gpu_model_backward: the GpuModel was made without train");
+	if (B != g->B || T != g->T)
+		BUG("gpu_model_backward: %d x %d tokens, but the last forward ran %d x %d", B, T, g->B, g->T);
+	if (attention_backward_work(B, T, H, D) > g->work_floats)
+		BUG("gpu_model_backward: the attention backward wants %zu floats of work, the arena has %zu",
+		    attention_backward_work(B, T, H, D), g->work_floats);
+	/* the final norm: hidden = norm(xL) */
+	rmsnorm_backward_cuda(g->dx, d_dhidden, g->xL, g->rstdf, g->norm, n, C);
 	for (int l = c->L - 1; l >= 0; l--) {
 		const GpuLayer *w = &g->layers[l];
-		const bf16_t *x = g->xs + (size_t)l * nC;
-		layer_forward_gpu(g, l, x, g->tmp, g->h, g->act, g->rstd2, B, T); /* its intermediates again */
-		/* MLP: x' = h + Wdown(act), act = silu(gate) up, (gate, up) = W u2, u2 = norm(h) */
+		const GpuSaved *s = &g->saved[l];
+		/* MLP: x' = h + Wdown(silu(gate) up), gate | up = Wgu u2, u2 = norm2(h) */
 		matmul_backward_cuda(g->dact, g->dx, w->wdown, n, F, C);
-		swiglu_backward_cuda(g->dg, g->dup, g->dact, g->g, g->up, (int64_t)n * F);
-		matmul_backward_cuda(g->du, g->dg, w->wgate, n, C, F);
-		matmul_backward_cuda(g->tmp, g->dup, w->wup, n, C, F);
-		residual_forward_cuda(g->du, g->tmp, (int64_t)nC);
-		rmsnorm_backward_cuda(g->dh, g->du, g->h, g->rstd2, w->ln2, n, C);
-		residual_forward_cuda(g->dh, g->dx, (int64_t)nC); /* dL/dh */
+		swiglu_packed_backward_cuda(g->dgu, g->dact, s->gu, n, F);
+		matmul_backward_cuda(g->du, g->dgu, w->wgu, n, C, 2 * F);
+		residual_rmsnorm_backward_cuda(g->dh, g->du, g->dx, s->h, s->rstd2, w->ln2, n, C); /* dL/dh */
 		/* attention: h = x + a, so dL/da = dL/dh */
 		if (grad_hook)
 			grad_hook(ctx, l, g->dh, n, C);
 		matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
-		attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, g->att, g->lse, g->q, g->k, g->v, B, T, c->H, c->G,
-		                        c->D, 0, g->work);
-		rope_backward_cuda(g->dq, g->inv_freq, B, T, 0, c->H, c->D);
-		rope_backward_cuda(g->dk, g->inv_freq, B, T, 0, c->G, c->D);
-		matmul_backward_cuda(g->du, g->dq, w->wq, n, C, HD);
-		matmul_backward_cuda(g->tmp, g->dk, w->wk, n, C, GD);
-		residual_forward_cuda(g->du, g->tmp, (int64_t)nC);
-		matmul_backward_cuda(g->tmp, g->dv, w->wv, n, C, GD);
-		residual_forward_cuda(g->du, g->tmp, (int64_t)nC);
-		rmsnorm_backward_cuda(g->dx, g->du, x, g->rstd, w->ln1, n, C); /* rstd: the recompute's norm1 */
-		residual_forward_cuda(g->dx, g->dh, (int64_t)nC); /* dL/dx */
+		attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, s->att, s->lse, s->q, s->k, s->v, B, T, H, G, D, 0,
+		                        g->work);
+		qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
+		matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
+		/* u = norm1(x) and the residual: dL/dx, the first layer's into d_dx0 when given */
+		bf16_t *dx = l == 0 && d_dx0 ? d_dx0 : g->dx;
+		residual_rmsnorm_backward_cuda(dx, g->du, g->dh, s->x, s->rstd1, w->ln1, n, C);
 	}
+}
+
+extern "C" void gpu_model_backward_host(GpuModel *g, int B, int T, const float *dhidden, GpuGradHook grad_hook,
+                                        void *ctx, float *dx0)
+{
+	if (!g->train || B != g->B || T != g->T)
+		BUG("gpu_model_backward_host: no train forward of %d x %d tokens to go back through", B, T);
+	size_t nC = (size_t)B * T * g->m->cfg.C;
+	bf16_t *hb = (bf16_t *)mallocCheck(nC * sizeof(bf16_t));
+	for (size_t i = 0; i < nC; i++)
+		hb[i] = f32_to_bf16(dhidden[i]);
+	gpu_upload(g->dhid, hb, nC * sizeof(bf16_t));
+	gpu_model_backward(g, B, T, g->dhid, grad_hook, ctx, NULL); /* dL/dx0 stays in g->dx */
 	if (dx0) {
 		gpu_download(hb, g->dx, nC * sizeof(bf16_t));
 		for (size_t i = 0; i < nC; i++)

@@ -81,6 +81,59 @@ void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf1
 /* out (n) += x */
 void residual_forward_cuda(bf16_t *d_out, const bf16_t *d_x, int64_t n);
 
+/* ---------------------------------------------------------------------------
+ * fused operators of the teacher's layer (kernels/forward.cu), twins of the
+ * same-named compositions in lib/ops_cpu.h */
+
+/* qkv (B*T, H*D + 2*G*D), the packed projection (q | k | v columns), plus
+ * the packed bias b (H*D + 2*G*D) or NULL -> q (B*T, H, D), k, v (B*T, G, D)
+ * with RoPE on q and k (pos = pos0 + t), as attention_forward_cuda wants */
+void qkv_rope_forward_cuda(bf16_t *d_q, bf16_t *d_k, bf16_t *d_v, const bf16_t *d_qkv, const bf16_t *d_b,
+                           const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
+/* its backward: dqkv (B*T, H*D + 2*G*D) = dq, dk rotated back, and dv, packed */
+void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
+                            const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
+
+/* out (n, F) = silu(gu[:, :F]) * gu[:, F:];  gu (n, 2F) gate | up packed,
+ * and its backward dgu (n, 2F) = dgate | dup */
+void swiglu_packed_forward_cuda(bf16_t *d_out, const bf16_t *d_gu, int n, int F);
+void swiglu_packed_backward_cuda(bf16_t *d_dgu, const bf16_t *d_dout, const bf16_t *d_gu, int n, int F);
+
+/* h (n, C) = x + a (h may be x); out (n, C) = rmsnorm(h) * w, rstd (n)
+ * keeps 1/rms of the bf16 h for the backward */
+void residual_rmsnorm_forward_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, const bf16_t *d_x,
+                                   const bf16_t *d_a, const bf16_t *d_w, int n, int C, float eps);
+/* dh (n, C) = dres + the rmsnorm backward of dout at h (rstd from the
+ * forward): the gradient with respect to x and a of the forward above when
+ * dres is what reaches h along the residual stream. dh may be dres. */
+void residual_rmsnorm_backward_cuda(bf16_t *d_dh, const bf16_t *d_dout, const bf16_t *d_dres, const bf16_t *d_h,
+                                    const float *d_rstd, const bf16_t *d_w, int n, int C);
+
+/* ---------------------------------------------------------------------------
+ * the vocabulary projection fused with its loss, twin of vocab_loss_cpu
+ * (lib/loss.h states the contract: cross-entropy against targets, or
+ * KL(teacher || student) against teacher hidden rows) */
+
+/* rows of float32 logits the scratch holds: one cross-entropy chunk; a KL
+ * chunk is half of it (the student's logits and the teacher's) */
+#define VOCAB_LOSS_ROWS 512
+
+/* vocab_loss_work: bytes of device scratch vocab_loss_cuda needs, whatever
+ * n: VOCAB_LOSS_ROWS rows of V (rounded up to 8) float32 logits and a
+ * little, 311 MB at V 151936. C does not enter into it. */
+size_t vocab_loss_work(int C, int V);
+/* vocab_loss_cuda: d_loss (one float, written, not added to) =
+ * scale * the sum of the row losses; deterministic.
+ *   d_row_loss (n) float32, unscaled, or NULL
+ *   d_dhidden (n, C) or NULL (forward only)
+ *   d_hidden (n, C); d_teacher_hidden (n, C) or NULL; d_targets (n) or NULL
+ *   (exactly one of the two; a target < 0 ignores its row)
+ *   d_w (V, C); d_work: vocab_loss_work(C, V) bytes, 256-byte aligned
+ * (as cudaMalloc gives) */
+void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
+                     const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n, int C,
+                     int V, float scale, void *d_work);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,11 +1,24 @@
 /*
  * gpu_model: the teacher on the GPU (kernels/forward.cu), the twin of
- * model_forward and model_logits in lib/. A GpuModel holds the model's
- * weights as bf16 on the device and activation buffers for up to
- * max_tokens tokens (B*T) per call.
+ * model_forward, model_logits and model_backward in lib/. A GpuModel holds
+ * the model's weights as bf16 on the device (q, k, v stacked into one
+ * matrix, gate and up into another) and every activation buffer for up to
+ * max_tokens tokens (B*T) per call, both sized and allocated once by
+ * gpu_model_new.
+ *
+ * A train GpuModel also keeps, for each layer, what its backward reads (the
+ * layer input, q, k, v after RoPE, the attention output and its lse, h =
+ * x + attention, gate | up and both norms' rstd: about 61.5 KB a token a
+ * layer at the Qwen2.5-3B shape), so gpu_model_backward runs the layers
+ * backwards without recomputing any of them.
+ *
+ * Every call queues its device work on the default stream; those that
+ * return host data wait for it.
  */
 #ifndef DASH_GPU_MODEL_H
 #define DASH_GPU_MODEL_H
+
+#include "gpu.h" // defines: bf16_t
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,23 +34,47 @@ extern "C" {
 
 typedef struct GpuModel GpuModel;
 
-/* gpu_model_new uploads m (which must outlive the GpuModel); dies when the
- * model needs what the CUDA backend does not have (head dims other than 64
- * and 128, MLP biases) */
-GpuModel *gpu_model_new(const Model *m, int max_tokens);
+/* gpu_model_new uploads m (which must outlive the GpuModel) and allocates
+ * the activations for max_tokens tokens; train != 0 adds the saved
+ * activations and the backward's scratch. Dies when the model needs what
+ * the CUDA backend does not have (head dims other than 64 and 128, MLP
+ * biases). */
+GpuModel *gpu_model_new(const Model *m, int max_tokens, int train);
 void gpu_model_free(GpuModel *g);
-/* gpu_model_forward runs B sequences of T tokens (host ids) and, if logits
- * is not NULL, writes every position's logits (B*T, V) to host memory */
+/* gpu_model_bytes: the device memory of the weights and of the activation
+ * arena (saved activations and scratch), in bytes */
+void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations);
+
+/* gpu_model_forward runs B sequences of T tokens (host ids (B*T), each < V;
+ * every sequence starts at position 0) up to the final-normed hidden rows
+ * and, if logits is not NULL, writes every position's logits (B*T, V) to
+ * host memory. In a train GpuModel it keeps what gpu_model_backward needs. */
 void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T, float *logits);
+/* gpu_model_hidden: the device rows (B*T, C) of the last forward after the
+ * final RMSNorm, the input of the vocabulary projection; valid until the
+ * next forward. gpu_model_lm_head: that projection's device weight (V, C). */
+const bf16_t *gpu_model_hidden(GpuModel *g);
+const bf16_t *gpu_model_lm_head(GpuModel *g);
 
 /* A GpuGradHook sees, going backwards, the device gradient dL/da (n, C)
- * of layer l's attention output. */
+ * of layer l's attention output (before the residual add). Device work it
+ * queues on the default stream reads d_da safely; the buffer is reused
+ * after the hook returns. */
 typedef void (*GpuGradHook)(void *ctx, int l, const uint16_t *d_da, int n, int C);
 
-/* gpu_model_backward: the twin of model_backward. dhidden (B*T, C) and dx0
- * (or NULL) are host float32; the rest stays on the device. */
-void gpu_model_backward(GpuModel *g, const int32_t *ids, int B, int T, const float *dhidden,
-                        GpuGradHook grad_hook, void *ctx, float *dx0);
+/* gpu_model_backward: the twin of model_backward, without its forward: it
+ * back-propagates from d_dhidden (B*T, C), the device gradient with respect
+ * to the final-normed hidden rows of the last forward (which must have run
+ * in this train GpuModel with the same B and T), through the final norm and
+ * every layer, calling grad_hook (or not, when NULL) for each layer from the
+ * last. d_dx0 (device, (B*T, C), or NULL) receives the gradient with
+ * respect to the embeddings' output. */
+void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook, void *ctx,
+                        bf16_t *d_dx0);
+/* gpu_model_backward_host: the same from host float32 dhidden (B*T, C),
+ * writing dx0 (B*T, C) float32 to the host if not NULL (for tests) */
+void gpu_model_backward_host(GpuModel *g, int B, int T, const float *dhidden, GpuGradHook grad_hook, void *ctx,
+                             float *dx0);
 
 #ifdef __cplusplus
 }

@@ -1,13 +1,21 @@
 /*
  * ops: the memory-bound operators on the GPU, forward and backward: RMSNorm,
- * RoPE, SwiGLU, embedding lookup, residual add. bf16 in and out, float32
- * inside. Each is the twin of the same-named _cpu function in lib/ops_cpu.c
- * (tests/test_kernels.cu compares them).
+ * RoPE, SwiGLU, embedding lookup, residual add, and the fused forms the
+ * teacher's layer uses. bf16 in and out, float32 inside. Each is the twin
+ * of the same-named _cpu function in lib/ops_cpu.c (tests/test_kernels.cu
+ * compares them).
  *
  * version 1: plain kernels, one warp per row for the norms, one thread per
- * element elsewhere; no fusion yet. Fusing norm + residual and RoPE into the
- * QKV epilogue are the next steps once the whole layer runs here.
+ * element elsewhere.
+ * version 2 (not yet measured): fused kernels for kernels/forward.cu,
+ * 16-byte loads where the width allows: the residual add with the RMSNorm
+ * that follows it (and their backward with the residual gradient), SwiGLU
+ * on packed gate | up rows, and the split of the packed q | k | v projection
+ * with its bias and RoPE (and back, into one packed gradient). The version 1
+ * kernels stay, twin-tested, for other callers.
  */
+#include <string.h>
+
 #include "cuda_common.cuh"
 #include "gpu.h"
 
@@ -179,4 +187,295 @@ extern "C" void rope_forward_cuda(bf16_t *d_x, const float *d_inv_freq, int B, i
 extern "C" void rope_backward_cuda(bf16_t *d_dx, const float *d_inv_freq, int B, int T, int pos0, int NH, int D)
 {
 	rope_launch(d_dx, d_inv_freq, B, T, pos0, NH, D, -1.0f);
+}
+
+// ----------------------------------------------------------------------------
+// fused operators for the teacher's layer (kernels/forward.cu): each is the
+// twin of the same-named composition in lib/ops_cpu.c. The row kernels move
+// 8 bf16 (16 bytes) at a time when the width is a multiple of 8 and every
+// pointer is 16-byte aligned (VEC 8), one at a time otherwise (VEC 1).
+
+template <int VEC> struct Pack {
+	bf16 v[VEC];
+};
+
+template <int VEC> __device__ __forceinline__ Pack<VEC> load_pack(const bf16 *p)
+{
+	Pack<VEC> r;
+	if constexpr (VEC == 8) {
+		int4 raw = *(const int4 *)p;
+		memcpy(&r, &raw, sizeof raw);
+	} else {
+		for (int j = 0; j < VEC; j++)
+			r.v[j] = p[j];
+	}
+	return r;
+}
+
+template <int VEC> __device__ __forceinline__ void store_pack(bf16 *p, const Pack<VEC> &r)
+{
+	if constexpr (VEC == 8) {
+		int4 raw;
+		memcpy(&raw, &r, sizeof raw);
+		*(int4 *)p = raw;
+	} else {
+		for (int j = 0; j < VEC; j++)
+			p[j] = r.v[j];
+	}
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* h = x + a (rounded to bf16, as stored), then out = h r w with r from the
+ * rounded h; one warp per row. h may be x: each lane reads x before it
+ * writes h at the same indices, and reads back only what it wrote. */
+template <int VEC>
+__global__ void residual_rmsnorm_forward_kernel(bf16 *h, bf16 *out, float *rstd, const bf16 *x, const bf16 *a,
+                                                const bf16 *w, int n, int C, float eps)
+{
+	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
+	if (row >= n)
+		return;
+	size_t r0 = (size_t)row * C;
+	float ss = 0;
+	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
+		Pack<VEC> xv = load_pack<VEC>(x + r0 + i), av = load_pack<VEC>(a + r0 + i), hv;
+		for (int j = 0; j < VEC; j++) {
+			hv.v[j] = __float2bfloat16(__bfloat162float(xv.v[j]) + __bfloat162float(av.v[j]));
+			float f = __bfloat162float(hv.v[j]);
+			ss += f * f;
+		}
+		store_pack<VEC>(h + r0 + i, hv);
+	}
+	float r = 1.0f / sqrtf(warp_sum(ss) / C + eps);
+	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
+		Pack<VEC> hv = load_pack<VEC>(h + r0 + i), wv = load_pack<VEC>(w + i), ov;
+		for (int j = 0; j < VEC; j++)
+			ov.v[j] = __float2bfloat16(__bfloat162float(hv.v[j]) * r * __bfloat162float(wv.v[j]));
+		store_pack<VEC>(out + r0 + i, ov);
+	}
+	if (lane == 0)
+		rstd[row] = r;
+}
+
+/* dh = dres + r w dout - h r^3 / C * sum_j dout_j w_j h_j; one warp per
+ * row. dh may be dres (read and written at the same index by one lane). */
+template <int VEC>
+__global__ void residual_rmsnorm_backward_kernel(bf16 *dh, const bf16 *dout, const bf16 *dres, const bf16 *h,
+                                                 const float *rstd, const bf16 *w, int n, int C)
+{
+	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
+	if (row >= n)
+		return;
+	size_t r0 = (size_t)row * C;
+	float dot = 0;
+	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
+		Pack<VEC> dv = load_pack<VEC>(dout + r0 + i), hv = load_pack<VEC>(h + r0 + i), wv = load_pack<VEC>(w + i);
+		for (int j = 0; j < VEC; j++)
+			dot += __bfloat162float(dv.v[j]) * __bfloat162float(wv.v[j]) * __bfloat162float(hv.v[j]);
+	}
+	dot = warp_sum(dot);
+	float r = rstd[row], c = r * r * r * dot / C;
+	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
+		Pack<VEC> dv = load_pack<VEC>(dout + r0 + i), hv = load_pack<VEC>(h + r0 + i), wv = load_pack<VEC>(w + i);
+		Pack<VEC> rv = load_pack<VEC>(dres + r0 + i), ov;
+		for (int j = 0; j < VEC; j++)
+			ov.v[j] = __float2bfloat16(__bfloat162float(rv.v[j]) +
+			                           r * __bfloat162float(wv.v[j]) * __bfloat162float(dv.v[j]) -
+			                           c * __bfloat162float(hv.v[j]));
+		store_pack<VEC>(dh + r0 + i, ov);
+	}
+}
+
+extern "C" void residual_rmsnorm_forward_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, const bf16_t *d_x,
+                                              const bf16_t *d_a, const bf16_t *d_w, int n, int C, float eps)
+{
+	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
+	unsigned grid = (unsigned)CEIL_DIV(n, ROWS_PER_BLOCK);
+	bf16 *h = (bf16 *)d_h, *out = (bf16 *)d_out;
+	const bf16 *x = (const bf16 *)d_x, *a = (const bf16 *)d_a, *w = (const bf16 *)d_w;
+	if (C % 8 == 0 && aligned16(d_h) && aligned16(d_out) && aligned16(d_x) && aligned16(d_a) && aligned16(d_w))
+		residual_rmsnorm_forward_kernel<8><<<grid, block>>>(h, out, d_rstd, x, a, w, n, C, eps);
+	else
+		residual_rmsnorm_forward_kernel<1><<<grid, block>>>(h, out, d_rstd, x, a, w, n, C, eps);
+	cudaCheck(cudaGetLastError());
+}
+
+extern "C" void residual_rmsnorm_backward_cuda(bf16_t *d_dh, const bf16_t *d_dout, const bf16_t *d_dres,
+                                               const bf16_t *d_h, const float *d_rstd, const bf16_t *d_w, int n,
+                                               int C)
+{
+	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
+	unsigned grid = (unsigned)CEIL_DIV(n, ROWS_PER_BLOCK);
+	bf16 *dh = (bf16 *)d_dh;
+	const bf16 *dout = (const bf16 *)d_dout, *dres = (const bf16 *)d_dres, *h = (const bf16 *)d_h,
+	           *w = (const bf16 *)d_w;
+	if (C % 8 == 0 && aligned16(d_dh) && aligned16(d_dout) && aligned16(d_dres) && aligned16(d_h) &&
+	    aligned16(d_w))
+		residual_rmsnorm_backward_kernel<8><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
+	else
+		residual_rmsnorm_backward_kernel<1><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
+	cudaCheck(cudaGetLastError());
+}
+
+/* SwiGLU on the packed gate | up rows: one thread per VEC consecutive
+ * outputs of a row (F % VEC == 0, so they never straddle two rows) */
+template <int VEC> __global__ void swiglu_packed_forward_kernel(bf16 *out, const bf16 *gu, int n, int F)
+{
+	int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; /* into out (n, F) */
+	if (i >= (int64_t)n * F)
+		return;
+	int64_t t = i / F;
+	int j = (int)(i % F);
+	const bf16 *g = gu + t * 2 * F + j;
+	Pack<VEC> gv = load_pack<VEC>(g), uv = load_pack<VEC>(g + F), ov;
+	for (int k = 0; k < VEC; k++) {
+		float x = __bfloat162float(gv.v[k]);
+		ov.v[k] = __float2bfloat16(x / (1.0f + expf(-x)) * __bfloat162float(uv.v[k]));
+	}
+	store_pack<VEC>(out + i, ov);
+}
+
+template <int VEC>
+__global__ void swiglu_packed_backward_kernel(bf16 *dgu, const bf16 *dout, const bf16 *gu, int n, int F)
+{
+	int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; /* into dout (n, F) */
+	if (i >= (int64_t)n * F)
+		return;
+	int64_t t = i / F;
+	int j = (int)(i % F);
+	const bf16 *g = gu + t * 2 * F + j;
+	bf16 *dg = dgu + t * 2 * F + j;
+	Pack<VEC> gv = load_pack<VEC>(g), uv = load_pack<VEC>(g + F), dv = load_pack<VEC>(dout + i), dgv, duv;
+	for (int k = 0; k < VEC; k++) {
+		float x = __bfloat162float(gv.v[k]), u = __bfloat162float(uv.v[k]), d = __bfloat162float(dv.v[k]);
+		float sg = 1.0f / (1.0f + expf(-x));
+		duv.v[k] = __float2bfloat16(d * x * sg);
+		dgv.v[k] = __float2bfloat16(d * u * sg * (1.0f + x * (1.0f - sg)));
+	}
+	store_pack<VEC>(dg, dgv);
+	store_pack<VEC>(dg + F, duv);
+}
+
+extern "C" void swiglu_packed_forward_cuda(bf16_t *d_out, const bf16_t *d_gu, int n, int F)
+{
+	int64_t total = (int64_t)n * F;
+	if (F % 8 == 0 && aligned16(d_out) && aligned16(d_gu))
+		swiglu_packed_forward_kernel<8><<<(unsigned)CEIL_DIV(total / 8, 256), 256>>>((bf16 *)d_out,
+		                                                                            (const bf16 *)d_gu, n, F);
+	else
+		swiglu_packed_forward_kernel<1><<<(unsigned)CEIL_DIV(total, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_gu,
+		                                                                         n, F);
+	cudaCheck(cudaGetLastError());
+}
+
+extern "C" void swiglu_packed_backward_cuda(bf16_t *d_dgu, const bf16_t *d_dout, const bf16_t *d_gu, int n, int F)
+{
+	int64_t total = (int64_t)n * F;
+	if (F % 8 == 0 && aligned16(d_dgu) && aligned16(d_dout) && aligned16(d_gu))
+		swiglu_packed_backward_kernel<8><<<(unsigned)CEIL_DIV(total / 8, 256), 256>>>(
+			(bf16 *)d_dgu, (const bf16 *)d_dout, (const bf16 *)d_gu, n, F);
+	else
+		swiglu_packed_backward_kernel<1><<<(unsigned)CEIL_DIV(total, 256), 256>>>(
+			(bf16 *)d_dgu, (const bf16 *)d_dout, (const bf16 *)d_gu, n, F);
+	cudaCheck(cudaGetLastError());
+}
+
+/* The packed q | k | v projection to the attention's layout: one thread per
+ * (position, rotation pair p < D/2), over every head, so the cosine and sine
+ * are computed once for H + G heads. Head hh < H is q's, then G of k (both
+ * rotated), then G of v (copied). The angle and its cosine and sine as in
+ * rope_kernel; the bias is added in float32 before the rotation. */
+__global__ void qkv_rope_forward_kernel(bf16 *q, bf16 *k, bf16 *v, const bf16 *qkv, const bf16 *b,
+                                        const float *inv_freq, int B, int T, int pos0, int H, int G, int D)
+{
+	int half = D / 2;
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (int64_t)B * T * half)
+		return;
+	int p = (int)(i % half);
+	int64_t bt = i / half; /* b*T + t */
+	int t = (int)(bt % T);
+	float ang = (float)(pos0 + t) * inv_freq[p];
+	double s, c;
+	sincos((double)ang, &s, &c);
+	float cf = (float)c, sf = (float)s;
+	const bf16 *row = qkv + bt * (int64_t)(H + 2 * G) * D;
+	for (int hh = 0; hh < H + 2 * G; hh++) {
+		int o = hh * D;
+		float x1 = __bfloat162float(row[o + p]), x2 = __bfloat162float(row[o + p + half]);
+		if (b)
+			x1 += __bfloat162float(b[o + p]), x2 += __bfloat162float(b[o + p + half]);
+		bf16 *dst;
+		if (hh < H)
+			dst = q + (bt * H + hh) * D;
+		else if (hh < H + G)
+			dst = k + (bt * G + (hh - H)) * D;
+		else
+			dst = v + (bt * G + (hh - H - G)) * D;
+		if (hh < H + G) {
+			dst[p] = __float2bfloat16(x1 * cf - x2 * sf);
+			dst[p + half] = __float2bfloat16(x2 * cf + x1 * sf);
+		} else {
+			dst[p] = __float2bfloat16(x1);
+			dst[p + half] = __float2bfloat16(x2);
+		}
+	}
+}
+
+/* its backward: dq and dk turned back (the transposed rotation), packed
+ * with dv into the projection's columns */
+__global__ void qkv_rope_backward_kernel(bf16 *dqkv, const bf16 *dq, const bf16 *dk, const bf16 *dv,
+                                         const float *inv_freq, int B, int T, int pos0, int H, int G, int D)
+{
+	int half = D / 2;
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (int64_t)B * T * half)
+		return;
+	int p = (int)(i % half);
+	int64_t bt = i / half;
+	int t = (int)(bt % T);
+	float ang = (float)(pos0 + t) * inv_freq[p];
+	double s, c;
+	sincos((double)ang, &s, &c);
+	float cf = (float)c, sf = -(float)s;
+	bf16 *row = dqkv + bt * (int64_t)(H + 2 * G) * D;
+	for (int hh = 0; hh < H + 2 * G; hh++) {
+		const bf16 *src;
+		if (hh < H)
+			src = dq + (bt * H + hh) * D;
+		else if (hh < H + G)
+			src = dk + (bt * G + (hh - H)) * D;
+		else
+			src = dv + (bt * G + (hh - H - G)) * D;
+		float g1 = __bfloat162float(src[p]), g2 = __bfloat162float(src[p + half]);
+		int o = hh * D;
+		if (hh < H + G) {
+			row[o + p] = __float2bfloat16(g1 * cf - g2 * sf);
+			row[o + p + half] = __float2bfloat16(g2 * cf + g1 * sf);
+		} else {
+			row[o + p] = src[p];
+			row[o + p + half] = src[p + half];
+		}
+	}
+}
+
+extern "C" void qkv_rope_forward_cuda(bf16_t *d_q, bf16_t *d_k, bf16_t *d_v, const bf16_t *d_qkv, const bf16_t *d_b,
+                                      const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D)
+{
+	int64_t total = (int64_t)B * T * (D / 2);
+	qkv_rope_forward_kernel<<<(unsigned)CEIL_DIV(total, 256), 256>>>((bf16 *)d_q, (bf16 *)d_k, (bf16 *)d_v,
+	                                                                 (const bf16 *)d_qkv, (const bf16 *)d_b,
+	                                                                 d_inv_freq, B, T, pos0, H, G, D);
+	cudaCheck(cudaGetLastError());
+}
+
+extern "C" void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
+                                       const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D)
+{
+	int64_t total = (int64_t)B * T * (D / 2);
+	qkv_rope_backward_kernel<<<(unsigned)CEIL_DIV(total, 256), 256>>>((bf16 *)d_dqkv, (const bf16 *)d_dq,
+	                                                                  (const bf16 *)d_dk, (const bf16 *)d_dv,
+	                                                                  d_inv_freq, B, T, pos0, H, G, D);
+	cudaCheck(cudaGetLastError());
 }

@@ -256,6 +256,51 @@ void residual_forward_cpu(float *out, const float *x, int64_t n)
 }
 
 // ----------------------------------------------------------------------------
+// fused operators, as compositions of the ones above
+
+void qkv_rope_forward_cpu(float *q, float *k, float *v, const float *qkv, const Tensor *b,
+                          const float *inv_freq, int B, int T, int pos0, int H, int G, int D)
+{
+	int n = B * T, HD = H * D, GD = G * D, W = HD + 2 * GD;
+	float *bias = callocCheck((size_t)W, sizeof(float));
+	if (b && b->data)
+		convert_to_f32(bias, b->data, b->dtype, (size_t)W);
+	/* split the columns: q | k | v, plus the bias */
+	for (int t = 0; t < n; t++) {
+		const float *r = qkv + (size_t)t * W;
+		for (int i = 0; i < HD; i++)
+			q[(size_t)t * HD + i] = r[i] + bias[i];
+		for (int i = 0; i < GD; i++) {
+			k[(size_t)t * GD + i] = r[HD + i] + bias[HD + i];
+			v[(size_t)t * GD + i] = r[HD + GD + i] + bias[HD + GD + i];
+		}
+	}
+	/* then RoPE on q and k */
+	rope_forward_cpu(q, inv_freq, B, T, pos0, H, D);
+	rope_forward_cpu(k, inv_freq, B, T, pos0, G, D);
+	free(bias);
+}
+
+void swiglu_packed_forward_cpu(float *out, const float *gu, int n, int F)
+{
+	#pragma omp parallel for
+	for (int t = 0; t < n; t++)
+		for (int j = 0; j < F; j++) {
+			float g = gu[(size_t)t * 2 * F + j], u = gu[(size_t)t * 2 * F + F + j];
+			out[(size_t)t * F + j] = g / (1.0f + expf(-g)) * u;
+		}
+}
+
+void residual_rmsnorm_forward_cpu(float *h, float *out, const float *x, const float *a, const Tensor *w,
+                                  int n, int C, float eps)
+{
+	if (h != x)
+		memcpy(h, x, (size_t)n * C * sizeof(float));
+	residual_forward_cpu(h, a, (int64_t)n * C);
+	rmsnorm_forward_cpu(out, h, w, n, C, eps);
+}
+
+// ----------------------------------------------------------------------------
 // backward
 
 void matmul_backward_cpu(float *dx, const float *dout, const Tensor *w, int n, int IC, int OC)
@@ -374,4 +419,49 @@ void swiglu_backward_cpu(float *dgate, float *dup, const float *dout, const floa
 		dup[i] = dout[i] * silu;
 		dgate[i] = dout[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
 	}
+}
+
+void qkv_rope_backward_cpu(float *dqkv, const float *dq, const float *dk, const float *dv,
+                           const float *inv_freq, int B, int T, int pos0, int H, int G, int D)
+{
+	int n = B * T, HD = H * D, GD = G * D, W = HD + 2 * GD;
+	/* RoPE back on copies of dq and dk, then pack q | k | v */
+	float *tq = mallocCheck((size_t)n * HD * sizeof(float)), *tk = mallocCheck((size_t)n * GD * sizeof(float));
+	memcpy(tq, dq, (size_t)n * HD * sizeof(float));
+	memcpy(tk, dk, (size_t)n * GD * sizeof(float));
+	rope_backward_cpu(tq, inv_freq, B, T, pos0, H, D);
+	rope_backward_cpu(tk, inv_freq, B, T, pos0, G, D);
+	for (int t = 0; t < n; t++) {
+		float *r = dqkv + (size_t)t * W;
+		for (int i = 0; i < HD; i++)
+			r[i] = tq[(size_t)t * HD + i];
+		for (int i = 0; i < GD; i++) {
+			r[HD + i] = tk[(size_t)t * GD + i];
+			r[HD + GD + i] = dv[(size_t)t * GD + i];
+		}
+	}
+	free(tq), free(tk);
+}
+
+void swiglu_packed_backward_cpu(float *dgu, const float *dout, const float *gu, int n, int F)
+{
+	#pragma omp parallel for
+	for (int t = 0; t < n; t++)
+		for (int j = 0; j < F; j++) {
+			float g = gu[(size_t)t * 2 * F + j], u = gu[(size_t)t * 2 * F + F + j], d = dout[(size_t)t * F + j];
+			float sg = 1.0f / (1.0f + expf(-g));
+			dgu[(size_t)t * 2 * F + j] = d * u * sg * (1.0f + g * (1.0f - sg)); /* dgate */
+			dgu[(size_t)t * 2 * F + F + j] = d * g * sg;                        /* dup */
+		}
+}
+
+void residual_rmsnorm_backward_cpu(float *dh, const float *dout, const float *dres, const float *h,
+                                   const Tensor *w, int n, int C, float eps)
+{
+	size_t nC = (size_t)n * C;
+	float *t = mallocCheck(nC * sizeof(float));
+	rmsnorm_backward_cpu(t, dout, h, w, n, C, eps);
+	for (size_t i = 0; i < nC; i++)
+		dh[i] = dres[i] + t[i];
+	free(t);
 }

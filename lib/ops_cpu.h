@@ -47,6 +47,24 @@ void swiglu_forward_cpu(float *out, const float *gate, const float *up, int64_t 
 void residual_forward_cpu(float *out, const float *x, int64_t n);
 
 /* ---------------------------------------------------------------------------
+ * fused operators: what the GPU teacher runs (kernels/ops.cu), each defined
+ * here as the composition of the operators above */
+
+/* qkv_rope_forward_cpu splits the packed projection qkv (B*T, H*D + 2*G*D)
+ * (the columns of q, then k, then v) into q (B*T, H, D), k, v (B*T, G, D),
+ * adds the packed bias b (H*D + 2*G*D) (data NULL: none) and rotates q and
+ * k as rope_forward_cpu does */
+void qkv_rope_forward_cpu(float *q, float *k, float *v, const float *qkv, const Tensor *b,
+                          const float *inv_freq, int B, int T, int pos0, int H, int G, int D);
+
+/* out (n, F) = silu(gu[:, :F]) * gu[:, F:];  gu (n, 2F) gate | up, packed */
+void swiglu_packed_forward_cpu(float *out, const float *gu, int n, int F);
+
+/* h (n, C) = x + a;  out (n, C) = rmsnorm(h) * w.  h may be x. */
+void residual_rmsnorm_forward_cpu(float *h, float *out, const float *x, const float *a, const Tensor *w,
+                                  int n, int C, float eps);
+
+/* ---------------------------------------------------------------------------
  * backward, with respect to activations only (weights are frozen in every
  * stage that differentiates: the search and the candidates' inputs). Each
  * takes the forward's inputs and dout and writes (=, not +=) the gradients. */
@@ -70,5 +88,19 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
 /* dgate, dup (n) of out = silu(gate) * up; dgate may not alias gate */
 void swiglu_backward_cpu(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                          int64_t n);
+
+/* dqkv (B*T, H*D + 2*G*D) of qkv_rope_forward_cpu: dq and dk rotated back,
+ * packed with dv as the projection's columns are */
+void qkv_rope_backward_cpu(float *dqkv, const float *dq, const float *dk, const float *dv,
+                           const float *inv_freq, int B, int T, int pos0, int H, int G, int D);
+
+/* dgu (n, 2F) of swiglu_packed_forward_cpu, dgate | dup */
+void swiglu_packed_backward_cpu(float *dgu, const float *dout, const float *gu, int n, int F);
+
+/* residual_rmsnorm_backward_cpu: dh (n, C) = dres + the rmsnorm backward of
+ * dout at h, the gradient with respect to h = x + a (so to x and to a) when
+ * dres is what reaches h along the residual stream. dh may be dres. */
+void residual_rmsnorm_backward_cpu(float *dh, const float *dout, const float *dres, const float *h,
+                                   const Tensor *w, int n, int C, float eps);
 
 #endif

@@ -1,8 +1,12 @@
-/* test_gpu_model: the teacher's forward on the GPU against the CPU
- * reference, on the tiny GGUF fixtures (head dim 64; every quantisation
- * type, dequantised to bf16 on upload): B 2 sequences of 37 tokens. bf16
- * activations through the whole network: the logits agree within 3e-2 of
- * their scale. Runs on a GPU: make test-gpu. */
+/* test_gpu_model: the teacher's forward and backward on the GPU against the
+ * CPU reference, on the tiny GGUF fixtures (head dim 64; every quantisation
+ * type, dequantised to bf16 on upload): B 2 sequences of 37 tokens, in
+ * GpuModels with room for more tokens than that (so a row stride that
+ * confuses n with max_tokens shows). bf16 activations through the whole
+ * network: the logits agree within 3e-2 of their scale in both the
+ * inference and the train GpuModel, the final hidden rows within 3e-2, and
+ * the backward's dL/dx0 and every layer's dL/da within 5e-2 of theirs.
+ * Runs on a GPU: make test-gpu. */
 #include <string.h>
 
 #include "gpu.h"
@@ -10,6 +14,39 @@
 extern "C" {
 #include "test.h"
 #include "util.h"
+}
+
+/* each layer's dL/da, from either side's grad hook: L x (n, C) float32 */
+typedef struct {
+	float *da;
+	int n, C;
+} Grads;
+
+static void cpu_hook(void *ctx, int l, const float *u, const float *da, int B, int T)
+{
+	Grads *g = (Grads *)ctx;
+	(void)u;
+	memcpy(g->da + (size_t)l * g->n * g->C, da, (size_t)B * T * g->C * sizeof(float));
+}
+
+static void gpu_hook(void *ctx, int l, const uint16_t *d_da, int n, int C)
+{
+	Grads *g = (Grads *)ctx;
+	uint16_t *h = (uint16_t *)mallocCheck((size_t)n * C * 2);
+	gpu_download(h, d_da, (size_t)n * C * 2);
+	for (size_t i = 0; i < (size_t)n * C; i++)
+		g->da[(size_t)l * g->n * g->C + i] = bf16_to_f32(h[i]);
+	free(h);
+}
+
+static int close_to(const char *name, const float *got, const float *ref, size_t n, double tol)
+{
+	double *r = (double *)mallocCheck(n * sizeof(double));
+	for (size_t i = 0; i < n; i++)
+		r[i] = ref[i];
+	int ok = check_tensor(name, got, r, n, tol * max_abs(r, n), 0);
+	free(r);
+	return ok;
 }
 
 static void check(const char *path)
@@ -25,7 +62,7 @@ static void check(const char *path)
 	float *ref = (float *)mallocCheck((size_t)n * c->V * 4), *got = (float *)mallocCheck((size_t)n * c->V * 4);
 	model_forward(&m, ids, B, T, hidden, NULL, NULL);
 	model_logits(&m, hidden, n, ref);
-	GpuModel *g = gpu_model_new(&m, n);
+	GpuModel *g = gpu_model_new(&m, n + 5, 0);
 	gpu_model_forward(g, ids, B, T, got);
 	double *r = (double *)mallocCheck((size_t)n * c->V * sizeof(double));
 	int agree = 0;
@@ -44,20 +81,57 @@ static void check(const char *path)
 	         path, agree, n);
 	test_cond(msg, check_tensor("logits", got, r, (size_t)n * c->V, 3e-2 * max_abs(r, (size_t)n * c->V), 0));
 
-	/* the backward: the gradient with respect to the embeddings, from a
-	 * random dL/dhidden, through every layer */
-	float *dh = (float *)mallocCheck((size_t)n * c->C * 4), *dx_cpu = (float *)mallocCheck((size_t)n * c->C * 4);
-	float *dx_gpu = (float *)mallocCheck((size_t)n * c->C * 4);
-	for (size_t i = 0; i < (size_t)n * c->C; i++)
+	gpu_model_free(g);
+
+	/* a train GpuModel: the same logits, the final hidden rows, then the
+	 * backward from a random dL/dhidden through every layer: dL/dx0 and
+	 * each layer's dL/da */
+	g = gpu_model_new(&m, n + 3, 1);
+	gpu_model_forward(g, ids, B, T, got);
+	snprintf(msg, sizeof msg, "%s: train GpuModel's logits equal the CPU reference within 3e-2 of max|logit|", path);
+	test_cond(msg, check_tensor("logits", got, r, (size_t)n * c->V, 3e-2 * max_abs(r, (size_t)n * c->V), 0));
+	size_t nC = (size_t)n * c->C;
+	uint16_t *hb = (uint16_t *)mallocCheck(nC * 2);
+	float *hid = (float *)mallocCheck(nC * 4);
+	gpu_download(hb, gpu_model_hidden(g), nC * 2);
+	for (size_t i = 0; i < nC; i++)
+		hid[i] = bf16_to_f32(hb[i]);
+	snprintf(msg, sizeof msg, "%s: gpu_model_hidden equals the CPU's final-normed hidden within 3e-2", path);
+	test_cond(msg, close_to("hidden", hid, hidden, nC, 3e-2));
+
+	float *dh = (float *)mallocCheck(nC * 4), *dx_cpu = (float *)mallocCheck(nC * 4);
+	float *dx_gpu = (float *)mallocCheck(nC * 4);
+	Grads gc = {(float *)mallocCheck((size_t)c->L * nC * 4), n, c->C};
+	Grads gg = {(float *)mallocCheck((size_t)c->L * nC * 4), n, c->C};
+	for (size_t i = 0; i < nC; i++)
 		dh[i] = (float)((i * 2654435761u % 1000) / 500.0 - 1.0);
-	model_backward(&m, ids, B, T, dh, NULL, NULL, dx_cpu);
-	gpu_model_backward(g, ids, B, T, dh, NULL, NULL, dx_gpu);
-	double *rx = (double *)mallocCheck((size_t)n * c->C * sizeof(double));
-	for (size_t i = 0; i < (size_t)n * c->C; i++)
-		rx[i] = dx_cpu[i];
+	model_backward(&m, ids, B, T, dh, cpu_hook, &gc, dx_cpu);
+	gpu_model_backward_host(g, B, T, dh, gpu_hook, &gg, dx_gpu);
 	snprintf(msg, sizeof msg, "%s: GPU backward's dL/dx0 equals the CPU reference within 5e-2 of its scale", path);
-	test_cond(msg, check_tensor("dx0", dx_gpu, rx, (size_t)n * c->C, 5e-2 * max_abs(rx, (size_t)n * c->C), 0));
-	free(dh), free(dx_cpu), free(dx_gpu), free(rx);
+	test_cond(msg, close_to("dx0", dx_gpu, dx_cpu, nC, 5e-2));
+	int ok = 1;
+	for (int l = 0; l < c->L; l++) {
+		char name[32];
+		snprintf(name, sizeof name, "da[%d]", l);
+		ok &= close_to(name, gg.da + (size_t)l * nC, gc.da + (size_t)l * nC, nC, 5e-2);
+	}
+	snprintf(msg, sizeof msg, "%s: every layer's dL/da (the grad hook) equals the CPU's within 5e-2", path);
+	test_cond(msg, ok);
+
+	/* the device entry point, into a device dx0, gives the same (up to the
+	 * order of the attention backward's float32 atomics) */
+	bf16_t *d_dh = (bf16_t *)gpu_alloc(nC * 2), *d_dx0 = (bf16_t *)gpu_alloc(nC * 2);
+	for (size_t i = 0; i < nC; i++)
+		hb[i] = f32_to_bf16(dh[i]);
+	gpu_upload(d_dh, hb, nC * 2);
+	gpu_model_backward(g, B, T, d_dh, NULL, NULL, d_dx0);
+	gpu_download(hb, d_dx0, nC * 2);
+	for (size_t i = 0; i < nC; i++)
+		hid[i] = bf16_to_f32(hb[i]);
+	snprintf(msg, sizeof msg, "%s: gpu_model_backward into a device dx0 equals gpu_model_backward_host", path);
+	test_cond(msg, close_to("dx0", hid, dx_gpu, nC, 1e-2));
+	gpu_free(d_dh), gpu_free(d_dx0);
+	free(hb), free(hid), free(dh), free(dx_cpu), free(dx_gpu), free(gc.da), free(gg.da);
 	gpu_model_free(g);
 	free(hidden), free(ref), free(got), free(r);
 	model_free(&m);

@@ -151,6 +151,67 @@ static void test_swiglu(int n)
 	free(s.g), free(s.u), free(R), free(dg), free(du);
 }
 
+/* the fused twins: several outputs are laid end to end in out (and R) */
+
+typedef struct { float *qkv, *b, inv[4]; int B, T, H, G, D; } QR;
+static void qr_f(void *c, float *out)
+{
+	QR *r = c;
+	size_t nq = (size_t)r->B * r->T * r->H * r->D, nk = (size_t)r->B * r->T * r->G * r->D;
+	Tensor b = {DT_F32, 1, {(r->H + 2 * r->G) * r->D}, r->b};
+	qkv_rope_forward_cpu(out, out + nq, out + nq + nk, r->qkv, &b, r->inv, r->B, r->T, 2, r->H, r->G, r->D);
+}
+
+static void test_qkv_rope(void)
+{
+	QR r = {NULL, NULL, {1.0f, 0.4f, 0.05f, 0.002f}, 2, 3, 4, 2, 8};
+	size_t n = (size_t)r.B * r.T, W = (size_t)(r.H + 2 * r.G) * r.D;
+	size_t nq = n * r.H * r.D, nk = n * r.G * r.D;
+	r.qkv = rnd(n * W, 1), r.b = rnd(W, 1);
+	float *R = rnd(nq + 2 * nk, 1), *d = mallocCheck(n * W * sizeof(float));
+	qkv_rope_backward_cpu(d, R, R + nq, R + nq + nk, r.inv, r.B, r.T, 2, r.H, r.G, r.D);
+	test_cond("qkv_rope B=2 T=3 H=4 G=2 D=8 pos0=2: dqkv", fd_ok("dqkv", qr_f, &r, r.qkv, n * W, d, R, nq + 2 * nk));
+	free(r.qkv), free(r.b), free(R), free(d);
+}
+
+typedef struct { float *gu; int n, F; } SP;
+static void sp_f(void *c, float *out) { SP *s = c; swiglu_packed_forward_cpu(out, s->gu, s->n, s->F); }
+
+static void test_swiglu_packed(int n, int F)
+{
+	SP s = {rnd((size_t)n * 2 * F, 3), n, F};
+	float *R = rnd((size_t)n * F, 1), *d = mallocCheck((size_t)n * 2 * F * sizeof(float));
+	swiglu_packed_backward_cpu(d, R, s.gu, n, F);
+	char msg[96];
+	snprintf(msg, sizeof msg, "swiglu_packed n=%d F=%d: dgu", n, F);
+	test_cond(msg, fd_ok("dgu", sp_f, &s, s.gu, (size_t)n * 2 * F, d, R, (size_t)n * F));
+	free(s.gu), free(R), free(d);
+}
+
+/* out holds h then the normed rows */
+typedef struct { float *x, *a; Tensor w; int n, C; } RR;
+static void rr_f(void *c, float *out)
+{
+	RR *r = c;
+	residual_rmsnorm_forward_cpu(out, out + (size_t)r->n * r->C, r->x, r->a, &r->w, r->n, r->C, 1e-5f);
+}
+
+static void test_residual_rmsnorm(int n, int C)
+{
+	size_t nC = (size_t)n * C;
+	float *w = rnd((size_t)C, 1);
+	RR r = {rnd(nC, 1), rnd(nC, 1), {DT_F32, 1, {C}, w}, n, C};
+	float *R = rnd(2 * nC, 1), *h = mallocCheck(nC * sizeof(float)), *d = mallocCheck(nC * sizeof(float));
+	for (size_t i = 0; i < nC; i++)
+		h[i] = r.x[i] + r.a[i];
+	/* R = dL/dh along the residual, then dL/d(normed rows) */
+	residual_rmsnorm_backward_cpu(d, R + nC, R, h, &r.w, n, C, 1e-5f);
+	char msg[96];
+	snprintf(msg, sizeof msg, "residual_rmsnorm n=%d C=%d: dx, da", n, C);
+	test_cond(msg, fd_ok("dx", rr_f, &r, r.x, nC, d, R, 2 * nC) && fd_ok("da", rr_f, &r, r.a, nC, d, R, 2 * nC));
+	free(w), free(r.x), free(r.a), free(R), free(h), free(d);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -163,5 +224,8 @@ int main(int argc, char **argv)
 	test_attention(1, 9, 4, 1, 8, 3);
 	test_attention(2, 6, 3, 3, 4, 20);
 	test_swiglu(64);
+	test_qkv_rope();
+	test_swiglu_packed(3, 5);
+	test_residual_rmsnorm(3, 17);
 	return test_report();
 }

@@ -11,7 +11,7 @@
 #include "util.h"   // defines: die, estrtocount, Progress
 #ifdef DASH_CUDA
 #include "gpu.h"       // defines: cuda_device_count, cuda_device_name
-#include "gpu_model.h" // defines: gpu_model_new, gpu_model_forward
+#include "gpu_model.h" // defines: gpu_model_new, gpu_model_bytes, gpu_model_forward
 #endif
 
 #define LOGITS_FORMAT "dash-logits"
@@ -140,9 +140,12 @@ int main(int argc, char **argv)
 	GpuModel *gm = NULL;
 	if (cuda) {
 		char name[128];
+		size_t wb, ab;
 		cuda_device_name(0, name, sizeof name);
-		fprintf(stderr, "eval-lm: device cuda: %s\n", name);
-		gm = gpu_model_new(&m, T);
+		gm = gpu_model_new(&m, T, 0);
+		gpu_model_bytes(gm, &wb, &ab);
+		fprintf(stderr, "eval-lm: device cuda: %s; weights %.2f GiB, activations %.2f GiB\n", name,
+		        (double)wb / (1 << 30), (double)ab / (1 << 30));
 	}
 #endif
 	Progress pr;
