@@ -50,15 +50,20 @@ int main(int argc, char **argv)
 	gpu_upload(q, h, nq * 2), gpu_upload(k, h, nk * 2), gpu_upload(v, h + 7, nk * 2);
 	bf16_t *dq = (bf16_t *)gpu_alloc(nq * 2), *dk = (bf16_t *)gpu_alloc(nk * 2), *dv = (bf16_t *)gpu_alloc(nk * 2);
 	float *work = (float *)gpu_alloc(attention_backward_work(B, T, H, D) * 4);
-	float fwd = median_ms([&] { attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W); });
-	float fb = median_ms([&] {
-		attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W);
-		attention_backward_cuda(dq, dk, dv, o, o, lse, q, k, v, B, T, H, G, D, W, work);
-	});
 	/* causal: half of the 4 T^2 D H flops (two products), per sequence */
 	double keys = W > 0 && W < T ? (double)W * T - (double)W * W / 2 : (double)T * T / 2;
 	double flop = 4.0 * B * H * D * keys;
-	printf("attention_cuda B=%d T=%d H=%d G=%d D=%d window=%d: forward %.3f ms (%.1f TFLOP/s), forward+backward %.3f ms\n",
-	       B, T, H, G, D, W, fwd, flop / (fwd * 1e-3) / 1e12, fb);
+	for (int mma = 0; mma < 2; mma++) {
+		if (mma)
+			setenv("DASH_ATTENTION_MMA", "1", 1);
+		float fwd = median_ms([&] { attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W); });
+		float fb = median_ms([&] {
+			attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, W);
+			attention_backward_cuda(dq, dk, dv, o, o, lse, q, k, v, B, T, H, G, D, W, work);
+		});
+		printf("attention_cuda (%s) B=%d T=%d H=%d G=%d D=%d window=%d: forward %.3f ms (%.1f TFLOP/s), "
+		       "forward+backward %.3f ms\n", mma ? "mma.sync" : "default", B, T, H, G, D, W, fwd,
+		       flop / (fwd * 1e-3) / 1e12, fb);
+	}
 	return 0;
 }

@@ -188,6 +188,84 @@ static void test_swiglu_residual(int64_t n)
 	free(ref), free(ref2);
 }
 
+/* the fused kernels of the teacher's layer against their CPU compositions */
+
+static void test_qkv_rope(int B, int T, int H, int G, int D, int pos0, int bias)
+{
+	size_t n = (size_t)B * T, HD = (size_t)H * D, GD = (size_t)G * D, W = HD + 2 * GD;
+	Buf qkv = buf_rand(n * W, 2), b = buf_rand(W, 1);
+	Buf q = buf_empty(n * HD), k = buf_empty(n * GD), v = buf_empty(n * GD);
+	float *inv = (float *)mallocCheck((size_t)D / 2 * 4), *d_inv = (float *)gpu_alloc((size_t)D / 2 * 4);
+	for (int i = 0; i < D / 2; i++)
+		inv[i] = (float)(1.0 / pow(1e6, 2.0 * i / D));
+	gpu_upload(d_inv, inv, (size_t)D / 2 * 4);
+	float *rq = (float *)mallocCheck(n * HD * 4), *rk = (float *)mallocCheck(n * GD * 4);
+	float *rv = (float *)mallocCheck(n * GD * 4), *r = (float *)mallocCheck(n * W * 4);
+	Tensor Bv = view(&b, 1, (int64_t)W, 0), none = {};
+	char msg[128];
+	qkv_rope_forward_cpu(rq, rk, rv, qkv.f, bias ? &Bv : &none, inv, B, T, pos0, H, G, D);
+	qkv_rope_forward_cuda(q.d, k.d, v.d, qkv.d, bias ? b.d : NULL, d_inv, B, T, pos0, H, G, D);
+	snprintf(msg, sizeof msg, "qkv_rope_forward B=%d T=%d H=%d G=%d D=%d pos0=%d%s", B, T, H, G, D, pos0,
+	         bias ? " +bias" : "");
+	test_cond(msg, same("q", &q, rq) & same("k", &k, rk) & same("v", &v, rv));
+	/* the backward from random dq, dk, dv */
+	Buf dq = buf_rand(n * HD, 1), dk = buf_rand(n * GD, 1), dv = buf_rand(n * GD, 1), dqkv = buf_empty(n * W);
+	qkv_rope_backward_cpu(r, dq.f, dk.f, dv.f, inv, B, T, pos0, H, G, D);
+	qkv_rope_backward_cuda(dqkv.d, dq.d, dk.d, dv.d, d_inv, B, T, pos0, H, G, D);
+	snprintf(msg, sizeof msg, "qkv_rope_backward B=%d T=%d H=%d G=%d D=%d pos0=%d", B, T, H, G, D, pos0);
+	test_cond(msg, same("dqkv", &dqkv, r));
+	buf_free(&qkv), buf_free(&b), buf_free(&q), buf_free(&k), buf_free(&v);
+	buf_free(&dq), buf_free(&dk), buf_free(&dv), buf_free(&dqkv);
+	free(inv), free(rq), free(rk), free(rv), free(r);
+	gpu_free(d_inv);
+}
+
+static void test_swiglu_packed(int n, int F)
+{
+	size_t nF = (size_t)n * F;
+	Buf gu = buf_rand(2 * nF, 3), out = buf_empty(nF), dout = buf_rand(nF, 1), dgu = buf_empty(2 * nF);
+	float *ref = (float *)mallocCheck(2 * nF * 4);
+	char msg[96];
+	swiglu_packed_forward_cpu(ref, gu.f, n, F);
+	swiglu_packed_forward_cuda(out.d, gu.d, n, F);
+	snprintf(msg, sizeof msg, "swiglu_packed_forward n=%d F=%d", n, F);
+	test_cond(msg, same("out", &out, ref));
+	swiglu_packed_backward_cpu(ref, dout.f, gu.f, n, F);
+	swiglu_packed_backward_cuda(dgu.d, dout.d, gu.d, n, F);
+	snprintf(msg, sizeof msg, "swiglu_packed_backward n=%d F=%d", n, F);
+	test_cond(msg, same("dgu", &dgu, ref));
+	buf_free(&gu), buf_free(&out), buf_free(&dout), buf_free(&dgu);
+	free(ref);
+}
+
+/* inplace: h is x in the forward (as the inference forward runs it) and dh
+ * is dres in the backward */
+static void test_residual_rmsnorm(int n, int C, int inplace)
+{
+	size_t nC = (size_t)n * C;
+	Buf x = buf_rand(nC, 2), a = buf_rand(nC, 1), w = buf_rand((size_t)C, 1), h = buf_empty(nC);
+	Buf out = buf_empty(nC), dout = buf_rand(nC, 1), dres = buf_rand(nC, 1), dh = buf_empty(nC);
+	float *rh = (float *)mallocCheck(nC * 4), *ref = (float *)mallocCheck(nC * 4);
+	float *rstd = (float *)gpu_alloc((size_t)n * 4);
+	Tensor W = view(&w, 1, C, 0);
+	Buf *hg = inplace ? &x : &h, *dhg = inplace ? &dres : &dh;
+	char msg[128];
+	residual_rmsnorm_forward_cpu(rh, ref, x.f, a.f, &W, n, C, 1e-6f);
+	residual_rmsnorm_forward_cuda(hg->d, out.d, rstd, x.d, a.d, w.d, n, C, 1e-6f);
+	snprintf(msg, sizeof msg, "residual_rmsnorm_forward n=%d C=%d%s", n, C, inplace ? " in place" : "");
+	/* the kernel normalises the bf16 h it stores, the CPU the float32 sum */
+	test_cond(msg, same("h", hg, rh) & same("out", &out, ref));
+	/* the backward at the GPU's h (same() left its bf16 values in hg->f) */
+	residual_rmsnorm_backward_cpu(ref, dout.f, dres.f, hg->f, &W, n, C, 1e-6f);
+	residual_rmsnorm_backward_cuda(dhg->d, dout.d, dres.d, hg->d, rstd, w.d, n, C);
+	snprintf(msg, sizeof msg, "residual_rmsnorm_backward n=%d C=%d%s", n, C, inplace ? " in place" : "");
+	test_cond(msg, same("dh", dhg, ref));
+	buf_free(&x), buf_free(&a), buf_free(&w), buf_free(&h), buf_free(&out), buf_free(&dout), buf_free(&dres);
+	buf_free(&dh);
+	free(rh), free(ref);
+	gpu_free(rstd);
+}
+
 static void test_attention(int B, int T, int H, int G, int D, int W)
 {
 	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D;
@@ -197,7 +275,8 @@ static void test_attention(int B, int T, int H, int G, int D, int W)
 	attention_forward_cpu(ref, q.f, k.f, v.f, B, T, H, G, D, W);
 	attention_forward_cuda(out.d, d_lse, q.d, k.d, v.d, B, T, H, G, D, W);
 	char msg[128];
-	snprintf(msg, sizeof msg, "attention_forward B=%d T=%d H=%d G=%d D=%d window=%d", B, T, H, G, D, W);
+	const char *impl = getenv("DASH_ATTENTION_MMA") ? "mma.sync" : "default";
+	snprintf(msg, sizeof msg, "attention_forward (%s) B=%d T=%d H=%d G=%d D=%d window=%d", impl, B, T, H, G, D, W);
 	/* the kernel rounds the probabilities to bf16 before P V, as flash
 	 * attention does: a few 1e-3 of the output's scale, not of each value */
 	int ok = same_tol("out", &out, ref, 5e-3, 1e-2);
@@ -267,13 +346,31 @@ int main(int argc, char **argv)
 	test_rope(3, 100, 16, 128, 0);
 	test_swiglu_residual(1);
 	test_swiglu_residual(100003);
-	test_attention(1, 1, 2, 1, 64, 0);
-	test_attention(2, 77, 4, 2, 128, 0);
-	test_attention(1, 300, 16, 2, 128, 0);
-	test_attention(2, 200, 4, 1, 64, 50);
-	test_attention(1, 100, 2, 2, 128, 500);
-	test_attention(1, 129, 2, 1, 64, 1);
-	test_attention(1, 600, 8, 2, 128, 200); /* a window across several tiles of both kernels */
-	test_attention(3, 257, 4, 4, 64, 0);    /* one past two tiles; as many kv heads as heads */
+	test_qkv_rope(1, 1, 2, 1, 64, 0, 0);
+	test_qkv_rope(2, 13, 4, 2, 128, 5, 1);
+	test_qkv_rope(3, 100, 16, 2, 128, 0, 1);
+	test_swiglu_packed(1, 8);
+	test_swiglu_packed(37, 1000);
+	test_swiglu_packed(5, 77); /* F not a multiple of 8: one value at a time */
+	test_residual_rmsnorm(1, 64, 0);
+	test_residual_rmsnorm(37, 896, 0);
+	test_residual_rmsnorm(37, 896, 1);
+	test_residual_rmsnorm(129, 2048, 0);
+	test_residual_rmsnorm(5, 100, 1); /* C not a multiple of 8: one value at a time */
+	/* the default attention forward (wgmma on Hopper), then the portable
+	 * mma.sync one */
+	for (int impl = 0; impl < 2; impl++) {
+		if (impl)
+			setenv("DASH_ATTENTION_MMA", "1", 1);
+		test_attention(1, 1, 2, 1, 64, 0);
+		test_attention(2, 77, 4, 2, 128, 0);
+		test_attention(1, 300, 16, 2, 128, 0);
+		test_attention(2, 200, 4, 1, 64, 50);
+		test_attention(1, 100, 2, 2, 128, 500);
+		test_attention(1, 129, 2, 1, 64, 1);
+		test_attention(1, 600, 8, 2, 128, 200); /* a window across several tiles of both kernels */
+		test_attention(3, 257, 4, 4, 64, 0);    /* one past two tiles; as many kv heads as heads */
+	}
+	unsetenv("DASH_ATTENTION_MMA");
 	return test_report();
 }
