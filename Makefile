@@ -36,6 +36,9 @@ else
 $(info ✓ nvcc $(NVCC), building CUDA objects for sm_$(GPU_ARCH))
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS += -DDASH_CUDA -Ikernels -I$(CUDA_HOME)/include
+ifeq ($(GPU_ARCH),90a)
+NVFLAGS += -DDASH_SM90A
+endif
 CUDA_LIBS := $(CU_LIB) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
 
@@ -76,14 +79,15 @@ test: all $(TESTS) $(GPU_TESTS)
 test-gpu: all $(GPU_TESTS)
 	@tests/run gpu
 
-# benchmark programs (GPU): bench/bin/teacher, bench/bin/attention; see bench/RESULTS.md
-bench: bench/bin/teacher bench/bin/attention
+# benchmark programs (GPU): bench/bin/teacher and one per bench/*.cu; see bench/RESULTS.md
+BENCH := bench/bin/teacher $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu))
+bench: $(BENCH)
 
 bench/bin/teacher: bench/teacher.c $(LIB) $(CU_LIB)
 	@mkdir -p bench/bin
 	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
 
-bench/bin/attention: bench/attention.cu $(CU_LIB)
+bench/bin/%: bench/%.cu $(CU_LIB)
 	@mkdir -p bench/bin
 	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -o $@ $< $(CU_LIB) -lcublas
 
