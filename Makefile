@@ -67,7 +67,7 @@ tests/bin/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p tests/bin
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
-tests/bin/gpu_%: tests/%.cu tests/test.h $(LIB) $(CU_LIB)
+tests/bin/gpu_%: tests/%.cu tests/test.h tests/gpu_test.h $(LIB) $(CU_LIB)
 	@mkdir -p tests/bin
 	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -Itests $(DEPS_CFLAGS) -o $@ $< $(CU_LIB) $(LIB) -lcublas -Xcompiler -fopenmp $(DEPS_LIBS) -lm
 
@@ -87,7 +87,7 @@ bench/bin/teacher: bench/teacher.c $(LIB) $(CU_LIB)
 	@mkdir -p bench/bin
 	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
 
-bench/bin/%: bench/%.cu $(CU_LIB)
+bench/bin/%: bench/%.cu bench/bench.h $(CU_LIB)
 	@mkdir -p bench/bin
 	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -o $@ $< $(CU_LIB) -lcublas
 

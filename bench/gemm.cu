@@ -10,26 +10,8 @@
 #include <algorithm>
 #include <cuda_runtime.h>
 
+#include "bench.h"
 #include "gpu.h"
-
-template <typename F>
-static float median_ms(F fn)
-{
-	cudaEvent_t e0, e1;
-	cudaEventCreate(&e0), cudaEventCreate(&e1);
-	float ms[20];
-	for (int i = 0; i < 23; i++) {
-		cudaEventRecord(e0);
-		fn();
-		cudaEventRecord(e1);
-		cudaEventSynchronize(e1);
-		if (i >= 3)
-			cudaEventElapsedTime(&ms[i - 3], e0, e1);
-	}
-	std::sort(ms, ms + 20);
-	cudaEventDestroy(e0), cudaEventDestroy(e1);
-	return ms[10];
-}
 
 int main(int argc, char **argv)
 {

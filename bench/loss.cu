@@ -15,29 +15,10 @@
 #include <cuda_runtime.h>
 
 #include "cuda_common.cuh"
+#include "bench.h"
 #include "gpu.h"
 extern "C" {
 #include "tensor.h"
-}
-
-/* the median of 20 timings of fn after 3 warm-ups, in ms */
-template <typename F>
-static float median_ms(F fn)
-{
-	cudaEvent_t e0, e1;
-	cudaCheck(cudaEventCreate(&e0)), cudaCheck(cudaEventCreate(&e1));
-	float ms[20];
-	for (int i = 0; i < 23; i++) {
-		cudaCheck(cudaEventRecord(e0));
-		fn();
-		cudaCheck(cudaEventRecord(e1));
-		cudaCheck(cudaEventSynchronize(e1));
-		if (i >= 3)
-			cudaCheck(cudaEventElapsedTime(&ms[i - 3], e0, e1));
-	}
-	std::sort(ms, ms + 20);
-	cudaCheck(cudaEventDestroy(e0)), cudaCheck(cudaEventDestroy(e1));
-	return ms[10];
 }
 
 static bf16_t *rand_bf16(size_t n, float scale)

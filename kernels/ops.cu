@@ -153,6 +153,15 @@ extern "C" void swiglu_backward_cuda(bf16_t *d_dgate, bf16_t *d_dup, const bf16_
 // float32 as transformers computes it, its cosine and sine in double as the
 // CPU twin does. sign -1 is the transpose, the backward.
 
+/* the cosine and sine of the angle pos inv_freq (the angle rounded to
+ * float32, its cosine and sine in double) */
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv_freq, float *cf, float *sf)
+{
+	double s, c;
+	sincos((double)((float)pos * inv_freq), &s, &c);
+	*cf = (float)c, *sf = (float)s;
+}
+
 __global__ void rope_kernel(bf16 *x, const float *inv_freq, int B, int T, int pos0, int NH, int D, float sign)
 {
 	int half = D / 2;
@@ -162,10 +171,9 @@ __global__ void rope_kernel(bf16 *x, const float *inv_freq, int B, int T, int po
 	int p = (int)(i % half);
 	int64_t bth = i / half; /* (b*T + t) * NH + h */
 	int t = (int)((bth / NH) % T);
-	float ang = (float)(pos0 + t) * inv_freq[p];
-	double s, c;
-	sincos((double)ang, &s, &c);
-	float cf = (float)c, sf = sign * (float)s;
+	float cf, sf;
+	rope_cos_sin(pos0 + t, inv_freq[p], &cf, &sf);
+	sf *= sign;
 	bf16 *xh = x + bth * D;
 	float x1 = __bfloat162float(xh[p]), x2 = __bfloat162float(xh[p + half]);
 	xh[p] = __float2bfloat16(x1 * cf - x2 * sf);
@@ -396,10 +404,8 @@ __global__ void qkv_rope_forward_kernel(bf16 *q, bf16 *k, bf16 *v, const bf16 *q
 	int p = (int)(i % half);
 	int64_t bt = i / half; /* b*T + t */
 	int t = (int)(bt % T);
-	float ang = (float)(pos0 + t) * inv_freq[p];
-	double s, c;
-	sincos((double)ang, &s, &c);
-	float cf = (float)c, sf = (float)s;
+	float cf, sf;
+	rope_cos_sin(pos0 + t, inv_freq[p], &cf, &sf);
 	const bf16 *row = qkv + bt * (int64_t)(H + 2 * G) * D;
 	for (int hh = 0; hh < H + 2 * G; hh++) {
 		int o = hh * D;
@@ -435,10 +441,9 @@ __global__ void qkv_rope_backward_kernel(bf16 *dqkv, const bf16 *dq, const bf16 
 	int p = (int)(i % half);
 	int64_t bt = i / half;
 	int t = (int)(bt % T);
-	float ang = (float)(pos0 + t) * inv_freq[p];
-	double s, c;
-	sincos((double)ang, &s, &c);
-	float cf = (float)c, sf = -(float)s;
+	float cf, sf;
+	rope_cos_sin(pos0 + t, inv_freq[p], &cf, &sf);
+	sf = -sf;
 	bf16 *row = dqkv + bt * (int64_t)(H + 2 * G) * D;
 	for (int hh = 0; hh < H + 2 * G; hh++) {
 		const bf16 *src;

@@ -9,6 +9,7 @@
 #define DASH_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -45,6 +46,27 @@ static inline int check_tensor(const char *name, const float *got, const double 
 	printf("  %s %s maxdiff=%.3e (%zu values, %d outside tolerance)\n", bad ? "TENSOR BAD" : "TENSOR OK",
 	       name, maxdiff, n, bad);
 	return bad == 0;
+}
+
+/* test_frand: uniform in [-1, 1) from a xorshift64 generator; each test
+ * program seeds it (test_seed) so that its inputs are fixed */
+static uint64_t test_rng = 0x853c49e6748fea9bULL;
+static inline void test_seed(uint64_t s) { test_rng = s; }
+static inline float test_frand(void)
+{
+	test_rng ^= test_rng << 13, test_rng ^= test_rng >> 7, test_rng ^= test_rng << 17;
+	return (float)((double)(test_rng >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+/* n floats scale * test_frand(), malloc'd */
+static inline float *test_rnd(size_t n, float scale)
+{
+	float *x = (float *)malloc(n * sizeof(float));
+	if (!x)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		x[i] = scale * test_frand();
+	return x;
 }
 
 static inline double max_abs(const double *x, size_t n)

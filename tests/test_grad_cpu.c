@@ -8,21 +8,6 @@
 #include "test.h"
 #include "util.h"
 
-static uint64_t rng = 0x2545f4914f6cdd1dULL;
-static float frand(void)
-{
-	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-	return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
-}
-
-static float *rnd(size_t n, float scale)
-{
-	float *x = mallocCheck(n * sizeof(float));
-	for (size_t i = 0; i < n; i++)
-		x[i] = scale * frand();
-	return x;
-}
-
 /* the forward under test: reads its inputs from ctx, writes out */
 typedef void (*Fwd)(void *ctx, float *out);
 
@@ -71,9 +56,9 @@ static void mm_f(void *c, float *out) { MM *m = c; matmul_forward_cpu(out, m->x,
 
 static void test_matmul(int n, int IC, int OC)
 {
-	float *w = rnd((size_t)OC * IC, 1), *b = rnd((size_t)OC, 1);
-	MM m = {rnd((size_t)n * IC, 1), {DT_F32, 2, {OC, IC}, w}, {DT_F32, 1, {OC}, b}, n, IC, OC};
-	float *R = rnd((size_t)n * OC, 1), *dx = mallocCheck((size_t)n * IC * sizeof(float));
+	float *w = test_rnd((size_t)OC * IC, 1), *b = test_rnd((size_t)OC, 1);
+	MM m = {test_rnd((size_t)n * IC, 1), {DT_F32, 2, {OC, IC}, w}, {DT_F32, 1, {OC}, b}, n, IC, OC};
+	float *R = test_rnd((size_t)n * OC, 1), *dx = mallocCheck((size_t)n * IC * sizeof(float));
 	matmul_backward_cpu(dx, R, &m.w, n, IC, OC);
 	char msg[96];
 	snprintf(msg, sizeof msg, "matmul n=%d IC=%d OC=%d: dx", n, IC, OC);
@@ -86,9 +71,9 @@ static void rn_f(void *c, float *out) { RN *r = c; rmsnorm_forward_cpu(out, r->x
 
 static void test_rmsnorm(int n, int C)
 {
-	float *w = rnd((size_t)C, 1);
-	RN r = {rnd((size_t)n * C, 1), {DT_F32, 1, {C}, w}, n, C};
-	float *R = rnd((size_t)n * C, 1), *dx = mallocCheck((size_t)n * C * sizeof(float));
+	float *w = test_rnd((size_t)C, 1);
+	RN r = {test_rnd((size_t)n * C, 1), {DT_F32, 1, {C}, w}, n, C};
+	float *R = test_rnd((size_t)n * C, 1), *dx = mallocCheck((size_t)n * C * sizeof(float));
 	rmsnorm_backward_cpu(dx, R, r.x, &r.w, n, C, 1e-5f);
 	char msg[96];
 	snprintf(msg, sizeof msg, "rmsnorm n=%d C=%d: dx", n, C);
@@ -108,8 +93,8 @@ static void test_rope(void)
 {
 	RP r = {NULL, {1.0f, 0.4f, 0.05f, 0.002f}, 2, 5, 3, 8};
 	size_t n = (size_t)r.B * r.T * r.NH * r.D;
-	r.x = rnd(n, 1);
-	float *R = rnd(n, 1), *d = mallocCheck(n * sizeof(float));
+	r.x = test_rnd(n, 1);
+	float *R = test_rnd(n, 1), *d = mallocCheck(n * sizeof(float));
 	memcpy(d, R, n * sizeof(float));
 	rope_backward_cpu(d, r.inv, r.B, r.T, 3, r.NH, r.D);
 	test_cond("rope B=2 T=5 NH=3 D=8 pos0=3: dx", fd_ok("dx", rp_f, &r, r.x, n, d, R, n));
@@ -126,8 +111,8 @@ static void at_f(void *c, float *out)
 static void test_attention(int B, int T, int H, int G, int D, int W)
 {
 	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D;
-	AT a = {rnd(nq, 1), rnd(nk, 1), rnd(nk, 1), B, T, H, G, D, W};
-	float *R = rnd(nq, 1), *dq = mallocCheck(nq * 4), *dk = mallocCheck(nk * 4), *dv = mallocCheck(nk * 4);
+	AT a = {test_rnd(nq, 1), test_rnd(nk, 1), test_rnd(nk, 1), B, T, H, G, D, W};
+	float *R = test_rnd(nq, 1), *dq = mallocCheck(nq * 4), *dk = mallocCheck(nk * 4), *dv = mallocCheck(nk * 4);
 	attention_backward_cpu(dq, dk, dv, R, a.q, a.k, a.v, B, T, H, G, D, W);
 	char msg[128];
 	snprintf(msg, sizeof msg, "attention B=%d T=%d H=%d G=%d D=%d window=%d: dq, dk, dv", B, T, H, G, D, W);
@@ -143,8 +128,8 @@ static void sw_f(void *c, float *out) { SW *s = c; swiglu_forward_cpu(out, s->g,
 
 static void test_swiglu(int n)
 {
-	SW s = {rnd((size_t)n, 3), rnd((size_t)n, 2), n};
-	float *R = rnd((size_t)n, 1), *dg = mallocCheck((size_t)n * 4), *du = mallocCheck((size_t)n * 4);
+	SW s = {test_rnd((size_t)n, 3), test_rnd((size_t)n, 2), n};
+	float *R = test_rnd((size_t)n, 1), *dg = mallocCheck((size_t)n * 4), *du = mallocCheck((size_t)n * 4);
 	swiglu_backward_cpu(dg, du, R, s.g, s.u, n);
 	test_cond("swiglu: dgate, dup", fd_ok("dgate", sw_f, &s, s.g, (size_t)n, dg, R, (size_t)n) &&
 	                                fd_ok("dup", sw_f, &s, s.u, (size_t)n, du, R, (size_t)n));
@@ -167,8 +152,8 @@ static void test_qkv_rope(void)
 	QR r = {NULL, NULL, {1.0f, 0.4f, 0.05f, 0.002f}, 2, 3, 4, 2, 8};
 	size_t n = (size_t)r.B * r.T, W = (size_t)(r.H + 2 * r.G) * r.D;
 	size_t nq = n * r.H * r.D, nk = n * r.G * r.D;
-	r.qkv = rnd(n * W, 1), r.b = rnd(W, 1);
-	float *R = rnd(nq + 2 * nk, 1), *d = mallocCheck(n * W * sizeof(float));
+	r.qkv = test_rnd(n * W, 1), r.b = test_rnd(W, 1);
+	float *R = test_rnd(nq + 2 * nk, 1), *d = mallocCheck(n * W * sizeof(float));
 	qkv_rope_backward_cpu(d, R, R + nq, R + nq + nk, r.inv, r.B, r.T, 2, r.H, r.G, r.D);
 	test_cond("qkv_rope B=2 T=3 H=4 G=2 D=8 pos0=2: dqkv", fd_ok("dqkv", qr_f, &r, r.qkv, n * W, d, R, nq + 2 * nk));
 	free(r.qkv), free(r.b), free(R), free(d);
@@ -179,8 +164,8 @@ static void sp_f(void *c, float *out) { SP *s = c; swiglu_packed_forward_cpu(out
 
 static void test_swiglu_packed(int n, int F)
 {
-	SP s = {rnd((size_t)n * 2 * F, 3), n, F};
-	float *R = rnd((size_t)n * F, 1), *d = mallocCheck((size_t)n * 2 * F * sizeof(float));
+	SP s = {test_rnd((size_t)n * 2 * F, 3), n, F};
+	float *R = test_rnd((size_t)n * F, 1), *d = mallocCheck((size_t)n * 2 * F * sizeof(float));
 	swiglu_packed_backward_cpu(d, R, s.gu, n, F);
 	char msg[96];
 	snprintf(msg, sizeof msg, "swiglu_packed n=%d F=%d: dgu", n, F);
@@ -199,9 +184,9 @@ static void rr_f(void *c, float *out)
 static void test_residual_rmsnorm(int n, int C)
 {
 	size_t nC = (size_t)n * C;
-	float *w = rnd((size_t)C, 1);
-	RR r = {rnd(nC, 1), rnd(nC, 1), {DT_F32, 1, {C}, w}, n, C};
-	float *R = rnd(2 * nC, 1), *h = mallocCheck(nC * sizeof(float)), *d = mallocCheck(nC * sizeof(float));
+	float *w = test_rnd((size_t)C, 1);
+	RR r = {test_rnd(nC, 1), test_rnd(nC, 1), {DT_F32, 1, {C}, w}, n, C};
+	float *R = test_rnd(2 * nC, 1), *h = mallocCheck(nC * sizeof(float)), *d = mallocCheck(nC * sizeof(float));
 	for (size_t i = 0; i < nC; i++)
 		h[i] = r.x[i] + r.a[i];
 	/* R = dL/dh along the residual, then dL/d(normed rows) */
@@ -215,6 +200,7 @@ static void test_residual_rmsnorm(int n, int C)
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
+	test_seed(0x2545f4914f6cdd1dULL);
 	test_matmul(1, 3, 2);
 	test_matmul(5, 13, 7);
 	test_rmsnorm(3, 17);

@@ -11,32 +11,7 @@ extern "C" {
 #include "test.h"
 #include "util.h"
 }
-
-static uint64_t rng = 0x853c49e6748fea9bULL;
-static float frand(void)
-{
-	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-	return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
-}
-
-/* a host tensor in bf16 and the same values in float32 */
-typedef struct {
-	float *f;
-	bf16_t *h;
-	bf16_t *d;
-	size_t n;
-} Buf;
-
-static Buf buf_rand(size_t n, float scale)
-{
-	Buf b = {(float *)mallocCheck(n * 4), (bf16_t *)mallocCheck(n * 2), (bf16_t *)gpu_alloc(n * 2), n};
-	for (size_t i = 0; i < n; i++) {
-		b.h[i] = f32_to_bf16(scale * frand());
-		b.f[i] = bf16_to_f32(b.h[i]);
-	}
-	gpu_upload(b.d, b.h, n * 2);
-	return b;
-}
+#include "gpu_test.h"
 
 static Buf buf_empty(size_t n)
 {
@@ -46,12 +21,6 @@ static Buf buf_empty(size_t n)
 		b.h[i] = 0x7fc0;
 	gpu_upload(b.d, b.h, n * 2);
 	return b;
-}
-
-static void buf_free(Buf *b)
-{
-	free(b->f), free(b->h);
-	gpu_free(b->d);
 }
 
 /* download a device result and compare it with a float32 reference:
@@ -125,7 +94,7 @@ static void test_embedding(int n, int V, int C)
 	Buf w = buf_rand((size_t)V * C, 1), out = buf_empty((size_t)n * C);
 	int32_t *ids = (int32_t *)mallocCheck((size_t)n * 4), *d_ids = (int32_t *)gpu_alloc((size_t)n * 4);
 	for (int i = 0; i < n; i++)
-		ids[i] = (int32_t)((frand() + 1) * 0.5f * (V - 1));
+		ids[i] = (int32_t)((test_frand() + 1) * 0.5f * (V - 1));
 	gpu_upload(d_ids, ids, (size_t)n * 4);
 	float *ref = (float *)mallocCheck((size_t)n * C * 4);
 	Tensor W = view(&w, 2, V, C);
@@ -326,6 +295,7 @@ static void test_attention(int B, int T, int H, int G, int D, int W)
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
+	test_seed(0x853c49e6748fea9bULL);
 	if (cuda_device_count() == 0) {
 		printf("SKIP: no GPU\n");
 		return 0;

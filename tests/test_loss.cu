@@ -22,38 +22,7 @@ extern "C" {
 #include "test.h"
 #include "util.h"
 }
-
-static uint64_t rng = 0xda3e39cb94b95bdbULL;
-static float frand(void)
-{
-	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-	return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
-}
-
-/* a host tensor in bf16, the same values in float32, and a device copy */
-typedef struct {
-	float *f;
-	bf16_t *h;
-	bf16_t *d;
-	size_t n;
-} Buf;
-
-static Buf buf_rand(size_t n, float scale)
-{
-	Buf b = {(float *)mallocCheck(n * 4), (bf16_t *)mallocCheck(n * 2), (bf16_t *)gpu_alloc(n * 2), n};
-	for (size_t i = 0; i < n; i++) {
-		b.h[i] = f32_to_bf16(scale * frand());
-		b.f[i] = bf16_to_f32(b.h[i]);
-	}
-	gpu_upload(b.d, b.h, n * 2);
-	return b;
-}
-
-static void buf_free(Buf *b)
-{
-	free(b->f), free(b->h);
-	gpu_free(b->d);
-}
+#include "gpu_test.h"
 
 /* NaN everywhere, so that an element the kernels miss fails */
 static void poison(void *d, size_t bytes)
@@ -89,7 +58,7 @@ static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
 		tg = (int32_t *)mallocCheck((size_t)n * 4);
 		d_tg = (int32_t *)gpu_alloc((size_t)n * 4);
 		for (int t = 0; t < n; t++)
-			tg[t] = t % 7 == 3 ? -1 : (int32_t)((frand() + 1) * 0.5f * (V - 1));
+			tg[t] = t % 7 == 3 ? -1 : (int32_t)((test_frand() + 1) * 0.5f * (V - 1));
 		gpu_upload(d_tg, tg, (size_t)n * 4);
 	}
 	Tensor W = {DT_F32, 2, {V, C}, w.f};
@@ -169,6 +138,7 @@ static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
+	test_seed(0xda3e39cb94b95bdbULL);
 	if (cuda_device_count() == 0) {
 		printf("SKIP: no GPU\n");
 		return 0;

@@ -6,13 +6,6 @@
 #include "test.h"
 #include "util.h"
 
-static uint64_t rng = 0x9e3779b97f4a7c15ULL;
-static float frand(void) /* uniform in [-1, 1) */
-{
-	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-	return (float)((double)(rng >> 11) / 9007199254740992.0 * 2 - 1);
-}
-
 static void test_conversions(void)
 {
 	int ok16 = 1, okb = 1;
@@ -28,7 +21,7 @@ static void test_conversions(void)
 	test_cond("every bf16 bit pattern survives bf16 -> f32 -> bf16", okb);
 	int near = 1;
 	for (int i = 0; i < 200000; i++) {
-		float f = frand() * (i % 3 == 0 ? 70000.0f : i % 3 == 1 ? 1.0f : 1e-5f);
+		float f = test_frand() * (i % 3 == 0 ? 70000.0f : i % 3 == 1 ? 1.0f : 1e-5f);
 		_Float16 ref = (_Float16)f; /* the compiler's IEEE rounding */
 		uint16_t rb;
 		memcpy(&rb, &ref, 2);
@@ -48,15 +41,15 @@ static void test_matmul(int n, int IC, int OC, DType t, int bias)
 	uint16_t *w16 = mallocCheck((size_t)OC * IC * 2), *b16 = mallocCheck((size_t)OC * 2);
 	double *ref = mallocCheck((size_t)n * OC * 8);
 	for (int i = 0; i < n * IC; i++)
-		x[i] = frand();
+		x[i] = test_frand();
 	for (int i = 0; i < OC * IC; i++) {
-		w[i] = frand();
+		w[i] = test_frand();
 		w16[i] = t == DT_BF16 ? f32_to_bf16(w[i]) : f32_to_f16(w[i]);
 		if (t != DT_F32)
 			w[i] = t == DT_BF16 ? bf16_to_f32(w16[i]) : f16_to_f32(w16[i]);
 	}
 	for (int i = 0; i < OC; i++) {
-		b[i] = frand();
+		b[i] = test_frand();
 		b16[i] = t == DT_BF16 ? f32_to_bf16(b[i]) : f32_to_f16(b[i]);
 		if (t != DT_F32)
 			b[i] = t == DT_BF16 ? bf16_to_f32(b16[i]) : f16_to_f32(b16[i]);
@@ -117,9 +110,9 @@ static void test_attention(int B, int T, int H, int G, int D, int W)
 	float *q = mallocCheck(nq * 4), *k = mallocCheck(nk * 4), *v = mallocCheck(nk * 4), *o = mallocCheck(nq * 4);
 	double *ref = mallocCheck(nq * 8);
 	for (size_t i = 0; i < nq; i++)
-		q[i] = 2 * frand();
+		q[i] = 2 * test_frand();
 	for (size_t i = 0; i < nk; i++)
-		k[i] = 2 * frand(), v[i] = frand();
+		k[i] = 2 * test_frand(), v[i] = test_frand();
 	attention_forward_cpu(o, q, k, v, B, T, H, G, D, W);
 	attention_ref(ref, q, k, v, B, T, H, G, D, W);
 	char msg[128];
@@ -141,7 +134,7 @@ static void test_rope_rmsnorm(void)
 	float *x = mallocCheck(n * 4), *y = mallocCheck(n * 4), inv[4] = {1.0f, 0.3f, 0.05f, 0.001f};
 	double *ref = mallocCheck(n * 8);
 	for (size_t i = 0; i < n; i++)
-		x[i] = y[i] = frand();
+		x[i] = y[i] = test_frand();
 	rope_forward_cpu(y, inv, B, T, 0, NH, D);
 	for (int bt = 0; bt < B * T; bt++)
 		for (int h = 0; h < NH; h++)
@@ -158,7 +151,7 @@ static void test_rope_rmsnorm(void)
 	int C = 37;
 	float w[37];
 	for (int i = 0; i < C; i++)
-		w[i] = 1 + frand();
+		w[i] = 1 + test_frand();
 	Tensor W = {.dtype = DT_F32, .ndim = 1, .shape = {C}, .data = w};
 	rmsnorm_forward_cpu(y, x, &W, 5, C, 1e-5f);
 	for (int r = 0; r < 5; r++) {
@@ -175,6 +168,7 @@ static void test_rope_rmsnorm(void)
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
+	test_seed(0x9e3779b97f4a7c15ULL);
 	test_conversions();
 	test_matmul(1, 3, 1, DT_F32, 0);
 	test_matmul(70, 37, 13, DT_BF16, 1);
