@@ -100,11 +100,12 @@ data: all
 	$(MAKE) -f pipeline.mk data
 
 # Regenerates the fixtures in tests/data (needs torch, transformers, tokenizers, gguf,
-# accelerate, h5py).
+# accelerate, h5py, and fla-core 0.6.0 with einops for tests/data/linear).
 fixtures:
 	python3 tests/make_tiny_ref.py tests/data
 	python3 tests/make_tok_ref.py
 	python3 tests/make_gguf_ref.py
+	python3 tests/make_fla_ref.py
 
 deps:
 	@if command -v apt-get >/dev/null; then \

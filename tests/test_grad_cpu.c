@@ -1,9 +1,10 @@
-/* test_grad_cpu: every backward of ops_cpu against central finite
+/* test_grad_cpu: every backward of ops_cpu and linear_attn against central finite
  * differences of its forward, on small random inputs, awkward shapes
  * included (T=1, windows, GQA, odd widths). The loss is sum(out * R) for a
  * random R, accumulated in double; R is the dout fed to the backward. */
 #include <string.h>
 
+#include "linear_attn.h"
 #include "ops_cpu.h"
 #include "test.h"
 #include "util.h"
@@ -197,6 +198,62 @@ static void test_residual_rmsnorm(int n, int C)
 	free(w), free(r.x), free(r.a), free(R), free(h), free(d);
 }
 
+/* the linear-attention recurrences: out holds o, then the final state (the
+ * forward starts from S0); R is dout, then the final state's gradient */
+typedef struct { float *q, *k, *v, *g, *beta, *S0; int B, T, H, Dk, Dv, gla; } LA;
+static void la_f(void *c, float *out)
+{
+	LA *l = c;
+	size_t no = (size_t)l->B * l->T * l->H * l->Dv;
+	memcpy(out + no, l->S0, (size_t)l->B * l->H * l->Dk * l->Dv * sizeof(float));
+	float scale = 1 / sqrtf((float)l->Dk);
+	if (l->gla)
+		gla_forward_recurrent(out, out + no, l->q, l->k, l->v, l->g, l->B, l->T, l->H, l->Dk, l->Dv, scale);
+	else
+		gdn_forward_recurrent(out, out + no, l->q, l->k, l->v, l->g, l->beta, l->B, l->T, l->H, l->Dk, l->Dv,
+		                      scale);
+}
+
+/* n values in [lo, hi) */
+static float *uniform(size_t n, float lo, float hi)
+{
+	float *x = test_rnd(n, 1);
+	for (size_t i = 0; i < n; i++)
+		x[i] = lo + (x[i] + 1) / 2 * (hi - lo);
+	return x;
+}
+
+static void test_linear_attn(int gla, int B, int T, int H, int Dk, int Dv)
+{
+	size_t nk = (size_t)B * T * H * Dk, nv = (size_t)B * T * H * Dv, nh = (size_t)B * T * H;
+	size_t nS = (size_t)B * H * Dk * Dv;
+	/* keys of norm about 1 as after the operator's L2 normalisation; decays
+	 * exp(g) in (0.6, 0.95); beta in (0.1, 0.9) */
+	LA l = {test_rnd(nk, 1), test_rnd(nk, 1.0f / sqrtf((float)Dk)), test_rnd(nv, 1),
+	        uniform(gla ? nk : nh, -0.5f, -0.05f), uniform(nh, 0.1f, 0.9f), test_rnd(nS, 0.5f),
+	        B, T, H, Dk, Dv, gla};
+	float *R = test_rnd(nv + nS, 1);
+	float *dq = mallocCheck(nk * 4), *dk = mallocCheck(nk * 4), *dv = mallocCheck(nv * 4);
+	float *dg = mallocCheck((gla ? nk : nh) * 4), *db = mallocCheck(nh * 4), *dS0 = mallocCheck(nS * 4);
+	float scale = 1 / sqrtf((float)Dk);
+	if (gla)
+		gla_backward(dq, dk, dv, dg, dS0, R, R + nv, l.q, l.k, l.v, l.g, l.S0, B, T, H, Dk, Dv, scale);
+	else
+		gdn_backward(dq, dk, dv, dg, db, dS0, R, R + nv, l.q, l.k, l.v, l.g, l.beta, l.S0, B, T, H, Dk, Dv, scale);
+	size_t no = nv + nS;
+	int ok = fd_ok("dq", la_f, &l, l.q, nk, dq, R, no) & fd_ok("dk", la_f, &l, l.k, nk, dk, R, no) &
+	         fd_ok("dv", la_f, &l, l.v, nv, dv, R, no) & fd_ok("dS0", la_f, &l, l.S0, nS, dS0, R, no) &
+	         fd_ok(gla ? "dgk" : "dg", la_f, &l, l.g, gla ? nk : nh, dg, R, no);
+	if (!gla)
+		ok &= fd_ok("dbeta", la_f, &l, l.beta, nh, db, R, no);
+	char msg[128];
+	snprintf(msg, sizeof msg, "%s backward B=%d T=%d H=%d Dk=%d Dv=%d: dq, dk, dv, %s, dS0", gla ? "gla" : "gdn",
+	         B, T, H, Dk, Dv, gla ? "dgk" : "dg, dbeta");
+	test_cond(msg, ok);
+	free(l.q), free(l.k), free(l.v), free(l.g), free(l.beta), free(l.S0), free(R);
+	free(dq), free(dk), free(dv), free(dg), free(db), free(dS0);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -213,5 +270,10 @@ int main(int argc, char **argv)
 	test_qkv_rope();
 	test_swiglu_packed(3, 5);
 	test_residual_rmsnorm(3, 17);
+	for (int gla = 0; gla < 2; gla++) {
+		test_linear_attn(gla, 1, 1, 1, 4, 3);
+		test_linear_attn(gla, 2, 9, 2, 4, 3);
+		test_linear_attn(gla, 1, 70, 1, 3, 2); /* across the backward's 64-step checkpoint */
+	}
 	return test_report();
 }

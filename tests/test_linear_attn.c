@@ -1,0 +1,174 @@
+/* test_linear_attn: the Gated DeltaNet and GLA recurrences of
+ * lib/linear_attn.c against fla's own naive references (fixtures in
+ * tests/data/linear, made by tests/make_fla_ref.py from fla-core 0.6.0), the
+ * chunked forms against the recurrent ones (chunk 16 and 64; T 1, one short
+ * of a chunk, a chunk, one past, several; with an initial state), the
+ * decoding step (T = 1 calls, state carried) against one call, and a
+ * sequence split over two calls against one. The backwards are checked by
+ * finite differences in test_grad_cpu. */
+#include <string.h>
+
+#include "h5io.h"
+#include "linear_attn.h"
+#include "test.h"
+#include "util.h"
+
+/* max |a - b| over n, relative to max |b| (at least 1) */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+	double m = 1, d = 0;
+	for (size_t i = 0; i < n; i++) {
+		m = fabs(b[i]) > m ? fabs(b[i]) : m;
+		d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
+	}
+	return d / m;
+}
+
+static float *get(H5File *f, const char *name, size_t want)
+{
+	int rank;
+	int64_t dims[TENSOR_MAX_DIMS], n = 1;
+	float *x = h5_read(f, name, DT_F32, &rank, dims);
+	for (int i = 0; i < rank; i++)
+		n *= dims[i];
+	if ((size_t)n != want)
+		die("%s: %s has %lld values, want %zu", h5_path(f), name, (long long)n, want);
+	return x;
+}
+
+/* ours, recurrent and chunked, on fla's inputs, against fla's outputs */
+static void test_fla(int gla)
+{
+	const char *path = gla ? "tests/data/linear/gla.h5" : "tests/data/linear/gdn.h5";
+	const int B = 2, T = 37, H = 3, Dk = 8, Dv = 6;
+	size_t nk = (size_t)B * T * H * Dk, nv = (size_t)B * T * H * Dv, nh = (size_t)B * T * H;
+	size_t nS = (size_t)B * H * Dk * Dv;
+	H5File *f = h5_open(path);
+	float *q = get(f, "/q", nk), *k = get(f, "/k", nk), *v = get(f, "/v", nv), *S0 = get(f, "/S0", nS);
+	float *g = get(f, gla ? "/gk" : "/g", gla ? nk : nh), *beta = gla ? NULL : get(f, "/beta", nh);
+	float *ro = get(f, "/o", nv), *rS = get(f, "/S", nS);
+	float *o = mallocCheck(nv * 4), *S = mallocCheck(nS * 4);
+	float scale = 1 / sqrtf((float)Dk);
+	for (int chunk = 0; chunk <= 64; chunk += chunk ? 48 : 16) { /* 0 (recurrent), 16, 64 */
+		memcpy(S, S0, nS * 4);
+		if (gla && chunk)
+			gla_forward_chunked(o, S, q, k, v, g, B, T, H, Dk, Dv, scale, chunk);
+		else if (gla)
+			gla_forward_recurrent(o, S, q, k, v, g, B, T, H, Dk, Dv, scale);
+		else if (chunk)
+			gdn_forward_chunked(o, S, q, k, v, g, beta, B, T, H, Dk, Dv, scale, chunk);
+		else
+			gdn_forward_recurrent(o, S, q, k, v, g, beta, B, T, H, Dk, Dv, scale);
+		double eo = rel_err(o, ro, nv), es = rel_err(S, rS, nS);
+		char msg[160];
+		snprintf(msg, sizeof msg, "%s %s%s equals fla's naive recurrent reference (o %.1e, final state %.1e)",
+		         gla ? "gla" : "gdn", chunk ? "chunked, chunk " : "recurrent", chunk ? (chunk == 16 ? "16" : "64") : "",
+		         eo, es);
+		test_cond(msg, eo < 2e-6 && es < 2e-6);
+	}
+	h5_close(f);
+	free(q), free(k), free(v), free(S0), free(g), free(beta), free(ro), free(rS), free(o), free(S);
+}
+
+typedef struct {
+	int B, T, H, Dk, Dv, gla;
+	float *q, *k, *v, *g, *beta, *S0;
+} Case;
+
+static Case case_new(int gla, int B, int T, int H, int Dk, int Dv)
+{
+	size_t nk = (size_t)B * T * H * Dk, nh = (size_t)B * T * H;
+	Case c = {B, T, H, Dk, Dv, gla, test_rnd(nk, 1), test_rnd(nk, 1 / sqrtf((float)Dk)),
+	          test_rnd((size_t)B * T * H * Dv, 1), test_rnd(gla ? nk : nh, 1), test_rnd(nh, 1),
+	          test_rnd((size_t)B * H * Dk * Dv, 0.5f)};
+	for (size_t i = 0; i < (gla ? nk : nh); i++)
+		c.g[i] = -0.3f * (c.g[i] + 1.05f); /* log decays in (-0.6, 0) */
+	for (size_t i = 0; i < nh; i++)
+		c.beta[i] = 0.5f + 0.45f * c.beta[i];
+	return c;
+}
+
+static void case_free(Case *c)
+{
+	free(c->q), free(c->k), free(c->v), free(c->g), free(c->beta), free(c->S0);
+}
+
+/* positions t0..t1 of the case (every sequence), from state S; chunk 0 is
+ * the recurrent form */
+static void run(const Case *c, int t0, int t1, int chunk, float *o, float *S)
+{
+	int B = c->B, T = c->T, H = c->H, Dk = c->Dk, Dv = c->Dv, n = t1 - t0;
+	float scale = 1 / sqrtf((float)Dk);
+	/* the slice (B, n, H, .) of each input */
+	float *q = mallocCheck((size_t)B * n * H * Dk * 4), *k = mallocCheck((size_t)B * n * H * Dk * 4);
+	float *v = mallocCheck((size_t)B * n * H * Dv * 4), *g = mallocCheck((size_t)B * n * H * Dk * 4);
+	float *be = mallocCheck((size_t)B * n * H * 4), *os = mallocCheck((size_t)B * n * H * Dv * 4);
+	int G = c->gla ? Dk : 1;
+	for (int b = 0; b < B; b++) {
+		size_t src = ((size_t)b * T + t0) * H, dst = (size_t)b * n * H, rows = (size_t)n * H;
+		memcpy(q + dst * Dk, c->q + src * Dk, rows * Dk * 4);
+		memcpy(k + dst * Dk, c->k + src * Dk, rows * Dk * 4);
+		memcpy(v + dst * Dv, c->v + src * Dv, rows * Dv * 4);
+		memcpy(g + dst * G, c->g + src * G, rows * G * 4);
+		memcpy(be + dst, c->beta + src, rows * 4);
+	}
+	if (c->gla && chunk)
+		gla_forward_chunked(os, S, q, k, v, g, B, n, H, Dk, Dv, scale, chunk);
+	else if (c->gla)
+		gla_forward_recurrent(os, S, q, k, v, g, B, n, H, Dk, Dv, scale);
+	else if (chunk)
+		gdn_forward_chunked(os, S, q, k, v, g, be, B, n, H, Dk, Dv, scale, chunk);
+	else
+		gdn_forward_recurrent(os, S, q, k, v, g, be, B, n, H, Dk, Dv, scale);
+	for (int b = 0; b < B; b++)
+		memcpy(o + (((size_t)b * T + t0) * H) * Dv, os + (size_t)b * n * H * Dv, (size_t)n * H * Dv * 4);
+	free(q), free(k), free(v), free(g), free(be), free(os);
+}
+
+static void test_forms(int gla, int B, int T, int H, int Dk, int Dv)
+{
+	Case c = case_new(gla, B, T, H, Dk, Dv);
+	size_t no = (size_t)B * T * H * Dv, nS = (size_t)B * H * Dk * Dv;
+	float *ro = mallocCheck(no * 4), *rS = mallocCheck(nS * 4), *o = mallocCheck(no * 4), *S = mallocCheck(nS * 4);
+	memcpy(rS, c.S0, nS * 4);
+	run(&c, 0, T, 0, ro, rS);
+	const char *op = gla ? "gla" : "gdn";
+	char msg[160];
+	for (int chunk = 16; chunk <= 64; chunk *= 4) {
+		memcpy(S, c.S0, nS * 4);
+		run(&c, 0, T, chunk, o, S);
+		double eo = rel_err(o, ro, no), es = rel_err(S, rS, nS);
+		snprintf(msg, sizeof msg, "%s chunked (chunk %d) equals recurrent, B=%d T=%d H=%d Dk=%d Dv=%d (%.1e, %.1e)",
+		         op, chunk, B, T, H, Dk, Dv, eo, es);
+		test_cond(msg, eo < 1e-5 && es < 1e-5);
+	}
+	/* decoding: one position a call, the state carried */
+	memcpy(S, c.S0, nS * 4);
+	for (int t = 0; t < T; t++)
+		run(&c, t, t + 1, 0, o, S);
+	snprintf(msg, sizeof msg, "%s decoding one step at a time equals one call, T=%d (bit for bit)", op, T);
+	test_cond(msg, memcmp(o, ro, no * 4) == 0 && memcmp(S, rS, nS * 4) == 0);
+	/* a sequence in two calls, chunked */
+	memcpy(S, c.S0, nS * 4);
+	run(&c, 0, T / 2, 16, o, S);
+	run(&c, T / 2, T, 16, o, S);
+	snprintf(msg, sizeof msg, "%s chunked over two calls (%d + %d) equals one recurrent call", op, T / 2, T - T / 2);
+	test_cond(msg, rel_err(o, ro, no) < 1e-5 && rel_err(S, rS, nS) < 1e-5);
+	case_free(&c);
+	free(ro), free(rS), free(o), free(S);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	test_seed(0x6a09e667f3bcc908ULL);
+	for (int gla = 0; gla < 2; gla++) {
+		test_fla(gla);
+		test_forms(gla, 1, 1, 1, 8, 8);
+		test_forms(gla, 2, 63, 3, 16, 8);
+		test_forms(gla, 1, 64, 2, 8, 16);
+		test_forms(gla, 2, 65, 2, 8, 8);
+		test_forms(gla, 1, 150, 4, 32, 32);
+	}
+	return test_report();
+}
