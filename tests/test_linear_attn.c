@@ -4,12 +4,15 @@
  * chunked forms against the recurrent ones (chunk 16 and 64; T 1, one short
  * of a chunk, a chunk, one past, several; with an initial state), the
  * decoding step (T = 1 calls, state carried) against one call, and a
- * sequence split over two calls against one. The backwards are checked by
- * finite differences in test_grad_cpu. */
+ * sequence split over two calls against one; the operators' initialisation
+ * from a teacher layer. The backwards are checked by finite differences in
+ * test_grad_cpu. */
 #include <string.h>
 
 #include "h5io.h"
 #include "linear_attn.h"
+#include "linear_op.h"
+#include "model.h"
 #include "test.h"
 #include "util.h"
 
@@ -158,6 +161,47 @@ static void test_forms(int gla, int B, int T, int H, int Dk, int Dv)
 	free(ro), free(rS), free(o), free(S);
 }
 
+/* a candidate made from layer 1 of the tiny Qwen2 fixture: the teacher's
+ * q, k, v, o weights and biases copied, fla's ranges for A_log and dt_bias,
+ * and a finite output */
+static void test_init_teacher(int kind)
+{
+	Model m;
+	model_load(&m, "tests/data/tiny-qwen2");
+	const ModelConfig *c = &m.cfg;
+	LinearOp op;
+	lop_init_teacher(&op, kind, &m, 1, 7);
+	int ok = 1, HD = c->H * c->D;
+	float *row = mallocCheck((size_t)c->C * sizeof(float));
+	const LopParam *wq = lop_param(&op, "wq"), *bq = lop_param(&op, "bq");
+	for (int r = 0; r < HD; r += 7) {
+		convert_to_f32(row, (const uint8_t *)m.layers[1].wq.data + (size_t)r * dtype_row_bytes(m.layers[1].wq.dtype, c->C),
+		               m.layers[1].wq.dtype, (size_t)c->C);
+		ok &= memcmp(row, op.w + wq->off + (size_t)r * c->C, (size_t)c->C * sizeof(float)) == 0;
+	}
+	float b0;
+	convert_to_f32(&b0, m.layers[1].bq.data, m.layers[1].bq.dtype, 1);
+	ok &= b0 == op.w[bq->off];
+	if (kind == LOP_GDN)
+		for (int h = 0; h < c->H; h++) {
+			float A = op.w[lop_param(&op, "A_log")->off + h], dt = op.w[lop_param(&op, "dt_bias")->off + h];
+			double sp = log1p(exp(dt)); /* softplus(dt_bias) is fla's dt */
+			ok &= A < logf(16) && sp >= 0.99e-4 && sp <= 0.1001;
+		}
+	int B = 2, T = 9, n = B * T;
+	float *u = test_rnd((size_t)n * c->C, 1), *a = mallocCheck((size_t)n * c->C * sizeof(float));
+	lop_forward(&op, a, u, B, T);
+	for (size_t i = 0; i < (size_t)n * c->C; i++)
+		ok &= isfinite(a[i]);
+	char msg[128];
+	snprintf(msg, sizeof msg, "%s from layer 1 of tiny-qwen2: teacher weights copied, gates in fla's ranges, finite output",
+	         lop_name(kind));
+	test_cond(msg, ok);
+	lop_free(&op);
+	free(row), free(u), free(a);
+	model_free(&m);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -169,6 +213,7 @@ int main(int argc, char **argv)
 		test_forms(gla, 1, 64, 2, 8, 16);
 		test_forms(gla, 2, 65, 2, 8, 8);
 		test_forms(gla, 1, 150, 4, 32, 32);
+		test_init_teacher(gla ? LOP_GLA : LOP_GDN);
 	}
 	return test_report();
 }

@@ -1,0 +1,405 @@
+/*
+ * linear_op: the gdn and gla candidate operators, forward and backward to
+ * every parameter and to the input (the contract is in linear_op.h). The
+ * recurrences are lib/linear_attn.c's; around them, projections, feature
+ * maps, gates and the gated RMSNorm, each with its hand-written backward.
+ */
+#include "linear_op.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linear_attn.h"
+#include "ops_cpu.h"
+#include "util.h"
+
+#define L2_EPS 1e-6f   /* fla's l2norm */
+#define NORM_EPS 1e-5f /* the gated RMSNorm on the output */
+
+int lop_kind(const char *name)
+{
+	return !strcmp(name, "gdn") ? LOP_GDN : !strcmp(name, "gla") ? LOP_GLA : -1;
+}
+
+const char *lop_name(int kind)
+{
+	return kind == LOP_GDN ? "gdn" : "gla";
+}
+
+static void add(LinearOp *op, const char *name, int rows, int cols)
+{
+	if (op->np == LOP_MAX_PARAMS)
+		BUG("lop: more than %d parameter blocks", LOP_MAX_PARAMS);
+	op->p[op->np++] = (LopParam){name, rows, cols, op->n};
+	op->n += (size_t)rows * cols;
+}
+
+void lop_init(LinearOp *op, int kind, int C, int H, int G, int D)
+{
+	if (kind != LOP_GDN && kind != LOP_GLA)
+		BUG("lop_init: kind %d", kind);
+	if (H % G)
+		BUG("lop_init: H %d not a multiple of G %d", H, G);
+	memset(op, 0, sizeof *op);
+	op->kind = kind, op->C = C, op->H = H, op->G = G, op->D = D, op->R = LOP_GLA_RANK;
+	int HD = H * D, GD = G * D;
+	add(op, "wq", HD, C), add(op, "bq", HD, 1);
+	add(op, "wk", GD, C), add(op, "bk", GD, 1);
+	add(op, "wv", GD, C), add(op, "bv", GD, 1);
+	if (kind == LOP_GDN) {
+		add(op, "wa", H, C), add(op, "dt_bias", H, 1), add(op, "A_log", H, 1);
+		add(op, "wb", H, C);
+	} else {
+		add(op, "wgk1", op->R, C), add(op, "wgk2", HD, op->R), add(op, "bgk", HD, 1);
+	}
+	add(op, "wg", HD, C), add(op, "onorm", D, 1);
+	add(op, "wo", C, HD), add(op, "bo", C, 1);
+	op->w = callocCheck(op->n, sizeof(float));
+}
+
+void lop_free(LinearOp *op)
+{
+	free(op->w);
+	op->w = NULL;
+}
+
+const LopParam *lop_param(const LinearOp *op, const char *name)
+{
+	for (int i = 0; i < op->np; i++)
+		if (!strcmp(op->p[i].name, name))
+			return &op->p[i];
+	return NULL;
+}
+
+static float *P(const LinearOp *op, const char *name)
+{
+	const LopParam *p = lop_param(op, name);
+	if (!p)
+		BUG("lop: no parameter %s in %s", name, lop_name(op->kind));
+	return op->w + p->off;
+}
+
+/* a teacher tensor (rows x cols, any float dtype) into dst; zeros when it
+ * is absent */
+static void copy_tensor(float *dst, const Tensor *t, int rows, int cols)
+{
+	if (!t->data) {
+		memset(dst, 0, (size_t)rows * cols * sizeof(float));
+		return;
+	}
+	if (tensor_numel(t) != (int64_t)rows * cols)
+		BUG("lop_init_teacher: a teacher tensor has %lld values, want %d x %d", (long long)tensor_numel(t), rows,
+		    cols);
+	size_t rowb = dtype_row_bytes(t->dtype, cols);
+	for (int r = 0; r < rows; r++)
+		convert_to_f32(dst + (size_t)r * cols, (const uint8_t *)t->data + (size_t)r * rowb, t->dtype, (size_t)cols);
+}
+
+/* splitmix64, for the new projections */
+static double uniform01(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+}
+
+void lop_init_teacher(LinearOp *op, int kind, const Model *m, int l, uint64_t seed)
+{
+	const ModelConfig *c = &m->cfg;
+	const LayerWeights *w = &m->layers[l];
+	lop_init(op, kind, c->C, c->H, c->G, c->D);
+	int HD = c->H * c->D, GD = c->G * c->D;
+	copy_tensor(P(op, "wq"), &w->wq, HD, c->C), copy_tensor(P(op, "bq"), &w->bq, HD, 1);
+	copy_tensor(P(op, "wk"), &w->wk, GD, c->C), copy_tensor(P(op, "bk"), &w->bk, GD, 1);
+	copy_tensor(P(op, "wv"), &w->wv, GD, c->C), copy_tensor(P(op, "bv"), &w->bv, GD, 1);
+	copy_tensor(P(op, "wo"), &w->wo, c->C, HD), copy_tensor(P(op, "bo"), &w->bo, c->C, 1);
+	uint64_t s = seed * 0x2545f4914f6cdd1dULL + (uint64_t)l;
+	const char *fresh[] = {"wa", "wb", "wgk1", "wgk2", "wg"};
+	for (size_t i = 0; i < sizeof fresh / sizeof fresh[0]; i++) {
+		const LopParam *p = lop_param(op, fresh[i]);
+		if (!p)
+			continue;
+		double bound = 1 / sqrt((double)p->cols); /* nn.Linear's default */
+		for (size_t j = 0; j < (size_t)p->rows * p->cols; j++)
+			op->w[p->off + j] = (float)((2 * uniform01(&s) - 1) * bound);
+	}
+	float *on = P(op, "onorm");
+	for (int i = 0; i < c->D; i++)
+		on[i] = 1;
+	if (kind == LOP_GDN) {
+		/* fla: A ~ U(0, 16); dt = exp(U(log 1e-3, log 0.1)) at least 1e-4,
+		 * dt_bias its inverse softplus */
+		float *A = P(op, "A_log"), *dt = P(op, "dt_bias");
+		for (int h = 0; h < c->H; h++) {
+			A[h] = (float)log(16 * uniform01(&s) + 1e-6);
+			double t = exp(log(1e-3) + uniform01(&s) * (log(0.1) - log(1e-3)));
+			t = t < 1e-4 ? 1e-4 : t;
+			dt[h] = (float)(t + log(-expm1(-t)));
+		}
+	}
+}
+
+// ----------------------------------------------------------------------------
+// pieces
+
+static inline float sigmoidf_(float x) { return 1 / (1 + expf(-x)); }
+static inline float siluf_(float x) { return x * sigmoidf_(x); }
+static inline float silu_grad(float x)
+{
+	float s = sigmoidf_(x);
+	return s * (1 + x * (1 - s));
+}
+static inline float softplusf_(float x) { return x > 20 ? x : log1pf(expf(x)); }
+static inline float logsigmoidf_(float x) { return x < 0 ? x - log1pf(expf(x)) : -log1pf(expf(-x)); }
+
+/* out (n, OC) = x (n, IC) W^T + b, W (OC, IC) float32, b (OC) or NULL */
+static void lin(float *out, const float *x, const float *W, const float *b, int n, int IC, int OC)
+{
+	Tensor w = {DT_F32, 2, {OC, IC}, W}, bt = {DT_F32, 1, {OC}, b};
+	matmul_forward_cpu(out, x, &w, b ? &bt : NULL, n, IC, OC);
+}
+
+/* the backward of lin: dx += dout W (dx may be NULL), dW += dout^T x,
+ * db += sum of dout rows (db may be NULL) */
+static void lin_back(float *dx, float *dW, float *db, const float *dout, const float *x, const float *W, int n,
+                     int IC, int OC)
+{
+	if (dx) {
+		float *t = mallocCheck((size_t)n * IC * sizeof(float));
+		Tensor w = {DT_F32, 2, {OC, IC}, W};
+		matmul_backward_cpu(t, dout, &w, n, IC, OC);
+		for (size_t i = 0; i < (size_t)n * IC; i++)
+			dx[i] += t[i];
+		free(t);
+	}
+	#pragma omp parallel for
+	for (int o = 0; o < OC; o++) {
+		double sb = 0;
+		for (int i = 0; i < n; i++) {
+			float d = dout[(size_t)i * OC + o];
+			if (d == 0)
+				continue;
+			sb += d;
+			for (int c = 0; c < IC; c++)
+				dW[(size_t)o * IC + c] += d * x[(size_t)i * IC + c];
+		}
+		if (db)
+			db[o] += (float)sb;
+	}
+}
+
+/* x (rows of D) scaled to unit norm in place; nrm (rows) keeps 1/norm */
+static void l2norm_rows(float *x, float *inv, size_t rows, int D)
+{
+	for (size_t r = 0; r < rows; r++) {
+		double s = 0;
+		for (int i = 0; i < D; i++)
+			s += (double)x[r * D + i] * x[r * D + i];
+		inv[r] = (float)(1 / sqrt(s + L2_EPS));
+		for (int i = 0; i < D; i++)
+			x[r * D + i] *= inv[r];
+	}
+}
+
+/* dx of y = x / |x| from dy and y, in place of dy */
+static void l2norm_back(float *d, const float *y, const float *inv, size_t rows, int D)
+{
+	for (size_t r = 0; r < rows; r++) {
+		double s = 0;
+		for (int i = 0; i < D; i++)
+			s += (double)d[r * D + i] * y[r * D + i];
+		for (int i = 0; i < D; i++)
+			d[r * D + i] = (float)(inv[r] * (d[r * D + i] - y[r * D + i] * s));
+	}
+}
+
+/* (n, G, D) rows repeated to (n, H, D): head h reads kv head h / (H / G) */
+static void repeat_heads(float *dst, const float *src, int n, int H, int G, int D)
+{
+	for (int t = 0; t < n; t++)
+		for (int h = 0; h < H; h++)
+			memcpy(dst + ((size_t)t * H + h) * D, src + ((size_t)t * G + h / (H / G)) * D, (size_t)D * sizeof(float));
+}
+
+/* its backward: the heads of a group summed */
+static void sum_heads(float *dst, const float *src, int n, int H, int G, int D)
+{
+	memset(dst, 0, (size_t)n * G * D * sizeof(float));
+	for (int t = 0; t < n; t++)
+		for (int h = 0; h < H; h++)
+			for (int i = 0; i < D; i++)
+				dst[((size_t)t * G + h / (H / G)) * D + i] += src[((size_t)t * H + h) * D + i];
+}
+
+/* everything the forward computes, for the backward */
+typedef struct {
+	float *pq, *pk, *pv;  /* projections (n, HD), (n, GD), (n, GD) */
+	float *q, *k, *v;     /* the recurrence's inputs, (n, HD) each (k, v repeated) */
+	float *kg, *vg;       /* k and v before the repeat (n, GD) */
+	float *qinv, *kinv;   /* 1/norms, (n H) and (n G) (gdn) */
+	float *za, *g, *zb, *beta; /* (n, H) (gdn) */
+	float *h1, *zgk, *gk; /* (n, R), (n, HD), (n, HD) (gla) */
+	float *o, *rstd, *zg, *y; /* (n, HD), (n H), (n, HD), (n, HD) */
+} Cache;
+
+static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int B, int T)
+{
+	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D, gdn = op->kind == LOP_GDN;
+	size_t nHD = (size_t)n * HD, nGD = (size_t)n * GD;
+#define ALLOC(x, count) (c->x = mallocCheck((size_t)(count) * sizeof(float)))
+	ALLOC(pq, nHD), ALLOC(pk, nGD), ALLOC(pv, nGD), ALLOC(q, nHD), ALLOC(k, nHD), ALLOC(v, nHD);
+	ALLOC(kg, nGD), ALLOC(vg, nGD), ALLOC(o, nHD), ALLOC(rstd, (size_t)n * H), ALLOC(zg, nHD), ALLOC(y, nHD);
+	lin(c->pq, u, P(op, "wq"), P(op, "bq"), n, C, HD);
+	lin(c->pk, u, P(op, "wk"), P(op, "bk"), n, C, GD);
+	lin(c->pv, u, P(op, "wv"), P(op, "bv"), n, C, GD);
+	if (gdn) {
+		ALLOC(qinv, (size_t)n * H), ALLOC(kinv, (size_t)n * G);
+		for (size_t i = 0; i < nHD; i++)
+			c->q[i] = siluf_(c->pq[i]);
+		for (size_t i = 0; i < nGD; i++)
+			c->kg[i] = siluf_(c->pk[i]), c->vg[i] = siluf_(c->pv[i]);
+		l2norm_rows(c->q, c->qinv, (size_t)n * H, D);
+		l2norm_rows(c->kg, c->kinv, (size_t)n * G, D);
+		ALLOC(za, (size_t)n * H), ALLOC(g, (size_t)n * H), ALLOC(zb, (size_t)n * H), ALLOC(beta, (size_t)n * H);
+		lin(c->za, u, P(op, "wa"), P(op, "dt_bias"), n, C, H);
+		lin(c->zb, u, P(op, "wb"), NULL, n, C, H);
+		const float *A = P(op, "A_log");
+		for (int t = 0; t < n; t++)
+			for (int h = 0; h < H; h++) {
+				size_t i = (size_t)t * H + h;
+				c->g[i] = -expf(A[h]) * softplusf_(c->za[i]);
+				c->beta[i] = sigmoidf_(c->zb[i]);
+			}
+	} else {
+		memcpy(c->q, c->pq, nHD * sizeof(float));
+		memcpy(c->kg, c->pk, nGD * sizeof(float));
+		memcpy(c->vg, c->pv, nGD * sizeof(float));
+		ALLOC(h1, (size_t)n * op->R), ALLOC(zgk, nHD), ALLOC(gk, nHD);
+		lin(c->h1, u, P(op, "wgk1"), NULL, n, C, op->R);
+		lin(c->zgk, c->h1, P(op, "wgk2"), P(op, "bgk"), n, op->R, HD);
+		for (size_t i = 0; i < nHD; i++)
+			c->gk[i] = logsigmoidf_(c->zgk[i]) / 16;
+	}
+#undef ALLOC
+	repeat_heads(c->k, c->kg, n, H, G, D);
+	repeat_heads(c->v, c->vg, n, H, G, D);
+	float *S = callocCheck((size_t)B * H * D * D, sizeof(float)), scale = 1 / sqrtf((float)D);
+	if (gdn)
+		gdn_forward_chunked(c->o, S, c->q, c->k, c->v, c->g, c->beta, B, T, H, D, D, scale, 64);
+	else
+		gla_forward_chunked(c->o, S, c->q, c->k, c->v, c->gk, B, T, H, D, D, scale, 64);
+	free(S);
+	/* y = rmsnorm over D (per head) * onorm * silu(Wg u) */
+	lin(c->zg, u, P(op, "wg"), NULL, n, C, HD);
+	const float *on = P(op, "onorm");
+	for (size_t r = 0; r < (size_t)n * H; r++) {
+		double s = 0;
+		for (int i = 0; i < D; i++)
+			s += (double)c->o[r * D + i] * c->o[r * D + i];
+		c->rstd[r] = (float)(1 / sqrt(s / D + NORM_EPS));
+		for (int i = 0; i < D; i++)
+			c->y[r * D + i] = c->o[r * D + i] * c->rstd[r] * on[i] * siluf_(c->zg[r * D + i]);
+	}
+	lin(a, c->y, P(op, "wo"), P(op, "bo"), n, HD, C);
+}
+
+static void cache_free(Cache *c)
+{
+	float **all = (float **)c;
+	for (size_t i = 0; i < sizeof *c / sizeof(float *); i++)
+		free(all[i]);
+}
+
+void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T)
+{
+	Cache c = {0};
+	forward(op, &c, a, u, B, T);
+	cache_free(&c);
+}
+
+void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T)
+{
+	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D, gdn = op->kind == LOP_GDN;
+	size_t nHD = (size_t)n * HD, nGD = (size_t)n * GD;
+	Cache c = {0};
+	float *a = mallocCheck((size_t)n * C * sizeof(float));
+	forward(op, &c, a, u, B, T);
+	free(a);
+#define G_(name) (grad + lop_param(op, name)->off)
+	if (du)
+		memset(du, 0, (size_t)n * C * sizeof(float));
+	/* a = Wo y + bo */
+	float *dy = callocCheck(nHD, sizeof(float));
+	lin_back(dy, G_("wo"), G_("bo"), da, c.y, P(op, "wo"), n, HD, C);
+	/* y = o rstd onorm silu(zg) */
+	float *dO = mallocCheck(nHD * sizeof(float)), *dzg = mallocCheck(nHD * sizeof(float));
+	const float *on = P(op, "onorm");
+	float *don = G_("onorm");
+	for (size_t r = 0; r < (size_t)n * H; r++) {
+		double sm = 0;
+		for (int i = 0; i < D; i++) {
+			size_t j = r * D + i;
+			float xh = c.o[j] * c.rstd[r], gt = siluf_(c.zg[j]);
+			dzg[j] = dy[j] * xh * on[i] * silu_grad(c.zg[j]);
+			don[i] += dy[j] * xh * gt;
+			float m = dy[j] * on[i] * gt; /* dL/dxhat */
+			dO[j] = m;
+			sm += (double)m * xh;
+		}
+		for (int i = 0; i < D; i++) {
+			size_t j = r * D + i;
+			dO[j] = (float)(c.rstd[r] * (dO[j] - c.o[j] * c.rstd[r] * sm / D));
+		}
+	}
+	lin_back(du, G_("wg"), NULL, dzg, u, P(op, "wg"), n, C, HD);
+	/* the recurrence */
+	float *dq = mallocCheck(nHD * sizeof(float)), *dk = mallocCheck(nHD * sizeof(float));
+	float *dv = mallocCheck(nHD * sizeof(float)), scale = 1 / sqrtf((float)D);
+	float *dpk = mallocCheck(nGD * sizeof(float)), *dpv = mallocCheck(nGD * sizeof(float));
+	if (gdn) {
+		float *dg = mallocCheck((size_t)n * H * sizeof(float)), *db = mallocCheck((size_t)n * H * sizeof(float));
+		gdn_backward(dq, dk, dv, dg, db, NULL, dO, NULL, c.q, c.k, c.v, c.g, c.beta, NULL, B, T, H, D, D, scale);
+		/* beta = sigmoid(zb); g = -exp(A) softplus(za) */
+		const float *A = P(op, "A_log");
+		float *dA = G_("A_log");
+		for (int t = 0; t < n; t++)
+			for (int h = 0; h < H; h++) {
+				size_t i = (size_t)t * H + h;
+				db[i] *= c.beta[i] * (1 - c.beta[i]);
+				dA[h] += dg[i] * c.g[i];
+				dg[i] *= -expf(A[h]) * sigmoidf_(c.za[i]);
+			}
+		lin_back(du, G_("wb"), NULL, db, u, P(op, "wb"), n, C, H);
+		lin_back(du, G_("wa"), G_("dt_bias"), dg, u, P(op, "wa"), n, C, H);
+		free(dg), free(db);
+		/* q = l2norm(silu(pq)), k likewise before the repeat, v = silu(pv) */
+		l2norm_back(dq, c.q, c.qinv, (size_t)n * H, D);
+		for (size_t i = 0; i < nHD; i++)
+			dq[i] *= silu_grad(c.pq[i]);
+		sum_heads(dpk, dk, n, H, G, D);
+		sum_heads(dpv, dv, n, H, G, D);
+		l2norm_back(dpk, c.kg, c.kinv, (size_t)n * G, D);
+		for (size_t i = 0; i < nGD; i++)
+			dpk[i] *= silu_grad(c.pk[i]), dpv[i] *= silu_grad(c.pv[i]);
+	} else {
+		float *dgk = mallocCheck(nHD * sizeof(float));
+		gla_backward(dq, dk, dv, dgk, NULL, dO, NULL, c.q, c.k, c.v, c.gk, NULL, B, T, H, D, D, scale);
+		/* gk = logsigmoid(zgk) / 16, zgk = Wgk2 h1 + bgk, h1 = Wgk1 u */
+		for (size_t i = 0; i < nHD; i++)
+			dgk[i] *= (1 - sigmoidf_(c.zgk[i])) / 16;
+		float *dh1 = callocCheck((size_t)n * op->R, sizeof(float));
+		lin_back(dh1, G_("wgk2"), G_("bgk"), dgk, c.h1, P(op, "wgk2"), n, op->R, HD);
+		lin_back(du, G_("wgk1"), NULL, dh1, u, P(op, "wgk1"), n, C, op->R);
+		free(dgk), free(dh1);
+		sum_heads(dpk, dk, n, H, G, D);
+		sum_heads(dpv, dv, n, H, G, D);
+	}
+	lin_back(du, G_("wq"), G_("bq"), dq, u, P(op, "wq"), n, C, HD);
+	lin_back(du, G_("wk"), G_("bk"), dpk, u, P(op, "wk"), n, C, GD);
+	lin_back(du, G_("wv"), G_("bv"), dpv, u, P(op, "wv"), n, C, GD);
+#undef G_
+	free(dy), free(dO), free(dzg), free(dq), free(dk), free(dv), free(dpk), free(dpv);
+	cache_free(&c);
+}
