@@ -7,7 +7,7 @@ LIB_SRC  := $(wildcard lib/*.c)
 LIB_OBJ  := $(LIB_SRC:.c=.o)
 LIB      := lib/libdash.a
 TOOLS    := $(patsubst tools/%.c,bin/%,$(wildcard tools/*.c))
-TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c)) tests/bin/mktokens
+TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c)) tests/bin/mktokens tests/bin/candcmp
 CU_SRC   := $(wildcard kernels/*.cu)
 CU_OBJ   := $(CU_SRC:.cu=.o)
 CU_LIB   := kernels/libdash_cuda.a

@@ -1,0 +1,478 @@
+/* distill-linear: teacher-aligned linear-attention candidates for every
+ * layer (stage 1, DESIGN.md section 3). One teacher forward per batch feeds
+ * every requested layer: each layer's candidates (gdn, gla) learn to map
+ * the layer's attention input u_l to its output a_l, minimising the
+ * normalised error |op(u) - a|^2 / |a|^2 with AdamW (warm-up, cosine decay,
+ * gradient clipping). Writes DIR/Lxx.h5 per layer (lib/cand.h); keeps
+ * DIR/distill.ckpt.h5 so that --resume continues a stopped run. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cand.h"       // defines: cand_write_op, CAND_FORMAT
+#include "h5io.h"       // defines: h5_create, h5_open, h5_write, h5_read
+#include "linear_op.h"  // defines: LinearOp, lop_init_teacher, lop_forward, lop_backward
+#include "model.h"      // defines: model_load, layer_forward, LayerScratch
+#include "ops_cpu.h"    // defines: embedding_forward_cpu
+#include "tokens.h"     // defines: tokens_read
+#include "util.h"       // defines: die, estrtocount, Progress
+
+#define CKPT_FORMAT "dash-distill-checkpoint"
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: distill-linear -m MODEL -d TOKENS.h5 -o DIR [-l LAYERS] [--ops gdn,gla]\n"
+	                "                      [--tokens N] [--seq T] [--batch B] [--heldout N] [--lr LR]\n"
+	                "                      [--warmup F] [--wd WD] [--clip C] [--seed S] [--ckpt-every K]\n"
+	                "                      [--resume] [--stop-after K] [--device cpu]\n");
+	exit(2);
+}
+
+/* "0-35", "3,7,11" or "0-3,8" into a mask over L layers */
+static void parse_layers(const char *s, int L, char *want)
+{
+	memset(want, 0, (size_t)L);
+	char *dup = strdupCheck(s), *save = NULL;
+	for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *dash = strchr(tok, '-');
+		long a, b;
+		if (dash) {
+			*dash = 0;
+			a = estrtocount(tok, "-l"), b = estrtocount(dash + 1, "-l");
+		} else {
+			a = b = estrtocount(tok, "-l");
+		}
+		if (a > b || b >= L)
+			die("-l: '%s' is not within the teacher's layers 0-%d", s, L - 1);
+		for (long i = a; i <= b; i++)
+			want[i] = 1;
+	}
+	free(dup);
+}
+
+/* one candidate in training */
+typedef struct {
+	int layer;
+	LinearOp op;
+	float *m, *v, *grad; /* Adam moments, the gradient */
+	float *curve;        /* the training NMSE of every step */
+	double nmse[4];      /* train before, after; held-out before, after */
+} Cand;
+
+typedef struct {
+	const char *want; /* layers to capture */
+	float **U, **A;   /* per layer (n, C), NULL when not wanted */
+	size_t nC;
+} Capture;
+
+static void capture(void *ctx, int l, const float *u, float *a, int B, int T)
+{
+	Capture *c = ctx;
+	(void)B, (void)T;
+	if (c->want[l]) {
+		memcpy(c->U[l], u, c->nC * sizeof(float));
+		memcpy(c->A[l], a, c->nC * sizeof(float));
+	}
+}
+
+/* the teacher's layers 0..last on ids (B, T), capturing u and a */
+static void teacher(const Model *m, const int32_t *ids, int B, int T, int last, Capture *cap, LayerScratch *s,
+                    float *x, float *y)
+{
+	int n = B * T;
+	embedding_forward_cpu(x, ids, &m->embed, n, m->cfg.C);
+	for (int l = 0; l <= last; l++) {
+		layer_forward(m, l, x, y, s, B, T, capture, cap);
+		float *t = x;
+		x = y, y = t;
+	}
+}
+
+/* NMSE of op on (u, a); with grad, its gradient added to grad */
+static double nmse(const LinearOp *op, const float *u, const float *a, int B, int T, float *grad, float *ah)
+{
+	size_t n = (size_t)B * T * op->C;
+	lop_forward(op, ah, u, B, T);
+	double num = 0, den = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = (double)ah[i] - a[i];
+		num += d * d, den += (double)a[i] * a[i];
+	}
+	den = den > 0 ? den : 1;
+	if (grad) {
+		for (size_t i = 0; i < n; i++)
+			ah[i] = (float)(2 * ((double)ah[i] - a[i]) / den);
+		lop_backward(op, grad, NULL, ah, u, B, T);
+	}
+	return num / den;
+}
+
+typedef struct {
+	double lr, warmup, wd, clip;
+	long long steps;
+} Opt;
+
+/* the learning rate at step t: linear warm-up, then cosine to lr / 10 */
+static double lr_at(const Opt *o, long long t)
+{
+	long long w = (long long)(o->warmup * o->steps);
+	if (t < w)
+		return o->lr * (t + 1) / w;
+	double p = o->steps > w ? (double)(t - w) / (double)(o->steps - w) : 1;
+	return o->lr * (0.1 + 0.9 * 0.5 * (1 + cos(M_PI * p)));
+}
+
+/* AdamW on every parameter; weight decay on the matrices (names w*) only */
+static void adamw(Cand *c, const Opt *o, long long t)
+{
+	const LinearOp *op = &c->op;
+	double norm = 0;
+	for (size_t i = 0; i < op->n; i++)
+		norm += (double)c->grad[i] * c->grad[i];
+	norm = sqrt(norm);
+	double k = norm > o->clip ? o->clip / norm : 1, lr = lr_at(o, t);
+	const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+	double c1 = 1 - pow(b1, (double)(t + 1)), c2 = 1 - pow(b2, (double)(t + 1));
+	for (int pi = 0; pi < op->np; pi++) {
+		const LopParam *p = &op->p[pi];
+		int decay = p->name[0] == 'w';
+		for (size_t i = p->off; i < p->off + (size_t)p->rows * p->cols; i++) {
+			double g = c->grad[i] * k;
+			c->m[i] = (float)(b1 * c->m[i] + (1 - b1) * g);
+			c->v[i] = (float)(b2 * c->v[i] + (1 - b2) * g * g);
+			double upd = (c->m[i] / c1) / (sqrt(c->v[i] / c2) + eps) + (decay ? o->wd * op->w[i] : 0);
+			op->w[i] = (float)(op->w[i] - lr * upd);
+		}
+	}
+}
+
+static void ckpt_name(char *buf, size_t n, const Cand *c, const char *what)
+{
+	snprintf(buf, n, "/L%02d/%s/%s", c->layer, lop_name(c->op.kind), what);
+}
+
+/* the settings a checkpoint must share with the run that resumes it */
+static void settings(char *buf, size_t n, const char *layers, const char *ops, long long steps, int T, int B,
+                     long long heldout, const Opt *o, uint64_t seed)
+{
+	snprintf(buf, n, "layers=%s ops=%s steps=%lld seq=%d batch=%d heldout=%lld lr=%g warmup=%g wd=%g clip=%g seed=%llu",
+	         layers, ops, steps, T, B, heldout, o->lr, o->warmup, o->wd, o->clip, (unsigned long long)seed);
+}
+
+static void ckpt_write(const char *path, Cand *cands, int nc, long long step, const char *set, const Model *m,
+                       const char *tok_fp)
+{
+	H5File *f = h5_create(path);
+	h5_stamp(f, CKPT_FORMAT, 1);
+	h5_attr_set_i64(f, "/", "step", step);
+	h5_attr_set_str(f, "/", "settings", set);
+	h5_set_input(f, "teacher", m->path, m->fingerprint);
+	h5_attr_set_str(f, "/", "tokens_fingerprint", tok_fp);
+	for (int i = 0; i < nc; i++) {
+		Cand *c = &cands[i];
+		char name[64];
+		int64_t nw = (int64_t)c->op.n, ns = step, four = 4;
+		ckpt_name(name, sizeof name, c, "w"), h5_write(f, name, DT_F32, 1, &nw, c->op.w);
+		ckpt_name(name, sizeof name, c, "m"), h5_write(f, name, DT_F32, 1, &nw, c->m);
+		ckpt_name(name, sizeof name, c, "v"), h5_write(f, name, DT_F32, 1, &nw, c->v);
+		ckpt_name(name, sizeof name, c, "curve"), h5_write(f, name, DT_F32, 1, &ns, c->curve);
+		ckpt_name(name, sizeof name, c, "nmse"), h5_write(f, name, DT_F64, 1, &four, c->nmse);
+	}
+	h5_close(f);
+}
+
+/* ckpt_check dies unless the checkpoint at path belongs to this run */
+static void ckpt_check(const char *path, const char *set, const Model *m, const char *tok_fp)
+{
+	H5File *f = h5_open(path);
+	h5_expect_format(f, CKPT_FORMAT, 1, "remove it to start afresh");
+	char *s = h5_attr_get_str(f, "/", "settings"), *tfp = h5_attr_get_str(f, "/", "teacher_fingerprint");
+	char *kfp = h5_attr_get_str(f, "/", "tokens_fingerprint");
+	if (strcmp(tfp, m->fingerprint) != 0)
+		die("%s: a checkpoint of another teacher (fingerprint %s, this one %s)", path, tfp, m->fingerprint);
+	if (strcmp(kfp, tok_fp) != 0)
+		die("%s: a checkpoint made on other tokens (fingerprint %s, these %s)", path, kfp, tok_fp);
+	if (strcmp(s, set) != 0)
+		die("%s: a checkpoint made with other settings (%s; now %s): remove it or run as it was", path, s, set);
+	free(s), free(tfp), free(kfp);
+	h5_close(f);
+}
+
+/* the step to go on from, after loading everything a checkpoint holds */
+static long long ckpt_read(const char *path, Cand *cands, int nc)
+{
+	H5File *f = h5_open(path);
+	long long step = h5_attr_get_i64(f, "/", "step");
+	for (int i = 0; i < nc; i++) {
+		Cand *c = &cands[i];
+		char name[64];
+		int rank;
+		int64_t dims[TENSOR_MAX_DIMS];
+		float *x[4];
+		const char *what[4] = {"w", "m", "v", "curve"};
+		for (int j = 0; j < 4; j++) {
+			ckpt_name(name, sizeof name, c, what[j]);
+			x[j] = h5_read(f, name, DT_F32, &rank, dims);
+			if (dims[0] != (j < 3 ? (int64_t)c->op.n : step))
+				die("%s: %s has %lld values, want %lld", path, name, (long long)dims[0],
+				    (long long)(j < 3 ? (int64_t)c->op.n : step));
+		}
+		memcpy(c->op.w, x[0], c->op.n * sizeof(float));
+		memcpy(c->m, x[1], c->op.n * sizeof(float));
+		memcpy(c->v, x[2], c->op.n * sizeof(float));
+		memcpy(c->curve, x[3], (size_t)step * sizeof(float));
+		for (int j = 0; j < 4; j++)
+			free(x[j]);
+		ckpt_name(name, sizeof name, c, "nmse");
+		double *nm = h5_read(f, name, DT_F64, &rank, dims);
+		memcpy(c->nmse, nm, sizeof c->nmse);
+		free(nm);
+	}
+	h5_close(f);
+	return step;
+}
+
+int main(int argc, char **argv)
+{
+	const char *model_path = NULL, *tokens_path = NULL, *dir = NULL, *layers_arg = NULL, *ops_arg = "gdn,gla";
+	const char *device = "cpu";
+	long long ntok = 1 << 20, seq = 512, batch = 1, heldout = 4096, ckpt_every = 100, stop_after = -1;
+	unsigned long long seed = 1;
+	int resume = 0;
+	Opt o = {1e-3, 0.05, 0.01, 1.0, 0};
+	static const struct option opts[] = {
+		{"model", required_argument, NULL, 'm'}, {"tokens-file", required_argument, NULL, 'd'},
+		{"out", required_argument, NULL, 'o'}, {"layers", required_argument, NULL, 'l'},
+		{"ops", required_argument, NULL, 'O'}, {"tokens", required_argument, NULL, 'n'},
+		{"seq", required_argument, NULL, 's'}, {"batch", required_argument, NULL, 'b'},
+		{"heldout", required_argument, NULL, 'H'}, {"lr", required_argument, NULL, 'r'},
+		{"warmup", required_argument, NULL, 'w'}, {"wd", required_argument, NULL, 'W'},
+		{"clip", required_argument, NULL, 'c'}, {"seed", required_argument, NULL, 'S'},
+		{"ckpt-every", required_argument, NULL, 'k'}, {"resume", no_argument, NULL, 'R'},
+		{"stop-after", required_argument, NULL, 'x'}, {"device", required_argument, NULL, 'D'},
+		{NULL, 0, NULL, 0},
+	};
+	util_init(argc, argv);
+	int ch;
+	while ((ch = getopt_long(argc, argv, "m:d:o:l:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'm': model_path = optarg; break;
+		case 'd': tokens_path = optarg; break;
+		case 'o': dir = optarg; break;
+		case 'l': layers_arg = optarg; break;
+		case 'O': ops_arg = optarg; break;
+		case 'n': ntok = estrtocount(optarg, "--tokens"); break;
+		case 's': seq = estrtocount(optarg, "--seq"); break;
+		case 'b': batch = estrtocount(optarg, "--batch"); break;
+		case 'H': heldout = estrtocount(optarg, "--heldout"); break;
+		case 'r': o.lr = estrtod(optarg, "--lr"); break;
+		case 'w': o.warmup = estrtod(optarg, "--warmup"); break;
+		case 'W': o.wd = estrtod(optarg, "--wd"); break;
+		case 'c': o.clip = estrtod(optarg, "--clip"); break;
+		case 'S': seed = (unsigned long long)estrtocount(optarg, "--seed"); break;
+		case 'k': ckpt_every = estrtocount(optarg, "--ckpt-every"); break;
+		case 'R': resume = 1; break;
+		case 'x': stop_after = estrtocount(optarg, "--stop-after"); break;
+		case 'D': device = optarg; break;
+		default: usage();
+		}
+	}
+	if (optind != argc || !model_path || !tokens_path || !dir)
+		usage();
+	if (strcmp(device, "cpu") != 0)
+		die("--device %s: distill-linear runs on the CPU only so far (the CUDA kernels of gdn and gla are not "
+		    "written yet)", device);
+	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || heldout < 1)
+		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --heldout at least 1");
+	if (!(o.lr > 0) || !(o.warmup >= 0 && o.warmup < 1) || !(o.wd >= 0) || !(o.clip > 0) || ckpt_every < 1)
+		die("--lr and --clip must be > 0, --warmup in [0, 1), --wd >= 0, --ckpt-every >= 1");
+	int kinds[2], nk = 0;
+	{
+		char *dup = strdupCheck(ops_arg), *save = NULL;
+		for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			int k = lop_kind(tok);
+			if (k < 0)
+				die("--ops: unknown operator '%s' (gdn, gla)", tok);
+			if (nk == 2 || (nk == 1 && kinds[0] == k))
+				die("--ops: '%s' names an operator twice", ops_arg);
+			kinds[nk++] = k;
+		}
+		free(dup);
+		if (!nk)
+			die("--ops: no operator named");
+	}
+
+	/* inputs, all checked before any work */
+	Model m;
+	model_load(&m, model_path);
+	const ModelConfig *c = &m.cfg;
+	char *want = mallocCheck((size_t)c->L);
+	if (layers_arg)
+		parse_layers(layers_arg, c->L, want);
+	else
+		memset(want, 1, (size_t)c->L);
+	int last = -1, nl = 0;
+	for (int l = 0; l < c->L; l++)
+		if (want[l])
+			last = l, nl++;
+	int64_t n;
+	char tok_fp[17];
+	int32_t *ids = tokens_read(tokens_path, -1, c->V, &n, tok_fp);
+	int T = (int)seq, B = (int)batch;
+	int64_t nh = (heldout + T - 1) / T; /* held-out sequences, from the end */
+	if (n < (nh + 1) * T)
+		die("%s: %lld tokens, fewer than %lld held-out sequences of %d and one to train on", tokens_path,
+		    (long long)n, (long long)nh, T);
+	int64_t ntrain = n - nh * T;
+	o.steps = (ntok + (long long)B * T - 1) / ((long long)B * T);
+	char ckpt[4096], set[1024];
+	snprintf(ckpt, sizeof ckpt, "%s/distill.ckpt.h5", dir);
+	settings(set, sizeof set, layers_arg ? layers_arg : "all", ops_arg, o.steps, T, B, heldout, &o, seed);
+	resume = resume && access(ckpt, F_OK) == 0;
+	if (resume)
+		ckpt_check(ckpt, set, &m, tok_fp);
+	if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+		die("%s: cannot make the directory: %s", dir, strerror(errno));
+	fprintf(stderr, "distill-linear: model %s: ", model_path);
+	model_describe(&m, stderr);
+	fprintf(stderr, "distill-linear: %d layer%s x %d op%s, %lld steps of %d x %d tokens (%lld tokens from a training "
+	                "split of %lld; %lld held out), lr %g\n", nl, nl == 1 ? "" : "s", nk, nk == 1 ? "" : "s", o.steps,
+	        B, T, (long long)(o.steps * B * T), (long long)ntrain, (long long)(nh * T), o.lr);
+	model_unpack(&m); /* float32 weights: the CPU forward's fast path */
+
+	int nc = nl * nk;
+	Cand *cands = callocCheck((size_t)nc, sizeof *cands);
+	for (int l = 0, i = 0; l < c->L; l++)
+		for (int k = 0; want[l] && k < nk; k++, i++) {
+			Cand *cd = &cands[i];
+			cd->layer = l;
+			lop_init_teacher(&cd->op, kinds[k], &m, l, seed);
+			cd->m = callocCheck(cd->op.n, sizeof(float));
+			cd->v = callocCheck(cd->op.n, sizeof(float));
+			cd->grad = mallocCheck(cd->op.n * sizeof(float));
+			cd->curve = callocCheck((size_t)o.steps, sizeof(float));
+		}
+	size_t nC = (size_t)B * T * c->C;
+	Capture cap = {want, callocCheck((size_t)c->L, sizeof(float *)), callocCheck((size_t)c->L, sizeof(float *)), nC};
+	for (int l = 0; l < c->L; l++)
+		if (want[l])
+			cap.U[l] = mallocCheck(nC * sizeof(float)), cap.A[l] = mallocCheck(nC * sizeof(float));
+	LayerScratch s;
+	layer_scratch_init(&s, c, B * T);
+	float *x = mallocCheck(nC * sizeof(float)), *y = mallocCheck(nC * sizeof(float));
+	float *ah = mallocCheck(nC * sizeof(float));
+
+	long long step0 = 0;
+	if (resume) {
+		step0 = ckpt_read(ckpt, cands, nc);
+		fprintf(stderr, "distill-linear: resuming %s at step %lld\n", ckpt, step0);
+	}
+
+	/* held-out NMSE, a pass over the held-out sequences, B at a time */
+	int64_t nhb = (nh + B - 1) / B;
+	int32_t *hb = mallocCheck((size_t)B * T * sizeof(int32_t));
+	double *acc = callocCheck((size_t)nc, sizeof(double));
+#define HELDOUT(slot)                                                                                             \
+	do {                                                                                                      \
+		memset(acc, 0, (size_t)nc * sizeof(double));                                                      \
+		for (int64_t bi = 0; bi < nhb; bi++) {                                                            \
+			for (int b = 0; b < B; b++)                                                               \
+				memcpy(hb + (size_t)b * T, ids + ntrain + ((bi * B + b) % nh) * T,                \
+				       (size_t)T * sizeof(int32_t));                                              \
+			teacher(&m, hb, B, T, last, &cap, &s, x, y);                                              \
+			for (int i = 0; i < nc; i++)                                                              \
+				acc[i] += nmse(&cands[i].op, cap.U[cands[i].layer], cap.A[cands[i].layer], B, T,  \
+				               NULL, ah);                                                         \
+		}                                                                                                 \
+		for (int i = 0; i < nc; i++)                                                                      \
+			cands[i].nmse[slot] = acc[i] / nhb;                                                       \
+	} while (0)
+	if (step0 == 0)
+		HELDOUT(2);
+
+	Progress pr;
+	progress_init(&pr, "steps", o.steps);
+	int32_t *tb = mallocCheck((size_t)B * T * sizeof(int32_t));
+	long long t = step0, ran = 0;
+	for (; t < o.steps; t++) {
+		if (stop_after >= 0 && ran == stop_after)
+			break;
+		/* batch t: sequences t B .. t B + B - 1 of the training tokens, wrapping */
+		int64_t nseq = ntrain / T;
+		for (int b = 0; b < B; b++)
+			memcpy(tb + (size_t)b * T, ids + ((t * B + b) % nseq) * T, (size_t)T * sizeof(int32_t));
+		teacher(&m, tb, B, T, last, &cap, &s, x, y);
+		for (int i = 0; i < nc; i++) {
+			Cand *cd = &cands[i];
+			memset(cd->grad, 0, cd->op.n * sizeof(float));
+			double e = nmse(&cd->op, cap.U[cd->layer], cap.A[cd->layer], B, T, cd->grad, ah);
+			cd->curve[t] = (float)e;
+			if (t == 0)
+				cd->nmse[0] = e;
+			adamw(cd, &o, t);
+		}
+		ran++;
+		progress_update(&pr, t + 1);
+		if ((t + 1) % ckpt_every == 0 && t + 1 < o.steps)
+			ckpt_write(ckpt, cands, nc, t + 1, set, &m, tok_fp);
+	}
+	if (t < o.steps) {
+		ckpt_write(ckpt, cands, nc, t, set, &m, tok_fp);
+		fprintf(stderr, "\ndistill-linear: stopped after step %lld of %lld; --resume goes on from %s\n", t, o.steps,
+		        ckpt);
+		return 0;
+	}
+	progress_done(&pr, o.steps);
+	HELDOUT(3);
+
+	/* the training NMSE after: the mean of the last tenth of the steps */
+	long long tail = o.steps / 10 > 0 ? o.steps / 10 : 1;
+	for (int i = 0; i < nc; i++) {
+		double sum = 0;
+		for (long long j = o.steps - tail; j < o.steps; j++)
+			sum += cands[i].curve[j];
+		cands[i].nmse[1] = sum / tail;
+	}
+	printf("layer\top\tnmse_train_before\tnmse_train_after\tnmse_heldout_before\tnmse_heldout_after\n");
+	for (int l = 0, i = 0; l < c->L; l++) {
+		if (!want[l])
+			continue;
+		char path[4200];
+		snprintf(path, sizeof path, "%s/L%02d.h5", dir, l);
+		H5File *f = h5_create(path);
+		h5_stamp(f, CAND_FORMAT, 1);
+		h5_set_input(f, "teacher", model_path, m.fingerprint);
+		h5_set_input(f, "tokens", tokens_path, tok_fp);
+		h5_attr_set_i64(f, "/", "layer", l), h5_attr_set_i64(f, "/", "n_layers", c->L);
+		h5_attr_set_i64(f, "/", "seed", (int64_t)seed), h5_attr_set_i64(f, "/", "seq", T);
+		h5_attr_set_i64(f, "/", "batch", B), h5_attr_set_i64(f, "/", "steps", o.steps);
+		h5_attr_set_i64(f, "/", "tokens_seen", o.steps * B * T);
+		h5_attr_set_i64(f, "/", "heldout_tokens", nh * T);
+		h5_attr_set_f64(f, "/", "lr", o.lr), h5_attr_set_f64(f, "/", "warmup", o.warmup);
+		h5_attr_set_f64(f, "/", "weight_decay", o.wd), h5_attr_set_f64(f, "/", "clip", o.clip);
+		for (int k = 0; k < nk; k++, i++) {
+			Cand *cd = &cands[i];
+			cand_write_op(f, &cd->op, cd->curve, o.steps, cd->nmse);
+			printf("%d\t%s\t%.4f\t%.4f\t%.4f\t%.4f\n", l, lop_name(cd->op.kind), cd->nmse[0], cd->nmse[1],
+			       cd->nmse[2], cd->nmse[3]);
+		}
+		h5_close(f);
+	}
+	fshut(stdout, "<stdout>");
+	unlink(ckpt);
+	for (int i = 0; i < nc; i++) {
+		lop_free(&cands[i].op);
+		free(cands[i].m), free(cands[i].v), free(cands[i].grad), free(cands[i].curve);
+	}
+	for (int l = 0; l < c->L; l++)
+		free(cap.U[l]), free(cap.A[l]);
+	free(cap.U), free(cap.A), free(cands), free(want), free(ids), free(x), free(y), free(ah), free(hb), free(tb);
+	free(acc);
+	layer_scratch_free(&s);
+	model_free(&m);
+	return 0;
+}
