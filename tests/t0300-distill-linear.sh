@@ -11,7 +11,7 @@ D="bin/distill-linear -m $Q -d $TMP/tok.h5 --tokens 8192 --seq 64 --heldout 256 
 
 check "distill-linear makes candidates for both layers" $D -o "$TMP/a"
 cp "$TMP/out" "$TMP/table"
-if [ -s "$TMP/a/L00.h5" ] && [ -s "$TMP/a/L01.h5" ] && [ ! -e "$TMP/a/distill.ckpt.h5" ]; then
+if [ -s "$TMP/a/L00.h5" ] && [ -s "$TMP/a/L01.h5" ] && [ ! -e "$TMP/a/distill-Lall.ckpt.h5" ]; then
 	pass "L00.h5 and L01.h5 written, the checkpoint removed"
 else fail "the output files" "$(ls "$TMP/a")"; fi
 # layer op train_before train_after heldout_before heldout_after, 4 rows
@@ -20,7 +20,7 @@ then pass "every candidate's train and held-out NMSE fall by a quarter or more"
 else fail "NMSE falls" "$(cat "$TMP/table")"; fi
 
 $D -o "$TMP/b" --stop-after 23 >/dev/null 2>"$TMP/err"
-if [ -e "$TMP/b/distill.ckpt.h5" ] && [ ! -e "$TMP/b/L00.h5" ] && grep -q 'stopped after step 23' "$TMP/err"; then
+if [ -e "$TMP/b/distill-Lall.ckpt.h5" ] && [ ! -e "$TMP/b/L00.h5" ] && grep -q 'stopped after step 23' "$TMP/err"; then
 	pass "--stop-after leaves a checkpoint and no candidates"
 else fail "--stop-after" "$(cat "$TMP/err")"; fi
 check "--resume finishes the stopped run" $D -o "$TMP/b" --resume

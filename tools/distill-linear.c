@@ -4,7 +4,7 @@
  * the layer's attention input u_l to its output a_l, minimising the
  * normalised error |op(u) - a|^2 / |a|^2 with AdamW (warm-up, cosine decay,
  * gradient clipping). Writes DIR/Lxx.h5 per layer (lib/cand.h); keeps
- * DIR/distill.ckpt.h5 so that --resume continues a stopped run. */
+ * DIR/distill-LLAYERS.ckpt.h5 so that --resume continues a stopped run. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -330,7 +330,9 @@ int main(int argc, char **argv)
 	int64_t ntrain = n - nh * T;
 	o.steps = (ntok + (long long)B * T - 1) / ((long long)B * T);
 	char ckpt[4096], set[1024];
-	snprintf(ckpt, sizeof ckpt, "%s/distill.ckpt.h5", dir);
+	/* one checkpoint per layer set, so that runs on other layers of the
+	 * same directory (make -j) keep out of each other's way */
+	snprintf(ckpt, sizeof ckpt, "%s/distill-L%s.ckpt.h5", dir, layers_arg ? layers_arg : "all");
 	settings(set, sizeof set, layers_arg ? layers_arg : "all", ops_arg, o.steps, T, B, heldout, &o, seed);
 	resume = resume && access(ckpt, F_OK) == 0;
 	if (resume)

@@ -21,7 +21,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: eval-lm -m MODEL (--ids FILE | --tokens TOKENS.h5) [--seq T] [-n N]\n"
 	                "               [--dump-logits OUT.h5] [--device cpu|cuda]\n"
-	                "       eval-lm -m MODEL --generate PROMPT [--max-new N] [--raw] [--tokenizer FILE]\n");
+	                "       eval-lm -m MODEL --generate PROMPT [--max-new N] [--raw] [--tokenizer FILE]\n"
+	                "       eval-lm -m MODEL --info\n");
 	exit(2);
 }
 
@@ -30,7 +31,7 @@ int main(int argc, char **argv)
 	const char *model_path = NULL, *ids_path = NULL, *tokens_path = NULL, *dump = NULL;
 	const char *prompt = NULL, *tok_path = NULL, *device = NULL;
 	long long seq = 0, max = -1, max_new = 64;
-	int raw = 0;
+	int raw = 0, info = 0;
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, 'm'},
 		{"ids", required_argument, NULL, 'i'},
@@ -41,6 +42,7 @@ int main(int argc, char **argv)
 		{"generate", required_argument, NULL, 'g'},
 		{"max-new", required_argument, NULL, 'M'},
 		{"raw", no_argument, NULL, 'r'},
+		{"info", no_argument, NULL, 'I'},
 		{"tokenizer", required_argument, NULL, 'T'},
 		{"device", required_argument, NULL, 'D'},
 		{NULL, 0, NULL, 0},
@@ -58,13 +60,26 @@ int main(int argc, char **argv)
 		case 'g': prompt = optarg; break;
 		case 'M': max_new = estrtocount(optarg, "--max-new"); break;
 		case 'r': raw = 1; break;
+		case 'I': info = 1; break;
 		case 'T': tok_path = optarg; break;
 		case 'D': device = optarg; break;
 		default: usage();
 		}
 	}
-	if (optind != argc || !model_path || (!!ids_path + !!tokens_path + !!prompt) != 1)
+	if (optind != argc || !model_path || (!!ids_path + !!tokens_path + !!prompt + info) != 1)
 		usage();
+	if (info) {
+		/* the model's shape, one "key value" a line, for scripts */
+		Model m;
+		model_load(&m, model_path);
+		const ModelConfig *c = &m.cfg;
+		printf("arch %s\nlayers %d\nwidth %d\nheads %d\nkv_heads %d\nhead_dim %d\nmlp %d\nvocab %d\n"
+		       "fingerprint %s\n", c->arch == ARCH_QWEN2 ? "qwen2" : "llama", c->L, c->C, c->H, c->G, c->D, c->F,
+		       c->V, m.fingerprint);
+		fshut(stdout, "<stdout>");
+		model_free(&m);
+		return 0;
+	}
 	/* the backend: cuda when built with it and a GPU is there, unless told */
 	int cuda = 0;
 	if (device && strcmp(device, "cuda") != 0 && strcmp(device, "cpu") != 0)
