@@ -354,15 +354,26 @@ static void fmt_eta(double s, char *buf, size_t n)
 		snprintf(buf, n, "%.0fh%02.0fm", floor(s / 3600), fmod(floor(s / 60), 60));
 }
 
+/* a rate as "12 steps/s", or "4.2 s/step" below one a second */
+static void fmt_rate(double rate, const char *what, char *buf, size_t n)
+{
+	if (rate >= 1 || rate <= 0)
+		snprintf(buf, n, "%.0f %s/s", rate, what);
+	else
+		snprintf(buf, n, "%.1f s/%.*s", 1 / rate, (int)(strlen(what) > 1 && what[strlen(what) - 1] == 's' ?
+		                                                 strlen(what) - 1 : strlen(what)), what);
+}
+
 static void progress_print(Progress *p, long long done)
 {
 	double t = now_seconds(), el = t - p->t0;
 	double rate = el > 0 ? (double)done / el : 0;
-	char eta[32];
+	char eta[32], r[64];
 	fmt_eta(rate > 0 ? (double)(p->total - done) / rate : NAN, eta, sizeof eta);
-	fprintf(stderr, "%s%s: %s %lld/%lld %3.0f%% %.0f %s/s eta %s%s", p->tty ? "\r" : "",
+	fmt_rate(rate, p->what, r, sizeof r);
+	fprintf(stderr, "%s%s: %s %lld/%lld %3.0f%% %s eta %s%s", p->tty ? "\r" : "",
 	        util_tool(), p->what, done, p->total,
-	        p->total > 0 ? 100.0 * (double)done / (double)p->total : 100.0, rate, p->what,
+	        p->total > 0 ? 100.0 * (double)done / (double)p->total : 100.0, r,
 	        eta, p->tty ? "\033[K" : "\n");
 	p->last = t;
 }
@@ -378,8 +389,9 @@ void progress_done(Progress *p, long long done)
 {
 	double el = now_seconds() - p->t0;
 	double rate = el > 0 ? (double)done / el : 0;
-	char took[32];
+	char took[32], r[64];
 	fmt_eta(el, took, sizeof took);
-	fprintf(stderr, "%s%s: %s %lld in %s, %.0f %s/s%s\n", p->tty ? "\r" : "", util_tool(), p->what,
-	        done, took, rate, p->what, p->tty ? "\033[K" : "");
+	fmt_rate(rate, p->what, r, sizeof r);
+	fprintf(stderr, "%s%s: %s %lld in %s, %s%s\n", p->tty ? "\r" : "", util_tool(), p->what,
+	        done, took, r, p->tty ? "\033[K" : "");
 }
