@@ -41,6 +41,25 @@ static void st_x(double *out, const float *S, const float *x, int Dk, int Dv)
 			out[j] += (double)S[(size_t)i * Dv + j] * x[i];
 }
 
+/* dS (Dk, Dv) += s x y^T */
+static void outer_add(double *dS, const float *x, const float *y, double s, int Dk, int Dv)
+{
+	for (int i = 0; i < Dk; i++)
+		for (int j = 0; j < Dv; j++)
+			dS[(size_t)i * Dv + j] += s * x[i] * y[j];
+}
+
+/* out (Dv) = dS^T x (x: Dk), dS double */
+static void dst_x(double *out, const double *dS, const float *x, int Dk, int Dv)
+{
+	for (int j = 0; j < Dv; j++) {
+		double s = 0;
+		for (int i = 0; i < Dk; i++)
+			s += dS[(size_t)i * Dv + j] * x[i];
+		out[j] = s;
+	}
+}
+
 // ----------------------------------------------------------------------------
 // Gated DeltaNet
 
@@ -202,15 +221,8 @@ void gdn_backward(float *dq, float *dk, float *dv, float *dg, float *dbeta, floa
 						s += (Sti[(size_t)i * Dv + j] + kt[i] * w[j]) * dot_[j];
 					dq[r * Dk + i] = (float)(scale * s);
 				}
-				for (int i = 0; i < Dk; i++)
-					for (int j = 0; j < Dv; j++)
-						dS[(size_t)i * Dv + j] += scale * qt[i] * dot_[j];
-				for (int j = 0; j < Dv; j++) {
-					double s = 0;
-					for (int i = 0; i < Dk; i++)
-						s += dS[(size_t)i * Dv + j] * kt[i];
-					dw[j] = s;
-				}
+				outer_add(dS, qt, dot_, scale, Dk, Dv);
+				dst_x(dw, dS, kt, Dk, Dv);
 				double db = 0;
 				for (int j = 0; j < Dv; j++) {
 					db += dw[j] * (vt[j] - u[j]);
@@ -350,7 +362,7 @@ void gla_backward(float *dq, float *dk, float *dv, float *dgk, float *dS0, const
 		float *ck = mallocCheck(((size_t)nck + 1) * SS * sizeof(float));
 		float *Sp = mallocCheck((size_t)CKPT * SS * sizeof(float)); /* S_{t-1} of each step of a chunk */
 		float *S = mallocCheck(SS * sizeof(float));
-		double *dS = mallocCheck(SS * sizeof(double));
+		double *dS = mallocCheck(SS * sizeof(double)), *dw = mallocCheck((size_t)Dv * sizeof(double));
 		if (S0)
 			memcpy(S, S0 + (size_t)bh * SS, SS * sizeof(float));
 		else
@@ -390,15 +402,10 @@ void gla_backward(float *dq, float *dk, float *dv, float *dgk, float *dS0, const
 						s += (a * Spt[(size_t)i * Dv + j] + kt[i] * vt[j]) * dot_[j];
 					dq[r * Dk + i] = (float)(scale * s);
 				}
-				for (int i = 0; i < Dk; i++)
-					for (int j = 0; j < Dv; j++)
-						dS[(size_t)i * Dv + j] += scale * qt[i] * dot_[j];
-				for (int j = 0; j < Dv; j++) {
-					double s = 0;
-					for (int i = 0; i < Dk; i++)
-						s += dS[(size_t)i * Dv + j] * kt[i];
-					dv[r * Dv + j] = (float)s;
-				}
+				outer_add(dS, qt, dot_, scale, Dk, Dv);
+				dst_x(dw, dS, kt, Dk, Dv);
+				for (int j = 0; j < Dv; j++)
+					dv[r * Dv + j] = (float)dw[j];
 				for (int i = 0; i < Dk; i++) {
 					double a = exp(gk[r * Dk + i]), sk = 0, sg = 0;
 					for (int j = 0; j < Dv; j++) {
@@ -415,6 +422,6 @@ void gla_backward(float *dq, float *dk, float *dv, float *dgk, float *dS0, const
 		if (dS0)
 			for (size_t i = 0; i < SS; i++)
 				dS0[(size_t)bh * SS + i] = (float)dS[i];
-		free(ck), free(Sp), free(S), free(dS);
+		free(ck), free(Sp), free(S), free(dS), free(dw);
 	}
 }
