@@ -134,6 +134,18 @@ void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const 
                      const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n, int C,
                      int V, float scale, void *d_work);
 
+/* ---------------------------------------------------------------------------
+ * the linear-attention recurrences, recurrent form (kernels/linear_attn.cu),
+ * twins of gdn_forward_recurrent and gla_forward_recurrent in
+ * lib/linear_attn.h: float32 throughout, q, k (B, T, H, Dk), v, o (B, T, H,
+ * Dv), g, beta (B, T, H), gk (B, T, H, Dk), d_S (B, H, Dk, Dv) the state in
+ * and out (T = 1: a decoding step). Dk 64 or 128, Dv up to 1024. */
+void gdn_forward_recurrent_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
+                                const float *d_g, const float *d_beta, int B, int T, int H, int Dk, int Dv,
+                                float scale);
+void gla_forward_recurrent_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
+                                const float *d_gk, int B, int T, int H, int Dk, int Dv, float scale);
+
 #ifdef __cplusplus
 }
 #endif
