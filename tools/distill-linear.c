@@ -79,14 +79,27 @@ static void capture(void *ctx, int l, const float *u, float *a, int B, int T)
 	}
 }
 
-/* the teacher's layers 0..last on ids (B, T), capturing u and a */
-static void teacher(const Model *m, const int32_t *ids, int B, int T, int last, Capture *cap, LayerScratch *s,
-                    float *x, float *y)
+/* the teacher up to the last requested layer, and its buffers */
+typedef struct {
+	const Model *m;
+	int B, T, last;
+	Capture cap;
+	LayerScratch s;
+	float *x, *y;   /* (B*T, C) the residual stream */
+	int32_t *batch; /* (B*T) the ids of a batch */
+} Teacher;
+
+/* the teacher's layers 0..last on sequences first .. first + B - 1 of seqs
+ * (nseq of T ids, wrapping), capturing u and a of the wanted layers */
+static void teacher_run(Teacher *tc, const int32_t *seqs, int64_t nseq, int64_t first)
 {
-	int n = B * T;
-	embedding_forward_cpu(x, ids, &m->embed, n, m->cfg.C);
-	for (int l = 0; l <= last; l++) {
-		layer_forward(m, l, x, y, s, B, T, capture, cap);
+	int B = tc->B, T = tc->T;
+	for (int b = 0; b < B; b++)
+		memcpy(tc->batch + (size_t)b * T, seqs + ((first + b) % nseq) * T, (size_t)T * sizeof(int32_t));
+	float *x = tc->x, *y = tc->y;
+	embedding_forward_cpu(x, tc->batch, &tc->m->embed, B * T, tc->m->cfg.C);
+	for (int l = 0; l <= tc->last; l++) {
+		layer_forward(tc->m, l, x, y, &tc->s, B, T, capture, &tc->cap);
 		float *t = x;
 		x = y, y = t;
 	}
@@ -109,6 +122,23 @@ static double nmse(const LinearOp *op, const float *u, const float *a, int B, in
 		lop_backward(op, grad, NULL, ah, u, B, T);
 	}
 	return num / den;
+}
+
+/* nmse[slot] of every candidate: the mean over the nh held-out sequences,
+ * B at a time (the last batch wraps round to the first) */
+static void heldout_nmse(Teacher *tc, const int32_t *held, int64_t nh, Cand *cands, int nc, int slot, float *ah)
+{
+	int64_t nb = (nh + tc->B - 1) / tc->B;
+	for (int i = 0; i < nc; i++)
+		cands[i].nmse[slot] = 0;
+	for (int64_t bi = 0; bi < nb; bi++) {
+		teacher_run(tc, held, nh, bi * tc->B);
+		for (int i = 0; i < nc; i++)
+			cands[i].nmse[slot] += nmse(&cands[i].op, tc->cap.U[cands[i].layer], tc->cap.A[cands[i].layer], tc->B,
+			                            tc->T, NULL, ah);
+	}
+	for (int i = 0; i < nc; i++)
+		cands[i].nmse[slot] /= nb;
 }
 
 typedef struct {
@@ -359,13 +389,13 @@ int main(int argc, char **argv)
 			cd->curve = callocCheck((size_t)o.steps, sizeof(float));
 		}
 	size_t nC = (size_t)B * T * c->C;
-	Capture cap = {want, callocCheck((size_t)c->L, sizeof(float *)), callocCheck((size_t)c->L, sizeof(float *)), nC};
+	Teacher tc = {&m, B, T, last, {want, callocCheck((size_t)c->L, sizeof(float *)),
+	              callocCheck((size_t)c->L, sizeof(float *)), nC}, {0}, mallocCheck(nC * sizeof(float)),
+	              mallocCheck(nC * sizeof(float)), mallocCheck((size_t)B * T * sizeof(int32_t))};
 	for (int l = 0; l < c->L; l++)
 		if (want[l])
-			cap.U[l] = mallocCheck(nC * sizeof(float)), cap.A[l] = mallocCheck(nC * sizeof(float));
-	LayerScratch s;
-	layer_scratch_init(&s, c, B * T);
-	float *x = mallocCheck(nC * sizeof(float)), *y = mallocCheck(nC * sizeof(float));
+			tc.cap.U[l] = mallocCheck(nC * sizeof(float)), tc.cap.A[l] = mallocCheck(nC * sizeof(float));
+	layer_scratch_init(&tc.s, c, B * T);
 	float *ah = mallocCheck(nC * sizeof(float));
 
 	long long step0 = 0;
@@ -374,44 +404,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "distill-linear: resuming %s at step %lld\n", ckpt, step0);
 	}
 
-	/* held-out NMSE, a pass over the held-out sequences, B at a time */
-	int64_t nhb = (nh + B - 1) / B;
-	int32_t *hb = mallocCheck((size_t)B * T * sizeof(int32_t));
-	double *acc = callocCheck((size_t)nc, sizeof(double));
-#define HELDOUT(slot)                                                                                             \
-	do {                                                                                                      \
-		memset(acc, 0, (size_t)nc * sizeof(double));                                                      \
-		for (int64_t bi = 0; bi < nhb; bi++) {                                                            \
-			for (int b = 0; b < B; b++)                                                               \
-				memcpy(hb + (size_t)b * T, ids + ntrain + ((bi * B + b) % nh) * T,                \
-				       (size_t)T * sizeof(int32_t));                                              \
-			teacher(&m, hb, B, T, last, &cap, &s, x, y);                                              \
-			for (int i = 0; i < nc; i++)                                                              \
-				acc[i] += nmse(&cands[i].op, cap.U[cands[i].layer], cap.A[cands[i].layer], B, T,  \
-				               NULL, ah);                                                         \
-		}                                                                                                 \
-		for (int i = 0; i < nc; i++)                                                                      \
-			cands[i].nmse[slot] = acc[i] / nhb;                                                       \
-	} while (0)
 	if (step0 == 0)
-		HELDOUT(2);
+		heldout_nmse(&tc, ids + ntrain, nh, cands, nc, 2, ah);
 
 	Progress pr;
 	progress_init(&pr, "steps", o.steps);
-	int32_t *tb = mallocCheck((size_t)B * T * sizeof(int32_t));
 	long long t = step0, ran = 0;
 	for (; t < o.steps; t++) {
 		if (stop_after >= 0 && ran == stop_after)
 			break;
 		/* batch t: sequences t B .. t B + B - 1 of the training tokens, wrapping */
-		int64_t nseq = ntrain / T;
-		for (int b = 0; b < B; b++)
-			memcpy(tb + (size_t)b * T, ids + ((t * B + b) % nseq) * T, (size_t)T * sizeof(int32_t));
-		teacher(&m, tb, B, T, last, &cap, &s, x, y);
+		teacher_run(&tc, ids, ntrain / T, t * B);
 		for (int i = 0; i < nc; i++) {
 			Cand *cd = &cands[i];
 			memset(cd->grad, 0, cd->op.n * sizeof(float));
-			double e = nmse(&cd->op, cap.U[cd->layer], cap.A[cd->layer], B, T, cd->grad, ah);
+			double e = nmse(&cd->op, tc.cap.U[cd->layer], tc.cap.A[cd->layer], B, T, cd->grad, ah);
 			cd->curve[t] = (float)e;
 			if (t == 0)
 				cd->nmse[0] = e;
@@ -429,7 +436,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	progress_done(&pr, o.steps);
-	HELDOUT(3);
+	heldout_nmse(&tc, ids + ntrain, nh, cands, nc, 3, ah);
 
 	/* the training NMSE after: the mean of the last tenth of the steps */
 	long long tail = o.steps / 10 > 0 ? o.steps / 10 : 1;
@@ -471,10 +478,10 @@ int main(int argc, char **argv)
 		free(cands[i].m), free(cands[i].v), free(cands[i].grad), free(cands[i].curve);
 	}
 	for (int l = 0; l < c->L; l++)
-		free(cap.U[l]), free(cap.A[l]);
-	free(cap.U), free(cap.A), free(cands), free(want), free(ids), free(x), free(y), free(ah), free(hb), free(tb);
-	free(acc);
-	layer_scratch_free(&s);
+		free(tc.cap.U[l]), free(tc.cap.A[l]);
+	free(tc.cap.U), free(tc.cap.A), free(tc.x), free(tc.y), free(tc.batch);
+	free(cands), free(want), free(ids), free(ah);
+	layer_scratch_free(&tc.s);
 	model_free(&m);
 	return 0;
 }
