@@ -69,6 +69,17 @@ static inline float *test_rnd(size_t n, float scale)
 	return x;
 }
 
+/* max |a - b| over n, relative to max |b| (at least 1) */
+static inline double test_rel_err(const float *a, const float *b, size_t n)
+{
+	double m = 1, d = 0;
+	for (size_t i = 0; i < n; i++) {
+		m = fabs(b[i]) > m ? fabs(b[i]) : m;
+		d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
+	}
+	return d / m;
+}
+
 static inline double max_abs(const double *x, size_t n)
 {
 	double m = 0;

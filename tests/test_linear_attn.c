@@ -16,17 +16,6 @@
 #include "test.h"
 #include "util.h"
 
-/* max |a - b| over n, relative to max |b| (at least 1) */
-static double rel_err(const float *a, const float *b, size_t n)
-{
-	double m = 1, d = 0;
-	for (size_t i = 0; i < n; i++) {
-		m = fabs(b[i]) > m ? fabs(b[i]) : m;
-		d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
-	}
-	return d / m;
-}
-
 static float *get(H5File *f, const char *name, size_t want)
 {
 	int rank;
@@ -62,7 +51,7 @@ static void test_fla(int gla)
 			gdn_forward_chunked(o, S, q, k, v, g, beta, B, T, H, Dk, Dv, scale, chunk);
 		else
 			gdn_forward_recurrent(o, S, q, k, v, g, beta, B, T, H, Dk, Dv, scale);
-		double eo = rel_err(o, ro, nv), es = rel_err(S, rS, nS);
+		double eo = test_rel_err(o, ro, nv), es = test_rel_err(S, rS, nS);
 		char msg[160];
 		snprintf(msg, sizeof msg, "%s %s%s equals fla's naive recurrent reference (o %.1e, final state %.1e)",
 		         gla ? "gla" : "gdn", chunk ? "chunked, chunk " : "recurrent", chunk ? (chunk == 16 ? "16" : "64") : "",
@@ -140,7 +129,7 @@ static void test_forms(int gla, int B, int T, int H, int Dk, int Dv)
 	for (int chunk = 16; chunk <= 64; chunk *= 4) {
 		memcpy(S, c.S0, nS * 4);
 		run(&c, 0, T, chunk, o, S);
-		double eo = rel_err(o, ro, no), es = rel_err(S, rS, nS);
+		double eo = test_rel_err(o, ro, no), es = test_rel_err(S, rS, nS);
 		snprintf(msg, sizeof msg, "%s chunked (chunk %d) equals recurrent, B=%d T=%d H=%d Dk=%d Dv=%d (%.1e, %.1e)",
 		         op, chunk, B, T, H, Dk, Dv, eo, es);
 		test_cond(msg, eo < 1e-5 && es < 1e-5);
@@ -156,7 +145,7 @@ static void test_forms(int gla, int B, int T, int H, int Dk, int Dv)
 	run(&c, 0, T / 2, 16, o, S);
 	run(&c, T / 2, T, 16, o, S);
 	snprintf(msg, sizeof msg, "%s chunked over two calls (%d + %d) equals one recurrent call", op, T / 2, T - T / 2);
-	test_cond(msg, rel_err(o, ro, no) < 1e-5 && rel_err(S, rS, nS) < 1e-5);
+	test_cond(msg, test_rel_err(o, ro, no) < 1e-5 && test_rel_err(S, rS, nS) < 1e-5);
 	case_free(&c);
 	free(ro), free(rS), free(o), free(S);
 }

@@ -20,16 +20,6 @@ static float *dev(const float *h, size_t n)
 	return d;
 }
 
-static double rel(const float *a, const float *b, size_t n)
-{
-	double m = 1, d = 0;
-	for (size_t i = 0; i < n; i++) {
-		m = fabs(b[i]) > m ? fabs(b[i]) : m;
-		d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
-	}
-	return d / m;
-}
-
 static void check(int gla, int B, int T, int H, int Dk, int Dv)
 {
 	size_t nk = (size_t)B * T * H * Dk, nv = (size_t)B * T * H * Dv, nh = (size_t)B * T * H;
@@ -55,7 +45,7 @@ static void check(int gla, int B, int T, int H, int Dk, int Dv)
 	else
 		gdn_forward_recurrent_cuda(dO, dS, dq, dk, dv, dg, db, B, T, H, Dk, Dv, scale);
 	gpu_download(o, dO, nv * 4), gpu_download(S, dS, nS * 4);
-	double eo = rel(o, ro, nv), es = rel(S, rS, nS);
+	double eo = test_rel_err(o, ro, nv), es = test_rel_err(S, rS, nS);
 	char msg[160];
 	snprintf(msg, sizeof msg, "%s_forward_recurrent_cuda B=%d T=%d H=%d Dk=%d Dv=%d: o %.1e, state %.1e",
 	         gla ? "gla" : "gdn", B, T, H, Dk, Dv, eo, es);
