@@ -378,10 +378,10 @@ __global__ void transpose_v_kernel(bf16 *vt, const bf16 *v, int T, int Tp, int G
 #ifdef DASH_HAVE_WGMMA
 /* rows row0.. (ROWS) x D of a row-major global matrix into the swizzled
  * layout, zeros from row limit on */
-template <int D, int ROWS>
+template <int D, int ROWS, int NT = 128>
 __device__ __forceinline__ void load_swizzled(bf16 *dst, const bf16 *src, size_t stride, int row0, int limit)
 {
-	for (int i = threadIdx.x; i < ROWS * D / 8; i += 128) {
+	for (int i = threadIdx.x; i < ROWS * D / 8; i += NT) {
 		int r = i / (D / 8), c = i % (D / 8), blk = c / 8, cc = c % 8;
 		bool in = row0 + r < limit;
 		cp_async16(dst + blk * ROWS * 64 + r * 64 + ((cc ^ (r & 7)) * 8),
@@ -397,6 +397,55 @@ __device__ __forceinline__ uint64_t wg_desc(const bf16 *p)
 	return (uint64_t)((smem_addr(p) & 0x3ffff) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
 	       (uint64_t)1 << 62;
 }
+
+/* the same with a leading byte offset: for an MN-major operand (rows of the
+ * tile along K, 64 columns of M or N a row), the distance between its
+ * 64-column blocks */
+__device__ __forceinline__ uint64_t wg_desc_mn(const bf16 *p, uint32_t lbo)
+{
+	return (uint64_t)((smem_addr(p) & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 |
+	       (uint64_t)1 << 62;
+}
+
+/* d (64 x 64, float32) = (z: overwrite) or += (a) A (64 x 16) B (16 x 64), both
+ * in shared memory (128-byte swizzle), TA / TB 1 for an MN-major A / B */
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_m64n64k16_ss_z(float (&d)[32], uint64_t da, uint64_t db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
+	             "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %34, %35;\n}\n"
+	             : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31])
+	             : "l"(da), "l"(db), "n"(TA), "n"(TB));
+}
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_m64n64k16_ss_a(float (&d)[32], uint64_t da, uint64_t db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+	             "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %34, %35;\n}\n"
+	             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+	             : "l"(da), "l"(db), "n"(TA), "n"(TB));
+}
+
+/* d (64 x 64, float32) += A (64 x 16, registers, the mma.m16n8k16 A layout)
+ * B (16 x 64), B MN-major in shared memory (16 rows of 64, 128-byte swizzle) */
+__device__ __forceinline__ void wgmma_m64n64k16_rs_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+	             "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+	             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+	             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+/* d (64 x 128, float32) += A (64 x 16, registers, the mma.m16n8k16 A layout)
+ * B (16 x 128), B MN-major in shared memory (16 rows of 128, 128-byte swizzle) */
+__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const uint32_t (&a)[4], uint64_t db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+	             "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+	             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+	             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
 #endif
 
 template <int D>
@@ -625,7 +674,8 @@ extern "C" void attention_forward_cuda(bf16_t *d_out, float *d_lse, const bf16_t
 }
 
 // ----------------------------------------------------------------------------
-// backward: a block of 8 warps owns 128 keys of one query head (16 a warp)
+// backward, portable (mma.sync; on a Hopper only with DASH_ATTENTION_MMA=1):
+// a block of 8 warps owns 128 keys of one query head (16 a warp)
 // and walks the query tiles (64 queries) that see them, the next tile's Q
 // and dO in flight while the current one is used. Per tile, a warp computes
 // its transposed products S^T = K Q^T and dP^T = V dO^T (16 keys x 64
@@ -654,13 +704,26 @@ struct BwdLayout {
 	static constexpr size_t bytes = end * sizeof(bf16) + 2 * 2 * BWD_BQ * sizeof(float); /* + lse, delta */
 };
 
-/* delta (B, H, T) = rowsum(dout * out), one warp a row */
-__global__ void attention_delta_kernel(float *delta, const bf16 *dout, const bf16 *out, int B, int T, int H, int D)
+/* delta (B, H, T) = rowsum(dout * out), one warp a row; the same warp zeroes
+ * the row's float32 dQ accumulator and, for h < G, the kv rows of dK and dV
+ * (one pass instead of a memset) */
+__global__ void attention_delta_kernel(float *delta, float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout,
+                                       const bf16 *out, int B, int T, int H, int G, int D)
 {
 	int64_t row = (int64_t)blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE; /* (b*T + t)*H + h */
 	int lane = threadIdx.x % WARP_SIZE;
 	if (row >= (int64_t)B * T * H)
 		return;
+	int h = (int)(row % H);
+	int64_t bt = row / H;
+	const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+	for (int i = 4 * lane; i < D; i += 4 * WARP_SIZE) {
+		*reinterpret_cast<float4 *>(dq_acc + row * D + i) = zero;
+		if (h < G) {
+			*reinterpret_cast<float4 *>(dk_acc + (bt * G + h) * D + i) = zero;
+			*reinterpret_cast<float4 *>(dv_acc + (bt * G + h) * D + i) = zero;
+		}
+	}
 	float s = 0;
 	for (int i = 2 * lane; i < D; i += 2 * WARP_SIZE) {
 		float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(dout + row * D + i));
@@ -669,17 +732,35 @@ __global__ void attention_delta_kernel(float *delta, const bf16 *dout, const bf1
 	}
 	s = warp_sum(s);
 	if (lane == 0) {
-		int h = (int)(row % H);
-		int64_t bt = row / H, b = bt / T, t = bt % T;
+		int64_t b = bt / T, t = bt % T;
 		delta[(b * H + h) * T + t] = s;
 	}
 }
 
-__global__ void f32_to_bf16_kernel(bf16 *out, const float *in, int64_t n)
+/* dq (nq), dk, dv (nk each) in bf16 from the float32 accumulators acc (dq,
+ * dk, dv one after another), dq times qscale; four values a thread (n's are
+ * multiples of 4: D is) */
+__global__ void attention_convert_kernel(bf16 *dq, bf16 *dk, bf16 *dv, const float *acc, int64_t nq, int64_t nk,
+                                         float qscale)
 {
-	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (i < n)
-		out[i] = __float2bfloat16(in[i]);
+	int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+	if (i >= nq + 2 * nk)
+		return;
+	float4 x = *reinterpret_cast<const float4 *>(acc + i);
+	bf16 *dst;
+	float s = 1.f;
+	if (i < nq)
+		dst = dq + i, s = qscale;
+	else if (i < nq + nk)
+		dst = dk + (i - nq);
+	else
+		dst = dv + (i - nq - nk);
+	__nv_bfloat162 lo = __floats2bfloat162_rn(x.x * s, x.y * s), hi = __floats2bfloat162_rn(x.z * s, x.w * s);
+	if ((uintptr_t)dst % 8 == 0) {
+		*reinterpret_cast<uint2 *>(dst) = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+	} else {
+		dst[0] = lo.x, dst[1] = lo.y, dst[2] = hi.x, dst[3] = hi.y;
+	}
 }
 
 template <int D>
@@ -856,37 +937,391 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 	}
 }
 
+// ----------------------------------------------------------------------------
+// backward on Hopper (sm_90a): a block of two warpgroups owns 128 keys of one
+// query head, 64 a warpgroup (16 a warp), and walks the query tiles of 64
+// that see them; the next tile's Q, dO, lse and delta are in flight (cp.async)
+// while the current one is used. Every product is a wgmma on tiles in the
+// forward's 128-byte-swizzled layout, each tile read both ways: as K-major
+// operands (rows along M or N) and as MN-major ones (rows along K, the
+// transpose bits of wgmma set), so nothing is transposed. Per tile a
+// warpgroup computes
+//   S^T = K Q^T and dP^T = V dO^T   (64 keys x 64 queries, SS, registers),
+//   P^T = exp2(S^T scale log2 e - lse log2 e), dS^T = P^T (dP^T - delta),
+//   dV += P^T dO, dK += dS^T Q      (RS: P^T and dS^T are A fragments as
+//                                    they lie; dO and Q MN-major),
+// the softmax part of one product under the next one in flight (S's
+// exponentials under dP, dS under dV, the dS^T stores under dK). dS^T goes
+// to shared memory once, and dQ = dS K (64 queries x D, A = dS^T and B = K
+// both MN-major) is split over the warpgroups by columns of D (D 128) or by
+// keys (D 64), and added to the float32 buffer with float2 atomics. The
+// softmax scale is left out of dS and applied to dK here and to dQ in the
+// conversion kernel.
+// Measured (2026-11-27, H100, B 1, T 4096, H 16, G 2, D 128, causal):
+// forward + backward 0.763-0.770 ms (backward ~0.48, with ~0.045 of it in
+// the delta and conversion kernels, both at memory bandwidth) against
+// SDPA's 0.684-0.801 in the same calls; the mma.sync backward 0.90. Seen on
+// the way (ncu): the first version spilled (255 registers, 1268
+// instructions a tile and warp, 0.69 ms): hoisted copy addresses and
+// descriptors, generic loads of lse and delta, per-element masks; the
+// fence before the next tile's products waited for the dQ atomics just
+// issued (now the atomics follow it). Tried and not kept: dK's products
+// after the barrier with dQ's (1% slower), float4 atomics by a quad
+// shuffle (no faster), dQ's wait deferred under the next tile's products
+// (ptxas serializes the wgmmas and spills).
+
+#define WB_BK 128
+#define WB_BQ 64
+
+template <int D>
+struct WbLayout {
+	/* bf16 offsets from a 1024-aligned base; every tile 1024-aligned */
+	static constexpr int k = 0, v = k + WB_BK * D, q = v + WB_BK * D, dout = q + 2 * WB_BQ * D,
+	                     ds = dout + 2 * WB_BQ * D, end = ds + WB_BK * WB_BQ;
+	static constexpr size_t bytes = (size_t)end * sizeof(bf16) + 2 * 2 * WB_BQ * sizeof(float) + 1024;
+};
+
+/* four 8x8 matrices of 16-bit values to shared memory, the inverse of
+ * ldmatrix_x4: lane l gives the address of row l % 8 of matrix l / 8 */
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, const uint32_t (&r)[4])
+{
+	asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(r[0]), "r"(r[1]),
+	             "r"(r[2]), "r"(r[3])
+	             : "memory");
+}
+
+/* 4 bytes global -> shared, asynchronously; zeros when !pred */
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred)
+{
+	asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+	             "r"(pred ? 4 : 0));
+}
+
+/* descriptors (as wg_desc_mn) from the shared address a, which the
+ * compiler must take as new each time: those of the k-steps are then a
+ * base plus a constant, made where used, instead of dozens of registers
+ * held across the loop */
+struct WgDesc {
+	uint32_t lo; /* start address / 16 and leading byte offset / 16 */
+	__device__ __forceinline__ WgDesc(uint32_t a, uint32_t lbo)
+	{
+		asm volatile("" : "+r"(a));
+		lo = ((a & 0x3ffff) >> 4) | (lbo >> 4) << 16;
+	}
+	/* the descriptor off bytes further on (the address field takes the
+	 * sum: shared addresses stay below 2^18); the upper half, stride 1024
+	 * and the swizzle, is a constant */
+	__device__ __forceinline__ uint64_t operator()(uint32_t off) const
+	{
+		return (uint64_t)(lo + off / 16) | (uint64_t)((1024 >> 4) | 1u << 30) << 32;
+	}
+};
+
+template <int D>
+__global__ void __launch_bounds__(256, 1)
+attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const bf16 *q,
+                                const bf16 *k, const bf16 *v, const float *lse, const float *delta, int T, int H,
+                                int G, int window, float scale)
+{
+#ifdef DASH_HAVE_WGMMA
+	typedef WbLayout<D> L;
+	constexpr int NT = 256, BQ = WB_BQ, BK = WB_BK;
+	constexpr uint32_t LBO_Q = BQ * 64 * sizeof(bf16); /* between the 64-column blocks of a Q or dO tile */
+	extern __shared__ __align__(128) unsigned char smem_raw[];
+	/* 1024-aligned, by an offset (the compiler then still knows these
+	 * pointers for shared ones: ld.shared, not generic loads) */
+	bf16 *sm = (bf16 *)(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
+	bf16 *sk = sm + L::k, *sv = sm + L::v, *sds = sm + L::ds;
+	float *slse = (float *)(sm + L::end), *sdelta = slse + 2 * BQ;
+	int h = blockIdx.x, k0 = blockIdx.y * BK, b = blockIdx.z, g = h / (H / G);
+	/* the warpgroup and warp from lane 0: the compiler then knows them
+	 * uniform, and the descriptors live in uniform registers */
+	int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0),
+	    warp = __shfl_sync(0xffffffffu, (tid / WARP_SIZE) % 4, 0), lane = tid % WARP_SIZE;
+	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
+	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D, *db = dout + (size_t)b * T * qs + (size_t)h * D;
+	const float *lb = lse + ((size_t)b * H + h) * T, *deb = delta + ((size_t)b * H + h) * T;
+	const float sl2 = scale * LOG2E;
+
+	/* the queries that see these keys: from the diagonal to the window's end */
+	int klast = min(k0 + BK, T) - 1;
+	int qt0 = k0 / BQ, qt1 = (window > 0 ? min(T - 1, klast + window - 1) : T - 1) / BQ;
+	load_swizzled<D, BK, NT>(sk, k + (size_t)b * T * ks + (size_t)g * D, ks, k0, T);
+	load_swizzled<D, BK, NT>(sv, v + (size_t)b * T * ks + (size_t)g * D, ks, k0, T);
+	/* this thread's 16-byte pieces of the Q and dO tiles: rows ld_r + i RP,
+	 * piece ld_c; held in registers (the compiler would read the thread
+	 * index anew each time otherwise) */
+	constexpr int PR = D / 8, RP = NT / PR; /* 16-byte pieces a row, rows a pass */
+	int ld_r = tid / PR, ld_c = tid % PR, ld_t = tid;
+	asm volatile("" : "+r"(ld_r), "+r"(ld_c), "+r"(ld_t));
+	auto load_q = [&](int qt, int buf) {
+		int q0 = qt * BQ;
+		/* the addresses made anew each time (the compiler would keep 16
+		 * pointers across the loop otherwise, and spill) */
+		int r = ld_r, c = ld_c;
+		asm volatile("" : "+r"(r), "+r"(c));
+		bf16 *dq_ = sm + L::q + buf * BQ * D + (c / 8) * BQ * 64 + r * 64 + ((c % 8) ^ (r & 7)) * 8;
+		bf16 *dd_ = sm + L::dout + buf * BQ * D + (c / 8) * BQ * 64 + r * 64 + ((c % 8) ^ (r & 7)) * 8;
+#pragma unroll
+		for (int i = 0; i < BQ / RP; i++) {
+			int row = q0 + r + i * RP;
+			bool in = row < T;
+			size_t o = in ? (size_t)row * qs + c * 8 : 0;
+			cp_async16(dq_ + i * RP * 64, qb + o, in);
+			cp_async16(dd_ + i * RP * 64, db + o, in);
+		}
+		if (ld_t < 2 * BQ) {
+			int r = ld_t % BQ;
+			bool in = q0 + r < T;
+			cp_async4((ld_t < BQ ? slse : sdelta) + buf * BQ + r, (ld_t < BQ ? lb : deb) + (in ? q0 + r : 0), in);
+		}
+	};
+	load_q(qt0, 0);
+	cp_async_commit();
+
+	float dk[D / 2], dv[D / 2];
+#pragma unroll
+	for (int i = 0; i < D / 2; i++)
+		dk[i] = dv[i] = 0.f;
+	int wk0 = k0 + wg * 64 + warp * 16;                /* this warp's keys */
+	int key[2] = {wk0 + lane / 4, wk0 + lane / 4 + 8}; /* this lane's */
+	const unsigned wlim = window > 0 ? (unsigned)window : 0x7fffffffu;
+	/* shared addresses: this warpgroup's 64 rows of K and V (in each
+	 * 64-column block), the tiles of Q and dO of buffer 0, dS^T, K */
+	const uint32_t a_kw = smem_addr(sk + wg * 64 * 64), a_vw = smem_addr(sv + wg * 64 * 64);
+	const uint32_t a_q = smem_addr(sm + L::q), a_do = smem_addr(sm + L::dout), a_ds = smem_addr(sds),
+	               a_k = smem_addr(sk);
+	constexpr uint32_t QBUF = BQ * D * sizeof(bf16); /* bytes between the two buffers */
+
+	cp_async_wait<0>();
+	fence_proxy_async();
+	for (int qt = qt0; qt <= qt1; qt++) {
+		int buf = (qt - qt0) & 1, q0 = qt * BQ;
+		const float *tl = slse + buf * BQ, *td = sdelta + buf * BQ;
+		__syncthreads(); /* this tile is in, and every warp is done with the last one */
+
+		/* S^T and dP^T, each its own group */
+		float s[BQ / 2], dp[BQ / 2];
+		uint32_t a_qb = a_q + buf * QBUF, a_dob = a_do + buf * QBUF;
+		wgmma_fence();
+		{
+			WgDesc da(a_kw, 16), db(a_qb, 16);
+			wgmma_m64n64k16_ss_z<0, 0>(s, da(0), db(0));
+#pragma unroll
+			for (int d = 1; d < D / 16; d++) /* bytes: 64-column blocks, then 32 B a step */
+				wgmma_m64n64k16_ss_a<0, 0>(s, da((d / 4) * BK * 128 + (d % 4) * 32),
+				                           db((d / 4) * BQ * 128 + (d % 4) * 32));
+		}
+		wgmma_commit();
+		{
+			WgDesc da(a_vw, 16), db(a_dob, 16);
+			wgmma_m64n64k16_ss_z<0, 0>(dp, da(0), db(0));
+#pragma unroll
+			for (int d = 1; d < D / 16; d++)
+				wgmma_m64n64k16_ss_a<0, 0>(dp, da((d / 4) * BK * 128 + (d % 4) * 32),
+				                           db((d / 4) * BQ * 128 + (d % 4) * 32));
+		}
+		wgmma_commit();
+		/* the next tile's copies, under the products */
+		if (qt < qt1)
+			load_q(qt + 1, buf ^ 1);
+		cp_async_commit();
+
+		/* P^T in place of S^T, under dP^T's products. This lane's
+		 * queries: q0 + 8 j + 2 (lane % 4) (+1). Only the causal and
+		 * window masks: a query row past T has Q, dO, lse and delta zero
+		 * (P 1, dS 0: no share in dV, dK, dQ), a key row past T K and V
+		 * zero (no share in dQ; its dK, dV are not stored) */
+		wgmma_wait<1>();
+#pragma unroll
+		for (int j = 0; j < BQ / 8; j++) {
+			int c = j * 8 + 2 * (lane % 4);
+			float2 l2 = *reinterpret_cast<const float2 *>(tl + c);
+			float lx = l2.x * LOG2E, ly = l2.y * LOG2E;
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				s[4 * j + e] = exp2_approx(s[4 * j + e] * sl2 - (e & 1 ? ly : lx));
+		}
+		if (q0 < wk0 + 15 || (window > 0 && q0 + BQ - 1 - wk0 >= window)) {
+			/* visible: 0 <= query - key < window */
+			int dk0 = q0 + 2 * (lane % 4) - key[0];
+#pragma unroll
+			for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					if ((unsigned)(dk0 + 8 * j + (e & 1) - 8 * (e >> 1)) >= wlim)
+						s[4 * j + e] = 0.f;
+		}
+		uint32_t pa[BQ / 16][4];
+#pragma unroll
+		for (int c = 0; c < BQ / 16; c++) {
+			pa[c][0] = pack_bf16(s[8 * c], s[8 * c + 1]), pa[c][1] = pack_bf16(s[8 * c + 2], s[8 * c + 3]);
+			pa[c][2] = pack_bf16(s[8 * c + 4], s[8 * c + 5]), pa[c][3] = pack_bf16(s[8 * c + 6], s[8 * c + 7]);
+		}
+		/* dV += P^T dO */
+		wgmma_fence();
+		{
+			WgDesc db(a_dob, LBO_Q);
+#pragma unroll
+			for (int c = 0; c < BQ / 16; c++) { /* 16 rows of 128 B a step */
+				if constexpr (D == 128)
+					wgmma_m64n128k16_rs_tb(dv, pa[c], db(c * 2048));
+				else
+					wgmma_m64n64k16_rs_tb(dv, pa[c], db(c * 2048));
+			}
+		}
+		wgmma_commit();
+
+		/* dS^T in place of dP^T, under dV's products, from P^T as rounded
+		 * to bf16 (the float32 copy is not kept: registers) */
+		wgmma_wait<1>();
+#pragma unroll
+		for (int j = 0; j < BQ / 8; j++) {
+			int c = j * 8 + 2 * (lane % 4);
+			float2 d2 = *reinterpret_cast<const float2 *>(td + c);
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				uint32_t w = pa[j / 2][(j % 2) * 2 + (e >> 1)];
+				float p = __uint_as_float(e & 1 ? w & 0xffff0000u : w << 16);
+				dp[4 * j + e] = p * (dp[4 * j + e] - (e & 1 ? d2.y : d2.x));
+			}
+		}
+		uint32_t da[BQ / 16][4];
+#pragma unroll
+		for (int c = 0; c < BQ / 16; c++) {
+			da[c][0] = pack_bf16(dp[8 * c], dp[8 * c + 1]), da[c][1] = pack_bf16(dp[8 * c + 2], dp[8 * c + 3]);
+			da[c][2] = pack_bf16(dp[8 * c + 4], dp[8 * c + 5]), da[c][3] = pack_bf16(dp[8 * c + 6], dp[8 * c + 7]);
+		}
+		/* dK += dS^T Q */
+		wgmma_fence();
+		{
+			WgDesc db(a_qb, LBO_Q);
+#pragma unroll
+			for (int c = 0; c < BQ / 16; c++) {
+				if constexpr (D == 128)
+					wgmma_m64n128k16_rs_tb(dk, da[c], db(c * 2048));
+				else
+					wgmma_m64n64k16_rs_tb(dk, da[c], db(c * 2048));
+			}
+		}
+		wgmma_commit();
+
+		/* dS^T to shared memory under dK's products: rows of 64 queries
+		 * (128 B), swizzled, one stmatrix a 16 x 16 fragment (da[c] holds
+		 * the 8 x 8 matrices (rows 0-7, queries 16 c..), (rows 8-15, ..),
+		 * (0-7, 16 c + 8..), (8-15, ..); lane l gives the address of row
+		 * l % 8 of matrix l / 8) */
+		{
+			int row = wg * 64 + warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, y = (lane >> 4) ^ (lane & 7);
+			uint32_t ra = a_ds + row * 128;
+#pragma unroll
+			for (int c = 0; c < BQ / 16; c++)
+				stmatrix_x4(ra + (((2 * c) ^ y) << 4), da[c]);
+		}
+		wgmma_wait<0>();
+		fence_proxy_async();
+		__syncthreads(); /* all of dS^T is in */
+
+		/* dQ = dS K: 64 queries x 64 columns of D a warpgroup (D 128: its
+		 * half of D over all 128 keys; D 64: all of D over its 64 keys) */
+		float dq[32];
+		wgmma_fence();
+		{
+			/* D 128: all 128 keys of dS^T, the warpgroup's 64-column block
+			 * of K; D 64: its 64 keys of both */
+			constexpr int KS = D == 128 ? BK / 16 : 4;
+			uint32_t oa = D == 128 ? 0 : wg * 64 * 128, ob = D == 128 ? wg * BK * 128 : wg * 64 * 128;
+			WgDesc da(a_ds + oa, 16), db(a_k + ob, 16);
+			wgmma_m64n64k16_ss_z<1, 1>(dq, da(0), db(0));
+#pragma unroll
+			for (int kk = 1; kk < KS; kk++)
+				wgmma_m64n64k16_ss_a<1, 1>(dq, da(kk * 2048), db(kk * 2048));
+		}
+		wgmma_commit();
+		/* the addresses first (registers of atomics in flight are not
+		 * reused for them) */
+		int qi = q0 + warp * 16 + lane / 4;
+		float *dst = dq_acc + ((size_t)b * T + qi) * qs + (size_t)h * D + (D == 128 ? wg * 64 : 0) + 2 * (lane % 4);
+		float *dst8 = dst + 8 * qs;
+		wgmma_wait<0>();
+		/* the next tile's copies are in (they were issued under this
+		 * tile's products); the fence makes them visible to the tensor
+		 * cores. It waits for the thread's memory operations in flight, so
+		 * it comes before the atomics */
+		cp_async_wait<0>();
+		fence_proxy_async();
+		if (qi < T)
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				atomicAdd(reinterpret_cast<float2 *>(dst + 8 * j), make_float2(dq[4 * j], dq[4 * j + 1]));
+		if (qi + 8 < T)
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				atomicAdd(reinterpret_cast<float2 *>(dst8 + 8 * j), make_float2(dq[4 * j + 2], dq[4 * j + 3]));
+	}
+
+	/* this head's share of dK (scaled) and dV of the group's kv head */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (key[i] >= T)
+			continue;
+		size_t o = ((size_t)b * T + key[i]) * ks + (size_t)g * D + 2 * (lane % 4);
+#pragma unroll
+		for (int j = 0; j < D / 8; j++) {
+			atomicAdd(reinterpret_cast<float2 *>(dk_acc + o + 8 * j),
+			          make_float2(dk[4 * j + 2 * i] * scale, dk[4 * j + 2 * i + 1] * scale));
+			atomicAdd(reinterpret_cast<float2 *>(dv_acc + o + 8 * j), make_float2(dv[4 * j + 2 * i], dv[4 * j + 2 * i + 1]));
+		}
+	}
+#else
+	__trap(); /* built without sm_90a: the launcher never picks this kernel */
+#endif
+}
+
 template <int D>
 static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, const bf16_t *d_out,
                             const float *d_lse, const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v, int B,
                             int T, int H, int G, int window, float *d_work)
 {
-	size_t smem = BwdLayout<D>::bytes;
-	static bool configured;
-	if (!configured) {
-		cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-		                               (int)smem));
-		configured = true;
-	}
 	int64_t nq = (int64_t)B * T * H * D, nk = (int64_t)B * T * G * D;
 	float *dq_acc = d_work, *dk_acc = dq_acc + nq, *dv_acc = dk_acc + nk, *delta = dv_acc + nk;
-	cudaCheck(cudaMemsetAsync(dq_acc, 0, (size_t)(nq + 2 * nk) * sizeof(float)));
+	float scale = 1.0f / sqrtf((float)D);
 	int64_t rows = (int64_t)B * T * H;
-	attention_delta_kernel<<<(unsigned)CEIL_DIV(rows, 8), 8 * WARP_SIZE>>>(delta, (const bf16 *)d_dout,
-	                                                                       (const bf16 *)d_out, B, T, H, D);
+	attention_delta_kernel<<<(unsigned)CEIL_DIV(rows, 8), 8 * WARP_SIZE>>>(
+		delta, dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_out, B, T, H, G, D);
 	cudaCheck(cudaGetLastError());
 	/* heads fastest: the key tiles near the start, which see the most
 	 * queries, go first */
-	dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
-	attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
-		dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v,
-		d_lse, delta, T, H, G, window, 1.0f / sqrtf((float)D));
+	bool wg = use_wgmma();
+	if (wg) {
+		size_t smem = WbLayout<D>::bytes;
+		static bool configured;
+		if (!configured) {
+			cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D>,
+			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+			configured = true;
+		}
+		dim3 grid(H, CEIL_DIV(T, WB_BK), B);
+		attention_backward_wgmma_kernel<D><<<grid, 256, smem>>>(
+			dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
+			(const bf16 *)d_v, d_lse, delta, T, H, G, window, scale);
+	} else {
+		size_t smem = BwdLayout<D>::bytes;
+		static bool configured;
+		if (!configured) {
+			cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
+			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+			configured = true;
+		}
+		dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
+		attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
+			dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
+			(const bf16 *)d_v, d_lse, delta, T, H, G, window, scale);
+	}
 	cudaCheck(cudaGetLastError());
-	f32_to_bf16_kernel<<<(unsigned)CEIL_DIV(nq, 256), 256>>>((bf16 *)d_dq, dq_acc, nq);
-	cudaCheck(cudaGetLastError());
-	f32_to_bf16_kernel<<<(unsigned)CEIL_DIV(nk, 256), 256>>>((bf16 *)d_dk, dk_acc, nk);
-	cudaCheck(cudaGetLastError());
-	f32_to_bf16_kernel<<<(unsigned)CEIL_DIV(nk, 256), 256>>>((bf16 *)d_dv, dv_acc, nk);
+	/* the mma.sync kernel has the scale in dS already */
+	attention_convert_kernel<<<(unsigned)CEIL_DIV(nq + 2 * nk, 4 * 256), 256>>>(
+		(bf16 *)d_dq, (bf16 *)d_dk, (bf16 *)d_dv, dq_acc, nq, nk, wg ? scale : 1.f);
 	cudaCheck(cudaGetLastError());
 }
 
