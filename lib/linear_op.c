@@ -19,12 +19,12 @@
 
 int lop_kind(const char *name)
 {
-	return !strcmp(name, "gdn") ? LOP_GDN : !strcmp(name, "gla") ? LOP_GLA : -1;
+	return !strcmp(name, "gdn") ? LOP_GDN : !strcmp(name, "gla") ? LOP_GLA : !strcmp(name, "swa") ? LOP_SWA : -1;
 }
 
 const char *lop_name(int kind)
 {
-	return kind == LOP_GDN ? "gdn" : "gla";
+	return kind == LOP_GDN ? "gdn" : kind == LOP_GLA ? "gla" : "swa";
 }
 
 static void add(LinearOp *op, const char *name, int rows, int cols)
@@ -37,7 +37,7 @@ static void add(LinearOp *op, const char *name, int rows, int cols)
 
 void lop_init(LinearOp *op, int kind, int C, int H, int G, int D)
 {
-	if (kind != LOP_GDN && kind != LOP_GLA)
+	if (kind != LOP_GDN && kind != LOP_GLA && kind != LOP_SWA)
 		BUG("lop_init: kind %d", kind);
 	if (H % G)
 		BUG("lop_init: H %d not a multiple of G %d", H, G);
@@ -50,18 +50,25 @@ void lop_init(LinearOp *op, int kind, int C, int H, int G, int D)
 	if (kind == LOP_GDN) {
 		add(op, "wa", H, C), add(op, "dt_bias", H, 1), add(op, "A_log", H, 1);
 		add(op, "wb", H, C);
-	} else {
+	} else if (kind == LOP_GLA) {
 		add(op, "wgk1", op->R, C), add(op, "wgk2", HD, op->R), add(op, "bgk", HD, 1);
 	}
-	add(op, "wg", HD, C), add(op, "onorm", D, 1);
+	if (kind != LOP_SWA)
+		add(op, "wg", HD, C), add(op, "onorm", D, 1);
 	add(op, "wo", C, HD), add(op, "bo", C, 1);
 	op->w = callocCheck(op->n, sizeof(float));
+	if (kind == LOP_SWA) {
+		op->window = LOP_SWA_WINDOW;
+		op->inv_freq = mallocCheck((size_t)(D / 2 > 0 ? D / 2 : 1) * sizeof(float));
+		for (int i = 0; i < D / 2; i++)
+			op->inv_freq[i] = (float)pow(10000.0, -2.0 * i / D);
+	}
 }
 
 void lop_free(LinearOp *op)
 {
-	free(op->w);
-	op->w = NULL;
+	free(op->w), free(op->inv_freq);
+	op->w = op->inv_freq = NULL;
 }
 
 const LopParam *lop_param(const LinearOp *op, const char *name)
@@ -124,6 +131,10 @@ void lop_init_teacher(LinearOp *op, int kind, const Model *m, int l, uint64_t se
 		double bound = 1 / sqrt((double)p->cols); /* nn.Linear's default */
 		for (size_t j = 0; j < (size_t)p->rows * p->cols; j++)
 			op->w[p->off + j] = (float)((2 * uniform01(&s) - 1) * bound);
+	}
+	if (kind == LOP_SWA) {
+		memcpy(op->inv_freq, m->inv_freq, (size_t)(c->D / 2) * sizeof(float));
+		return;
 	}
 	float *on = P(op, "onorm");
 	for (int i = 0; i < c->D; i++)
@@ -244,7 +255,9 @@ typedef struct {
 	float *o, *rstd, *zg, *y; /* (n, HD), (n H), (n, HD), (n, HD) */
 } Cache;
 
-static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int B, int T)
+/* gdn and gla; S (B, H, D, D) the state in and out, or NULL for a zero
+ * start */
+static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int B, int T, float *S0)
 {
 	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D, gdn = op->kind == LOP_GDN;
 	size_t nHD = (size_t)n * HD, nGD = (size_t)n * GD;
@@ -285,12 +298,13 @@ static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int 
 #undef ALLOC
 	repeat_heads(c->k, c->kg, n, H, G, D);
 	repeat_heads(c->v, c->vg, n, H, G, D);
-	float *S = callocCheck((size_t)B * H * D * D, sizeof(float)), scale = 1 / sqrtf((float)D);
+	float *S = S0 ? S0 : callocCheck((size_t)B * H * D * D, sizeof(float)), scale = 1 / sqrtf((float)D);
 	if (gdn)
 		gdn_forward_chunked(c->o, S, c->q, c->k, c->v, c->g, c->beta, B, T, H, D, D, scale, 64);
 	else
 		gla_forward_chunked(c->o, S, c->q, c->k, c->v, c->gk, B, T, H, D, D, scale, 64);
-	free(S);
+	if (!S0)
+		free(S);
 	/* y = rmsnorm over D (per head) * onorm * silu(Wg u) */
 	lin(c->zg, u, P(op, "wg"), NULL, n, C, HD);
 	const float *on = P(op, "onorm");
@@ -312,20 +326,73 @@ static void cache_free(Cache *c)
 		free(all[i]);
 }
 
+/* swa: q (n, HD) and k (n, GD) after RoPE at positions pos0.., v (n, GD),
+ * the attention's output o (n, HD) */
+static void swa_project(const LinearOp *op, Cache *c, const float *u, int B, int T, long long pos0)
+{
+	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D;
+	c->q = mallocCheck((size_t)n * HD * sizeof(float)), c->o = mallocCheck((size_t)n * HD * sizeof(float));
+	c->kg = mallocCheck((size_t)n * GD * sizeof(float)), c->vg = mallocCheck((size_t)n * GD * sizeof(float));
+	lin(c->q, u, P(op, "wq"), P(op, "bq"), n, C, HD);
+	lin(c->kg, u, P(op, "wk"), P(op, "bk"), n, C, GD);
+	lin(c->vg, u, P(op, "wv"), P(op, "bv"), n, C, GD);
+	rope_forward_cpu(c->q, op->inv_freq, B, T, (int)pos0, H, D);
+	rope_forward_cpu(c->kg, op->inv_freq, B, T, (int)pos0, G, D);
+}
+
+static void swa_forward(const LinearOp *op, Cache *c, float *a, const float *u, int B, int T)
+{
+	swa_project(op, c, u, B, T, 0);
+	attention_forward_cpu(c->o, c->q, c->kg, c->vg, B, T, op->H, op->G, op->D, op->window);
+	lin(a, c->o, P(op, "wo"), P(op, "bo"), B * T, op->H * op->D, op->C);
+}
+
 void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T)
 {
 	Cache c = {0};
-	forward(op, &c, a, u, B, T);
+	if (op->kind == LOP_SWA)
+		swa_forward(op, &c, a, u, B, T);
+	else
+		forward(op, &c, a, u, B, T, NULL);
+	cache_free(&c);
+}
+
+/* the backward of swa_forward, gradients as lop_backward's */
+static void swa_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T)
+{
+	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D;
+	Cache c = {0};
+	float *a = mallocCheck((size_t)n * C * sizeof(float));
+	swa_forward(op, &c, a, u, B, T);
+	free(a);
+#define G_(name) (grad + lop_param(op, name)->off)
+	float *dy = callocCheck((size_t)n * HD, sizeof(float)), *dq = mallocCheck((size_t)n * HD * sizeof(float));
+	float *dk = mallocCheck((size_t)n * GD * sizeof(float)), *dv = mallocCheck((size_t)n * GD * sizeof(float));
+	lin_back(dy, G_("wo"), G_("bo"), da, c.o, P(op, "wo"), n, HD, C);
+	attention_backward_cpu(dq, dk, dv, dy, c.q, c.kg, c.vg, B, T, H, G, D, op->window);
+	rope_backward_cpu(dq, op->inv_freq, B, T, 0, H, D);
+	rope_backward_cpu(dk, op->inv_freq, B, T, 0, G, D);
+	if (du)
+		memset(du, 0, (size_t)n * C * sizeof(float));
+	lin_back(du, G_("wq"), G_("bq"), dq, u, P(op, "wq"), n, C, HD);
+	lin_back(du, G_("wk"), G_("bk"), dk, u, P(op, "wk"), n, C, GD);
+	lin_back(du, G_("wv"), G_("bv"), dv, u, P(op, "wv"), n, C, GD);
+#undef G_
+	free(dy), free(dq), free(dk), free(dv);
 	cache_free(&c);
 }
 
 void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T)
 {
+	if (op->kind == LOP_SWA) {
+		swa_backward(op, grad, du, da, u, B, T);
+		return;
+	}
 	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D, gdn = op->kind == LOP_GDN;
 	size_t nHD = (size_t)n * HD, nGD = (size_t)n * GD;
 	Cache c = {0};
 	float *a = mallocCheck((size_t)n * C * sizeof(float));
-	forward(op, &c, a, u, B, T);
+	forward(op, &c, a, u, B, T, NULL);
 	free(a);
 #define G_(name) (grad + lop_param(op, name)->off)
 	if (du)
@@ -402,4 +469,58 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 #undef G_
 	free(dy), free(dO), free(dzg), free(dq), free(dk), free(dv), free(dpk), free(dpv);
 	cache_free(&c);
+}
+
+// ----------------------------------------------------------------------------
+// decoding
+
+void lop_state_init(LopState *s, const LinearOp *op, int B)
+{
+	memset(s, 0, sizeof *s);
+	s->B = B;
+	if (op->kind == LOP_SWA) {
+		if (op->window < 1)
+			BUG("lop_state_init: swa window %d", op->window);
+		size_t n = (size_t)B * op->window * op->G * op->D;
+		s->kc = callocCheck(n, sizeof(float)), s->vc = callocCheck(n, sizeof(float));
+	} else {
+		s->S = callocCheck((size_t)B * op->H * op->D * op->D, sizeof(float));
+	}
+}
+
+void lop_state_free(LopState *s)
+{
+	free(s->S), free(s->kc), free(s->vc);
+	memset(s, 0, sizeof *s);
+}
+
+void lop_decode(const LinearOp *op, LopState *s, float *a, const float *u)
+{
+	int B = s->B;
+	Cache c = {0};
+	if (op->kind != LOP_SWA) {
+		forward(op, &c, a, u, B, 1, s->S); /* the chunked form at T = 1 is the recurrent step */
+		cache_free(&c);
+		s->pos++;
+		return;
+	}
+	int H = op->H, G = op->G, D = op->D, W = op->window, GD = G * D;
+	swa_project(op, &c, u, B, 1, s->pos);
+	int n = s->pos + 1 < W ? (int)s->pos + 1 : W; /* positions in view, the new one last */
+	float *kl = mallocCheck((size_t)n * GD * sizeof(float)), *vl = mallocCheck((size_t)n * GD * sizeof(float));
+	for (int b = 0; b < B; b++) {
+		float *kc = s->kc + (size_t)b * W * GD, *vc = s->vc + (size_t)b * W * GD;
+		memcpy(kc + (size_t)(s->pos % W) * GD, c.kg + (size_t)b * GD, GD * sizeof(float));
+		memcpy(vc + (size_t)(s->pos % W) * GD, c.vg + (size_t)b * GD, GD * sizeof(float));
+		for (int i = 0; i < n; i++) { /* the ring in time order */
+			long long p = s->pos - n + 1 + i;
+			memcpy(kl + (size_t)i * GD, kc + (size_t)(p % W) * GD, GD * sizeof(float));
+			memcpy(vl + (size_t)i * GD, vc + (size_t)(p % W) * GD, GD * sizeof(float));
+		}
+		attention_step_cpu(c.o + (size_t)b * H * D, c.q + (size_t)b * H * D, kl, vl, n, H, G, D, 0);
+	}
+	lin(a, c.o, P(op, "wo"), P(op, "bo"), B, H * D, op->C);
+	free(kl), free(vl);
+	cache_free(&c);
+	s->pos++;
 }

@@ -12,6 +12,10 @@
  *   gk = logsigmoid(Wgk2 (Wgk1 u) + bgk) / 16 (rank R = 16), o = the GLA rule
  * both, with scale 1/sqrt(D), from a zero state:
  *   a = Wo (rmsnorm_D(o) * onorm * silu(Wg u)) + bo
+ * swa (the teacher's own attention limited to a sliding window; nothing to
+ * train, it takes the teacher's weights as they are):
+ *   q, k = rope(Wq u + bq), rope(Wk u + bk), v = Wv u + bv,
+ *   a = Wo attention_window(q, k, v) + bo
  *
  * All parameters live in one float array (op->w), described by a table of
  * named blocks (op->p), so that the optimizer, checkpoints and candidate
@@ -27,9 +31,10 @@
 
 #include "model.h"
 
-enum { LOP_GDN, LOP_GLA };
+enum { LOP_GDN, LOP_GLA, LOP_SWA };
 #define LOP_MAX_PARAMS 16
 #define LOP_GLA_RANK 16
+#define LOP_SWA_WINDOW 1024 /* DESIGN.md's default W */
 
 typedef struct {
 	const char *name;
@@ -39,22 +44,25 @@ typedef struct {
 
 typedef struct {
 	int kind, C, H, G, D, R;
+	int window;      /* swa: W >= 1 positions, its own included */
+	float *inv_freq; /* swa: RoPE's (D/2) */
 	int np;
 	LopParam p[LOP_MAX_PARAMS];
 	size_t n; /* floats in w */
 	float *w;
 } LinearOp;
 
-/* lop_kind returns LOP_GDN or LOP_GLA for "gdn" or "gla", -1 otherwise;
- * lop_name the other way round */
+/* lop_kind returns LOP_GDN, LOP_GLA or LOP_SWA for "gdn", "gla" or "swa",
+ * -1 otherwise; lop_name the other way round */
 int lop_kind(const char *name);
 const char *lop_name(int kind);
 
-/* lop_init lays out the parameters of a kind at a shape, all zero */
+/* lop_init lays out the parameters of a kind at a shape, all zero (swa:
+ * window LOP_SWA_WINDOW, RoPE base 10000) */
 void lop_init(LinearOp *op, int kind, int C, int H, int G, int D);
 /* lop_init_teacher: Wq, Wk, Wv, Wo and their biases from layer l of m, the
  * new projections small random (uniform +-1/sqrt(fan in), seeded), onorm 1,
- * A_log and dt_bias as fla initialises them */
+ * A_log and dt_bias as fla initialises them; swa: the teacher's RoPE */
 void lop_init_teacher(LinearOp *op, int kind, const Model *m, int l, uint64_t seed);
 void lop_free(LinearOp *op);
 /* the parameter block name, or NULL */
@@ -62,5 +70,21 @@ const LopParam *lop_param(const LinearOp *op, const char *name);
 
 void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T);
 void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T);
+
+/* Decoding, a token at a time: a LopState holds what the operator carries
+ * from one token to the next for B sequences (gdn, gla: the recurrence's
+ * state, H D^2 floats a sequence; swa: the last W positions' k and v, a
+ * ring of 2 W G D floats), starting empty. lop_decode turns the next token's
+ * u (B, C) into a (B, C) and advances the state; a sequence decoded this way
+ * gives what lop_forward gives for all of it at once. */
+typedef struct {
+	int B;
+	long long pos; /* tokens decoded so far */
+	float *S;      /* gdn, gla: (B, H, D, D) */
+	float *kc, *vc; /* swa: (B, W, G, D), position p in slot p % W */
+} LopState;
+void lop_state_init(LopState *s, const LinearOp *op, int B);
+void lop_state_free(LopState *s);
+void lop_decode(const LinearOp *op, LopState *s, float *a, const float *u);
 
 #endif

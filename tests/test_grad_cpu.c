@@ -268,6 +268,7 @@ static void test_linear_op(int kind, int B, int T, int C, int H, int G, int D)
 {
 	LinearOp op;
 	lop_init(&op, kind, C, H, G, D);
+	op.window = 3; /* swa: shorter than T */
 	float *w0 = test_rnd(op.n, 0.4f);
 	memcpy(op.w, w0, op.n * sizeof(float));
 	size_t n = (size_t)B * T * C;
@@ -312,5 +313,6 @@ int main(int argc, char **argv)
 		test_linear_attn(gla, 1, 70, 1, 3, 2); /* across the backward's 64-step checkpoint */
 		test_linear_op(gla ? LOP_GLA : LOP_GDN, 2, 5, 10, 2, 1, 4);
 	}
+	test_linear_op(LOP_SWA, 2, 5, 10, 2, 1, 4);
 	return test_report();
 }

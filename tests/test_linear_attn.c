@@ -5,8 +5,10 @@
  * of a chunk, a chunk, one past, several; with an initial state), the
  * decoding step (T = 1 calls, state carried) against one call, and a
  * sequence split over two calls against one; the operators' initialisation
- * from a teacher layer. The backwards are checked by finite differences in
- * test_grad_cpu. */
+ * from a teacher layer; swa with a window of T against the teacher layer's
+ * own attention; every operator (gdn, gla, swa) decoded a token at a time
+ * (lop_decode) against its forward. The backwards are checked by finite
+ * differences in test_grad_cpu. */
 #include <string.h>
 
 #include "h5io.h"
@@ -171,6 +173,8 @@ static void test_init_teacher(int kind)
 	float b0;
 	convert_to_f32(&b0, m.layers[1].bq.data, m.layers[1].bq.dtype, 1);
 	ok &= b0 == op.w[bq->off];
+	if (kind == LOP_SWA)
+		ok &= memcmp(op.inv_freq, m.inv_freq, (size_t)(c->D / 2) * sizeof(float)) == 0;
 	if (kind == LOP_GDN)
 		for (int h = 0; h < c->H; h++) {
 			float A = op.w[lop_param(&op, "A_log")->off + h], dt = op.w[lop_param(&op, "dt_bias")->off + h];
@@ -183,12 +187,88 @@ static void test_init_teacher(int kind)
 	for (size_t i = 0; i < (size_t)n * c->C; i++)
 		ok &= isfinite(a[i]);
 	char msg[128];
-	snprintf(msg, sizeof msg, "%s from layer 1 of tiny-qwen2: teacher weights copied, gates in fla's ranges, finite output",
-	         lop_name(kind));
+	snprintf(msg, sizeof msg, "%s from layer 1 of tiny-qwen2: teacher weights copied, %s, finite output", lop_name(kind),
+	         kind == LOP_SWA ? "its RoPE" : "gates in fla's ranges");
 	test_cond(msg, ok);
 	lop_free(&op);
 	free(row), free(u), free(a);
 	model_free(&m);
+}
+
+/* swa from a teacher layer with a window of at least T is that layer's own
+ * attention: the a its forward hands to the hook */
+typedef struct { float *u, *a; } Seen;
+static void seen(void *ctx, int l, const float *u, float *a, int B, int T)
+{
+	Seen *s = ctx;
+	if (l == 1) {
+		size_t n = (size_t)B * T * 64;
+		s->u = mallocCheck(n * sizeof(float)), s->a = mallocCheck(n * sizeof(float));
+		memcpy(s->u, u, n * sizeof(float)), memcpy(s->a, a, n * sizeof(float));
+	}
+}
+
+static void test_swa_is_teacher(void)
+{
+	Model m;
+	model_load(&m, "tests/data/tiny-qwen2");
+	const ModelConfig *c = &m.cfg;
+	if (c->C != 64)
+		BUG("tiny-qwen2: C %d, the test assumes 64", c->C);
+	int B = 2, T = 13, n = B * T;
+	float *x = test_rnd((size_t)n * c->C, 1), *y = mallocCheck((size_t)n * c->C * sizeof(float));
+	LayerScratch ls;
+	layer_scratch_init(&ls, c, n);
+	Seen sn = {0};
+	layer_forward(&m, 1, x, y, &ls, B, T, seen, &sn);
+	LinearOp op;
+	lop_init_teacher(&op, LOP_SWA, &m, 1, 7);
+	float *a = mallocCheck((size_t)n * c->C * sizeof(float));
+	op.window = T;
+	lop_forward(&op, a, sn.u, B, T);
+	double e = test_rel_err(a, sn.a, (size_t)n * c->C);
+	op.window = 4;
+	lop_forward(&op, a, sn.u, B, T);
+	double e4 = test_rel_err(a, sn.a, (size_t)n * c->C);
+	char msg[160];
+	snprintf(msg, sizeof msg, "swa of layer 1, window T: the teacher's attention output (%.1e); window 4 differs (%.1e)",
+	         e, e4);
+	test_cond(msg, e < 1e-5 && e4 > 1e-3);
+	lop_free(&op), layer_scratch_free(&ls);
+	free(x), free(y), free(a), free(sn.u), free(sn.a);
+	model_free(&m);
+}
+
+/* every operator decoded a token at a time equals its forward over the
+ * whole sequences (swa with a window shorter than T, so the ring wraps) */
+static void test_decode(int kind)
+{
+	int B = 2, T = 11, C = 24, H = 4, G = 2, D = 8;
+	LinearOp op;
+	lop_init(&op, kind, C, H, G, D);
+	float *w = test_rnd(op.n, 0.4f);
+	memcpy(op.w, w, op.n * sizeof(float));
+	op.window = 4;
+	size_t n = (size_t)B * T * C;
+	float *u = test_rnd(n, 1), *a = mallocCheck(n * sizeof(float)), *ad = mallocCheck(n * sizeof(float));
+	float *ut = mallocCheck((size_t)B * C * sizeof(float)), *at = mallocCheck((size_t)B * C * sizeof(float));
+	lop_forward(&op, a, u, B, T);
+	LopState st;
+	lop_state_init(&st, &op, B);
+	for (int t = 0; t < T; t++) {
+		for (int b = 0; b < B; b++)
+			memcpy(ut + (size_t)b * C, u + ((size_t)b * T + t) * C, C * sizeof(float));
+		lop_decode(&op, &st, at, ut);
+		for (int b = 0; b < B; b++)
+			memcpy(ad + ((size_t)b * T + t) * C, at + (size_t)b * C, C * sizeof(float));
+	}
+	double e = test_rel_err(ad, a, n);
+	char msg[128];
+	snprintf(msg, sizeof msg, "%s decoded a token at a time = its forward (B=%d T=%d%s): %.1e", lop_name(kind), B, T,
+	         kind == LOP_SWA ? " window 4" : "", e);
+	test_cond(msg, e < 1e-5 && st.pos == T);
+	lop_state_free(&st), lop_free(&op);
+	free(w), free(u), free(a), free(ad), free(ut), free(at);
 }
 
 int main(int argc, char **argv)
@@ -204,5 +284,9 @@ int main(int argc, char **argv)
 		test_forms(gla, 1, 150, 4, 32, 32);
 		test_init_teacher(gla ? LOP_GLA : LOP_GDN);
 	}
+	test_init_teacher(LOP_SWA);
+	test_swa_is_teacher();
+	for (int kind = LOP_GDN; kind <= LOP_SWA; kind++)
+		test_decode(kind);
 	return test_report();
 }
