@@ -30,4 +30,5 @@ extern "C" void *gpu_alloc(size_t bytes)
 extern "C" void gpu_free(void *d) { cudaCheck(cudaFree(d)); }
 extern "C" void gpu_upload(void *d, const void *h, size_t bytes) { cudaCheck(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice)); }
 extern "C" void gpu_download(void *h, const void *d, size_t bytes) { cudaCheck(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost)); }
+extern "C" void gpu_zero(void *d, size_t bytes) { cudaCheck(cudaMemset(d, 0, bytes)); }
 extern "C" void gpu_sync(void) { cudaCheck(cudaDeviceSynchronize()); }

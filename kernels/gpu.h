@@ -18,6 +18,8 @@ extern "C" {
 
 typedef uint16_t bf16_t;
 
+#include "train.h" // defines: AdamSeg, AdamStep
+
 /* cuda_device_count returns the number of usable GPUs, 0 when there is no
  * driver or no device (never an error). */
 int cuda_device_count(void);
@@ -32,6 +34,7 @@ void *gpu_alloc(size_t bytes);               /* dies on failure */
 void gpu_free(void *d);
 void gpu_upload(void *d, const void *h, size_t bytes);
 void gpu_download(void *h, const void *d, size_t bytes);
+void gpu_zero(void *d, size_t bytes);
 void gpu_sync(void);
 
 /* ---------------------------------------------------------------------------
@@ -135,6 +138,19 @@ void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const 
                      int V, float scale, void *d_work);
 
 /* ---------------------------------------------------------------------------
+ * training candidates (kernels/train.cu); sums in double, deterministic.
+ * d_work: train_work() bytes. */
+size_t train_work(void);
+/* bf16 values to float32 */
+void bf16_to_f32_cuda(float *d_out, const bf16_t *d_in, size_t n);
+/* nmse_cuda: the twin of nmse_cpu (lib/train.h), the two sums left on the
+ * device: d_sums (2 doubles) = |ah - a|^2, |a|^2 */
+void nmse_cuda(double *d_sums, float *d_dah, const float *d_ah, const float *d_a, size_t n, void *d_work);
+/* adamw_cuda: the twin of adamw_cpu (lib/train.h) */
+void adamw_cuda(float *d_w, float *d_m, float *d_v, const float *d_grad, size_t n, const AdamSeg *segs, int nseg,
+                const AdamStep *st, void *d_work);
+
+/* ---------------------------------------------------------------------------
  * the linear-attention recurrences, recurrent form (kernels/linear_attn.cu),
  * twins of gdn_forward_recurrent and gla_forward_recurrent in
  * lib/linear_attn.h: float32 throughout, q, k (B, T, H, Dk), v, o (B, T, H,
@@ -145,6 +161,37 @@ void gdn_forward_recurrent_cuda(float *d_o, float *d_S, const float *d_q, const 
                                 float scale);
 void gla_forward_recurrent_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
                                 const float *d_gk, int B, int T, int H, int Dk, int Dv, float scale);
+
+/* GLA in chunks of 64 (kernels/gla_chunked.cu), twins of gla_forward_chunked
+ * and gla_backward_chunked (chunk 64): layouts as above, Dk and Dv 1 to 128
+ * (64 and 128 the fast ones), any B and T. d_S: the initial state in, the
+ * final state out; NULL: zeros and no final state. In the backward d_S0 NULL
+ * is a zero start, d_dSf NULL zero, and d_dS0, d_dgk NULL are not wanted.
+ * d_work: gla_chunked_work bytes (both calls), 256-byte aligned as
+ * cudaMalloc gives. */
+size_t gla_chunked_work(int B, int T, int H, int Dk, int Dv);
+void gla_forward_chunked_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
+                              const float *d_gk, int B, int T, int H, int Dk, int Dv, float scale, void *d_work);
+void gla_backward_chunked_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_dgk, float *d_dS0,
+                               const float *d_dout, const float *d_dSf, const float *d_q, const float *d_k,
+                               const float *d_v, const float *d_gk, const float *d_S0, int B, int T, int H, int Dk,
+                               int Dv, float scale, void *d_work);
+
+/* the Gated DeltaNet in chunks of 64 (kernels/gdn_chunked.cu), twins of
+ * gdn_forward_chunked and gdn_backward_chunked (chunk 64): layouts as above,
+ * Dk and Dv 1 to 128 (64 and 128 the fast ones), any B and T. d_S: the
+ * initial state in, the final state out; NULL: zeros and no final state. In
+ * the backward d_S0 NULL is a zero start, d_dSf NULL zero, and d_dS0, d_dg,
+ * d_dbeta NULL are not wanted. d_work: gdn_chunked_work bytes (both calls),
+ * 256-byte aligned as cudaMalloc gives. */
+size_t gdn_chunked_work(int B, int T, int H, int Dk, int Dv);
+void gdn_forward_chunked_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
+                              const float *d_g, const float *d_beta, int B, int T, int H, int Dk, int Dv, float scale,
+                              void *d_work);
+void gdn_backward_chunked_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_dg, float *d_dbeta, float *d_dS0,
+                               const float *d_dout, const float *d_dSf, const float *d_q, const float *d_k,
+                               const float *d_v, const float *d_g, const float *d_beta, const float *d_S0, int B,
+                               int T, int H, int Dk, int Dv, float scale, void *d_work);
 
 #ifdef __cplusplus
 }
