@@ -37,6 +37,12 @@ void gdn_forward_chunked(float *o, float *S, const float *q, const float *k, con
 void gdn_backward(float *dq, float *dk, float *dv, float *dg, float *dbeta, float *dS0, const float *dout,
                   const float *dSf, const float *q, const float *k, const float *v, const float *g,
                   const float *beta, const float *S0, int B, int T, int H, int Dk, int Dv, float scale);
+/* the same gradients computed chunk by chunk (chunks of `chunk` steps, the
+ * GPU kernels' shape), from the start state of every chunk */
+void gdn_backward_chunked(float *dq, float *dk, float *dv, float *dg, float *dbeta, float *dS0, const float *dout,
+                          const float *dSf, const float *q, const float *k, const float *v, const float *g,
+                          const float *beta, const float *S0, int B, int T, int H, int Dk, int Dv, float scale,
+                          int chunk);
 
 void gla_forward_recurrent(float *o, float *S, const float *q, const float *k, const float *v, const float *gk,
                            int B, int T, int H, int Dk, int Dv, float scale);
@@ -45,5 +51,10 @@ void gla_forward_chunked(float *o, float *S, const float *q, const float *k, con
 void gla_backward(float *dq, float *dk, float *dv, float *dgk, float *dS0, const float *dout, const float *dSf,
                   const float *q, const float *k, const float *v, const float *gk, const float *S0, int B, int T,
                   int H, int Dk, int Dv, float scale);
+/* the same gradients computed chunk by chunk (chunks of `chunk` steps, the
+ * GPU kernels' shape), from the start state of every chunk */
+void gla_backward_chunked(float *dq, float *dk, float *dv, float *dgk, float *dS0, const float *dout,
+                          const float *dSf, const float *q, const float *k, const float *v, const float *gk,
+                          const float *S0, int B, int T, int H, int Dk, int Dv, float scale, int chunk);
 
 #endif

@@ -1,0 +1,1188 @@
+/*
+ * gdn_chunked (GPU): the Gated DeltaNet recurrence of lib/linear_attn.h in
+ * chunks of 64 steps, forward and backward, for training lengths. Twins of
+ * gdn_forward_chunked and gdn_backward_chunked (lib/linear_attn.c states
+ * the math; the layouts and NULL rules are gdn_forward_recurrent's and
+ * gdn_backward's). float32 in and out, float32 arithmetic on the CUDA cores.
+ *
+ * version 1, fla's structure. The forward is three launches:
+ *   chunk   a block per (chunk, sequence, head): G, A and the WY factors
+ *           [U | W] = (I + A)^{-1} [diag(beta) V | diag(beta e^G) K] by forward
+ *           substitution, a thread per column (no barrier between rows), and
+ *           the decayed keys Kt (rows e^{G_last - G_j} k_j)
+ *   state   sequential over the chunks, a block per (sequence, head, 16 value
+ *           columns of the state): keeps the start state S_c of every chunk,
+ *           Wn = U - W S_c, S = e^{G_last} S + Kt^T Wn; the next chunk's
+ *           operands travel by cp.async while this one computes
+ *   output  a block per chunk: O = scale (diag(e^G) Q S_c + M Wn)
+ * The backward recomputes chunk and state, then
+ *   bprep   per chunk: Pm = scale M^T dO, Hq = scale Q^T diag(e^G) dO
+ *   state   the same kernel run from the last chunk back: dWn = Pm + Kt dS',
+ *           dS = e^{G_last} dS' + Hq - W^T dWn, keeping every chunk's dS'
+ *   bstate  per chunk, the products with the states: dq = scale diag(e^G) dO
+ *           S_c^T, dk = diag(e^{G_last - G}) Wn dS'^T, dW = -dWn S_c^T, and
+ *           their share of dG
+ *   bwy     back substitution dX = (I + A)^{-T} [dWn | dW], a thread per
+ *           column; dA = -(dX Y^T): dv, dbeta, the WY share of dk and dG
+ *   bintra  the intra-chunk product M Wn: dq, dk, the rest of dG, and dg, its
+ *           reverse cumulative sum within the chunk
+ * Every product is a register tile per thread over operands staged in shared
+ * memory, both stored k-major (one row of each per step of the sum), so that
+ * a thread reads float4s. Dk and Dv are padded to 64 or 128 with zeros in
+ * the scratch and in shared memory, rows past T are zeros (g = beta = 0
+ * there, so G repeats its last value and nothing leaks).
+ *
+ * Measured on an H100 at B 1, T 4096, H 16, Dk = Dv 128 (tests/test_gdn_chunked.cu,
+ * DASH_BENCH=1; fla's Triton forward: 0.555 ms):
+ *   version 1: forward 0.752 ms, forward + backward 3.108 ms. ncu: chunk 263 us,
+ *     state 276 (backwards 319), output 201, bprep 163, bstate 403, bwy 590,
+ *     bintra 286; one block an SM for most, latency-bound (issue slots 20-50%
+ *     busy), loads stuck behind stores the compiler could not move them past.
+ *   version 2: forward 0.651 ms, forward + backward 2.469 ms. Loads batched
+ *     before stores (dq, dk read-modify-writes, q and k for the dG dots, V and
+ *     K staged in shared memory), bstate, bintra and output reorganised to fit
+ *     two blocks an SM, four partial sums a row in the forward substitution:
+ *     chunk 230 us, output 157, bstate 289, bwy 342, bintra 195. A 3xTF32
+ *     mma.sync state pass (float32 accuracy) was slower than the CUDA cores
+ *     here (309 us against 276): fragment loads and the hi/lo splits cost more
+ *     than the products saved. Then the state pass's first product summed in
+ *     two halves of the block, halving its shared-memory traffic: state 250 us
+ *     (backwards 273); forward 0.645 ms, forward + backward 2.43 ms.
+ * What is left is latency: 8 to 16 warps an SM waiting on shared memory. The
+ * next steps are tensor-core products (wgmma) in the chunk-parallel kernels
+ * and a forward substitution by blocks (fla's 16x16 diagonal solves).
+ */
+#include "cuda_common.cuh"
+#include "gpu.h"
+
+#define GDN_C 64   /* chunk length */
+#define GDN_NT 256 /* threads of every block */
+#define GDN_SV 16  /* value columns of the state one state-pass block carries */
+#define GDN_LX (GDN_C + 4) /* row stride of dX^T, written a row per thread */
+
+/* The scratch, carved from d_work; per (sequence, head, chunk), with DK, DV
+ * the padded dimensions: */
+struct GdnWork {
+	float *G;   /* (C)      chunk-local cumulative sums of g */
+	float *Ak;  /* (C, C)   e^{G_i - G_j} k_i . k_j for j < i, else 0 */
+	float *U;   /* (C, DV)  */
+	float *W;   /* (C, DK)  */
+	float *WT;  /* (DK, C)  W transposed */
+	float *Kt;  /* (C, DK)  e^{G_last - G_j} k_j */
+	float *KtT; /* (DK, C)  */
+	float *Wn;  /* (C, DV)  U - W S_c, the update rows */
+	float *S;   /* (DK, DV) S_c, the state the chunk starts from */
+	float *Pm;  /* (C, DV)  scale M^T dO */
+	float *Hq;  /* (DK, DV) scale Q^T diag(e^G) dO */
+	float *dS;  /* (DK, DV) the gradient with respect to the chunk's end state */
+	float *dWn; /* (C, DV)  */
+	float *dW;  /* (C, DK)  */
+	float *dG;  /* (C)      the gradient with respect to G, summed over kernels */
+};
+
+static int gdn_pad(int d) { return d <= 64 ? 64 : 128; }
+
+/* gdn_carve lays the scratch out (w NULL: only counts); returns its bytes */
+static size_t gdn_carve(GdnWork *w, void *base, int B, int T, int H, int Dk, int Dv)
+{
+	size_t n = (size_t)B * H * CEIL_DIV(T, GDN_C), C = GDN_C, DK = gdn_pad(Dk), DV = gdn_pad(Dv), off = 0;
+	float **f[] = {&w->G, &w->Ak, &w->U, &w->W, &w->WT, &w->Kt, &w->KtT, &w->Wn, &w->S, &w->Pm, &w->Hq, &w->dS,
+	               &w->dWn, &w->dW, &w->dG};
+	size_t sz[] = {C, C * C, C * DV, C * DK, DK * C, C * DK, DK * C, C * DV, DK * DV, C * DV, DK * DV, DK * DV,
+	               C * DV, C * DK, C};
+	for (int i = 0; i < 15; i++) {
+		if (base)
+			*f[i] = (float *)((char *)base + off);
+		off += (n * sz[i] * sizeof(float) + 255) / 256 * 256;
+	}
+	return off;
+}
+
+// ----------------------------------------------------------------------------
+// device helpers
+
+static __device__ __forceinline__ float *dyn_smem(void)
+{
+	extern __shared__ __align__(16) float4 gdn_smem[];
+	return (float *)gdn_smem;
+}
+
+static __device__ __forceinline__ void cp_async16(float *s, const float *g)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	unsigned a = (unsigned)__cvta_generic_to_shared(s);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(g));
+#else
+	*(float4 *)s = *(const float4 *)g;
+#endif
+}
+
+static __device__ __forceinline__ void cp_async_commit(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+static __device__ __forceinline__ void cp_async_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+/* A thread's fragment of N indices along one side of a product: N < 4
+ * contiguous from base; else groups of 4 contiguous, s apart. */
+template <int N>
+static __device__ __forceinline__ int frag(int base, int s, int x)
+{
+	return N < 4 ? base + x : base + x / 4 * s + x % 4;
+}
+
+template <int N>
+static __device__ __forceinline__ void load_frag(float (&r)[N], const float *p, int s)
+{
+	if (N >= 4) {
+#pragma unroll
+		for (int g = 0; g < N / 4; g++) {
+			float4 v = *(const float4 *)(p + g * s);
+			r[4 * g] = v.x, r[4 * g + 1] = v.y, r[4 * g + 2] = v.z, r[4 * g + 3] = v.w;
+		}
+	} else if (N == 2) {
+		float2 v = *(const float2 *)p;
+		r[0] = v.x, r[N - 1] = v.y;
+	} else {
+		r[0] = p[0];
+	}
+}
+
+/* acc[x][y] += sum over k in [k0, k1) of At[k][frag(ai, as, x)] * Bk[k][frag(bj, bs, y)]:
+ * both operands k-major in shared memory, rows lda and ldb floats apart */
+template <int TM, int TN>
+static __device__ __forceinline__ void mm(float (&acc)[TM][TN], const float *At, int lda, int ai, int as,
+                                          const float *Bk, int ldb, int bj, int bs, int k0, int k1)
+{
+#pragma unroll 4
+	for (int k = k0; k < k1; k++) {
+		float a[TM], b[TN];
+		load_frag<TM>(a, At + k * lda + ai, as);
+		load_frag<TN>(b, Bk + k * ldb + bj, bs);
+#pragma unroll
+		for (int x = 0; x < TM; x++)
+#pragma unroll
+			for (int y = 0; y < TN; y++)
+				acc[x][y] = fmaf(a[x], b[y], acc[x][y]);
+	}
+}
+
+template <int TM, int TN>
+static __device__ __forceinline__ void zero(float (&acc)[TM][TN])
+{
+#pragma unroll
+	for (int x = 0; x < TM; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++)
+			acc[x][y] = 0.f;
+}
+
+/* R rows of E values from global memory (row i at x + i * rs, the first d
+ * values real, rows from n on zeros), each times a (and sc[i] if sc), into
+ * shared memory transposed: s[e * ld + i]. A thread takes a row's float4 when
+ * it can: lanes run along the rows, so the shared stores do not conflict. */
+template <int R, int E>
+static __device__ void load_t(float *s, int ld, const float *x, size_t rs, int n, int d, float a, const float *sc)
+{
+	if ((d & 3) == 0 && (rs & 3) == 0 && ((size_t)x & 15) == 0) {
+		for (int idx = threadIdx.x; idx < R * E / 4; idx += GDN_NT) {
+			int i = idx % R, e = idx / R * 4;
+			float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+			if (i < n && e < d)
+				v = *(const float4 *)(x + i * rs + e);
+			float m = sc ? a * sc[i] : a;
+			s[(e + 0) * ld + i] = m * v.x, s[(e + 1) * ld + i] = m * v.y;
+			s[(e + 2) * ld + i] = m * v.z, s[(e + 3) * ld + i] = m * v.w;
+		}
+	} else {
+		for (int idx = threadIdx.x; idx < R * E; idx += GDN_NT) {
+			int i = idx % R, e = idx / R;
+			s[e * ld + i] = i < n && e < d ? (sc ? a * sc[i] : a) * x[i * rs + e] : 0.f;
+		}
+	}
+}
+
+/* the same, not transposed: s[i * ld + e] */
+template <int R, int E>
+static __device__ void load_n(float *s, int ld, const float *x, size_t rs, int n, int d, float a, const float *sc)
+{
+	if ((d & 3) == 0 && (rs & 3) == 0 && ((size_t)x & 15) == 0) {
+		for (int idx = threadIdx.x; idx < R * E / 4; idx += GDN_NT) {
+			int i = idx / (E / 4), e = idx % (E / 4) * 4;
+			float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+			if (i < n && e < d)
+				v = *(const float4 *)(x + i * rs + e);
+			float m = sc ? a * sc[i] : a;
+			*(float4 *)(s + i * ld + e) = make_float4(m * v.x, m * v.y, m * v.z, m * v.w);
+		}
+	} else {
+		for (int idx = threadIdx.x; idx < R * E; idx += GDN_NT) {
+			int i = idx / E, e = idx % E;
+			s[i * ld + e] = i < n && e < d ? (sc ? a * sc[i] : a) * x[i * rs + e] : 0.f;
+		}
+	}
+}
+
+/* n floats from global to shared memory, both 16-byte aligned, n % 4 == 0 */
+static __device__ void copy_s(float *s, const float *x, int n)
+{
+	for (int i = threadIdx.x * 4; i < n; i += GDN_NT * 4)
+		*(float4 *)(s + i) = *(const float4 *)(x + i);
+}
+
+/* the sum of v over the block, in every thread; red: GDN_NT floats */
+static __device__ float block_sum(float v, float *red)
+{
+	int t = threadIdx.x;
+	red[t] = v;
+	__syncthreads();
+	for (int s = GDN_NT / 2; s > 0; s >>= 1) {
+		if (t < s)
+			red[t] += red[t + s];
+		__syncthreads();
+	}
+	float r = red[0];
+	__syncthreads();
+	return r;
+}
+
+/* What each chunk kernel knows of its block: chunk c of (sequence b, head
+ * h); n real rows; row i of a (B, T, H, D) input at x + (base + i H) D. */
+struct GdnBlock {
+	int c, bh, n;
+	size_t base, bhc;
+};
+
+static __device__ GdnBlock gdn_block(int T, int H, int NC)
+{
+	GdnBlock k;
+	k.c = blockIdx.x, k.bh = blockIdx.y;
+	k.n = T - k.c * GDN_C < GDN_C ? T - k.c * GDN_C : GDN_C;
+	k.base = ((size_t)(k.bh / H) * T + (size_t)k.c * GDN_C) * H + k.bh % H;
+	k.bhc = (size_t)k.bh * NC + k.c;
+	return k;
+}
+
+// ----------------------------------------------------------------------------
+// forward kernels (the backward recomputes the first two)
+
+/* G, A and the WY factors of one chunk; the backward's recomputation (BWD)
+ * also keeps Ak, W and Kt^T. Shared memory: 2 DK C + C C + 4 C floats. */
+template <int DK, int DV, bool BWD>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_chunk_kernel(GdnWork w, const float *k, const float *v, const float *g, const float *beta, int T, int H,
+	                 int dk, int dv, int NC)
+{
+	const int C = GDN_C, t = threadIdx.x;
+	float *sKT = dyn_smem();   /* (DK, C) K^T */
+	float *sK = sKT + DK * C;  /* (C, DK) */
+	float *sA = sK + C * DK;   /* (C, C) A = diag(beta) Ak */
+	float *sG = sA + C * C;    /* (C) */
+	float *sB = sG + C;        /* (C) beta */
+	float *sE = sB + C;        /* (C) e^G */
+	float *sL = sE + C;        /* (C) e^{G_last - G} */
+	GdnBlock bk = gdn_block(T, H, NC);
+	int n = bk.n;
+	const float *k0 = k + bk.base * dk;
+	size_t rk = (size_t)H * dk;
+	if (t < C) {
+		sG[t] = t < n ? g[bk.base + (size_t)t * H] : 0.f;
+		sB[t] = t < n ? beta[bk.base + (size_t)t * H] : 0.f;
+	}
+	load_t<C, DK>(sKT, C, k0, rk, n, dk, 1.f, nullptr);
+	load_n<C, DK>(sK, DK, k0, rk, n, dk, 1.f, nullptr);
+	/* G: inclusive scan of g (Hillis-Steele) */
+	for (int o = 1; o < C; o *= 2) {
+		__syncthreads();
+		float x = t < C && t >= o ? sG[t - o] : 0.f;
+		__syncthreads();
+		if (t < C)
+			sG[t] += x;
+	}
+	__syncthreads();
+	if (t < C) {
+		w.G[bk.bhc * C + t] = sG[t];
+		sE[t] = expf(sG[t]);
+		sL[t] = expf(sG[C - 1] - sG[t]);
+	}
+	/* Ak = e^{G_i - G_j} k_i . k_j below the diagonal, a 4x4 tile a thread */
+	{
+		int i0 = t / 16 * 4, j0 = t % 16 * 4;
+		float acc[4][4];
+		zero(acc);
+		mm<4, 4>(acc, sKT, C, i0, 0, sKT, C, j0, 0, 0, DK);
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+#pragma unroll
+			for (int y = 0; y < 4; y++) {
+				int i = i0 + x, j = j0 + y;
+				float ak = j < i ? expf(sG[i] - sG[j]) * acc[x][y] : 0.f;
+				sA[i * C + j] = sB[i] * ak;
+				if (BWD)
+					w.Ak[bk.bhc * C * C + i * C + j] = ak;
+			}
+	}
+	__syncthreads();
+	/* [U | W] by forward substitution, a thread per column: y_i = x_i -
+	 * sum_{j<i} A_ij y_j; A_ij = 0 for j >= i, so whole float4s of A's row
+	 * can be used (the y_j there still hold x_j, finite). Four partial sums
+	 * a row keep four FMA chains in flight. */
+	if (t < DV + DK) {
+		float y[C];
+		int d = t - DV;
+#pragma unroll
+		for (int i = 0; i < C; i++) {
+			if (t < DV)
+				y[i] = t < dv && i < n ? sB[i] * v[(bk.base + (size_t)i * H) * dv + t] : 0.f;
+			else
+				y[i] = sB[i] * sE[i] * sK[i * DK + d];
+		}
+#pragma unroll
+		for (int i = 1; i < C; i++) {
+			float s0 = y[i], s1 = 0.f, s2 = 0.f, s3 = 0.f;
+#pragma unroll
+			for (int j = 0; j < i; j += 4) {
+				float4 a = *(const float4 *)(sA + i * C + j);
+				s0 = fmaf(-a.x, y[j], s0);
+				s1 = fmaf(-a.y, y[j + 1], s1);
+				s2 = fmaf(-a.z, y[j + 2], s2);
+				s3 = fmaf(-a.w, y[j + 3], s3);
+			}
+			y[i] = (s0 + s1) + (s2 + s3);
+		}
+		if (t < DV) {
+			float *u = w.U + bk.bhc * C * DV + t;
+#pragma unroll
+			for (int i = 0; i < C; i++)
+				u[i * DV] = y[i];
+		} else {
+			float *wt = w.WT + (bk.bhc * DK + d) * C;
+#pragma unroll
+			for (int i = 0; i < C; i += 4)
+				*(float4 *)(wt + i) = make_float4(y[i], y[i + 1], y[i + 2], y[i + 3]);
+			if (BWD) {
+				float *wn = w.W + bk.bhc * C * DK + d;
+#pragma unroll
+				for (int i = 0; i < C; i++)
+					wn[i * DK] = y[i];
+			}
+		}
+	}
+	/* Kt (and its transpose) */
+	for (int idx = t; idx < C * DK; idx += GDN_NT) {
+		int i = idx / DK, d = idx % DK;
+		w.Kt[bk.bhc * C * DK + idx] = sL[i] * sK[i * DK + d];
+		if (BWD) {
+			int d2 = idx / C, i2 = idx % C;
+			w.KtT[bk.bhc * DK * C + idx] = sL[i2] * sKT[d2 * C + i2];
+		}
+	}
+}
+
+/* The state pass, sequential over the chunks, a block per (sequence, head,
+ * GDN_SV value columns js): from the carried state St (DK, SV), chunk c:
+ *   Sst[c] = St
+ *   X      = Xa[c] + s1 A1[c]^T St          (C, SV);  Xo[c] = X
+ *   St     = e^{G_last} St + Sa[c] + s2 A2[c]^T X
+ * with A1 (DK, C) and A2 (C, DK) per chunk. The forward: A1 = W^T, A2 = Kt,
+ * Xa = U, s1 = -1, s2 = 1, Sa none: Sst the start states, Xo = Wn. The
+ * backward (REV, the chunks last to first): A1 = Kt^T, A2 = W, Xa = Pm,
+ * Sa = Hq, s1 = 1, s2 = -1: St is dS', Xo = dWn. Sin (B H, dk, dv) the
+ * first St, or NULL for zeros; Sout the last, or NULL. */
+template <int DK, bool REV>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_state_kernel(const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G, float *Xo,
+	                 float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC, int dk, int dv)
+{
+	const int C = GDN_C, SV = GDN_SV, t = threadIdx.x;
+	float *sS = dyn_smem();    /* (DK, SV) */
+	float *sX = sS + DK * SV;  /* (C, SV) */
+	float *sbuf = sX + C * SV; /* two buffers of A1, A2, Xa, Sa, G */
+	const int NB = 2 * DK * C + C * SV + DK * SV + C;
+	int js = blockIdx.x * SV, bh = blockIdx.y;
+	for (int idx = t; idx < DK * SV; idx += GDN_NT) {
+		int d = idx / SV, j = js + idx % SV;
+		sS[idx] = Sin && d < dk && j < dv ? Sin[((size_t)bh * dk + d) * dv + j] : 0.f;
+	}
+	auto prefetch = [&](int c, int p) {
+		size_t bhc = (size_t)bh * NC + c;
+		float *b = sbuf + p * NB;
+		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
+		for (int i = t * 4; i < DK * C; i += GDN_NT * 4)
+			cp_async16(b + i, a1 + i), cp_async16(b + DK * C + i, a2 + i);
+		const float *xa = Xa + bhc * C * DV + js;
+		for (int i = t; i < C * SV / 4; i += GDN_NT)
+			cp_async16(b + 2 * DK * C + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+		if (Sa) {
+			const float *sa = Sa + bhc * DK * DV + js;
+			for (int i = t; i < DK * SV / 4; i += GDN_NT)
+				cp_async16(b + 2 * DK * C + C * SV + i * 4, sa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+		}
+		if (t < C / 4)
+			cp_async16(b + NB - C + t * 4, G + bhc * C + t * 4);
+		cp_async_commit();
+	};
+	prefetch(REV ? NC - 1 : 0, 0);
+	__syncthreads();
+	for (int it = 0; it < NC; it++) {
+		int c = REV ? NC - 1 - it : it, p = it & 1;
+		size_t bhc = (size_t)bh * NC + c;
+		if (it + 1 < NC)
+			prefetch(REV ? c - 1 : c + 1, p ^ 1);
+		float *sst = Sst + bhc * DK * DV + js;
+		for (int i = t; i < DK * SV / 4; i += GDN_NT)
+			*(float4 *)(sst + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4) = *(const float4 *)(sS + i * 4);
+		if (it + 1 < NC)
+			cp_async_wait<1>();
+		else
+			cp_async_wait<0>();
+		__syncthreads();
+		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * C, *sXa = sA2 + DK * C, *sSa = sXa + C * SV;
+		/* X: each half of the block sums half of the d, a 4x2 tile a
+		 * thread (half the shared-memory traffic of a 4x1 tile over all
+		 * d); the second half leaves its sums in sX for the first */
+		{
+			int hk = t / (GDN_NT / 2), tt = t % (GDN_NT / 2), i0 = tt / (SV / 2) * 4, j0 = tt % (SV / 2) * 2;
+			float acc[4][2];
+			zero(acc);
+			mm<4, 2>(acc, sA1, C, i0, 0, sS, SV, j0, 0, hk * DK / 2, (hk + 1) * DK / 2);
+			if (hk)
+#pragma unroll
+				for (int x = 0; x < 4; x++)
+					*(float2 *)(sX + (i0 + x) * SV + j0) = make_float2(acc[x][0], acc[x][1]);
+			__syncthreads();
+			float *xo = Xo + bhc * C * DV + js;
+			if (!hk)
+#pragma unroll
+				for (int x = 0; x < 4; x++)
+#pragma unroll
+					for (int y = 0; y < 2; y++) {
+						int i = i0 + x, j = j0 + y;
+						float val = sXa[i * SV + j] + s1 * (acc[x][y] + sX[i * SV + j]);
+						sX[i * SV + j] = val;
+						xo[(size_t)i * DV + j] = val;
+					}
+		}
+		__syncthreads();
+		/* St: a 4xTN tile a thread */
+		{
+			constexpr int TN = DK / 64, CT = SV / TN;
+			int d0 = t / CT * 4, j0 = t % CT * TN;
+			float acc[4][TN];
+			zero(acc);
+			mm<4, TN>(acc, sA2, DK, d0, 0, sX, SV, j0, 0, 0, C);
+			float a = expf(sA1[NB - 1]);
+#pragma unroll
+			for (int x = 0; x < 4; x++)
+#pragma unroll
+				for (int y = 0; y < TN; y++) {
+					int idx = (d0 + x) * SV + j0 + y;
+					sS[idx] = a * sS[idx] + (Sa ? sSa[idx] : 0.f) + s2 * acc[x][y];
+				}
+		}
+		__syncthreads();
+	}
+	if (Sout)
+		for (int idx = t; idx < DK * SV; idx += GDN_NT) {
+			int d = idx / SV, j = js + idx % SV;
+			if (d < dk && j < dv)
+				Sout[((size_t)bh * dk + d) * dv + j] = sS[idx];
+		}
+}
+
+/* O = scale (diag(e^G) Q S_c + M Wn), M_ij = e^{G_i - G_j} q_i . k_j for j <= i.
+ * Shared memory: DK C + C C + 2 C + 32K floats: K^T, then S_c half by half,
+ * then Wn take turns in the last part, so that two blocks fit an SM. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_output_kernel(float *o, GdnWork w, const float *q, const float *k, int T, int H, int dk, int dv, int NC,
+	                  float scale)
+{
+	const int C = GDN_C, t = threadIdx.x;
+	float *sQT = dyn_smem();  /* (DK, C) */
+	float *sMT = sQT + DK * C; /* (C, C) M^T */
+	float *sG = sMT + C * C;  /* (C) */
+	float *sE = sG + C;       /* (C) e^G */
+	float *sKT = sE + C;      /* (DK, C), then S_c rows (DK / 2, DV), then Wn (C, DV) */
+	float *sS = sKT, *sWn = sKT;
+	GdnBlock bk = gdn_block(T, H, NC);
+	load_t<C, DK>(sQT, C, q + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sKT, C, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	if (t < C) {
+		sG[t] = w.G[bk.bhc * C + t];
+		sE[t] = expf(sG[t]);
+	}
+	__syncthreads();
+	int i0 = t / 16 * 4, jb = t % 16 * 4;
+	{
+		float acc[4][4];
+		zero(acc);
+		mm<4, 4>(acc, sQT, C, i0, 0, sKT, C, jb, 0, 0, DK);
+#pragma unroll
+		for (int y = 0; y < 4; y++) {
+			int j = jb + y;
+			float m[4];
+#pragma unroll
+			for (int x = 0; x < 4; x++)
+				m[x] = j <= i0 + x ? expf(sG[i0 + x] - sG[j]) * acc[x][y] : 0.f;
+			*(float4 *)(sMT + j * C + i0) = make_float4(m[0], m[1], m[2], m[3]);
+		}
+	}
+	constexpr int TN = DV / 16;
+	float acc[4][TN];
+	zero(acc);
+	for (int h = 0; h < 2; h++) {
+		__syncthreads();
+		copy_s(sS, w.S + (bk.bhc * DK + h * DK / 2) * DV, DK / 2 * DV);
+		__syncthreads();
+		mm<4, TN>(acc, sQT + h * DK / 2 * C, C, i0, 0, sS, DV, jb, 64, 0, DK / 2);
+	}
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++)
+			acc[x][y] *= sE[i0 + x];
+	__syncthreads();
+	copy_s(sWn, w.Wn + bk.bhc * C * DV, C * DV);
+	__syncthreads();
+	mm<4, TN>(acc, sMT, C, i0, 0, sWn, DV, jb, 64, 0, i0 + 4);
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int i = i0 + x, j = frag<TN>(jb, 64, y);
+			if (i < bk.n && j < dv)
+				o[(bk.base + (size_t)i * H) * dv + j] = scale * acc[x][y];
+		}
+}
+
+// ----------------------------------------------------------------------------
+// backward kernels
+
+/* Pm = scale M^T dO (C, DV) and Hq = scale Q^T diag(e^G) dO (DK, DV).
+ * Shared memory: 2 DK C + C C + C DV + 2 C floats. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_bprep_kernel(GdnWork w, const float *q, const float *k, const float *dout, int T, int H, int dk, int dv,
+	                 int NC, float scale)
+{
+	const int C = GDN_C, t = threadIdx.x;
+	float *sQT = dyn_smem();   /* (DK, C) */
+	float *sKT = sQT + DK * C; /* (DK, C), then Q diag(e^G) (C, DK) */
+	float *sQg = sKT;
+	float *sM = sKT + DK * C;  /* (C, C) */
+	float *sdO = sM + C * C;   /* (C, DV) */
+	float *sG = sdO + C * DV;  /* (C) */
+	float *sE = sG + C;        /* (C) */
+	GdnBlock bk = gdn_block(T, H, NC);
+	const float *q0 = q + bk.base * dk;
+	load_t<C, DK>(sQT, C, q0, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sKT, C, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_n<C, DV>(sdO, DV, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
+	if (t < C) {
+		sG[t] = w.G[bk.bhc * C + t];
+		sE[t] = expf(sG[t]);
+	}
+	__syncthreads();
+	int r0 = t / 16 * 4, cb = t % 16 * 4;
+	{
+		float acc[4][4];
+		zero(acc);
+		mm<4, 4>(acc, sQT, C, r0, 0, sKT, C, cb, 0, 0, DK);
+#pragma unroll
+		for (int x = 0; x < 4; x++) {
+			int i = r0 + x;
+			float m[4];
+#pragma unroll
+			for (int y = 0; y < 4; y++)
+				m[y] = cb + y <= i ? expf(sG[i] - sG[cb + y]) * acc[x][y] : 0.f;
+			*(float4 *)(sM + i * C + cb) = make_float4(m[0], m[1], m[2], m[3]);
+		}
+	}
+	__syncthreads();
+	load_n<C, DK>(sQg, DK, q0, (size_t)H * dk, bk.n, dk, 1.f, sE);
+	__syncthreads();
+	{
+		constexpr int TN = DV / 16;
+		float acc[4][TN];
+		zero(acc);
+		mm<4, TN>(acc, sM, C, r0, 0, sdO, DV, cb, 64, r0, C); /* M_ij = 0 for i < j */
+		float *pm = w.Pm + bk.bhc * C * DV;
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+#pragma unroll
+			for (int y = 0; y < TN; y++)
+				pm[(r0 + x) * DV + frag<TN>(cb, 64, y)] = scale * acc[x][y];
+	}
+	{
+		constexpr int TM = DK / 16, TN = DV / 16;
+		float acc[TM][TN];
+		zero(acc);
+		mm<TM, TN>(acc, sQg, DK, r0, 64, sdO, DV, cb, 64, 0, C);
+		float *hq = w.Hq + bk.bhc * DK * DV;
+#pragma unroll
+		for (int x = 0; x < TM; x++)
+#pragma unroll
+			for (int y = 0; y < TN; y++)
+				hq[frag<TM>(r0, 64, x) * DV + frag<TN>(cb, 64, y)] = scale * acc[x][y];
+	}
+}
+
+/* The products with the chunk's states: [dQs; dW] = [scale diag(e^G) dO;
+ * -dWn] S_c^T, dKs = diag(e^{G_last - G}) Wn dS'^T; dq = dQs and dk = dKs
+ * (the first writers); dG_i = q_i . dQs_i - k_i . dKs_i, and the last row
+ * also <dS', e^{G_last} S_c> + sum_j k_j . dKs_j. The sums run over the value
+ * columns in two halves, so that two blocks fit an SM. Shared memory:
+ * DV/2 (DK + 2C) + 4 C + 16 C + GDN_NT floats. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT, 2)
+	gdn_bstate_kernel(float *dq, float *dkk, GdnWork w, const float *q, const float *k, const float *dout, int T,
+	                  int H, int dk, int dv, int NC, float scale)
+{
+	const int C = GDN_C, HV = DV / 2, t = threadIdx.x;
+	float *sST = dyn_smem();      /* (HV, DK) half of S_c^T, then of dS'^T */
+	float *sLT = sST + HV * DK;   /* (HV, 2C) half of [dO e^G scale; -dWn]^T, then of Wn^T (HV, C) */
+	float *sG = sLT + HV * 2 * C; /* (C) */
+	float *sEs = sG + C;          /* (C) scale e^G */
+	float *sL = sEs + C;          /* (C) e^{G_last - G} */
+	float *sRed = sL + 2 * C;     /* (C, 16) */
+	float *red = sRed + 16 * C;   /* (GDN_NT) */
+	GdnBlock bk = gdn_block(T, H, NC);
+	int n = bk.n;
+	size_t rq = (size_t)H * dk;
+	const float *q0 = q + bk.base * dk, *k0 = k + bk.base * dk, *S = w.S + bk.bhc * DK * DV;
+	const float *dS = w.dS + bk.bhc * DK * DV;
+	if (t < C) {
+		sG[t] = w.G[bk.bhc * C + t];
+		sEs[t] = scale * expf(sG[t]);
+	}
+	__syncthreads();
+	if (t < C)
+		sL[t] = expf(sG[C - 1] - sG[t]);
+	int r0 = t / 16 * 4, cb = t % 16 * 4;
+	constexpr int TN = DK / 16;
+	float acc[8][TN], qk[4][TN];
+	zero(acc);
+	for (int h = 0; h < 2; h++) {
+		if (h)
+			__syncthreads();
+		load_t<DK, HV>(sST, DK, S + h * HV, DV, DK, HV, 1.f, nullptr);
+		load_t<C, HV>(sLT, 2 * C, dout + bk.base * dv + h * HV, (size_t)H * dv, n, dv - h * HV, 1.f, sEs);
+		load_t<C, HV>(sLT + C, 2 * C, w.dWn + bk.bhc * C * DV + h * HV, DV, C, HV, -1.f, nullptr);
+		__syncthreads();
+		mm<8, TN>(acc, sLT, 2 * C, r0, 64, sST, DK, cb, 64, 0, HV);
+	}
+	float *dw = w.dW + bk.bhc * C * DK;
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++)
+			dw[(r0 + x) * DK + frag<TN>(cb, 64, y)] = acc[x + 4][y];
+	/* q all at once before the stores of dq, which loads cannot pass */
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int i = r0 + x, d = frag<TN>(cb, 64, y);
+			qk[x][y] = i < n && d < dk ? q0[i * rq + d] : 0.f;
+		}
+#pragma unroll
+	for (int x = 0; x < 4; x++) {
+		int i = r0 + x;
+		float s = 0.f;
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int d = frag<TN>(cb, 64, y);
+			if (i < n && d < dk)
+				dq[(bk.base + (size_t)i * H) * dk + d] = acc[x][y];
+			s += qk[x][y] * acc[x][y];
+		}
+		sRed[i * 16 + t % 16] = s;
+	}
+	__syncthreads();
+	float dgi = 0.f;
+	if (t < C)
+		for (int u = 0; u < 16; u++)
+			dgi += sRed[t * 16 + u];
+	float a2[4][TN];
+	zero(a2);
+	for (int h = 0; h < 2; h++) {
+		__syncthreads();
+		load_t<DK, HV>(sST, DK, dS + h * HV, DV, DK, HV, 1.f, nullptr);
+		load_t<C, HV>(sLT, C, w.Wn + bk.bhc * C * DV + h * HV, DV, C, HV, 1.f, nullptr);
+		__syncthreads();
+		mm<4, TN>(a2, sLT, C, r0, 0, sST, DK, cb, 64, 0, HV);
+	}
+	/* <dS', S_c> */
+	float ss = 0.f;
+	for (int i = t * 4; i < DK * DV; i += GDN_NT * 4) {
+		float4 a = *(const float4 *)(S + i), b = *(const float4 *)(dS + i);
+		ss += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+	}
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int i = r0 + x, d = frag<TN>(cb, 64, y);
+			qk[x][y] = i < n && d < dk ? k0[i * rq + d] : 0.f;
+		}
+#pragma unroll
+	for (int x = 0; x < 4; x++) {
+		int i = r0 + x;
+		float s = 0.f;
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int d = frag<TN>(cb, 64, y);
+			float val = sL[i] * a2[x][y];
+			if (i < n && d < dk)
+				dkk[(bk.base + (size_t)i * H) * dk + d] = val;
+			s += qk[x][y] * val;
+		}
+		sRed[i * 16 + t % 16] = s;
+	}
+	__syncthreads();
+	float kd = 0.f;
+	if (t < C)
+		for (int u = 0; u < 16; u++)
+			kd += sRed[t * 16 + u];
+	float tot = block_sum(expf(sG[C - 1]) * ss + kd, red);
+	if (t < C)
+		w.dG[bk.bhc * C + t] = dgi - kd + (t == C - 1 ? tot : 0.f);
+}
+
+/* The WY factors' backward: dX = (I + A)^{-T} [dWn | dW] by back
+ * substitution (a thread per column), dA = -(dX Y^T) below the diagonal with
+ * Y = [U | W]; dv = diag(beta) dXv; dbeta; dk += diag(beta e^G) dXk + Zs K
+ * with Zs = Z + Z^T, Z_ij = dA_ij beta_i e^{G_i - G_j}; dG += beta_i e^{G_i}
+ * k_i . dXk_i + row and column sums of dA o A. Shared memory: C C + 3 C +
+ * NY (LX + C) + C C + 8 C + 48 C floats, NY = DV + DK. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_bwy_kernel(float *dv_, float *dkk, float *dbeta, GdnWork w, const float *k, const float *v,
+	               const float *beta, int T, int H, int dk, int dv, int NC)
+{
+	const int C = GDN_C, LX = GDN_LX, NY = DV + DK, t = threadIdx.x;
+	float *sA = dyn_smem();      /* (C, C) A = diag(beta) Ak */
+	float *sB = sA + C * C;      /* (C) beta */
+	float *sG = sB + C;          /* (C) */
+	float *sE = sG + C;          /* (C) e^G */
+	float *sXT = sE + C;         /* (NY, LX) dX^T */
+	float *sRT = sXT + NY * LX;  /* (NY, C) [V | e^G K]^T, then Y^T, then K (C, DK) */
+	float *sYT = sRT, *sK = sRT;
+	float *sZ = sRT + NY * C;    /* (C, C) Zs */
+	float *sRv = sZ + C * C;     /* (4, C) */
+	float *sRk = sRv + 4 * C;    /* (4, C) */
+	float *sRow = sRk + 4 * C;   /* (C, 16) */
+	float *sCol = sRow + 16 * C; /* (C, 16) */
+	float *sDb = sCol + 16 * C;  /* (C, 16) */
+	GdnBlock bk = gdn_block(T, H, NC);
+	int n = bk.n;
+	const float *Ak = w.Ak + bk.bhc * C * C;
+	if (t < C) {
+		sB[t] = t < n ? beta[bk.base + (size_t)t * H] : 0.f;
+		sG[t] = w.G[bk.bhc * C + t];
+		sE[t] = expf(sG[t]);
+	}
+	__syncthreads();
+	load_n<C, C>(sA, C, Ak, C, C, C, 1.f, sB);
+	load_t<C, DV>(sRT, C, v + bk.base * dv, (size_t)H * dv, n, dv, 1.f, nullptr);
+	load_t<C, DK>(sRT + DV * C, C, k + bk.base * dk, (size_t)H * dk, n, dk, 1.f, sE);
+	__syncthreads();
+	if (t < NY) {
+		float x[C];
+		int d = t - DV;
+#pragma unroll
+		for (int i = 0; i < C; i++)
+			x[i] = t < DV ? w.dWn[(bk.bhc * C + i) * DV + t] : w.dW[(bk.bhc * C + i) * DK + d];
+		/* dX_j = dY_j - sum_{i>j} A_ij dX_i: once dX_i is final, take
+		 * its share from every x_j, j < i (A_ij = 0 for j >= i) */
+#pragma unroll
+		for (int i = C - 1; i > 0; i--) {
+			float xi = x[i];
+#pragma unroll
+			for (int j = 0; j < i; j += 4) {
+				float4 a = *(const float4 *)(sA + i * C + j);
+				x[j] = fmaf(-a.x, xi, x[j]);
+				x[j + 1] = fmaf(-a.y, xi, x[j + 1]);
+				x[j + 2] = fmaf(-a.z, xi, x[j + 2]);
+				x[j + 3] = fmaf(-a.w, xi, x[j + 3]);
+			}
+		}
+#pragma unroll
+		for (int j = 0; j < C; j += 4)
+			*(float4 *)(sXT + t * LX + j) = make_float4(x[j], x[j + 1], x[j + 2], x[j + 3]);
+		if (t < dv)
+#pragma unroll
+			for (int j = 0; j < C; j++)
+				if (j < n)
+					dv_[(bk.base + (size_t)j * H) * dv + t] = sB[j] * x[j];
+	}
+	__syncthreads();
+	/* v_j . dXv_j and e^{G_j} k_j . dXk_j: four threads a row */
+	{
+		int j = t % C, part = t / C;
+		float pv = 0.f, pk = 0.f;
+		for (int c = part; c < DV; c += 4)
+			pv += sXT[c * LX + j] * sRT[c * C + j];
+		for (int c = DV + part; c < NY; c += 4)
+			pk += sXT[c * LX + j] * sRT[c * C + j];
+		sRv[part * C + j] = pv, sRk[part * C + j] = pk;
+	}
+	__syncthreads();
+	float pv = 0.f, pk = 0.f;
+	if (t < C)
+		for (int u = 0; u < 4; u++)
+			pv += sRv[u * C + t], pk += sRk[u * C + t];
+	load_t<C, DV>(sYT, C, w.U + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
+	copy_s(sYT + DV * C, w.WT + bk.bhc * DK * C, DK * C);
+	__syncthreads();
+	/* dA, a 4x4 tile a thread */
+	{
+		int i0 = t / 16 * 4, j0 = t % 16 * 4;
+		float acc[4][4], rs[4] = {0.f, 0.f, 0.f, 0.f}, cs[4] = {0.f, 0.f, 0.f, 0.f}, db[4] = {0.f, 0.f, 0.f, 0.f};
+		zero(acc);
+		mm<4, 4>(acc, sXT, LX, i0, 0, sYT, C, j0, 0, 0, NY);
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+#pragma unroll
+			for (int y = 0; y < 4; y++) {
+				int i = i0 + x, j = j0 + y;
+				if (j < i) {
+					float da = -acc[x][y], ak = Ak[i * C + j], r = da * sA[i * C + j];
+					float z = da * sB[i] * expf(sG[i] - sG[j]);
+					db[x] += da * ak, rs[x] += r, cs[y] += r;
+					sZ[i * C + j] = z, sZ[j * C + i] = z;
+				} else if (j == i) {
+					sZ[i * C + i] = 0.f;
+				}
+			}
+#pragma unroll
+		for (int x = 0; x < 4; x++) {
+			sRow[(i0 + x) * 16 + t % 16] = rs[x];
+			sDb[(i0 + x) * 16 + t % 16] = db[x];
+			sCol[(j0 + x) * 16 + t / 16] = cs[x];
+		}
+	}
+	__syncthreads();
+	if (t < C) {
+		float db = pv + pk, dg = sB[t] * pk;
+		for (int u = 0; u < 16; u++)
+			db += sDb[t * 16 + u], dg += sRow[t * 16 + u] - sCol[t * 16 + u];
+		if (dbeta && t < n)
+			dbeta[bk.base + (size_t)t * H] = db;
+		w.dG[bk.bhc * C + t] += dg;
+	}
+	load_n<C, DK>(sK, DK, k + bk.base * dk, (size_t)H * dk, n, dk, 1.f, nullptr);
+	__syncthreads();
+	/* dk += Zs K + diag(beta e^G) dXk */
+	{
+		constexpr int TN = DK / 16;
+		int j0 = t / 16 * 4, cb = t % 16 * 4;
+		float acc[4][TN];
+		zero(acc);
+		mm<4, TN>(acc, sZ, C, j0, 0, sK, DK, cb, 64, 0, C);
+		float old[4][TN];
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+#pragma unroll
+			for (int y = 0; y < TN; y++) {
+				int j = j0 + x, d = frag<TN>(cb, 64, y);
+				old[x][y] = j < n && d < dk ? dkk[(bk.base + (size_t)j * H) * dk + d] : 0.f;
+			}
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+#pragma unroll
+			for (int y = 0; y < TN; y++) {
+				int j = j0 + x, d = frag<TN>(cb, 64, y);
+				if (j < n && d < dk)
+					dkk[(bk.base + (size_t)j * H) * dk + d] =
+						old[x][y] + acc[x][y] + sB[j] * sE[j] * sXT[(DV + d) * LX + j];
+			}
+	}
+}
+
+/* The intra-chunk product M Wn: dM = scale dO Wn^T, dME = dM o E (j <= i);
+ * dq += dME K, dk += dME^T Q, dG += row minus column sums of dM o M; then dg,
+ * the reverse cumulative sum of dG within the chunk. Q^T and K^T (for M),
+ * dO^T and Wn^T (for dM), Q and K take turns in one region. Shared memory:
+ * 2 max(DK, DV) C + 2 C C + 2 C + 32 C floats. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_bintra_kernel(float *dq, float *dkk, float *dg, GdnWork w, const float *q, const float *k,
+	                  const float *dout, int T, int H, int dk, int dv, int NC, float scale)
+{
+	const int C = GDN_C, D = DK > DV ? DK : DV, t = threadIdx.x;
+	float *sX1 = dyn_smem();      /* (D, C) Q^T, dO^T; then Q (C, DK) */
+	float *sX2 = sX1 + D * C;     /* (D, C) K^T, Wn^T; then K (C, DK) */
+	float *sdME = sX2 + D * C;    /* (C, C) */
+	float *sdMET = sdME + C * C;  /* (C, C) */
+	float *sG = sdMET + C * C;    /* (C) */
+	float *sV = sG + C;           /* (C) */
+	float *sRow = sV + C;         /* (C, 16) */
+	float *sCol = sRow + 16 * C;  /* (C, 16) */
+	GdnBlock bk = gdn_block(T, H, NC);
+	int n = bk.n;
+	const float *q0 = q + bk.base * dk, *k0 = k + bk.base * dk;
+	size_t rq = (size_t)H * dk;
+	load_t<C, DK>(sX1, C, q0, rq, n, dk, 1.f, nullptr);
+	load_t<C, DK>(sX2, C, k0, rq, n, dk, 1.f, nullptr);
+	if (t < C)
+		sG[t] = w.G[bk.bhc * C + t];
+	__syncthreads();
+	int i0 = t / 16 * 4, j0 = t % 16 * 4;
+	{
+		float mq[4][4], dm[4][4], me[4][4], rs[4] = {0.f, 0.f, 0.f, 0.f}, cs[4] = {0.f, 0.f, 0.f, 0.f};
+		zero(mq), zero(dm);
+		mm<4, 4>(mq, sX1, C, i0, 0, sX2, C, j0, 0, 0, DK);
+		__syncthreads();
+		load_t<C, DV>(sX1, C, dout + bk.base * dv, (size_t)H * dv, n, dv, 1.f, nullptr);
+		load_t<C, DV>(sX2, C, w.Wn + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
+		__syncthreads();
+		mm<4, 4>(dm, sX1, C, i0, 0, sX2, C, j0, 0, 0, DV);
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+#pragma unroll
+			for (int y = 0; y < 4; y++) {
+				int i = i0 + x, j = j0 + y;
+				me[x][y] = 0.f;
+				if (j <= i) {
+					float e = expf(sG[i] - sG[j]), d = scale * dm[x][y], r = d * e * mq[x][y];
+					me[x][y] = d * e;
+					rs[x] += r, cs[y] += r;
+				}
+			}
+#pragma unroll
+		for (int x = 0; x < 4; x++) {
+			*(float4 *)(sdME + (i0 + x) * C + j0) = make_float4(me[x][0], me[x][1], me[x][2], me[x][3]);
+			*(float4 *)(sdMET + (j0 + x) * C + i0) = make_float4(me[0][x], me[1][x], me[2][x], me[3][x]);
+			sRow[(i0 + x) * 16 + t % 16] = rs[x];
+			sCol[(j0 + x) * 16 + t / 16] = cs[x];
+		}
+	}
+	__syncthreads();
+	float *sQ = sX1, *sK = sX2;
+	load_n<C, DK>(sQ, DK, q0, rq, n, dk, 1.f, nullptr);
+	load_n<C, DK>(sK, DK, k0, rq, n, dk, 1.f, nullptr);
+	float dgt = 0.f;
+	if (t < C) {
+		dgt = w.dG[bk.bhc * C + t];
+		for (int u = 0; u < 16; u++)
+			dgt += sRow[t * 16 + u] - sCol[t * 16 + u];
+		sV[t] = dgt;
+	}
+	/* dg_t = sum_{i >= t} dG_i */
+	for (int o = 1; o < C; o *= 2) {
+		__syncthreads();
+		float x = t + o < C ? sV[t + o] : 0.f;
+		__syncthreads();
+		if (t < C)
+			sV[t] += x;
+	}
+	__syncthreads();
+	if (dg && t < n)
+		dg[bk.base + (size_t)t * H] = sV[t];
+	constexpr int TN = DK / 16;
+	float acc[4][TN], old[4][TN];
+	zero(acc);
+	mm<4, TN>(acc, sdMET, C, i0, 0, sK, DK, j0, 64, 0, i0 + 4); /* dME_ij = 0 for j > i */
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int i = i0 + x, d = frag<TN>(j0, 64, y);
+			old[x][y] = i < n && d < dk ? dq[(bk.base + (size_t)i * H) * dk + d] : 0.f;
+		}
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int i = i0 + x, d = frag<TN>(j0, 64, y);
+			if (i < n && d < dk)
+				dq[(bk.base + (size_t)i * H) * dk + d] = old[x][y] + acc[x][y];
+		}
+	zero(acc);
+	mm<4, TN>(acc, sdME, C, i0, 0, sQ, DK, j0, 64, i0, C); /* rows j of dME^T Q: i >= j */
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int j = i0 + x, d = frag<TN>(j0, 64, y);
+			old[x][y] = j < n && d < dk ? dkk[(bk.base + (size_t)j * H) * dk + d] : 0.f;
+		}
+#pragma unroll
+	for (int x = 0; x < 4; x++)
+#pragma unroll
+		for (int y = 0; y < TN; y++) {
+			int j = i0 + x, d = frag<TN>(j0, 64, y);
+			if (j < n && d < dk)
+				dkk[(bk.base + (size_t)j * H) * dk + d] = old[x][y] + acc[x][y];
+		}
+}
+
+// ----------------------------------------------------------------------------
+// launchers
+
+static const int GDN_SMEM_MAX = 227 * 1024;
+
+/* bytes of dynamic shared memory of each kernel */
+static size_t smem_chunk(int DK) { return (size_t)(2 * DK * GDN_C + GDN_C * GDN_C + 4 * GDN_C) * 4; }
+static size_t smem_state(int DK)
+{
+	return (size_t)(DK * GDN_SV + GDN_C * GDN_SV + 2 * (2 * DK * GDN_C + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
+}
+static size_t smem_output(int DK, int DV)
+{
+	size_t r = DK * GDN_C > DK / 2 * DV ? DK * GDN_C : DK / 2 * DV;
+	r = r > (size_t)GDN_C * DV ? r : GDN_C * DV;
+	return (DK * GDN_C + GDN_C * GDN_C + 2 * GDN_C + r) * 4;
+}
+static size_t smem_bprep(int DK, int DV) { return (size_t)(2 * DK * GDN_C + GDN_C * GDN_C + GDN_C * DV + 2 * GDN_C) * 4; }
+static size_t smem_bstate(int DK, int DV)
+{
+	return (size_t)(DV / 2 * (DK + 2 * GDN_C) + 4 * GDN_C + 16 * GDN_C + GDN_NT) * 4;
+}
+static size_t smem_bwy(int DK, int DV)
+{
+	return (size_t)(GDN_C * GDN_C + 3 * GDN_C + (DK + DV) * (GDN_LX + GDN_C) + GDN_C * GDN_C + 8 * GDN_C + 48 * GDN_C) * 4;
+}
+static size_t smem_bintra(int DK, int DV)
+{
+	return (size_t)(2 * (DK > DV ? DK : DV) * GDN_C + 2 * GDN_C * GDN_C + 2 * GDN_C + 32 * GDN_C) * 4;
+}
+
+/* allow kernel f its dynamic shared memory (once per kernel) */
+template <class F>
+static void gdn_smem(F f, size_t bytes, bool *done)
+{
+	if (bytes > (size_t)GDN_SMEM_MAX)
+		fprintf(stderr, "gdn_chunked: %zu bytes of shared memory\n", bytes), exit(1);
+	if (!*done)
+		cudaCheck(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+	*done = true;
+}
+
+template <int DK, bool REV>
+static void gdn_state(dim3 grid, const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G,
+                      float *Xo, float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC, int dk,
+                      int dv)
+{
+	static bool done;
+	gdn_smem(gdn_state_kernel<DK, REV>, smem_state(DK), &done);
+	gdn_state_kernel<DK, REV><<<grid, GDN_NT, smem_state(DK)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
+	cudaCheck(cudaGetLastError());
+}
+
+struct GdnArgs {
+	float *o, *S, *dq, *dk, *dv, *dg, *dbeta, *dS0;
+	const float *q, *k, *v, *g, *beta, *dout, *dSf, *S0;
+	int B, T, H, dk_, dv_;
+	float scale;
+	void *work;
+};
+
+/* the chunk and state kernels: G, the WY factors, Wn and every chunk's start
+ * state from S0 (NULL: zeros); the final state into Sf unless NULL */
+template <int DK, int DV, bool BWD>
+static void gdn_forward_states(const GdnArgs *a, GdnWork *w, const float *S0, float *Sf)
+{
+	static bool d1;
+	int NC = CEIL_DIV(a->T, GDN_C);
+	gdn_carve(w, a->work, a->B, a->T, a->H, a->dk_, a->dv_);
+	gdn_smem(gdn_chunk_kernel<DK, DV, BWD>, smem_chunk(DK), &d1);
+	gdn_chunk_kernel<DK, DV, BWD><<<dim3(NC, a->B * a->H), GDN_NT, smem_chunk(DK)>>>(*w, a->k, a->v, a->g, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
+	cudaCheck(cudaGetLastError());
+	gdn_state<DK, false>(dim3(DV / GDN_SV, a->B * a->H), w->WT, w->Kt, w->U, nullptr, w->G, w->Wn, w->S, S0, Sf, -1.f, 1.f,
+	                     DV, NC, a->dk_, a->dv_);
+}
+
+template <int DK, int DV>
+static void gdn_forward(const GdnArgs *a)
+{
+	static bool d3;
+	GdnWork w;
+	int NC = CEIL_DIV(a->T, GDN_C);
+	gdn_forward_states<DK, DV, false>(a, &w, a->S, a->S);
+	gdn_smem(gdn_output_kernel<DK, DV>, smem_output(DK, DV), &d3);
+	gdn_output_kernel<DK, DV><<<dim3(NC, a->B * a->H), GDN_NT, smem_output(DK, DV)>>>(a->o, w, a->q, a->k, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	cudaCheck(cudaGetLastError());
+}
+
+template <int DK, int DV>
+static void gdn_backward(const GdnArgs *a)
+{
+	static bool d1, d3, d4, d5;
+	GdnWork w;
+	int NC = CEIL_DIV(a->T, GDN_C), BH = a->B * a->H;
+	dim3 chunks(NC, BH);
+	gdn_forward_states<DK, DV, true>(a, &w, a->S0, nullptr);
+	gdn_smem(gdn_bprep_kernel<DK, DV>, smem_bprep(DK, DV), &d1);
+	gdn_bprep_kernel<DK, DV><<<chunks, GDN_NT, smem_bprep(DK, DV)>>>(w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	cudaCheck(cudaGetLastError());
+	gdn_state<DK, true>(dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f, DV, NC,
+	                    a->dk_, a->dv_);
+	gdn_smem(gdn_bstate_kernel<DK, DV>, smem_bstate(DK, DV), &d3);
+	gdn_bstate_kernel<DK, DV><<<chunks, GDN_NT, smem_bstate(DK, DV)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	cudaCheck(cudaGetLastError());
+	gdn_smem(gdn_bwy_kernel<DK, DV>, smem_bwy(DK, DV), &d4);
+	gdn_bwy_kernel<DK, DV><<<chunks, GDN_NT, smem_bwy(DK, DV)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
+	cudaCheck(cudaGetLastError());
+	gdn_smem(gdn_bintra_kernel<DK, DV>, smem_bintra(DK, DV), &d5);
+	gdn_bintra_kernel<DK, DV><<<chunks, GDN_NT, smem_bintra(DK, DV)>>>(a->dq, a->dk, a->dg, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	cudaCheck(cudaGetLastError());
+}
+
+static void gdn_check(const char *who, int B, int T, int H, int Dk, int Dv)
+{
+	if (B < 1 || T < 1 || H < 1 || Dk < 1 || Dk > 128 || Dv < 1 || Dv > 128)
+		fprintf(stderr, "%s: B %d T %d H %d Dk %d Dv %d (Dk, Dv 1 to 128)\n", who, B, T, H, Dk, Dv), exit(1);
+}
+
+extern "C" size_t gdn_chunked_work(int B, int T, int H, int Dk, int Dv)
+{
+	GdnWork w;
+	return gdn_carve(&w, NULL, B, T, H, Dk, Dv);
+}
+
+extern "C" void gdn_forward_chunked_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
+                                         const float *d_g, const float *d_beta, int B, int T, int H, int Dk, int Dv,
+                                         float scale, void *d_work)
+{
+	gdn_check("gdn_forward_chunked_cuda", B, T, H, Dk, Dv);
+	GdnArgs a = {};
+	a.o = d_o, a.S = d_S, a.q = d_q, a.k = d_k, a.v = d_v, a.g = d_g, a.beta = d_beta;
+	a.B = B, a.T = T, a.H = H, a.dk_ = Dk, a.dv_ = Dv, a.scale = scale, a.work = d_work;
+	switch (gdn_pad(Dk) * 1000 + gdn_pad(Dv)) {
+	case 64064: gdn_forward<64, 64>(&a); break;
+	case 64128: gdn_forward<64, 128>(&a); break;
+	case 128064: gdn_forward<128, 64>(&a); break;
+	default: gdn_forward<128, 128>(&a); break;
+	}
+}
+
+extern "C" void gdn_backward_chunked_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_dg, float *d_dbeta,
+                                          float *d_dS0, const float *d_dout, const float *d_dSf, const float *d_q,
+                                          const float *d_k, const float *d_v, const float *d_g, const float *d_beta,
+                                          const float *d_S0, int B, int T, int H, int Dk, int Dv, float scale,
+                                          void *d_work)
+{
+	gdn_check("gdn_backward_chunked_cuda", B, T, H, Dk, Dv);
+	GdnArgs a = {};
+	a.dq = d_dq, a.dk = d_dk, a.dv = d_dv, a.dg = d_dg, a.dbeta = d_dbeta, a.dS0 = d_dS0;
+	a.dout = d_dout, a.dSf = d_dSf, a.q = d_q, a.k = d_k, a.v = d_v, a.g = d_g, a.beta = d_beta, a.S0 = d_S0;
+	a.B = B, a.T = T, a.H = H, a.dk_ = Dk, a.dv_ = Dv, a.scale = scale, a.work = d_work;
+	switch (gdn_pad(Dk) * 1000 + gdn_pad(Dv)) {
+	case 64064: gdn_backward<64, 64>(&a); break;
+	case 64128: gdn_backward<64, 128>(&a); break;
+	case 128064: gdn_backward<128, 64>(&a); break;
+	default: gdn_backward<128, 128>(&a); break;
+	}
+}

@@ -1,0 +1,254 @@
+/* test_gdn_chunked (GPU): the chunked Gated DeltaNet kernels of
+ * kernels/gdn_chunked.cu against their CPU twins in lib/linear_attn.c: the
+ * forward against gdn_forward_recurrent (output and final state), the
+ * backward against gdn_backward (every gradient), with and without an
+ * initial state and a final state's gradient, at T 1, one short of a chunk,
+ * a chunk, one past, several, Dk = Dv 64 and 128, odd small widths (Dk 32,
+ * Dv 48), several sequences and heads; then the optional outputs left NULL.
+ * float32 on both sides, the sums in other orders: within 1e-4 of the scale.
+ * DASH_BENCH=1 also prints the time of the forward and forward + backward at
+ * B 1, T 4096, H 16, D 128. Runs on a GPU: make test-gpu. */
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "gpu.h"
+extern "C" {
+#include "linear_attn.h"
+#include "test.h"
+#include "util.h"
+}
+
+static float *dev(const float *h, size_t n)
+{
+	if (!h)
+		return NULL;
+	float *d = (float *)gpu_alloc(n * sizeof(float));
+	gpu_upload(d, h, n * sizeof(float));
+	return d;
+}
+
+static float *down(const float *d, size_t n)
+{
+	float *h = (float *)mallocCheck(n * sizeof(float));
+	gpu_download(h, d, n * sizeof(float));
+	return h;
+}
+
+/* n values in [lo, hi) */
+static float *uniform(size_t n, float lo, float hi)
+{
+	float *x = test_rnd(n, 1);
+	for (size_t i = 0; i < n; i++)
+		x[i] = lo + (x[i] + 1) / 2 * (hi - lo);
+	return x;
+}
+
+/* n random rows of d values, L2-normalised as the operator's q and k */
+static float *l2rows(size_t n, int d)
+{
+	float *x = test_rnd(n * d, 1);
+	for (size_t r = 0; r < n; r++) {
+		double s = 0;
+		for (int i = 0; i < d; i++)
+			s += (double)x[r * d + i] * x[r * d + i];
+		for (int i = 0; i < d; i++)
+			x[r * d + i] = (float)(x[r * d + i] / sqrt(s + 1e-12));
+	}
+	return x;
+}
+
+/* test_rel_err, and the first mismatches printed when over tol */
+static double cmp(const char *name, const float *got, const float *ref, size_t n, double tol)
+{
+	double e = test_rel_err(got, ref, n);
+	if (!(e < tol)) {
+		double m = 1;
+		for (size_t i = 0; i < n; i++)
+			m = fabs(ref[i]) > m ? fabs(ref[i]) : m;
+		for (size_t i = 0, bad = 0; i < n && bad < 5; i++)
+			if (!(fabs((double)got[i] - ref[i]) / m < tol))
+				printf("  %s[%zu]: got %.8g ref %.8g\n", name, i, (double)got[i], (double)ref[i]), bad++;
+	}
+	return e;
+}
+
+typedef struct {
+	int B, T, H, Dk, Dv;
+	float *q, *k, *v, *g, *beta, *S0, *dout, *dSf; /* host */
+	float *d_q, *d_k, *d_v, *d_g, *d_beta, *d_S0, *d_dout, *d_dSf;
+	void *d_work;
+} Case;
+
+static Case case_new(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf)
+{
+	size_t nh = (size_t)B * T * H, nv = nh * Dv, nS = (size_t)B * H * Dk * Dv;
+	Case c;
+	memset(&c, 0, sizeof c);
+	c.B = B, c.T = T, c.H = H, c.Dk = Dk, c.Dv = Dv;
+	c.q = l2rows(nh, Dk), c.k = l2rows(nh, Dk), c.v = test_rnd(nv, 1);
+	c.g = uniform(nh, -0.6f, -0.01f), c.beta = uniform(nh, 0.05f, 0.95f);
+	c.S0 = with_S0 ? test_rnd(nS, 0.5f) : NULL;
+	c.dout = test_rnd(nv, 1), c.dSf = with_dSf ? test_rnd(nS, 1) : NULL;
+	c.d_q = dev(c.q, nh * Dk), c.d_k = dev(c.k, nh * Dk), c.d_v = dev(c.v, nv), c.d_g = dev(c.g, nh);
+	c.d_beta = dev(c.beta, nh), c.d_S0 = dev(c.S0, nS), c.d_dout = dev(c.dout, nv), c.d_dSf = dev(c.dSf, nS);
+	c.d_work = gpu_alloc(gdn_chunked_work(B, T, H, Dk, Dv));
+	return c;
+}
+
+static void case_free(Case *c)
+{
+	free(c->q), free(c->k), free(c->v), free(c->g), free(c->beta), free(c->S0), free(c->dout), free(c->dSf);
+	float *d[] = {c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->d_S0, c->d_dout, c->d_dSf};
+	for (int i = 0; i < 8; i++)
+		if (d[i])
+			gpu_free(d[i]);
+	gpu_free(c->d_work);
+}
+
+static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf)
+{
+	Case c = case_new(B, T, H, Dk, Dv, with_S0, with_dSf);
+	size_t nh = (size_t)B * T * H, nk = nh * Dk, nv = nh * Dv, nS = (size_t)B * H * Dk * Dv;
+	float scale = 1 / sqrtf((float)Dk);
+	char msg[256], shape[96];
+	snprintf(shape, sizeof shape, "B=%d T=%d H=%d Dk=%d Dv=%d%s%s", B, T, H, Dk, Dv, with_S0 ? ", S0" : "",
+	         with_dSf ? ", dSf" : "");
+	/* forward */
+	float *ro = (float *)mallocCheck(nv * 4), *rS = (float *)callocCheck(nS, 4);
+	if (c.S0)
+		memcpy(rS, c.S0, nS * 4);
+	gdn_forward_recurrent(ro, rS, c.q, c.k, c.v, c.g, c.beta, B, T, H, Dk, Dv, scale);
+	float *d_o = (float *)gpu_alloc(nv * 4), *d_S = c.S0 ? dev(c.S0, nS) : NULL;
+	gdn_forward_chunked_cuda(d_o, d_S, c.d_q, c.d_k, c.d_v, c.d_g, c.d_beta, B, T, H, Dk, Dv, scale, c.d_work);
+	float *o = down(d_o, nv), *S = d_S ? down(d_S, nS) : NULL;
+	double eo = cmp("o", o, ro, nv, 1e-4), es = S ? cmp("S", S, rS, nS, 1e-4) : 0;
+	snprintf(msg, sizeof msg, "gdn_forward_chunked_cuda %s: o %.1e, final state %s%.1e", shape, eo,
+	         S ? "" : "(none) ", es);
+	test_cond(msg, eo < 1e-4 && es < 1e-4);
+	/* backward */
+	float *r[6], *d[6], *h[6]; /* dq, dk, dv, dg, dbeta, dS0: CPU, device, device's downloaded */
+	size_t n[6] = {nk, nk, nv, nh, nh, nS};
+	const char *names[6] = {"dq", "dk", "dv", "dg", "dbeta", "dS0"};
+	for (int i = 0; i < 6; i++)
+		r[i] = (float *)mallocCheck(n[i] * 4), d[i] = (float *)gpu_alloc(n[i] * 4);
+	gdn_backward(r[0], r[1], r[2], r[3], r[4], r[5], c.dout, c.dSf, c.q, c.k, c.v, c.g, c.beta, c.S0, B, T, H, Dk,
+	             Dv, scale);
+	gdn_backward_chunked_cuda(d[0], d[1], d[2], d[3], d[4], d[5], c.d_dout, c.d_dSf, c.d_q, c.d_k, c.d_v, c.d_g,
+	                          c.d_beta, c.d_S0, B, T, H, Dk, Dv, scale, c.d_work);
+	double e[6], m = 0;
+	for (int i = 0; i < 6; i++) {
+		h[i] = down(d[i], n[i]);
+		e[i] = cmp(names[i], h[i], r[i], n[i], 1e-4);
+		m = e[i] > m || isnan(e[i]) ? e[i] : m;
+	}
+	snprintf(msg, sizeof msg, "gdn_backward_chunked_cuda %s: dq %.1e dk %.1e dv %.1e dg %.1e dbeta %.1e dS0 %.1e",
+	         shape, e[0], e[1], e[2], e[3], e[4], e[5]);
+	test_cond(msg, m < 1e-4);
+	/* no final state, no dg, dbeta, dS0: the rest as before */
+	if (T == 65 && with_S0 && with_dSf) {
+		gdn_forward_chunked_cuda(d_o, NULL, c.d_q, c.d_k, c.d_v, c.d_g, c.d_beta, B, T, H, Dk, Dv, scale,
+		                         c.d_work);
+		float *o2 = down(d_o, nv);
+		memset(rS, 0, nS * 4);
+		gdn_forward_recurrent(ro, rS, c.q, c.k, c.v, c.g, c.beta, B, T, H, Dk, Dv, scale);
+		double e0 = test_rel_err(o2, ro, nv);
+		gdn_backward_chunked_cuda(d[0], d[1], d[2], NULL, NULL, NULL, c.d_dout, c.d_dSf, c.d_q, c.d_k, c.d_v, c.d_g,
+		                          c.d_beta, c.d_S0, B, T, H, Dk, Dv, scale, c.d_work);
+		int same = 1;
+		for (int i = 0; i < 3; i++) {
+			float *x = down(d[i], n[i]);
+			same &= memcmp(x, h[i], n[i] * 4) == 0;
+			free(x);
+		}
+		snprintf(msg, sizeof msg, "gdn chunked, %s: forward from zeros with no state (o %.1e); backward with dg, "
+		         "dbeta, dS0 NULL gives the same dq, dk, dv", shape, e0);
+		test_cond(msg, e0 < 1e-4 && same);
+		free(o2);
+	}
+	for (int i = 0; i < 6; i++)
+		free(r[i]), free(h[i]), gpu_free(d[i]);
+	free(ro), free(rS), free(o), free(S);
+	gpu_free(d_o);
+	if (d_S)
+		gpu_free(d_S);
+	case_free(&c);
+}
+
+static int cmpf(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+/* the median of 10 timed calls of fwd (and bwd when given), after 3 */
+static float bench_ms(Case *c, float *d_o, float *d_grad[6], int backward)
+{
+	cudaEvent_t e0, e1;
+	cudaCheck(cudaEventCreate(&e0));
+	cudaCheck(cudaEventCreate(&e1));
+	float ms[10], scale = 1 / sqrtf((float)c->Dk);
+	for (int it = 0; it < 13; it++) {
+		cudaCheck(cudaEventRecord(e0, 0));
+		gdn_forward_chunked_cuda(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
+		                         c->Dv, scale, c->d_work);
+		if (backward)
+			gdn_backward_chunked_cuda(d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout, NULL,
+			                          c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H, c->Dk,
+			                          c->Dv, scale, c->d_work);
+		cudaCheck(cudaEventRecord(e1, 0));
+		cudaCheck(cudaEventSynchronize(e1));
+		if (it >= 3)
+			cudaCheck(cudaEventElapsedTime(&ms[it - 3], e0, e1));
+	}
+	cudaCheck(cudaEventDestroy(e0));
+	cudaCheck(cudaEventDestroy(e1));
+	qsort(ms, 10, sizeof(float), cmpf);
+	return (ms[4] + ms[5]) / 2;
+}
+
+static void bench(void)
+{
+	int B = 1, T = 4096, H = 16, D = 128;
+	Case c = case_new(B, T, H, D, D, 0, 0);
+	size_t nh = (size_t)B * T * H;
+	float *d_o = (float *)gpu_alloc(nh * D * 4), *d_grad[6];
+	size_t n[5] = {nh * D, nh * D, nh * D, nh, nh};
+	for (int i = 0; i < 5; i++)
+		d_grad[i] = (float *)gpu_alloc(n[i] * 4);
+	char name[128];
+	cuda_device_name(0, name, sizeof name);
+	float f = bench_ms(&c, d_o, d_grad, 0), fb = bench_ms(&c, d_o, d_grad, 1);
+	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, work %.0f MB: forward %.3f ms, forward+backward %.3f ms "
+	       "(median of 10)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
+	for (int i = 0; i < 5; i++)
+		gpu_free(d_grad[i]);
+	gpu_free(d_o);
+	case_free(&c);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	test_seed(0x510e527fade682d1ULL);
+	if (cuda_device_count() == 0) {
+		printf("SKIP: no GPU\n");
+		return 0;
+	}
+	check(1, 1, 1, 64, 64, 1, 1);
+	check(1, 1, 2, 128, 128, 0, 0);
+	static const int Ts[] = {63, 64, 65, 200};
+	for (int t = 0; t < 4; t++) {
+		check(2, Ts[t], 3, 64, 64, 1, 1);
+		check(2, Ts[t], 3, 128, 128, t % 2, t / 2 % 2);
+		check(2, Ts[t], 3, 32, 48, 1, t % 2);
+	}
+	check(2, 65, 3, 64, 64, 0, 0);
+	check(1, 130, 2, 64, 128, 1, 0);
+	check(1, 100, 2, 128, 64, 0, 1);
+	check(1, 70, 2, 5, 7, 1, 1);
+	check(1, 1024, 4, 128, 128, 1, 1);
+	const char *b = getenv("DASH_BENCH");
+	if (b && strcmp(b, "1") == 0)
+		bench();
+	return test_report();
+}
