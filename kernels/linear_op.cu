@@ -1,0 +1,655 @@
+/*
+ * linear_op (GPU): the gdn and gla candidate operators, forward and
+ * backward to every parameter and to the input, on the device: the twin of
+ * lib/linear_op.c (whose header states the math; kernels/gpu_lop.h states
+ * this file's contract). Around the chunked recurrences of
+ * kernels/gdn_chunked.cu and kernels/gla_chunked.cu, float32 throughout:
+ * the projections are cuBLAS GEMMs (TF32 tensor cores, float32 sums; gla's
+ * q and k in float32), the bias, onorm and A_log gradients cuBLAS column
+ * sums (float32), and the feature maps, gates and the gated RMSNorm small
+ * kernels, one warp a row of D <= 128 values where they norm over D.
+ *
+ * Forward (n = B*T tokens; k, v repeated from G to H heads as they are
+ * made):
+ *   pq, pk, pv = u Wq^T, u Wk^T, u Wv^T                     3 GEMMs
+ *   q, k, v = the feature maps of p + b                     feature_forward x3
+ *   gdn: za, zb = u Wa^T, u Wb^T; g, beta                   2 GEMMs, gdn_gates
+ *   gla: h1 = u Wgk1^T; zgk = h1 Wgk2^T; gk                 2 GEMMs, gla_gates
+ *   o = the recurrence                                      chunked forward
+ *   zg = u Wg^T; y = rmsnorm(o) onorm silu(zg)              GEMM, onorm_forward
+ *   a = y Wo^T + bo                                         GEMM, add_bias
+ * and backward, from what the forward kept (y recomputed, one launch):
+ *   dy = da Wo, dWo, dbo; dO, dzg, donorm; dWg, du          3 GEMMs, 2 sums
+ *   dq, dk, dv, dg, dbeta (dgk) = the chunked backward
+ *   gates and feature maps backwards, the group's heads summed
+ *   dW, db and du of every projection
+ *
+ * What it keeps per token (float32): pq (gdn), q, k, v, o, zg (H*D each),
+ * pk, pv (G*D each), rstd (H), 1/norms of q and k (H + G, gdn), za, g,
+ * beta (3 H, gdn), h1 (16), zgk, gk (2 H*D, gla); the backward's scratch is
+ * 4 H*D (gdn) or 5 H*D (gla), 2 G*D and a few H more. In all 10 H*D + 4 G*D
+ * + 9 H + G floats a token for gdn, 12 H*D + 4 G*D + 2 H + 32 for gla: at
+ * C 2048, H 16, G 2, D 128, 85 and 100 KB, 0.35 and 0.42 GB at 4096 tokens,
+ * plus the recurrences' work.
+ *
+ * version 1: one GEMM per projection, unfused bias and activation kernels.
+ * H100, C 2048, H 16, G 2, D 128, 1 x 4096 tokens (tests/test_linear_op.cu
+ * with DASH_BENCH=1): gdn forward 1.30 ms, forward + backward 5.24 ms (782K
+ * tokens/s); gla 2.03 and 5.60 ms (731K tokens/s). Napkin math: the
+ * projections are 112 GFLOP forward (gdn; gla about the same) and twice
+ * that backward, 0.8 ms in all at 400 TFLOP/s of TF32; gla's float32 q and
+ * k (39 GFLOP at about 55 TFLOP/s) add 0.7 ms. The other 4 ms or so are
+ * the recurrences and the elementwise passes (not yet profiled apart).
+ */
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "gpu.h"
+#include "gpu_lop.h"
+
+extern "C" {
+#include "util.h"
+}
+
+#define L2_EPS 1e-6f   /* fla's l2norm, as lib/linear_op.c */
+#define NORM_EPS 1e-5f /* the gated RMSNorm on the output */
+#define ROW_WARPS 8    /* rows (warps) a block of the row kernels */
+#define ROW_VALS 4     /* values a lane: D <= 4 * 32 */
+#define EW_THREADS 256 /* elementwise kernels */
+#define ARENA_ALIGN 256
+
+// ----------------------------------------------------------------------------
+// elementwise math, as lib/linear_op.c
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1 / (1 + expf(-x)); }
+__device__ __forceinline__ float siluf_(float x) { return x * sigmoidf_(x); }
+__device__ __forceinline__ float silu_grad(float x)
+{
+	float s = sigmoidf_(x);
+	return s * (1 + x * (1 - s));
+}
+__device__ __forceinline__ float softplusf_(float x) { return x > 20 ? x : log1pf(expf(x)); }
+__device__ __forceinline__ float logsigmoidf_(float x) { return x < 0 ? x - log1pf(expf(x)) : -log1pf(expf(-x)); }
+
+// ----------------------------------------------------------------------------
+// kernels
+
+/* the feature maps, one warp a row of D: p (rows, D) += b (bias of width
+ * values, rows cycling through width / D of them), x = silu(p) or p,
+ * l2-normed (inv (rows) keeps 1/norm) when l2; out gets x repeated: row r
+ * goes to rows r * rep .. r * rep + rep - 1 (the heads of kv group r). out
+ * may be p when rep is 1. */
+__global__ void feature_forward_kernel(float *out, float *inv, float *p, const float *b, int rows, int D, int width,
+                                       int rep, int silu, int l2)
+{
+	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	if (r >= rows)
+		return;
+	float x[ROW_VALS], s = 0;
+	float *pr = p + (size_t)r * D;
+	const float *br = b ? b + (size_t)r * D % width : NULL;
+#pragma unroll
+	for (int j = 0; j < ROW_VALS; j++) {
+		int i = lane + j * WARP_SIZE;
+		x[j] = 0;
+		if (i < D) {
+			float z = br ? pr[i] + br[i] : pr[i];
+			pr[i] = z;
+			x[j] = silu ? siluf_(z) : z;
+			s += x[j] * x[j];
+		}
+	}
+	if (l2) {
+		float iv = 1 / sqrtf(warp_sum(s) + L2_EPS);
+		if (lane == 0)
+			inv[r] = iv;
+#pragma unroll
+		for (int j = 0; j < ROW_VALS; j++)
+			x[j] *= iv;
+	}
+	for (int h = 0; h < rep; h++) {
+		float *o = out + ((size_t)r * rep + h) * D;
+#pragma unroll
+		for (int j = 0; j < ROW_VALS; j++)
+			if (lane + j * WARP_SIZE < D)
+				o[lane + j * WARP_SIZE] = x[j];
+	}
+}
+
+/* the backward of feature_forward_kernel, one warp a row of D: d = the sum
+ * of dout over the rep heads of row r, through the l2 norm (y: the forward's
+ * out, inv its 1/norms) and silu (p: the pre-activation) when asked, into
+ * dp (rows, D). dp may be dout when rep is 1. */
+__global__ void feature_backward_kernel(float *dp, const float *dout, const float *y, const float *inv, const float *p,
+                                        int rows, int D, int rep, int silu, int l2)
+{
+	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	if (r >= rows)
+		return;
+	float d[ROW_VALS], s = 0;
+#pragma unroll
+	for (int j = 0; j < ROW_VALS; j++) {
+		int i = lane + j * WARP_SIZE;
+		d[j] = 0;
+		if (i < D) {
+			for (int h = 0; h < rep; h++)
+				d[j] += dout[((size_t)r * rep + h) * D + i];
+			if (l2)
+				s += d[j] * y[(size_t)r * rep * D + i];
+		}
+	}
+	if (l2) {
+		s = warp_sum(s);
+		float iv = inv[r];
+#pragma unroll
+		for (int j = 0; j < ROW_VALS; j++) {
+			int i = lane + j * WARP_SIZE;
+			if (i < D)
+				d[j] = iv * (d[j] - y[(size_t)r * rep * D + i] * s);
+		}
+	}
+#pragma unroll
+	for (int j = 0; j < ROW_VALS; j++) {
+		int i = lane + j * WARP_SIZE;
+		if (i < D)
+			dp[(size_t)r * D + i] = silu ? d[j] * silu_grad(p[(size_t)r * D + i]) : d[j];
+	}
+}
+
+/* gdn's gates, per (token, head): za += dt_bias, g = -exp(A_log)
+ * softplus(za), beta = sigmoid(zb) */
+__global__ void gdn_gates_kernel(float *g, float *beta, float *za, const float *zb, const float *dt_bias,
+                                 const float *A_log, int n, int H)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (int64_t)n * H)
+		return;
+	int h = (int)(i % H);
+	float z = za[i] + dt_bias[h];
+	za[i] = z;
+	g[i] = -expf(A_log[h]) * softplusf_(z);
+	beta[i] = sigmoidf_(zb[i]);
+}
+
+/* their backward: dbeta becomes dzb, dg becomes dza, dAg (per token and
+ * head) the A_log gradient's terms dg g */
+__global__ void gdn_gates_backward_kernel(float *dg, float *dbeta, float *dAg, const float *g, const float *beta,
+                                          const float *za, const float *A_log, int n, int H)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (int64_t)n * H)
+		return;
+	int h = (int)(i % H);
+	dbeta[i] *= beta[i] * (1 - beta[i]);
+	dAg[i] = dg[i] * g[i];
+	dg[i] *= -expf(A_log[h]) * sigmoidf_(za[i]);
+}
+
+/* gla's decay: zgk += bgk, gk = logsigmoid(zgk) / 16 */
+__global__ void gla_gates_kernel(float *gk, float *zgk, const float *bgk, int n, int HD)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (int64_t)n * HD)
+		return;
+	float z = zgk[i] + bgk[i % HD];
+	zgk[i] = z;
+	gk[i] = logsigmoidf_(z) / 16;
+}
+
+/* its backward: dgk becomes dzgk */
+__global__ void gla_gates_backward_kernel(float *dgk, const float *zgk, int64_t n)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		dgk[i] *= (1 - sigmoidf_(zgk[i])) / 16;
+}
+
+/* out (n, C) += b (C) on every row */
+__global__ void add_bias_kernel(float *out, const float *b, int n, int C)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < (int64_t)n * C)
+		out[i] += b[i % C];
+}
+
+/* the gated RMSNorm, one warp a row (token, head) of D: y = o rstd onorm
+ * silu(zg), rstd (rows) = 1/rms(o) */
+__global__ void onorm_forward_kernel(float *y, float *rstd, const float *o, const float *zg, const float *on, int rows,
+                                     int D)
+{
+	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	if (r >= rows)
+		return;
+	const float *orow = o + (size_t)r * D;
+	float s = 0;
+	for (int i = lane; i < D; i += WARP_SIZE)
+		s += orow[i] * orow[i];
+	float rs = 1 / sqrtf(warp_sum(s) / D + NORM_EPS);
+	if (lane == 0)
+		rstd[r] = rs;
+	for (int i = lane; i < D; i += WARP_SIZE) {
+		size_t j = (size_t)r * D + i;
+		y[j] = o[j] * rs * on[i] * siluf_(zg[j]);
+	}
+}
+
+/* y again from the kept o, rstd, zg (the backward's dWo needs it) */
+__global__ void onorm_y_kernel(float *y, const float *rstd, const float *o, const float *zg, const float *on,
+                               int64_t n, int D)
+{
+	int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (j < n)
+		y[j] = o[j] * rstd[j / D] * on[j % D] * siluf_(zg[j]);
+}
+
+/* its backward, one warp a row: from dy, dO and dzg; dy is overwritten by
+ * the row's terms of the onorm gradient (summed over rows afterwards) */
+__global__ void onorm_backward_kernel(float *dO, float *dzg, float *dy, const float *o, const float *rstd,
+                                      const float *zg, const float *on, int rows, int D)
+{
+	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	if (r >= rows)
+		return;
+	float rs = rstd[r], sm = 0;
+	for (int i = lane; i < D; i += WARP_SIZE) {
+		size_t j = (size_t)r * D + i;
+		float xh = o[j] * rs, gt = siluf_(zg[j]), d = dy[j];
+		dzg[j] = d * xh * on[i] * silu_grad(zg[j]);
+		dy[j] = d * xh * gt;
+		float m = d * on[i] * gt; /* dL/dxhat */
+		dO[j] = m;
+		sm += m * xh;
+	}
+	sm = warp_sum(sm);
+	for (int i = lane; i < D; i += WARP_SIZE) {
+		size_t j = (size_t)r * D + i;
+		dO[j] = rs * (dO[j] - o[j] * rs * sm / D);
+	}
+}
+
+// ----------------------------------------------------------------------------
+// launchers
+
+static unsigned ew_blocks(int64_t n) { return (unsigned)CEIL_DIV(n, EW_THREADS); }
+static unsigned row_blocks(int rows) { return (unsigned)CEIL_DIV(rows, ROW_WARPS); }
+
+static void feature_forward(float *out, float *inv, float *p, const float *b, int rows, int D, int width, int rep,
+                            int silu, int l2)
+{
+	feature_forward_kernel<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(out, inv, p, b, rows, D, width, rep, silu,
+	                                                                     l2);
+	cudaCheck(cudaGetLastError());
+}
+
+static void feature_backward(float *dp, const float *dout, const float *y, const float *inv, const float *p, int rows,
+                             int D, int rep, int silu, int l2)
+{
+	feature_backward_kernel<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, dout, y, inv, p, rows, D, rep, silu,
+	                                                                      l2);
+	cudaCheck(cudaGetLastError());
+}
+
+/* out (n, OC) = x (n, IC) W^T, W (OC, IC); row-major, so in cuBLAS's
+ * column-major terms out^T = W x^T (as kernels/matmul.cu). TF32 unless
+ * f32 (float32 products, no tensor cores). */
+static void lin_(float *out, const float *x, const float *W, int n, int IC, int OC, int f32)
+{
+	const float one = 1, zero = 0;
+	cublasCheck(cublasGemmEx(cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, OC, n, IC, &one, W, CUDA_R_32F, IC, x,
+	                         CUDA_R_32F, IC, &zero, out, CUDA_R_32F, OC,
+	                         f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+}
+static void lin(float *out, const float *x, const float *W, int n, int IC, int OC) { lin_(out, x, W, n, IC, OC, 0); }
+
+/* dx (n, IC) = dout (n, OC) W, or += when add */
+static void lin_dx(float *dx, const float *dout, const float *W, int n, int IC, int OC, int add)
+{
+	const float one = 1, beta = add ? 1.0f : 0.0f;
+	cublasCheck(cublasGemmEx(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, IC, n, OC, &one, W, CUDA_R_32F, IC, dout,
+	                         CUDA_R_32F, OC, &beta, dx, CUDA_R_32F, IC, CUBLAS_COMPUTE_32F_FAST_TF32,
+	                         CUBLAS_GEMM_DEFAULT));
+}
+
+/* dW (OC, IC) += dout^T x: dW^T = x^T dout in column-major terms */
+static void lin_dw(float *dW, const float *dout, const float *x, int n, int IC, int OC)
+{
+	const float one = 1;
+	cublasCheck(cublasGemmEx(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, n, &one, x, CUDA_R_32F, IC, dout,
+	                         CUDA_R_32F, OC, &one, dW, CUDA_R_32F, IC, CUBLAS_COMPUTE_32F_FAST_TF32,
+	                         CUBLAS_GEMM_DEFAULT));
+}
+
+/* db (cols) += the sum of the rows of x (rows, cols), float32: x^T ones */
+static void colsum(float *db, const float *x, const float *ones, int rows, int cols)
+{
+	const float one = 1;
+	cublasCheck(cublasSgemv(cublas_handle(), CUBLAS_OP_N, cols, rows, &one, x, cols, ones, 1, &one, db, 1));
+}
+
+// ----------------------------------------------------------------------------
+// the operator
+
+struct GpuLopArena {
+	void *d;
+	size_t bytes;
+	const GpuLop *user; /* whose forward it holds */
+};
+
+struct GpuLop {
+	LinearOp op; /* the layout, w NULL */
+	int max_tokens;
+	float *w;    /* (op.n) the parameters */
+	GpuLopArena *arena, *own; /* everything else; own when not shared */
+	size_t work_bytes;
+	/* kept by the forward, (n, ...) */
+	float *pq, *pk, *pv;        /* projections + bias: HD (gdn; gla: q), GD, GD */
+	float *q, *k, *v;           /* the recurrence's inputs, HD each */
+	float *qinv, *kinv;         /* H, G (gdn) */
+	float *za, *g, *beta;       /* H each (gdn) */
+	float *h1, *zgk, *gk;       /* R, HD, HD (gla) */
+	float *o, *rstd, *zg;       /* HD, H, HD */
+	/* scratch: the forward's y; the backward's dy, dO, dzg, dq, dk, dv, dgk */
+	float *s[5];                /* HD each (s[4] gla only) */
+	float *dpk, *dpv;           /* GD each */
+	float *dg, *dbeta, *dAg;    /* H each (gdn) */
+	float *dh1;                 /* R (gla) */
+	float *ones;                /* (n H) ones for the column sums, outside the arena */
+	void *work;                 /* the chunked recurrences' */
+	const float *last_u;        /* the last forward's input and shape */
+	int last_B, last_T;
+};
+
+typedef struct {
+	uintptr_t base;
+	size_t off;
+} Carver;
+
+static void *carve(Carver *c, size_t bytes)
+{
+	c->off = (c->off + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+	void *p = (void *)(c->base + c->off);
+	c->off += bytes;
+	return p;
+}
+#define CARVE(c, p, count) ((p) = (float *)carve((c), (size_t)(count) * sizeof(float)))
+
+static void layout(GpuLop *g, Carver *c)
+{
+	const LinearOp *op = &g->op;
+	size_t N = (size_t)g->max_tokens, H = op->H, G = op->G, HD = H * op->D, GD = G * op->D;
+	int gdn = op->kind == LOP_GDN;
+	if (gdn)
+		CARVE(c, g->pq, N * HD);
+	CARVE(c, g->pk, N * GD), CARVE(c, g->pv, N * GD);
+	CARVE(c, g->q, N * HD), CARVE(c, g->k, N * HD), CARVE(c, g->v, N * HD);
+	if (!gdn)
+		g->pq = g->q; /* gla: q = pq + bq in place */
+	if (gdn) {
+		CARVE(c, g->qinv, N * H), CARVE(c, g->kinv, N * G);
+		CARVE(c, g->za, N * H), CARVE(c, g->g, N * H), CARVE(c, g->beta, N * H);
+		CARVE(c, g->dg, N * H), CARVE(c, g->dbeta, N * H), CARVE(c, g->dAg, N * H);
+	} else {
+		CARVE(c, g->h1, N * op->R), CARVE(c, g->zgk, N * HD), CARVE(c, g->gk, N * HD);
+		CARVE(c, g->dh1, N * op->R);
+	}
+	CARVE(c, g->o, N * HD), CARVE(c, g->rstd, N * H), CARVE(c, g->zg, N * HD);
+	for (int i = 0; i < (gdn ? 4 : 5); i++)
+		CARVE(c, g->s[i], N * HD);
+	CARVE(c, g->dpk, N * GD), CARVE(c, g->dpv, N * GD);
+	g->work = carve(c, g->work_bytes);
+}
+
+/* the recurrences' work for B sequences of T tokens */
+static size_t chunk_work(const LinearOp *op, int B, int T)
+{
+	return op->kind == LOP_GDN ? gdn_chunked_work(B, T, op->H, op->D, op->D)
+	                           : gla_chunked_work(B, T, op->H, op->D, op->D);
+}
+
+__global__ void fill_kernel(float *x, float v, int64_t n)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		x[i] = v;
+}
+
+static void check_op(const LinearOp *op, int max_tokens)
+{
+	if (op->kind != LOP_GDN && op->kind != LOP_GLA)
+		die("gpu_lop_new: no GPU operator %s", lop_name(op->kind));
+	if (op->D < 1 || op->D > ROW_VALS * WARP_SIZE)
+		die("gpu_lop_new: head dim %d outside 1..%d", op->D, ROW_VALS * WARP_SIZE);
+	if (max_tokens < 1)
+		BUG("gpu_lop_new: max_tokens %d", max_tokens);
+}
+
+/* g's layout at max_tokens, carved from base 0 (to size it) or an arena */
+static size_t lay_out(GpuLop *g, const LinearOp *op, int max_tokens, uintptr_t base)
+{
+	g->op = *op;
+	g->op.w = NULL, g->op.inv_freq = NULL; /* and nothing else of op's is used */
+	g->max_tokens = max_tokens;
+	/* one sequence of max_tokens (the work grows with the chunks, and B
+	 * sequences of 1 token would need 2 max_tokens chunks' worth); a call
+	 * runs its sequences in groups that fit, see seq_group */
+	g->work_bytes = chunk_work(op, 1, max_tokens);
+	Carver c = {base, 0};
+	layout(g, &c);
+	return c.off;
+}
+
+extern "C" size_t gpu_lop_arena_bytes(const LinearOp *op, int max_tokens)
+{
+	check_op(op, max_tokens);
+	GpuLop g;
+	memset(&g, 0, sizeof g);
+	return lay_out(&g, op, max_tokens, 0);
+}
+
+extern "C" GpuLopArena *gpu_lop_arena_new(size_t bytes)
+{
+	GpuLopArena *a = (GpuLopArena *)callocCheck(1, sizeof *a);
+	a->bytes = bytes;
+	a->d = gpu_alloc(bytes);
+	return a;
+}
+
+extern "C" void gpu_lop_arena_free(GpuLopArena *a)
+{
+	if (a)
+		gpu_free(a->d), free(a);
+}
+
+extern "C" GpuLop *gpu_lop_new(const LinearOp *op, int max_tokens, GpuLopArena *arena)
+{
+	size_t bytes = gpu_lop_arena_bytes(op, max_tokens);
+	GpuLop *g = (GpuLop *)callocCheck(1, sizeof *g);
+	if (!arena)
+		arena = g->own = gpu_lop_arena_new(bytes);
+	if (arena->bytes < bytes)
+		BUG("gpu_lop_new: a shared arena of %zu bytes, %s needs %zu", arena->bytes, lop_name(op->kind), bytes);
+	g->arena = arena;
+	lay_out(g, op, max_tokens, (uintptr_t)arena->d);
+	g->w = (float *)gpu_alloc(op->n * sizeof(float));
+	gpu_upload(g->w, op->w, op->n * sizeof(float));
+	int64_t no = (int64_t)max_tokens * op->H;
+	g->ones = (float *)gpu_alloc((size_t)no * sizeof(float));
+	fill_kernel<<<ew_blocks(no), EW_THREADS>>>(g->ones, 1.0f, no);
+	cudaCheck(cudaGetLastError());
+	return g;
+}
+
+extern "C" void gpu_lop_free(GpuLop *g)
+{
+	if (!g)
+		return;
+	gpu_lop_arena_free(g->own);
+	gpu_free(g->w), gpu_free(g->ones);
+	free(g);
+}
+
+extern "C" float *gpu_lop_params(GpuLop *g)
+{
+	return g->w;
+}
+
+extern "C" void gpu_lop_download(GpuLop *g, LinearOp *op)
+{
+	if (op->kind != g->op.kind || op->n != g->op.n)
+		BUG("gpu_lop_download: %s with %zu parameters into %s with %zu", lop_name(g->op.kind), g->op.n,
+		    lop_name(op->kind), op->n);
+	gpu_download(op->w, g->w, op->n * sizeof(float));
+}
+
+/* the parameter block name in the device parameters (or gradient) x */
+static float *P(const GpuLop *g, float *x, const char *name)
+{
+	const LopParam *p = lop_param(&g->op, name);
+	if (!p)
+		BUG("gpu_lop: no parameter %s in %s", name, lop_name(g->op.kind));
+	return x + p->off;
+}
+
+static void check_shape(const GpuLop *g, int B, int T)
+{
+	if (B < 1 || T < 1 || (int64_t)B * T > g->max_tokens)
+		BUG("gpu_lop: B %d x T %d tokens, at most %d", B, T, g->max_tokens);
+}
+
+/* seq_group: how many sequences of T tokens one call of the recurrences
+ * takes within the work: B when B*T fills whole chunks of 64, fewer when
+ * the last chunks of the sequences are short (at least 1, as T <=
+ * max_tokens) */
+static int seq_group(const GpuLop *g, int B, int T)
+{
+	int nb = B;
+	while (nb > 1 && chunk_work(&g->op, nb, T) > g->work_bytes)
+		nb--;
+	return nb;
+}
+
+extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, int T)
+{
+	const LinearOp *op = &g->op;
+	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, R = op->R, HD = H * D, GD = G * D;
+	int gdn = op->kind == LOP_GDN, rep = H / G;
+	float *w = g->w, scale = 1 / sqrtf((float)D);
+	check_shape(g, B, T);
+	/* gla's q and k in float32 (kernels/gpu_lop.h says why) */
+	lin_(g->pq, d_u, P(g, w, "wq"), n, C, HD, !gdn);
+	lin_(g->pk, d_u, P(g, w, "wk"), n, C, GD, !gdn);
+	lin(g->pv, d_u, P(g, w, "wv"), n, C, GD);
+	feature_forward(g->q, g->qinv, g->pq, P(g, w, "bq"), n * H, D, HD, 1, gdn, gdn);
+	feature_forward(g->k, g->kinv, g->pk, P(g, w, "bk"), n * G, D, GD, rep, gdn, gdn);
+	feature_forward(g->v, NULL, g->pv, P(g, w, "bv"), n * G, D, GD, rep, gdn, 0);
+	if (gdn) {
+		float *zb = g->s[0];
+		lin(g->za, d_u, P(g, w, "wa"), n, C, H);
+		lin(zb, d_u, P(g, w, "wb"), n, C, H);
+		gdn_gates_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(g->g, g->beta, g->za, zb, P(g, w, "dt_bias"),
+		                                                            P(g, w, "A_log"), n, H);
+		cudaCheck(cudaGetLastError());
+		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
+			size_t x = (size_t)b * T * HD, h = (size_t)b * T * H; /* sequence b's rows */
+			gdn_forward_chunked_cuda(g->o + x, NULL, g->q + x, g->k + x, g->v + x, g->g + h, g->beta + h,
+			                         B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
+		}
+	} else {
+		lin(g->h1, d_u, P(g, w, "wgk1"), n, C, R);
+		lin(g->zgk, g->h1, P(g, w, "wgk2"), n, R, HD);
+		gla_gates_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(g->gk, g->zgk, P(g, w, "bgk"), n, HD);
+		cudaCheck(cudaGetLastError());
+		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
+			size_t x = (size_t)b * T * HD;
+			gla_forward_chunked_cuda(g->o + x, NULL, g->q + x, g->k + x, g->v + x, g->gk + x,
+			                         B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
+		}
+	}
+	float *y = g->s[0];
+	lin(g->zg, d_u, P(g, w, "wg"), n, C, HD);
+	onorm_forward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(y, g->rstd, g->o, g->zg, P(g, w, "onorm"),
+	                                                                   n * H, D);
+	cudaCheck(cudaGetLastError());
+	lin(d_a, y, P(g, w, "wo"), n, HD, C);
+	add_bias_kernel<<<ew_blocks((int64_t)n * C), EW_THREADS>>>(d_a, P(g, w, "bo"), n, C);
+	cudaCheck(cudaGetLastError());
+	g->last_u = d_u, g->last_B = B, g->last_T = T;
+	g->arena->user = g;
+}
+
+/* the backward of a projection p = x W^T (+ b): dW += dp^T x, db += the
+ * column sums of dp (b may be NULL), dx += dp W when dx (add 0: =) */
+static void proj_back(const GpuLop *g, float *grad, float *dx, int add, const float *dp, const float *x,
+                      const char *wname, const char *bname, int n, int IC, int OC)
+{
+	lin_dw(P(g, grad, wname), dp, x, n, IC, OC);
+	if (bname)
+		colsum(P(g, grad, bname), dp, g->ones, n, OC);
+	if (dx)
+		lin_dx(dx, dp, P(g, g->w, wname), n, IC, OC, add);
+}
+
+extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const float *d_da, const float *d_u, int B,
+                                 int T)
+{
+	const LinearOp *op = &g->op;
+	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, R = op->R, HD = H * D, GD = G * D;
+	int gdn = op->kind == LOP_GDN, rep = H / G;
+	float *w = g->w, scale = 1 / sqrtf((float)D);
+	check_shape(g, B, T);
+	if (d_u != g->last_u || B != g->last_B || T != g->last_T)
+		BUG("gpu_lop_backward: the last forward was not on this u, B %d, T %d", B, T);
+	if (g->arena->user != g)
+		BUG("gpu_lop_backward: another operator's forward has run in the shared arena since this one's");
+	/* a = Wo y + bo, y recomputed into s[0] */
+	float *y = g->s[0], *dy = g->s[1], *dO = g->s[2], *dzg = g->s[0];
+	onorm_y_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(y, g->rstd, g->o, g->zg, P(g, w, "onorm"),
+	                                                           (int64_t)n * HD, D);
+	cudaCheck(cudaGetLastError());
+	proj_back(g, d_grad, dy, 0, d_da, y, "wo", "bo", n, HD, C);
+	/* y = o rstd onorm silu(zg); dzg takes y's place */
+	onorm_backward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(dO, dzg, dy, g->o, g->rstd, g->zg,
+	                                                                    P(g, w, "onorm"), n * H, D);
+	cudaCheck(cudaGetLastError());
+	colsum(P(g, d_grad, "onorm"), dy, g->ones, n * H, D);
+	proj_back(g, d_grad, d_du, 0, dzg, d_u, "wg", NULL, n, C, HD);
+	/* the recurrence: dq, dk, dv into the free s[0], s[1], s[3] */
+	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
+	if (gdn) {
+		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
+			size_t x = (size_t)b * T * HD, h = (size_t)b * T * H;
+			gdn_backward_chunked_cuda(dq + x, dk + x, dv + x, g->dg + h, g->dbeta + h, NULL, dO + x, NULL,
+			                          g->q + x, g->k + x, g->v + x, g->g + h, g->beta + h, NULL,
+			                          B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
+		}
+		/* beta = sigmoid(zb); g = -exp(A) softplus(za) */
+		gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
+			g->dg, g->dbeta, g->dAg, g->g, g->beta, g->za, P(g, w, "A_log"), n, H);
+		cudaCheck(cudaGetLastError());
+		colsum(P(g, d_grad, "A_log"), g->dAg, g->ones, n, H);
+		proj_back(g, d_grad, d_du, 1, g->dbeta, d_u, "wb", NULL, n, C, H);
+		proj_back(g, d_grad, d_du, 1, g->dg, d_u, "wa", "dt_bias", n, C, H);
+		/* q = l2norm(silu(pq)), k likewise before the repeat, v = silu(pv) */
+		feature_backward(dq, dq, g->q, g->qinv, g->pq, n * H, D, 1, 1, 1);
+		feature_backward(g->dpk, dk, g->k, g->kinv, g->pk, n * G, D, rep, 1, 1);
+		feature_backward(g->dpv, dv, NULL, NULL, g->pv, n * G, D, rep, 1, 0);
+	} else {
+		float *dgk = g->s[4];
+		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
+			size_t x = (size_t)b * T * HD;
+			gla_backward_chunked_cuda(dq + x, dk + x, dv + x, dgk + x, NULL, dO + x, NULL, g->q + x, g->k + x,
+			                          g->v + x, g->gk + x, NULL, B - b < nb ? B - b : nb, T, H, D, D, scale,
+			                          g->work);
+		}
+		/* gk = logsigmoid(zgk) / 16, zgk = Wgk2 h1 + bgk, h1 = Wgk1 u */
+		gla_gates_backward_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(dgk, g->zgk, (int64_t)n * HD);
+		cudaCheck(cudaGetLastError());
+		proj_back(g, d_grad, g->dh1, 0, dgk, g->h1, "wgk2", "bgk", n, R, HD);
+		proj_back(g, d_grad, d_du, 1, g->dh1, d_u, "wgk1", NULL, n, C, R);
+		feature_backward(g->dpk, dk, NULL, NULL, NULL, n * G, D, rep, 0, 0);
+		feature_backward(g->dpv, dv, NULL, NULL, NULL, n * G, D, rep, 0, 0);
+	}
+	proj_back(g, d_grad, d_du, 1, dq, d_u, "wq", "bq", n, C, HD);
+	proj_back(g, d_grad, d_du, 1, g->dpk, d_u, "wk", "bk", n, C, GD);
+	proj_back(g, d_grad, d_du, 1, g->dpv, d_u, "wv", "bv", n, C, GD);
+}

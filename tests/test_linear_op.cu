@@ -1,0 +1,229 @@
+/* test_linear_op (GPU): the gdn and gla candidate operators of
+ * kernels/linear_op.cu against their CPU twins lop_forward and lop_backward
+ * (lib/linear_op.c): the output a, every parameter block's gradient
+ * (reported by name) and du, from random parameters (sized as
+ * tests/test_grad_cpu.c's), random u and da, at GQA and plain shapes, T not
+ * a multiple of the chunk, several sequences, D up to 128. Most GEMMs round
+ * to TF32: within 2e-3 of each block's max. The gradients again with d_du
+ * NULL must agree, and a gdn and a gla sharing one arena, each backward
+ * after its own forward, give what they give with arenas of their own.
+ *
+ * With DASH_BENCH=1 it also times forward + backward of one gdn and one gla
+ * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (the median of 5
+ * after 2 warm-ups). Runs on a GPU: make test-gpu. */
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "gpu.h"
+#include "gpu_lop.h"
+extern "C" {
+#include "linear_op.h"
+#include "test.h"
+#include "util.h"
+}
+
+#define TOL 2e-3
+
+static float *dev(const float *h, size_t n)
+{
+	float *d = (float *)gpu_alloc(n * sizeof(float));
+	gpu_upload(d, h, n * sizeof(float));
+	return d;
+}
+
+/* an operator of kind at a shape with random parameters: test_rnd 0.4 as
+ * tests/test_grad_cpu.c (at fan in 10) for the vectors, A_log and dt_bias
+ * included, and 0.4 sqrt(10 / fan in) for the matrices, so that the
+ * activations have the CPU test's size at every C */
+static void op_rand(LinearOp *op, int kind, int C, int H, int G, int D)
+{
+	lop_init(op, kind, C, H, G, D);
+	for (int i = 0; i < op->np; i++) {
+		const LopParam *p = &op->p[i];
+		size_t m = (size_t)p->rows * p->cols;
+		float *x = test_rnd(m, p->cols > 1 ? 0.4f * sqrtf(10.0f / p->cols) : 0.4f);
+		memcpy(op->w + p->off, x, m * sizeof(float));
+		free(x);
+	}
+}
+
+static double max_absdiff(const float *a, const float *b, size_t n)
+{
+	double d = 0;
+	for (size_t i = 0; i < n; i++)
+		d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
+	return d;
+}
+
+/* reports one block: max |error|, relative to the block's max |value| */
+static int block_ok(const char *name, const float *got, const float *ref, size_t n, double *worst)
+{
+	double e = test_rel_err(got, ref, n);
+	printf("  %-8s max err %.3e, relative %.3e (%zu values)\n", name, max_absdiff(got, ref, n), e, n);
+	*worst = e > *worst ? e : *worst;
+	return e < TOL;
+}
+
+static void check(int kind, int C, int H, int G, int D, int B, int T)
+{
+	LinearOp op;
+	op_rand(&op, kind, C, H, G, D);
+	int n = B * T;
+	size_t nu = (size_t)n * C;
+	float *u = test_rnd(nu, 1), *da = test_rnd(nu, 1);
+	float *ra = (float *)mallocCheck(nu * 4), *rdu = (float *)mallocCheck(nu * 4);
+	float *rgrad = (float *)callocCheck(op.n, 4);
+	lop_forward(&op, ra, u, B, T);
+	lop_backward(&op, rgrad, rdu, da, u, B, T);
+
+	GpuLop *g = gpu_lop_new(&op, n, NULL);
+	float *d_u = dev(u, nu), *d_da = dev(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
+	float *d_du = (float *)gpu_alloc(nu * 4), *d_grad = (float *)gpu_alloc(op.n * 4);
+	gpu_zero(d_grad, op.n * 4);
+	gpu_lop_forward(g, d_a, d_u, B, T);
+	gpu_lop_backward(g, d_grad, d_du, d_da, d_u, B, T);
+	float *a = (float *)mallocCheck(nu * 4), *du = (float *)mallocCheck(nu * 4);
+	float *grad = (float *)mallocCheck(op.n * 4), *grad2 = (float *)mallocCheck(op.n * 4);
+	gpu_download(a, d_a, nu * 4), gpu_download(du, d_du, nu * 4), gpu_download(grad, d_grad, op.n * 4);
+	/* the gradients again, without du */
+	gpu_zero(d_grad, op.n * 4);
+	gpu_lop_backward(g, d_grad, NULL, d_da, d_u, B, T);
+	gpu_download(grad2, d_grad, op.n * 4);
+
+	printf("%s C=%d H=%d G=%d D=%d B=%d T=%d:\n", lop_name(kind), C, H, G, D, B, T);
+	double worst = 0;
+	int ok = block_ok("a", a, ra, nu, &worst);
+	for (int i = 0; i < op.np; i++) {
+		const LopParam *p = &op.p[i];
+		ok &= block_ok(p->name, grad + p->off, rgrad + p->off, (size_t)p->rows * p->cols, &worst);
+	}
+	ok &= block_ok("du", du, rdu, nu, &worst);
+	double e2 = test_rel_err(grad2, grad, op.n);
+	char msg[192];
+	snprintf(msg, sizeof msg, "gpu_lop %s C=%d H=%d G=%d D=%d B=%d T=%d: a, every gradient, du within %.0e (worst %.1e)",
+	         lop_name(kind), C, H, G, D, B, T, TOL, worst);
+	test_cond(msg, ok);
+	snprintf(msg, sizeof msg, "gpu_lop %s C=%d H=%d G=%d D=%d B=%d T=%d: gradients without du the same (%.1e)",
+	         lop_name(kind), C, H, G, D, B, T, e2);
+	test_cond(msg, e2 < 1e-6);
+
+	gpu_lop_free(g);
+	gpu_free(d_u), gpu_free(d_da), gpu_free(d_a), gpu_free(d_du), gpu_free(d_grad);
+	free(u), free(da), free(ra), free(rdu), free(rgrad), free(a), free(du), free(grad), free(grad2);
+	lop_free(&op);
+}
+
+/* a gdn and a gla in one arena, forward + backward one after the other,
+ * against each in an arena of its own: the same bits */
+static void test_shared(void)
+{
+	const int C = 96, H = 2, G = 1, D = 32, B = 2, T = 40, n = B * T;
+	size_t nu = (size_t)n * C;
+	LinearOp op[2];
+	op_rand(&op[0], LOP_GDN, C, H, G, D), op_rand(&op[1], LOP_GLA, C, H, G, D);
+	float *u = test_rnd(nu, 1), *da = test_rnd(nu, 1);
+	float *d_u = dev(u, nu), *d_da = dev(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
+	size_t b0 = gpu_lop_arena_bytes(&op[0], n), b1 = gpu_lop_arena_bytes(&op[1], n);
+	GpuLopArena *ar = gpu_lop_arena_new(b0 > b1 ? b0 : b1);
+	int same = 1;
+	float *got[2][2];
+	for (int shared = 0; shared < 2; shared++) {
+		GpuLop *g[2];
+		for (int k = 0; k < 2; k++)
+			g[k] = gpu_lop_new(&op[k], n, shared ? ar : NULL);
+		for (int k = 0; k < 2; k++) {
+			float *d_grad = (float *)gpu_alloc(op[k].n * 4);
+			gpu_zero(d_grad, op[k].n * 4);
+			gpu_lop_forward(g[k], d_a, d_u, B, T);
+			gpu_lop_backward(g[k], d_grad, NULL, d_da, d_u, B, T);
+			got[shared][k] = (float *)mallocCheck(op[k].n * 4);
+			gpu_download(got[shared][k], d_grad, op[k].n * 4);
+			gpu_free(d_grad);
+		}
+		for (int k = 0; k < 2; k++)
+			gpu_lop_free(g[k]);
+	}
+	for (int k = 0; k < 2; k++) {
+		same &= !memcmp(got[0][k], got[1][k], op[k].n * 4);
+		free(got[0][k]), free(got[1][k]);
+		lop_free(&op[k]);
+	}
+	test_cond("gpu_lop: a gdn and a gla sharing an arena give their own arenas' gradients bit for bit", same);
+	gpu_lop_arena_free(ar);
+	gpu_free(d_u), gpu_free(d_da), gpu_free(d_a);
+	free(u), free(da);
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+/* the median of 5 timed calls of forward (+ backward when back) after 2
+ * warm-ups, in ms */
+static float time_ms(GpuLop *g, int back, float *d_a, float *d_grad, float *d_du, const float *d_da,
+                     const float *d_u, int B, int T)
+{
+	cudaEvent_t t0, t1;
+	float ms[5];
+	cudaEventCreate(&t0), cudaEventCreate(&t1);
+	for (int it = 0; it < 7; it++) {
+		cudaEventRecord(t0);
+		gpu_lop_forward(g, d_a, d_u, B, T);
+		if (back)
+			gpu_lop_backward(g, d_grad, d_du, d_da, d_u, B, T);
+		cudaEventRecord(t1);
+		cudaEventSynchronize(t1);
+		if (it >= 2)
+			cudaEventElapsedTime(&ms[it - 2], t0, t1);
+	}
+	cudaEventDestroy(t0), cudaEventDestroy(t1);
+	qsort(ms, 5, sizeof ms[0], cmp_float);
+	return ms[2];
+}
+
+static void bench(int kind)
+{
+	const int C = 2048, H = 16, G = 2, D = 128, B = 1, T = 4096;
+	LinearOp op;
+	op_rand(&op, kind, C, H, G, D);
+	size_t nu = (size_t)B * T * C;
+	float *u = test_rnd(nu, 1), *da = test_rnd(nu, 1);
+	GpuLop *g = gpu_lop_new(&op, B * T, NULL);
+	float *d_u = dev(u, nu), *d_da = dev(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
+	float *d_du = (float *)gpu_alloc(nu * 4), *d_grad = (float *)gpu_alloc(op.n * 4);
+	gpu_zero(d_grad, op.n * 4);
+	float f = time_ms(g, 0, d_a, d_grad, d_du, d_da, d_u, B, T);
+	float fb = time_ms(g, 1, d_a, d_grad, d_du, d_da, d_u, B, T);
+	printf("bench %s C=%d H=%d G=%d D=%d B=%d T=%d: forward %.3f ms, forward+backward %.3f ms, %.0f tokens/s\n",
+	       lop_name(kind), C, H, G, D, B, T, f, fb, B * T / (fb * 1e-3));
+	gpu_lop_free(g);
+	gpu_free(d_u), gpu_free(d_da), gpu_free(d_a), gpu_free(d_du), gpu_free(d_grad);
+	free(u), free(da);
+	lop_free(&op);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	test_seed(0x3c6ef372fe94f82bULL);
+	if (cuda_device_count() == 0) {
+		printf("SKIP: no GPU\n");
+		return 0;
+	}
+	for (int kind = LOP_GDN; kind <= LOP_GLA; kind++) {
+		check(kind, 64, 4, 2, 16, 2, 37);
+		check(kind, 256, 4, 1, 64, 1, 130);
+		check(kind, 512, 4, 2, 128, 1, 64);
+		check(kind, 96, 2, 1, 32, 3, 64); /* gla's recurrence in groups of 2 and 1 sequences */
+	}
+	test_shared();
+	const char *b = getenv("DASH_BENCH");
+	if (b && !strcmp(b, "1")) {
+		bench(LOP_GDN);
+		bench(LOP_GLA);
+	}
+	return test_report();
+}
