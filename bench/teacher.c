@@ -1,6 +1,6 @@
 /* bench/teacher: the teacher's forward, and forward + backward (activations
  * only, what the search differentiates), on the GPU at a real shape with
- * random bf16 weights made in memory (model_init_random); CUDA events,
+ * random bf16 weights made in memory (model_load "random:qwen2.5-3b"); CUDA events,
  * median of 10 after 2 warm-ups. One train GpuModel serves both. The
  * forward is gpu_model_forward (which keeps what the backward reads) and
  * the logits GEMM on its final hidden rows (bf16, as transformers' forward
@@ -54,12 +54,10 @@ int main(int argc, char **argv)
 	if (B < 1 || T < 1 || B * T > 1 << 20)
 		die("B and T must be at least 1, B*T at most 1048576");
 	int n = (int)(B * T);
-	ModelConfig c = {.arch = ARCH_QWEN2, .L = 36, .C = 2048, .H = 16, .G = 2, .D = 128, .F = 11008,
-	                 .V = 151936, .eps = 1e-6f, .rope_theta = 1e6, .tied = 1, .qkv_bias = 1,
-	                 .bos_id = -1, .eos_id = -1, .max_pos = 32768};
 	Model m;
 	double t0 = now_seconds();
-	model_init_random(&m, &c, 1);
+	model_load(&m, "random:qwen2.5-3b");
+	ModelConfig c = m.cfg;
 	GpuModel *g = gpu_model_new(&m, n, 1);
 	char name[128];
 	cuda_device_name(0, name, sizeof name);

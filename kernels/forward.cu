@@ -344,7 +344,7 @@ static GpuSaved *saved(GpuModel *g, int l) { return &g->saved[g->train ? l : 0];
 /* layer l on its input saved(l)->x, whose norm1 is already in g->u; writes
  * the next layer's input and its norm1 into g->u, or, after the last layer,
  * xL and the final-normed hidden rows */
-static void layer_forward_gpu(GpuModel *g, int l, int B, int T)
+static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuLayerHook hook, void *ctx)
 {
 	const ModelConfig *c = &g->m->cfg;
 	const GpuLayer *w = &g->layers[l];
@@ -355,6 +355,8 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T)
 	qkv_rope_forward_cuda(s->q, s->k, s->v, g->qkv, w->bqkv, g->inv_freq, B, T, 0, H, G, D);
 	attention_forward_cuda(s->att, s->lse, s->q, s->k, s->v, B, T, H, G, D, 0);
 	matmul_forward_cuda(g->a, s->att, w->wo, w->bo, n, HD, C);
+	if (hook)
+		hook(ctx, l, g->u, g->a, n, C);
 	/* h = x + a, u = norm2(h); MLP: gate | up = Wgu u, a = Wdown(silu(gate) up) */
 	residual_rmsnorm_forward_cuda(s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, C, c->eps);
 	matmul_forward_cuda(s->gu, g->u, w->wgu, NULL, n, C, 2 * F);
@@ -369,11 +371,14 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T)
 	}
 }
 
-extern "C" void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T, float *logits)
+extern "C" void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int last,
+                                         GpuLayerHook hook, void *ctx)
 {
 	const ModelConfig *c = &g->m->cfg;
 	if (B < 1 || T < 1 || (int64_t)B * T > g->max_tokens)
 		BUG("gpu_model_forward: %d x %d tokens, buffers for %d", B, T, g->max_tokens);
+	if (last < 0 || last >= c->L)
+		BUG("gpu_model_forward_layers: last layer %d of %d", last, c->L);
 	int n = B * T, C = c->C, V = c->V;
 	for (int i = 0; i < n; i++)
 		if (ids[i] < 0 || ids[i] >= V)
@@ -382,9 +387,17 @@ extern "C" void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T,
 	GpuSaved *s0 = saved(g, 0);
 	embedding_forward_cuda(s0->x, g->ids, g->embed, n, C);
 	rmsnorm_forward_cuda(g->u, s0->rstd1, s0->x, g->layers[0].ln1, n, C, c->eps);
-	for (int l = 0; l < c->L; l++)
-		layer_forward_gpu(g, l, B, T);
-	g->B = B, g->T = T;
+	for (int l = 0; l <= last; l++)
+		layer_forward_gpu(g, l, B, T, hook, ctx);
+	/* a forward cut short leaves no hidden rows for a backward */
+	g->B = last == c->L - 1 ? B : 0, g->T = last == c->L - 1 ? T : 0;
+}
+
+extern "C" void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T, float *logits)
+{
+	const ModelConfig *c = &g->m->cfg;
+	int n = B * T, C = c->C, V = c->V;
+	gpu_model_forward_layers(g, ids, B, T, c->L - 1, NULL, NULL);
 	if (!logits)
 		return;
 	/* the logits, LOGIT_ROWS rows at a time */

@@ -50,6 +50,17 @@ void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations);
  * and, if logits is not NULL, writes every position's logits (B*T, V) to
  * host memory. In a train GpuModel it keeps what gpu_model_backward needs. */
 void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T, float *logits);
+/* A GpuLayerHook sees, going forwards, layer l's attention input d_u =
+ * norm1(x) and its output d_a (before the residual add), both device (n, C)
+ * bf16, as soon as a is computed. It may change d_a (the residual add reads
+ * it next) but not d_u; device work it queues on the default stream reads
+ * both safely; the buffers are reused after it returns. */
+typedef void (*GpuLayerHook)(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n, int C);
+/* gpu_model_forward_layers: the forward of layers 0..last only (no final
+ * norm unless last is the last layer), calling hook (or not, when NULL) in
+ * every layer; what the distillation of layer candidates needs */
+void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int last, GpuLayerHook hook,
+                              void *ctx);
 /* gpu_model_hidden: the device rows (B*T, C) of the last forward after the
  * final RMSNorm, the input of the vocabulary projection; valid until the
  * next forward. gpu_model_lm_head: that projection's device weight (V, C). */

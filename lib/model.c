@@ -455,8 +455,31 @@ static void load_gguf(Model *m, const char *path)
 	free(arch), free(scaling);
 }
 
+/* the shapes "random:NAME" stands for: random weights for benchmarks */
+static const struct {
+	const char *name;
+	ModelConfig c;
+} random_shapes[] = {
+	{"qwen2.5-3b", {.arch = ARCH_QWEN2, .L = 36, .C = 2048, .H = 16, .G = 2, .D = 128, .F = 11008, .V = 151936,
+	                .eps = 1e-6f, .rope_theta = 1e6, .tied = 1, .qkv_bias = 1, .bos_id = -1, .eos_id = -1,
+	                .max_pos = 32768}},
+	{"qwen2.5-0.5b", {.arch = ARCH_QWEN2, .L = 24, .C = 896, .H = 14, .G = 2, .D = 64, .F = 4864, .V = 151936,
+	                  .eps = 1e-6f, .rope_theta = 1e6, .tied = 1, .qkv_bias = 1, .bos_id = -1, .eos_id = -1,
+	                  .max_pos = 32768}},
+};
+
 void model_load(Model *m, const char *path)
 {
+	if (strncmp(path, "random:", 7) == 0) {
+		for (size_t i = 0; i < sizeof random_shapes / sizeof random_shapes[0]; i++)
+			if (strcmp(path + 7, random_shapes[i].name) == 0) {
+				model_init_random(m, &random_shapes[i].c, 1);
+				free(m->path);
+				m->path = strdupCheck(path);
+				return;
+			}
+		die("%s: not a model shape known here (random:qwen2.5-3b, random:qwen2.5-0.5b)", path);
+	}
 	memset(m, 0, sizeof *m);
 	m->path = strdupCheck(path);
 	if (!file_exists(path))

@@ -76,7 +76,9 @@ typedef struct {
  * presence, type and shape against the config; it dies naming the file on
  * any problem. The fingerprint hashes the config and every tensor's
  * name, dtype, shape and a sample of its bytes, in a fixed order, so it does
- * not depend on how the checkpoint is sharded and costs milliseconds. */
+ * not depend on how the checkpoint is sharded and costs milliseconds.
+ * "random:qwen2.5-3b" and "random:qwen2.5-0.5b" give random bf16 weights of
+ * those shapes (model_init_random, seed 1), for benchmarks. */
 void model_load(Model *m, const char *path);
 void model_free(Model *m);
 /* model_init_random makes a model of config c with random bf16 weights held
