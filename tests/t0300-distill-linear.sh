@@ -2,12 +2,13 @@
 # distill-linear on the tiny Qwen2 fixture and random ids: the candidates of
 # both layers and both operators, their NMSE falling, a stopped run resumed
 # to the same parameters bit for bit, candidates refused for another
-# teacher, and bad input.
+# teacher, and bad input. On the CPU; t0310-distill-linear-gpu.sh runs the
+# same on the GPU.
 . "$(dirname "$0")/lib.sh"
 Q=tests/data/tiny-qwen2
 awk 'BEGIN { srand(3); for (i = 0; i < 3000; i++) printf "%d ", 3 + int(rand() * 509); print "" }' |
 	tests/bin/mktokens "$TMP/tok.h5"
-D="bin/distill-linear -m $Q -d $TMP/tok.h5 --tokens 8192 --seq 64 --heldout 256 --lr 3e-3 --ckpt-every 10"
+D="bin/distill-linear -m $Q -d $TMP/tok.h5 --tokens 8192 --seq 64 --heldout 256 --lr 3e-3 --ckpt-every 10 --device cpu"
 
 check "distill-linear makes candidates for both layers" $D -o "$TMP/a"
 cp "$TMP/out" "$TMP/table"
@@ -39,8 +40,12 @@ check_error "--resume with other settings is refused" 1 "a checkpoint made with 
 
 check_usage "no arguments: usage" bin/distill-linear
 check_error "an unknown operator" 1 "unknown operator 'mamba'" "$TMP/d/L00.h5" $D -o "$TMP/d" --ops gdn,mamba
+check_error "swa needs no candidate" 1 "swa is the teacher's own attention" "$TMP/d/L00.h5" $D -o "$TMP/d" --ops swa
 check_error "a layer the teacher lacks" 1 "not within the teacher's layers 0-1" "$TMP/d/L00.h5" $D -o "$TMP/d" -l 0-2
 check_error "a tokens file that is not HDF5" 1 "$Q.ids.txt" "$TMP/d/L00.h5" \
 	bin/distill-linear -m $Q -d $Q.ids.txt -o "$TMP/d"
 check_error "too few tokens for the held-out split" 1 "fewer than" "$TMP/d/L00.h5" $D -o "$TMP/d" --heldout 5000
-check_error "--device cuda, not yet" 1 "CPU only so far" "$TMP/d/L00.h5" $D -o "$TMP/d" --device cuda
+check_error "an unknown device" 1 "not cpu or cuda: 'tpu'" "$TMP/d/L00.h5" $D -o "$TMP/d" --device tpu
+if ! nvidia-smi -L >/dev/null 2>&1; then
+	check_error "--device cuda without a GPU" 1 "--device cuda" "$TMP/d/L00.h5" $D -o "$TMP/d" --device cuda
+fi

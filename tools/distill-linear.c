@@ -19,7 +19,13 @@
 #include "model.h"      // defines: model_load, layer_forward, LayerScratch
 #include "ops_cpu.h"    // defines: embedding_forward_cpu
 #include "tokens.h"     // defines: tokens_read
+#include "train.h"      // defines: nmse_cpu, adamw_cpu
 #include "util.h"       // defines: die, estrtocount, Progress
+#ifdef DASH_CUDA
+#include "gpu.h"        // defines: cuda_device_count, nmse_cuda, adamw_cuda, bf16_to_f32_cuda
+#include "gpu_lop.h"    // defines: GpuLop, gpu_lop_forward, gpu_lop_backward
+#include "gpu_model.h"  // defines: GpuModel, gpu_model_forward_layers
+#endif
 
 #define CKPT_FORMAT "dash-distill-checkpoint"
 
@@ -28,7 +34,7 @@ static void usage(void)
 	fprintf(stderr, "usage: distill-linear -m MODEL -d TOKENS.h5 -o DIR [-l LAYERS] [--ops gdn,gla]\n"
 	                "                      [--tokens N] [--seq T] [--batch B] [--heldout N] [--lr LR]\n"
 	                "                      [--warmup F] [--wd WD] [--clip C] [--seed S] [--ckpt-every K]\n"
-	                "                      [--resume] [--stop-after K] [--device cpu]\n");
+	                "                      [--resume] [--stop-after K] [--device cpu|cuda]\n");
 	exit(2);
 }
 
@@ -89,13 +95,20 @@ typedef struct {
 	int32_t *batch; /* (B*T) the ids of a batch */
 } Teacher;
 
-/* the teacher's layers 0..last on sequences first .. first + B - 1 of seqs
- * (nseq of T ids, wrapping), capturing u and a of the wanted layers */
+/* batch (B*T) = sequences first .. first + B - 1 of seqs (nseq of T ids,
+ * wrapping) */
+static void gather(int32_t *batch, const int32_t *seqs, int64_t nseq, int64_t first, int B, int T)
+{
+	for (int b = 0; b < B; b++)
+		memcpy(batch + (size_t)b * T, seqs + ((first + b) % nseq) * T, (size_t)T * sizeof(int32_t));
+}
+
+/* the teacher's layers 0..last on a batch of seqs (gather), capturing u and
+ * a of the wanted layers */
 static void teacher_run(Teacher *tc, const int32_t *seqs, int64_t nseq, int64_t first)
 {
 	int B = tc->B, T = tc->T;
-	for (int b = 0; b < B; b++)
-		memcpy(tc->batch + (size_t)b * T, seqs + ((first + b) % nseq) * T, (size_t)T * sizeof(int32_t));
+	gather(tc->batch, seqs, nseq, first, B, T);
 	float *x = tc->x, *y = tc->y;
 	embedding_forward_cpu(x, tc->batch, &tc->m->embed, B * T, tc->m->cfg.C);
 	for (int l = 0; l <= tc->last; l++) {
@@ -108,37 +121,11 @@ static void teacher_run(Teacher *tc, const int32_t *seqs, int64_t nseq, int64_t 
 /* NMSE of op on (u, a); with grad, its gradient added to grad */
 static double nmse(const LinearOp *op, const float *u, const float *a, int B, int T, float *grad, float *ah)
 {
-	size_t n = (size_t)B * T * op->C;
 	lop_forward(op, ah, u, B, T);
-	double num = 0, den = 0;
-	for (size_t i = 0; i < n; i++) {
-		double d = (double)ah[i] - a[i];
-		num += d * d, den += (double)a[i] * a[i];
-	}
-	den = den > 0 ? den : 1;
-	if (grad) {
-		for (size_t i = 0; i < n; i++)
-			ah[i] = (float)(2 * ((double)ah[i] - a[i]) / den);
+	double e = nmse_cpu(grad ? ah : NULL, ah, a, (size_t)B * T * op->C);
+	if (grad)
 		lop_backward(op, grad, NULL, ah, u, B, T);
-	}
-	return num / den;
-}
-
-/* nmse[slot] of every candidate: the mean over the nh held-out sequences,
- * B at a time (the last batch wraps round to the first) */
-static void heldout_nmse(Teacher *tc, const int32_t *held, int64_t nh, Cand *cands, int nc, int slot, float *ah)
-{
-	int64_t nb = (nh + tc->B - 1) / tc->B;
-	for (int i = 0; i < nc; i++)
-		cands[i].nmse[slot] = 0;
-	for (int64_t bi = 0; bi < nb; bi++) {
-		teacher_run(tc, held, nh, bi * tc->B);
-		for (int i = 0; i < nc; i++)
-			cands[i].nmse[slot] += nmse(&cands[i].op, tc->cap.U[cands[i].layer], tc->cap.A[cands[i].layer], tc->B,
-			                            tc->T, NULL, ah);
-	}
-	for (int i = 0; i < nc; i++)
-		cands[i].nmse[slot] /= nb;
+	return e;
 }
 
 typedef struct {
@@ -156,28 +143,203 @@ static double lr_at(const Opt *o, long long t)
 	return o->lr * (0.1 + 0.9 * 0.5 * (1 + cos(M_PI * p)));
 }
 
-/* AdamW on every parameter; weight decay on the matrices (names w*) only */
-static void adamw(Cand *c, const Opt *o, long long t)
+/* AdamW's segments of op: every parameter block, weight decay on the
+ * matrices (names w*) only */
+static int adam_segs(const LinearOp *op, AdamSeg *segs)
 {
-	const LinearOp *op = &c->op;
-	double norm = 0;
-	for (size_t i = 0; i < op->n; i++)
-		norm += (double)c->grad[i] * c->grad[i];
-	norm = sqrt(norm);
-	double k = norm > o->clip ? o->clip / norm : 1, lr = lr_at(o, t);
-	const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-	double c1 = 1 - pow(b1, (double)(t + 1)), c2 = 1 - pow(b2, (double)(t + 1));
-	for (int pi = 0; pi < op->np; pi++) {
-		const LopParam *p = &op->p[pi];
-		int decay = p->name[0] == 'w';
-		for (size_t i = p->off; i < p->off + (size_t)p->rows * p->cols; i++) {
-			double g = c->grad[i] * k;
-			c->m[i] = (float)(b1 * c->m[i] + (1 - b1) * g);
-			c->v[i] = (float)(b2 * c->v[i] + (1 - b2) * g * g);
-			double upd = (c->m[i] / c1) / (sqrt(c->v[i] / c2) + eps) + (decay ? o->wd * op->w[i] : 0);
-			op->w[i] = (float)(op->w[i] - lr * upd);
-		}
+	for (int p = 0; p < op->np; p++)
+		segs[p] = (AdamSeg){op->p[p].off, (size_t)op->p[p].rows * op->p[p].cols, op->p[p].name[0] == 'w'};
+	return op->np;
+}
+
+#ifdef DASH_CUDA
+/* the GPU side of a run: the teacher, the captures of the wanted layers
+ * and every candidate's operator and optimizer state on the device */
+typedef struct {
+	GpuModel *gm;
+	const char *want;
+	int last;
+	float **U, **A;             /* device (n, C) float32 per wanted layer */
+	GpuLop **lop;               /* per candidate, all in one arena */
+	GpuLopArena *arena;
+	float **m, **v, **grad;     /* per candidate, op.n floats */
+	float *ah, *dah;            /* (n, C) */
+	double *sums;               /* 2 */
+	void *work;
+} Gpu;
+
+static void gpu_capture(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n, int C)
+{
+	Gpu *g = ctx;
+	if (g->want[l]) {
+		bf16_to_f32_cuda(g->U[l], d_u, (size_t)n * C);
+		bf16_to_f32_cuda(g->A[l], d_a, (size_t)n * C);
 	}
+}
+#endif
+
+/* Engine: where the teacher and the candidates run; the CPU's Teacher, or
+ * (gpu not NULL) the device's. Cand's host w, m and v are the truth on the
+ * CPU; on the GPU they are brought up to date by engine_to_host. */
+typedef struct {
+	Teacher tc;
+	float *ah; /* (n, C) the CPU's scratch */
+#ifdef DASH_CUDA
+	Gpu *gpu;
+#endif
+} Engine;
+
+static void engine_teacher(Engine *e, const int32_t *seqs, int64_t nseq, int64_t first)
+{
+#ifdef DASH_CUDA
+	Gpu *g = e->gpu;
+	if (g && g->gm) {
+		gather(e->tc.batch, seqs, nseq, first, e->tc.B, e->tc.T);
+		gpu_model_forward_layers(g->gm, e->tc.batch, e->tc.B, e->tc.T, e->tc.last, gpu_capture, g);
+		return;
+	}
+#endif
+	teacher_run(&e->tc, seqs, nseq, first);
+#ifdef DASH_CUDA
+	if (g) /* a teacher on the CPU for candidates on the GPU */
+		for (int l = 0; l <= e->tc.last; l++)
+			if (g->want[l]) {
+				gpu_upload(g->U[l], e->tc.cap.U[l], e->tc.cap.nC * sizeof(float));
+				gpu_upload(g->A[l], e->tc.cap.A[l], e->tc.cap.nC * sizeof(float));
+			}
+#endif
+}
+
+/* the NMSE of candidate i on the last teacher batch; with train, its
+ * gradient in c->grad (overwritten) */
+static double engine_nmse(Engine *e, Cand *c, int i, int train)
+{
+	int B = e->tc.B, T = e->tc.T, l = c->layer;
+#ifdef DASH_CUDA
+	Gpu *g = e->gpu;
+	if (g) {
+		size_t n = (size_t)B * T * c->op.C;
+		double sums[2];
+		gpu_lop_forward(g->lop[i], g->ah, g->U[l], B, T);
+		nmse_cuda(g->sums, train ? g->dah : NULL, g->ah, g->A[l], n, g->work);
+		if (train) {
+			gpu_zero(g->grad[i], c->op.n * sizeof(float));
+			gpu_lop_backward(g->lop[i], g->grad[i], NULL, g->dah, g->U[l], B, T);
+		}
+		gpu_download(sums, g->sums, sizeof sums);
+		return sums[0] / (sums[1] > 0 ? sums[1] : 1);
+	}
+#else
+	(void)i;
+#endif
+	if (train)
+		memset(c->grad, 0, c->op.n * sizeof(float));
+	return nmse(&c->op, e->tc.cap.U[l], e->tc.cap.A[l], B, T, train ? c->grad : NULL, e->ah);
+}
+
+static void engine_adamw(Engine *e, Cand *c, int i, const Opt *o, long long t)
+{
+	AdamSeg segs[LOP_MAX_PARAMS];
+	int ns = adam_segs(&c->op, segs);
+	AdamStep st = {t, (float)lr_at(o, t), (float)o->wd, (float)o->clip};
+#ifdef DASH_CUDA
+	Gpu *g = e->gpu;
+	if (g) {
+		adamw_cuda(gpu_lop_params(g->lop[i]), g->m[i], g->v[i], g->grad[i], c->op.n, segs, ns, &st, g->work);
+		return;
+	}
+#else
+	(void)e, (void)i;
+#endif
+	adamw_cpu(c->op.w, c->m, c->v, c->grad, c->op.n, segs, ns, &st);
+}
+
+/* nmse[slot] of every candidate: the mean over the nh held-out sequences,
+ * B at a time (the last batch wraps round to the first) */
+static void heldout_nmse(Engine *e, const int32_t *held, int64_t nh, Cand *cands, int nc, int slot)
+{
+	int64_t nb = (nh + e->tc.B - 1) / e->tc.B;
+	for (int i = 0; i < nc; i++)
+		cands[i].nmse[slot] = 0;
+	for (int64_t bi = 0; bi < nb; bi++) {
+		engine_teacher(e, held, nh, bi * e->tc.B);
+		for (int i = 0; i < nc; i++)
+			cands[i].nmse[slot] += engine_nmse(e, &cands[i], i, 0);
+	}
+	for (int i = 0; i < nc; i++)
+		cands[i].nmse[slot] /= nb;
+}
+
+#ifdef DASH_CUDA
+/* the device side of a run whose candidates (host, perhaps resumed) are
+ * cands; B*T tokens a batch; the teacher too unless cpu_teacher */
+static Gpu *gpu_new(const Model *m, const char *want, int last, Cand *cands, int nc, int B, int T, int cpu_teacher)
+{
+	const ModelConfig *c = &m->cfg;
+	Gpu *g = callocCheck(1, sizeof *g);
+	size_t nC = (size_t)B * T * c->C;
+	g->gm = cpu_teacher ? NULL : gpu_model_new(m, B * T, 0);
+	g->want = want, g->last = last;
+	g->U = callocCheck((size_t)c->L, sizeof(float *)), g->A = callocCheck((size_t)c->L, sizeof(float *));
+	for (int l = 0; l < c->L; l++)
+		if (want[l])
+			g->U[l] = gpu_alloc(nC * sizeof(float)), g->A[l] = gpu_alloc(nC * sizeof(float));
+	g->lop = callocCheck((size_t)nc, sizeof(GpuLop *));
+	g->m = callocCheck((size_t)nc, sizeof(float *)), g->v = callocCheck((size_t)nc, sizeof(float *));
+	g->grad = callocCheck((size_t)nc, sizeof(float *));
+	size_t ab = 0; /* the candidates train one after another: one arena serves all */
+	for (int i = 0; i < nc; i++) {
+		size_t b = gpu_lop_arena_bytes(&cands[i].op, B * T);
+		ab = b > ab ? b : ab;
+	}
+	g->arena = gpu_lop_arena_new(ab);
+	for (int i = 0; i < nc; i++) {
+		const LinearOp *op = &cands[i].op;
+		size_t nb = op->n * sizeof(float);
+		g->lop[i] = gpu_lop_new(op, B * T, g->arena);
+		g->m[i] = gpu_alloc(nb), g->v[i] = gpu_alloc(nb), g->grad[i] = gpu_alloc(nb);
+		gpu_upload(g->m[i], cands[i].m, nb), gpu_upload(g->v[i], cands[i].v, nb);
+	}
+	g->ah = gpu_alloc(nC * sizeof(float)), g->dah = gpu_alloc(nC * sizeof(float));
+	g->sums = gpu_alloc(2 * sizeof(double));
+	g->work = gpu_alloc(train_work());
+	return g;
+}
+
+static void gpu_to_host(Gpu *g, Cand *cands, int nc)
+{
+	for (int i = 0; i < nc; i++) {
+		size_t nb = cands[i].op.n * sizeof(float);
+		gpu_lop_download(g->lop[i], &cands[i].op);
+		gpu_download(cands[i].m, g->m[i], nb), gpu_download(cands[i].v, g->v[i], nb);
+	}
+}
+
+static void gpu_free_all(Gpu *g, int L, int nc)
+{
+	for (int l = 0; l < L; l++)
+		if (g->want[l])
+			gpu_free(g->U[l]), gpu_free(g->A[l]);
+	for (int i = 0; i < nc; i++)
+		gpu_lop_free(g->lop[i]), gpu_free(g->m[i]), gpu_free(g->v[i]), gpu_free(g->grad[i]);
+	gpu_lop_arena_free(g->arena);
+	gpu_free(g->ah), gpu_free(g->dah), gpu_free(g->sums), gpu_free(g->work);
+	if (g->gm)
+		gpu_model_free(g->gm);
+	free(g->U), free(g->A), free(g->lop), free(g->m), free(g->v), free(g->grad), free(g);
+}
+#endif
+
+/* brings the host copies of the candidates up to date (before a checkpoint
+ * or the candidate files) */
+static void engine_to_host(Engine *e, Cand *cands, int nc)
+{
+#ifdef DASH_CUDA
+	if (e->gpu)
+		gpu_to_host(e->gpu, cands, nc);
+#else
+	(void)e, (void)cands, (void)nc;
+#endif
 }
 
 static void ckpt_name(char *buf, size_t n, const Cand *c, const char *what)
@@ -269,7 +431,7 @@ static long long ckpt_read(const char *path, Cand *cands, int nc)
 int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *tokens_path = NULL, *dir = NULL, *layers_arg = NULL, *ops_arg = "gdn,gla";
-	const char *device = "cpu";
+	const char *device = NULL;
 	long long ntok = 1 << 20, seq = 512, batch = 1, heldout = 4096, ckpt_every = 100, stop_after = -1;
 	unsigned long long seed = 1;
 	int resume = 0;
@@ -313,9 +475,17 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc || !model_path || !tokens_path || !dir)
 		usage();
-	if (strcmp(device, "cpu") != 0)
-		die("--device %s: distill-linear runs on the CPU only so far (the CUDA kernels of gdn and gla are not "
-		    "written yet)", device);
+	if (device && strcmp(device, "cuda") != 0 && strcmp(device, "cpu") != 0)
+		die("--device: not cpu or cuda: '%s'", device);
+	int cuda = 0;
+#ifdef DASH_CUDA
+	cuda = device ? strcmp(device, "cuda") == 0 : cuda_device_count() > 0;
+	if (cuda && cuda_device_count() == 0)
+		die("--device cuda: no GPU found");
+#else
+	if (device && strcmp(device, "cuda") == 0)
+		die("--device cuda: this distill-linear was built without CUDA (no nvcc at build time)");
+#endif
 	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || heldout < 1)
 		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --heldout at least 1");
 	if (!(o.lr > 0) || !(o.warmup >= 0 && o.warmup < 1) || !(o.wd >= 0) || !(o.clip > 0) || ckpt_every < 1)
@@ -327,6 +497,8 @@ int main(int argc, char **argv)
 			int k = lop_kind(tok);
 			if (k < 0)
 				die("--ops: unknown operator '%s' (gdn, gla)", tok);
+			if (k == LOP_SWA)
+				die("--ops: swa is the teacher's own attention in a window and needs no candidate (gdn, gla)");
 			if (nk == 2 || (nk == 1 && kinds[0] == k))
 				die("--ops: '%s' names an operator twice", ops_arg);
 			kinds[nk++] = k;
@@ -374,7 +546,8 @@ int main(int argc, char **argv)
 	fprintf(stderr, "distill-linear: %d layer%s x %d op%s, %lld steps of %d x %d tokens (%lld tokens from a training "
 	                "split of %lld; %lld held out), lr %g\n", nl, nl == 1 ? "" : "s", nk, nk == 1 ? "" : "s", o.steps,
 	        B, T, (long long)(o.steps * B * T), (long long)ntrain, (long long)(nh * T), o.lr);
-	model_unpack(&m); /* float32 weights: the CPU forward's fast path */
+	if (cuda && c->D > 128)
+		die("%s: head dim %d: the CUDA kernels of gdn and gla take up to 128; use --device cpu", model_path, c->D);
 
 	int nc = nl * nk;
 	Cand *cands = callocCheck((size_t)nc, sizeof *cands);
@@ -388,55 +561,81 @@ int main(int argc, char **argv)
 			cd->grad = mallocCheck(cd->op.n * sizeof(float));
 			cd->curve = callocCheck((size_t)o.steps, sizeof(float));
 		}
-	size_t nC = (size_t)B * T * c->C;
-	Teacher tc = {&m, B, T, last, {want, callocCheck((size_t)c->L, sizeof(float *)),
-	              callocCheck((size_t)c->L, sizeof(float *)), nC}, {0}, mallocCheck(nC * sizeof(float)),
-	              mallocCheck(nC * sizeof(float)), mallocCheck((size_t)B * T * sizeof(int32_t))};
-	for (int l = 0; l < c->L; l++)
-		if (want[l])
-			tc.cap.U[l] = mallocCheck(nC * sizeof(float)), tc.cap.A[l] = mallocCheck(nC * sizeof(float));
-	layer_scratch_init(&tc.s, c, B * T);
-	float *ah = mallocCheck(nC * sizeof(float));
-
 	long long step0 = 0;
 	if (resume) {
 		step0 = ckpt_read(ckpt, cands, nc);
 		fprintf(stderr, "distill-linear: resuming %s at step %lld\n", ckpt, step0);
 	}
 
+	size_t nC = (size_t)B * T * c->C;
+	Engine e = {0};
+	e.tc.m = &m, e.tc.B = B, e.tc.T = T, e.tc.last = last;
+	e.tc.cap.want = want, e.tc.cap.nC = nC;
+	e.tc.batch = mallocCheck((size_t)B * T * sizeof(int32_t));
+	/* the CUDA attention takes head dims 64 and 128: a teacher with others
+	 * (the tiny test fixtures) runs on the CPU, its candidates on the GPU */
+	int cpu_teacher = !cuda || (c->D != 64 && c->D != 128);
+#ifdef DASH_CUDA
+	if (cuda) {
+		char name[256];
+		cuda_device_name(0, name, sizeof name);
+		e.gpu = gpu_new(&m, want, last, cands, nc, B, T, cpu_teacher);
+		fprintf(stderr, "distill-linear: device cuda: %s%s\n", name,
+		        cpu_teacher ? "; the teacher on the CPU (no CUDA attention for its head dim)" : "");
+	}
+#endif
+	if (cpu_teacher) {
+		model_unpack(&m); /* float32 weights: the CPU forward's fast path */
+		Teacher *tc = &e.tc;
+		tc->cap.U = callocCheck((size_t)c->L, sizeof(float *)), tc->cap.A = callocCheck((size_t)c->L, sizeof(float *));
+		for (int l = 0; l < c->L; l++)
+			if (want[l])
+				tc->cap.U[l] = mallocCheck(nC * sizeof(float)), tc->cap.A[l] = mallocCheck(nC * sizeof(float));
+		tc->x = mallocCheck(nC * sizeof(float)), tc->y = mallocCheck(nC * sizeof(float));
+		layer_scratch_init(&tc->s, c, B * T);
+		e.ah = mallocCheck(nC * sizeof(float));
+	}
+
 	if (step0 == 0)
-		heldout_nmse(&tc, ids + ntrain, nh, cands, nc, 2, ah);
+		heldout_nmse(&e, ids + ntrain, nh, cands, nc, 2);
 
 	Progress pr;
 	progress_init(&pr, "steps", o.steps);
 	long long t = step0, ran = 0;
+	double t0 = now_seconds();
 	for (; t < o.steps; t++) {
 		if (stop_after >= 0 && ran == stop_after)
 			break;
 		/* batch t: sequences t B .. t B + B - 1 of the training tokens, wrapping */
-		teacher_run(&tc, ids, ntrain / T, t * B);
+		engine_teacher(&e, ids, ntrain / T, t * B);
 		for (int i = 0; i < nc; i++) {
 			Cand *cd = &cands[i];
-			memset(cd->grad, 0, cd->op.n * sizeof(float));
-			double e = nmse(&cd->op, tc.cap.U[cd->layer], tc.cap.A[cd->layer], B, T, cd->grad, ah);
-			cd->curve[t] = (float)e;
+			double err = engine_nmse(&e, cd, i, 1);
+			cd->curve[t] = (float)err;
 			if (t == 0)
-				cd->nmse[0] = e;
-			adamw(cd, &o, t);
+				cd->nmse[0] = err;
+			engine_adamw(&e, cd, i, &o, t);
 		}
 		ran++;
 		progress_update(&pr, t + 1);
-		if ((t + 1) % ckpt_every == 0 && t + 1 < o.steps)
+		if ((t + 1) % ckpt_every == 0 && t + 1 < o.steps) {
+			engine_to_host(&e, cands, nc);
 			ckpt_write(ckpt, cands, nc, t + 1, set, &m, tok_fp);
+		}
 	}
 	if (t < o.steps) {
+		engine_to_host(&e, cands, nc);
 		ckpt_write(ckpt, cands, nc, t, set, &m, tok_fp);
 		fprintf(stderr, "\ndistill-linear: stopped after step %lld of %lld; --resume goes on from %s\n", t, o.steps,
 		        ckpt);
 		return 0;
 	}
 	progress_done(&pr, o.steps);
-	heldout_nmse(&tc, ids + ntrain, nh, cands, nc, 3, ah);
+	double secs = now_seconds() - t0;
+	fprintf(stderr, "distill-linear: %lld steps in %.1f s: %.0f tok/s through the teacher and %d candidate%s\n",
+	        ran, secs, secs > 0 ? (double)ran * B * T / secs : 0, nc, nc == 1 ? "" : "s");
+	heldout_nmse(&e, ids + ntrain, nh, cands, nc, 3);
+	engine_to_host(&e, cands, nc);
 
 	/* the training NMSE after: the mean of the last tenth of the steps */
 	long long tail = o.steps / 10 > 0 ? o.steps / 10 : 1;
@@ -477,11 +676,19 @@ int main(int argc, char **argv)
 		lop_free(&cands[i].op);
 		free(cands[i].m), free(cands[i].v), free(cands[i].grad), free(cands[i].curve);
 	}
-	for (int l = 0; l < c->L; l++)
-		free(tc.cap.U[l]), free(tc.cap.A[l]);
-	free(tc.cap.U), free(tc.cap.A), free(tc.x), free(tc.y), free(tc.batch);
-	free(cands), free(want), free(ids), free(ah);
-	layer_scratch_free(&tc.s);
+#ifdef DASH_CUDA
+	if (e.gpu)
+		gpu_free_all(e.gpu, c->L, nc);
+#endif
+	if (cpu_teacher) {
+		Teacher *tc = &e.tc;
+		for (int l = 0; l < c->L; l++)
+			free(tc->cap.U[l]), free(tc->cap.A[l]);
+		free(tc->cap.U), free(tc->cap.A), free(tc->x), free(tc->y);
+		layer_scratch_free(&tc->s);
+	}
+	free(e.tc.batch), free(e.ah);
+	free(cands), free(want), free(ids);
 	model_free(&m);
 	return 0;
 }
