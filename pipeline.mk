@@ -11,6 +11,7 @@
 # kept apart), the teacher's perplexity on held-out text (eval-lm), and, on
 # request, the linear candidates of every layer (distill-linear):
 #   make -f pipeline.mk cand -j 4               # one job a layer
+#   make -f pipeline.mk cand -j 4 CAND_GPUS="0 1 2 3"   # layer l on GPU l mod 4
 # search-logits, derive and eval-ruler join as they land.
 
 TEACHER_NAME ?= qwen2.5-coder-0.5b
@@ -29,6 +30,9 @@ CAND_TOKENS  ?= 4096
 CAND_SEQ     ?= 256
 CAND_OPS     ?= gdn,gla
 CAND_HELDOUT ?= 4096
+# GPUs to share the layers among (CUDA device numbers; empty: distill-linear's
+# default, the first GPU if there is one, else the CPU)
+CAND_GPUS    ?=
 OUT          ?= out
 
 .DELETE_ON_ERROR:
@@ -79,6 +83,7 @@ cand-layers: $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS
 
 $(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
 	@mkdir -p $(OUT)/cand
+	$(if $(strip $(CAND_GPUS)),CUDA_VISIBLE_DEVICES=$$(echo $(CAND_GPUS) | awk -v l=$* '{ print $$(l % NF + 1) }')) \
 	bin/distill-linear -m $(TEACHER) -d $(OUT)/train.tokens.h5 -o $(OUT)/cand -l $$(echo $* | sed 's/^0//') \
 		--ops $(CAND_OPS) --tokens $(CAND_TOKENS) --seq $(CAND_SEQ) --heldout $(CAND_HELDOUT) --resume \
 		>$(OUT)/cand/L$*.txt.tmp || { rm -f $(OUT)/cand/L$*.txt.tmp; exit 1; }
