@@ -6,24 +6,12 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from timing import median_ms  # bench/timing.py, beside this script
 
 B, T, H, G, D = (int(x) for x in sys.argv[1:6]) if len(sys.argv) == 6 else (1, 4096, 16, 2, 128)
 q = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
 k = torch.randn(B, G, T, D, device="cuda", dtype=torch.bfloat16)
 v = torch.randn(B, G, T, D, device="cuda", dtype=torch.bfloat16)
-
-
-def median_ms(fn):
-    ts = []
-    for i in range(23):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        fn()
-        e1.record()
-        torch.cuda.synchronize()
-        if i >= 3:
-            ts.append(e0.elapsed_time(e1))
-    return sorted(ts)[10]
 
 
 fwd = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))

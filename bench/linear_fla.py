@@ -13,22 +13,10 @@ import torch.nn.functional as F
 import fla
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 from fla.ops.gla import chunk_gla
+from timing import median_ms  # bench/timing.py, beside this script
 
 B, T, H, D = (int(x) for x in sys.argv[1:5]) if len(sys.argv) == 5 else (1, 4096, 16, 128)
 torch.manual_seed(0)
-
-
-def median_ms(fn):
-    ts = []
-    for i in range(23):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        fn()
-        e1.record()
-        torch.cuda.synchronize()
-        if i >= 3:
-            ts.append(e0.elapsed_time(e1))
-    return sorted(ts)[10]
 
 
 def inputs(dt):

@@ -9,6 +9,7 @@ import sys
 import torch
 import transformers
 from transformers import Qwen2Config, Qwen2ForCausalLM
+from timing import median_ms  # bench/timing.py, beside this script
 
 B, T = (int(sys.argv[1]), int(sys.argv[2])) if len(sys.argv) == 3 else (1, 4096)
 cfg = Qwen2Config(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
@@ -19,19 +20,6 @@ with torch.device("cuda"):
     model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
 model.requires_grad_(False)
 ids = torch.randint(0, cfg.vocab_size, (B, T), device="cuda")
-
-
-def median_ms(fn, reps=10):
-    ts = []
-    for i in range(reps + 2):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        fn()
-        e1.record()
-        torch.cuda.synchronize()
-        if i >= 2:
-            ts.append(e0.elapsed_time(e1))
-    return sorted(ts)[reps // 2]
 
 
 def fwd():
@@ -45,7 +33,7 @@ def fwd_bwd():
     out.loss.backward()
 
 
-f, fb = median_ms(fwd), median_ms(fwd_bwd)
+f, fb = median_ms(fwd, reps=10, warmup=2), median_ms(fwd_bwd, reps=10, warmup=2)  # as bench/teacher.c
 n = B * T
 print(f"transformers {transformers.__version__} + SDPA B={B} T={T}: forward {f:.1f} ms ({n / f:.1f}K tok/s), "
       f"forward+backward {fb:.1f} ms ({n / fb:.1f}K tok/s), peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")

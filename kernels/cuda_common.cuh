@@ -10,8 +10,11 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include <type_traits>
 
 #define WARP_SIZE 32
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
@@ -39,6 +42,26 @@ typedef __nv_bfloat16 bf16;
 /* the one cuBLAS handle of kernels/ (made in matmul.cu on first use), with
  * reduced-precision split-K reductions disallowed */
 cublasHandle_t cublas_handle(void);
+
+/* A Carver places buffers one after another in an arena: a layout function
+ * calls CARVE for each, once from base 0 to size the arena, then again on
+ * the allocation. Every buffer starts on ARENA_ALIGN bytes. */
+#define ARENA_ALIGN 256
+typedef struct {
+	uintptr_t base;
+	size_t off;
+} Carver;
+
+static inline void *carve(Carver *c, size_t bytes)
+{
+	c->off = (c->off + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+	void *p = (void *)(c->base + c->off);
+	c->off += bytes;
+	return p;
+}
+/* p = the next count elements of p's type */
+#define CARVE(c, p, count) \
+	((p) = (std::remove_reference<decltype(p)>::type)carve((c), (size_t)(count) * sizeof *(p)))
 
 /* the sum of v over the warp, in every lane */
 __device__ __forceinline__ float warp_sum(float v)

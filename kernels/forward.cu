@@ -56,7 +56,6 @@ extern "C" {
 }
 
 #define LOGIT_ROWS 256 /* rows of logits computed and downloaded at a time */
-#define ARENA_ALIGN 256 /* every buffer starts on this many bytes */
 
 typedef struct {
 	bf16_t *ln1;   // (C)
@@ -119,22 +118,8 @@ struct GpuModel {
 
 // ----------------------------------------------------------------------------
 // the two allocations: a layout function places every buffer; it runs once
-// on base 0 to size the allocation, then on the allocation
-
-typedef struct {
-	uintptr_t base;
-	size_t off;
-} Carver;
-
-static void *carve(Carver *c, size_t bytes)
-{
-	c->off = (c->off + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-	void *p = (void *)(c->base + c->off);
-	c->off += bytes;
-	return p;
-}
-/* p = the next count elements of p's type */
-#define CARVE(c, p, count) ((p) = (decltype(p))carve((c), (size_t)(count) * sizeof *(p)))
+// on base 0 to size the allocation, then on the allocation (Carver:
+// cuda_common.cuh)
 
 static void weights_layout(GpuModel *g, Carver *c)
 {

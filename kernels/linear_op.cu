@@ -56,7 +56,6 @@ extern "C" {
 #define ROW_WARPS 8    /* rows (warps) a block of the row kernels */
 #define ROW_VALS 4     /* values a lane: D <= 4 * 32 */
 #define EW_THREADS 256 /* elementwise kernels */
-#define ARENA_ALIGN 256
 
 // ----------------------------------------------------------------------------
 // elementwise math, as lib/linear_op.c
@@ -359,19 +358,6 @@ struct GpuLop {
 	int last_B, last_T;
 };
 
-typedef struct {
-	uintptr_t base;
-	size_t off;
-} Carver;
-
-static void *carve(Carver *c, size_t bytes)
-{
-	c->off = (c->off + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-	void *p = (void *)(c->base + c->off);
-	c->off += bytes;
-	return p;
-}
-#define CARVE(c, p, count) ((p) = (float *)carve((c), (size_t)(count) * sizeof(float)))
 
 static void layout(GpuLop *g, Carver *c)
 {

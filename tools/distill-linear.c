@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cand.h"       // defines: cand_write_op, CAND_FORMAT
+#include "device.h"     // defines: device_is_cuda
 #include "h5io.h"       // defines: h5_create, h5_open, h5_write, h5_read
 #include "linear_op.h"  // defines: LinearOp, lop_init_teacher, lop_forward, lop_backward
 #include "model.h"      // defines: model_load, layer_forward, LayerScratch
@@ -22,7 +23,7 @@
 #include "train.h"      // defines: nmse_cpu, adamw_cpu
 #include "util.h"       // defines: die, estrtocount, Progress
 #ifdef DASH_CUDA
-#include "gpu.h"        // defines: cuda_device_count, nmse_cuda, adamw_cuda, bf16_to_f32_cuda
+#include "gpu.h"        // defines: cuda_device_name, nmse_cuda, adamw_cuda, bf16_to_f32_cuda
 #include "gpu_lop.h"    // defines: GpuLop, gpu_lop_forward, gpu_lop_backward
 #include "gpu_model.h"  // defines: GpuModel, gpu_model_forward_layers
 #endif
@@ -475,17 +476,7 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc || !model_path || !tokens_path || !dir)
 		usage();
-	if (device && strcmp(device, "cuda") != 0 && strcmp(device, "cpu") != 0)
-		die("--device: not cpu or cuda: '%s'", device);
-	int cuda = 0;
-#ifdef DASH_CUDA
-	cuda = device ? strcmp(device, "cuda") == 0 : cuda_device_count() > 0;
-	if (cuda && cuda_device_count() == 0)
-		die("--device cuda: no GPU found");
-#else
-	if (device && strcmp(device, "cuda") == 0)
-		die("--device cuda: this distill-linear was built without CUDA (no nvcc at build time)");
-#endif
+	int cuda = device_is_cuda(device);
 	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || heldout < 1)
 		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --heldout at least 1");
 	if (!(o.lr > 0) || !(o.warmup >= 0 && o.warmup < 1) || !(o.wd >= 0) || !(o.clip > 0) || ckpt_every < 1)

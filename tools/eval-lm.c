@@ -4,13 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"   // defines: device_is_cuda
 #include "generate.h" // defines: generate_answer
 #include "h5io.h"   // defines: h5_create, h5_write_rows, h5_close
 #include "model.h"  // defines: model_load, model_forward, model_logits
 #include "tokens.h" // defines: tokens_read, tokens_read_text
 #include "util.h"   // defines: die, estrtocount, Progress
 #ifdef DASH_CUDA
-#include "gpu.h"       // defines: cuda_device_count, cuda_device_name
+#include "gpu.h"       // defines: cuda_device_name
 #include "gpu_model.h" // defines: gpu_model_new, gpu_model_bytes, gpu_model_forward
 #endif
 
@@ -81,17 +82,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	/* the backend: cuda when built with it and a GPU is there, unless told */
-	int cuda = 0;
-	if (device && strcmp(device, "cuda") != 0 && strcmp(device, "cpu") != 0)
-		die("--device: not cpu or cuda: '%s'", device);
-#ifdef DASH_CUDA
-	cuda = device ? strcmp(device, "cuda") == 0 : cuda_device_count() > 0;
-	if (cuda && cuda_device_count() == 0)
-		die("--device cuda: no GPU found");
-#else
-	if (device && strcmp(device, "cuda") == 0)
-		die("--device cuda: this eval-lm was built without CUDA (no nvcc at build time)");
-#endif
+	int cuda = device_is_cuda(device);
 	if (prompt) {
 		if (max_new < 1 || max_new > 1 << 16)
 			die("--max-new must be 1 to 65536");
