@@ -159,7 +159,6 @@ static int adam_segs(const LinearOp *op, AdamSeg *segs)
 typedef struct {
 	GpuModel *gm;
 	const char *want;
-	int last;
 	float **U, **A;             /* device (n, C) float32 per wanted layer */
 	GpuLop **lop;               /* per candidate, all in one arena */
 	GpuLopArena *arena;
@@ -274,13 +273,13 @@ static void heldout_nmse(Engine *e, const int32_t *held, int64_t nh, Cand *cands
 #ifdef DASH_CUDA
 /* the device side of a run whose candidates (host, perhaps resumed) are
  * cands; B*T tokens a batch; the teacher too unless cpu_teacher */
-static Gpu *gpu_new(const Model *m, const char *want, int last, Cand *cands, int nc, int B, int T, int cpu_teacher)
+static Gpu *gpu_new(const Model *m, const char *want, Cand *cands, int nc, int B, int T, int cpu_teacher)
 {
 	const ModelConfig *c = &m->cfg;
 	Gpu *g = callocCheck(1, sizeof *g);
 	size_t nC = (size_t)B * T * c->C;
 	g->gm = cpu_teacher ? NULL : gpu_model_new(m, B * T, 0);
-	g->want = want, g->last = last;
+	g->want = want;
 	g->U = callocCheck((size_t)c->L, sizeof(float *)), g->A = callocCheck((size_t)c->L, sizeof(float *));
 	for (int l = 0; l < c->L; l++)
 		if (want[l])
@@ -570,7 +569,7 @@ int main(int argc, char **argv)
 	if (cuda) {
 		char name[256];
 		cuda_device_name(0, name, sizeof name);
-		e.gpu = gpu_new(&m, want, last, cands, nc, B, T, cpu_teacher);
+		e.gpu = gpu_new(&m, want, cands, nc, B, T, cpu_teacher);
 		fprintf(stderr, "distill-linear: device cuda: %s%s\n", name,
 		        cpu_teacher ? "; the teacher on the CPU (no CUDA attention for its head dim)" : "");
 	}
