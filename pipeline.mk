@@ -12,7 +12,9 @@
 # request, the linear candidates of every layer (distill-linear):
 #   make -f pipeline.mk cand -j 4               # one job a layer
 #   make -f pipeline.mk cand -j 4 CAND_GPUS="0 1 2 3"   # layer l on GPU l mod 4
-# search-logits, derive and eval-ruler join as they land.
+# and the baseline layouts over those candidates (derive):
+#   make -f pipeline.mk arch                    # out/arch/METHOD-RATIO.h5
+# search-logits and eval-ruler join as they land.
 
 TEACHER_NAME ?= qwen2.5-coder-0.5b
 TEACHER      ?= data/teacher/$(TEACHER_NAME).gguf
@@ -30,13 +32,16 @@ CAND_TOKENS  ?= 4096
 CAND_SEQ     ?= 256
 CAND_OPS     ?= gdn,gla
 CAND_HELDOUT ?= 4096
+# stage 3: the rules and budgets (fractions of the layers kept fa) of `arch`
+ARCH_METHODS ?= uniform uniform-end mse random
+ARCH_RATIOS  ?= 0.125 0.25
 # GPUs to share the layers among (CUDA device numbers; empty: distill-linear's
 # default, the first GPU if there is one, else the CPU)
 CAND_GPUS    ?=
 OUT          ?= out
 
 .DELETE_ON_ERROR:
-.PHONY: all data tools cand cand-layers
+.PHONY: all data tools cand cand-layers arch arch-files
 all: data $(OUT)/teacher-lm.txt
 	@cat $(OUT)/teacher-lm.txt
 
@@ -88,3 +93,16 @@ $(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
 		--ops $(CAND_OPS) --tokens $(CAND_TOKENS) --seq $(CAND_SEQ) --heldout $(CAND_HELDOUT) --resume \
 		>$(OUT)/cand/L$*.txt.tmp || { rm -f $(OUT)/cand/L$*.txt.tmp; exit 1; }
 	mv $(OUT)/cand/L$*.txt.tmp $(OUT)/cand/L$*.txt
+
+# stage 3, the baseline rules so far: out/arch/METHOD-RATIO.h5 (and the
+# printed layout in .txt) for every rule and budget, over the candidates
+arch: cand bin/derive
+	@$(MAKE) -f pipeline.mk --no-print-directory arch-files \
+		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+
+arch-files: $(foreach m,$(ARCH_METHODS),$(foreach r,$(ARCH_RATIOS),$(OUT)/arch/$(m)-$(r).h5))
+
+$(OUT)/arch/%.h5: bin/derive $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
+	@mkdir -p $(OUT)/arch
+	m='$*'; bin/derive -r "$${m##*-}" --method "$${m%-*}" -c $(OUT)/cand -o $@ >$(OUT)/arch/$*.txt.tmp
+	mv $(OUT)/arch/$*.txt.tmp $(OUT)/arch/$*.txt
