@@ -95,12 +95,27 @@ $(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
 	mv $(OUT)/cand/L$*.txt.tmp $(OUT)/cand/L$*.txt
 
 # stage 3, the baseline rules so far: out/arch/METHOD-RATIO.h5 (and the
-# printed layout in .txt) for every rule and budget, over the candidates
+# printed layout in .txt) for every rule and budget, over the candidates,
+# each hybrid's held-out loss and KL to the teacher (.lm.txt, eval-lm on
+# the CPU), and out/arch/table.txt of them all
 arch: cand bin/derive
 	@$(MAKE) -f pipeline.mk --no-print-directory arch-files \
 		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
 
-arch-files: $(foreach m,$(ARCH_METHODS),$(foreach r,$(ARCH_RATIOS),$(OUT)/arch/$(m)-$(r).h5))
+ARCHS := $(foreach m,$(ARCH_METHODS),$(foreach r,$(ARCH_RATIOS),$(m)-$(r)))
+arch-files: $(OUT)/arch/table.txt
+
+$(OUT)/arch/table.txt: $(patsubst %,$(OUT)/arch/%.lm.txt,$(ARCHS))
+	{ printf 'method-ratio\tkl\tloss\tppl\tteacher_loss\tlayout\n'; \
+	  for a in $(ARCHS); do awk -v a=$$a -v lay="$$(cat $(OUT)/arch/$$a.txt)" \
+	    '{ printf "%s\t%s\t%s\t%s\t%s\t%s\n", a, $$6, $$2, $$4, $$8, lay }' $(OUT)/arch/$$a.lm.txt; done; } >$@.tmp
+	mv $@.tmp $@
+	@cat $@
+
+$(OUT)/arch/%.lm.txt: $(OUT)/arch/%.h5 bin/eval-lm $(OUT)/heldout.tokens.h5
+	bin/eval-lm -m $(TEACHER) --tokens $(OUT)/heldout.tokens.h5 -n $(EVAL_TOKENS) --seq $(EVAL_SEQ) \
+		--arch $< --device cpu >$@.tmp
+	mv $@.tmp $@
 
 $(OUT)/arch/%.h5: bin/derive $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
 	@mkdir -p $(OUT)/arch

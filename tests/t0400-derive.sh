@@ -1,9 +1,9 @@
 #!/bin/sh
 # derive: the baseline rules on a 36-layer count (the paper's Qwen2.5-3B
 # layouts), fixed and seeded random layouts, mse from real candidates of the
-# tiny Qwen2 fixture, dash and the ablate-one / restore-one rankings from
-# score files written with h5py (skipped without it), arch.h5's /ops, and
-# bad input.
+# tiny Qwen2 fixture, eval-lm --arch on the hybrids, dash and the
+# ablate-one / restore-one rankings from score files written with h5py
+# (skipped without it), arch.h5's /ops, and bad input.
 . "$(dirname "$0")/lib.sh"
 Q=tests/data/tiny-qwen2
 layout() { bin/derive -o "$TMP/arch.h5" "$@" 2>"$TMP/err"; }
@@ -51,6 +51,29 @@ best=$(awk -v l=$other 'NR > 1 && $1 == l { if (b == "" || $6 < v) { b = $2; v =
 got=$(layout -n 1 --method mse -c "$TMP/cand" | sed 's/.*| //')
 if [ "$got" = "$best: $other" ]; then pass "the other layer takes its better candidate ($best)"
 else fail "the better candidate" "$got, want $best: $other"; fi
+
+# eval-lm --arch on those candidates: all fa is the teacher (KL 0, the same
+# loss as eval-lm without --arch); swa with a window of the whole sequence
+# too; a linear layer or a short window is not
+E="bin/eval-lm -m $Q --tokens $TMP/tok.h5 --seq 64 -n 256"
+plain=$($E 2>/dev/null | awk '{ print $2 }')
+layout -n 2 --method uniform -c "$TMP/cand" >/dev/null && $E --arch "$TMP/arch.h5" >"$TMP/all" 2>/dev/null
+if awk -v p="$plain" '{ exit !($6 == 0 && $2 == p && $8 == p) }' "$TMP/all"; then
+	pass "eval-lm --arch, every layer fa: KL 0 and the teacher's loss ($plain)"
+else fail "eval-lm --arch all fa" "$(cat "$TMP/all")" "plain loss $plain"; fi
+layout -n 0 --method uniform --linear swa -L 2 >/dev/null
+$E --arch "$TMP/arch.h5" --window 64 >"$TMP/swa64" 2>/dev/null
+$E --arch "$TMP/arch.h5" --window 8 >"$TMP/swa8" 2>/dev/null
+if awk '{ exit !($6 == 0) }' "$TMP/swa64" && awk '{ exit !($6 > 0.01) }' "$TMP/swa8"; then
+	pass "eval-lm --arch, every layer swa: KL 0 with a window of T, above 0 with 8"
+else fail "eval-lm --arch swa" "$(cat "$TMP/swa64" "$TMP/swa8")"; fi
+layout -n 1 --method mse -c "$TMP/cand" >/dev/null && $E --arch "$TMP/arch.h5" >"$TMP/mse" 2>"$TMP/err"
+if awk '{ exit !($6 > 0.001 && $8 > 0) }' "$TMP/mse" && grep -q "hybrid.*(mse, 1 fa): fa: $worst" "$TMP/err"; then
+	pass "eval-lm --arch with a candidate layer: KL above 0, the layout on stderr"
+else fail "eval-lm --arch mse" "$(cat "$TMP/mse" "$TMP/err")"; fi
+check_error "eval-lm --arch of another teacher" 1 "a hybrid of another teacher" - \
+	bin/eval-lm -m tests/data/gguf/tiny-qwen2.gguf --tokens "$TMP/tok.h5" --arch "$TMP/arch.h5"
+check_error "eval-lm --arch without its candidates" 1 "$TMP/none/L01.h5" - $E --arch "$TMP/arch.h5" --cand "$TMP/none"
 
 check_error "-n beyond the layers" 1 "more fa layers than the teacher's 2" "$TMP/x.h5" \
 	bin/derive -n 3 --method uniform -m $Q -o "$TMP/x.h5"

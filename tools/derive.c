@@ -13,23 +13,19 @@
 
 #include "cand.h"      // defines: CAND_FORMAT
 #include "h5io.h"      // defines: h5_open, h5_read, h5_create
+#include "hybrid.h"    // defines: ARCH_FORMAT, ARCH_FA, arch_op_names
 #include "linear_op.h" // defines: lop_kind, lop_name
 #include "model.h"     // defines: model_load
 #include "util.h"      // defines: die, estrtocount
 
-#define ARCH_FORMAT "dash-arch"
 #define LOGITS_FORMAT "dash-logits"
 #define MEASURE_FORMAT "dash-measure"
 #define MAX_OPS 8
 
-/* the operators of arch.h5, in this order: fa, then lop's kinds */
-enum { OP_FA, OP_GDN, OP_GLA, OP_SWA, NOPS };
-static const char *op_names[NOPS] = {"fa", "gdn", "gla", "swa"};
-
 static int op_index(const char *name)
 {
-	for (int i = 0; i < NOPS; i++)
-		if (!strcmp(name, op_names[i]))
+	for (int i = 0; i < ARCH_NOPS; i++)
+		if (!strcmp(name, arch_op_names[i]))
 			return i;
 	return -1;
 }
@@ -73,7 +69,7 @@ static void read_scores(Scores *s, const char *path)
 				die("%s: the ops attribute '%s' does not name /alpha's %lld columns", path, ops, (long long)dims[1]);
 			s->ops[s->K++] = op_index(t);
 		}
-		if (s->K != dims[1] || s->ops[0] != OP_FA)
+		if (s->K != dims[1] || s->ops[0] != ARCH_FA)
 			die("%s: the ops attribute must name /alpha's %lld columns, fa first", path, (long long)dims[1]);
 		free(ops);
 	} else if (!strcmp(fmt, MEASURE_FORMAT)) {
@@ -114,15 +110,15 @@ static double *read_cands(const char *dir, int *L, char *fingerprint)
 			n = (int)h5_attr_get_i64(f, "/", "n_layers");
 			if (n < 1 || (*L > 0 && n != *L))
 				die("%s: candidates of a %d-layer teacher, not %d", path, n, *L);
-			nm = mallocCheck((size_t)n * NOPS * sizeof(double));
+			nm = mallocCheck((size_t)n * ARCH_NOPS * sizeof(double));
 			char *fp = h5_attr_get_str(f, "/", "teacher_fingerprint");
 			snprintf(fingerprint, 17, "%s", fp);
 			free(fp);
 		}
-		for (int k = OP_GDN; k <= OP_GLA; k++) {
+		for (int k = ARCH_GDN; k <= ARCH_GLA; k++) {
 			char grp[8];
-			snprintf(grp, sizeof grp, "/%s", op_names[k]);
-			nm[(size_t)l * NOPS + k] = h5_exists(f, grp) ? h5_attr_get_f64(f, grp, "nmse_heldout_after") : INFINITY;
+			snprintf(grp, sizeof grp, "/%s", arch_op_names[k]);
+			nm[(size_t)l * ARCH_NOPS + k] = h5_exists(f, grp) ? h5_attr_get_f64(f, grp, "nmse_heldout_after") : INFINITY;
 		}
 		h5_close(f);
 	}
@@ -206,7 +202,7 @@ int main(int argc, char **argv)
 		die("--method: unknown '%s' (dash, uniform, uniform-end, mse, ablate-one, restore-one, random, fixed:LIST)",
 		    method);
 	int lin = -1;
-	if (linear && ((lin = op_index(linear)) < 0 || lin == OP_FA))
+	if (linear && ((lin = op_index(linear)) < 0 || lin == ARCH_FA))
 		die("--linear: not a linear operator: '%s' (gdn, gla, swa)", linear);
 	if (ratio >= 0 && !(ratio <= 1))
 		die("-r: the ratio of fa layers must be in [0, 1], not %g", ratio);
@@ -292,9 +288,9 @@ int main(int argc, char **argv)
 				score[l] = exp(a[0] - mx) / z;
 			} else if (mi == 3) { /* the layers the linear ops imitate worst */
 				double best = INFINITY;
-				for (int k = OP_GDN; k <= OP_GLA; k++)
+				for (int k = ARCH_GDN; k <= ARCH_GLA; k++)
 					if (lin < 0 || k == lin)
-						best = nmse[(size_t)l * NOPS + k] < best ? nmse[(size_t)l * NOPS + k] : best;
+						best = nmse[(size_t)l * ARCH_NOPS + k] < best ? nmse[(size_t)l * ARCH_NOPS + k] : best;
 				score[l] = best;
 			} else { /* ablate-one: the largest KL alone; restore-one: the smallest */
 				score[l] = mi == 4 ? sc.kl[l] : -sc.kl[l];
@@ -306,21 +302,21 @@ int main(int argc, char **argv)
 	/* every layer's op */
 	int32_t *ops = mallocCheck((size_t)L * sizeof(int32_t));
 	for (int l = 0; l < L; l++) {
-		int best = lin >= 0 ? lin : OP_GDN;
+		int best = lin >= 0 ? lin : ARCH_GDN;
 		if (lin < 0 && sc.alpha) { /* the largest logit among the linear ops */
 			const float *a = sc.alpha + (size_t)l * sc.K;
 			for (int k = 1, bk = -1; k < sc.K; k++)
 				if (bk < 0 || a[k] > a[bk])
 					bk = k, best = sc.ops[k];
 		} else if (lin < 0 && nmse) { /* the lowest held-out NMSE */
-			for (int k = OP_GDN; k <= OP_GLA; k++)
-				if (nmse[(size_t)l * NOPS + k] < nmse[(size_t)l * NOPS + best])
+			for (int k = ARCH_GDN; k <= ARCH_GLA; k++)
+				if (nmse[(size_t)l * ARCH_NOPS + k] < nmse[(size_t)l * ARCH_NOPS + best])
 					best = k;
 		}
 		ops[l] = best;
 	}
 	for (int i = 0; i < n; i++)
-		ops[pick[i]] = OP_FA;
+		ops[pick[i]] = ARCH_FA;
 
 	H5File *f = h5_create(out);
 	h5_stamp(f, ARCH_FORMAT, 1);
@@ -336,15 +332,15 @@ int main(int argc, char **argv)
 	h5_attr_set_str(f, "/", "cand", cand_dir ? cand_dir : "");
 	/* the layout, fa first in rank order, then each linear op by layer */
 	printf("%s n_fa %d:", method, n);
-	for (int k = 0, first = 1; k < NOPS; k++) {
+	for (int k = 0, first = 1; k < ARCH_NOPS; k++) {
 		int any = 0;
 		for (int l = 0; l < L; l++)
 			any |= ops[l] == k;
 		if (!any)
 			continue;
-		printf("%s %s:", first ? "" : " |", op_names[k]);
+		printf("%s %s:", first ? "" : " |", arch_op_names[k]);
 		first = 0;
-		if (k == OP_FA)
+		if (k == ARCH_FA)
 			for (int i = 0; i < n; i++)
 				printf(" %d", pick[i]);
 		else

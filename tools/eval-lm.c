@@ -7,6 +7,8 @@
 #include "device.h"   // defines: device_is_cuda
 #include "generate.h" // defines: generate_answer
 #include "h5io.h"   // defines: h5_create, h5_write_rows, h5_close
+#include "hybrid.h" // defines: Hybrid, hybrid_load, hybrid_hook
+#include "loss.h"   // defines: vocab_loss_cpu
 #include "model.h"  // defines: model_load, model_forward, model_logits
 #include "tokens.h" // defines: tokens_read, tokens_read_text
 #include "util.h"   // defines: die, estrtocount, Progress
@@ -22,6 +24,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: eval-lm -m MODEL (--ids FILE | --tokens TOKENS.h5) [--seq T] [-n N]\n"
 	                "               [--dump-logits OUT.h5] [--device cpu|cuda]\n"
+	                "               [--arch ARCH.h5 [--cand DIR] [--window W]]\n"
 	                "       eval-lm -m MODEL --generate PROMPT [--max-new N] [--raw] [--tokenizer FILE]\n"
 	                "       eval-lm -m MODEL --info\n");
 	exit(2);
@@ -30,8 +33,8 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *ids_path = NULL, *tokens_path = NULL, *dump = NULL;
-	const char *prompt = NULL, *tok_path = NULL, *device = NULL;
-	long long seq = 0, max = -1, max_new = 64;
+	const char *prompt = NULL, *tok_path = NULL, *device = NULL, *arch = NULL, *cand_dir = NULL;
+	long long seq = 0, max = -1, max_new = 64, window = LOP_SWA_WINDOW;
 	int raw = 0, info = 0;
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, 'm'},
@@ -46,6 +49,9 @@ int main(int argc, char **argv)
 		{"info", no_argument, NULL, 'I'},
 		{"tokenizer", required_argument, NULL, 'T'},
 		{"device", required_argument, NULL, 'D'},
+		{"arch", required_argument, NULL, 'A'},
+		{"cand", required_argument, NULL, 'c'},
+		{"window", required_argument, NULL, 'W'},
 		{NULL, 0, NULL, 0},
 	};
 	util_init(argc, argv);
@@ -64,6 +70,9 @@ int main(int argc, char **argv)
 		case 'I': info = 1; break;
 		case 'T': tok_path = optarg; break;
 		case 'D': device = optarg; break;
+		case 'A': arch = optarg; break;
+		case 'c': cand_dir = optarg; break;
+		case 'W': window = estrtocount(optarg, "--window"); break;
 		default: usage();
 		}
 	}
@@ -81,8 +90,15 @@ int main(int argc, char **argv)
 		model_free(&m);
 		return 0;
 	}
-	/* the backend: cuda when built with it and a GPU is there, unless told */
-	int cuda = device_is_cuda(device);
+	if (arch && (prompt || dump))
+		die("--arch evaluates held-out tokens (--ids or --tokens), without --dump-logits so far");
+	if (window < 1 || window > 1 << 24)
+		die("--window must be 1 to 16777216");
+	/* the backend: cuda when built with it and a GPU is there, unless
+	 * told; hybrids run on the CPU so far */
+	if (arch && device && !strcmp(device, "cuda"))
+		die("--arch: hybrids run on the CPU so far; use --device cpu");
+	int cuda = arch ? 0 : device_is_cuda(device);
 	if (prompt) {
 		if (max_new < 1 || max_new > 1 << 16)
 			die("--max-new must be 1 to 65536");
@@ -99,6 +115,9 @@ int main(int argc, char **argv)
 	/* inputs: all checked before any work or output */
 	Model m;
 	model_load(&m, model_path);
+	Hybrid hy = {0};
+	if (arch)
+		hybrid_load(&hy, arch, &m, cand_dir, (int)window);
 	int64_t n;
 	char tok_fp[17] = "";
 	int32_t *ids;
@@ -117,6 +136,10 @@ int main(int argc, char **argv)
 		die("no token ids in '%s'", src);
 	fprintf(stderr, "eval-lm: model %s: ", model_path);
 	model_describe(&m, stderr);
+	if (arch) {
+		fprintf(stderr, "eval-lm: hybrid %s (%s, %d fa): ", arch, hy.method, hy.n_fa);
+		hybrid_describe(&hy, stderr);
+	}
 	int T = seq > 0 && seq < n ? (int)seq : (int)n;
 	int64_t nseq = (n + T - 1) / T;
 	fprintf(stderr, "eval-lm: %lld tokens from %s, %lld sequence%s of up to %d\n", (long long)n, src,
@@ -156,6 +179,36 @@ int main(int argc, char **argv)
 #endif
 	Progress pr;
 	progress_init(&pr, "tokens", n);
+	if (arch) {
+		/* the hybrid's next-token loss and its KL to the teacher, both by
+		 * the fused vocabulary loss over the two models' hidden rows */
+		float *th = mallocCheck((size_t)T * m.cfg.C * sizeof(float));
+		int32_t *tg = mallocCheck((size_t)T * sizeof(int32_t));
+		double kl = 0, tnll = 0;
+		for (int64_t s = 0; s < nseq; s++) {
+			int64_t t0 = s * T;
+			int len = (int)(n - t0 < T ? n - t0 : T);
+			for (int t = 0; t < len; t++)
+				tg[t] = t + 1 < len ? ids[t0 + t + 1] : -1;
+			model_forward(&m, ids + t0, 1, len, th, NULL, NULL);
+			model_forward(&m, ids + t0, 1, len, hidden, hybrid_hook, &hy);
+			nll += vocab_loss_cpu(NULL, NULL, hidden, NULL, tg, &m.lm_head, len, m.cfg.C, m.cfg.V, 1);
+			tnll += vocab_loss_cpu(NULL, NULL, th, NULL, tg, &m.lm_head, len, m.cfg.C, m.cfg.V, 1);
+			kl += vocab_loss_cpu(NULL, NULL, hidden, th, NULL, &m.lm_head, len, m.cfg.C, m.cfg.V, 1);
+			npred += len - 1;
+			progress_update(&pr, t0 + len);
+		}
+		progress_done(&pr, n);
+		if (!npred)
+			die("%s: no next-token predictions in sequences of 1 token", src);
+		printf("loss %.6f ppl %.4f kl %.6f teacher_loss %.6f tokens %lld\n", nll / npred, exp(nll / npred),
+		       kl / n, tnll / npred, (long long)npred);
+		fshut(stdout, "<stdout>");
+		hybrid_free(&hy);
+		free(th), free(tg), free(hidden), free(logits), free(ids);
+		model_free(&m);
+		return 0;
+	}
 	for (int64_t s = 0; s < nseq; s++) {
 		int64_t t0 = s * T;
 		int len = (int)(n - t0 < T ? n - t0 : T);
