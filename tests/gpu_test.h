@@ -1,10 +1,17 @@
 /*
  * gpu_test.h: what the GPU twin tests share: Buf, a host tensor rounded to
- * bf16 with the same values in float32 and a device copy. Include after
- * gpu.h, test.h and util.h.
+ * bf16 with the same values in float32 and a device copy; float32 copies
+ * to the device and back.
  */
 #ifndef DASH_GPU_TEST_H
 #define DASH_GPU_TEST_H
+
+#include "gpu.h"
+extern "C" {
+#include "tensor.h"
+#include "test.h"
+#include "util.h"
+}
 
 /* a host tensor in bf16 and the same values in float32 */
 typedef struct {
@@ -14,7 +21,7 @@ typedef struct {
 	size_t n;
 } Buf;
 
-static Buf buf_rand(size_t n, float scale)
+static inline Buf buf_rand(size_t n, float scale)
 {
 	Buf b = {(float *)mallocCheck(n * 4), (bf16_t *)mallocCheck(n * 2), (bf16_t *)gpu_alloc(n * 2), n};
 	for (size_t i = 0; i < n; i++) {
@@ -25,7 +32,24 @@ static Buf buf_rand(size_t n, float scale)
 	return b;
 }
 
-static void buf_free(Buf *b)
+/* float32 host values to a new device copy (NULL stays NULL), and back */
+static inline float *dev_f32(const float *h, size_t n)
+{
+	if (!h)
+		return NULL;
+	float *d = (float *)gpu_alloc(n * sizeof(float));
+	gpu_upload(d, h, n * sizeof(float));
+	return d;
+}
+
+static inline float *host_f32(const float *d, size_t n)
+{
+	float *h = (float *)mallocCheck(n * sizeof(float));
+	gpu_download(h, d, n * sizeof(float));
+	return h;
+}
+
+static inline void buf_free(Buf *b)
 {
 	free(b->f), free(b->h);
 	gpu_free(b->d);

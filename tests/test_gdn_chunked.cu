@@ -10,6 +10,7 @@
  * B 1, T 4096, H 16, D 128. Runs on a GPU: make test-gpu. */
 #include <string.h>
 
+#include "../bench/bench.h" // defines: median_ms
 #include "cuda_common.cuh"
 #include "gpu.h"
 extern "C" {
@@ -17,22 +18,7 @@ extern "C" {
 #include "test.h"
 #include "util.h"
 }
-
-static float *dev(const float *h, size_t n)
-{
-	if (!h)
-		return NULL;
-	float *d = (float *)gpu_alloc(n * sizeof(float));
-	gpu_upload(d, h, n * sizeof(float));
-	return d;
-}
-
-static float *down(const float *d, size_t n)
-{
-	float *h = (float *)mallocCheck(n * sizeof(float));
-	gpu_download(h, d, n * sizeof(float));
-	return h;
-}
+#include "gpu_test.h"
 
 /* n values in [lo, hi) */
 static float *uniform(size_t n, float lo, float hi)
@@ -89,8 +75,9 @@ static Case case_new(int B, int T, int H, int Dk, int Dv, int with_S0, int with_
 	c.g = uniform(nh, -0.6f, -0.01f), c.beta = uniform(nh, 0.05f, 0.95f);
 	c.S0 = with_S0 ? test_rnd(nS, 0.5f) : NULL;
 	c.dout = test_rnd(nv, 1), c.dSf = with_dSf ? test_rnd(nS, 1) : NULL;
-	c.d_q = dev(c.q, nh * Dk), c.d_k = dev(c.k, nh * Dk), c.d_v = dev(c.v, nv), c.d_g = dev(c.g, nh);
-	c.d_beta = dev(c.beta, nh), c.d_S0 = dev(c.S0, nS), c.d_dout = dev(c.dout, nv), c.d_dSf = dev(c.dSf, nS);
+	c.d_q = dev_f32(c.q, nh * Dk), c.d_k = dev_f32(c.k, nh * Dk), c.d_v = dev_f32(c.v, nv);
+	c.d_g = dev_f32(c.g, nh), c.d_beta = dev_f32(c.beta, nh), c.d_S0 = dev_f32(c.S0, nS);
+	c.d_dout = dev_f32(c.dout, nv), c.d_dSf = dev_f32(c.dSf, nS);
 	c.d_work = gpu_alloc(gdn_chunked_work(B, T, H, Dk, Dv));
 	return c;
 }
@@ -118,9 +105,9 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	if (c.S0)
 		memcpy(rS, c.S0, nS * 4);
 	gdn_forward_recurrent(ro, rS, c.q, c.k, c.v, c.g, c.beta, B, T, H, Dk, Dv, scale);
-	float *d_o = (float *)gpu_alloc(nv * 4), *d_S = c.S0 ? dev(c.S0, nS) : NULL;
+	float *d_o = (float *)gpu_alloc(nv * 4), *d_S = c.S0 ? dev_f32(c.S0, nS) : NULL;
 	gdn_forward_chunked_cuda(d_o, d_S, c.d_q, c.d_k, c.d_v, c.d_g, c.d_beta, B, T, H, Dk, Dv, scale, c.d_work);
-	float *o = down(d_o, nv), *S = d_S ? down(d_S, nS) : NULL;
+	float *o = host_f32(d_o, nv), *S = d_S ? host_f32(d_S, nS) : NULL;
 	double eo = cmp("o", o, ro, nv, 1e-4), es = S ? cmp("S", S, rS, nS, 1e-4) : 0;
 	snprintf(msg, sizeof msg, "gdn_forward_chunked_cuda %s: o %.1e, final state %s%.1e", shape, eo,
 	         S ? "" : "(none) ", es);
@@ -137,7 +124,7 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	                          c.d_beta, c.d_S0, B, T, H, Dk, Dv, scale, c.d_work);
 	double e[6], m = 0;
 	for (int i = 0; i < 6; i++) {
-		h[i] = down(d[i], n[i]);
+		h[i] = host_f32(d[i], n[i]);
 		e[i] = cmp(names[i], h[i], r[i], n[i], 1e-4);
 		m = e[i] > m || isnan(e[i]) ? e[i] : m;
 	}
@@ -148,7 +135,7 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	if (T == 65 && with_S0 && with_dSf) {
 		gdn_forward_chunked_cuda(d_o, NULL, c.d_q, c.d_k, c.d_v, c.d_g, c.d_beta, B, T, H, Dk, Dv, scale,
 		                         c.d_work);
-		float *o2 = down(d_o, nv);
+		float *o2 = host_f32(d_o, nv);
 		memset(rS, 0, nS * 4);
 		gdn_forward_recurrent(ro, rS, c.q, c.k, c.v, c.g, c.beta, B, T, H, Dk, Dv, scale);
 		double e0 = test_rel_err(o2, ro, nv);
@@ -156,7 +143,7 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 		                          c.d_beta, c.d_S0, B, T, H, Dk, Dv, scale, c.d_work);
 		int same = 1;
 		for (int i = 0; i < 3; i++) {
-			float *x = down(d[i], n[i]);
+			float *x = host_f32(d[i], n[i]);
 			same &= memcmp(x, h[i], n[i] * 4) == 0;
 			free(x);
 		}
@@ -174,36 +161,16 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	case_free(&c);
 }
 
-static int cmpf(const void *a, const void *b)
+/* forward (and backward when asked) of case c once, for median_ms */
+static void run_case(Case *c, float *d_o, float *d_grad[6], int backward)
 {
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
-
-/* the median of 10 timed calls of fwd (and bwd when given), after 3 */
-static float bench_ms(Case *c, float *d_o, float *d_grad[6], int backward)
-{
-	cudaEvent_t e0, e1;
-	cudaCheck(cudaEventCreate(&e0));
-	cudaCheck(cudaEventCreate(&e1));
-	float ms[10], scale = 1 / sqrtf((float)c->Dk);
-	for (int it = 0; it < 13; it++) {
-		cudaCheck(cudaEventRecord(e0, 0));
-		gdn_forward_chunked_cuda(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
-		                         c->Dv, scale, c->d_work);
-		if (backward)
-			gdn_backward_chunked_cuda(d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout, NULL,
-			                          c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H, c->Dk,
-			                          c->Dv, scale, c->d_work);
-		cudaCheck(cudaEventRecord(e1, 0));
-		cudaCheck(cudaEventSynchronize(e1));
-		if (it >= 3)
-			cudaCheck(cudaEventElapsedTime(&ms[it - 3], e0, e1));
-	}
-	cudaCheck(cudaEventDestroy(e0));
-	cudaCheck(cudaEventDestroy(e1));
-	qsort(ms, 10, sizeof(float), cmpf);
-	return (ms[4] + ms[5]) / 2;
+	float scale = 1 / sqrtf((float)c->Dk);
+	gdn_forward_chunked_cuda(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk, c->Dv,
+	                         scale, c->d_work);
+	if (backward)
+		gdn_backward_chunked_cuda(d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout, NULL,
+		                          c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv,
+		                          scale, c->d_work);
 }
 
 static void bench(void)
@@ -217,9 +184,10 @@ static void bench(void)
 		d_grad[i] = (float *)gpu_alloc(n[i] * 4);
 	char name[128];
 	cuda_device_name(0, name, sizeof name);
-	float f = bench_ms(&c, d_o, d_grad, 0), fb = bench_ms(&c, d_o, d_grad, 1);
+	float f = median_ms([&] { run_case(&c, d_o, d_grad, 0); });
+	float fb = median_ms([&] { run_case(&c, d_o, d_grad, 1); });
 	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, work %.0f MB: forward %.3f ms, forward+backward %.3f ms "
-	       "(median of 10)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
+	       "(median of 20)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
 	for (int i = 0; i < 5; i++)
 		gpu_free(d_grad[i]);
 	gpu_free(d_o);

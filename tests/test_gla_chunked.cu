@@ -9,10 +9,10 @@
  * exp(-G) overflows float32 within a chunk); the NULL outputs left out.
  * float32 against double sums: within 1e-4 of the scale (test_rel_err).
  * DASH_BENCH=1 also times forward and forward + backward at B=1 T=4096 H=16
- * D=128 (median of 10 after 3 warm-ups). Runs on a GPU: make test-gpu. */
-#include <algorithm>
+ * D=128 (bench/bench.h's median_ms). Runs on a GPU: make test-gpu. */
 #include <string.h>
 
+#include "../bench/bench.h" // defines: median_ms
 #include "cuda_common.cuh"
 #include "gpu.h"
 extern "C" {
@@ -20,20 +20,7 @@ extern "C" {
 #include "test.h"
 #include "util.h"
 }
-
-static float *dev(const float *h, size_t n)
-{
-	float *d = (float *)gpu_alloc(n * sizeof(float));
-	gpu_upload(d, h, n * sizeof(float));
-	return d;
-}
-
-static float *down(const float *d, size_t n)
-{
-	float *h = (float *)mallocCheck(n * sizeof(float));
-	gpu_download(h, d, n * sizeof(float));
-	return h;
-}
+#include "gpu_test.h"
 
 /* gk (n rows of Dk): in (-0.6, -0.005), or with steep, about -1.3 in every
  * third key dimension */
@@ -66,8 +53,9 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	gla_backward(r[0], r[1], r[2], r[3], r[4], dout, with_dSf ? dSf : NULL, q, k, v, gk, with_S0 ? S0 : NULL, B, T,
 	             H, Dk, Dv, scale);
 	/* the GPU */
-	float *d_q = dev(q, nk), *d_k = dev(k, nk), *d_v = dev(v, nv), *d_gk = dev(gk, nk), *d_dout = dev(dout, nv);
-	float *d_S0 = dev(S0, nS), *d_dSf = dev(dSf, nS), *d_S = dev(S0, nS), *d_o = (float *)gpu_alloc(nv * 4);
+	float *d_q = dev_f32(q, nk), *d_k = dev_f32(k, nk), *d_v = dev_f32(v, nv), *d_gk = dev_f32(gk, nk);
+	float *d_dout = dev_f32(dout, nv);
+	float *d_S0 = dev_f32(S0, nS), *d_dSf = dev_f32(dSf, nS), *d_S = dev_f32(S0, nS), *d_o = (float *)gpu_alloc(nv * 4);
 	float *d_g[5];
 	for (int i = 0; i < 5; i++)
 		d_g[i] = (float *)gpu_alloc(n[i] * 4);
@@ -75,9 +63,9 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	gla_forward_chunked_cuda(d_o, with_S0 ? d_S : NULL, d_q, d_k, d_v, d_gk, B, T, H, Dk, Dv, scale, work);
 	gla_backward_chunked_cuda(d_g[0], d_g[1], d_g[2], d_g[3], d_g[4], d_dout, with_dSf ? d_dSf : NULL, d_q, d_k, d_v,
 	                          d_gk, with_S0 ? d_S0 : NULL, B, T, H, Dk, Dv, scale, work);
-	float *o = down(d_o, nv), *S = down(d_S, nS), *g[5];
+	float *o = host_f32(d_o, nv), *S = host_f32(d_S, nS), *g[5];
 	for (int i = 0; i < 5; i++)
-		g[i] = down(d_g[i], n[i]);
+		g[i] = host_f32(d_g[i], n[i]);
 	double eo = test_rel_err(o, ro, nv), es = with_S0 ? test_rel_err(S, rS, nS) : 0, e[5], m = 0;
 	for (int i = 0; i < 5; i++) {
 		e[i] = test_rel_err(g[i], r[i], n[i]);
@@ -95,7 +83,7 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 		                          H, Dk, Dv, scale, work);
 		int same = 1;
 		for (int i = 0; i < 3; i++) {
-			float *x = down(d_g[i], n[i]);
+			float *x = host_f32(d_g[i], n[i]);
 			same &= !memcmp(x, g[i], n[i] * 4);
 			free(x);
 		}
@@ -109,32 +97,12 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	gpu_free(d_S), gpu_free(d_o), gpu_free(work);
 }
 
-/* median of 10 timed calls of fn after 3 warm-ups, milliseconds */
-template <typename F>
-static float median_ms(F fn)
-{
-	cudaEvent_t e0, e1;
-	cudaCheck(cudaEventCreate(&e0)), cudaCheck(cudaEventCreate(&e1));
-	float ms[10];
-	for (int i = 0; i < 13; i++) {
-		cudaCheck(cudaEventRecord(e0));
-		fn();
-		cudaCheck(cudaEventRecord(e1));
-		cudaCheck(cudaEventSynchronize(e1));
-		if (i >= 3)
-			cudaCheck(cudaEventElapsedTime(&ms[i - 3], e0, e1));
-	}
-	std::sort(ms, ms + 10);
-	cudaCheck(cudaEventDestroy(e0)), cudaCheck(cudaEventDestroy(e1));
-	return (ms[4] + ms[5]) / 2;
-}
-
 static void bench(void)
 {
 	int B = 1, T = 4096, H = 16, D = 128;
 	size_t nx = (size_t)B * T * H * D;
 	float *h = test_rnd(nx, 1), *hg = gates((size_t)B * T * H, D, 0);
-	float *q = dev(h, nx), *k = dev(h, nx), *v = dev(h, nx), *gk = dev(hg, nx), *dout = dev(h, nx);
+	float *q = dev_f32(h, nx), *k = dev_f32(h, nx), *v = dev_f32(h, nx), *gk = dev_f32(hg, nx), *dout = dev_f32(h, nx);
 	float *o = (float *)gpu_alloc(nx * 4), *dq = (float *)gpu_alloc(nx * 4), *dk = (float *)gpu_alloc(nx * 4);
 	float *dv = (float *)gpu_alloc(nx * 4), *dgk = (float *)gpu_alloc(nx * 4);
 	size_t wb = gla_chunked_work(B, T, H, D, D);

@@ -12,13 +12,7 @@ extern "C" {
 #include "test.h"
 #include "util.h"
 }
-
-static float *dev(const float *h, size_t n)
-{
-	float *d = (float *)gpu_alloc(n * sizeof(float));
-	gpu_upload(d, h, n * sizeof(float));
-	return d;
-}
+#include "gpu_test.h"
 
 static void check(int gla, int B, int T, int H, int Dk, int Dv)
 {
@@ -38,8 +32,8 @@ static void check(int gla, int B, int T, int H, int Dk, int Dv)
 		gla_forward_recurrent(ro, rS, q, k, v, g, B, T, H, Dk, Dv, scale);
 	else
 		gdn_forward_recurrent(ro, rS, q, k, v, g, beta, B, T, H, Dk, Dv, scale);
-	float *dq = dev(q, nk), *dk = dev(k, nk), *dv = dev(v, nv), *dg = dev(g, ng), *db = dev(beta, nh);
-	float *dS = dev(S0, nS), *dO = (float *)gpu_alloc(nv * 4);
+	float *dq = dev_f32(q, nk), *dk = dev_f32(k, nk), *dv = dev_f32(v, nv), *dg = dev_f32(g, ng), *db = dev_f32(beta, nh);
+	float *dS = dev_f32(S0, nS), *dO = (float *)gpu_alloc(nv * 4);
 	if (gla)
 		gla_forward_recurrent_cuda(dO, dS, dq, dk, dv, dg, B, T, H, Dk, Dv, scale);
 	else

@@ -9,11 +9,11 @@
  * after its own forward, give what they give with arenas of their own.
  *
  * With DASH_BENCH=1 it also times forward + backward of one gdn and one gla
- * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (the median of 5
- * after 2 warm-ups). Runs on a GPU: make test-gpu. */
+ * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (bench/bench.h's
+ * median_ms). Runs on a GPU: make test-gpu. */
 #include <string.h>
 
-#include <cuda_runtime.h>
+#include "../bench/bench.h" // defines: median_ms
 
 #include "gpu.h"
 #include "gpu_lop.h"
@@ -22,15 +22,9 @@ extern "C" {
 #include "test.h"
 #include "util.h"
 }
+#include "gpu_test.h"
 
 #define TOL 2e-3
-
-static float *dev(const float *h, size_t n)
-{
-	float *d = (float *)gpu_alloc(n * sizeof(float));
-	gpu_upload(d, h, n * sizeof(float));
-	return d;
-}
 
 /* an operator of kind at a shape with random parameters: test_rnd 0.4 as
  * tests/test_grad_cpu.c (at fan in 10) for the vectors, A_log and dt_bias
@@ -78,7 +72,7 @@ static void check(int kind, int C, int H, int G, int D, int B, int T)
 	lop_backward(&op, rgrad, rdu, da, u, B, T);
 
 	GpuLop *g = gpu_lop_new(&op, n, NULL);
-	float *d_u = dev(u, nu), *d_da = dev(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
+	float *d_u = dev_f32(u, nu), *d_da = dev_f32(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
 	float *d_du = (float *)gpu_alloc(nu * 4), *d_grad = (float *)gpu_alloc(op.n * 4);
 	gpu_zero(d_grad, op.n * 4);
 	gpu_lop_forward(g, d_a, d_u, B, T);
@@ -123,7 +117,7 @@ static void test_shared(void)
 	LinearOp op[2];
 	op_rand(&op[0], LOP_GDN, C, H, G, D), op_rand(&op[1], LOP_GLA, C, H, G, D);
 	float *u = test_rnd(nu, 1), *da = test_rnd(nu, 1);
-	float *d_u = dev(u, nu), *d_da = dev(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
+	float *d_u = dev_f32(u, nu), *d_da = dev_f32(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
 	size_t b0 = gpu_lop_arena_bytes(&op[0], n), b1 = gpu_lop_arena_bytes(&op[1], n);
 	GpuLopArena *ar = gpu_lop_arena_new(b0 > b1 ? b0 : b1);
 	int same = 1;
@@ -155,35 +149,6 @@ static void test_shared(void)
 	free(u), free(da);
 }
 
-static int cmp_float(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
-
-/* the median of 5 timed calls of forward (+ backward when back) after 2
- * warm-ups, in ms */
-static float time_ms(GpuLop *g, int back, float *d_a, float *d_grad, float *d_du, const float *d_da,
-                     const float *d_u, int B, int T)
-{
-	cudaEvent_t t0, t1;
-	float ms[5];
-	cudaEventCreate(&t0), cudaEventCreate(&t1);
-	for (int it = 0; it < 7; it++) {
-		cudaEventRecord(t0);
-		gpu_lop_forward(g, d_a, d_u, B, T);
-		if (back)
-			gpu_lop_backward(g, d_grad, d_du, d_da, d_u, B, T);
-		cudaEventRecord(t1);
-		cudaEventSynchronize(t1);
-		if (it >= 2)
-			cudaEventElapsedTime(&ms[it - 2], t0, t1);
-	}
-	cudaEventDestroy(t0), cudaEventDestroy(t1);
-	qsort(ms, 5, sizeof ms[0], cmp_float);
-	return ms[2];
-}
-
 static void bench(int kind)
 {
 	const int C = 2048, H = 16, G = 2, D = 128, B = 1, T = 4096;
@@ -192,11 +157,14 @@ static void bench(int kind)
 	size_t nu = (size_t)B * T * C;
 	float *u = test_rnd(nu, 1), *da = test_rnd(nu, 1);
 	GpuLop *g = gpu_lop_new(&op, B * T, NULL);
-	float *d_u = dev(u, nu), *d_da = dev(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
+	float *d_u = dev_f32(u, nu), *d_da = dev_f32(da, nu), *d_a = (float *)gpu_alloc(nu * 4);
 	float *d_du = (float *)gpu_alloc(nu * 4), *d_grad = (float *)gpu_alloc(op.n * 4);
 	gpu_zero(d_grad, op.n * 4);
-	float f = time_ms(g, 0, d_a, d_grad, d_du, d_da, d_u, B, T);
-	float fb = time_ms(g, 1, d_a, d_grad, d_du, d_da, d_u, B, T);
+	float f = median_ms([&] { gpu_lop_forward(g, d_a, d_u, B, T); });
+	float fb = median_ms([&] {
+		gpu_lop_forward(g, d_a, d_u, B, T);
+		gpu_lop_backward(g, d_grad, d_du, d_da, d_u, B, T);
+	});
 	printf("bench %s C=%d H=%d G=%d D=%d B=%d T=%d: forward %.3f ms, forward+backward %.3f ms, %.0f tokens/s\n",
 	       lop_name(kind), C, H, G, D, B, T, f, fb, B * T / (fb * 1e-3));
 	gpu_lop_free(g);

@@ -12,19 +12,13 @@ extern "C" {
 #include "train.h"
 #include "util.h"
 }
-
-static float *dev(const float *h, size_t n)
-{
-	float *d = (float *)gpu_alloc(n * sizeof(float));
-	gpu_upload(d, h, n * sizeof(float));
-	return d;
-}
+#include "gpu_test.h"
 
 static void test_nmse(size_t n)
 {
 	float *ah = test_rnd(n, 1), *a = test_rnd(n, 2), *rd = (float *)mallocCheck(n * 4), *d = (float *)mallocCheck(n * 4);
 	double re = nmse_cpu(rd, ah, a, n), sums[2], again[2];
-	float *dah = dev(ah, n), *da = dev(a, n), *ddah = (float *)gpu_alloc(n * 4);
+	float *dah = dev_f32(ah, n), *da = dev_f32(a, n), *ddah = (float *)gpu_alloc(n * 4);
 	double *dsums = (double *)gpu_alloc(2 * sizeof(double));
 	void *work = gpu_alloc(train_work());
 	nmse_cuda(dsums, ddah, dah, da, n, work);
@@ -44,7 +38,7 @@ static void test_adamw(float clip)
 {
 	size_t n = 100003;
 	float *w = test_rnd(n, 1), *m = (float *)callocCheck(n, 4), *v = (float *)callocCheck(n, 4);
-	float *dw = dev(w, n), *dm = dev(m, n), *dv = dev(v, n), *dg = (float *)gpu_alloc(n * 4);
+	float *dw = dev_f32(w, n), *dm = dev_f32(m, n), *dv = dev_f32(v, n), *dg = (float *)gpu_alloc(n * 4);
 	void *work = gpu_alloc(train_work());
 	AdamSeg segs[3] = {{0, 40000, 1}, {40000, 60000, 0}, {100000, 2, 1}}; /* 100002 outside */
 	for (int t = 0; t < 3; t++) {
