@@ -10,6 +10,20 @@
 
 const char *const arch_op_names[ARCH_NOPS] = {"fa", "gdn", "gla", "swa"};
 
+void hybrid_op_load(LinearOp *lop, int op, const Model *m, int l, const char *dir, int window)
+{
+	if (op == ARCH_SWA) {
+		lop_init_teacher(lop, LOP_SWA, m, l, 0);
+		lop->window = window;
+	} else if (op == ARCH_GDN || op == ARCH_GLA) {
+		char path[4200];
+		snprintf(path, sizeof path, "%s/L%02d.h5", dir, l);
+		cand_read(lop, path, op == ARCH_GDN ? LOP_GDN : LOP_GLA, m, l);
+	} else {
+		BUG("hybrid_op_load: operator %d", op);
+	}
+}
+
 void hybrid_load(Hybrid *h, const char *arch_path, const Model *m, const char *cand_dir, int window)
 {
 	memset(h, 0, sizeof *h);
@@ -35,17 +49,10 @@ void hybrid_load(Hybrid *h, const char *arch_path, const Model *m, const char *c
 		int op = h->ops[l];
 		if (op < 0 || op >= ARCH_NOPS)
 			die("%s: layer %d has operator %d, not one of 0..%d", arch_path, l, op, ARCH_NOPS - 1);
-		if (op == ARCH_SWA) {
-			lop_init_teacher(&h->lop[l], LOP_SWA, m, l, 0);
-			h->lop[l].window = window;
-		} else if (op != ARCH_FA) {
-			if (!dir[0])
-				die("%s: layer %d is %s, and no candidate directory is known (-c)", arch_path, l,
-				    arch_op_names[op]);
-			char path[4200];
-			snprintf(path, sizeof path, "%s/L%02d.h5", dir, l);
-			cand_read(&h->lop[l], path, op == ARCH_GDN ? LOP_GDN : LOP_GLA, m, l);
-		}
+		if ((op == ARCH_GDN || op == ARCH_GLA) && !dir[0])
+			die("%s: layer %d is %s, and no candidate directory is known (-c)", arch_path, l, arch_op_names[op]);
+		if (op != ARCH_FA)
+			hybrid_op_load(&h->lop[l], op, m, l, dir, window);
 	}
 	free(names), free(fp), free(dir);
 }

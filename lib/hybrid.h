@@ -31,6 +31,9 @@ typedef struct {
  * teacher with the given window. Dies naming the file on any mismatch. */
 void hybrid_load(Hybrid *h, const char *arch_path, const Model *m, const char *cand_dir, int window);
 void hybrid_free(Hybrid *h);
+/* hybrid_op_load: layer l's operator op (gdn, gla: from dir/Lxx.h5; swa:
+ * the teacher's attention with the window) into lop */
+void hybrid_op_load(LinearOp *lop, int op, const Model *m, int l, const char *dir, int window);
 /* hybrid_describe prints "fa: 0 8 | gdn: 1 2 ..." */
 void hybrid_describe(const Hybrid *h, FILE *f);
 /* the LayerHook: ctx is the Hybrid */

@@ -134,6 +134,31 @@ typedef void (*LayerGradHook)(void *ctx, int l, const float *u, const float *da,
  * to the embeddings (B*T, C). */
 void model_backward(const Model *m, const int32_t *ids, int B, int T, const float *dhidden,
                     LayerGradHook grad_hook, void *ctx, float *dx0);
+/* What model_backward_hooks lets a caller change: a supernet's layers mix
+ * the teacher's attention with other operators (lib/supernet.h).
+ *   forward  replaces a in every forward the backward runs, as
+ *            model_forward's hook (NULL: the teacher's attention)
+ *   mix      going backwards, sees layer l's u and dL/da (of the mixed a),
+ *            writes to du (=) the gradient with respect to u through its
+ *            own operators, and returns the factor w with which the
+ *            teacher's attention enters a (the teacher's path is then
+ *            back-propagated from w dL/da, and skipped when w is 0)
+ *   grad     a read-only view of u and dL/da, as model_backward's grad_hook
+ *   loss     when set, called once after the forward with its final-normed
+ *            hidden rows (n, C), writes dhidden (n, C) and returns the loss,
+ *            in place of a given dhidden */
+typedef float (*LayerMixGrad)(void *ctx, int l, const float *u, const float *da, float *du, int B, int T);
+typedef struct {
+	LayerHook forward;
+	LayerMixGrad mix;
+	LayerGradHook grad;
+	double (*loss)(void *ctx, const float *hidden, float *dhidden, int n);
+	void *ctx;
+} BackwardHooks;
+/* model_backward_hooks is model_backward with hooks (h may be NULL); it
+ * returns h->loss's value, or 0 without it (dhidden is then read). */
+double model_backward_hooks(const Model *m, const int32_t *ids, int B, int T, const float *dhidden,
+                            const BackwardHooks *h, float *dx0);
 /* model_logits_backward: dhidden (n, C) from dlogits (n, V) */
 void model_logits_backward(const Model *m, const float *dlogits, int n, float *dhidden);
 
