@@ -44,6 +44,7 @@ typedef struct {
 	int L, K;
 	int ops[MAX_OPS]; /* op_index of each column of alpha */
 	float *alpha;     /* (L, K), logits files */
+	double *fa_score; /* (L) the fa weight search-logits ranks by, or NULL */
 	double *kl;       /* (L), measure files */
 	char *measure;    /* "ablate-one" or "restore-one" */
 	char fingerprint[17];
@@ -72,6 +73,11 @@ static void read_scores(Scores *s, const char *path)
 		if (s->K != dims[1] || s->ops[0] != ARCH_FA)
 			die("%s: the ops attribute must name /alpha's %lld columns, fa first", path, (long long)dims[1]);
 		free(ops);
+		if (h5_exists(f, "/fa_score")) {
+			s->fa_score = h5_read(f, "/fa_score", DT_F64, &rank, dims);
+			if (rank != 1 || dims[0] != s->L)
+				die("%s: /fa_score is not one value a layer of /alpha", path);
+		}
 	} else if (!strcmp(fmt, MEASURE_FORMAT)) {
 		h5_expect_format(f, MEASURE_FORMAT, 1, "make it with search-logits --measure");
 		s->kl = h5_read(f, "/kl", DT_F64, &rank, dims);
@@ -278,7 +284,9 @@ int main(int argc, char **argv)
 		top_n(pick, score, L, n);
 	} else {
 		for (int l = 0; l < L; l++) {
-			if (mi == 0) { /* w_fa = softmax(alpha)_fa */
+			if (mi == 0 && sc.fa_score) { /* the relaxation's own fa weight */
+				score[l] = sc.fa_score[l];
+			} else if (mi == 0) { /* w_fa = softmax(alpha)_fa */
 				const float *a = sc.alpha + (size_t)l * sc.K;
 				double mx = a[0], z = 0;
 				for (int k = 1; k < sc.K; k++)
@@ -351,6 +359,6 @@ int main(int argc, char **argv)
 	printf("\n");
 	fshut(stdout, "<stdout>");
 	h5_close(f);
-	free(pick), free(score), free(ops), free(nmse), free(sc.alpha), free(sc.kl), free(sc.measure);
+	free(pick), free(score), free(ops), free(nmse), free(sc.alpha), free(sc.fa_score), free(sc.kl), free(sc.measure);
 	return 0;
 }
