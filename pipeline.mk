@@ -12,9 +12,11 @@
 # request, the linear candidates of every layer (distill-linear):
 #   make -f pipeline.mk cand -j 4               # one job a layer
 #   make -f pipeline.mk cand -j 4 CAND_GPUS="0 1 2 3"   # layer l on GPU l mod 4
-# and the baseline layouts over those candidates (derive):
-#   make -f pipeline.mk arch                    # out/arch/METHOD-RATIO.h5
-# search-logits and eval-ruler join as they land.
+# and, over those candidates, the search (search-logits: out/logits/RATIO-sSEED.h5),
+# the selector measures (out/measure/ablate-one.h5, restore-one.h5) and the
+# layouts of DASH and of every baseline rule (derive), each evaluated (eval-lm):
+#   make -f pipeline.mk arch                    # out/arch/METHOD-RATIO.h5, out/arch/table.txt
+# eval-ruler joins when it lands.
 
 TEACHER_NAME ?= qwen2.5-coder-0.5b
 TEACHER      ?= data/teacher/$(TEACHER_NAME).gguf
@@ -32,8 +34,18 @@ CAND_TOKENS  ?= 4096
 CAND_SEQ     ?= 256
 CAND_OPS     ?= gdn,gla
 CAND_HELDOUT ?= 4096
-# stage 3: the rules and budgets (fractions of the layers kept fa) of `arch`
-ARCH_METHODS ?= uniform uniform-end mse random
+# stage 2: the search per budget and seed (small by default: the CPU runs
+# it; the method's full run is 12.3M tokens at --seq 4096), and the
+# tokens of the ablate-one / restore-one measures
+SEARCH_TOKENS  ?= 2048
+SEARCH_SEQ     ?= 256
+SEARCH_OPS     ?= fa,swa,gdn
+SEARCH_SEEDS   ?= 1
+SEARCH_FLAGS   ?=
+MEASURE_TOKENS ?= 512
+# stage 3: the rules and budgets (fractions of the layers kept fa) of
+# `arch`; dash takes the logits of the first of SEARCH_SEEDS
+ARCH_METHODS ?= dash uniform uniform-end mse ablate-one restore-one random
 ARCH_RATIOS  ?= 0.125 0.25
 # GPUs to share the layers among (CUDA device numbers; empty: distill-linear's
 # default, the first GPU if there is one, else the CPU)
@@ -41,7 +53,7 @@ CAND_GPUS    ?=
 OUT          ?= out
 
 .DELETE_ON_ERROR:
-.PHONY: all data tools cand cand-layers arch arch-files
+.PHONY: all data tools cand cand-layers arch arch-files logits logits-files
 all: data $(OUT)/teacher-lm.txt
 	@cat $(OUT)/teacher-lm.txt
 
@@ -94,7 +106,23 @@ $(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
 		>$(OUT)/cand/L$*.txt.tmp || { rm -f $(OUT)/cand/L$*.txt.tmp; exit 1; }
 	mv $(OUT)/cand/L$*.txt.tmp $(OUT)/cand/L$*.txt
 
-# stage 3, the baseline rules so far: out/arch/METHOD-RATIO.h5 (and the
+# stage 2: the search for a budget and seed, out/logits/RATIO-sSEED.h5
+# (its final weights in .txt), and the selector measures
+CAND_FILES = $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
+SEARCH = bin/search-logits -m $(TEACHER) -c $(OUT)/cand -d $(OUT)/train.tokens.h5 --seq $(SEARCH_SEQ)
+
+$(OUT)/logits/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.tokens.h5
+	@mkdir -p $(OUT)/logits
+	r='$*'; $(SEARCH) -r "$${r%-s*}" --seed "$${r##*-s}" --ops $(SEARCH_OPS) --tokens $(SEARCH_TOKENS) \
+		--resume $(SEARCH_FLAGS) -o $@ >$(OUT)/logits/$*.txt.tmp
+	mv $(OUT)/logits/$*.txt.tmp $(OUT)/logits/$*.txt
+
+$(OUT)/measure/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.tokens.h5
+	@mkdir -p $(OUT)/measure
+	$(SEARCH) --measure $* --tokens $(MEASURE_TOKENS) -o $@ >$(OUT)/measure/$*.txt.tmp
+	mv $(OUT)/measure/$*.txt.tmp $(OUT)/measure/$*.txt
+
+# stage 3: out/arch/METHOD-RATIO.h5 (and the
 # printed layout in .txt) for every rule and budget, over the candidates,
 # each hybrid's held-out loss and KL to the teacher (.lm.txt, eval-lm on
 # the CPU), and out/arch/table.txt of them all
@@ -117,7 +145,30 @@ $(OUT)/arch/%.lm.txt: $(OUT)/arch/%.h5 bin/eval-lm $(OUT)/heldout.tokens.h5
 		--arch $< --device cpu >$@.tmp
 	mv $@.tmp $@
 
-$(OUT)/arch/%.h5: bin/derive $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
+$(OUT)/arch/%.h5: bin/derive $(CAND_FILES)
 	@mkdir -p $(OUT)/arch
 	m='$*'; bin/derive -r "$${m##*-}" --method "$${m%-*}" -c $(OUT)/cand -o $@ >$(OUT)/arch/$*.txt.tmp
 	mv $(OUT)/arch/$*.txt.tmp $(OUT)/arch/$*.txt
+
+# the rules that read a file of stage 2 (make takes the rule of the shorter stem)
+$(OUT)/arch/dash-%.h5: $(OUT)/logits/%-s$(firstword $(SEARCH_SEEDS)).h5 bin/derive $(CAND_FILES)
+	@mkdir -p $(OUT)/arch
+	bin/derive -r $* --method dash -c $(OUT)/cand -o $@ $< >$(OUT)/arch/dash-$*.txt.tmp
+	mv $(OUT)/arch/dash-$*.txt.tmp $(OUT)/arch/dash-$*.txt
+
+$(OUT)/arch/ablate-one-%.h5: $(OUT)/measure/ablate-one.h5 bin/derive $(CAND_FILES)
+	@mkdir -p $(OUT)/arch
+	bin/derive -r $* --method ablate-one -c $(OUT)/cand -o $@ $< >$(OUT)/arch/ablate-one-$*.txt.tmp
+	mv $(OUT)/arch/ablate-one-$*.txt.tmp $(OUT)/arch/ablate-one-$*.txt
+
+$(OUT)/arch/restore-one-%.h5: $(OUT)/measure/restore-one.h5 bin/derive $(CAND_FILES)
+	@mkdir -p $(OUT)/arch
+	bin/derive -r $* --method restore-one -c $(OUT)/cand -o $@ $< >$(OUT)/arch/restore-one-$*.txt.tmp
+	mv $(OUT)/arch/restore-one-$*.txt.tmp $(OUT)/arch/restore-one-$*.txt
+
+# every (budget, seed) of the search, for comparing seeds
+LOGITS := $(foreach r,$(ARCH_RATIOS),$(foreach s,$(SEARCH_SEEDS),$(OUT)/logits/$(r)-s$(s).h5))
+logits: cand bin/search-logits
+	@$(MAKE) -f pipeline.mk --no-print-directory logits-files \
+		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+logits-files: $(LOGITS)
