@@ -16,6 +16,7 @@ struct H5File {
 	hid_t id;
 	char *path; /* the name the user sees */
 	char *tmp;  /* writers: path.tmp, renamed on close */
+	int raw;    /* h5_set_raw: new datasets contiguous, not compressed */
 };
 
 #define ZSTD_LEVEL 3
@@ -240,6 +241,11 @@ static hid_t open_dataset(H5File *f, const char *name)
 	return d;
 }
 
+void h5_set_raw(H5File *f)
+{
+	f->raw = 1;
+}
+
 void h5_create_dataset(H5File *f, const char *name, DType t, int rank, const int64_t *dims)
 {
 	ASSERT(f->tmp && rank >= 0 && rank <= TENSOR_MAX_DIMS);
@@ -255,7 +261,7 @@ void h5_create_dataset(H5File *f, const char *name, DType t, int rank, const int
 	hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
 	H5Pset_create_intermediate_group(lcpl, 1);
 	hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-	if (rank > 0 && numel >= MIN_CHUNKED) {
+	if (rank > 0 && numel >= MIN_CHUNKED && !f->raw) {
 		/* fill chunks from the innermost dimension outwards, ~1 MiB each */
 		int64_t bytes = (int64_t)dtype_size(t);
 		for (int i = rank - 1; i >= 0; i--) {

@@ -13,7 +13,8 @@
  *   SIGINT/SIGTERM remove the .tmp.
  * - Datasets of 256 elements or more are chunked (about 1 MiB a chunk) and
  *   compressed with zstd through HDF5 filter 32015, which this library
- *   registers itself; h5py + hdf5plugin read the files as they are.
+ *   registers itself (unless h5_set_raw); h5py + hdf5plugin read the
+ *   files as they are.
  * - bf16 is stored as a 16-bit HDF5 float with an 8-bit exponent (the layout
  *   HDF5 2.0 names bfloat16); f16 as IEEE half. Reads convert to the type
  *   asked for, so any float dataset reads as f32.
@@ -50,6 +51,10 @@ void h5_write(H5File *f, const char *name, DType t, int rank, const int64_t *dim
 void h5_create_dataset(H5File *f, const char *name, DType t, int rank, const int64_t *dims);
 void h5_write_rows(H5File *f, const char *name, DType t, int64_t row0, int64_t nrows, const void *buf);
 
+/* h5_set_raw: the datasets f creates from now on are stored contiguous and
+ * uncompressed, for files written and read once in a hurry (checkpoints of
+ * gigabytes, where zstd's single thread would take most of the time) */
+void h5_set_raw(H5File *f);
 int h5_exists(H5File *f, const char *name);
 /* h5_info dies if the dataset is missing; *stored may be NULL. Returns the rank. */
 int h5_info(H5File *f, const char *name, int64_t dims[TENSOR_MAX_DIMS], DType *stored);

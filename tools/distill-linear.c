@@ -65,7 +65,7 @@ static void parse_layers(const char *s, int L, char *want)
 typedef struct {
 	int layer;
 	LinearOp op;
-	float *m, *v, *grad; /* Adam moments, the gradient */
+	float *m, *v, *grad; /* (op.n) Adam moments, the gradient; on the CPU only */
 	float *curve;        /* the training NMSE of every step */
 	double nmse[4];      /* train before, after; held-out before, after */
 } Cand;
@@ -119,6 +119,14 @@ static void teacher_run(Teacher *tc, const int32_t *seqs, int64_t nseq, int64_t 
 	}
 }
 
+/* the seconds since *t, which becomes now */
+static double lap(double *t)
+{
+	double n = now_seconds(), d = n - *t;
+	*t = n;
+	return d;
+}
+
 /* NMSE of op on (u, a); with grad, its gradient added to grad */
 static double nmse(const LinearOp *op, const float *u, const float *a, int B, int T, float *grad, float *ah)
 {
@@ -155,16 +163,20 @@ static int adam_segs(const LinearOp *op, AdamSeg *segs)
 
 #ifdef DASH_CUDA
 /* the GPU side of a run: the teacher, the captures of the wanted layers
- * and every candidate's operator and optimizer state on the device */
+ * and every candidate's operator and optimizer state on the device, which
+ * stays there (the host sees m and v only in checkpoints) */
 typedef struct {
 	GpuModel *gm;
 	const char *want;
 	float **U, **A;             /* device (n, C) float32 per wanted layer */
 	GpuLop **lop;               /* per candidate, all in one arena */
 	GpuLopArena *arena;
-	float **m, **v, **grad;     /* per candidate, op.n floats */
+	float **m, **v;             /* per candidate, op.n floats */
+	float *grad;                /* max op.n floats: the candidates train one after another */
 	float *ah, *dah;            /* (n, C) */
-	double *sums;               /* 2 */
+	double *sums, *hsums;       /* (nc, 2) each candidate's last NMSE sums; a host copy */
+	float *hm, *hv;             /* max op.n floats: host scratch for a checkpoint, or NULL */
+	size_t maxn;
 	void *work;
 } Gpu;
 
@@ -180,10 +192,15 @@ static void gpu_capture(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, in
 
 /* Engine: where the teacher and the candidates run; the CPU's Teacher, or
  * (gpu not NULL) the device's. Cand's host w, m and v are the truth on the
- * CPU; on the GPU they are brought up to date by engine_to_host. */
+ * CPU; on the GPU the device holds w, m and v, and the host's w is brought
+ * up to date by engine_to_host (m and v, for a checkpoint, by
+ * engine_state). engine_nmse queues a candidate's error; engine_errors
+ * waits for those of all candidates, so that the GPU need not stop after
+ * each one. */
 typedef struct {
 	Teacher tc;
-	float *ah; /* (n, C) the CPU's scratch */
+	float *ah;   /* (n, C) the CPU's scratch */
+	double *err; /* (nc) the last engine_nmse of every candidate */
 #ifdef DASH_CUDA
 	Gpu *gpu;
 #endif
@@ -210,31 +227,44 @@ static void engine_teacher(Engine *e, const int32_t *seqs, int64_t nseq, int64_t
 #endif
 }
 
-/* the NMSE of candidate i on the last teacher batch; with train, its
- * gradient in c->grad (overwritten) */
-static double engine_nmse(Engine *e, Cand *c, int i, int train)
+/* the NMSE of candidate i on the last teacher batch into e->err[i] (on
+ * the GPU once engine_errors has run); with train, its gradient (the
+ * CPU's in c->grad, overwritten) for the engine_adamw that follows */
+static void engine_nmse(Engine *e, Cand *c, int i, int train)
 {
 	int B = e->tc.B, T = e->tc.T, l = c->layer;
 #ifdef DASH_CUDA
 	Gpu *g = e->gpu;
 	if (g) {
 		size_t n = (size_t)B * T * c->op.C;
-		double sums[2];
 		gpu_lop_forward(g->lop[i], g->ah, g->U[l], B, T);
-		nmse_cuda(g->sums, train ? g->dah : NULL, g->ah, g->A[l], n, g->work);
+		nmse_cuda(g->sums + 2 * i, train ? g->dah : NULL, g->ah, g->A[l], n, g->work);
 		if (train) {
-			gpu_zero(g->grad[i], c->op.n * sizeof(float));
-			gpu_lop_backward(g->lop[i], g->grad[i], NULL, g->dah, g->U[l], B, T);
+			gpu_zero(g->grad, c->op.n * sizeof(float));
+			gpu_lop_backward(g->lop[i], g->grad, NULL, g->dah, g->U[l], B, T);
 		}
-		gpu_download(sums, g->sums, sizeof sums);
-		return sums[0] / (sums[1] > 0 ? sums[1] : 1);
+		return;
 	}
-#else
-	(void)i;
 #endif
 	if (train)
 		memset(c->grad, 0, c->op.n * sizeof(float));
-	return nmse(&c->op, e->tc.cap.U[l], e->tc.cap.A[l], B, T, train ? c->grad : NULL, e->ah);
+	e->err[i] = nmse(&c->op, e->tc.cap.U[l], e->tc.cap.A[l], B, T, train ? c->grad : NULL, e->ah);
+}
+
+/* e->err of the nc candidates, once their last engine_nmse is done */
+static const double *engine_errors(Engine *e, int nc)
+{
+#ifdef DASH_CUDA
+	Gpu *g = e->gpu;
+	if (g) {
+		gpu_download(g->hsums, g->sums, 2 * (size_t)nc * sizeof(double));
+		for (int i = 0; i < nc; i++)
+			e->err[i] = g->hsums[2 * i] / (g->hsums[2 * i + 1] > 0 ? g->hsums[2 * i + 1] : 1);
+	}
+#else
+	(void)nc;
+#endif
+	return e->err;
 }
 
 static void engine_adamw(Engine *e, Cand *c, int i, const Opt *o, long long t)
@@ -245,7 +275,7 @@ static void engine_adamw(Engine *e, Cand *c, int i, const Opt *o, long long t)
 #ifdef DASH_CUDA
 	Gpu *g = e->gpu;
 	if (g) {
-		adamw_cuda(gpu_lop_params(g->lop[i]), g->m[i], g->v[i], g->grad[i], c->op.n, segs, ns, &st, g->work);
+		adamw_cuda(gpu_lop_params(g->lop[i]), g->m[i], g->v[i], g->grad, c->op.n, segs, ns, &st, g->work);
 		return;
 	}
 #else
@@ -264,16 +294,20 @@ static void heldout_nmse(Engine *e, const int32_t *held, int64_t nh, Cand *cands
 	for (int64_t bi = 0; bi < nb; bi++) {
 		engine_teacher(e, held, nh, bi * e->tc.B);
 		for (int i = 0; i < nc; i++)
-			cands[i].nmse[slot] += engine_nmse(e, &cands[i], i, 0);
+			engine_nmse(e, &cands[i], i, 0);
+		const double *err = engine_errors(e, nc);
+		for (int i = 0; i < nc; i++)
+			cands[i].nmse[slot] += err[i];
 	}
 	for (int i = 0; i < nc; i++)
 		cands[i].nmse[slot] /= nb;
 }
 
 #ifdef DASH_CUDA
-/* the device side of a run whose candidates (host, perhaps resumed) are
- * cands; B*T tokens a batch; the teacher too unless cpu_teacher */
-static Gpu *gpu_new(const Model *m, const char *want, Cand *cands, int nc, int B, int T, int cpu_teacher)
+/* the device side of a run whose candidates (host, as initialised) are
+ * cands, their optimizer state zero; B*T tokens a batch; the teacher too
+ * unless cpu_teacher */
+static Gpu *gpu_new(const Model *m, const char *want, const Cand *cands, int nc, int B, int T, int cpu_teacher)
 {
 	const ModelConfig *c = &m->cfg;
 	Gpu *g = callocCheck(1, sizeof *g);
@@ -286,33 +320,26 @@ static Gpu *gpu_new(const Model *m, const char *want, Cand *cands, int nc, int B
 			g->U[l] = gpu_alloc(nC * sizeof(float)), g->A[l] = gpu_alloc(nC * sizeof(float));
 	g->lop = callocCheck((size_t)nc, sizeof(GpuLop *));
 	g->m = callocCheck((size_t)nc, sizeof(float *)), g->v = callocCheck((size_t)nc, sizeof(float *));
-	g->grad = callocCheck((size_t)nc, sizeof(float *));
 	size_t ab = 0; /* the candidates train one after another: one arena serves all */
 	for (int i = 0; i < nc; i++) {
 		size_t b = gpu_lop_arena_bytes(&cands[i].op, B * T);
 		ab = b > ab ? b : ab;
+		g->maxn = cands[i].op.n > g->maxn ? cands[i].op.n : g->maxn;
 	}
 	g->arena = gpu_lop_arena_new(ab);
 	for (int i = 0; i < nc; i++) {
 		const LinearOp *op = &cands[i].op;
 		size_t nb = op->n * sizeof(float);
 		g->lop[i] = gpu_lop_new(op, B * T, g->arena);
-		g->m[i] = gpu_alloc(nb), g->v[i] = gpu_alloc(nb), g->grad[i] = gpu_alloc(nb);
-		gpu_upload(g->m[i], cands[i].m, nb), gpu_upload(g->v[i], cands[i].v, nb);
+		g->m[i] = gpu_alloc(nb), g->v[i] = gpu_alloc(nb);
+		gpu_zero(g->m[i], nb), gpu_zero(g->v[i], nb);
 	}
+	g->grad = gpu_alloc(g->maxn * sizeof(float));
 	g->ah = gpu_alloc(nC * sizeof(float)), g->dah = gpu_alloc(nC * sizeof(float));
-	g->sums = gpu_alloc(2 * sizeof(double));
+	g->sums = gpu_alloc(2 * (size_t)nc * sizeof(double));
+	g->hsums = mallocCheck(2 * (size_t)nc * sizeof(double));
 	g->work = gpu_alloc(train_work());
 	return g;
-}
-
-static void gpu_to_host(Gpu *g, Cand *cands, int nc)
-{
-	for (int i = 0; i < nc; i++) {
-		size_t nb = cands[i].op.n * sizeof(float);
-		gpu_lop_download(g->lop[i], &cands[i].op);
-		gpu_download(cands[i].m, g->m[i], nb), gpu_download(cands[i].v, g->v[i], nb);
-	}
 }
 
 static void gpu_free_all(Gpu *g, int L, int nc)
@@ -321,25 +348,70 @@ static void gpu_free_all(Gpu *g, int L, int nc)
 		if (g->want[l])
 			gpu_free(g->U[l]), gpu_free(g->A[l]);
 	for (int i = 0; i < nc; i++)
-		gpu_lop_free(g->lop[i]), gpu_free(g->m[i]), gpu_free(g->v[i]), gpu_free(g->grad[i]);
+		gpu_lop_free(g->lop[i]), gpu_free(g->m[i]), gpu_free(g->v[i]);
 	gpu_lop_arena_free(g->arena);
-	gpu_free(g->ah), gpu_free(g->dah), gpu_free(g->sums), gpu_free(g->work);
+	gpu_free(g->grad), gpu_free(g->ah), gpu_free(g->dah), gpu_free(g->sums), gpu_free(g->work);
 	if (g->gm)
 		gpu_model_free(g->gm);
-	free(g->U), free(g->A), free(g->lop), free(g->m), free(g->v), free(g->grad), free(g);
+	free(g->U), free(g->A), free(g->lop), free(g->m), free(g->v), free(g->hsums), free(g->hm), free(g->hv);
+	free(g);
 }
 #endif
 
-/* brings the host copies of the candidates up to date (before a checkpoint
- * or the candidate files) */
+/* brings the host w of the candidates up to date (before the candidate
+ * files) */
 static void engine_to_host(Engine *e, Cand *cands, int nc)
 {
 #ifdef DASH_CUDA
 	if (e->gpu)
-		gpu_to_host(e->gpu, cands, nc);
+		for (int i = 0; i < nc; i++)
+			gpu_lop_download(e->gpu->lop[i], &cands[i].op);
 #else
 	(void)e, (void)cands, (void)nc;
 #endif
+}
+
+/* candidate i's w, m and v on the host into w, m, v (for a checkpoint;
+ * valid until the next call): on the GPU, w downloaded into the host's
+ * op.w, m and v into scratch */
+static void engine_state(Engine *e, Cand *cands, int i, const float **w, const float **m, const float **v)
+{
+	Cand *c = &cands[i];
+#ifdef DASH_CUDA
+	Gpu *g = e->gpu;
+	if (g) {
+		if (!g->hm)
+			g->hm = mallocCheck(g->maxn * sizeof(float)), g->hv = mallocCheck(g->maxn * sizeof(float));
+		gpu_lop_download(g->lop[i], &c->op);
+		gpu_download(g->hm, g->m[i], c->op.n * sizeof(float));
+		gpu_download(g->hv, g->v[i], c->op.n * sizeof(float));
+		*w = c->op.w, *m = g->hm, *v = g->hv;
+		return;
+	}
+#else
+	(void)e;
+#endif
+	*w = c->op.w, *m = c->m, *v = c->v;
+}
+
+/* candidate i's w, m and v (op.n each) from a checkpoint into the engine
+ * (and the host's op.w) */
+static void engine_load(Engine *e, Cand *cands, int i, const float *w, const float *m, const float *v)
+{
+	Cand *c = &cands[i];
+	size_t nb = c->op.n * sizeof(float);
+	memcpy(c->op.w, w, nb);
+#ifdef DASH_CUDA
+	Gpu *g = e->gpu;
+	if (g) {
+		gpu_upload(gpu_lop_params(g->lop[i]), w, nb);
+		gpu_upload(g->m[i], m, nb), gpu_upload(g->v[i], v, nb);
+		return;
+	}
+#else
+	(void)e;
+#endif
+	memcpy(c->m, m, nb), memcpy(c->v, v, nb);
 }
 
 static void ckpt_name(char *buf, size_t n, const Cand *c, const char *what)
@@ -355,11 +427,12 @@ static void settings(char *buf, size_t n, const char *layers, const char *ops, l
 	         layers, ops, steps, T, B, heldout, o->lr, o->warmup, o->wd, o->clip, (unsigned long long)seed);
 }
 
-static void ckpt_write(const char *path, Cand *cands, int nc, long long step, const char *set, const Model *m,
-                       const char *tok_fp)
+static void ckpt_write(const char *path, Engine *e, Cand *cands, int nc, long long step, const char *set,
+                       const Model *m, const char *tok_fp)
 {
 	H5File *f = h5_create(path);
 	h5_stamp(f, CKPT_FORMAT, 1);
+	h5_set_raw(f); /* written and read once: no compression */
 	h5_attr_set_i64(f, "/", "step", step);
 	h5_attr_set_str(f, "/", "settings", set);
 	h5_set_input(f, "teacher", m->path, m->fingerprint);
@@ -368,9 +441,11 @@ static void ckpt_write(const char *path, Cand *cands, int nc, long long step, co
 		Cand *c = &cands[i];
 		char name[64];
 		int64_t nw = (int64_t)c->op.n, ns = step, four = 4;
-		ckpt_name(name, sizeof name, c, "w"), h5_write(f, name, DT_F32, 1, &nw, c->op.w);
-		ckpt_name(name, sizeof name, c, "m"), h5_write(f, name, DT_F32, 1, &nw, c->m);
-		ckpt_name(name, sizeof name, c, "v"), h5_write(f, name, DT_F32, 1, &nw, c->v);
+		const float *w, *mo, *v;
+		engine_state(e, cands, i, &w, &mo, &v);
+		ckpt_name(name, sizeof name, c, "w"), h5_write(f, name, DT_F32, 1, &nw, w);
+		ckpt_name(name, sizeof name, c, "m"), h5_write(f, name, DT_F32, 1, &nw, mo);
+		ckpt_name(name, sizeof name, c, "v"), h5_write(f, name, DT_F32, 1, &nw, v);
 		ckpt_name(name, sizeof name, c, "curve"), h5_write(f, name, DT_F32, 1, &ns, c->curve);
 		ckpt_name(name, sizeof name, c, "nmse"), h5_write(f, name, DT_F64, 1, &four, c->nmse);
 	}
@@ -394,8 +469,9 @@ static void ckpt_check(const char *path, const char *set, const Model *m, const 
 	h5_close(f);
 }
 
-/* the step to go on from, after loading everything a checkpoint holds */
-static long long ckpt_read(const char *path, Cand *cands, int nc)
+/* the step to go on from, after loading everything a checkpoint holds
+ * (into the engine and cands) */
+static long long ckpt_read(const char *path, Engine *e, Cand *cands, int nc)
 {
 	H5File *f = h5_open(path);
 	long long step = h5_attr_get_i64(f, "/", "step");
@@ -413,9 +489,7 @@ static long long ckpt_read(const char *path, Cand *cands, int nc)
 				die("%s: %s has %lld values, want %lld", path, name, (long long)dims[0],
 				    (long long)(j < 3 ? (int64_t)c->op.n : step));
 		}
-		memcpy(c->op.w, x[0], c->op.n * sizeof(float));
-		memcpy(c->m, x[1], c->op.n * sizeof(float));
-		memcpy(c->v, x[2], c->op.n * sizeof(float));
+		engine_load(e, cands, i, x[0], x[1], x[2]);
 		memcpy(c->curve, x[3], (size_t)step * sizeof(float));
 		for (int j = 0; j < 4; j++)
 			free(x[j]);
@@ -498,9 +572,11 @@ int main(int argc, char **argv)
 			die("--ops: no operator named");
 	}
 
-	/* inputs, all checked before any work */
+	/* inputs, all checked before any work; the set-up's phases timed */
+	double tl = now_seconds(), t_model, t_cands, t_dev = 0, t_held = 0;
 	Model m;
 	model_load(&m, model_path);
+	t_model = lap(&tl);
 	const ModelConfig *c = &m.cfg;
 	char *want = mallocCheck((size_t)c->L);
 	if (layers_arg)
@@ -539,26 +615,30 @@ int main(int argc, char **argv)
 	if (cuda && c->D > 128)
 		die("%s: head dim %d: the CUDA kernels of gdn and gla take up to 128; use --device cpu", model_path, c->D);
 
+	/* the candidates, nk a wanted layer, each initialised from its layer
+	 * and the seed alone: in parallel, the same whatever the threads */
 	int nc = nl * nk;
 	Cand *cands = callocCheck((size_t)nc, sizeof *cands);
 	for (int l = 0, i = 0; l < c->L; l++)
-		for (int k = 0; want[l] && k < nk; k++, i++) {
-			Cand *cd = &cands[i];
-			cd->layer = l;
-			lop_init_teacher(&cd->op, kinds[k], &m, l, seed);
+		for (int k = 0; want[l] && k < nk; k++, i++)
+			cands[i].layer = l;
+	#pragma omp parallel for schedule(dynamic)
+	for (int i = 0; i < nc; i++)
+		lop_init_teacher(&cands[i].op, kinds[i % nk], &m, cands[i].layer, seed);
+	for (int i = 0; i < nc; i++) {
+		Cand *cd = &cands[i];
+		if (!cuda) { /* on the GPU the optimizer's state lives on the device */
 			cd->m = callocCheck(cd->op.n, sizeof(float));
 			cd->v = callocCheck(cd->op.n, sizeof(float));
 			cd->grad = mallocCheck(cd->op.n * sizeof(float));
-			cd->curve = callocCheck((size_t)o.steps, sizeof(float));
 		}
-	long long step0 = 0;
-	if (resume) {
-		step0 = ckpt_read(ckpt, cands, nc);
-		fprintf(stderr, "distill-linear: resuming %s at step %lld\n", ckpt, step0);
+		cd->curve = callocCheck((size_t)o.steps, sizeof(float));
 	}
+	t_cands = lap(&tl);
 
 	size_t nC = (size_t)B * T * c->C;
 	Engine e = {0};
+	e.err = callocCheck((size_t)nc, sizeof(double));
 	e.tc.m = &m, e.tc.B = B, e.tc.T = T, e.tc.last = last;
 	e.tc.cap.want = want, e.tc.cap.nC = nC;
 	e.tc.batch = mallocCheck((size_t)B * T * sizeof(int32_t));
@@ -570,12 +650,26 @@ int main(int argc, char **argv)
 		char name[256];
 		cuda_device_name(0, name, sizeof name);
 		e.gpu = gpu_new(&m, want, cands, nc, B, T, cpu_teacher);
+		gpu_sync();
+		t_dev = lap(&tl);
 		fprintf(stderr, "distill-linear: device cuda: %s%s\n", name,
 		        cpu_teacher ? "; the teacher on the CPU (no CUDA attention for its head dim)" : "");
 	}
 #endif
+	long long step0 = 0;
+	if (resume) {
+		step0 = ckpt_read(ckpt, &e, cands, nc);
+		fprintf(stderr, "distill-linear: resuming %s at step %lld\n", ckpt, step0);
+	}
+	t_cands += lap(&tl);
 	if (cpu_teacher) {
-		model_unpack(&m); /* float32 weights: the CPU forward's fast path */
+		/* float32 weights, the CPU forward's fast path, of the layers it
+		 * runs (the embedding converts its rows as it reads them) */
+		for (int l = 0; l <= last; l++) {
+			Tensor *lt = (Tensor *)&m.layers[l];
+			for (size_t j = 0; j < sizeof(LayerWeights) / sizeof(Tensor); j++)
+				unpack_tensor(&m, &lt[j]);
+		}
 		Teacher *tc = &e.tc;
 		tc->cap.U = callocCheck((size_t)c->L, sizeof(float *)), tc->cap.A = callocCheck((size_t)c->L, sizeof(float *));
 		for (int l = 0; l < c->L; l++)
@@ -586,46 +680,61 @@ int main(int argc, char **argv)
 		e.ah = mallocCheck(nC * sizeof(float));
 	}
 
-	if (step0 == 0)
+	t_dev += lap(&tl);
+	if (step0 == 0) {
 		heldout_nmse(&e, ids + ntrain, nh, cands, nc, 2);
+		t_held = lap(&tl);
+	}
+	fprintf(stderr, "distill-linear: set up in %.1f s: model %.1f s, %d candidates %.1f s, %s %.1f s, held-out "
+	        "NMSE %.1f s\n", t_model + t_cands + t_dev + t_held, t_model, nc, t_cands, cuda ? "device" : "teacher",
+	        t_dev, t_held);
 
 	Progress pr;
 	progress_init(&pr, "steps", o.steps);
 	long long t = step0, ran = 0;
-	double t0 = now_seconds();
+	double t0 = now_seconds(), t_first = 0, t_ckpt = 0;
 	for (; t < o.steps; t++) {
 		if (stop_after >= 0 && ran == stop_after)
 			break;
 		/* batch t: sequences t B .. t B + B - 1 of the training tokens, wrapping */
 		engine_teacher(&e, ids, ntrain / T, t * B);
 		for (int i = 0; i < nc; i++) {
-			Cand *cd = &cands[i];
-			double err = engine_nmse(&e, cd, i, 1);
-			cd->curve[t] = (float)err;
-			if (t == 0)
-				cd->nmse[0] = err;
-			engine_adamw(&e, cd, i, &o, t);
+			engine_nmse(&e, &cands[i], i, 1);
+			engine_adamw(&e, &cands[i], i, &o, t);
 		}
-		ran++;
+		const double *err = engine_errors(&e, nc);
+		for (int i = 0; i < nc; i++) {
+			cands[i].curve[t] = (float)err[i];
+			if (t == 0)
+				cands[i].nmse[0] = err[i];
+		}
+		if (ran++ == 0)
+			t_first = now_seconds() - t0;
 		progress_update(&pr, t + 1);
 		if ((t + 1) % ckpt_every == 0 && t + 1 < o.steps) {
-			engine_to_host(&e, cands, nc);
-			ckpt_write(ckpt, cands, nc, t + 1, set, &m, tok_fp);
+			double tc = now_seconds();
+			ckpt_write(ckpt, &e, cands, nc, t + 1, set, &m, tok_fp);
+			t_ckpt += now_seconds() - tc;
 		}
 	}
 	if (t < o.steps) {
-		engine_to_host(&e, cands, nc);
-		ckpt_write(ckpt, cands, nc, t, set, &m, tok_fp);
+		ckpt_write(ckpt, &e, cands, nc, t, set, &m, tok_fp);
 		fprintf(stderr, "\ndistill-linear: stopped after step %lld of %lld; --resume goes on from %s\n", t, o.steps,
 		        ckpt);
 		return 0;
 	}
 	progress_done(&pr, o.steps);
-	double secs = now_seconds() - t0;
-	fprintf(stderr, "distill-linear: %lld steps in %.1f s: %.0f tok/s through the teacher and %d candidate%s\n",
-	        ran, secs, secs > 0 ? (double)ran * B * T / secs : 0, nc, nc == 1 ? "" : "s");
+	/* the rate in steps after the first (which pays for the GPU's first
+	 * calls) and outside checkpoints: the steady state */
+	double secs = now_seconds() - t0, steady = secs - t_first - t_ckpt;
+	fprintf(stderr, "distill-linear: %lld steps in %.1f s (the first %.2f s, checkpoints %.1f s): %.0f tok/s through "
+	        "the teacher and %d candidate%s, %.0f tok/s after the first step outside checkpoints\n", ran, secs, t_first,
+	        t_ckpt, secs > 0 ? (double)ran * B * T / secs : 0, nc, nc == 1 ? "" : "s",
+	        ran > 1 && steady > 0 ? (double)(ran - 1) * B * T / steady : 0);
+	tl = now_seconds();
 	heldout_nmse(&e, ids + ntrain, nh, cands, nc, 3);
 	engine_to_host(&e, cands, nc);
+	double t_after = lap(&tl);
 
 	/* the training NMSE after: the mean of the last tenth of the steps */
 	long long tail = o.steps / 10 > 0 ? o.steps / 10 : 1;
@@ -661,6 +770,8 @@ int main(int argc, char **argv)
 		h5_close(f);
 	}
 	fshut(stdout, "<stdout>");
+	fprintf(stderr, "distill-linear: held-out NMSE after and the download %.1f s, candidate files %.1f s\n", t_after,
+	        lap(&tl));
 	unlink(ckpt);
 	for (int i = 0; i < nc; i++) {
 		lop_free(&cands[i].op);
@@ -677,7 +788,7 @@ int main(int argc, char **argv)
 		free(tc->cap.U), free(tc->cap.A), free(tc->x), free(tc->y);
 		layer_scratch_free(&tc->s);
 	}
-	free(e.tc.batch), free(e.ah);
+	free(e.tc.batch), free(e.ah), free(e.err);
 	free(cands), free(want), free(ids);
 	model_free(&m);
 	return 0;
