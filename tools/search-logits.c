@@ -133,6 +133,7 @@ static void ckpt_write(const char *path, const State *st, long long step, const 
 {
 	H5File *f = h5_create(path);
 	h5_stamp(f, CKPT_FORMAT, 1);
+	h5_set_raw(f); /* written and read once: no compression */
 	h5_attr_set_i64(f, "/", "step", step);
 	h5_attr_set_str(f, "/", "settings", set);
 	h5_set_input(f, "teacher", m->path, m->fingerprint);
@@ -184,6 +185,18 @@ static long long ckpt_read(const char *path, State *st, const char *set, const M
 	}
 	h5_close(f);
 	return step;
+}
+
+/* an output file, stamped, with its inputs' paths and fingerprints */
+static H5File *out_create(const char *path, const char *format, const Model *m, const char *tokens,
+                          const char *tok_fp, const char *cand, const char *cand_fp)
+{
+	H5File *f = h5_create(path);
+	h5_stamp(f, format, 1);
+	h5_set_input(f, "teacher", m->path, m->fingerprint);
+	h5_set_input(f, "tokens", tokens, tok_fp);
+	h5_set_input(f, "cand", cand, cand_fp);
+	return f;
 }
 
 /* the teacher's final hidden rows of a batch */
@@ -368,11 +381,7 @@ int main(int argc, char **argv)
 		        arch_op_names[ops[lin_col]], nb, nb == 1 ? "" : "es", B, T);
 		double *kl = mallocCheck((size_t)L * sizeof(double));
 		measure(&sn, lin_col, restore, ids, nseq, nb, B, T, kl);
-		H5File *f = h5_create(out);
-		h5_stamp(f, MEASURE_FORMAT, 1);
-		h5_set_input(f, "teacher", model_path, m.fingerprint);
-		h5_set_input(f, "tokens", tokens_path, tok_fp);
-		h5_set_input(f, "cand", cand_dir, cand_fp);
+		H5File *f = out_create(out, MEASURE_FORMAT, &m, tokens_path, tok_fp, cand_dir, cand_fp);
 		h5_attr_set_str(f, "/", "measure", measure_arg);
 		h5_attr_set_str(f, "/", "linear", arch_op_names[ops[lin_col]]);
 		h5_attr_set_i64(f, "/", "window", window), h5_attr_set_i64(f, "/", "tokens", nb * B * T);
@@ -475,11 +484,7 @@ int main(int argc, char **argv)
 	double *score = mallocCheck((size_t)L * sizeof(double));
 	for (int l = 0; l < L; l++)
 		score[l] = s.relax == RELAX_SOFTMAX ? sn.w[(size_t)l * K] : st.alpha[(size_t)l * K];
-	H5File *f = h5_create(out);
-	h5_stamp(f, LOGITS_FORMAT, 1);
-	h5_set_input(f, "teacher", model_path, m.fingerprint);
-	h5_set_input(f, "tokens", tokens_path, tok_fp);
-	h5_set_input(f, "cand", cand_dir, cand_fp);
+	H5File *f = out_create(out, LOGITS_FORMAT, &m, tokens_path, tok_fp, cand_dir, cand_fp);
 	h5_attr_set_str(f, "/", "ops", ops_arg);
 	h5_attr_set_str(f, "/", "relax", relax_names[s.relax]);
 	h5_attr_set_i64(f, "/", "n_fa", s.nfa), h5_attr_set_i64(f, "/", "n_layers", L);
