@@ -589,3 +589,38 @@ void h5_set_input(H5File *f, const char *role, const char *path, const char *fin
 	snprintf(name, sizeof name, "%s_fingerprint", role);
 	h5_attr_set_str(f, "/", name, fingerprint);
 }
+
+// ----------------------------------------------------------------------------
+// checkpoints
+
+H5File *h5_ckpt_create(const char *path, const char *format, int64_t step, const char *settings,
+                       const char *teacher, const char *teacher_fp, const char *tokens_fp)
+{
+	H5File *f = h5_create(path);
+	h5_stamp(f, format, 1);
+	h5_set_raw(f); /* written and read once: no compression */
+	h5_attr_set_i64(f, "/", "step", step);
+	h5_attr_set_str(f, "/", "settings", settings);
+	h5_set_input(f, "teacher", teacher, teacher_fp);
+	h5_attr_set_str(f, "/", "tokens_fingerprint", tokens_fp);
+	return f;
+}
+
+H5File *h5_ckpt_open(const char *path, const char *format, const char *settings, const char *teacher_fp,
+                     const char *tokens_fp, int64_t *step)
+{
+	H5File *f = h5_open(path);
+	h5_expect_format(f, format, 1, "remove it to start afresh");
+	char *s = h5_attr_get_str(f, "/", "settings"), *tfp = h5_attr_get_str(f, "/", "teacher_fingerprint");
+	char *kfp = h5_attr_get_str(f, "/", "tokens_fingerprint");
+	if (strcmp(tfp, teacher_fp) != 0)
+		die("%s: a checkpoint of another teacher (fingerprint %s, this one %s)", path, tfp, teacher_fp);
+	if (strcmp(kfp, tokens_fp) != 0)
+		die("%s: a checkpoint made on other tokens (fingerprint %s, these %s)", path, kfp, tokens_fp);
+	if (strcmp(s, settings) != 0)
+		die("%s: a checkpoint made with other settings (%s; now %s): remove it or run as it was", path, s,
+		    settings);
+	free(s), free(tfp), free(kfp);
+	*step = h5_attr_get_i64(f, "/", "step");
+	return f;
+}

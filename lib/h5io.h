@@ -90,4 +90,16 @@ void h5_expect_format(H5File *f, const char *format, int version, const char *hi
  * ROLE_fingerprint. */
 void h5_set_input(H5File *f, const char *role, const char *path, const char *fingerprint);
 
+/* ---------------------------------------------------------------------------
+ * checkpoints of long stages: a file of the given format whose root holds
+ * step, settings (a line of every setting a resumed run must share), the
+ * teacher's path and fingerprint and the tokens' fingerprint; raw
+ * datasets (h5_set_raw) */
+H5File *h5_ckpt_create(const char *path, const char *format, int64_t step, const char *settings,
+                       const char *teacher, const char *teacher_fp, const char *tokens_fp);
+/* h5_ckpt_open opens the checkpoint at path and dies unless it belongs to
+ * this run: its format, teacher and tokens fingerprints and settings;
+ * returns the file and its step in *step */
+H5File *h5_ckpt_open(const char *path, const char *format, const char *settings, const char *teacher_fp,
+                     const char *tokens_fp, int64_t *step);
 #endif

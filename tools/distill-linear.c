@@ -430,13 +430,7 @@ static void settings(char *buf, size_t n, const char *layers, const char *ops, l
 static void ckpt_write(const char *path, Engine *e, Cand *cands, int nc, long long step, const char *set,
                        const Model *m, const char *tok_fp)
 {
-	H5File *f = h5_create(path);
-	h5_stamp(f, CKPT_FORMAT, 1);
-	h5_set_raw(f); /* written and read once: no compression */
-	h5_attr_set_i64(f, "/", "step", step);
-	h5_attr_set_str(f, "/", "settings", set);
-	h5_set_input(f, "teacher", m->path, m->fingerprint);
-	h5_attr_set_str(f, "/", "tokens_fingerprint", tok_fp);
+	H5File *f = h5_ckpt_create(path, CKPT_FORMAT, step, set, m->path, m->fingerprint, tok_fp);
 	for (int i = 0; i < nc; i++) {
 		Cand *c = &cands[i];
 		char name[64];
@@ -455,22 +449,10 @@ static void ckpt_write(const char *path, Engine *e, Cand *cands, int nc, long lo
 /* ckpt_check dies unless the checkpoint at path belongs to this run */
 static void ckpt_check(const char *path, const char *set, const Model *m, const char *tok_fp)
 {
-	H5File *f = h5_open(path);
-	h5_expect_format(f, CKPT_FORMAT, 1, "remove it to start afresh");
-	char *s = h5_attr_get_str(f, "/", "settings"), *tfp = h5_attr_get_str(f, "/", "teacher_fingerprint");
-	char *kfp = h5_attr_get_str(f, "/", "tokens_fingerprint");
-	if (strcmp(tfp, m->fingerprint) != 0)
-		die("%s: a checkpoint of another teacher (fingerprint %s, this one %s)", path, tfp, m->fingerprint);
-	if (strcmp(kfp, tok_fp) != 0)
-		die("%s: a checkpoint made on other tokens (fingerprint %s, these %s)", path, kfp, tok_fp);
-	if (strcmp(s, set) != 0)
-		die("%s: a checkpoint made with other settings (%s; now %s): remove it or run as it was", path, s, set);
-	free(s), free(tfp), free(kfp);
-	h5_close(f);
+	int64_t step;
+	h5_close(h5_ckpt_open(path, CKPT_FORMAT, set, m->fingerprint, tok_fp, &step));
 }
 
-/* the step to go on from, after loading everything a checkpoint holds
- * (into the engine and cands) */
 static long long ckpt_read(const char *path, Engine *e, Cand *cands, int nc)
 {
 	H5File *f = h5_open(path);

@@ -22,6 +22,12 @@
 #include "supernet.h" // defines: Supernet, Relax, supernet_backward_kl
 #include "tokens.h"   // defines: tokens_read
 #include "util.h"     // defines: die, estrtocount
+#ifdef DASH_CUDA
+#include "gpu.h"          // defines: cuda_device_name
+#include "gpu_supernet.h" // defines: GpuSupernet, gpu_supernet_backward_kl, gpu_supernet_kl
+#else
+typedef struct GpuSupernet GpuSupernet; /* never made without CUDA */
+#endif
 
 #define LOGITS_FORMAT "dash-logits"
 #define MEASURE_FORMAT "dash-measure"
@@ -131,13 +137,7 @@ static void settings(char *buf, size_t n, const char *ops, int window, int T, in
 static void ckpt_write(const char *path, const State *st, long long step, const char *set, const Model *m,
                        const char *tok_fp)
 {
-	H5File *f = h5_create(path);
-	h5_stamp(f, CKPT_FORMAT, 1);
-	h5_set_raw(f); /* written and read once: no compression */
-	h5_attr_set_i64(f, "/", "step", step);
-	h5_attr_set_str(f, "/", "settings", set);
-	h5_set_input(f, "teacher", m->path, m->fingerprint);
-	h5_attr_set_str(f, "/", "tokens_fingerprint", tok_fp);
+	H5File *f = h5_ckpt_create(path, CKPT_FORMAT, step, set, m->path, m->fingerprint, tok_fp);
 	state_write(f, st, step);
 	int64_t lk = (int64_t)st->L * st->K;
 	h5_write(f, "/adam/m", DT_F64, 1, &lk, st->m);
@@ -149,18 +149,8 @@ static void ckpt_write(const char *path, const State *st, long long step, const 
  * it and returns the step to go on from */
 static long long ckpt_read(const char *path, State *st, const char *set, const Model *m, const char *tok_fp)
 {
-	H5File *f = h5_open(path);
-	h5_expect_format(f, CKPT_FORMAT, 1, "remove it to start afresh");
-	char *s = h5_attr_get_str(f, "/", "settings"), *tfp = h5_attr_get_str(f, "/", "teacher_fingerprint");
-	char *kfp = h5_attr_get_str(f, "/", "tokens_fingerprint");
-	if (strcmp(tfp, m->fingerprint) != 0)
-		die("%s: a checkpoint of another teacher (fingerprint %s, this one %s)", path, tfp, m->fingerprint);
-	if (strcmp(kfp, tok_fp) != 0)
-		die("%s: a checkpoint made on other tokens (fingerprint %s, these %s)", path, kfp, tok_fp);
-	if (strcmp(s, set) != 0)
-		die("%s: a checkpoint made with other settings (%s; now %s): remove it or run as it was", path, s, set);
-	free(s), free(tfp), free(kfp);
-	long long step = h5_attr_get_i64(f, "/", "step");
+	int64_t step;
+	H5File *f = h5_ckpt_open(path, CKPT_FORMAT, set, m->fingerprint, tok_fp, &step);
 	size_t lk = (size_t)st->L * st->K;
 	struct { const char *name; DType t; void *dst; size_t count, size; } x[] = {
 		{"/alpha", DT_F32, st->alpha, lk, sizeof(float)},
@@ -199,24 +189,66 @@ static H5File *out_create(const char *path, const char *format, const Model *m, 
 	return f;
 }
 
-/* the teacher's final hidden rows of a batch */
-static void teacher_hidden(const Model *m, const int32_t *batch, int B, int T, float *hidden)
+/* the teacher's final hidden rows of a batch: float32 into hidden on the
+ * CPU; on the GPU (gs) kept there, and bf16 into hb unless NULL */
+static void teacher_hidden(const Model *m, GpuSupernet *gs, const int32_t *batch, int B, int T, float *hidden,
+                           uint16_t *hb)
 {
+#ifdef DASH_CUDA
+	if (gs) {
+		gpu_supernet_teacher(gs, batch, B, T, hb);
+		return;
+	}
+#else
+	(void)gs, (void)hb;
+#endif
 	model_forward(m, batch, B, T, hidden, NULL, NULL);
 }
 
+/* a step's mean KL of the supernet to the teacher on a batch, its
+ * gradient with respect to sn->w added to sn->dw; on the GPU when gs */
+static double step_kl(Supernet *sn, GpuSupernet *gs, const int32_t *batch, int B, int T, float *th)
+{
+	teacher_hidden(sn->m, gs, batch, B, T, th, NULL);
+#ifdef DASH_CUDA
+	if (gs)
+		return gpu_supernet_backward_kl(gs, batch, B, T, sn->w, sn->dw);
+#endif
+	return supernet_backward_kl(sn, batch, B, T, th);
+}
+
+/* the KL alone, forward only, against the teacher rows th (CPU) or hb
+ * (the GPU's, bf16) */
+static double batch_kl(Supernet *sn, GpuSupernet *gs, const int32_t *batch, int B, int T, const float *th,
+                       const uint16_t *hb)
+{
+#ifdef DASH_CUDA
+	if (gs) {
+		gpu_supernet_set_teacher(gs, hb, B * T);
+		return gpu_supernet_kl(gs, batch, B, T, sn->w);
+	}
+#else
+	(void)gs, (void)hb;
+#endif
+	return supernet_kl(sn, batch, B, T, th, NULL);
+}
+
 /* --measure: per layer, the mean KL to the teacher over nb batches when
- * only that layer is linear (ablate-one) or only it is fa (restore-one) */
-static void measure(Supernet *sn, int lin_col, int restore, const int32_t *ids, int64_t nseq, long long nb, int B,
-                    int T, double *kl)
+ * only that layer is linear (ablate-one) or only it is fa (restore-one);
+ * the teacher's rows of every batch are kept on the host (bf16 from the
+ * GPU) */
+static void measure(Supernet *sn, GpuSupernet *gs, int lin_col, int restore, const int32_t *ids, int64_t nseq,
+                    long long nb, int B, int T, double *kl)
 {
 	int L = sn->L, K = sn->K, n = B * T;
 	const ModelConfig *c = &sn->m->cfg;
+	size_t nC = (size_t)n * c->C;
 	int32_t *batch = mallocCheck((size_t)n * sizeof(int32_t));
-	float *th = mallocCheck((size_t)nb * n * c->C * sizeof(float));
+	float *th = gs ? NULL : mallocCheck((size_t)nb * nC * sizeof(float));
+	uint16_t *hb = gs ? mallocCheck((size_t)nb * nC * sizeof(uint16_t)) : NULL;
 	for (long long b = 0; b < nb; b++) {
 		gather(batch, ids, nseq, b * B, B, T);
-		teacher_hidden(sn->m, batch, B, T, th + (size_t)b * n * c->C);
+		teacher_hidden(sn->m, gs, batch, B, T, th ? th + (size_t)b * nC : NULL, hb ? hb + (size_t)b * nC : NULL);
 	}
 	Progress pr;
 	progress_init(&pr, "layers", L);
@@ -229,12 +261,13 @@ static void measure(Supernet *sn, int lin_col, int restore, const int32_t *ids, 
 		kl[l] = 0;
 		for (long long b = 0; b < nb; b++) {
 			gather(batch, ids, nseq, b * B, B, T);
-			kl[l] += supernet_kl(sn, batch, B, T, th + (size_t)b * n * c->C, NULL) / (double)nb;
+			kl[l] += batch_kl(sn, gs, batch, B, T, th ? th + (size_t)b * nC : NULL, hb ? hb + (size_t)b * nC : NULL) /
+			         (double)nb;
 		}
 		progress_update(&pr, l + 1);
 	}
 	progress_done(&pr, L);
-	free(batch), free(th);
+	free(batch), free(th), free(hb);
 }
 
 int main(int argc, char **argv)
@@ -307,8 +340,7 @@ int main(int argc, char **argv)
 	} else if ((nfa < 0) == (ratio < 0)) {
 		die("give the budget as -n N_FA or -r RATIO (one of them)");
 	}
-	if (device && device_is_cuda(device))
-		die("--device cuda: search-logits runs on the CPU in this version (the CUDA supernet is not built yet)");
+	int cuda = device_is_cuda(device);
 	s.relax = relax_kind(relax_arg);
 	if (s.relax < 0)
 		die("--relax: '%s' is not softmax, gumbel-topk or budget-dist", relax_arg);
@@ -368,11 +400,23 @@ int main(int argc, char **argv)
 		die("%s: %lld tokens, fewer than one sequence of %d", tokens_path, (long long)n, T);
 	int64_t nseq = n / T;
 	s.steps = (ntok + (long long)B * T - 1) / ((long long)B * T);
-	model_unpack(&m); /* float32 weights: the CPU forward's fast path */
+	if (cuda && !device && c->D != 64 && c->D != 128)
+		cuda = 0; /* the GPU's attention has head dims 64 and 128 */
+	if (!cuda)
+		model_unpack(&m); /* float32 weights: the CPU forward's fast path */
 	Supernet sn;
 	supernet_init(&sn, &m, K, ops, cand_dir, (int)window, B * T);
 	char cand_fp[17];
 	fingerprint_hex(sn.fingerprint, cand_fp);
+	GpuSupernet *gs = NULL;
+#ifdef DASH_CUDA
+	if (cuda) {
+		char name[128];
+		cuda_device_name(0, name, sizeof name);
+		fprintf(stderr, "search-logits: device %s\n", name);
+		gs = gpu_supernet_new(&sn, B * T);
+	}
+#endif
 	if (measure_arg) {
 		fprintf(stderr, "search-logits: model %s: ", model_path);
 		model_describe(&m, stderr);
@@ -380,7 +424,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "search-logits: %s with %s, %lld batch%s of %d x %d tokens a layer\n", measure_arg,
 		        arch_op_names[ops[lin_col]], nb, nb == 1 ? "" : "es", B, T);
 		double *kl = mallocCheck((size_t)L * sizeof(double));
-		measure(&sn, lin_col, restore, ids, nseq, nb, B, T, kl);
+		measure(&sn, gs, lin_col, restore, ids, nseq, nb, B, T, kl);
 		H5File *f = out_create(out, MEASURE_FORMAT, &m, tokens_path, tok_fp, cand_dir, cand_fp);
 		h5_attr_set_str(f, "/", "measure", measure_arg);
 		h5_attr_set_str(f, "/", "linear", arch_op_names[ops[lin_col]]);
@@ -394,6 +438,9 @@ int main(int argc, char **argv)
 			printf("%d\t%.6g\n", l, kl[l]);
 		fshut(stdout, "<stdout>");
 		free(kl);
+#ifdef DASH_CUDA
+		gpu_supernet_free(gs);
+#endif
 		supernet_free(&sn), free(ids), model_free(&m);
 		return 0;
 	}
@@ -431,9 +478,8 @@ int main(int argc, char **argv)
 			gumbel_noise(s.seed, t, L, noise);
 		relax_weights(&rx, st.alpha, s.relax == RELAX_GUMBEL_TOPK ? noise : NULL, sn.w);
 		gather(bids, ids, nseq, t * B, B, T);
-		teacher_hidden(&m, bids, B, T, th);
 		memset(sn.dw, 0, lk * sizeof(double));
-		double kl = supernet_backward_kl(&sn, bids, B, T, th);
+		double kl = step_kl(&sn, gs, bids, B, T, th);
 		/* the budget: lambda (sum_l w_l,fa - N)^2 / L (softmax; the other
 		 * relaxations keep sum = N themselves) */
 		double nf = 0, budget = 0;
@@ -512,6 +558,9 @@ int main(int argc, char **argv)
 	}
 	fshut(stdout, "<stdout>");
 	free(score), free(bids), free(th), free(noise), free(dalpha);
+#ifdef DASH_CUDA
+	gpu_supernet_free(gs);
+#endif
 	relax_free(&rx), state_free(&st), supernet_free(&sn), free(ids), model_free(&m);
 	return 0;
 }
