@@ -111,13 +111,17 @@ $(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
 CAND_FILES = $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
 SEARCH = bin/search-logits -m $(TEACHER) -c $(OUT)/cand -d $(OUT)/train.tokens.h5 --seq $(SEARCH_SEQ)
 
-$(OUT)/logits/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.tokens.h5
+# (static pattern rules: targets make knows by name, so that the arch rules
+# below that need them are chosen over the generic one)
+LOGITS := $(foreach r,$(ARCH_RATIOS),$(foreach s,$(SEARCH_SEEDS),$(OUT)/logits/$(r)-s$(s).h5))
+MEASURES := $(OUT)/measure/ablate-one.h5 $(OUT)/measure/restore-one.h5
+$(LOGITS): $(OUT)/logits/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.tokens.h5
 	@mkdir -p $(OUT)/logits
 	r='$*'; $(SEARCH) -r "$${r%-s*}" --seed "$${r##*-s}" --ops $(SEARCH_OPS) --tokens $(SEARCH_TOKENS) \
 		--resume $(SEARCH_FLAGS) -o $@ >$(OUT)/logits/$*.txt.tmp
 	mv $(OUT)/logits/$*.txt.tmp $(OUT)/logits/$*.txt
 
-$(OUT)/measure/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.tokens.h5
+$(MEASURES): $(OUT)/measure/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.tokens.h5
 	@mkdir -p $(OUT)/measure
 	$(SEARCH) --measure $* --tokens $(MEASURE_TOKENS) -o $@ >$(OUT)/measure/$*.txt.tmp
 	mv $(OUT)/measure/$*.txt.tmp $(OUT)/measure/$*.txt
@@ -167,7 +171,6 @@ $(OUT)/arch/restore-one-%.h5: $(OUT)/measure/restore-one.h5 bin/derive $(CAND_FI
 	mv $(OUT)/arch/restore-one-$*.txt.tmp $(OUT)/arch/restore-one-$*.txt
 
 # every (budget, seed) of the search, for comparing seeds
-LOGITS := $(foreach r,$(ARCH_RATIOS),$(foreach s,$(SEARCH_SEEDS),$(OUT)/logits/$(r)-s$(s).h5))
 logits: cand bin/search-logits
 	@$(MAKE) -f pipeline.mk --no-print-directory logits-files \
 		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
