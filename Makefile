@@ -39,7 +39,7 @@ CFLAGS += -DDASH_CUDA -Ikernels -I$(CUDA_HOME)/include
 ifeq ($(GPU_ARCH),90a)
 NVFLAGS += -DDASH_SM90A
 endif
-CUDA_LIBS := $(CU_LIB) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_LIBS := $(CU_LIB) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
 
 CFLAGS += $(DEPS_CFLAGS) -Ilib
@@ -69,7 +69,7 @@ tests/bin/%: tests/%.c tests/test.h $(LIB)
 
 tests/bin/gpu_%: tests/%.cu tests/test.h tests/gpu_test.h $(LIB) $(CU_LIB)
 	@mkdir -p tests/bin
-	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -Itests $(DEPS_CFLAGS) -o $@ $< $(CU_LIB) $(LIB) -lcublas -Xcompiler -fopenmp $(DEPS_LIBS) -lm
+	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -Itests $(DEPS_CFLAGS) -o $@ $< $(CU_LIB) $(LIB) -lcublasLt -lcublas -Xcompiler -fopenmp $(DEPS_LIBS) -lm
 
 # the CPU tests; the GPU tests are built too (when nvcc is found) but run by test-gpu
 test: all $(TESTS) $(GPU_TESTS)

@@ -13,10 +13,16 @@
  * bench/RESULTS.md divides by bench/bin/gemm's ceiling for the MFU. The
  * device memory comes last: the GpuModel's weights and activation arena,
  * and all that the device has in use (cudaMemGetInfo) once the runs are done.
+ * On stderr: the medians of the forward + backward's three parts (forward,
+ * loss, backward), each timed alone. DASH_TEACHER_PROFILE=1 runs one
+ * forward + backward between cudaProfilerStart and Stop after a warm-up and
+ * times nothing (for ncu --profile-from-start off).
  * usage: bench/bin/teacher [B T]   (default 1 4096; the Qwen2.5-3B shape) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include "gpu.h"
@@ -76,10 +82,32 @@ int main(int argc, char **argv)
 	void *work = gpu_alloc(vocab_loss_work(c.C, c.V));
 	float *d_loss = gpu_alloc(sizeof(float));
 	const bf16_t *lm = gpu_model_lm_head(g);
-	cudaEvent_t e0, e1;
+	cudaEvent_t e0, e1, ef, el;
 	CK(cudaEventCreate(&e0));
 	CK(cudaEventCreate(&e1));
-	float fwd[10], fb[10];
+	CK(cudaEventCreate(&ef));
+	CK(cudaEventCreate(&el));
+	float fwd[10], fb[10], ph[3][10];
+	/* DASH_TEACHER_PROFILE=1: one forward + backward after a warm-up of
+	 * each, between cudaProfilerStart and Stop (for ncu
+	 * --profile-from-start off), and nothing else */
+	const char *prof = getenv("DASH_TEACHER_PROFILE");
+	if (prof && *prof && strcmp(prof, "0") != 0) {
+		gpu_model_forward(g, ids, (int)B, (int)T, NULL);
+		matmul_forward_cuda(logits, gpu_model_hidden(g), lm, NULL, n, c.C, c.V);
+		for (int i = 0; i < 2; i++) {
+			CK(cudaDeviceSynchronize());
+			if (i == 1)
+				CK(cudaProfilerStart());
+			gpu_model_forward(g, ids, (int)B, (int)T, NULL);
+			vocab_loss_cuda(d_loss, NULL, dhid, gpu_model_hidden(g), NULL, d_tg, lm, n, c.C, c.V, 1.0f / n, work);
+			gpu_model_backward(g, (int)B, (int)T, dhid, NULL, NULL, NULL);
+			CK(cudaDeviceSynchronize());
+		}
+		CK(cudaProfilerStop());
+		fprintf(stderr, "bench/teacher: one forward + backward profiled\n");
+		return 0;
+	}
 	for (int i = 0; i < 12; i++) {
 		CK(cudaEventRecord(e0, 0));
 		gpu_model_forward(g, ids, (int)B, (int)T, NULL);
@@ -92,15 +120,26 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 12; i++) {
 		CK(cudaEventRecord(e0, 0));
 		gpu_model_forward(g, ids, (int)B, (int)T, NULL);
+		CK(cudaEventRecord(ef, 0));
 		vocab_loss_cuda(d_loss, NULL, dhid, gpu_model_hidden(g), NULL, d_tg, lm, n, c.C, c.V, 1.0f / n, work);
+		CK(cudaEventRecord(el, 0));
 		gpu_model_backward(g, (int)B, (int)T, dhid, NULL, NULL, NULL);
 		CK(cudaEventRecord(e1, 0));
 		CK(cudaEventSynchronize(e1));
-		if (i >= 2)
+		if (i >= 2) {
 			CK(cudaEventElapsedTime(&fb[i - 2], e0, e1));
+			CK(cudaEventElapsedTime(&ph[0][i - 2], e0, ef));
+			CK(cudaEventElapsedTime(&ph[1][i - 2], ef, el));
+			CK(cudaEventElapsedTime(&ph[2][i - 2], el, e1));
+		}
 	}
 	qsort(fwd, 10, sizeof(float), cmp);
 	qsort(fb, 10, sizeof(float), cmp);
+	for (int k = 0; k < 3; k++)
+		qsort(ph[k], 10, sizeof(float), cmp);
+	/* where the forward + backward goes (medians of each part on its own) */
+	fprintf(stderr, "bench/teacher: forward + backward = forward %.1f ms, loss %.1f ms, backward %.1f ms\n",
+	        ph[0][5], ph[1][5], ph[2][5]);
 	size_t wb, ab, freeb, totalb;
 	gpu_model_bytes(g, &wb, &ab);
 	CK(cudaMemGetInfo(&freeb, &totalb));
@@ -118,6 +157,8 @@ int main(int argc, char **argv)
 	       "%.2f GiB\n", GIB(wb), GIB(ab), GIB(nV), GIB(totalb - freeb), GIB(totalb));
 	CK(cudaEventDestroy(e0));
 	CK(cudaEventDestroy(e1));
+	CK(cudaEventDestroy(ef));
+	CK(cudaEventDestroy(el));
 	gpu_free(logits), gpu_free(dhid), gpu_free(d_tg), gpu_free(work), gpu_free(d_loss);
 	free(ids), free(tg);
 	gpu_model_free(g);

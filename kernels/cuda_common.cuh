@@ -43,6 +43,13 @@ typedef __nv_bfloat16 bf16;
  * reduced-precision split-K reductions disallowed */
 cublasHandle_t cublas_handle(void);
 
+/* gemm_bf16 (kernels/matmul.cu): C (m, n) = op(A) B in cuBLAS's
+ * column-major terms, alpha 1 and beta 0, float32 accumulation: A bf16, (k,
+ * m) with lda when ta is CUBLAS_OP_T, else (m, k); B bf16 (k, n) with ldb; C
+ * of ctype (CUDA_R_16BF or CUDA_R_32F) with ldc. Split-K sums in float32. */
+void gemm_bf16(cublasOperation_t ta, int m, int n, int k, const void *A, int lda, const void *B, int ldb, void *C,
+               cudaDataType_t ctype, int ldc);
+
 /* A Carver places buffers one after another in an arena: a layout function
  * calls CARVE for each, once from base 0 to size the arena, then again on
  * the allocation. Every buffer starts on ARENA_ALIGN bytes. */

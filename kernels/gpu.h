@@ -119,11 +119,13 @@ void residual_rmsnorm_backward_cuda(bf16_t *d_dh, const bf16_t *d_dout, const bf
 
 /* rows of float32 logits the scratch holds: one cross-entropy chunk; a KL
  * chunk is half of it (the student's logits and the teacher's) */
-#define VOCAB_LOSS_ROWS 512
+#ifndef VOCAB_LOSS_ROWS
+#define VOCAB_LOSS_ROWS 2048
+#endif
 
 /* vocab_loss_work: bytes of device scratch vocab_loss_cuda needs, whatever
  * n: VOCAB_LOSS_ROWS rows of V (rounded up to 8) float32 logits and a
- * little, 311 MB at V 151936. C does not enter into it. */
+ * little, 1.24 GB at V 151936. C does not enter into it. */
 size_t vocab_loss_work(int C, int V);
 /* vocab_loss_cuda: d_loss (one float, written, not added to) =
  * scale * the sum of the row losses; deterministic.

@@ -319,6 +319,7 @@ int main(int argc, char **argv)
 	test_qkv_rope(1, 1, 2, 1, 64, 0, 0);
 	test_qkv_rope(2, 13, 4, 2, 128, 5, 1);
 	test_qkv_rope(3, 100, 16, 2, 128, 0, 1);
+	test_qkv_rope(2, 5, 3, 1, 12, 3, 1); /* D/2 not a multiple of 8: a thread per pair */
 	test_swiglu_packed(1, 8);
 	test_swiglu_packed(37, 1000);
 	test_swiglu_packed(5, 77); /* F not a multiple of 8: one value at a time */
