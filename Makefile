@@ -79,17 +79,17 @@ test: all $(TESTS) $(GPU_TESTS)
 test-gpu: all $(GPU_TESTS)
 	@tests/run gpu
 
-# benchmark programs (GPU): bench/bin/teacher and one per bench/*.cu; see bench/RESULTS.md
-BENCH := bench/bin/teacher $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu))
+# benchmark programs (GPU): bench/bin/teacher, bench/bin/search and one per bench/*.cu; see bench/RESULTS.md
+BENCH := bench/bin/teacher bench/bin/search $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu))
 bench: $(BENCH)
 
-bench/bin/teacher: bench/teacher.c $(LIB) $(CU_LIB)
+bench/bin/teacher bench/bin/search: bench/bin/%: bench/%.c $(LIB) $(CU_LIB)
 	@mkdir -p bench/bin
 	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
 
 bench/bin/%: bench/%.cu bench/bench.h $(CU_LIB)
 	@mkdir -p bench/bin
-	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -o $@ $< $(CU_LIB) -lcublas
+	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -o $@ $< $(CU_LIB) -lcublasLt -lcublas
 
 # man pages must pass mandoc's linter
 check: test

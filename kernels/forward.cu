@@ -321,6 +321,16 @@ extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *acti
 extern "C" const bf16_t *gpu_model_hidden(GpuModel *g) { return g->hidden; }
 extern "C" const bf16_t *gpu_model_lm_head(GpuModel *g) { return g->lm_head; }
 
+extern "C" void gpu_model_layer(const GpuModel *g, int l, GpuLayerView *v)
+{
+	if (l < 0 || l >= g->m->cfg.L)
+		BUG("gpu_model_layer: layer %d of %d", l, g->m->cfg.L);
+	const GpuLayer *w = &g->layers[l];
+	const GpuSaved *s = &g->saved[g->train ? l : 0];
+	v->wqkv = w->wqkv, v->bqkv = w->bqkv, v->wo = w->wo, v->bo = w->bo, v->inv_freq = g->inv_freq;
+	v->q = s->q, v->k = s->k, v->v = s->v;
+}
+
 // ----------------------------------------------------------------------------
 // forward
 
@@ -402,8 +412,18 @@ extern "C" void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T,
 // ----------------------------------------------------------------------------
 // backward, with respect to activations only: the twin of model_backward
 
-extern "C" void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook,
-                                   void *ctx, bf16_t *d_dx0)
+/* du (n) = w du + dmix (dmix NULL: w du), float32 arithmetic: a supernet
+ * layer's teacher path scaled and its own operators' gradient added */
+__global__ void mix_du_kernel(bf16 *du, const bf16 *dmix, float w, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		du[i] = __float2bfloat16(w * __bfloat162float(du[i]) + (dmix ? __bfloat162float(dmix[i]) : 0.0f));
+}
+
+/* the backward of gpu_model_backward and gpu_model_backward_mix: grad_hook
+ * and mix may each be NULL */
+static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook, GpuMixGrad mix,
+                     void *ctx, bf16_t *d_dx0)
 {
 	const ModelConfig *c = &g->m->cfg;
 	int n = B * T, C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D, F = c->F;
@@ -427,15 +447,43 @@ extern "C" void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dh
 		/* attention: h = x + a, so dL/da = dL/dh */
 		if (grad_hook)
 			grad_hook(ctx, l, g->dh, n, C);
-		matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
-		attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, s->att, s->lse, s->q, s->k, s->v, B, T, H, G, D, 0,
-		                        g->work);
-		qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
-		matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
+		/* a supernet's layer: a = wfa attention(u) + its own operators' */
+		float wfa = 1;
+		const bf16_t *dmix = NULL, *du = g->du;
+		if (mix)
+			wfa = mix(ctx, l, g->dh, &dmix, n, C);
+		if (wfa != 0) {
+			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
+			attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, s->att, s->lse, s->q, s->k, s->v, B, T, H, G,
+			                        D, 0, g->work);
+			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
+			matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
+			if (wfa != 1 || dmix) {
+				mix_du_kernel<<<CEIL_DIV((int64_t)n * C, 1024) < 4096 ? CEIL_DIV((int64_t)n * C, 1024) : 4096,
+				                1024>>>((bf16 *)g->du, (const bf16 *)dmix, wfa, (int64_t)n * C);
+				cudaCheck(cudaGetLastError());
+			}
+		} else if (dmix) {
+			du = dmix;
+		} else {
+			cudaCheck(cudaMemsetAsync(g->du, 0, (size_t)n * C * sizeof(bf16_t)));
+		}
 		/* u = norm1(x) and the residual: dL/dx, the first layer's into d_dx0 when given */
 		bf16_t *dx = l == 0 && d_dx0 ? d_dx0 : g->dx;
-		residual_rmsnorm_backward_cuda(dx, g->du, g->dh, s->x, s->rstd1, w->ln1, n, C);
+		residual_rmsnorm_backward_cuda(dx, du, g->dh, s->x, s->rstd1, w->ln1, n, C);
 	}
+}
+
+extern "C" void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook,
+                                   void *ctx, bf16_t *d_dx0)
+{
+	backward(g, B, T, d_dhidden, grad_hook, NULL, ctx, d_dx0);
+}
+
+extern "C" void gpu_model_backward_mix(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuMixGrad mix, void *ctx,
+                                       bf16_t *d_dx0)
+{
+	backward(g, B, T, d_dhidden, NULL, mix, ctx, d_dx0);
 }
 
 extern "C" void gpu_model_backward_host(GpuModel *g, int B, int T, const float *dhidden, GpuGradHook grad_hook,

@@ -81,7 +81,10 @@ void gpu_lop_download(GpuLop *g, LinearOp *op);
 void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, int T);
 /* gpu_lop_backward adds the gradient of every parameter to d_grad (op->n
  * floats, device, +=) and writes du (B*T, C) (=; d_du may be NULL) from da
- * (B*T, C), using the last gpu_lop_forward's activations (same d_u, B, T) */
+ * (B*T, C), using the last gpu_lop_forward's activations (same d_u, B, T).
+ * d_grad NULL: no parameter gradients (what a search through frozen
+ * operators wants: about half the projections' GEMMs fewer, and d_u is not
+ * read). */
 void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const float *d_da, const float *d_u, int B, int T);
 
 #ifdef __cplusplus

@@ -82,6 +82,42 @@ typedef void (*GpuGradHook)(void *ctx, int l, const uint16_t *d_da, int n, int C
  * respect to the embeddings' output. */
 void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook, void *ctx,
                         bf16_t *d_dx0);
+/* A GpuMixGrad is what gpu_model_backward_mix asks, going backwards, at
+ * each layer l whose attention output a is a mixture (a supernet's,
+ * kernels/gpu_supernet.h), given dL/da (device (n, C) bf16, of the mixed a,
+ * before the residual add), before the teacher's attention path is
+ * back-propagated. It returns the factor w with which the teacher's
+ * attention enters a: that path is back-propagated from w dL/da (nothing
+ * of it runs when w is 0). It sets *d_du to device (n, C) bf16 holding the
+ * gradient with respect to u = norm1(x) through its own operators, or to
+ * NULL when they add none; that gradient is added to the teacher path's
+ * before the backward of norm1. It must not change d_da; its buffer *d_du
+ * must stay as it is until the next layer's call (device work it queues on
+ * the default stream is ordered with the backward's). */
+typedef float (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, const uint16_t **d_du, int n, int C);
+/* gpu_model_backward_mix: gpu_model_backward (which is its case of every w
+ * 1 and no d_du) with a GpuMixGrad in every layer; the twin of
+ * model_backward_hooks' mix (lib/model.h) */
+void gpu_model_backward_mix(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuMixGrad mix, void *ctx,
+                            bf16_t *d_dx0);
+
+/* GpuLayerView: layer l's attention weights on the device and what the
+ * last forward made of its attention input: q, k, v after RoPE (bias
+ * included), as attention_forward_cuda takes them. In a train GpuModel
+ * those stay valid until the next forward; without train only within a
+ * GpuLayerHook of layer l (every layer shares them). A supernet's swa
+ * column (the teacher's attention in a window) runs on them. */
+typedef struct {
+	const bf16_t *wqkv;      // (H*D + 2*G*D, C) wq | wk | wv
+	const bf16_t *bqkv;      // (H*D + 2*G*D) or NULL
+	const bf16_t *wo;        // (C, H*D)
+	const bf16_t *bo;        // (C) or NULL
+	const float *inv_freq;   // (D/2) RoPE's
+	const bf16_t *q;         // (n, H, D)
+	const bf16_t *k, *v;     // (n, G, D)
+} GpuLayerView;
+void gpu_model_layer(const GpuModel *g, int l, GpuLayerView *v);
+
 /* gpu_model_backward_host: the same from host float32 dhidden (B*T, C),
  * writing dx0 (B*T, C) float32 to the host if not NULL (for tests) */
 void gpu_model_backward_host(GpuModel *g, int B, int T, const float *dhidden, GpuGradHook grad_hook, void *ctx,

@@ -564,13 +564,16 @@ extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, 
 }
 
 /* the backward of a projection p = x W^T (+ b): dW += dp^T x, db += the
- * column sums of dp (b may be NULL), dx += dp W when dx (add 0: =) */
+ * column sums of dp (b may be NULL) unless grad is NULL, dx += dp W when dx
+ * (add 0: =) */
 static void proj_back(const GpuLop *g, float *grad, float *dx, int add, const float *dp, const float *x,
                       const char *wname, const char *bname, int n, int IC, int OC)
 {
-	lin_dw(P(g, grad, wname), dp, x, n, IC, OC);
-	if (bname)
-		colsum(P(g, grad, bname), dp, g->ones, n, OC);
+	if (grad) {
+		lin_dw(P(g, grad, wname), dp, x, n, IC, OC);
+		if (bname)
+			colsum(P(g, grad, bname), dp, g->ones, n, OC);
+	}
 	if (dx)
 		lin_dx(dx, dp, P(g, g->w, wname), n, IC, OC, add);
 }
@@ -587,17 +590,20 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 		BUG("gpu_lop_backward: the last forward was not on this u, B %d, T %d", B, T);
 	if (g->arena->user != g)
 		BUG("gpu_lop_backward: another operator's forward has run in the shared arena since this one's");
-	/* a = Wo y + bo, y recomputed into s[0] */
+	/* a = Wo y + bo, y recomputed into s[0] (for dWo only) */
 	float *y = g->s[0], *dy = g->s[1], *dO = g->s[2], *dzg = g->s[0];
-	onorm_y_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(y, g->rstd, g->o, g->zg, P(g, w, "onorm"),
-	                                                           (int64_t)n * HD, D);
-	cudaCheck(cudaGetLastError());
+	if (d_grad) {
+		onorm_y_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(y, g->rstd, g->o, g->zg, P(g, w, "onorm"),
+		                                                           (int64_t)n * HD, D);
+		cudaCheck(cudaGetLastError());
+	}
 	proj_back(g, d_grad, dy, 0, d_da, y, "wo", "bo", n, HD, C);
 	/* y = o rstd onorm silu(zg); dzg takes y's place */
 	onorm_backward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(dO, dzg, dy, g->o, g->rstd, g->zg,
 	                                                                    P(g, w, "onorm"), n * H, D);
 	cudaCheck(cudaGetLastError());
-	colsum(P(g, d_grad, "onorm"), dy, g->ones, n * H, D);
+	if (d_grad)
+		colsum(P(g, d_grad, "onorm"), dy, g->ones, n * H, D);
 	proj_back(g, d_grad, d_du, 0, dzg, d_u, "wg", NULL, n, C, HD);
 	/* the recurrence: dq, dk, dv into the free s[0], s[1], s[3] */
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
@@ -612,7 +618,8 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 		gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
 			g->dg, g->dbeta, g->dAg, g->g, g->beta, g->za, P(g, w, "A_log"), n, H);
 		cudaCheck(cudaGetLastError());
-		colsum(P(g, d_grad, "A_log"), g->dAg, g->ones, n, H);
+		if (d_grad)
+			colsum(P(g, d_grad, "A_log"), g->dAg, g->ones, n, H);
 		proj_back(g, d_grad, d_du, 1, g->dbeta, d_u, "wb", NULL, n, C, H);
 		proj_back(g, d_grad, d_du, 1, g->dg, d_u, "wa", "dt_bias", n, C, H);
 		/* q = l2norm(silu(pq)), k likewise before the repeat, v = silu(pv) */

@@ -8,7 +8,10 @@
  * moves alpha by Adam. Writes logits.h5 (format "dash-logits": /alpha, the
  * trajectory, every setting) for derive; keeps OUT.ckpt.h5 so that --resume
  * continues a stopped run. --measure ablate-one|restore-one writes instead
- * the per-layer KL rankings of the selector baselines ("dash-measure"). */
+ * the per-layer KL rankings of the selector baselines ("dash-measure").
+ * --device cuda (the default with a GPU) runs the teacher and the supernet
+ * on the GPU (kernels/gpu_supernet.h); alpha, the relaxation and Adam stay
+ * here on the host. */
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -40,7 +43,8 @@ static void usage(void)
 	                "                     [--lr LR] [--lambda L] [--tau A:B] [--relax softmax|gumbel-topk|budget-dist]\n"
 	                "                     [--seed S] [--ckpt-every K] [--resume] [--stop-after K] [--device cpu|cuda]\n"
 	                "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
-	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B] -o MEASURE.h5\n");
+	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
+	                "                     [--device cpu|cuda] -o MEASURE.h5\n");
 	exit(2);
 }
 

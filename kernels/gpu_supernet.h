@@ -1,0 +1,103 @@
+/*
+ * gpu_supernet: the search's supernet on the GPU (kernels/supernet.cu), the
+ * twin of supernet_kl and supernet_backward_kl in lib/supernet.h, which
+ * states the math: every layer mixes K operators on its attention input u,
+ *
+ *   a_l = w_l0 fa(u_l) + sum_{k>0} w_lk op_k(u_l)
+ *
+ * A GpuSupernet is built from a CPU Supernet (its teacher, its columns and
+ * their operators, which must outlive it) and holds a train GpuModel
+ * (kernels/gpu_model.h) and, per column:
+ *   fa   the teacher's attention, what the GpuModel computes anyway
+ *   swa  the teacher's q, k, v of the layer (GpuLayerView) through
+ *        attention_forward_cuda with the window, Wo and bo; its backward by
+ *        attention_backward_cuda with the window, qkv_rope_backward_cuda and
+ *        the Wqkv GEMM
+ *   gdn, gla  a GpuLop each (kernels/gpu_lop.h, float32; its backward
+ *        without parameter gradients), each with an arena of its own when
+ *        all of them fit beside the rest with an eighth of the device's
+ *        memory to spare (32 GB for 36 gdn layers at 4096 tokens); else
+ *        one arena for all, and the backward runs each layer's operator
+ *        forward again right before its backward (DASH_SUPERNET_SHARED=1
+ *        chooses this)
+ * Only the mixing weights w (L, K) vary; they stay on the host and are
+ * passed to every call. dL/dw_lk = <dL/da_l, op_k(u_l)> is summed on the
+ * device in double (a fixed grid of partial sums, deterministic) and
+ * downloaded once a step.
+ *
+ * A step: gpu_supernet_teacher (the teacher's forward, all fa; its final
+ * hidden rows kept on the device), then gpu_supernet_backward_kl (the
+ * supernet's forward with the mixing hook, the KL(teacher || supernet)
+ * over the vocabulary by vocab_loss_cuda, and gpu_model_backward_mix).
+ * The relaxation, the budget term and the optimizer stay on the host
+ * (lib/supernet.h's relax_*).
+ *
+ * Precision: bf16 activations as the GpuModel's (the gdn and gla columns
+ * in float32 between a bf16 u and the bf16 mixture). On the test's random
+ * model (L 3, C 256, 2 x 100 tokens) the KL came within 1e-3 relative of
+ * the float32 CPU reference and every dw within 1.2e-3 of max |dw|
+ * (tests/test_supernet.cu, which allows 3e-2 and 5e-2). Not bit for bit
+ * repeatable: the attention backward sums dq by float32 atomics.
+ *
+ * Device memory beyond the GpuModel's, for n = max_tokens rows: each
+ * layer's u, every column's output (gdn, gla: unless shared) and swa's
+ * attention output (bf16) and lse: L n (C (1 + K) + H D) bf16 + L n H
+ * float32; the GpuLops' parameters and arenas; scratch of a few (n, C)
+ * float32 and the vocabulary loss's work (vocab_loss_work).
+ */
+#ifndef DASH_GPU_SUPERNET_H
+#define DASH_GPU_SUPERNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "supernet.h" // defines: Supernet
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct GpuSupernet GpuSupernet;
+
+/* gpu_supernet_new uploads sn's teacher and operators for B*T <=
+ * max_tokens rows a call; dies when the CUDA backend lacks something the
+ * teacher needs (gpu_model_new) or an operator (gpu_lop_new) */
+GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens);
+void gpu_supernet_free(GpuSupernet *g);
+/* gpu_supernet_shared: 1 when the gdn and gla columns share one arena
+ * (and run their forward twice a step) */
+int gpu_supernet_shared(const GpuSupernet *g);
+/* gpu_supernet_bytes: device bytes of the GpuModel (weights and arena)
+ * and of the rest (operators, kept outputs, scratch) */
+void gpu_supernet_bytes(const GpuSupernet *g, size_t *model, size_t *rest);
+
+/* gpu_supernet_teacher runs the teacher (every layer fa) on B sequences of
+ * T ids and keeps its final-normed hidden rows (B*T, C) on the device as the
+ * KL's reference; host_rows (B*T*C bf16) or NULL receives a copy. */
+void gpu_supernet_teacher(GpuSupernet *g, const int32_t *ids, int B, int T, uint16_t *host_rows);
+/* gpu_supernet_set_teacher: the reference rows from the host instead */
+void gpu_supernet_set_teacher(GpuSupernet *g, const uint16_t *host_rows, int n);
+
+/* gpu_supernet_kl: the forward of the same B x T ids mixed by w (L, K)
+ * (host), and the mean over rows of KL(teacher || supernet). Columns of
+ * weight 0 are not run. */
+double gpu_supernet_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w);
+/* gpu_supernet_backward_kl: the same mean KL, and its gradient with
+ * respect to w added to dw (L, K) (host, +=) */
+double gpu_supernet_backward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w, double *dw);
+
+/* gpu_supernet_phases: milliseconds of the last teacher forward, supernet
+ * forward, loss and backward (CUDA events; waits for them), after a
+ * gpu_supernet_teacher and a gpu_supernet_backward_kl */
+void gpu_supernet_phases(GpuSupernet *g, float ms[4]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,523 @@
+/*
+ * supernet (GPU): the search's mixture of operators on the device, host
+ * code over the teacher (kernels/forward.cu), the attention kernels and the
+ * GpuLop candidates (kernels/linear_op.cu), plus four small kernels: the
+ * mixture, a float32 accumulation, a conversion and a deterministic dot
+ * product. The twin of supernet_kl and supernet_backward_kl in
+ * lib/supernet.c; kernels/gpu_supernet.h states the contract.
+ *
+ * Forward, layer l (the GpuModel's hook, after the teacher's a = fa(u)):
+ *   keep u and fa's a (a step only)                   2 copies
+ *   swa: att = attention_W(q, k, v) of the teacher's q, k, v; o = Wo att + bo
+ *   gdn, gla (weight != 0, or a step's with arenas of their own): u in
+ *     float32 once, o = gpu_lop_forward(u) (a step with own arenas keeps
+ *     o in bf16)
+ *   a = w_0 a + sum_k w_k o_k                         mix_kernel
+ * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da:
+ *   dw_l0 = <da, fa>, dw_l,swa = <da, o_swa>          dot, two launches each
+ *   gdn, gla: dw = <da, o> (in a shared arena o = gpu_lop_forward(u)
+ *     again first); when w != 0 du_k = gpu_lop_backward(da) (no parameter
+ *     gradients), du += w du_k
+ *   swa (w != 0): datt = da Wo; dq, dk, dv = attention_W'(datt);
+ *     dqkv = rope'(dq, dk), dv; du += w dqkv Wqkv
+ *   return w_0 (the GpuModel scales the teacher's path) and du in bf16
+ *
+ * version 1: as above; the swa column recomputes no q, k, v (it takes the
+ * teacher's, kept by the train GpuModel). H100, Qwen2.5-3B shape, fa, swa,
+ * gdn, 1 x 4096 tokens (bench/bin/search), one arena for every gdn: 375.8
+ * ms a step = teacher forward 44.8 + supernet forward 101.3 + KL 14.2 +
+ * backward 215.0; 10.9K tokens/s.
+ * version 2: an arena a gdn or gla operator when they fit, so that none
+ * runs its forward twice: 330.8 ms a step (backward 171.1 ms; version 1's
+ * 373.3 in the same run), 12.4K tokens/s, 12.3M tokens in 16.6 min; 51.2
+ * GiB of the device in use (22.0 with one arena). Where it goes: the two
+ * teacher-sized passes (forward 44 ms twice, backward about 60), the gdn
+ * columns (36 x about 1.3 ms forward + 2.5 backward = 137 ms) and the
+ * KL (14 ms): the target of 10 min (200 ms a step) needs the gdn kernels
+ * on the tensor cores (they are float32 on the CUDA cores) and a faster
+ * teacher both.
+ */
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "gpu.h"
+#include "gpu_lop.h"
+#include "gpu_model.h"
+#include "gpu_supernet.h"
+
+extern "C" {
+#include "util.h"
+}
+
+#define RED_BLOCKS 264 /* the dot product's partial sums: two blocks an SM of an H100 */
+#define RED_THREADS 256
+#define EW_BLOCKS 2048 /* grid-stride elementwise kernels */
+#define EW_THREADS 256
+
+struct GpuSupernet {
+	const Supernet *sn;
+	const ModelConfig *c;
+	GpuModel *gm;
+	int L, K, max_tokens, window;
+	int ops[SN_MAX_OPS];
+	GpuLop **lop;             /* [L*K] the gdn and gla columns' operators, NULL elsewhere */
+	int shared;               /* 1: one arena for every GpuLop, each forward run again before its backward */
+	GpuLopArena *arena;       /* the shared one */
+	void *mem;                /* the allocation of every buffer below */
+	size_t rest_bytes;        /* device bytes besides the GpuModel's */
+	/* kept per layer by a step's forward */
+	bf16_t *u;                /* (L, n, C) each layer's attention input */
+	bf16_t **kept;            /* [L*K] (n, C) the columns' outputs (gdn, gla: unless shared), else NULL */
+	bf16_t *att;              /* (L, n, H*D) swa's attention output, when there is a swa column */
+	float *lse;               /* (L, B, H, T) its log-sum-exp */
+	/* scratch (n rows) */
+	float *uf;                /* (n, C) u in float32 */
+	float *of[SN_MAX_OPS];    /* (n, C) the gdn and gla columns' outputs in float32 */
+	float *daf, *duf, *duacc; /* (n, C) dL/da in float32, one operator's du, their sum */
+	bf16_t *dmix;             /* (n, C) the sum in bf16, for the GpuModel */
+	bf16_t *datt, *dq;        /* (n, H*D) swa's backward */
+	bf16_t *dk, *dv;          /* (n, G*D) */
+	bf16_t *dqkv;             /* (n, H*D + 2 G*D) */
+	bf16_t *dub;              /* (n, C) */
+	float *work;              /* the attention backward's */
+	size_t work_floats;
+	double *dw, *partial;     /* (L*K) dL/dw; RED_BLOCKS partial sums */
+	bf16_t *th, *dhid;        /* (n, C) the teacher's hidden rows; dL/dhidden */
+	float *loss;              /* one float */
+	void *loss_work;          /* vocab_loss_work bytes */
+	/* the call in progress */
+	const float *w;           /* (L, K) host */
+	int keep, B, T;
+	cudaEvent_t ev[5];        /* teacher start, teacher end, forward start, forward end, loss end */
+	cudaEvent_t ev_end;       /* backward end */
+};
+
+// ----------------------------------------------------------------------------
+// kernels
+
+/* the sources of a mixture: up to SN_MAX_OPS arrays of n values, bf16 or
+ * float32, each with its weight */
+typedef struct {
+	const void *p[SN_MAX_OPS];
+	int f32[SN_MAX_OPS];
+	float w[SN_MAX_OPS];
+	int n;
+} MixSrc;
+
+__device__ __forceinline__ float load(const void *p, int f32, int64_t i)
+{
+	return f32 ? ((const float *)p)[i] : __bfloat162float(((const bf16 *)p)[i]);
+}
+
+/* a (n) = sum_j w_j src_j, in float32 in the order of the sources (as
+ * supernet_hook sums); a may be a source */
+__global__ void mix_kernel(bf16 *a, MixSrc s, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+		float acc = 0;
+		for (int j = 0; j < s.n; j++)
+			acc += s.w[j] * load(s.p[j], s.f32[j], i);
+		a[i] = __float2bfloat16(acc);
+	}
+}
+
+/* acc (n) = w x (first) or acc + w x; x bf16 or float32 */
+__global__ void acc_kernel(float *acc, const void *x, int xf32, float w, int first, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		acc[i] = (first ? 0.0f : acc[i]) + w * load(x, xf32, i);
+}
+
+__global__ void f32_to_bf16_kernel(bf16 *out, const float *x, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		out[i] = __float2bfloat16(x[i]);
+}
+
+/* the block's sum of v, in thread 0; blockDim.x is RED_THREADS */
+__device__ double sn_block_sum(double v)
+{
+	__shared__ double part[RED_THREADS / WARP_SIZE];
+	for (int o = WARP_SIZE / 2; o > 0; o /= 2)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	if (threadIdx.x % WARP_SIZE == 0)
+		part[threadIdx.x / WARP_SIZE] = v;
+	__syncthreads();
+	double s = 0;
+	if (threadIdx.x == 0)
+		for (int w = 0; w < RED_THREADS / WARP_SIZE; w++)
+			s += part[w];
+	return s;
+}
+
+/* partial[b] = block b's stride of sum x y, in double; x bf16, y bf16 or
+ * float32 */
+__global__ void dot_partial_kernel(double *partial, const bf16 *x, const void *y, int yf32, int64_t n)
+{
+	double s = 0;
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		s += (double)__bfloat162float(x[i]) * load(y, yf32, i);
+	s = sn_block_sum(s);
+	if (threadIdx.x == 0)
+		partial[blockIdx.x] = s;
+}
+
+/* out[0] += the partial sums, in order (one block) */
+__global__ void dot_sum_kernel(double *out, const double *partial)
+{
+	double s = 0;
+	for (int b = threadIdx.x; b < RED_BLOCKS; b += blockDim.x)
+		s += partial[b];
+	s = sn_block_sum(s);
+	if (threadIdx.x == 0)
+		out[0] += s;
+}
+
+// ----------------------------------------------------------------------------
+// launchers
+
+static void mix(bf16_t *a, const MixSrc *s, int64_t n)
+{
+	mix_kernel<<<EW_BLOCKS, EW_THREADS>>>((bf16 *)a, *s, n);
+	cudaCheck(cudaGetLastError());
+}
+
+static void acc(float *acc, const void *x, int xf32, float w, int first, int64_t n)
+{
+	acc_kernel<<<EW_BLOCKS, EW_THREADS>>>(acc, x, xf32, w, first, n);
+	cudaCheck(cudaGetLastError());
+}
+
+/* *out += <x, y> on the device */
+static void dot(GpuSupernet *g, double *out, const bf16_t *x, const void *y, int yf32, int64_t n)
+{
+	dot_partial_kernel<<<RED_BLOCKS, RED_THREADS>>>(g->partial, (const bf16 *)x, y, yf32, n);
+	cudaCheck(cudaGetLastError());
+	dot_sum_kernel<<<1, RED_THREADS>>>(out, g->partial);
+	cudaCheck(cudaGetLastError());
+}
+
+// ----------------------------------------------------------------------------
+// the hooks
+
+static size_t nC_of(const GpuSupernet *g) { return (size_t)g->max_tokens * g->c->C; }
+static bf16_t *u_of(const GpuSupernet *g, int l) { return g->u + (size_t)l * nC_of(g); }
+static bf16_t *att_of(const GpuSupernet *g, int l) { return g->att + (size_t)l * g->max_tokens * g->c->H * g->c->D; }
+static float *lse_of(const GpuSupernet *g, int l) { return g->lse + (size_t)l * g->max_tokens * g->c->H; }
+
+/* the forward hook: a = w_0 a + sum_k w_k op_k(u) */
+static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n, int C)
+{
+	GpuSupernet *g = (GpuSupernet *)ctx;
+	const ModelConfig *c = g->c;
+	int K = g->K, B = g->B, T = g->T, H = c->H, G = c->G, D = c->D;
+	const float *w = g->w + (size_t)l * K;
+	size_t nC = (size_t)n * C;
+	if (g->keep) {
+		cudaCheck(cudaMemcpyAsync(u_of(g, l), d_u, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
+		cudaCheck(cudaMemcpyAsync(g->kept[(size_t)l * K], d_a, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
+	}
+	MixSrc s;
+	memset(&s, 0, sizeof s);
+	int plain = w[0] == 1; /* a stays the teacher's */
+	if (w[0] != 0)
+		s.p[s.n] = d_a, s.w[s.n++] = w[0];
+	int uf_ready = 0;
+	for (int k = 1; k < K; k++) {
+		/* a step needs every output for dw (gdn and gla in a shared arena
+		 * run again in the backward) */
+		if (w[k] == 0 && !(g->keep && g->kept[(size_t)l * K + k]))
+			continue;
+		const void *o;
+		int f32 = 0;
+		if (g->ops[k] == ARCH_SWA) {
+			GpuLayerView v;
+			gpu_model_layer(g->gm, l, &v);
+			bf16_t *ob = g->kept[(size_t)l * K + k];
+			attention_forward_cuda(att_of(g, l), lse_of(g, l), v.q, v.k, v.v, B, T, H, G, D, g->window);
+			matmul_forward_cuda(ob, att_of(g, l), v.wo, v.bo, n, H * D, C);
+			o = ob;
+		} else {
+			if (!uf_ready)
+				bf16_to_f32_cuda(g->uf, d_u, nC), uf_ready = 1;
+			gpu_lop_forward(g->lop[(size_t)l * K + k], g->of[k], g->uf, B, T);
+			o = g->of[k], f32 = 1;
+			if (g->keep && g->kept[(size_t)l * K + k]) {
+				f32_to_bf16_kernel<<<EW_BLOCKS, EW_THREADS>>>((bf16 *)g->kept[(size_t)l * K + k], g->of[k],
+				                                              (int64_t)nC);
+				cudaCheck(cudaGetLastError());
+			}
+		}
+		if (w[k] != 0) {
+			s.p[s.n] = o, s.f32[s.n] = f32, s.w[s.n++] = w[k];
+			plain = 0;
+		}
+	}
+	if (!plain)
+		mix(d_a, &s, (int64_t)nC);
+}
+
+/* swa's backward at layer l from da: du (bf16) into g->dub */
+static void swa_backward(GpuSupernet *g, int l, const bf16_t *d_da, int n)
+{
+	const ModelConfig *c = g->c;
+	int C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D;
+	GpuLayerView v;
+	gpu_model_layer(g->gm, l, &v);
+	matmul_backward_cuda(g->datt, d_da, v.wo, n, HD, C);
+	attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, att_of(g, l), lse_of(g, l), v.q, v.k, v.v, g->B, g->T, H,
+	                        G, D, g->window, g->work);
+	qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, v.inv_freq, g->B, g->T, 0, H, G, D);
+	matmul_backward_cuda(g->dub, g->dqkv, v.wqkv, n, C, W);
+}
+
+/* the GpuMixGrad: dw of layer l, du through the columns k > 0, w_0 */
+static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t **d_du, int n, int C)
+{
+	GpuSupernet *g = (GpuSupernet *)ctx;
+	int K = g->K, B = g->B, T = g->T;
+	const float *w = g->w + (size_t)l * K;
+	int64_t nC = (int64_t)n * C;
+	double *dw = g->dw + (size_t)l * K;
+	int any = 0, uf_ready = 0, daf_ready = 0;
+	dot(g, &dw[0], d_da, g->kept[(size_t)l * K], 0, nC);
+	for (int k = 1; k < K; k++) {
+		if (g->ops[k] == ARCH_SWA) {
+			dot(g, &dw[k], d_da, g->kept[(size_t)l * K + k], 0, nC);
+			if (w[k] == 0)
+				continue;
+			swa_backward(g, l, d_da, n);
+			acc(g->duacc, g->dub, 0, w[k], !any, nC);
+		} else {
+			GpuLop *op = g->lop[(size_t)l * K + k];
+			if (g->shared) { /* the forward again, in the shared arena */
+				if (!uf_ready)
+					bf16_to_f32_cuda(g->uf, u_of(g, l), (size_t)nC), uf_ready = 1;
+				gpu_lop_forward(op, g->of[k], g->uf, B, T);
+				dot(g, &dw[k], d_da, g->of[k], 1, nC);
+			} else { /* its forward's state is the step's: u is not read again */
+				dot(g, &dw[k], d_da, g->kept[(size_t)l * K + k], 0, nC);
+			}
+			if (w[k] == 0)
+				continue;
+			if (!daf_ready)
+				bf16_to_f32_cuda(g->daf, d_da, (size_t)nC), daf_ready = 1;
+			gpu_lop_backward(op, NULL, g->duf, g->daf, g->uf, B, T);
+			acc(g->duacc, g->duf, 1, w[k], !any, nC);
+		}
+		any = 1;
+	}
+	*d_du = NULL;
+	if (any) {
+		f32_to_bf16_kernel<<<EW_BLOCKS, EW_THREADS>>>((bf16 *)g->dmix, g->duacc, nC);
+		cudaCheck(cudaGetLastError());
+		*d_du = g->dmix;
+	}
+	return w[0];
+}
+
+// ----------------------------------------------------------------------------
+// the supernet
+
+static void layout(GpuSupernet *g, Carver *cv)
+{
+	const ModelConfig *c = g->c;
+	size_t n = (size_t)g->max_tokens, C = c->C, HD = (size_t)c->H * c->D, GD = (size_t)c->G * c->D;
+	int L = g->L, K = g->K, swa = 0;
+	CARVE(cv, g->u, (size_t)L * n * C);
+	for (int l = 0; l < L; l++)
+		for (int k = 0; k < K; k++) {
+			g->kept[(size_t)l * K + k] = NULL;
+			if (g->ops[k] == ARCH_FA || g->ops[k] == ARCH_SWA || !g->shared)
+				CARVE(cv, g->kept[(size_t)l * K + k], n * C);
+		}
+	for (int k = 1; k < K; k++)
+		swa |= g->ops[k] == ARCH_SWA;
+	g->att = NULL, g->lse = NULL;
+	if (swa) {
+		CARVE(cv, g->att, (size_t)L * n * HD);
+		CARVE(cv, g->lse, (size_t)L * n * c->H);
+		CARVE(cv, g->datt, n * HD), CARVE(cv, g->dq, n * HD);
+		CARVE(cv, g->dk, n * GD), CARVE(cv, g->dv, n * GD);
+		CARVE(cv, g->dqkv, n * (HD + 2 * GD));
+		CARVE(cv, g->dub, n * C);
+		CARVE(cv, g->work, g->work_floats);
+	}
+	CARVE(cv, g->uf, n * C);
+	for (int k = 1; k < K; k++) {
+		g->of[k] = NULL;
+		if (g->ops[k] == ARCH_GDN || g->ops[k] == ARCH_GLA)
+			CARVE(cv, g->of[k], n * C);
+	}
+	CARVE(cv, g->daf, n * C), CARVE(cv, g->duf, n * C), CARVE(cv, g->duacc, n * C);
+	CARVE(cv, g->dmix, n * C);
+	CARVE(cv, g->dw, (size_t)L * K), CARVE(cv, g->partial, RED_BLOCKS);
+	CARVE(cv, g->th, n * C), CARVE(cv, g->dhid, n * C);
+	CARVE(cv, g->loss, 1);
+	g->loss_work = carve(cv, vocab_loss_work(c->C, c->V));
+}
+
+extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
+{
+	const ModelConfig *c = &sn->m->cfg;
+	int L = sn->L, K = sn->K;
+	if (K < 1 || K > SN_MAX_OPS || sn->ops[0] != ARCH_FA)
+		BUG("gpu_supernet_new: %d columns, the first %d", K, sn->ops[0]);
+	GpuSupernet *g = (GpuSupernet *)callocCheck(1, sizeof *g);
+	g->sn = sn, g->c = c, g->L = L, g->K = K, g->max_tokens = max_tokens;
+	memcpy(g->ops, sn->ops, (size_t)K * sizeof(int));
+	g->window = 0;
+	for (int k = 1; k < K; k++)
+		if (sn->ops[k] == ARCH_SWA)
+			g->window = sn->lop[k].window; /* layer 0's; every layer has the same */
+	g->gm = gpu_model_new(sn->m, max_tokens, 1);
+	g->kept = (bf16_t **)callocCheck((size_t)L * K, sizeof *g->kept);
+	g->work_floats = attention_backward_work(1, max_tokens, c->H, c->D);
+	/* the gdn and gla operators: an arena each (nothing runs twice) when
+	 * they fit beside the rest with an eighth of the device to spare, else
+	 * one for all; DASH_SUPERNET_SHARED=1 asks for the latter */
+	size_t ab = 0, sum = 0, params = 0;
+	for (int l = 0; l < L; l++)
+		for (int k = 1; k < K; k++)
+			if (sn->ops[k] == ARCH_GDN || sn->ops[k] == ARCH_GLA) {
+				const LinearOp *op = &sn->lop[(size_t)l * K + k];
+				size_t b = gpu_lop_arena_bytes(op, max_tokens);
+				ab = b > ab ? b : ab, sum += b;
+				params += op->n * sizeof(float) + (size_t)max_tokens * op->H * sizeof(float);
+			}
+	Carver cv = {0, 0};
+	layout(g, &cv); /* own arenas: the larger layout */
+	size_t fr, tot;
+	cudaCheck(cudaMemGetInfo(&fr, &tot));
+	const char *e = getenv("DASH_SUPERNET_SHARED");
+	g->shared = ab && ((e && *e && strcmp(e, "0") != 0) || cv.off + sum + params + tot / 8 > fr);
+	cv = Carver{0, 0};
+	layout(g, &cv);
+	size_t bytes = cv.off;
+	g->mem = gpu_alloc(bytes);
+	cv = Carver{(uintptr_t)g->mem, 0};
+	layout(g, &cv);
+	g->rest_bytes = bytes + params + (g->shared ? ab : sum);
+	g->lop = (GpuLop **)callocCheck((size_t)L * K, sizeof *g->lop);
+	if (g->shared)
+		g->arena = gpu_lop_arena_new(ab);
+	for (int l = 0; l < L; l++)
+		for (int k = 1; k < K; k++)
+			if (sn->ops[k] == ARCH_GDN || sn->ops[k] == ARCH_GLA)
+				g->lop[(size_t)l * K + k] = gpu_lop_new(&sn->lop[(size_t)l * K + k], max_tokens, g->arena);
+	for (int i = 0; i < 5; i++)
+		cudaCheck(cudaEventCreate(&g->ev[i]));
+	cudaCheck(cudaEventCreate(&g->ev_end));
+	return g;
+}
+
+extern "C" void gpu_supernet_free(GpuSupernet *g)
+{
+	if (!g)
+		return;
+	for (size_t i = 0; i < (size_t)g->L * g->K; i++)
+		gpu_lop_free(g->lop[i]);
+	gpu_lop_arena_free(g->arena);
+	gpu_free(g->mem);
+	gpu_model_free(g->gm);
+	for (int i = 0; i < 5; i++)
+		cudaCheck(cudaEventDestroy(g->ev[i]));
+	cudaCheck(cudaEventDestroy(g->ev_end));
+	free(g->lop), free(g->kept), free(g);
+}
+
+extern "C" int gpu_supernet_shared(const GpuSupernet *g)
+{
+	return g->shared;
+}
+
+extern "C" void gpu_supernet_bytes(const GpuSupernet *g, size_t *model, size_t *rest)
+{
+	size_t wb, ab;
+	gpu_model_bytes(g->gm, &wb, &ab);
+	if (model)
+		*model = wb + ab;
+	if (rest)
+		*rest = g->rest_bytes;
+}
+
+static void check_call(const GpuSupernet *g, const int32_t *ids, int B, int T)
+{
+	(void)ids;
+	if (B < 1 || T < 1 || (int64_t)B * T > g->max_tokens)
+		BUG("gpu_supernet: %d x %d tokens, room for %d", B, T, g->max_tokens);
+}
+
+extern "C" void gpu_supernet_teacher(GpuSupernet *g, const int32_t *ids, int B, int T, uint16_t *host_rows)
+{
+	check_call(g, ids, B, T);
+	size_t nC = (size_t)B * T * g->c->C;
+	cudaCheck(cudaEventRecord(g->ev[0], 0));
+	gpu_model_forward(g->gm, ids, B, T, NULL);
+	cudaCheck(cudaMemcpyAsync(g->th, gpu_model_hidden(g->gm), nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
+	cudaCheck(cudaEventRecord(g->ev[1], 0));
+	if (host_rows)
+		gpu_download(host_rows, g->th, nC * sizeof(bf16_t));
+}
+
+extern "C" void gpu_supernet_set_teacher(GpuSupernet *g, const uint16_t *host_rows, int n)
+{
+	if (n < 1 || n > g->max_tokens)
+		BUG("gpu_supernet_set_teacher: %d rows, room for %d", n, g->max_tokens);
+	gpu_upload(g->th, host_rows, (size_t)n * g->c->C * sizeof(bf16_t));
+}
+
+/* the supernet's forward and the KL (with dL/dhidden when back) */
+static double forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w, int back)
+{
+	const ModelConfig *c = g->c;
+	int n = B * T;
+	check_call(g, ids, B, T);
+	g->w = w, g->keep = back, g->B = B, g->T = T;
+	cudaCheck(cudaEventRecord(g->ev[2], 0));
+	gpu_model_forward_layers(g->gm, ids, B, T, c->L - 1, sn_hook, g);
+	cudaCheck(cudaEventRecord(g->ev[3], 0));
+	vocab_loss_cuda(g->loss, NULL, back ? g->dhid : NULL, gpu_model_hidden(g->gm), g->th, NULL,
+	                gpu_model_lm_head(g->gm), n, c->C, c->V, 1.0f / n, g->loss_work);
+	cudaCheck(cudaEventRecord(g->ev[4], 0));
+	if (back)
+		return 0;
+	float kl;
+	gpu_download(&kl, g->loss, sizeof kl);
+	return kl;
+}
+
+extern "C" double gpu_supernet_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w)
+{
+	double kl = forward_kl(g, ids, B, T, w, 0);
+	g->w = NULL;
+	return kl;
+}
+
+extern "C" double gpu_supernet_backward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w,
+                                           double *dw)
+{
+	size_t LK = (size_t)g->L * g->K;
+	cudaCheck(cudaMemsetAsync(g->dw, 0, LK * sizeof(double)));
+	forward_kl(g, ids, B, T, w, 1);
+	gpu_model_backward_mix(g->gm, B, T, g->dhid, sn_mix_grad, g, NULL);
+	cudaCheck(cudaEventRecord(g->ev_end, 0));
+	double *h = (double *)mallocCheck(LK * sizeof(double));
+	float kl;
+	gpu_download(h, g->dw, LK * sizeof(double));
+	gpu_download(&kl, g->loss, sizeof kl);
+	for (size_t i = 0; i < LK; i++)
+		dw[i] += h[i];
+	free(h);
+	g->w = NULL, g->keep = 0;
+	return kl;
+}
+
+extern "C" void gpu_supernet_phases(GpuSupernet *g, float ms[4])
+{
+	cudaCheck(cudaEventSynchronize(g->ev_end));
+	cudaCheck(cudaEventElapsedTime(&ms[0], g->ev[0], g->ev[1]));
+	cudaCheck(cudaEventElapsedTime(&ms[1], g->ev[2], g->ev[3]));
+	cudaCheck(cudaEventElapsedTime(&ms[2], g->ev[3], g->ev[4]));
+	cudaCheck(cudaEventElapsedTime(&ms[3], g->ev[4], g->ev_end));
+}

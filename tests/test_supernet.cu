@@ -1,0 +1,155 @@
+/* test_supernet (GPU): the supernet's KL and d(KL)/dw on the GPU
+ * (kernels/gpu_supernet.h) against the CPU reference (supernet_kl,
+ * supernet_backward_kl) on the same random model and weights: L 3, C 256,
+ * H 4, G 2, D 64, F 512, V 512 with q, k, v biases; columns fa, swa (window
+ * 32), gdn, gla (untrained, lop_init_teacher); B 2 sequences of T 100
+ * tokens (not a multiple of the chunk of 64, longer than the window), in a
+ * GpuSupernet with room for more rows than that. Weights: every column
+ * mixed, then zeros in places (fa 0 in layer 0, so its teacher path is
+ * skipped; a gdn, a gla, a swa column 0 elsewhere: their dw still counts),
+ * then w one-hot on fa, where the supernet is the teacher and the KL is 0;
+ * all of it with the gdn and gla columns in arenas of their own and in one
+ * shared arena (DASH_SUPERNET_SHARED=1, each forward run again).
+ *
+ * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
+ * float32 with TF32 products) against the CPU's float32, so both the KL
+ * and each dw differ by the rounding of activations that pass a dozen
+ * bf16 roundings (2^-9 each) and, through the KL, a difference of two
+ * softmaxes: test_gpu_model allows 3e-2 of the scale on logits and 5e-2 on
+ * gradients for the same reason. Here the KL is a mean over 200 rows, so
+ * its error averages down: 3e-2 relative; each dw_lk (a sum over n C
+ * products of dL/da and an operator's output) within 5e-2 of max |dw|.
+ * The GPU's forward-only KL is its backward's to 1e-5 relative (the same
+ * forward; columns of weight 0 skipped), and one-hot fa gives at most 1e-6.
+ * Runs on a GPU: make test-gpu. */
+#include <string.h>
+
+#include "gpu.h"
+#include "gpu_supernet.h"
+extern "C" {
+#include "model.h"
+#include "supernet.h"
+#include "test.h"
+#include "util.h"
+}
+
+#define B 2
+#define T 100
+#define WINDOW 32
+
+/* dw of the GPU against the CPU's, within tol of max |cpu|: the first 5
+ * pairs, every mismatch, max abs error and NMSE */
+static int close_dw(const double *got, const double *ref, const Supernet *sn, double tol)
+{
+	int LK = sn->L * sn->K, bad = 0;
+	double mx = max_abs(ref, (size_t)LK), err = 0, se = 0, sr = 0;
+	for (int i = 0; i < LK; i++) {
+		double d = fabs(got[i] - ref[i]);
+		err = d > err ? d : err;
+		se += d * d, sr += ref[i] * ref[i];
+		int off = !(d <= tol * mx);
+		if (i < 5 || off)
+			printf("  layer %d %s: gpu %.6g cpu %.6g%s\n", i / sn->K, arch_op_names[sn->ops[i % sn->K]], got[i],
+			       ref[i], off ? "  <- outside" : "");
+		bad += off;
+	}
+	printf("  dw: max |cpu| %.4g, max error %.3e (%.2e of it), nmse %.3e, %d outside\n", mx, err,
+	       mx > 0 ? err / mx : 0, sr > 0 ? se / sr : 0, bad);
+	return bad == 0;
+}
+
+static void check_weights(const char *what, const char *mode, Supernet *sn, GpuSupernet *gs, const int32_t *ids,
+                          const float *th)
+{
+	char name[96];
+	snprintf(name, sizeof name, "%s (%s)", what, mode);
+	int LK = sn->L * sn->K;
+	double *dwg = (double *)callocCheck((size_t)LK, sizeof(double));
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double klc = supernet_backward_kl(sn, ids, B, T, th);
+	double klg = gpu_supernet_backward_kl(gs, ids, B, T, sn->w, dwg);
+	double klf = gpu_supernet_kl(gs, ids, B, T, sn->w);
+	char msg[200];
+	printf("  %s: KL cpu %.6g gpu %.6g (forward only %.6g)\n", name, klc, klg, klf);
+	snprintf(msg, sizeof msg, "%s: the GPU's KL is the CPU's within 3e-2 (%.5g, %.5g)", name, klg, klc);
+	test_cond(msg, fabs(klg - klc) <= 3e-2 * fabs(klc) && klc > 0);
+	snprintf(msg, sizeof msg, "%s: the GPU's forward-only KL is its backward's (%.7g, %.7g)", name, klf, klg);
+	test_cond(msg, fabs(klf - klg) <= 1e-5 * fabs(klg));
+	snprintf(msg, sizeof msg, "%s: the GPU's d(KL)/dw is the CPU's within 5e-2 of max |dw| (every layer and column)",
+	         name);
+	test_cond(msg, close_dw(dwg, sn->dw, sn, 5e-2));
+	free(dwg);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	if (cuda_device_count() == 0) {
+		printf("SKIP: no GPU\n");
+		return 0;
+	}
+	ModelConfig c;
+	memset(&c, 0, sizeof c);
+	c.arch = ARCH_QWEN2, c.L = 3, c.C = 256, c.H = 4, c.G = 2, c.D = 64, c.F = 512, c.V = 512;
+	c.eps = 1e-6f, c.rope_theta = 1e4, c.rope_type = ROPE_DEFAULT, c.qkv_bias = 1, c.tied = 0;
+	c.bos_id = c.eos_id = -1, c.max_pos = 4096;
+	Model m;
+	model_init_random(&m, &c, 5);
+	model_unpack(&m);
+	int ops[4] = {ARCH_FA, ARCH_SWA, ARCH_GDN, ARCH_GLA};
+	Supernet sn;
+	supernet_init(&sn, &m, 4, ops, NULL, WINDOW, B * T);
+	int32_t ids[B * T];
+	uint64_t s = 11;
+	for (int i = 0; i < B * T; i++)
+		ids[i] = (int32_t)(((s = s * 6364136223846793005ULL + 1442695040888963407ULL) >> 33) % (uint64_t)c.V);
+	float *th = (float *)mallocCheck((size_t)B * T * c.C * sizeof(float));
+	model_forward(&m, ids, B, T, th, NULL, NULL);
+	int L = sn.L, K = sn.K;
+
+	/* both ways of the gdn and gla columns: an arena each (what this small
+	 * model gets), and one shared arena with each forward run again */
+	for (int shared = 0; shared < 2; shared++) {
+		if (shared)
+			setenv("DASH_SUPERNET_SHARED", "1", 1);
+		else
+			unsetenv("DASH_SUPERNET_SHARED");
+		GpuSupernet *gs = gpu_supernet_new(&sn, B * T + 24);
+		const char *mode = gpu_supernet_shared(gs) ? "one shared arena" : "an arena an operator";
+		char msg[160];
+		snprintf(msg, sizeof msg, "the GpuSupernet's gdn and gla columns have %s, as asked", mode);
+		test_cond(msg, gpu_supernet_shared(gs) == shared);
+		gpu_supernet_teacher(gs, ids, B, T, NULL);
+
+		/* every column mixed, unequal weights (as tests/test_supernet.c) */
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = 0.15f + 0.1f * (float)(i % 5);
+		check_weights("mixed", mode, &sn, gs, ids, th);
+
+		/* zeros: fa off in layer 0; swa, gla, gdn off in one layer each */
+		const float wz[3][4] = {{0, 0.5f, 0.3f, 0.2f}, {0.6f, 0, 0.4f, 0}, {0.3f, 0.3f, 0, 0.4f}};
+		for (int l = 0; l < L; l++)
+			for (int k = 0; k < K; k++)
+				sn.w[l * K + k] = wz[l][k];
+		check_weights("zeros", mode, &sn, gs, ids, th);
+
+		/* one-hot fa: the supernet is the teacher */
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = i % K == 0;
+		double klc = supernet_kl(&sn, ids, B, T, th, NULL), klg = gpu_supernet_kl(gs, ids, B, T, sn.w);
+		double *dwg = (double *)callocCheck((size_t)L * K, sizeof(double));
+		double klb = gpu_supernet_backward_kl(gs, ids, B, T, sn.w, dwg);
+		printf("  one-hot fa (%s): KL cpu %.3g gpu %.3g (backward %.3g), max |dw| gpu %.3g\n", mode, klc, klg, klb,
+		       max_abs(dwg, (size_t)L * K));
+		snprintf(msg, sizeof msg, "one-hot fa (%s): the GPU supernet's KL to its teacher is 0 (<= 1e-6), "
+		         "forward and backward", mode);
+		test_cond(msg, fabs(klg) <= 1e-6 && fabs(klb) <= 1e-6);
+		free(dwg);
+		gpu_supernet_free(gs);
+	}
+	unsetenv("DASH_SUPERNET_SHARED");
+	supernet_free(&sn);
+	free(th);
+	model_free(&m);
+	return test_report();
+}
