@@ -597,14 +597,8 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 static bool use_wgmma(void)
 {
 #ifdef DASH_SM90A
-	static int major = -1;
-	if (major < 0) {
-		int dev;
-		cudaCheck(cudaGetDevice(&dev));
-		cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-	}
 	const char *e = getenv("DASH_ATTENTION_MMA");
-	return major == 9 && !(e && *e && strcmp(e, "0") != 0);
+	return cuda_cc_major() == 9 && !(e && *e && strcmp(e, "0") != 0);
 #else
 	return false;
 #endif

@@ -43,6 +43,10 @@ typedef __nv_bfloat16 bf16;
  * reduced-precision split-K reductions disallowed */
 cublasHandle_t cublas_handle(void);
 
+/* cuda_cc_major (kernels/device.cu): the current device's compute
+ * capability major number (9 on a Hopper), asked once */
+int cuda_cc_major(void);
+
 /* gemm_bf16 (kernels/matmul.cu): C (m, n) = op(A) B in cuBLAS's
  * column-major terms, alpha 1 and beta 0, float32 accumulation: A bf16, (k,
  * m) with lda when ta is CUBLAS_OP_T, else (m, k); B bf16 (k, n) with ldb; C

@@ -20,6 +20,17 @@ extern "C" void cuda_device_name(int i, char *buf, size_t n)
 	         (double)p.totalGlobalMem / (1 << 30));
 }
 
+int cuda_cc_major(void)
+{
+	static int major = -1;
+	if (major < 0) {
+		int dev;
+		cudaCheck(cudaGetDevice(&dev));
+		cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+	}
+	return major;
+}
+
 extern "C" void *gpu_alloc(size_t bytes)
 {
 	void *d = NULL;

@@ -356,11 +356,10 @@ static bool row_cluster_launch(float *z, const float *zt, float *rl, const int32
                                float scale, int grad)
 {
 #ifdef DASH_SM90A
-	static int major = -1;
-	if (major < 0) {
-		int dev;
-		cudaCheck(cudaGetDevice(&dev));
-		cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+	static bool ready = false;
+	int major = cuda_cc_major();
+	if (!ready && major == 9) {
+		ready = true;
 		cudaCheck(cudaFuncSetAttribute(vocab_loss_cluster_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
 		                               CL_SMEM_MAX));
 		cudaCheck(cudaFuncSetAttribute(vocab_loss_cluster_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -395,6 +395,18 @@ extern "C" void swiglu_packed_backward_cuda(bf16_t *d_dgu, const bf16_t *d_dout,
 	cudaCheck(cudaGetLastError());
 }
 
+/* head hh (of H query heads, then G key and G value heads) of position bt:
+ * its D values in q (B*T, H, D), k or v (B*T, G, D) */
+template <typename P>
+__device__ inline P *head_row(P *q, P *k, P *v, int64_t bt, int hh, int H, int G, int D)
+{
+	if (hh < H)
+		return q + (bt * H + hh) * D;
+	if (hh < H + G)
+		return k + (bt * G + (hh - H)) * D;
+	return v + (bt * G + (hh - H - G)) * D;
+}
+
 /* The packed q | k | v projection to the attention's layout: one thread per
  * (position, rotation pair p < D/2), over every head, so the cosine and sine
  * are computed once for H + G heads. Head hh < H is q's, then G of k (both
@@ -418,13 +430,7 @@ __global__ void qkv_rope_forward_kernel(bf16 *q, bf16 *k, bf16 *v, const bf16 *q
 		float x1 = __bfloat162float(row[o + p]), x2 = __bfloat162float(row[o + p + half]);
 		if (b)
 			x1 += __bfloat162float(b[o + p]), x2 += __bfloat162float(b[o + p + half]);
-		bf16 *dst;
-		if (hh < H)
-			dst = q + (bt * H + hh) * D;
-		else if (hh < H + G)
-			dst = k + (bt * G + (hh - H)) * D;
-		else
-			dst = v + (bt * G + (hh - H - G)) * D;
+		bf16 *dst = head_row(q, k, v, bt, hh, H, G, D);
 		if (hh < H + G) {
 			dst[p] = __float2bfloat16(x1 * cf - x2 * sf);
 			dst[p + half] = __float2bfloat16(x2 * cf + x1 * sf);
@@ -452,13 +458,7 @@ __global__ void qkv_rope_backward_kernel(bf16 *dqkv, const bf16 *dq, const bf16 
 	sf = -sf;
 	bf16 *row = dqkv + bt * (int64_t)(H + 2 * G) * D;
 	for (int hh = 0; hh < H + 2 * G; hh++) {
-		const bf16 *src;
-		if (hh < H)
-			src = dq + (bt * H + hh) * D;
-		else if (hh < H + G)
-			src = dk + (bt * G + (hh - H)) * D;
-		else
-			src = dv + (bt * G + (hh - H - G)) * D;
+		const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
 		float g1 = __bfloat162float(src[p]), g2 = __bfloat162float(src[p + half]);
 		int o = hh * D;
 		if (hh < H + G) {
@@ -506,13 +506,7 @@ __global__ void qkv_rope_forward_vec_kernel(bf16 *q, bf16 *k, bf16 *v, const bf1
 				r2.v[j] = __float2bfloat16(x2);
 			}
 		}
-		bf16 *dst;
-		if (hh < H)
-			dst = q + (bt * H + hh) * D;
-		else if (hh < H + G)
-			dst = k + (bt * G + (hh - H)) * D;
-		else
-			dst = v + (bt * G + (hh - H - G)) * D;
+		bf16 *dst = head_row(q, k, v, bt, hh, H, G, D);
 		store_pack<8>(dst + p0, r1);
 		store_pack<8>(dst + p0 + half, r2);
 	}
@@ -533,13 +527,7 @@ __global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, const bf16 *dq, const b
 	bf16 *row = dqkv + bt * NH * D;
 	for (int i = threadIdx.x; i < NH * groups; i += blockDim.x) {
 		int hh = i / groups, p0 = i % groups * 8, o = hh * D;
-		const bf16 *src;
-		if (hh < H)
-			src = dq + (bt * H + hh) * D;
-		else if (hh < H + G)
-			src = dk + (bt * G + (hh - H)) * D;
-		else
-			src = dv + (bt * G + (hh - H - G)) * D;
+		const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
 		Pack<8> g1v = load_pack<8>(src + p0), g2v = load_pack<8>(src + p0 + half), r1 = g1v, r2 = g2v;
 		if (hh < H + G)
 			for (int j = 0; j < 8; j++) {
