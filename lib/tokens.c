@@ -88,3 +88,9 @@ int32_t *tokens_read_text(const char *path, int64_t limit, int64_t *n)
 	*n = k;
 	return ids;
 }
+
+void tokens_gather(int32_t *batch, const int32_t *seqs, int64_t nseq, int64_t first, int B, int T)
+{
+	for (int b = 0; b < B; b++)
+		memcpy(batch + (size_t)b * T, seqs + ((first + b) % nseq) * T, (size_t)T * sizeof(int32_t));
+}

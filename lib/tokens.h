@@ -39,6 +39,9 @@ int32_t *tokens_read(const char *path, int64_t max, int64_t limit, int64_t *n, c
  * count in *n. */
 int32_t *tokens_read_text(const char *path, int64_t limit, int64_t *n);
 
+/* tokens_gather copies sequences first .. first + B - 1 of seqs (nseq
+ * sequences of T ids back to back, wrapping around) into batch (B*T) */
+void tokens_gather(int32_t *batch, const int32_t *seqs, int64_t nseq, int64_t first, int B, int T);
 /* tokens_fingerprint hashes a run of ids. */
 void tokens_fingerprint(const uint32_t *ids, int64_t n, char fp[17]);
 

@@ -19,7 +19,7 @@
 #include "linear_op.h"  // defines: LinearOp, lop_init_teacher, lop_forward, lop_backward
 #include "model.h"      // defines: model_load, layer_forward, LayerScratch
 #include "ops_cpu.h"    // defines: embedding_forward_cpu
-#include "tokens.h"     // defines: tokens_read
+#include "tokens.h"     // defines: tokens_read, tokens_gather
 #include "train.h"      // defines: nmse_cpu, adamw_cpu
 #include "util.h"       // defines: die, estrtocount, Progress
 #ifdef DASH_CUDA
@@ -96,20 +96,12 @@ typedef struct {
 	int32_t *batch; /* (B*T) the ids of a batch */
 } Teacher;
 
-/* batch (B*T) = sequences first .. first + B - 1 of seqs (nseq of T ids,
- * wrapping) */
-static void gather(int32_t *batch, const int32_t *seqs, int64_t nseq, int64_t first, int B, int T)
-{
-	for (int b = 0; b < B; b++)
-		memcpy(batch + (size_t)b * T, seqs + ((first + b) % nseq) * T, (size_t)T * sizeof(int32_t));
-}
-
-/* the teacher's layers 0..last on a batch of seqs (gather), capturing u and
+/* the teacher's layers 0..last on a batch of seqs (tokens_gather), capturing u and
  * a of the wanted layers */
 static void teacher_run(Teacher *tc, const int32_t *seqs, int64_t nseq, int64_t first)
 {
 	int B = tc->B, T = tc->T;
-	gather(tc->batch, seqs, nseq, first, B, T);
+	tokens_gather(tc->batch, seqs, nseq, first, B, T);
 	float *x = tc->x, *y = tc->y;
 	embedding_forward_cpu(x, tc->batch, &tc->m->embed, B * T, tc->m->cfg.C);
 	for (int l = 0; l <= tc->last; l++) {
@@ -211,7 +203,7 @@ static void engine_teacher(Engine *e, const int32_t *seqs, int64_t nseq, int64_t
 #ifdef DASH_CUDA
 	Gpu *g = e->gpu;
 	if (g && g->gm) {
-		gather(e->tc.batch, seqs, nseq, first, e->tc.B, e->tc.T);
+		tokens_gather(e->tc.batch, seqs, nseq, first, e->tc.B, e->tc.T);
 		gpu_model_forward_layers(g->gm, e->tc.batch, e->tc.B, e->tc.T, e->tc.last, gpu_capture, g);
 		return;
 	}

@@ -23,7 +23,7 @@
 #include "hybrid.h"   // defines: ARCH_FA, arch_op_names
 #include "model.h"    // defines: model_load, model_forward
 #include "supernet.h" // defines: Supernet, Relax, supernet_backward_kl
-#include "tokens.h"   // defines: tokens_read
+#include "tokens.h"   // defines: tokens_read, tokens_gather
 #include "util.h"     // defines: die, estrtocount
 #ifdef DASH_CUDA
 #include "gpu.h"          // defines: cuda_device_name
@@ -59,13 +59,6 @@ typedef struct {
 static double tau_at(const Search *s, long long t)
 {
 	return s->steps > 1 ? s->tau0 * pow(s->tau1 / s->tau0, (double)t / (double)(s->steps - 1)) : s->tau1;
-}
-
-/* batch t: sequences t B .. t B + B - 1 of T ids, wrapping */
-static void gather(int32_t *batch, const int32_t *ids, int64_t nseq, int64_t first, int B, int T)
-{
-	for (int b = 0; b < B; b++)
-		memcpy(batch + (size_t)b * T, ids + ((first + b) % nseq) * T, (size_t)T * sizeof(int32_t));
 }
 
 /* the n layers of largest fa weight, as "3 11 19" */
@@ -251,7 +244,7 @@ static void measure(Supernet *sn, GpuSupernet *gs, int lin_col, int restore, con
 	float *th = gs ? NULL : mallocCheck((size_t)nb * nC * sizeof(float));
 	uint16_t *hb = gs ? mallocCheck((size_t)nb * nC * sizeof(uint16_t)) : NULL;
 	for (long long b = 0; b < nb; b++) {
-		gather(batch, ids, nseq, b * B, B, T);
+		tokens_gather(batch, ids, nseq, b * B, B, T);
 		teacher_hidden(sn->m, gs, batch, B, T, th ? th + (size_t)b * nC : NULL, hb ? hb + (size_t)b * nC : NULL);
 	}
 	Progress pr;
@@ -264,7 +257,7 @@ static void measure(Supernet *sn, GpuSupernet *gs, int lin_col, int restore, con
 		}
 		kl[l] = 0;
 		for (long long b = 0; b < nb; b++) {
-			gather(batch, ids, nseq, b * B, B, T);
+			tokens_gather(batch, ids, nseq, b * B, B, T);
 			kl[l] += batch_kl(sn, gs, batch, B, T, th ? th + (size_t)b * nC : NULL, hb ? hb + (size_t)b * nC : NULL) /
 			         (double)nb;
 		}
@@ -481,7 +474,7 @@ int main(int argc, char **argv)
 		if (s.relax == RELAX_GUMBEL_TOPK)
 			gumbel_noise(s.seed, t, L, noise);
 		relax_weights(&rx, st.alpha, s.relax == RELAX_GUMBEL_TOPK ? noise : NULL, sn.w);
-		gather(bids, ids, nseq, t * B, B, T);
+		tokens_gather(bids, ids, nseq, t * B, B, T);
 		memset(sn.dw, 0, lk * sizeof(double));
 		double kl = step_kl(&sn, gs, bids, B, T, th);
 		/* the budget: lambda (sum_l w_l,fa - N)^2 / L (softmax; the other
