@@ -148,16 +148,20 @@ static float back_mix(void *ctx, int l, const float *u, const float *da, float *
 	return supernet_mix_grad(((BackCtx *)ctx)->sn, l, u, da, du, B, T);
 }
 
+/* called between the forward that keeps each layer's input and the
+ * layers' recomputation: from here on every op runs and keeps its output
+ * (the first forward skips the ops of weight 0) */
 static double back_loss(void *ctx, const float *hidden, float *dhidden, int n)
 {
-	return kl_loss(&((BackCtx *)ctx)->kl, hidden, dhidden, n);
+	BackCtx *bc = ctx;
+	bc->sn->keep = 1;
+	return kl_loss(&bc->kl, hidden, dhidden, n);
 }
 
 double supernet_backward_kl(Supernet *sn, const int32_t *ids, int B, int T, const float *teacher_hidden)
 {
 	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL}};
 	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc};
-	sn->keep = 1;
 	double kl = model_backward_hooks(sn->m, ids, B, T, NULL, &h, NULL);
 	sn->keep = 0;
 	return kl;
