@@ -2,8 +2,10 @@
  * gla_chunked (GPU): the GLA recurrence of lib/linear_attn.h in chunks of
  * 64 steps, forward and backward, for training lengths. Twins of
  * gla_forward_chunked and gla_backward_chunked (lib/linear_attn.c, where the
- * chunk math is written out); float32 in, out and throughout, on the CUDA
- * cores. Not the decoding step: that is gla_forward_recurrent_cuda.
+ * chunk math is written out); float32 in and out, float32 accuracy
+ * throughout (the forward's products on the tensor cores in 3xTF32, the
+ * rest on the CUDA cores). Not the decoding step: that is
+ * gla_forward_recurrent_cuda.
  *
  * The structure is fla's. Forward, three launches:
  *   intra  a block per (sequence, head, chunk): G, the chunk-local sums of
@@ -17,7 +19,7 @@
  * the gradient with respect to its end state, and the end state's share of
  * dgk), then one kernel for dv (a block per chunk and 64 columns of v) and
  * one for dq, dk and dgk (a block per chunk and 64 key dimensions). Every
- * tile kernel keeps under 100 KB of shared memory and 128 registers a
+ * tile kernel keeps under 110 KB of shared memory and 128 registers a
  * thread: two blocks an SM.
  *
  * Gates: G is kept in log2 units (exp2f is one instruction and a fix-up).
@@ -49,7 +51,27 @@
  *   the pair), the traffic about 0.6 and 1.3 GB (1 TB/s). By count, the
  *   tile kernels are bound by shared memory bandwidth (a 4-byte operand
  *   load for every 2 FMAs with 4 x 4 tiles), not by the FMAs.
+ * version 3 (the forward only; DASH_GLA_V2=1 in the environment runs
+ *   version 2's for comparison): gla_fwd_intra_kernel and
+ *   gla_fwd_inter_kernel do their products on the tensor cores, mma.sync
+ *   m16n8k8 in 3xTF32 (each operand split hi + lo, three products: float32's
+ *   accuracy; o's largest error in the twin test 5.1e-7 of the scale,
+ *   version 2's 2.2e-7, the tolerance 1e-4): A's six
+ *   blocks below its diagonal, A V, Kt^T V and Qg S_c, 32 x 32 tiles a warp
+ *   over operands whose row strides (4 or 8 mod 32) keep the fragment
+ *   loads free of bank conflicts. A's diagonal blocks stay term by term on
+ *   the CUDA cores, but folded (block 2u's lower triangle and block 2u+1's
+ *   on one 16 x 16 thread grid: every lane one gated term a step, half the
+ *   exp2f of version 2) with 16-byte loads; V's loads in flight over the
+ *   blocks below the diagonal. One H100, the same call: forward 0.366 ms
+ *   against version 2's 0.486 (intra 0.189 ms, scan 0.053, inter 0.113 by
+ *   ncu), forward + backward 1.75 ms against 1.87. Another call, with fla
+ *   (fla-core 0.6.0's chunk_gla forward, bench/linear_fla.py's inputs and
+ *   timing): ours 0.367 and 0.366 ms (version 2: 0.483), fla 0.491 ms in
+ *   float32 and 0.641 in bf16: 25% faster than fla's float32 forward.
  */
+#include <string.h>
+
 #include "cuda_common.cuh"
 #include "gpu.h"
 
@@ -58,15 +80,16 @@
 #define NT 256  /* threads a block: a 16 x 16 grid */
 #define LOG2E 1.4426950408889634f
 
-extern __shared__ float gla_smem[];
+extern __shared__ __align__(16) float gla_smem[];
 
 // ----------------------------------------------------------------------------
 // building blocks
 
-/* s (R, W), row stride W + 1 <- rows r < nr, columns d < nc of x (row r at
- * x + r * stride); zeros elsewhere. Every load of the tile is issued before
- * the first store; 16-byte loads where nc, the stride and x allow. */
-template <int R, int W>
+/* s (R, W), row stride LD (W + 1 unless given) <- rows r < nr, columns
+ * d < nc of x (row r at x + r * stride); zeros elsewhere. Every load of the
+ * tile is issued before the first store; 16-byte loads where nc, the stride
+ * and x allow. */
+template <int R, int W, int LD = W + 1>
 __device__ __forceinline__ void load_tile(float *s, const float *x, size_t stride, int nr, int nc)
 {
 	if ((nc & 3) == 0 && (stride & 3) == 0 && ((size_t)x & 15) == 0) {
@@ -80,26 +103,26 @@ __device__ __forceinline__ void load_tile(float *s, const float *x, size_t strid
 #pragma unroll
 		for (int u = 0; u < N; u++) {
 			int i = threadIdx.x + u * NT, r = i / (W / 4), d = 4 * (i % (W / 4));
-			float *p = s + r * (W + 1) + d;
+			float *p = s + r * LD + d;
 			p[0] = f[u].x, p[1] = f[u].y, p[2] = f[u].z, p[3] = f[u].w;
 		}
 	} else {
 #pragma unroll 16
 		for (int u = 0; u < R * W / NT; u++) {
 			int i = threadIdx.x + u * NT, r = i / W, d = i % W;
-			s[r * (W + 1) + d] = r < nr && d < nc ? x[r * stride + d] : 0.f;
+			s[r * LD + d] = r < nr && d < nc ? x[r * stride + d] : 0.f;
 		}
 	}
 }
 
-/* sG (BT, W), gk on entry (loaded and synced): the sums over steps 0..t of
- * the chunk, times log2(e), synced on return. NT / W threads a column, each
- * summing a segment of rows, then adding the segments before it. Padding
- * rows hold zeros, so the last row is the last real step's sum. */
-template <int W>
+/* sG (BT, W), row stride LD, gk on entry (loaded and synced): the sums over
+ * steps 0..t of the chunk, times log2(e), synced on return. NT / W threads
+ * a column, each summing a segment of rows, then adding the segments before
+ * it. Padding rows hold zeros, so the last row is the last real step's sum. */
+template <int W, int LD = W + 1>
 __device__ __forceinline__ void cumsum_tile(float *sG)
 {
-	constexpr int P = NT / W, RS = BT / P, LD = W + 1;
+	constexpr int P = NT / W, RS = BT / P;
 	const int col = threadIdx.x % W, part = threadIdx.x / W;
 	float *g = sG + part * RS * LD + col, s = 0.f, off = 0.f;
 #pragma unroll
@@ -137,6 +160,99 @@ __device__ __forceinline__ void mm(float (&acc)[TM][TN], const float *A, const f
 #pragma unroll
 			for (int n = 0; n < TN; n++)
 				acc[m][n] = fmaf(a[m], b[n], acc[m][n]);
+	}
+}
+
+/* load_tile in two halves, for loads in flight over other work: fetch (the
+ * loads, into registers; 16-byte ones where nc, the stride and x allow) and
+ * put (the stores, row stride LD) */
+template <int R, int W>
+struct TileLoad {
+	static constexpr int N = R * W / 4 / NT;
+	float4 f[N];
+	__device__ __forceinline__ void fetch(const float *x, size_t stride, int nr, int nc)
+	{
+		const bool vec = (nc & 3) == 0 && (stride & 3) == 0 && ((size_t)x & 15) == 0;
+#pragma unroll
+		for (int u = 0; u < N; u++) {
+			int i = threadIdx.x + u * NT, r = i / (W / 4), d = 4 * (i % (W / 4));
+			const float *p = x + r * stride + d;
+			bool in = r < nr;
+			if (vec)
+				f[u] = in && d < nc ? *(const float4 *)p : make_float4(0.f, 0.f, 0.f, 0.f);
+			else
+				f[u] = make_float4(in && d < nc ? p[0] : 0.f, in && d + 1 < nc ? p[1] : 0.f,
+				                   in && d + 2 < nc ? p[2] : 0.f, in && d + 3 < nc ? p[3] : 0.f);
+		}
+	}
+	template <int LD>
+	__device__ __forceinline__ void put(float *s) const
+	{
+#pragma unroll
+		for (int u = 0; u < N; u++) {
+			int i = threadIdx.x + u * NT, r = i / (W / 4), d = 4 * (i % (W / 4));
+			float *p = s + r * LD + d;
+			p[0] = f[u].x, p[1] = f[u].y, p[2] = f[u].z, p[3] = f[u].w;
+		}
+	}
+};
+
+/* 3xTF32: x = hi + lo, hi rounded to TF32 and lo = x - hi (the tensor cores
+ * read its top 19 bits); a b = hi_a hi_b + hi_a lo_b + lo_a hi_b to about
+ * 2^-21 relative, float32's accuracy for these sums */
+__device__ __forceinline__ void split_tf32(float x, unsigned &hi, unsigned &lo)
+{
+	asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(x));
+	lo = __float_as_uint(x - __uint_as_float(hi));
+}
+
+/* c (16 x 8) += a (16 x 8) b (8 x 8), TF32 in, float32 accumulate */
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
+{
+	asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+	    "{%0,%1,%2,%3};\n"
+	    : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+	    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* A warp's c (16 WM x 8 WN) += A (16 WM x K) B (K x 8 WN) in 3xTF32 on the
+ * tensor cores: A's (m, k) at A[m * AM + k * AK], B's (k, n) at B[k * BK +
+ * n * BN] (times F[k] when F is given), K a multiple of 8. Lane (g, t) =
+ * (lane / 4, lane % 4) holds c[i][j][r] at row 16 i + g + 8 (r / 2),
+ * column 8 j + 2 t + r % 2 (mma.m16n8k8's fragments). Fragments are read
+ * a row (AK, BK = 1) or a column (AM, BN = 1) at a time: strides = 4 mod 32
+ * for the first, 8 mod 32 for the second keep them free of bank conflicts. */
+template <int WM, int WN, int AM, int AK, int BK, int BN>
+__device__ __forceinline__ void wmma3(float (&c)[WM][WN][4], const float *A, const float *B, int K,
+                                      const float *F = NULL)
+{
+	const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+	A += g * AM + t * AK, B += t * BK + g * BN;
+	if (F)
+		F += t;
+#pragma unroll 2
+	for (int k = 0; k < K; k += 8) {
+		unsigned ah[WM][4], al[WM][4], bh[WN][2], bl[WN][2];
+#pragma unroll
+		for (int i = 0; i < WM; i++)
+#pragma unroll
+			for (int r = 0; r < 4; r++)
+				split_tf32(A[(16 * i + 8 * (r & 1)) * AM + (k + 4 * (r >> 1)) * AK], ah[i][r], al[i][r]);
+#pragma unroll
+		for (int r = 0; r < 2; r++) {
+			float f = F ? F[k + 4 * r] : 1.f;
+#pragma unroll
+			for (int j = 0; j < WN; j++)
+				split_tf32(B[(k + 4 * r) * BK + 8 * j * BN] * f, bh[j][r], bl[j][r]);
+		}
+#pragma unroll
+		for (int i = 0; i < WM; i++)
+#pragma unroll
+			for (int j = 0; j < WN; j++) {
+				mma_tf32(c[i][j], al[i], bh[j]);
+				mma_tf32(c[i][j], ah[i], bl[j]);
+				mma_tf32(c[i][j], ah[i], bh[j]);
+			}
 	}
 }
 
@@ -418,6 +534,212 @@ __global__ void __launch_bounds__(NT, 2) gla_inter_kernel(float *o, const float 
 		}
 }
 
+/* Version 3's forward, one chunk: the state increment Kt^T V -> slot c of
+ * S, exp(G_last) -> decay, o = scale A V. The products on the tensor cores
+ * (wmma3: A's blocks below its diagonal, A V, Kt^T V); A's four diagonal
+ * 16 x 16 blocks term by term on the CUDA cores. Three regions of 64 rows
+ * of shared memory:
+ *   r0: G (row stride LK), then V (LV)
+ *   r1: q, Qr (LK), then Kt (LT)
+ *   r2: k, Kb (LK), then A (LA)
+ * LK, LA = 4 mod 32 (fragments read along rows), LT, LV = 8 mod 32 (read
+ * down columns); LK a multiple of 4 for the diagonal's 16-byte loads. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(NT, 2) gla_fwd_intra_kernel(float *o, float *S, float *decay, const float *q,
+                                                              const float *k, const float *v, const float *gk, int T,
+                                                              int H, int Dk, int Dv, int NC, float scale)
+{
+	constexpr int LK = DK + 4, LT = DK + 8, LV = DV + 8, LA = BT + 4, REG = BT * (LT > LV ? LT : LV);
+	constexpr int NV = DV / 32; /* 32-column warp tiles of V */
+	float *r0 = gla_smem, *r1 = r0 + REG, *r2 = r1 + REG;
+	/* sM (6, DK): exp(G at sub-chunk a's first row - at b's last), a > b;
+	 * then (4, DK): exp(G_last - G at sub-chunk b's last row) */
+	float *sM = r2 + REG;
+	float *sG = r0, *sQ = r1, *sK = r2;
+	const Chunk ch = chunk_of(T, H, NC);
+	const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, n = ch.n, warp = threadIdx.x >> 5;
+	const int g = (threadIdx.x & 31) >> 2, t4 = threadIdx.x & 3;
+	const size_t sk = (size_t)H * Dk, sv = (size_t)H * Dv, slot = ((size_t)ch.bh * (NC + 1) + ch.c) * Dk * Dv;
+	load_tile<BT, DK, LK>(sG, gk + ch.row * Dk, sk, n, Dk);
+	load_tile<BT, DK, LK>(sQ, q + ch.row * Dk, sk, n, Dk);
+	load_tile<BT, DK, LK>(sK, k + ch.row * Dk, sk, n, Dk);
+	__syncthreads();
+	cumsum_tile<DK, LK>(sG);
+	for (int i = threadIdx.x; i < 10 * DK; i += NT) {
+		int p = i / DK, d = i % DK, a = p < 1 ? 1 : p < 3 ? 2 : 3, b = p - a * (a - 1) / 2;
+		sM[i] = p < 6 ? exp2f(sG[BS * a * LK + d] - sG[(BS * b + BS - 1) * LK + d])
+		              : exp2f(sG[(BT - 1) * LK + d] - sG[(BS * (p - 6) + BS - 1) * LK + d]);
+	}
+	if ((int)threadIdx.x < Dk)
+		decay[((size_t)ch.bh * NC + ch.c) * Dk + threadIdx.x] = exp2f(sG[(BT - 1) * LK + threadIdx.x]);
+	/* A's diagonal blocks, term by term, in two rounds u of one term a lane:
+	 * thread (ty, tx) takes (i, j) = (ty, tx) of block 2u where tx <= ty,
+	 * else (15 - ty, 15 - tx) of block 2u + 1; the threads tx = ty then
+	 * block 2u + 1's diagonal entry 15 - ty (ungated: exp(0) = 1) */
+	const bool low = tx <= ty;
+	float dA[2], dD[2];
+#pragma unroll
+	for (int u = 0; u < 2; u++) {
+		const int m = 2 * u + !low, i = BS * m + (low ? ty : BS - 1 - ty), j = BS * m + (low ? tx : BS - 1 - tx);
+		const float4 *Qi = (const float4 *)(sQ + i * LK), *Gi = (const float4 *)(sG + i * LK);
+		const float4 *Kj = (const float4 *)(sK + j * LK), *Gj = (const float4 *)(sG + j * LK);
+		float s = 0.f, e = 0.f;
+#pragma unroll 4
+		for (int d = 0; d < DK / 4; d++) {
+			float4 a = Qi[d], b = Kj[d], x = Gi[d], y = Gj[d];
+			s += a.x * b.x * exp2f(x.x - y.x);
+			s += a.y * b.y * exp2f(x.y - y.y);
+			s += a.z * b.z * exp2f(x.z - y.z);
+			s += a.w * b.w * exp2f(x.w - y.w);
+		}
+		if (tx == ty) {
+			const int ii = BS * (2 * u + 1) + BS - 1 - ty;
+			const float4 *Qd = (const float4 *)(sQ + ii * LK), *Kd = (const float4 *)(sK + ii * LK);
+			for (int d = 0; d < DK / 4; d++) {
+				float4 a = Qd[d], b = Kd[d];
+				e += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+			}
+		}
+		dA[u] = s, dD[u] = e;
+	}
+	__syncthreads();
+	/* Qr = q exp(G - G at its sub-chunk's first row), Kb = k exp(G at its
+	 * sub-chunk's last row - G) */
+#pragma unroll 4
+	for (int x = threadIdx.x; x < BT * DK; x += NT) {
+		int t = x / DK, d = x % DK, r = t & ~(BS - 1);
+		float gg = sG[t * LK + d];
+		sQ[t * LK + d] *= exp2f(gg - sG[r * LK + d]);
+		sK[t * LK + d] *= exp2f(sG[(r + BS - 1) * LK + d] - gg);
+	}
+	TileLoad<BT, DV> vl;
+	vl.fetch(v + ch.row * Dv, sv, n, Dv);
+	__syncthreads();
+	/* block (a, b) below the diagonal, a warp each: Qr_a (Kb_b o sM_ab)^T */
+	float cb[1][2][4] = {};
+	const int a = warp < 1 ? 1 : warp < 3 ? 2 : 3, b = warp - a * (a - 1) / 2;
+	if (warp < 6)
+		wmma3<1, 2, LK, 1, 1, LK>(cb, sQ + BS * a * LK, sK + BS * b * LK, DK, sM + warp * DK);
+	vl.put<LV>(r0); /* V where G was */
+	__syncthreads();
+	/* Kt = k exp(G_last - G) = Kb exp(G_last - G at its sub-chunk's last row), where q was */
+#pragma unroll 4
+	for (int x = threadIdx.x; x < BT * DK; x += NT) {
+		int t = x / DK, d = x % DK;
+		r1[t * LT + d] = sK[t * LK + d] * sM[(6 + t / BS) * DK + d];
+	}
+	__syncthreads();
+	float *sA = r2; /* where k was */
+#pragma unroll
+	for (int u = 0; u < 2; u++) {
+		const int m = 2 * u + !low, i = BS * m + (low ? ty : BS - 1 - ty), j = BS * m + (low ? tx : BS - 1 - tx);
+		sA[i * LA + j] = dA[u];
+		if (tx == ty) {
+			const int ii = BS * (2 * u + 1) + BS - 1 - ty;
+			sA[ii * LA + ii] = dD[u];
+		}
+	}
+#pragma unroll
+	for (int m = 0; m < 4; m++) {
+		if (!low)
+			sA[(BS * m + ty) * LA + BS * m + tx] = 0.f;
+		for (int l = m + 1; l < 4; l++)
+			sA[(BS * m + ty) * LA + BS * l + tx] = 0.f;
+	}
+	if (warp < 6)
+#pragma unroll
+		for (int j = 0; j < 2; j++)
+#pragma unroll
+			for (int r = 0; r < 4; r++)
+				sA[(BS * a + g + 8 * (r >> 1)) * LA + BS * b + 8 * j + 2 * t4 + (r & 1)] = cb[0][j][r];
+	__syncthreads();
+	/* o = scale A V, 32 x 32 tiles a warp; A is causal: k up to the tile's last row */
+	for (int p = warp; p < 2 * NV; p += NT / 32) {
+		const int m0 = 32 * (p / NV), e0 = 32 * (p % NV);
+		float c[2][4][4] = {};
+		wmma3<2, 4, LA, 1, LV, 1>(c, sA + m0 * LA, r0 + e0, m0 + 32);
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int row = m0 + 16 * i + g + 8 * (r >> 1), e = e0 + 8 * j + 2 * t4 + (r & 1);
+					if (row < n && e < Dv)
+						o[(ch.row + (size_t)row * H) * Dv + e] = scale * c[i][j][r];
+				}
+	}
+	/* the increment Kt^T V */
+	for (int p = warp; p < DK / 32 * NV; p += NT / 32) {
+		const int d0 = 32 * (p / NV), e0 = 32 * (p % NV);
+		float c[2][4][4] = {};
+		wmma3<2, 4, 1, LT, LV, 1>(c, r1 + d0, r0 + e0, BT);
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int d = d0 + 16 * i + g + 8 * (r >> 1), e = e0 + 8 * j + 2 * t4 + (r & 1);
+					if (d < Dk && e < Dv)
+						S[slot + (size_t)d * Dv + e] = c[i][j][r];
+				}
+	}
+}
+
+/* Version 3's inter: o += scale (q o exp(G)) S_c on the tensor cores, 32 x
+ * 32 tiles a warp; S the scanned states (B*H, NC+1, Dk, Dv) */
+template <int DK, int DV>
+__global__ void __launch_bounds__(NT, 2) gla_fwd_inter_kernel(float *o, const float *S, const float *q,
+                                                              const float *gk, int T, int H, int Dk, int Dv, int NC,
+                                                              float scale)
+{
+	constexpr int LK = DK + 4, LV = DV + 8, NV = DV / 32;
+	float *sQ = gla_smem, *sS = sQ + BT * LK;
+	const Chunk ch = chunk_of(T, H, NC);
+	const int n = ch.n, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t4 = threadIdx.x & 3;
+	const size_t sk = (size_t)H * Dk;
+	TileLoad<BT, DK> ql; /* q, in flight with the tiles' loads */
+	ql.fetch(q + ch.row * Dk, sk, n, Dk);
+	load_tile<BT, DK, LK>(sQ, gk + ch.row * Dk, sk, n, Dk);
+	load_tile<DK, DV, LV>(sS, S + ((size_t)ch.bh * (NC + 1) + ch.c) * Dk * Dv, Dv, Dk, Dv);
+	__syncthreads();
+	cumsum_tile<DK, LK>(sQ);
+#pragma unroll
+	for (int u = 0; u < TileLoad<BT, DK>::N; u++) {
+		int i = threadIdx.x + u * NT, t = i / (DK / 4), d = 4 * (i % (DK / 4));
+		float *p = sQ + t * LK + d;
+		p[0] = ql.f[u].x * exp2f(p[0]), p[1] = ql.f[u].y * exp2f(p[1]);
+		p[2] = ql.f[u].z * exp2f(p[2]), p[3] = ql.f[u].w * exp2f(p[3]);
+	}
+	__syncthreads();
+	for (int p = warp; p < 2 * NV; p += NT / 32) {
+		const int m0 = 32 * (p / NV), e0 = 32 * (p % NV);
+		float c[2][4][4] = {};
+		wmma3<2, 4, LK, 1, LV, 1>(c, sQ + m0 * LK, sS + e0, DK);
+		float x[2][4][4]; /* o's values, all loads before the first store */
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int row = m0 + 16 * i + g + 8 * (r >> 1), e = e0 + 8 * j + 2 * t4 + (r & 1);
+					x[i][j][r] = row < n && e < Dv ? o[(ch.row + (size_t)row * H) * Dv + e] : 0.f;
+				}
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int row = m0 + 16 * i + g + 8 * (r >> 1), e = e0 + 8 * j + 2 * t4 + (r & 1);
+					if (row < n && e < Dv)
+						o[(ch.row + (size_t)row * H) * Dv + e] = x[i][j][r] + scale * c[i][j][r];
+				}
+	}
+}
+
 /* One chunk, columns e0 = 64 blockIdx.y onwards of v:
  * dv = scale A^T dO + Kt dS', dS' from the reverse scan */
 template <int DK>
@@ -688,6 +1010,18 @@ static void smem_allow(K kernel, size_t bytes)
 /* three tiles of the wider of DK, DV (+1) and sM */
 static size_t intra_smem(int DK, int DV) { return (3 * BT * ((DK > DV ? DK : DV) + 1) + 6 * DK) * sizeof(float); }
 
+/* DASH_GLA_V2=1 in the environment (read once): the forward of version 2
+ * (gla_intra_kernel, gla_inter_kernel on the CUDA cores), for comparison */
+static int gla_forward_v2(void)
+{
+	static int v = -1;
+	if (v < 0) {
+		const char *e = getenv("DASH_GLA_V2");
+		v = e && !strcmp(e, "1");
+	}
+	return v;
+}
+
 static void scan(float *buf, const float *decay, const float *init, float *fin, float *end, const float *S, int BH,
                  int NC, int Dk, int Dv, int keep_end, int reverse)
 {
@@ -704,6 +1038,19 @@ static void forward(float *o, float *S0, const float *q, const float *k, const f
 	Work w;
 	work_floats(B, T, H, Dk, Dv, &w, work);
 	int BH = B * H, NC = CEIL_DIV(T, BT);
+	if (!gla_forward_v2()) { /* version 3 */
+		constexpr int LK = DK + 4, LT = DK + 8, LV = DV + 8;
+		size_t sm = (3 * BT * (LT > LV ? LT : LV) + 10 * DK) * sizeof(float);
+		smem_allow(gla_fwd_intra_kernel<DK, DV>, sm);
+		gla_fwd_intra_kernel<DK, DV><<<BH * NC, NT, sm>>>(o, w.S, w.decay, q, k, v, gk, T, H, Dk, Dv, NC, scale);
+		cudaCheck(cudaGetLastError());
+		scan(w.S, w.decay, S0, S0, NULL, NULL, BH, NC, Dk, Dv, 0, 0);
+		sm = (BT * LK + DK * LV) * sizeof(float);
+		smem_allow(gla_fwd_inter_kernel<DK, DV>, sm);
+		gla_fwd_inter_kernel<DK, DV><<<BH * NC, NT, sm>>>(o, w.S, q, gk, T, H, Dk, Dv, NC, scale);
+		cudaCheck(cudaGetLastError());
+		return;
+	}
 	size_t sm = intra_smem(DK, DV);
 	smem_allow(gla_intra_kernel<DK, DV, false>, sm);
 	gla_intra_kernel<DK, DV, false><<<BH * NC, NT, sm>>>(o, w.S, w.decay, NULL, NULL, NULL, q, k, v, gk, NULL, T, H,

@@ -3,7 +3,7 @@
  * gla_forward_recurrent (o and the final state), the backward against
  * gla_backward (dq, dk, dv, dgk, dS0). Edge shapes: T 1, one short of a
  * chunk, a chunk, one past, several; several sequences and heads; Dk = Dv =
- * 64 and 128, Dk != Dv and neither a tile's width; with and without an
+ * 64 and 128, Dk != Dv and neither a tile's width, Dv odd; with and without an
  * initial state and a final state's gradient; gk in (-0.6, -0.005), and a
  * case where every third key dimension decays by about -1.3 a step (where
  * exp(-G) overflows float32 within a chunk); the NULL outputs left out.
@@ -141,6 +141,8 @@ int main(int argc, char **argv)
 	check(2, 200, 3, 64, 64, 1, 1, 1);
 	check(2, 200, 3, 128, 128, 1, 1, 1);
 	check(1, 1024, 4, 128, 128, 1, 1, 0);
+	check(1, 150, 2, 72, 65, 1, 1, 0); /* odd Dv: 4-byte loads and stores */
+	check(2, 77, 2, 100, 33, 0, 1, 1);
 	const char *b = getenv("DASH_BENCH");
 	if (b && !strcmp(b, "1"))
 		bench();
