@@ -14,7 +14,7 @@
  * device memory comes last: the GpuModel's weights and activation arena,
  * and all that the device has in use (cudaMemGetInfo) once the runs are done.
  * On stderr: the medians of the forward + backward's three parts (forward,
- * loss, backward), each timed alone. DASH_TEACHER_PROFILE=1 runs one
+ * loss, backward), each timed alone, and the last step's loss. DASH_TEACHER_PROFILE=1 runs one
  * forward + backward between cudaProfilerStart and Stop after a warm-up and
  * times nothing (for ncu --profile-from-start off).
  * usage: bench/bin/teacher [B T]   (default 1 4096; the Qwen2.5-3B shape) */
@@ -137,9 +137,13 @@ int main(int argc, char **argv)
 	qsort(fb, 10, sizeof(float), cmp);
 	for (int k = 0; k < 3; k++)
 		qsort(ph[k], 10, sizeof(float), cmp);
-	/* where the forward + backward goes (medians of each part on its own) */
-	fprintf(stderr, "bench/teacher: forward + backward = forward %.1f ms, loss %.1f ms, backward %.1f ms\n",
-	        ph[0][5], ph[1][5], ph[2][5]);
+	/* where the forward + backward goes (medians of each part on its own),
+	 * and the last step's loss (variants of the kernels should agree on it
+	 * to a few digits) */
+	float loss;
+	gpu_download(&loss, d_loss, sizeof loss);
+	fprintf(stderr, "bench/teacher: forward + backward = forward %.1f ms, loss %.1f ms, backward %.1f ms; loss %.6f\n",
+	        ph[0][5], ph[1][5], ph[2][5], loss);
 	size_t wb, ab, freeb, totalb;
 	gpu_model_bytes(g, &wb, &ab);
 	CK(cudaMemGetInfo(&freeb, &totalb));

@@ -46,6 +46,12 @@ void matmul_forward_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, co
                          int IC, int OC);
 /* dx (n, IC) = dout (n, OC) @ w (OC, IC) */
 void matmul_backward_cuda(bf16_t *d_dx, const bf16_t *d_dout, const bf16_t *d_w, int n, int IC, int OC);
+/* out (n, OC) = res (n, OC) + x (n, IC) @ w^T in one GEMM (the residual as
+ * its addend, beta 1: the sum rounded to bf16 once); out may be res. The
+ * composition of matmul_forward_cpu (no bias) and residual_forward_cpu, up
+ * to a rounding: the product is not rounded to bf16 before the add. */
+void matmul_forward_residual_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, const bf16_t *d_res, int n,
+                                  int IC, int OC);
 
 /* out (n, C) = x / rms(x) * w; rstd (n) keeps 1/rms for the backward */
 void rmsnorm_forward_cuda(bf16_t *d_out, float *d_rstd, const bf16_t *d_x, const bf16_t *d_w, int n, int C,

@@ -14,12 +14,25 @@
  * chosen once (DASH_GEMM, below). Split-K reductions stay in float32 in
  * both paths (the Makefile links -lcublasLt).
  *
+ * version 3: matmul_forward_residual_cuda, out = res + x w^T in the GEMM
+ * (beta 1, the residual as cuBLASLt's C): the teacher's o and down
+ * projections write the residual stream h directly, so the pass that added
+ * a to x (a written, then read with x) is gone; 2 x 16.8 MB a layer at
+ * 4096 tokens of the Qwen2.5-3B shape (the teacher's forward 0.9 ms
+ * faster, H100). Tuning times each candidate hot (GEMM_HOT_MS of unmeasured
+ * runs, then as long again measured): the card runs at its power limit in
+ * the teacher's step. (Picks made so, table `ranked_hot`, did not make the
+ * step faster: see there.)
+ *
  * DASH_GEMM in the environment, read once: unset or "lt" cuBLASLt, the
  * heuristic rank of the table `ranked` below for the shapes it lists, the
  * first elsewhere; "ex" cublasGemmEx (version 1); "tune" the fastest of
- * cuBLASLt's first LT_CANDIDATES heuristics, timed on the first call of each
- * plan, every candidate printed to stderr (not the same from run to run:
- * for measurements, to fill the table).
+ * cuBLASLt's first LT_CANDIDATES heuristics, timed hot on the first call of
+ * each plan, every candidate printed to stderr (not the same from run to
+ * run: for measurements, to fill the table); "lt0" cuBLASLt's first
+ * heuristic everywhere (the table ignored, for comparisons); "hot" the
+ * table `ranked_hot` instead of `ranked` (picks timed hot; rank -1 there:
+ * cublasGemmEx for that shape).
  */
 #include <string.h>
 
@@ -57,16 +70,20 @@ static struct {
 #define LT_WORKSPACE (32u << 20)
 #define LT_CANDIDATES 32
 
-enum { GEMM_EX, GEMM_LT, GEMM_TUNE };
+enum { GEMM_EX, GEMM_LT, GEMM_TUNE, GEMM_LT0, GEMM_HOT };
 
-/* the path DASH_GEMM names: lt (the default), ex or tune */
+/* the path DASH_GEMM names: lt (the default), ex, tune, lt0 or hot */
 static int gemm_mode(void)
 {
 	static int mode = -1;
 	if (mode >= 0)
 		return mode;
 	const char *e = getenv("DASH_GEMM");
-	mode = e && strcmp(e, "ex") == 0 ? GEMM_EX : e && strcmp(e, "tune") == 0 ? GEMM_TUNE : GEMM_LT;
+	mode = e && strcmp(e, "ex") == 0     ? GEMM_EX
+	       : e && strcmp(e, "tune") == 0 ? GEMM_TUNE
+	       : e && strcmp(e, "lt0") == 0  ? GEMM_LT0
+	       : e && strcmp(e, "hot") == 0  ? GEMM_HOT
+	                                     : GEMM_LT;
 	if (mode != GEMM_EX) {
 		cublasCheck(cublasLtCreate(&lt.h));
 		cudaCheck(cudaMalloc(&lt.ws, LT_WORKSPACE));
@@ -76,7 +93,7 @@ static int gemm_mode(void)
 
 /* a product's shape, layout and alignment, and what cuBLASLt runs for it */
 typedef struct {
-	int ta, m, n, k, lda, ldb, ldc, ctype, align; /* the key */
+	int ta, m, n, k, lda, ldb, ldc, ctype, align, acc; /* the key; acc: beta 1, C added */
 	cublasLtMatmulDesc_t op;
 	cublasLtMatrixLayout_t a, b, c;
 	cublasLtMatmulAlgo_t algo;
@@ -112,28 +129,50 @@ static void algo_print(const char *what, int i, const cublasLtMatmulHeuristicRes
 	fprintf(stderr, "\n");
 }
 
-static void gemm_ex(const Plan *p, const void *A, const void *B, void *C)
+/* D = op(A) B, or Cin + op(A) B when Cin is not NULL (Cin may be D; both
+ * of the plan's C layout) */
+static void gemm_ex(const Plan *p, const void *A, const void *B, const void *Cin, void *D)
 {
 	const float one = 1, zero = 0;
+	if (Cin && Cin != D) {
+		size_t es = p->ctype == CUDA_R_32F ? 4 : 2;
+		cudaCheck(cudaMemcpy2DAsync(D, (size_t)p->ldc * es, Cin, (size_t)p->ldc * es, (size_t)p->m * es,
+		                            (size_t)p->n, cudaMemcpyDeviceToDevice, 0));
+	}
 	cublasCheck(cublasGemmEx(handle(), (cublasOperation_t)p->ta, CUBLAS_OP_N, p->m, p->n, p->k, &one, A, CUDA_R_16BF,
-	                         p->lda, B, CUDA_R_16BF, p->ldb, &zero, C, (cudaDataType_t)p->ctype, p->ldc,
+	                         p->lda, B, CUDA_R_16BF, p->ldb, Cin ? &one : &zero, D, (cudaDataType_t)p->ctype, p->ldc,
 	                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-static cublasStatus_t gemm_lt(const Plan *p, const cublasLtMatmulAlgo_t *algo, const void *A, const void *B, void *C)
+static cublasStatus_t gemm_lt(const Plan *p, const cublasLtMatmulAlgo_t *algo, const void *A, const void *B,
+                              const void *Cin, void *D)
 {
 	const float one = 1, zero = 0;
-	return cublasLtMatmul(lt.h, p->op, &one, A, p->a, B, p->b, &zero, C, p->c, C, p->c, algo, lt.ws, LT_WORKSPACE,
-	                         0);
+	return cublasLtMatmul(lt.h, p->op, &one, A, p->a, B, p->b, Cin ? &one : &zero, Cin ? Cin : D, p->c, D, p->c, algo,
+	                      lt.ws, LT_WORKSPACE, 0);
 }
 
-/* the mean time of reps runs of f, in microseconds */
+/* the mean time of reps runs of f, in microseconds; reps 0: hot, as many
+ * runs as fill GEMM_HOT_MS unmeasured (the card at its power limit, as in
+ * the teacher's step), then as many again measured */
+#define GEMM_HOT_MS 25.0f
 template <typename F> static float time_us(F f, int reps)
 {
 	cudaEvent_t e0, e1;
 	cudaCheck(cudaEventCreate(&e0));
 	cudaCheck(cudaEventCreate(&e1));
 	f();
+	if (reps == 0) {
+		cudaCheck(cudaEventRecord(e0, 0));
+		f();
+		cudaCheck(cudaEventRecord(e1, 0));
+		cudaCheck(cudaEventSynchronize(e1));
+		float one;
+		cudaCheck(cudaEventElapsedTime(&one, e0, e1));
+		reps = (int)(GEMM_HOT_MS / (one > 1e-3f ? one : 1e-3f)) + 1;
+		for (int i = 0; i < reps; i++)
+			f();
+	}
 	cudaCheck(cudaEventRecord(e0, 0));
 	for (int i = 0; i < reps; i++)
 		f();
@@ -153,20 +192,48 @@ template <typename F> static float time_us(F f, int reps)
  * the algorithm, so a run's products are the same bits as the last run's. */
 static const struct {
 	char op;
-	int m, n, k, f32, rank;
+	int m, n, k, f32, acc, rank;
 } ranked[] = {
-	{'T', 22016, 4096, 2048, 0, 6},  /* gate | up forward: 449.5 us, cublasGemmEx 474.5 */
-	{'N', 11008, 4096, 2048, 0, 4},  /* down backward: 233.3, 242.9 */
-	{'N', 2048, 4096, 2048, 0, 3},   /* o backward: 53.4, 55.7 */
-	{'T', 151936, 4096, 2048, 0, 5}, /* bf16 logits (bench/teacher's forward): 3263.8, 3532.9 */
-	{'T', 151936, 2048, 2048, 1, 5}, /* the loss's float32 logits, 2048 rows: 1713.8, 1810.0 */
-	{'T', 151936, 1024, 2048, 1, 6}, /* 1024 rows (a KL chunk): 937.5, 1016.6 */
-	{'N', 2048, 1024, 151936, 0, 1}, /* its dhidden: 778.9, 910.3 */
+	{'T', 22016, 4096, 2048, 0, 0, 6},  /* gate | up forward: 449.5 us, cublasGemmEx 474.5 */
+	{'N', 11008, 4096, 2048, 0, 0, 4},  /* down backward: 233.3, 242.9 */
+	{'N', 2048, 4096, 2048, 0, 0, 3},   /* o backward: 53.4, 55.7 */
+	{'T', 151936, 4096, 2048, 0, 0, 5}, /* bf16 logits (bench/teacher's forward): 3263.8, 3532.9 */
+	{'T', 151936, 2048, 2048, 1, 0, 5}, /* the loss's float32 logits, 2048 rows: 1713.8, 1810.0 */
+	{'T', 151936, 1024, 2048, 1, 0, 6}, /* 1024 rows (a KL chunk): 937.5, 1016.6 */
+	{'N', 2048, 1024, 151936, 0, 0, 1}, /* its dhidden: 778.9, 910.3 */
 };
 
-/* make p's descriptors and choose its algorithm (A, B, C: the first call's
- * buffers, which tuning runs on) */
-static void plan_init(Plan *p, int mode, const void *A, const void *B, void *C)
+/* The fastest hot (DASH_GEMM=tune, each candidate after 25 ms of itself:
+ * the card at its power limit, 1400-1700 MHz), H100, cuBLAS 13.0, in one
+ * bench/teacher 1 4096 call; rank -1 is cublasGemmEx. Times: the pick, then
+ * the table `ranked`'s. Used with DASH_GEMM=hot. Not the default: in the
+ * whole step these picks were slower, not faster (forward + backward 115.1
+ * ms against 114.7 with `ranked`, medians of 6 alternated runs, H100; the
+ * backward 0.6 ms slower), so a GEMM timed alone, even hot, does not rank
+ * algorithms for the step (kernels/NOTES.md, version 4). */
+static const struct {
+	char op;
+	int m, n, k, f32, acc, rank;
+} ranked_hot[] = {
+	{'T', 2560, 4096, 2048, 0, 0, -1},  /* q | k | v forward: 57.4 us, 62.4 */
+	{'T', 22016, 4096, 2048, 0, 0, 5},  /* gate | up forward: 505.7, 534.7 */
+	{'T', 2048, 4096, 2048, 0, 1, 0},   /* o forward adding the residual: 53.0 (cublasGemmEx 74.8) */
+	{'T', 2048, 4096, 11008, 0, 1, 0},  /* down forward adding the residual: 259.4 (286.7) */
+	{'T', 151936, 4096, 2048, 0, 0, 2}, /* bf16 logits: 3449.5, 3595.8 */
+	{'T', 151936, 2048, 2048, 1, 0, 5}, /* the loss's float32 logits: 1837.9, the same */
+	{'N', 2048, 2048, 151936, 0, 0, 1}, /* their dhidden: 1472.5, 1521.1 */
+	{'N', 11008, 4096, 2048, 0, 0, 4},  /* down backward: 253.4, the same */
+	{'N', 2048, 4096, 22016, 0, 0, 0},  /* gate | up backward: 522.1, the same */
+	{'N', 2048, 4096, 2048, 0, 0, -1},  /* o backward: 50.7, 53.6 */
+	{'N', 2048, 4096, 2560, 0, 0, -1},  /* q | k | v backward: 60.5, 73.1 */
+	{'T', 151936, 1024, 2048, 1, 0, 6}, /* as `ranked` (not timed hot) */
+	{'N', 2048, 1024, 151936, 0, 0, 1},
+};
+
+/* make p's descriptors and choose its algorithm (A, B, Cin, C: the first
+ * call's buffers, which tuning runs on; Cin NULL or, for an accumulating
+ * plan, the addend) */
+static void plan_init(Plan *p, int mode, const void *A, const void *B, const void *Cin, void *C)
 {
 	cudaDataType_t ct = (cudaDataType_t)p->ctype;
 	cublasOperation_t ta = (cublasOperation_t)p->ta;
@@ -180,7 +247,7 @@ static void plan_init(Plan *p, int mode, const void *A, const void *B, void *C)
 	cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
 	uint64_t ws = LT_WORKSPACE;
 	uint32_t red = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* and none: float32 split-K sums only */
-	uint32_t al[3] = {align_of(A), align_of(B), align_of(C)};
+	uint32_t al[3] = {align_of(A), align_of(B), align_of((const void *)((uintptr_t)C | (uintptr_t)Cin))};
 	cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
 	cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
 	                                                    sizeof red));
@@ -202,55 +269,69 @@ static void plan_init(Plan *p, int mode, const void *A, const void *B, void *C)
 	if (!p->ok)
 		return;
 	int pick = 0;
-	for (size_t i = 0; i < sizeof ranked / sizeof ranked[0]; i++)
+	for (size_t i = 0; mode != GEMM_LT0 && mode != GEMM_HOT && i < sizeof ranked / sizeof ranked[0]; i++)
 		if (ranked[i].op == (ta == CUBLAS_OP_T ? 'T' : 'N') && ranked[i].m == p->m && ranked[i].n == p->n &&
-		    ranked[i].k == p->k && ranked[i].f32 == (ct == CUDA_R_32F) && ranked[i].rank < nr &&
-		    r[ranked[i].rank].state == CUBLAS_STATUS_SUCCESS)
+		    ranked[i].k == p->k && ranked[i].f32 == (ct == CUDA_R_32F) && ranked[i].acc == p->acc &&
+		    ranked[i].rank < nr && r[ranked[i].rank].state == CUBLAS_STATUS_SUCCESS)
 			pick = ranked[i].rank;
-	p->algo = r[pick].algo, p->ws = r[pick].workspaceSize;
-	if (mode != GEMM_TUNE)
+	for (size_t i = 0; mode == GEMM_HOT && i < sizeof ranked_hot / sizeof ranked_hot[0]; i++)
+		if (ranked_hot[i].op == (ta == CUBLAS_OP_T ? 'T' : 'N') && ranked_hot[i].m == p->m &&
+		    ranked_hot[i].n == p->n && ranked_hot[i].k == p->k && ranked_hot[i].f32 == (ct == CUDA_R_32F) &&
+		    ranked_hot[i].acc == p->acc && ranked_hot[i].rank < nr &&
+		    (ranked_hot[i].rank < 0 || r[ranked_hot[i].rank].state == CUBLAS_STATUS_SUCCESS))
+			pick = ranked_hot[i].rank;
+	if (pick < 0) { /* cublasGemmEx for this shape */
+		p->ok = 0;
 		return;
-	fprintf(stderr, "gemm tune: op %c m %d n %d k %d lda %d ldb %d ldc %d out %s align %u %u %u\n",
+	}
+	p->algo = r[pick].algo, p->ws = r[pick].workspaceSize;
+	/* an accumulation in place changes its output with every run: not tuned */
+	if (mode != GEMM_TUNE || (Cin && Cin == C))
+		return;
+	fprintf(stderr, "gemm tune: op %c m %d n %d k %d lda %d ldb %d ldc %d out %s%s align %u %u %u\n",
 	        ta == CUBLAS_OP_T ? 'T' : 'N', p->m, p->n, p->k, p->lda, p->ldb, p->ldc,
-	        ct == CUDA_R_32F ? "f32" : "bf16", al[0], al[1], al[2]);
-	int reps = 10;
-	float ex = time_us([&] { gemm_ex(p, A, B, C); }, reps), best = 1e30f;
-	fprintf(stderr, "  cublasGemmEx   %9.1f us\n", ex);
+	        ct == CUDA_R_32F ? "f32" : "bf16", Cin ? " +C" : "", al[0], al[1], al[2]);
+	float ex = time_us([&] { gemm_ex(p, A, B, Cin, C); }, 0), best = 1e30f, table = 0;
+	fprintf(stderr, "  cublasGemmEx   %9.1f us (hot)\n", ex);
 	int bi = 0;
 	for (int i = 0; i < nr; i++) {
 		if (r[i].state != CUBLAS_STATUS_SUCCESS)
 			continue;
-		if (gemm_lt(p, &r[i].algo, A, B, C) != CUBLAS_STATUS_SUCCESS) {
+		if (gemm_lt(p, &r[i].algo, A, B, Cin, C) != CUBLAS_STATUS_SUCCESS) {
 			fprintf(stderr, "  lt [%2d] does not run\n", i);
 			continue;
 		}
-		float us = time_us([&] { cublasCheck(gemm_lt(p, &r[i].algo, A, B, C)); }, reps);
+		float us = time_us([&] { cublasCheck(gemm_lt(p, &r[i].algo, A, B, Cin, C)); }, 0);
 		algo_print("lt", i, &r[i], us);
+		if (i == pick)
+			table = us;
 		if (us < best)
 			best = us, bi = i;
 	}
 	p->algo = r[bi].algo, p->ws = r[bi].workspaceSize;
-	fprintf(stderr, "  best: [%d] %.1f us, heuristic [0] vs cublasGemmEx %.1f us: %.3fx\n", bi, best, ex,
-	        ex / best);
+	fprintf(stderr, "  best: [%d] %.1f us, table's [%d] %.1f us (%.3fx), cublasGemmEx %.1f us (%.3fx)\n", bi, best,
+	        pick, table, table / best, ex, ex / best);
 }
 
-void gemm_bf16(cublasOperation_t ta, int m, int n, int k, const void *A, int lda, const void *B, int ldb, void *C,
-               cudaDataType_t ctype, int ldc)
+/* C = op(A) B (Cin NULL) or Cin + op(A) B, as gemm_bf16 */
+static void gemm_run(cublasOperation_t ta, int m, int n, int k, const void *A, int lda, const void *B, int ldb,
+                     const void *Cin, void *C, cudaDataType_t ctype, int ldc)
 {
 	int mode = gemm_mode();
 	Plan key = {};
 	key.ta = ta, key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb, key.ldc = ldc, key.ctype = ctype;
-	key.align = (int)(align_of(A) | align_of(B) << 9 | align_of(C) << 18);
+	key.acc = Cin != NULL;
+	key.align = (int)(align_of(A) | align_of(B) << 9 | align_of((const void *)((uintptr_t)C | (uintptr_t)Cin)) << 18);
 	if (mode == GEMM_EX || m == 0 || n == 0 || k == 0) {
 		if (m && n)
-			gemm_ex(&key, A, B, C);
+			gemm_ex(&key, A, B, Cin, C);
 		return;
 	}
 	Plan *p = NULL;
 	for (int i = 0; i < nplans && !p; i++)
 		if (plans[i].ta == key.ta && plans[i].m == m && plans[i].n == n && plans[i].k == k &&
 		    plans[i].lda == lda && plans[i].ldb == ldb && plans[i].ldc == ldc && plans[i].ctype == key.ctype &&
-		    plans[i].align == key.align)
+		    plans[i].align == key.align && plans[i].acc == key.acc)
 			p = &plans[i];
 	if (!p) {
 		if (nplans == cap_plans) {
@@ -261,12 +342,18 @@ void gemm_bf16(cublasOperation_t ta, int m, int n, int k, const void *A, int lda
 		}
 		p = &plans[nplans++];
 		*p = key;
-		plan_init(p, mode, A, B, C);
+		plan_init(p, mode, A, B, Cin, C);
 	}
 	if (p->ok)
-		cublasCheck(gemm_lt(p, &p->algo, A, B, C));
+		cublasCheck(gemm_lt(p, &p->algo, A, B, Cin, C));
 	else
-		gemm_ex(p, A, B, C);
+		gemm_ex(p, A, B, Cin, C);
+}
+
+void gemm_bf16(cublasOperation_t ta, int m, int n, int k, const void *A, int lda, const void *B, int ldb, void *C,
+               cudaDataType_t ctype, int ldc)
+{
+	gemm_run(ta, m, n, k, A, lda, B, ldb, NULL, C, ctype, ldc);
 }
 
 // ----------------------------------------------------------------------------
@@ -292,4 +379,10 @@ extern "C" void matmul_forward_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16
 extern "C" void matmul_backward_cuda(bf16_t *d_dx, const bf16_t *d_dout, const bf16_t *d_w, int n, int IC, int OC)
 {
 	gemm_bf16(CUBLAS_OP_N, IC, n, OC, d_w, IC, d_dout, OC, d_dx, CUDA_R_16BF, IC);
+}
+
+extern "C" void matmul_forward_residual_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, const bf16_t *d_res,
+                                             int n, int IC, int OC)
+{
+	gemm_run(CUBLAS_OP_T, OC, n, IC, d_w, IC, d_x, IC, d_res, d_out, CUDA_R_16BF, OC);
 }

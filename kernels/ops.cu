@@ -19,6 +19,9 @@
  * H100), 39.4 and 27.5 before. (A residual RMSNorm backward holding its
  * rows in registers took 155 registers and ran slower, 34.9 us against
  * 31.5: not kept.)
+ * version 4: rmsnorm_forward 16 bytes at a time (rmsnorm_forward_vec_kernel)
+ * where the rows allow: the teacher's norms after the GEMMs that add the
+ * residual themselves (kernels/forward.cu, version 4).
  */
 #include <string.h>
 
@@ -67,9 +70,17 @@ __global__ void rmsnorm_backward_kernel(bf16 *dx, const bf16 *dout, const bf16 *
 		                                           c * __bfloat162float(xr[i]));
 }
 
+static void rmsnorm_forward_vec_launch(bf16 *out, float *rstd, const bf16 *x, const bf16 *w, int n, int C,
+                                       float eps);
+static bool aligned16(const void *p);
+
 extern "C" void rmsnorm_forward_cuda(bf16_t *d_out, float *d_rstd, const bf16_t *d_x, const bf16_t *d_w,
                                      int n, int C, float eps)
 {
+	if (C % 8 == 0 && aligned16(d_out) && aligned16(d_x) && aligned16(d_w)) {
+		rmsnorm_forward_vec_launch((bf16 *)d_out, d_rstd, (const bf16 *)d_x, (const bf16 *)d_w, n, C, eps);
+		return;
+	}
 	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
 	rmsnorm_forward_kernel<<<CEIL_DIV(n, ROWS_PER_BLOCK), block>>>((bf16 *)d_out, d_rstd, (const bf16 *)d_x,
 	                                                               (const bf16 *)d_w, n, C, eps);
@@ -299,6 +310,43 @@ __global__ void residual_rmsnorm_backward_kernel(bf16 *dh, const bf16 *dout, con
 			                           c * __bfloat162float(hv.v[j]));
 		store_pack<VEC>(dh + r0 + i, ov);
 	}
+}
+
+/* rmsnorm_forward_kernel 8 bf16 (16 bytes) at a time, for C % 8 == 0 and
+ * 16-byte aligned rows: the same arithmetic (the sum of squares in another
+ * order), one warp per row; the second pass reads the row again (from L1
+ * or L2, 4 KB at C 2048) */
+__global__ void rmsnorm_forward_vec_kernel(bf16 *out, float *rstd, const bf16 *x, const bf16 *w, int n, int C,
+                                           float eps)
+{
+	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
+	if (row >= n)
+		return;
+	size_t r0 = (size_t)row * C;
+	float ss = 0;
+	for (int i = lane * 8; i < C; i += WARP_SIZE * 8) {
+		Pack<8> xv = load_pack<8>(x + r0 + i);
+		for (int j = 0; j < 8; j++) {
+			float f = __bfloat162float(xv.v[j]);
+			ss += f * f;
+		}
+	}
+	float r = 1.0f / sqrtf(warp_sum(ss) / C + eps);
+	for (int i = lane * 8; i < C; i += WARP_SIZE * 8) {
+		Pack<8> xv = load_pack<8>(x + r0 + i), wv = load_pack<8>(w + i), ov;
+		for (int j = 0; j < 8; j++)
+			ov.v[j] = __float2bfloat16(__bfloat162float(xv.v[j]) * r * __bfloat162float(wv.v[j]));
+		store_pack<8>(out + r0 + i, ov);
+	}
+	if (lane == 0)
+		rstd[row] = r;
+}
+
+static void rmsnorm_forward_vec_launch(bf16 *out, float *rstd, const bf16 *x, const bf16 *w, int n, int C, float eps)
+{
+	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
+	rmsnorm_forward_vec_kernel<<<CEIL_DIV(n, ROWS_PER_BLOCK), block>>>(out, rstd, x, w, n, C, eps);
+	cudaCheck(cudaGetLastError());
 }
 
 extern "C" void residual_rmsnorm_forward_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, const bf16_t *d_x,

@@ -69,6 +69,25 @@ static void test_matmul(int n, int IC, int OC, int bias)
 	free(ref);
 }
 
+/* matmul_forward_residual_cuda: out = res + x w^T against matmul_forward_cpu
+ * then residual_forward_cpu (the GPU does not round the product to bf16
+ * before the add: within the matmul's tolerance); inplace: out is res */
+static void test_matmul_residual(int n, int IC, int OC, int inplace)
+{
+	Buf x = buf_rand((size_t)n * IC, 1), w = buf_rand((size_t)OC * IC, 0.2f), res = buf_rand((size_t)n * OC, 2);
+	Buf out = buf_empty((size_t)n * OC), *o = inplace ? &res : &out;
+	float *ref = (float *)mallocCheck((size_t)n * OC * 4);
+	Tensor W = view(&w, 2, OC, IC), none = {};
+	char msg[128];
+	matmul_forward_cpu(ref, x.f, &W, &none, n, IC, OC);
+	residual_forward_cpu(ref, res.f, (int64_t)n * OC);
+	matmul_forward_residual_cuda(o->d, x.d, w.d, res.d, n, IC, OC);
+	snprintf(msg, sizeof msg, "matmul_forward_residual n=%d IC=%d OC=%d%s", n, IC, OC, inplace ? " in place" : "");
+	test_cond(msg, same("out", o, ref));
+	buf_free(&x), buf_free(&w), buf_free(&res), buf_free(&out);
+	free(ref);
+}
+
 static void test_rmsnorm(int n, int C)
 {
 	Buf x = buf_rand((size_t)n * C, 2), w = buf_rand((size_t)C, 1), out = buf_empty((size_t)n * C);
@@ -309,6 +328,11 @@ int main(int argc, char **argv)
 	test_rmsnorm(1, 64);
 	test_rmsnorm(37, 896);
 	test_rmsnorm(129, 2048);
+	test_rmsnorm(5, 100); /* C not a multiple of 8: one value at a time */
+	test_matmul_residual(1, 64, 32, 0);
+	test_matmul_residual(37, 200, 77, 1);
+	test_matmul_residual(300, 2048, 256, 0);
+	test_matmul_residual(129, 1100, 2048, 1);
 	test_embedding(1, 100, 64);
 	test_embedding(77, 5000, 896);
 	test_rope(1, 1, 2, 64, 0);
