@@ -1,38 +1,36 @@
-/* generate: greedy decoding over the KV cache. */
+/* generate: greedy decoding of a teacher, over lib/decode.h's decoder. */
 #include "generate.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "decode.h" // defines: Decoder, decoder_init, decoder_greedy, decoder_free
 #include "gguf.h"
 #include "util.h"
+
+/* the decoder's on_token, for generate_greedy's of one sequence */
+typedef struct {
+	void (*on_token)(void *ctx, int32_t id);
+	void *ctx;
+} OneSeq;
+
+static void one_token(void *ctx, int b, int32_t id)
+{
+	(void)b;
+	OneSeq *o = ctx;
+	o->on_token(o->ctx, id);
+}
 
 void generate_greedy(const Model *m, const int32_t *prompt, int n, int max_new, const int32_t *stop,
                      int nstop, IdVec *out, void (*on_token)(void *ctx, int32_t id), void *ctx)
 {
-	int V = m->cfg.V;
-	KVCache kv;
-	kvcache_init(&kv, m, n + max_new + 1);
-	float *logits = mallocCheck((size_t)V * sizeof(float));
-	for (int i = 0; i < n; i++)
-		model_step(m, &kv, prompt[i], logits);
-	for (int k = 0; k < max_new; k++) {
-		int32_t best = 0;
-		for (int v = 1; v < V; v++)
-			if (logits[v] > logits[best])
-				best = v;
-		for (int s = 0; s < nstop; s++)
-			if (best == stop[s])
-				goto done;
-		idvec_push(out, best);
-		if (on_token)
-			on_token(ctx, best);
-		if (k + 1 < max_new)
-			model_step(m, &kv, best, logits);
-	}
-done:
-	free(logits);
-	kvcache_free(&kv);
+	if (max_new < 1)
+		return;
+	Decoder d;
+	decoder_init(&d, m, NULL, 1, n + max_new, DECODER_KV);
+	OneSeq o = {on_token, ctx};
+	decoder_greedy(&d, &prompt, &n, max_new, stop, nstop, out, on_token ? one_token : NULL, &o);
+	decoder_free(&d);
 }
 
 Tokenizer *tokenizer_for_model(const char *model_path)

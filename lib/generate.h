@@ -8,9 +8,10 @@
 #include "model.h"
 #include "tokenizer.h"
 
-/* generate_greedy runs the prompt ids through a fresh KV cache, then appends
- * up to max_new argmax tokens to out, stopping after any id in stop (which
- * is not appended). on_token, if not NULL, sees each new id as it comes. */
+/* generate_greedy prefills the prompt ids into a fresh decoder (decode.h,
+ * one sequence, its default bf16 KV cache), then appends up to max_new
+ * argmax tokens to out, stopping after any id in stop (which is not
+ * appended). on_token, if not NULL, sees each new id as it comes. */
 void generate_greedy(const Model *m, const int32_t *prompt, int n, int max_new, const int32_t *stop,
                      int nstop, IdVec *out, void (*on_token)(void *ctx, int32_t id), void *ctx);
 
