@@ -7,7 +7,7 @@ LIB_SRC  := $(wildcard lib/*.c)
 LIB_OBJ  := $(LIB_SRC:.c=.o)
 LIB      := lib/libdash.a
 TOOLS    := $(patsubst tools/%.c,bin/%,$(wildcard tools/*.c))
-TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c)) tests/bin/mktokens tests/bin/candcmp
+TESTS    := $(patsubst tests/%.c,tests/bin/%,$(wildcard tests/test_*.c)) tests/bin/mktokens tests/bin/candcmp tests/bin/h5strings
 CU_SRC   := $(wildcard kernels/*.cu)
 CU_OBJ   := $(CU_SRC:.cu=.o)
 CU_LIB   := kernels/libdash_cuda.a
@@ -90,6 +90,11 @@ bench/bin/teacher bench/bin/search: bench/bin/%: bench/%.c $(LIB) $(CU_LIB)
 bench/bin/%: bench/%.cu bench/bench.h $(CU_LIB)
 	@mkdir -p bench/bin
 	$(NVCC) $(NVFLAGS) -Ilib -Ikernels -o $@ $< $(CU_LIB) -lcublasLt -lcublas
+
+# the CPU matmul against the one it replaced (CPU only): bench/cpu_matmul.c
+bench/bin/cpu_matmul: bench/cpu_matmul.c $(LIB)
+	@mkdir -p bench/bin
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # man pages must pass mandoc's linter
 check: test
