@@ -1,9 +1,9 @@
 /*
- * ops_cpu: the reference operators. Clear loops first; the matmul alone is
- * blocked (4 output rows share each pass over an input row, 8 partial sums
- * that the compiler turns into vector lanes) because every later CPU stage
- * spends its time there. Outputs are written by exactly one thread in a
- * fixed order, so results do not depend on the thread count.
+ * ops_cpu: the reference operators. Clear loops first; the matmul alone is a
+ * blocked GEMM (packed panels, a register-tiled AVX2 micro-kernel with a
+ * plain C twin) because every later CPU stage spends its time there. Outputs
+ * are written by exactly one thread in a fixed order, so results do not
+ * depend on the thread count.
  */
 #include "ops_cpu.h"
 
@@ -13,96 +13,373 @@
 
 #include "util.h"
 
-#define MM_ROWS 4   /* output rows converted to f32 together */
-#define MM_TILE 64  /* input rows per pass, so that they stay in cache */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
-/* dot products of x (IC) with 4 rows of w (4, IC): 8 partial sums a row,
- * added in a fixed order, so every path gives the same bits */
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-static void dot4(float out[4], const float *x, const float *w, int IC)
+// ----------------------------------------------------------------------------
+// matmul: a blocked GEMM. Both directions compute C (n, N) = A (n, K) B (K, N)
+// (+ bias): the forward with A = x, K = IC, N = OC, B = w^T; the backward with
+// A = dout, K = OC, N = IC, B = w. A panel of B (MM_KC x at most MM_NC) is
+// dequantised and packed once per call, then serves every row of A; a
+// micro-kernel keeps an MM_MR x MM_NR tile of C in registers. Each element of
+// C is the one chain c = c + a_k b_k over k = 0, 1, ..., K-1 in order, then
+// + bias: fused multiply-adds where the CPU has AVX2 and FMA, a multiply and
+// an add elsewhere (or with DASH_MATMUL_PORTABLE=1 in the environment). So
+// the bits do not depend on n, on the tiling or on the thread count.
+
+#define MM_MR 6    /* rows of a register tile of C */
+#define MM_NR 16   /* columns of a register tile of C: two AVX vectors */
+#define MM_KC 256  /* k block; a multiple of every quantisation block */
+#define MM_MC 96   /* rows of A packed together; a multiple of MM_MR */
+#define MM_NC 256  /* most columns of B per packed panel; a multiple of 256 */
+/* (n + 8) K N below which a matmul stays on one thread (dequantising a weight
+ * costs about what 8 rows' multiply-adds with it do): a parallel region
+ * costs up to a millisecond on a loaded machine */
+#define MM_PAR_WORK (1 << 22)
+
+/* mm_tile_fn: c (mr, MM_NR), row stride ldc, = (first ? 0 : c) + a b, then
+ * + bias (MM_NR) unless bias is NULL; a packed (kc, MM_MR), b (kc, MM_NR) */
+typedef void (*mm_tile_fn)(int mr, int kc, const float *a, const float *b, float *c, size_t ldc, int first,
+                           const float *bias);
+
+static void mm_tile_c(int mr, int kc, const float *a, const float *b, float *c, size_t ldc, int first,
+                      const float *bias)
 {
-	float acc[4][8] = {{0}};
-	int i = 0;
-	for (; i + 8 <= IC; i += 8)
-		for (int r = 0; r < 4; r++)
-			for (int j = 0; j < 8; j++)
-				acc[r][j] += x[i + j] * w[(size_t)r * IC + i + j];
-	for (int r = 0; r < 4; r++) {
-		float s = 0;
-		for (int j = 0; j < 8; j++)
-			s += acc[r][j];
-		for (int ii = i; ii < IC; ii++)
-			s += x[ii] * w[(size_t)r * IC + ii];
-		out[r] = s;
+	float acc[MM_MR][MM_NR];
+	for (int i = 0; i < mr; i++)
+		for (int j = 0; j < MM_NR; j++)
+			acc[i][j] = first ? 0 : c[i * ldc + j];
+	for (int k = 0; k < kc; k++)
+		for (int i = 0; i < mr; i++)
+			for (int j = 0; j < MM_NR; j++)
+				acc[i][j] += a[k * MM_MR + i] * b[k * MM_NR + j];
+	for (int i = 0; i < mr; i++)
+		for (int j = 0; j < MM_NR; j++)
+			c[i * ldc + j] = bias ? acc[i][j] + bias[j] : acc[i][j];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* the same with AVX2 and FMA, mr a constant once inlined */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void mm_tile_avx2_mr(const int mr, int kc, const float *a, const float *b, float *c, size_t ldc,
+                                   int first, const float *bias)
+{
+	__m256 c0[MM_MR], c1[MM_MR];
+	#pragma GCC unroll 6
+	for (int i = 0; i < mr; i++) {
+		c0[i] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc);
+		c1[i] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc + 8);
+	}
+	for (int k = 0; k < kc; k++, a += MM_MR, b += MM_NR) {
+		__m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+		#pragma GCC unroll 6
+		for (int i = 0; i < mr; i++) {
+			__m256 ai = _mm256_broadcast_ss(a + i);
+			c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+			c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+		}
+	}
+	if (bias) {
+		__m256 bb0 = _mm256_loadu_ps(bias), bb1 = _mm256_loadu_ps(bias + 8);
+		#pragma GCC unroll 6
+		for (int i = 0; i < mr; i++)
+			c0[i] = _mm256_add_ps(c0[i], bb0), c1[i] = _mm256_add_ps(c1[i], bb1);
+	}
+	#pragma GCC unroll 6
+	for (int i = 0; i < mr; i++) {
+		_mm256_storeu_ps(c + i * ldc, c0[i]);
+		_mm256_storeu_ps(c + i * ldc + 8, c1[i]);
 	}
 }
 
-/* the same for two input rows x0, x1 at once: each weight load serves two
- * tokens (out0, out1 equal what dot4 gives for each) */
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-static void dot4x2(float out0[4], float out1[4], const float *x0, const float *x1, const float *w, int IC)
+__attribute__((target("avx2,fma")))
+static void mm_tile_avx2(int mr, int kc, const float *a, const float *b, float *c, size_t ldc, int first,
+                         const float *bias)
 {
-	float a0[4][8] = {{0}}, a1[4][8] = {{0}};
-	int i = 0;
-	for (; i + 8 <= IC; i += 8)
-		for (int r = 0; r < 4; r++)
-			for (int j = 0; j < 8; j++) {
-				float wv = w[(size_t)r * IC + i + j];
-				a0[r][j] += x0[i + j] * wv;
-				a1[r][j] += x1[i + j] * wv;
-			}
-	for (int r = 0; r < 4; r++) {
-		float s0 = 0, s1 = 0;
-		for (int j = 0; j < 8; j++)
-			s0 += a0[r][j], s1 += a1[r][j];
-		for (int ii = i; ii < IC; ii++) {
-			s0 += x0[ii] * w[(size_t)r * IC + ii];
-			s1 += x1[ii] * w[(size_t)r * IC + ii];
+	switch (mr) {
+	case 1: mm_tile_avx2_mr(1, kc, a, b, c, ldc, first, bias); break;
+	case 2: mm_tile_avx2_mr(2, kc, a, b, c, ldc, first, bias); break;
+	case 3: mm_tile_avx2_mr(3, kc, a, b, c, ldc, first, bias); break;
+	case 4: mm_tile_avx2_mr(4, kc, a, b, c, ldc, first, bias); break;
+	case 5: mm_tile_avx2_mr(5, kc, a, b, c, ldc, first, bias); break;
+	default: mm_tile_avx2_mr(MM_MR, kc, a, b, c, ldc, first, bias); break;
+	}
+}
+#endif
+
+/* mm_transpose_fn: bp (kc, MM_NR) = the rows (MM_NR, kc) transposed */
+typedef void (*mm_transpose_fn)(float *bp, const float *const *rows, int kc);
+
+static void mm_transpose_c(float *bp, const float *const *rows, int kc)
+{
+	for (int k = 0; k < kc; k++)
+		for (int j = 0; j < MM_NR; j++)
+			bp[k * MM_NR + j] = rows[j][k];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* the same by 8 x 8 blocks in registers */
+__attribute__((target("avx2")))
+static void mm_transpose_avx2(float *bp, const float *const *rows, int kc)
+{
+	int k = 0;
+	for (; k + 8 <= kc; k += 8)
+		for (int h = 0; h < MM_NR; h += 8) {
+			const float *const *r = rows + h;
+			__m256 t0 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[0] + k), _mm256_loadu_ps(r[1] + k));
+			__m256 t1 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[0] + k), _mm256_loadu_ps(r[1] + k));
+			__m256 t2 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[2] + k), _mm256_loadu_ps(r[3] + k));
+			__m256 t3 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[2] + k), _mm256_loadu_ps(r[3] + k));
+			__m256 t4 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[4] + k), _mm256_loadu_ps(r[5] + k));
+			__m256 t5 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[4] + k), _mm256_loadu_ps(r[5] + k));
+			__m256 t6 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[6] + k), _mm256_loadu_ps(r[7] + k));
+			__m256 t7 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[6] + k), _mm256_loadu_ps(r[7] + k));
+			__m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+			__m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+			__m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+			__m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+			float *d = bp + (size_t)k * MM_NR + h;
+			_mm256_store_ps(d + 0 * MM_NR, _mm256_permute2f128_ps(s0, s4, 0x20));
+			_mm256_store_ps(d + 1 * MM_NR, _mm256_permute2f128_ps(s1, s5, 0x20));
+			_mm256_store_ps(d + 2 * MM_NR, _mm256_permute2f128_ps(s2, s6, 0x20));
+			_mm256_store_ps(d + 3 * MM_NR, _mm256_permute2f128_ps(s3, s7, 0x20));
+			_mm256_store_ps(d + 4 * MM_NR, _mm256_permute2f128_ps(s0, s4, 0x31));
+			_mm256_store_ps(d + 5 * MM_NR, _mm256_permute2f128_ps(s1, s5, 0x31));
+			_mm256_store_ps(d + 6 * MM_NR, _mm256_permute2f128_ps(s2, s6, 0x31));
+			_mm256_store_ps(d + 7 * MM_NR, _mm256_permute2f128_ps(s3, s7, 0x31));
 		}
-		out0[r] = s0, out1[r] = s1;
+	for (; k < kc; k++)
+		for (int j = 0; j < MM_NR; j++)
+			bp[k * MM_NR + j] = rows[j][k];
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* mm_convert_avx2 is convert_to_f32 with the teacher's q5_0, and q8_0 and
+ * bf16, in vector registers: the same float operations on each value (d q,
+ * then + 0 as convert_to_f32 adds the q5_0 minimum), so the same bits */
+__attribute__((target("avx2")))
+static void mm_convert_avx2(float *dst, const void *src, DType t, size_t n)
+{
+	const uint8_t *s = src;
+	if (t == DT_Q5_0) {
+		/* byte j of the fifth bits: bit j % 8 of qh byte j / 8, j < 16 */
+		const __m128i pick = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+		const __m128i bit = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+		const __m128i nib = _mm_set1_epi8(15), sixteen = _mm_set1_epi8(16);
+		for (size_t b = 0; b < n / 32; b++, s += 22, dst += 32) {
+			__m256 d = _mm256_set1_ps(f16_to_f32((uint16_t)(s[0] | s[1] << 8)));
+			uint32_t qh = (uint32_t)s[2] | (uint32_t)s[3] << 8 | (uint32_t)s[4] << 16 | (uint32_t)s[5] << 24;
+			__m128i qs = _mm_loadu_si128((const __m128i *)(const void *)(s + 6));
+			__m128i h0 = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)(qh & 0xffff)), pick);
+			__m128i h1 = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)(qh >> 16)), pick);
+			h0 = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h0, bit), bit), sixteen);
+			h1 = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h1, bit), bit), sixteen);
+			/* q - 16, values 0..15 then 16..31 */
+			__m128i lo = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(qs, nib), h0), sixteen);
+			__m128i hi = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(qs, 4), nib), h1), sixteen);
+			__m128i q[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+			for (int i = 0; i < 4; i++) {
+				__m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q[i]));
+				_mm256_storeu_ps(dst + 8 * i, _mm256_add_ps(_mm256_mul_ps(d, v), _mm256_setzero_ps()));
+			}
+		}
+	} else if (t == DT_Q8_0) {
+		for (size_t b = 0; b < n / 32; b++, s += 34, dst += 32) {
+			__m256 d = _mm256_set1_ps(f16_to_f32((uint16_t)(s[0] | s[1] << 8)));
+			for (int i = 0; i < 4; i++) {
+				__m128i q = _mm_loadl_epi64((const __m128i *)(const void *)(s + 2 + 8 * i));
+				_mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+			}
+		}
+	} else if (t == DT_BF16) {
+		size_t i = 0;
+		for (; i + 8 <= n; i += 8) {
+			__m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i)));
+			_mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+		}
+		convert_to_f32(dst + i, s + 2 * i, t, n - i);
+	} else
+		convert_to_f32(dst, src, t, n);
+}
+#endif
+
+/* MmOps: the micro-kernel, transpose and dequantiser that a matmul runs,
+ * the AVX2 twins or the plain C ones */
+typedef struct {
+	mm_tile_fn tile;
+	mm_transpose_fn transpose;
+	void (*convert)(float *dst, const void *src, DType t, size_t n); /* as convert_to_f32 */
+} MmOps;
+
+/* mm_use_avx2: whether the AVX2 + FMA twins run */
+static int mm_use_avx2(void)
+{
+	const char *e = getenv("DASH_MATMUL_PORTABLE");
+	if (e && *e && strcmp(e, "0"))
+		return 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+	return 0;
+#endif
+}
+
+/* mm_pack_a packs m rows of a (row stride lda), kc columns, as panels of
+ * MM_MR rows, ap[p][k][i] = a[p MM_MR + i][k]; rows past m are zero */
+static void mm_pack_a(float *ap, const float *a, size_t lda, int m, int kc)
+{
+	for (int p = 0; p < m; p += MM_MR, ap += (size_t)MM_MR * kc)
+		for (int i = 0; i < MM_MR; i++) {
+			const float *s = a + (size_t)(p + i) * lda;
+			if (p + i < m)
+				for (int k = 0; k < kc; k++)
+					ap[k * MM_MR + i] = s[k];
+			else
+				for (int k = 0; k < kc; k++)
+					ap[k * MM_MR + i] = 0;
+		}
+}
+
+/* mm_pack_fn packs the columns j0 .. j0+nc-1 and rows k0 .. k0+kc-1 of B,
+ * taken from w (rowb bytes a row), as panels of MM_NR columns, bp[p][k][j] =
+ * B[k0 + k][j0 + p MM_NR + j], zero past nc; tmp is scratch of MM_NR MM_KC
+ * + MM_NC + MM_NR floats */
+typedef void (*mm_pack_fn)(float *bp, const Tensor *w, size_t rowb, int k0, int kc, int j0, int nc,
+                           float *tmp, const MmOps *ops);
+
+/* the forward's B = w^T: rows j of w, dequantised from column k0 (a multiple
+ * of MM_KC, so block-aligned; aligned float32 rows are read in place), then
+ * transposed by ops->transpose */
+static void mm_pack_wt(float *bp, const Tensor *w, size_t rowb, int k0, int kc, int j0, int nc, float *tmp,
+                       const MmOps *ops)
+{
+	size_t off = dtype_row_bytes(w->dtype, k0);
+	float *zero = tmp + MM_NR * MM_KC;
+	const float *rows[MM_NR];
+	memset(zero, 0, (size_t)kc * sizeof(float));
+	for (int p = 0; p < nc; p += MM_NR, bp += (size_t)MM_NR * kc) {
+		for (int j = 0; j < MM_NR; j++) {
+			const uint8_t *src = (const uint8_t *)w->data + (size_t)(j0 + p + j) * rowb + off;
+			if (p + j >= nc)
+				rows[j] = zero;
+			else if (w->dtype == DT_F32 && (uintptr_t)src % sizeof(float) == 0)
+				rows[j] = (const float *)(const void *)src;
+			else {
+				ops->convert(tmp + (size_t)j * MM_KC, src, w->dtype, (size_t)kc);
+				rows[j] = tmp + (size_t)j * MM_KC;
+			}
+		}
+		ops->transpose(bp, rows, kc);
+	}
+}
+
+/* the backward's B = w: rows k of w, dequantised from column j0 (a multiple
+ * of the quantisation block) */
+static void mm_pack_w(float *bp, const Tensor *w, size_t rowb, int k0, int kc, int j0, int nc, float *tmp,
+                      const MmOps *ops)
+{
+	size_t off = dtype_row_bytes(w->dtype, j0);
+	int ncp = (nc + MM_NR - 1) / MM_NR * MM_NR;
+	for (int k = 0; k < kc; k++) {
+		ops->convert(tmp, (const uint8_t *)w->data + (size_t)(k0 + k) * rowb + off, w->dtype, (size_t)nc);
+		for (int j = nc; j < ncp; j++)
+			tmp[j] = 0;
+		for (int p = 0; p < nc; p += MM_NR)
+			memcpy(bp + (size_t)p * kc + (size_t)k * MM_NR, tmp + p, MM_NR * sizeof(float));
+	}
+}
+
+/* mm_gemm: c (n, N) = a (n, K) B (K, N) + bias (N, padded with MM_NR zeros;
+ * NULL: none), B packed from w by pack with rowb bytes a row of w. Threads
+ * take blocks of columns (multiples of align); each packs its own panels. */
+static void mm_gemm(float *c, const float *a, const Tensor *w, size_t rowb, const float *bias, int n, int K,
+                    int N, int align, mm_pack_fn pack)
+{
+	if (n <= 0 || N <= 0)
+		return;
+	if (K <= 0) { /* an empty sum */
+		for (int i = 0; i < n; i++)
+			for (int j = 0; j < N; j++)
+				c[(size_t)i * N + j] = bias ? bias[j] : 0;
+		return;
+	}
+	MmOps ops = {mm_tile_c, mm_transpose_c, convert_to_f32};
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (mm_use_avx2())
+		ops = (MmOps){mm_tile_avx2, mm_transpose_avx2, mm_convert_avx2};
+#endif
+	mm_tile_fn tile = ops.tile;
+	int nth = 1;
+#ifdef _OPENMP
+	if (((double)n + 8) * K * N >= MM_PAR_WORK)
+		nth = omp_get_max_threads();
+#endif
+	/* column blocks: at most MM_NC wide, a multiple of the thread count */
+	int nb = (N + MM_NC - 1) / MM_NC;
+	nb = (nb + nth - 1) / nth * nth;
+	int nc = ((N + nb - 1) / nb + align - 1) / align * align;
+	nb = (N + nc - 1) / nc;
+	#pragma omp parallel num_threads(nth) if (nth > 1)
+	{
+		/* 64-byte aligned scratch: the panel of B, the block of A, tmp */
+		int kcm = K < MM_KC ? K : MM_KC, mcm = n < MM_MC ? (n + MM_MR - 1) / MM_MR * MM_MR : MM_MC;
+		size_t nbp = (size_t)kcm * (nc + MM_NR), nap = (size_t)mcm * kcm;
+		size_t ntmp = (size_t)MM_NR * MM_KC + MM_NC + MM_NR;
+		float *raw = mallocCheck((nbp + nap + ntmp) * sizeof(float) + 64);
+		float *bp = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63), *ap = bp + nbp, *tmp = ap + nap;
+		float ct[MM_MR * MM_NR];
+		#pragma omp for schedule(static)
+		for (int jb = 0; jb < nb; jb++) {
+			int j0 = jb * nc, ncb = N - j0 < nc ? N - j0 : nc;
+			for (int k0 = 0; k0 < K; k0 += MM_KC) {
+				int kc = K - k0 < MM_KC ? K - k0 : MM_KC, first = k0 == 0;
+				const float *bias_k = k0 + kc == K ? bias : NULL;
+				pack(bp, w, rowb, k0, kc, j0, ncb, tmp, &ops);
+				for (int i0 = 0; i0 < n; i0 += MM_MC) {
+					int mc = n - i0 < MM_MC ? n - i0 : MM_MC;
+					mm_pack_a(ap, a + (size_t)i0 * K + k0, (size_t)K, mc, kc);
+					for (int jp = 0; jp < ncb; jp += MM_NR) {
+						int nr = ncb - jp < MM_NR ? ncb - jp : MM_NR;
+						const float *bj = bp + (size_t)jp * kc, *bb = bias_k ? bias_k + j0 + jp : NULL;
+						for (int ip = 0; ip < mc; ip += MM_MR) {
+							int mr = mc - ip < MM_MR ? mc - ip : MM_MR;
+							const float *ai = ap + (size_t)ip * kc;
+							float *cc = c + (size_t)(i0 + ip) * N + j0 + jp;
+							if (nr == MM_NR) {
+								tile(mr, kc, ai, bj, cc, (size_t)N, first, bb);
+								continue;
+							}
+							/* a ragged right edge goes through ct */
+							for (int i = 0; i < mr; i++)
+								for (int j = 0; j < nr; j++)
+									ct[i * MM_NR + j] = first ? 0 : cc[(size_t)i * N + j];
+							tile(mr, kc, ai, bj, ct, MM_NR, first, bb);
+							for (int i = 0; i < mr; i++)
+								for (int j = 0; j < nr; j++)
+									cc[(size_t)i * N + j] = ct[i * MM_NR + j];
+						}
+					}
+				}
+			}
+		}
+		free(raw);
 	}
 }
 
 void matmul_forward_cpu(float *out, const float *x, const Tensor *w, const Tensor *b,
                         int n, int IC, int OC)
 {
-	int nblk = (OC + MM_ROWS - 1) / MM_ROWS;
-	size_t rowb = dtype_row_bytes(w->dtype, IC);
-	const uint8_t *wd = w->data;
-	#pragma omp parallel
-	{
-		float *wrow = callocCheck((size_t)MM_ROWS * IC, sizeof(float));
-		float *bias = callocCheck(MM_ROWS, sizeof(float));
-		for (int t0 = 0; t0 < n; t0 += MM_TILE) {
-			int t1 = t0 + MM_TILE < n ? t0 + MM_TILE : n;
-			#pragma omp for schedule(static)
-			for (int blk = 0; blk < nblk; blk++) {
-				int o0 = blk * MM_ROWS;
-				int no = OC - o0 < MM_ROWS ? OC - o0 : MM_ROWS;
-				convert_to_f32(wrow, wd + (size_t)o0 * rowb, w->dtype, (size_t)no * IC);
-				if (b && b->data)
-					convert_to_f32(bias, (const uint8_t *)b->data + dtype_row_bytes(b->dtype, o0),
-					               b->dtype, (size_t)no);
-				int t = t0;
-				for (; t + 1 < t1; t += 2) {
-					float r0[4], r1[4];
-					dot4x2(r0, r1, x + (size_t)t * IC, x + (size_t)(t + 1) * IC, wrow, IC);
-					for (int j = 0; j < no; j++) {
-						out[(size_t)t * OC + o0 + j] = r0[j] + bias[j];
-						out[(size_t)(t + 1) * OC + o0 + j] = r1[j] + bias[j];
-					}
-				}
-				for (; t < t1; t++) {
-					float r[4];
-					dot4(r, x + (size_t)t * IC, wrow, IC);
-					for (int j = 0; j < no; j++)
-						out[(size_t)t * OC + o0 + j] = r[j] + bias[j];
-				}
-			}
-		}
-		free(wrow);
-		free(bias);
+	float *bias = NULL;
+	if (b && b->data) {
+		bias = callocCheck((size_t)OC + MM_NR, sizeof(float));
+		convert_to_f32(bias, b->data, b->dtype, (size_t)OC);
 	}
+	mm_gemm(out, x, w, dtype_row_bytes(w->dtype, IC), bias, n, IC, OC, MM_NR, mm_pack_wt);
+	free(bias);
 }
 
 void rmsnorm_forward_cpu(float *out, const float *x, const Tensor *w, int n, int C, float eps)
@@ -305,26 +582,10 @@ void residual_rmsnorm_forward_cpu(float *h, float *out, const float *x, const fl
 
 void matmul_backward_cpu(float *dx, const float *dout, const Tensor *w, int n, int IC, int OC)
 {
-	/* the weight in float32 once, then each row of dx is a sum of weight rows */
-	float *wf = mallocCheck((size_t)OC * IC * sizeof(float));
-	size_t rowb = dtype_row_bytes(w->dtype, IC);
-	#pragma omp parallel for
-	for (int o = 0; o < OC; o++)
-		convert_to_f32(wf + (size_t)o * IC, (const uint8_t *)w->data + (size_t)o * rowb, w->dtype, (size_t)IC);
-	#pragma omp parallel for
-	for (int t = 0; t < n; t++) {
-		float *dxt = dx + (size_t)t * IC;
-		const float *dot = dout + (size_t)t * OC;
-		for (int i = 0; i < IC; i++)
-			dxt[i] = 0;
-		for (int o = 0; o < OC; o++) {
-			float g = dot[o];
-			const float *wo = wf + (size_t)o * IC;
-			for (int i = 0; i < IC; i++)
-				dxt[i] += g * wo[i];
-		}
-	}
-	free(wf);
+	/* dx = dout w: the GEMM above with B = w, whose column blocks start on
+	 * quantisation blocks */
+	int align = dtype_block(w->dtype) > MM_NR ? dtype_block(w->dtype) : MM_NR;
+	mm_gemm(dx, dout, w, dtype_row_bytes(w->dtype, IC), NULL, n, OC, IC, align, mm_pack_w);
 }
 
 void rmsnorm_backward_cpu(float *dx, const float *dout, const float *x, const Tensor *w, int n, int C,
