@@ -20,6 +20,9 @@
  *        one arena for all, and the backward runs each layer's operator
  *        forward again right before its backward (DASH_SUPERNET_SHARED=1
  *        chooses this)
+ * A hybrid's supernet (supernet_init_hybrid) lacks the operators its
+ * layers do not use; it runs forwards only (gpu_supernet_kl,
+ * gpu_supernet_eval).
  * Only the mixing weights w (L, K) vary; they stay on the host and are
  * passed to every call. dL/dw_lk = <dL/da_l, op_k(u_l)> is summed on the
  * device in double (a fixed grid of partial sums, deterministic) and
@@ -38,6 +41,12 @@
  * the float32 CPU reference and every dw within 1.2e-3 of max |dw|
  * (tests/test_supernet.cu, which allows 3e-2 and 5e-2). Not bit for bit
  * repeatable: the attention backward sums dq by float32 atomics.
+ * gpu_supernet_eval of hybrids (H100): on tests/t0205's random model (L 4,
+ * C 256, D 64, 4 x 128 tokens) the KL within 1e-4 and the losses within
+ * 2.5e-4 relative of the CPU's eval-lm --arch; on the Qwen2.5-0.5B shape
+ * with random weights (2 x 128 tokens, 18 gdn or swa layers) within 2.8e-3
+ * and 6e-4. All fa gives KL 1.8e-4, not 0, on the first: the teacher's forward
+ * (no hook) adds the residual inside the o GEMM, the hooked one cannot.
  *
  * Device memory beyond the GpuModel's, for n = max_tokens rows: each
  * layer's u, every column's output (gdn, gla: unless shared) and swa's
@@ -91,6 +100,16 @@ double gpu_supernet_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 /* gpu_supernet_backward_kl: the same mean KL, and its gradient with
  * respect to w added to dw (L, K) (host, +=) */
 double gpu_supernet_backward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w, double *dw);
+/* gpu_supernet_eval: what eval-lm --arch reports of a hybrid (a
+ * Supernet of supernet_init_hybrid, w one-hot) on B sequences of T ids:
+ * the teacher's forward, then the forward mixed by w (columns of weight 0
+ * not run), and the sums over the B*T rows of KL(teacher || supernet)
+ * (*kl) and of the next-token cross-entropy of the supernet (*nll) and of
+ * the teacher (*teacher_nll) against targets (host, B*T; a row whose
+ * target is < 0 left out), all three by vocab_loss_cuda. The teacher's
+ * rows it keeps replace those of gpu_supernet_teacher. */
+void gpu_supernet_eval(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w, const int32_t *targets,
+                       double *kl, double *nll, double *teacher_nll);
 
 /* gpu_supernet_phases: milliseconds of the last teacher forward, supernet
  * forward, loss and backward (CUDA events; waits for them), after a

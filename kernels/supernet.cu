@@ -60,7 +60,9 @@ struct GpuSupernet {
 	GpuModel *gm;
 	int L, K, max_tokens, window;
 	int ops[SN_MAX_OPS];
-	GpuLop **lop;             /* [L*K] the gdn and gla columns' operators, NULL elsewhere */
+	GpuLop **lop;             /* [L*K] the gdn and gla columns' operators, NULL elsewhere and
+	                           * where a hybrid's layer lacks the column's (empty in sn) */
+	int sparse;               /* 1: some are missing so; forwards only */
 	int shared;               /* 1: one arena for every GpuLop, each forward run again before its backward */
 	GpuLopArena *arena;       /* the shared one */
 	void *mem;                /* the allocation of every buffer below */
@@ -83,7 +85,8 @@ struct GpuSupernet {
 	size_t work_floats;
 	double *dw, *partial;     /* (L*K) dL/dw; RED_BLOCKS partial sums */
 	bf16_t *th, *dhid;        /* (n, C) the teacher's hidden rows; dL/dhidden */
-	float *loss;              /* one float */
+	float *loss;              /* (3) the KL; eval's cross-entropies of the supernet and the teacher */
+	int32_t *targets;         /* (n) eval's next-token targets */
 	void *loss_work;          /* vocab_loss_work bytes */
 	/* the call in progress */
 	const float *w;           /* (L, K) host */
@@ -226,7 +229,10 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 	for (int k = 1; k < K; k++) {
 		/* a step needs every output for dw (gdn and gla in a shared arena
 		 * run again in the backward) */
-		if (w[k] == 0 && !(g->keep && g->kept[(size_t)l * K + k]))
+		int absent = g->ops[k] != ARCH_SWA && !g->lop[(size_t)l * K + k];
+		if (absent && w[k] != 0)
+			BUG("gpu_supernet: layer %d has no %s, of weight %g", l, arch_op_names[g->ops[k]], w[k]);
+		if (absent || (w[k] == 0 && !(g->keep && g->kept[(size_t)l * K + k])))
 			continue;
 		const void *o;
 		int f32 = 0;
@@ -353,7 +359,7 @@ static void layout(GpuSupernet *g, Carver *cv)
 	CARVE(cv, g->dmix, n * C);
 	CARVE(cv, g->dw, (size_t)L * K), CARVE(cv, g->partial, RED_BLOCKS);
 	CARVE(cv, g->th, n * C), CARVE(cv, g->dhid, n * C);
-	CARVE(cv, g->loss, 1);
+	CARVE(cv, g->loss, 3), CARVE(cv, g->targets, n);
 	g->loss_work = carve(cv, vocab_loss_work(c->C, c->V));
 }
 
@@ -368,8 +374,8 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 	memcpy(g->ops, sn->ops, (size_t)K * sizeof(int));
 	g->window = 0;
 	for (int k = 1; k < K; k++)
-		if (sn->ops[k] == ARCH_SWA)
-			g->window = sn->lop[k].window; /* layer 0's; every layer has the same */
+		for (int l = 0; l < L && sn->ops[k] == ARCH_SWA && !g->window; l++)
+			g->window = sn->lop[(size_t)l * K + k].window; /* the first layer's with swa; all have the same */
 	g->gm = gpu_model_new(sn->m, max_tokens, 1);
 	g->kept = (bf16_t **)callocCheck((size_t)L * K, sizeof *g->kept);
 	g->work_floats = attention_backward_work(1, max_tokens, c->H, c->D);
@@ -381,6 +387,9 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 		for (int k = 1; k < K; k++)
 			if (sn->ops[k] == ARCH_GDN || sn->ops[k] == ARCH_GLA) {
 				const LinearOp *op = &sn->lop[(size_t)l * K + k];
+				g->sparse |= !op->w;
+				if (!op->w)
+					continue;
 				size_t b = gpu_lop_arena_bytes(op, max_tokens);
 				ab = b > ab ? b : ab, sum += b;
 				params += op->n * sizeof(float) + (size_t)max_tokens * op->H * sizeof(float);
@@ -403,7 +412,7 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 		g->arena = gpu_lop_arena_new(ab);
 	for (int l = 0; l < L; l++)
 		for (int k = 1; k < K; k++)
-			if (sn->ops[k] == ARCH_GDN || sn->ops[k] == ARCH_GLA)
+			if ((sn->ops[k] == ARCH_GDN || sn->ops[k] == ARCH_GLA) && sn->lop[(size_t)l * K + k].w)
 				g->lop[(size_t)l * K + k] = gpu_lop_new(&sn->lop[(size_t)l * K + k], max_tokens, g->arena);
 	for (int i = 0; i < 5; i++)
 		cudaCheck(cudaEventCreate(&g->ev[i]));
@@ -448,12 +457,21 @@ static void check_call(const GpuSupernet *g, const int32_t *ids, int B, int T)
 		BUG("gpu_supernet: %d x %d tokens, room for %d", B, T, g->max_tokens);
 }
 
+/* the teacher's forward runs with a hook that changes nothing, so that it
+ * takes the hooked path of the supernet's own forward (a = Wo att kept
+ * apart, then added: the unhooked forward adds it in the GEMM, which rounds
+ * once less): an all-fa supernet is then the teacher bit for bit, KL 0 */
+static void teacher_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n, int C)
+{
+	(void)ctx, (void)l, (void)d_u, (void)d_a, (void)n, (void)C;
+}
+
 extern "C" void gpu_supernet_teacher(GpuSupernet *g, const int32_t *ids, int B, int T, uint16_t *host_rows)
 {
 	check_call(g, ids, B, T);
 	size_t nC = (size_t)B * T * g->c->C;
 	cudaCheck(cudaEventRecord(g->ev[0], 0));
-	gpu_model_forward(g->gm, ids, B, T, NULL);
+	gpu_model_forward_layers(g->gm, ids, B, T, g->c->L - 1, teacher_hook, NULL);
 	cudaCheck(cudaMemcpyAsync(g->th, gpu_model_hidden(g->gm), nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
 	cudaCheck(cudaEventRecord(g->ev[1], 0));
 	if (host_rows)
@@ -467,29 +485,27 @@ extern "C" void gpu_supernet_set_teacher(GpuSupernet *g, const uint16_t *host_ro
 	gpu_upload(g->th, host_rows, (size_t)n * g->c->C * sizeof(bf16_t));
 }
 
-/* the supernet's forward and the KL (with dL/dhidden when back) */
-static double forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w, int back)
+/* the supernet's forward mixed by w and scale times the summed KL to the
+ * teacher's rows into d_loss (device), with dL/dhidden when back */
+static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w, int back, float scale,
+                       float *d_loss)
 {
 	const ModelConfig *c = g->c;
-	int n = B * T;
 	check_call(g, ids, B, T);
 	g->w = w, g->keep = back, g->B = B, g->T = T;
 	cudaCheck(cudaEventRecord(g->ev[2], 0));
 	gpu_model_forward_layers(g->gm, ids, B, T, c->L - 1, sn_hook, g);
 	cudaCheck(cudaEventRecord(g->ev[3], 0));
-	vocab_loss_cuda(g->loss, NULL, back ? g->dhid : NULL, gpu_model_hidden(g->gm), g->th, NULL,
-	                gpu_model_lm_head(g->gm), n, c->C, c->V, 1.0f / n, g->loss_work);
+	vocab_loss_cuda(d_loss, NULL, back ? g->dhid : NULL, gpu_model_hidden(g->gm), g->th, NULL,
+	                gpu_model_lm_head(g->gm), B * T, c->C, c->V, scale, g->loss_work);
 	cudaCheck(cudaEventRecord(g->ev[4], 0));
-	if (back)
-		return 0;
-	float kl;
-	gpu_download(&kl, g->loss, sizeof kl);
-	return kl;
 }
 
 extern "C" double gpu_supernet_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w)
 {
-	double kl = forward_kl(g, ids, B, T, w, 0);
+	float kl;
+	forward_kl(g, ids, B, T, w, 0, 1.0f / (B * T), g->loss);
+	gpu_download(&kl, g->loss, sizeof kl);
 	g->w = NULL;
 	return kl;
 }
@@ -497,9 +513,11 @@ extern "C" double gpu_supernet_kl(GpuSupernet *g, const int32_t *ids, int B, int
 extern "C" double gpu_supernet_backward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w,
                                            double *dw)
 {
+	if (g->sparse)
+		BUG("gpu_supernet_backward_kl: a hybrid's supernet runs forwards only");
 	size_t LK = (size_t)g->L * g->K;
 	cudaCheck(cudaMemsetAsync(g->dw, 0, LK * sizeof(double)));
-	forward_kl(g, ids, B, T, w, 1);
+	forward_kl(g, ids, B, T, w, 1, 1.0f / (B * T), g->loss);
 	gpu_model_backward_mix(g->gm, B, T, g->dhid, sn_mix_grad, g, NULL);
 	cudaCheck(cudaEventRecord(g->ev_end, 0));
 	double *h = (double *)mallocCheck(LK * sizeof(double));
@@ -511,6 +529,24 @@ extern "C" double gpu_supernet_backward_kl(GpuSupernet *g, const int32_t *ids, i
 	free(h);
 	g->w = NULL, g->keep = 0;
 	return kl;
+}
+
+extern "C" void gpu_supernet_eval(GpuSupernet *g, const int32_t *ids, int B, int T, const float *w,
+                                  const int32_t *targets, double *kl, double *nll, double *teacher_nll)
+{
+	const ModelConfig *c = g->c;
+	int n = B * T;
+	gpu_supernet_teacher(g, ids, B, T, NULL);
+	gpu_upload(g->targets, targets, (size_t)n * sizeof(int32_t));
+	vocab_loss_cuda(g->loss + 2, NULL, NULL, g->th, NULL, g->targets, gpu_model_lm_head(g->gm), n, c->C, c->V, 1.0f,
+	                g->loss_work);
+	forward_kl(g, ids, B, T, w, 0, 1.0f, g->loss);
+	vocab_loss_cuda(g->loss + 1, NULL, NULL, gpu_model_hidden(g->gm), NULL, g->targets, gpu_model_lm_head(g->gm), n,
+	                c->C, c->V, 1.0f, g->loss_work);
+	float h[3];
+	gpu_download(h, g->loss, sizeof h);
+	*kl = h[0], *nll = h[1], *teacher_nll = h[2];
+	g->w = NULL;
 }
 
 extern "C" void gpu_supernet_phases(GpuSupernet *g, float ms[4])

@@ -9,8 +9,8 @@
 #include "loss.h" // defines: vocab_loss_cpu
 #include "util.h"
 
-void supernet_init(Supernet *sn, const Model *m, int K, const int *ops, const char *cand_dir, int window,
-                   int maxn)
+/* the fields every Supernet has: K columns ops, w uniform, no operator */
+static void sn_alloc(Supernet *sn, const Model *m, int K, const int *ops, int maxn)
 {
 	const ModelConfig *c = &m->cfg;
 	if (K < 1 || K > SN_MAX_OPS || ops[0] != ARCH_FA)
@@ -21,11 +21,33 @@ void supernet_init(Supernet *sn, const Model *m, int K, const int *ops, const ch
 	sn->lop = callocCheck((size_t)c->L * K, sizeof *sn->lop);
 	sn->w = mallocCheck((size_t)c->L * K * sizeof(float));
 	sn->dw = callocCheck((size_t)c->L * K, sizeof(double));
-	size_t pn = 0;
+	for (size_t i = 0; i < (size_t)c->L * K; i++)
+		sn->w[i] = 1.0f / K;
+}
+
+/* the fingerprint of the operators there are, and the scratch */
+static void sn_finish(Supernet *sn)
+{
+	size_t pn = 0, C = (size_t)sn->m->cfg.C;
 	uint64_t h = HASH_INIT;
-	for (int l = 0; l < c->L; l++) {
-		for (int k = 0; k < K; k++)
-			sn->w[(size_t)l * K + k] = 1.0f / K;
+	for (size_t i = 0; i < (size_t)sn->L * sn->K; i++) {
+		const LinearOp *op = &sn->lop[i];
+		if (!op->w)
+			continue;
+		h = hash_bytes(h, op->w, op->n * sizeof(float));
+		pn = op->n > pn ? op->n : pn;
+	}
+	sn->fingerprint = h;
+	sn->out = mallocCheck((size_t)sn->K * sn->maxn * C * sizeof(float));
+	sn->pg = callocCheck(pn ? pn : 1, sizeof(float));
+	sn->dt = mallocCheck((size_t)sn->maxn * C * sizeof(float));
+}
+
+void supernet_init(Supernet *sn, const Model *m, int K, const int *ops, const char *cand_dir, int window,
+                   int maxn)
+{
+	sn_alloc(sn, m, K, ops, maxn);
+	for (int l = 0; l < sn->L; l++)
 		for (int k = 1; k < K; k++) {
 			LinearOp *op = &sn->lop[(size_t)l * K + k];
 			if (cand_dir || ops[k] == ARCH_SWA) {
@@ -33,19 +55,35 @@ void supernet_init(Supernet *sn, const Model *m, int K, const int *ops, const ch
 			} else { /* untrained candidates, for tests */
 				lop_init_teacher(op, ops[k] == ARCH_GDN ? LOP_GDN : LOP_GLA, m, l, 1);
 			}
-			h = hash_bytes(h, op->w, op->n * sizeof(float));
-			pn = op->n > pn ? op->n : pn;
 		}
+	sn_finish(sn);
+}
+
+void supernet_init_hybrid(Supernet *sn, const Model *m, const Hybrid *h, int maxn)
+{
+	int ops[SN_MAX_OPS] = {ARCH_FA}, K = 1, col[ARCH_NOPS] = {0};
+	for (int a = 1; a < ARCH_NOPS; a++) {
+		int used = 0;
+		for (int l = 0; l < h->L; l++)
+			used |= h->ops[l] == a;
+		if (used)
+			col[a] = K, ops[K++] = a;
 	}
-	sn->fingerprint = h;
-	sn->out = mallocCheck((size_t)K * maxn * c->C * sizeof(float));
-	sn->pg = callocCheck(pn ? pn : 1, sizeof(float));
-	sn->dt = mallocCheck((size_t)maxn * c->C * sizeof(float));
+	sn_alloc(sn, m, K, ops, maxn);
+	sn->borrowed = 1;
+	for (int l = 0; l < sn->L; l++) {
+		int k = col[h->ops[l]];
+		for (int j = 0; j < K; j++)
+			sn->w[(size_t)l * K + j] = j == k;
+		if (k > 0)
+			sn->lop[(size_t)l * K + k] = h->lop[l];
+	}
+	sn_finish(sn);
 }
 
 void supernet_free(Supernet *sn)
 {
-	for (int l = 0; l < sn->L; l++)
+	for (int l = 0; l < sn->L && !sn->borrowed; l++)
 		for (int k = 1; k < sn->K; k++)
 			lop_free(&sn->lop[(size_t)l * sn->K + k]);
 	free(sn->lop), free(sn->w), free(sn->dw), free(sn->out), free(sn->pg), free(sn->dt);
@@ -53,7 +91,8 @@ void supernet_free(Supernet *sn)
 }
 
 /* a = sum_k w_k op_k(u), a holding fa's output on entry. Outside a
- * backward, an op of weight 0 is not run. */
+ * backward, an op of weight 0 is not run; an empty one (a hybrid's
+ * supernet) never, and must have weight 0. */
 void supernet_hook(void *ctx, int l, const float *u, float *a, int B, int T)
 {
 	Supernet *sn = ctx;
@@ -67,10 +106,13 @@ void supernet_hook(void *ctx, int l, const float *u, float *a, int B, int T)
 	for (size_t i = 0; i < nC; i++)
 		a[i] = w[0] * fa[i];
 	for (int k = 1; k < K; k++) {
-		if (w[k] == 0 && !sn->keep)
+		const LinearOp *op = &sn->lop[(size_t)l * K + k];
+		if (!op->w && w[k] != 0)
+			BUG("supernet_hook: layer %d has no %s, of weight %g", l, arch_op_names[sn->ops[k]], w[k]);
+		if (!op->w || (w[k] == 0 && !sn->keep))
 			continue;
 		float *o = sn->out + (size_t)k * nC;
-		lop_forward(&sn->lop[(size_t)l * K + k], o, u, B, T);
+		lop_forward(op, o, u, B, T);
 		if (w[k] != 0)
 			for (size_t i = 0; i < nC; i++)
 				a[i] += w[k] * o[i];
@@ -160,6 +202,8 @@ static double back_loss(void *ctx, const float *hidden, float *dhidden, int n)
 
 double supernet_backward_kl(Supernet *sn, const int32_t *ids, int B, int T, const float *teacher_hidden)
 {
+	if (sn->borrowed)
+		BUG("supernet_backward_kl: a hybrid's supernet runs forwards only");
 	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL}};
 	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc};
 	double kl = model_backward_hooks(sn->m, ids, B, T, NULL, &h, NULL);

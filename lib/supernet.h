@@ -42,7 +42,9 @@ typedef struct {
 	const Model *m;
 	int L, K;
 	int ops[SN_MAX_OPS]; /* ARCH_* of each column, ops[0] == ARCH_FA */
-	LinearOp *lop;       /* (L, K) column k > 0's operator at each layer */
+	LinearOp *lop;       /* (L, K) column k > 0's operator at each layer; empty
+	                      * (w NULL) where a hybrid's layer lacks it */
+	int borrowed;        /* the operators are a Hybrid's, not freed here */
 	float *w;            /* (L, K) the weights every forward mixes with */
 	double *dw;          /* (L, K) dL/dw, added to by supernet_backward_kl */
 	uint64_t fingerprint; /* of every operator's parameters */
@@ -62,6 +64,13 @@ typedef struct {
  * tests. */
 void supernet_init(Supernet *sn, const Model *m, int K, const int *ops, const char *cand_dir, int window,
                    int maxn);
+/* supernet_init_hybrid: the supernet that is hybrid h (hybrid_load) of
+ * teacher m, for forwards only (supernet_kl, gpu_supernet_kl,
+ * gpu_supernet_eval): columns fa and the operators h uses, in ARCH_*
+ * order; each layer holds its own operator alone (borrowed from h, which
+ * must outlive the Supernet), the other columns' stay empty and must keep
+ * weight 0; w is one-hot on each layer's operator. */
+void supernet_init_hybrid(Supernet *sn, const Model *m, const Hybrid *h, int maxn);
 void supernet_free(Supernet *sn);
 
 /* the LayerHook and LayerMixGrad of the supernet (ctx: the Supernet) */

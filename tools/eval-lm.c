@@ -10,11 +10,13 @@
 #include "hybrid.h" // defines: Hybrid, hybrid_load, hybrid_hook
 #include "loss.h"   // defines: vocab_loss_cpu
 #include "model.h"  // defines: model_load, model_forward, model_logits
+#include "supernet.h" // defines: Supernet, supernet_init_hybrid
 #include "tokens.h" // defines: tokens_read, tokens_read_text
 #include "util.h"   // defines: die, estrtocount, Progress
 #ifdef DASH_CUDA
 #include "gpu.h"       // defines: cuda_device_name
 #include "gpu_model.h" // defines: gpu_model_new, gpu_model_bytes, gpu_model_forward
+#include "gpu_supernet.h" // defines: gpu_supernet_new, gpu_supernet_eval
 #endif
 
 #define LOGITS_FORMAT "dash-logits"
@@ -28,6 +30,69 @@ static void usage(void)
 	                "       eval-lm -m MODEL --generate PROMPT [--max-new N] [--raw] [--tokenizer FILE]\n"
 	                "       eval-lm -m MODEL --info\n");
 	exit(2);
+}
+
+/* eval_hybrid: the hybrid's KL to the teacher and both models' next-token
+ * losses (sums: the KL, the hybrid's, the teacher's), summed over the
+ * sequences of T of the n ids, each by the fused vocabulary loss over the
+ * final hidden rows; on the GPU (cuda) by a GpuSupernet of the hybrid,
+ * else by model_forward with hybrid_hook. Returns the rows predicted. */
+static int64_t eval_hybrid(const Model *m, const Hybrid *hy, const int32_t *ids, int64_t n, int T, int cuda,
+                           double sums[3])
+{
+	const ModelConfig *c = &m->cfg;
+	int64_t nseq = (n + T - 1) / T, npred = 0;
+	int32_t *tg = mallocCheck((size_t)T * sizeof(int32_t));
+	float *th = NULL, *hidden = NULL;
+#ifdef DASH_CUDA
+	Supernet sn;
+	GpuSupernet *gs = NULL;
+	if (cuda) {
+		char name[128];
+		size_t mb, rb;
+		cuda_device_name(0, name, sizeof name);
+		supernet_init_hybrid(&sn, m, hy, T);
+		gs = gpu_supernet_new(&sn, T);
+		gpu_supernet_bytes(gs, &mb, &rb);
+		fprintf(stderr, "eval-lm: device cuda: %s; teacher %.2f GiB, operators and buffers %.2f GiB\n", name,
+		        (double)mb / (1 << 30), (double)rb / (1 << 30));
+	}
+#endif
+	if (!cuda) {
+		th = mallocCheck((size_t)T * c->C * sizeof(float));
+		hidden = mallocCheck((size_t)T * c->C * sizeof(float));
+	}
+	Progress pr;
+	progress_init(&pr, "tokens", n);
+	for (int64_t s = 0; s < nseq; s++) {
+		int64_t t0 = s * T;
+		int len = (int)(n - t0 < T ? n - t0 : T);
+		for (int t = 0; t < len; t++)
+			tg[t] = t + 1 < len ? ids[t0 + t + 1] : -1;
+#ifdef DASH_CUDA
+		if (cuda) {
+			double kl, nll, tnll;
+			gpu_supernet_eval(gs, ids + t0, 1, len, sn.w, tg, &kl, &nll, &tnll);
+			sums[0] += kl, sums[1] += nll, sums[2] += tnll;
+		} else
+#endif
+		{
+			model_forward(m, ids + t0, 1, len, th, NULL, NULL);
+			model_forward(m, ids + t0, 1, len, hidden, hybrid_hook, (void *)hy);
+			sums[0] += vocab_loss_cpu(NULL, NULL, hidden, th, NULL, &m->lm_head, len, c->C, c->V, 1);
+			sums[1] += vocab_loss_cpu(NULL, NULL, hidden, NULL, tg, &m->lm_head, len, c->C, c->V, 1);
+			sums[2] += vocab_loss_cpu(NULL, NULL, th, NULL, tg, &m->lm_head, len, c->C, c->V, 1);
+		}
+		npred += len - 1;
+		progress_update(&pr, t0 + len);
+	}
+	progress_done(&pr, n);
+#ifdef DASH_CUDA
+	if (cuda)
+		gpu_supernet_free(gs), supernet_free(&sn);
+#endif
+	free(tg), free(th), free(hidden);
+	return npred;
 }
 
 int main(int argc, char **argv)
@@ -95,10 +160,8 @@ int main(int argc, char **argv)
 	if (window < 1 || window > 1 << 24)
 		die("--window must be 1 to 16777216");
 	/* the backend: cuda when built with it and a GPU is there, unless
-	 * told; hybrids run on the CPU so far */
-	if (arch && device && !strcmp(device, "cuda"))
-		die("--arch: hybrids run on the CPU so far; use --device cpu");
-	int cuda = arch ? 0 : device_is_cuda(device);
+	 * told (and the model's head dim is one the GPU has, below) */
+	int cuda = device_is_cuda(device);
 	if (prompt) {
 		if (max_new < 1 || max_new > 1 << 16)
 			die("--max-new must be 1 to 65536");
@@ -115,6 +178,10 @@ int main(int argc, char **argv)
 	/* inputs: all checked before any work or output */
 	Model m;
 	model_load(&m, model_path);
+	if (cuda && !device && m.cfg.D != 64 && m.cfg.D != 128) {
+		fprintf(stderr, "eval-lm: head dim %d: the GPU's attention has 64 and 128; running on the CPU\n", m.cfg.D);
+		cuda = 0;
+	}
 	Hybrid hy = {0};
 	if (arch)
 		hybrid_load(&hy, arch, &m, cand_dir, (int)window);
@@ -158,6 +225,18 @@ int main(int argc, char **argv)
 		h5_attr_set_str(out, "/", "device", cuda ? "cuda" : "cpu");
 	}
 
+	if (arch) {
+		double sums[3] = {0, 0, 0};
+		int64_t npred = eval_hybrid(&m, &hy, ids, n, T, cuda, sums);
+		if (!npred)
+			die("%s: no next-token predictions in sequences of 1 token", src);
+		printf("loss %.6f ppl %.4f kl %.6f teacher_loss %.6f tokens %lld\n", sums[1] / npred,
+		       exp(sums[1] / npred), sums[0] / n, sums[2] / npred, (long long)npred);
+		fshut(stdout, "<stdout>");
+		hybrid_free(&hy), free(ids), model_free(&m);
+		return 0;
+	}
+
 	/* each sequence: forward, then logits and the next-token loss by rows
 	 * (on the GPU all of a sequence's logits come back at once) */
 	int rows_per = cuda ? T : ROWS;
@@ -179,36 +258,6 @@ int main(int argc, char **argv)
 #endif
 	Progress pr;
 	progress_init(&pr, "tokens", n);
-	if (arch) {
-		/* the hybrid's next-token loss and its KL to the teacher, both by
-		 * the fused vocabulary loss over the two models' hidden rows */
-		float *th = mallocCheck((size_t)T * m.cfg.C * sizeof(float));
-		int32_t *tg = mallocCheck((size_t)T * sizeof(int32_t));
-		double kl = 0, tnll = 0;
-		for (int64_t s = 0; s < nseq; s++) {
-			int64_t t0 = s * T;
-			int len = (int)(n - t0 < T ? n - t0 : T);
-			for (int t = 0; t < len; t++)
-				tg[t] = t + 1 < len ? ids[t0 + t + 1] : -1;
-			model_forward(&m, ids + t0, 1, len, th, NULL, NULL);
-			model_forward(&m, ids + t0, 1, len, hidden, hybrid_hook, &hy);
-			nll += vocab_loss_cpu(NULL, NULL, hidden, NULL, tg, &m.lm_head, len, m.cfg.C, m.cfg.V, 1);
-			tnll += vocab_loss_cpu(NULL, NULL, th, NULL, tg, &m.lm_head, len, m.cfg.C, m.cfg.V, 1);
-			kl += vocab_loss_cpu(NULL, NULL, hidden, th, NULL, &m.lm_head, len, m.cfg.C, m.cfg.V, 1);
-			npred += len - 1;
-			progress_update(&pr, t0 + len);
-		}
-		progress_done(&pr, n);
-		if (!npred)
-			die("%s: no next-token predictions in sequences of 1 token", src);
-		printf("loss %.6f ppl %.4f kl %.6f teacher_loss %.6f tokens %lld\n", nll / npred, exp(nll / npred),
-		       kl / n, tnll / npred, (long long)npred);
-		fshut(stdout, "<stdout>");
-		hybrid_free(&hy);
-		free(th), free(tg), free(hidden), free(logits), free(ids);
-		model_free(&m);
-		return 0;
-	}
 	for (int64_t s = 0; s < nseq; s++) {
 		int64_t t0 = s * T;
 		int len = (int)(n - t0 < T ? n - t0 : T);

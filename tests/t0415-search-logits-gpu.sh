@@ -1,0 +1,137 @@
+#!/bin/sh
+# search-logits --device cuda with real candidate files: a random Qwen2 of
+# head dim 64 written here (the fixtures' head dims, 16 and 24, are not the
+# GPU's) and its candidates from a short distill-linear on the GPU. The
+# first step's KL on cuda is the CPU's (ops fa,swa,gdn and fa,swa,gdn,gla),
+# short searches finish, derive reads their logits (and eval-lm --arch
+# evaluates that hybrid alike on both devices), a stopped run resumes from
+# its checkpoint, and --measure ablate-one and restore-one on cuda give the
+# CPU's values (or at least its ranking). Skipped without a GPU; tests/run
+# gpu runs it.
+. "$(dirname "$0")/lib.sh"
+export OMP_NUM_THREADS=4 # the CPU side's tiny products gain nothing from more
+if ! nvidia-smi -L >/dev/null 2>&1; then
+	skip "search-logits --device cuda: no GPU"
+	exit 0
+fi
+# mkmodel DIR: a random Qwen2 checkpoint of head dim 64 (L 4, C 256, H 4, G
+# 2, F 256, V 512, tied, bf16), as model_init_random scales its weights
+mkmodel() {
+	mkdir -p "$1" && cat >"$1/config.json" <<'EOF'
+{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 256, "intermediate_size": 256,
+ "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+ "max_position_embeddings": 4096, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "hidden_act": "silu",
+ "tie_word_embeddings": true, "torch_dtype": "bfloat16"}
+EOF
+	perl -e '
+	my ($L, $C, $HD, $GD, $F, $V) = (4, 256, 256, 128, 256, 512);
+	my ($hdr, $data, $off) = ("", "", 0);
+	srand(7);
+	sub t { # name, center, scale, shape...: uniform bf16 in center +- scale
+		my ($name, $c, $s, @shape) = @_;
+		my $n = 1; $n *= $_ for @shape;
+		my $b = pack("v*", map { my $f = unpack("V", pack("f<", $c + $s * (2 * rand() - 1)));
+			($f + 0x7fff + (($f >> 16) & 1)) >> 16 } 1 .. $n);
+		$hdr .= ($hdr eq "" ? "" : ",") . sprintf("\"%s\":{\"dtype\":\"BF16\",\"shape\":[%s],\"data_offsets\":[%d,%d]}",
+			$name, join(",", @shape), $off, $off + length $b);
+		$data .= $b, $off += length $b;
+	}
+	t("model.embed_tokens.weight", 0, 0.2, $V, $C);
+	t("model.norm.weight", 1, 0.1, $C);
+	for my $l (0 .. $L - 1) {
+		my $p = "model.layers.$l.";
+		t($p . "input_layernorm.weight", 1, 0.1, $C), t($p . "post_attention_layernorm.weight", 1, 0.1, $C);
+		t($p . "self_attn.q_proj.weight", 0, 1.7 / sqrt($C), $HD, $C), t($p . "self_attn.q_proj.bias", 0, 0.1, $HD);
+		t($p . "self_attn.k_proj.weight", 0, 1.7 / sqrt($C), $GD, $C), t($p . "self_attn.k_proj.bias", 0, 0.1, $GD);
+		t($p . "self_attn.v_proj.weight", 0, 1.7 / sqrt($C), $GD, $C), t($p . "self_attn.v_proj.bias", 0, 0.1, $GD);
+		t($p . "self_attn.o_proj.weight", 0, 1.7 / sqrt($HD), $C, $HD);
+		t($p . "mlp.gate_proj.weight", 0, 1.7 / sqrt($C), $F, $C), t($p . "mlp.up_proj.weight", 0, 1.7 / sqrt($C), $F, $C);
+		t($p . "mlp.down_proj.weight", 0, 1.7 / sqrt($F), $C, $F);
+	}
+	$hdr = "{" . $hdr . "}";
+	$hdr .= " " x ((8 - length($hdr) % 8) % 8);
+	print pack("Q<", length $hdr), $hdr, $data;
+	' >"$1/model.safetensors"
+}
+M=$TMP/m
+mkmodel $M || fail "writing the random model"
+awk 'BEGIN { srand(4); for (i = 0; i < 4000; i++) printf "%d ", 3 + int(rand() * 509); print "" }' |
+	tests/bin/mktokens "$TMP/tok.h5"
+check "distill-linear --device cuda: candidates of the head-dim-64 model" bin/distill-linear -m $M -d "$TMP/tok.h5" \
+	-o "$TMP/cand" --tokens 1024 --seq 64 --heldout 128 --device cuda
+S="bin/search-logits -m $M -c $TMP/cand -d $TMP/tok.h5 --seq 64 --window 16"
+kl1() { sed -n 's/.*step 1\/[0-9]* kl \([0-9.e+-]*\) .*/\1/p' "$1" | head -1; } # the first step's KL
+wfa() { awk 'NR > 1 { printf "%s%s", sep, $2; sep = " " } END { print "" }' "$1"; }
+top() { awk 'NR > 1 && (w == "" || $2 > v) { w = $1; v = $2 } END { print w }' "$1"; }  # layer of largest column 2
+low() { awk 'NR > 1 && (w == "" || $2 < v) { w = $1; v = $2 } END { print w }' "$1"; }  # and of smallest
+
+# the first step (alpha 0, the same weights on both devices)
+for ops in fa,swa,gdn fa,swa,gdn,gla; do
+	$S -n 1 --ops $ops --tokens 64 --device cpu -o "$TMP/c1.h5" >/dev/null 2>"$TMP/c1.err"
+	$S -n 1 --ops $ops --tokens 64 --device cuda -o "$TMP/g1.h5" >/dev/null 2>"$TMP/g1.err"
+	c=$(kl1 "$TMP/c1.err") g=$(kl1 "$TMP/g1.err")
+	if [ -n "$c" ] && [ -n "$g" ] && awk -v c="$c" -v g="$g" 'BEGIN { exit !(c > 0) }' &&
+		close_to "$g" "$c" "$(awk -v c="$c" 'BEGIN { print 3e-2 * c }')"; then
+		pass "--ops $ops: the first step's KL on cuda is the CPU's within 3e-2 ($g, $c)"
+	else fail "--ops $ops: first step's KL" "cpu: $(cat "$TMP/c1.err")" "cuda: $(cat "$TMP/g1.err")"; fi
+done
+
+# short searches on the GPU, and derive on their logits
+$S -n 1 --ops fa,swa,gdn --tokens 1280 --lr 0.1 --device cuda -o "$TMP/g.h5" >"$TMP/g.txt" 2>"$TMP/g.err"
+win=$(top "$TMP/g.txt")
+if grep -q 'step 20/20 kl [0-9.e+-]* budget' "$TMP/g.err" && grep -q 'device' "$TMP/g.err" &&
+	awk 'NR > 1 { for (i = 2; i <= 4; i++) if (!($i >= 0 && $i <= 1)) bad = 1 } END { exit bad || NR != 5 }' "$TMP/g.txt"
+then pass "fa,swa,gdn on cuda: 20 steps, every layer's weights in [0, 1] (w_fa $(wfa "$TMP/g.txt"))"
+else fail "fa,swa,gdn search on cuda" "$(cat "$TMP/g.txt" "$TMP/g.err")"; fi
+got=$(bin/derive -n 1 -c "$TMP/cand" -o "$TMP/arch.h5" "$TMP/g.h5" 2>"$TMP/err" | sed 's/ |.*//')
+if [ -n "$win" ] && [ "$got" = "dash n_fa 1: fa: $win" ]; then pass "derive reads the GPU's logits: fa at the largest w_fa ($win)"
+else fail "derive on the GPU's logits" "$got, want fa: $win" "$(cat "$TMP/err")"; fi
+
+$S -n 1 --ops fa,swa,gdn,gla --relax budget-dist --tokens 640 --lr 0.1 --device cuda -o "$TMP/g4.h5" \
+	>"$TMP/g4.txt" 2>"$TMP/g4.err"
+if grep -q 'step 10/10 kl' "$TMP/g4.err" && awk 'NR > 1' "$TMP/g4.txt" | wc -l | grep -q '^4$'; then
+	pass "fa,swa,gdn,gla with budget-dist on cuda: 10 steps"
+else fail "fa,swa,gdn,gla search on cuda" "$(cat "$TMP/g4.txt" "$TMP/g4.err")"; fi
+bin/derive -n 1 -c "$TMP/cand" -o "$TMP/arch4.h5" "$TMP/g4.h5" >"$TMP/arch4.txt" 2>"$TMP/err"
+E="bin/eval-lm -m $M --tokens $TMP/tok.h5 -n 256 --seq 128 --window 16 --arch $TMP/arch4.h5"
+$E --device cpu >"$TMP/e.cpu" 2>"$TMP/err"; $E --device cuda >"$TMP/e.gpu" 2>>"$TMP/err"
+if paste "$TMP/e.cpu" "$TMP/e.gpu" | awk '{ d = $6 - $16; if (d < 0) d = -d; ok = NF == 20 && d <= 0.05 * $6 + 1e-3 }
+	END { exit !(NR == 1 && ok) }'
+then pass "eval-lm --arch of that search's hybrid ($(cat "$TMP/arch4.txt")): kl $(cut -d' ' -f6 "$TMP/e.gpu") on cuda, $(cut -d' ' -f6 "$TMP/e.cpu") on the CPU"
+else fail "eval-lm --arch of the GPU search's hybrid" "$(cat "$TMP/arch4.txt" "$TMP/e.cpu" "$TMP/e.gpu" "$TMP/err")"; fi
+
+# stopped after 7 steps on the GPU, resumed there: the uninterrupted run's
+# weights (within the GPU's run-to-run noise: atomics in the attention backward)
+R="$S -n 1 --ops fa,swa,gdn --relax budget-dist --tokens 640 --ckpt-every 3 --device cuda"
+$R -o "$TMP/r.h5" --stop-after 7 >/dev/null 2>"$TMP/err"
+if [ -e "$TMP/r.h5.ckpt.h5" ] && [ ! -e "$TMP/r.h5" ] && grep -q 'stopped after step 7' "$TMP/err"; then
+	pass "--stop-after on cuda: a checkpoint and no output yet"
+else fail "--stop-after on cuda" "$(ls "$TMP")" "$(cat "$TMP/err")"; fi
+$R -o "$TMP/r.h5" --resume >"$TMP/r.txt" 2>"$TMP/err"
+$R -o "$TMP/u.h5" >"$TMP/u.txt" 2>/dev/null
+if grep -q 'resuming .* at step 7' "$TMP/err" && [ -e "$TMP/r.h5" ] && [ ! -e "$TMP/r.h5.ckpt.h5" ] &&
+	paste "$TMP/r.txt" "$TMP/u.txt" | awk 'NR > 1 { for (i = 2; i <= 4; i++) { d = $i - $(i + 4); if (d < 0) d = -d
+		if (d > 1e-2) bad = 1 } } END { exit bad || NR != 5 }'
+then pass "--resume on cuda: the uninterrupted run's weights within 1e-2; the checkpoint removed"
+else fail "--resume on cuda" "$(cat "$TMP/err")" "$(paste "$TMP/r.txt" "$TMP/u.txt")"; fi
+
+# the measures, cuda against the CPU
+order() { awk 'NR > 1' "$1" | sort -k2,2g | cut -f1 | tr '\n' ' '; }
+for meas in ablate-one restore-one; do
+	$S --measure $meas --tokens 128 --device cpu -o "$TMP/c.$meas.h5" >"$TMP/c.$meas.txt" 2>"$TMP/err"
+	$S --measure $meas --tokens 128 --device cuda -o "$TMP/g.$meas.h5" >"$TMP/g.$meas.txt" 2>>"$TMP/err"
+	if paste "$TMP/c.$meas.txt" "$TMP/g.$meas.txt" | awk 'NR > 1 { d = $2 - $4; if (d < 0) d = -d
+		if (!($2 > 0) || d > 0.05 * $2 + 1e-3) bad = 1 } END { exit bad || NR != 5 }'; then
+		pass "--measure $meas on cuda: every layer's KL the CPU's within 5e-2 ($(wfa "$TMP/g.$meas.txt"))"
+	elif [ "$(order "$TMP/c.$meas.txt")" = "$(order "$TMP/g.$meas.txt")" ] && [ -n "$(order "$TMP/g.$meas.txt")" ]; then
+		pass "--measure $meas on cuda: the CPU's ranking ($(order "$TMP/g.$meas.txt"))"
+	else fail "--measure $meas: cuda vs cpu" "$(paste "$TMP/c.$meas.txt" "$TMP/g.$meas.txt")" "$(cat "$TMP/err")"; fi
+	if [ $meas = ablate-one ]; then want=$(top "$TMP/g.$meas.txt"); else want=$(low "$TMP/g.$meas.txt"); fi
+	got=$(bin/derive -n 1 --method $meas -o "$TMP/x.h5" "$TMP/g.$meas.h5" 2>&1 | sed 's/ |.*//')
+	if [ -n "$want" ] && [ "$got" = "$meas n_fa 1: fa: $want" ]; then pass "derive --method $meas reads the GPU's file (fa: $want)"
+	else fail "derive $meas on the GPU's file" "$got, want fa: $want"; fi
+done
+$S --measure restore-one --linear swa --window 64 --tokens 128 --device cuda -o "$TMP/rs.h5" >"$TMP/rs.txt" 2>"$TMP/err"
+if awk 'NR > 1 { k = $2 < 0 ? -$2 : $2; if (k > 1e-3) bad = 1 } END { exit bad || NR != 5 }' "$TMP/rs.txt"; then
+	pass "restore-one on cuda with swa over the whole sequence: KL ~0 every layer ($(wfa "$TMP/rs.txt"))"
+else fail "restore-one swa on cuda" "$(cat "$TMP/rs.txt" "$TMP/err")"; fi
