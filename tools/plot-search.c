@@ -194,11 +194,16 @@ int main(int argc, char **argv)
 	/* heatmap */
 	fprintf(o, "<g shape-rendering=\"crispEdges\">\n");
 	for (int l = 0; l < s.L; l++)
-		for (int k = 0; k < ncol; k++) {
-			char col[8];
+		for (int k = 0, k1; k < ncol; k = k1) { /* a run of cells of one colour, one rect */
+			char col[8], next[8];
 			blue(h[(size_t)l * ncol + k], col);
-			fprintf(o, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"/>\n", x0 + k * cw,
-			        y0 + l * ch, cw + 0.05, ch + 0.05, col);
+			for (k1 = k + 1; k1 < ncol; k1++) {
+				blue(h[(size_t)l * ncol + k1], next);
+				if (strcmp(next, col))
+					break;
+			}
+			fprintf(o, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"/>\n", x0 + k * cw,
+			        y0 + l * ch, (k1 - k) * cw + 0.05, ch + 0.05, col);
 		}
 	fprintf(o, "</g>\n<rect x=\"%.0f\" y=\"%.0f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" stroke=\"#333\"/>\n",
 	        x0, y0, hw, hh);
