@@ -51,6 +51,9 @@ best=$(awk -v l=$other 'NR > 1 && $1 == l { if (b == "" || $6 < v) { b = $2; v =
 got=$(layout -n 1 --method mse -c "$TMP/cand" | sed 's/.*| //')
 if [ "$got" = "$best: $other" ]; then pass "the other layer takes its better candidate ($best)"
 else fail "the better candidate" "$got, want $best: $other"; fi
+got=$(layout -n 1 --method mse --linear swa -c "$TMP/cand")
+if [ "$got" = "mse n_fa 1: fa: $worst | swa: $other" ]; then pass "mse with --linear swa ranks by the gdn/gla NMSE too"
+else fail "mse --linear swa" "$got, want fa: $worst | swa: $other"; fi
 
 # eval-lm --arch on those candidates: all fa is the teacher (KL 0, the same
 # loss as eval-lm without --arch); swa with a window of the whole sequence

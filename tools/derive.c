@@ -297,7 +297,7 @@ int main(int argc, char **argv)
 			} else if (mi == 3) { /* the layers the linear ops imitate worst */
 				double best = INFINITY;
 				for (int k = ARCH_GDN; k <= ARCH_GLA; k++)
-					if (lin < 0 || k == lin)
+					if (lin < 0 || lin == ARCH_SWA || k == lin) /* swa: no NMSE of its own */
 						best = nmse[(size_t)l * ARCH_NOPS + k] < best ? nmse[(size_t)l * ARCH_NOPS + k] : best;
 				score[l] = best;
 			} else { /* ablate-one: the largest KL alone; restore-one: the smallest */
