@@ -10,8 +10,8 @@
 # corpus tokenized with the teacher's tokenizer (training and held-out text
 # kept apart), the teacher's perplexity on held-out text (eval-lm), the
 # linear candidates of every layer (distill-linear):
-#   make -f pipeline.mk cand -j 4               # one job a layer
-#   make -f pipeline.mk cand -j 4 CAND_GPUS="0 1 2 3"   # layer l on GPU l mod 4
+#   make -f pipeline.mk cand                    # one process for every layer
+#   make -f pipeline.mk cand -j 4 CAND_JOBS=layer CAND_GPUS="0 1 2 3"   # layer l on GPU l mod 4
 # over those candidates the search (search-logits: out/logits/RATIO-sSEED.h5),
 # the selector measures (out/measure/ablate-one.h5, restore-one.h5), the
 # layouts of DASH and of every baseline rule (derive), each evaluated
@@ -29,7 +29,6 @@ ifeq ($(GPU),1)
 CAND_TOKENS    ?= 4M
 CAND_SEQ       ?= 2048
 CAND_HELDOUT   ?= 65536
-CAND_JOBS      ?= all
 SEARCH_TOKENS  ?= 12.3M
 SEARCH_SEQ     ?= 4096
 MEASURE_TOKENS ?= 65536
@@ -48,15 +47,21 @@ HELDOUT_TEXT ?= $(OUT)/text/sotu-heldout.jsonl
 EVAL_TOKENS  ?= 1024
 EVAL_SEQ     ?= 512
 EVAL_FLAGS   ?=
+# stage 4: RULER (eval-ruler) of the teacher and of every hybrid, one
+# table; small: eval-ruler decodes on the CPU so far
+RULER_TASKS   ?= niah_single_1,vt
+RULER_LENGTHS ?= 1024
+RULER_SAMPLES ?= 2
 # stage 1, per layer: the training tokens and sequence length of every
 # candidate (small by default: a CPU demo; raise them on a GPU)
 CAND_TOKENS  ?= 4096
 CAND_SEQ     ?= 256
 CAND_OPS     ?= gdn,gla
 CAND_HELDOUT ?= 4096
-# layer: one distill-linear a layer (make -j, CAND_GPUS); all: one process
-# for every layer, one teacher forward feeding them all (the GPU default)
-CAND_JOBS    ?= layer
+# all: one distill-linear for every layer, one teacher forward a batch
+# feeding them all; layer: one job a layer (make -j, CAND_GPUS), each
+# running the teacher up to its layer
+CAND_JOBS    ?= all
 # stage 2: the search per budget and seed (small by default: the CPU runs
 # it; the method's full run is 12.3M tokens at --seq 4096), and the
 # tokens of the ablate-one / restore-one measures
@@ -80,7 +85,7 @@ OUT          ?= out
 .DELETE_ON_ERROR:
 .PHONY: all data cand cand-layers arch arch-files logits logits-files plots plot-files
 all: data $(OUT)/teacher-lm.txt plots
-	@cat $(OUT)/teacher-lm.txt $(OUT)/arch/table.txt
+	@cat $(OUT)/teacher-lm.txt $(OUT)/arch/table.txt $(OUT)/ruler.txt
 
 data: $(TEACHER) $(OUT)/train.tokens.h5 $(OUT)/heldout.tokens.h5
 
@@ -228,8 +233,15 @@ logits-files: $(LOGITS)
 plots: cand bin/plot-search
 	@$(SUBMAKE) plot-files \
 		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
-plot-files: $(ARCH_FILES) $(patsubst %,$(OUT)/search-%.svg,$(ARCH_RATIOS)) $(OUT)/arch/table.txt
+plot-files: $(ARCH_FILES) $(patsubst %,$(OUT)/search-%.svg,$(ARCH_RATIOS)) $(OUT)/arch/table.txt $(OUT)/ruler.txt
 
 $(OUT)/search-%.svg: $(OUT)/logits/%-s$(firstword $(SEARCH_SEEDS)).h5 bin/plot-search \
 		$(foreach m,$(ARCH_METHODS),$(OUT)/arch/$(m)-%.h5)
 	bin/plot-search -o $@ -t "DASH search, $* of the layers fa" $(filter-out bin/plot-search,$^)
+
+# RULER: the teacher and every hybrid on the same examples, one table
+$(OUT)/ruler.txt: bin/eval-ruler $(TEACHER) $(ARCH_FILES)
+	bin/eval-ruler -m $(TEACHER) --tokenizer $(TOKENIZER) --window $(SEARCH_WINDOW) --tasks $(RULER_TASKS) \
+		--lengths $(RULER_LENGTHS) --samples $(RULER_SAMPLES) $(patsubst %,--arch %,$(ARCH_FILES)) \
+		-o $(OUT)/ruler.h5 >$@.tmp
+	mv $@.tmp $@

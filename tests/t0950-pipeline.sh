@@ -13,7 +13,7 @@ pipe() {
 	OMP_NUM_THREADS=1 make -s -f pipeline.mk BUILD=0 GPU=0 OUT=$O TEACHER=tests/data/gguf/tiny-qwen2.gguf \
 		TRAIN_TEXT=$TMP/train.jsonl HELDOUT_TEXT=$TMP/held.jsonl CAND_TOKENS=1024 CAND_SEQ=128 \
 		CAND_HELDOUT=512 SEARCH_TOKENS=512 SEARCH_SEQ=128 SEARCH_WINDOW=16 MEASURE_TOKENS=256 \
-		EVAL_TOKENS=256 EVAL_SEQ=128 "$@"
+		EVAL_TOKENS=256 EVAL_SEQ=128 RULER_TASKS=vt RULER_LENGTHS=512 RULER_SAMPLES=1 "$@"
 }
 
 check "make -f pipeline.mk runs every stage" pipe ARCH_RATIOS=0.5 all
@@ -23,7 +23,8 @@ missing=
 for m in $methods; do
 	for f in arch/$m-0.5.h5 arch/$m-0.5.lm.txt; do [ -s "$O/$f" ] || missing="$missing $f"; done
 done
-for f in cand/L00.h5 cand/L01.h5 logits/0.5-s1.h5 measure/ablate-one.h5 measure/restore-one.h5 search-0.5.svg; do
+for f in cand/L00.h5 cand/L01.h5 logits/0.5-s1.h5 measure/ablate-one.h5 measure/restore-one.h5 search-0.5.svg \
+	ruler.h5 ruler.txt; do
 	[ -s "$O/$f" ] || missing="$missing $f"
 done
 if [ -z "$missing" ]; then pass "every stage's file is there"; else fail "files missing:$missing"; fi
@@ -36,6 +37,11 @@ else fail "table" "$(cat "$O/arch/table.txt")"; fi
 if grep -q "^dash-0.5" "$TMP/first" && grep -q "^loss " "$TMP/first"
 then pass "make prints the teacher's perplexity and the table"
 else fail "printed table" "$(cat "$TMP/first")"; fi
+# RULER: the teacher and the 7 hybrids on the same examples
+if awk -F '\t' 'NR == 1 { ok = $1 == "RULER 512" && $2 == "teacher" && $3 == "dash-0.5" && NF == 9 } END { exit !ok }' \
+	"$O/ruler.txt" && grep -q "^vt" "$O/ruler.txt" && grep -q "^RULER 512" "$TMP/first"
+then pass "ruler.txt: the teacher and every hybrid, printed by make"
+else fail "ruler table" "$(cat "$O/ruler.txt")"; fi
 # the picture: one heatmap cell a layer and step (4 steps here), 7 layouts
 if grep -q '</svg>' "$O/search-0.5.svg" && [ "$(grep -c '<title>layer' "$O/search-0.5.svg")" -eq 14 ] &&
 	grep -q 'restore-one 1' "$O/search-0.5.svg"
@@ -53,7 +59,7 @@ check "another budget" pipe ARCH_RATIOS=1 all
 new=$(find "$O" -newer "$TMP/stamp" -type f | sed "s|$O/||" | sort -r | tr '\n' ' ')
 case $new in
 *cand/* | *tokens.h5* | *measure/*) fail "another budget re-ran a stage it shares" "$new" ;;
-*logits/1-s1.h5*arch/dash-1.lm.txt*) pass "another budget: search, derive and eval-lm only (candidates reused)" ;;
+*ruler.h5*logits/1-s1.h5*arch/dash-1.lm.txt*) pass "another budget: search, derive and eval-lm only (candidates reused)" ;;
 *) fail "another budget made" "$new" ;;
 esac
 if awk -F '\t' '$1 == "dash-1" { ok = $2 < 1e-4 } END { exit !ok }' "$O/arch/table.txt"
