@@ -12,45 +12,6 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 	skip "eval-lm --arch --device cuda: no GPU"
 	exit 0
 fi
-# mkmodel DIR: a random Qwen2 checkpoint of head dim 64 (L 4, C 256, H 4, G
-# 2, F 256, V 512, tied, bf16), as model_init_random scales its weights
-mkmodel() {
-	mkdir -p "$1" && cat >"$1/config.json" <<'EOF'
-{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 256, "intermediate_size": 256,
- "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
- "max_position_embeddings": 4096, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "hidden_act": "silu",
- "tie_word_embeddings": true, "torch_dtype": "bfloat16"}
-EOF
-	perl -e '
-	my ($L, $C, $HD, $GD, $F, $V) = (4, 256, 256, 128, 256, 512);
-	my ($hdr, $data, $off) = ("", "", 0);
-	srand(7);
-	sub t { # name, center, scale, shape...: uniform bf16 in center +- scale
-		my ($name, $c, $s, @shape) = @_;
-		my $n = 1; $n *= $_ for @shape;
-		my $b = pack("v*", map { my $f = unpack("V", pack("f<", $c + $s * (2 * rand() - 1)));
-			($f + 0x7fff + (($f >> 16) & 1)) >> 16 } 1 .. $n);
-		$hdr .= ($hdr eq "" ? "" : ",") . sprintf("\"%s\":{\"dtype\":\"BF16\",\"shape\":[%s],\"data_offsets\":[%d,%d]}",
-			$name, join(",", @shape), $off, $off + length $b);
-		$data .= $b, $off += length $b;
-	}
-	t("model.embed_tokens.weight", 0, 0.2, $V, $C);
-	t("model.norm.weight", 1, 0.1, $C);
-	for my $l (0 .. $L - 1) {
-		my $p = "model.layers.$l.";
-		t($p . "input_layernorm.weight", 1, 0.1, $C), t($p . "post_attention_layernorm.weight", 1, 0.1, $C);
-		t($p . "self_attn.q_proj.weight", 0, 1.7 / sqrt($C), $HD, $C), t($p . "self_attn.q_proj.bias", 0, 0.1, $HD);
-		t($p . "self_attn.k_proj.weight", 0, 1.7 / sqrt($C), $GD, $C), t($p . "self_attn.k_proj.bias", 0, 0.1, $GD);
-		t($p . "self_attn.v_proj.weight", 0, 1.7 / sqrt($C), $GD, $C), t($p . "self_attn.v_proj.bias", 0, 0.1, $GD);
-		t($p . "self_attn.o_proj.weight", 0, 1.7 / sqrt($HD), $C, $HD);
-		t($p . "mlp.gate_proj.weight", 0, 1.7 / sqrt($C), $F, $C), t($p . "mlp.up_proj.weight", 0, 1.7 / sqrt($C), $F, $C);
-		t($p . "mlp.down_proj.weight", 0, 1.7 / sqrt($F), $C, $F);
-	}
-	$hdr = "{" . $hdr . "}";
-	$hdr .= " " x ((8 - length($hdr) % 8) % 8);
-	print pack("Q<", length $hdr), $hdr, $data;
-	' >"$1/model.safetensors"
-}
 M=$TMP/m
 mkmodel $M || fail "writing the random model"
 awk 'BEGIN { srand(3); for (i = 0; i < 4000; i++) printf "%d ", 3 + int(rand() * 509); print "" }' |
