@@ -19,9 +19,6 @@
 #ifndef PAR_MIN
 #define PAR_MIN 65536 /* multiply-adds below which a loop stays on one thread */
 #endif
-#define LIN_CHUNK 64  /* gdn and gla: the chunked form's chunk, as lop_forward's */
-#define L2_EPS 1e-6f  /* gdn's l2norm of q and k, as linear_op.c's */
-#define NORM_EPS 1e-5f /* gdn and gla: the gated RMSNorm on the output, as linear_op.c's */
 
 struct DecLayer {
 	int op;             /* ARCH_* */
@@ -44,10 +41,6 @@ struct DecScratch {
 	float *q, *att;            // (R, H*D)
 	float *k, *v;              // (R, G*D)
 	float *g, *up;             // (R, F)
-	float *lk, *lv, *lz, *lgk; // (R, H*D) gdn, gla: k and v repeated to H heads, the gate, gla's decay
-	float *lo, *ly;            // (R, H*D) the recurrence's output, the gated norm's
-	float *lg, *lbeta;         // (R, H) gdn's decay and beta
-	float *lh1;                // (R, LOP_GLA_RANK)
 };
 
 static inline int layer_op(const Hybrid *hy, int l) { return hy ? hy->ops[l] : ARCH_FA; }
@@ -95,8 +88,6 @@ static void scratch_ensure(Decoder *d, int rows)
 	size_t R = (size_t)rows, HD = (size_t)c->H * c->D, GD = (size_t)c->G * c->D;
 #define A(p, n) (s->p = mallocCheck(R * (n) * sizeof(float)))
 	A(x, c->C), A(u, c->C), A(a, c->C), A(q, HD), A(att, HD), A(k, GD), A(v, GD), A(g, c->F), A(up, c->F);
-	A(lk, HD), A(lv, HD), A(lz, HD), A(lgk, HD), A(lo, HD), A(ly, HD), A(lg, c->H), A(lbeta, c->H);
-	A(lh1, LOP_GLA_RANK);
 #undef A
 	s->rows = rows;
 }
@@ -369,106 +360,18 @@ static void attn_layer(Decoder *d, const struct DecLayer *y, const float *u, flo
 // ----------------------------------------------------------------------------
 // gdn and gla: linear_op.c's forward, from each group's state
 
-static inline float sigmoidf_(float x) { return 1 / (1 + expf(-x)); }
-static inline float siluf_(float x) { return x * sigmoidf_(x); }
-static inline float softplusf_(float x) { return x > 20 ? x : log1pf(expf(x)); }
-static inline float logsigmoidf_(float x) { return x < 0 ? x - log1pf(expf(x)) : -log1pf(expf(-x)); }
-
-/* out (n, OC) = x (n, IC) W^T + b for op's blocks w and b (b NULL: none) */
-static void op_lin(float *out, const float *x, const LinearOp *op, const char *w, const char *b, int n, int IC,
-                   int OC)
-{
-	Tensor tw = op_tensor(op, w), tb = b ? op_tensor(op, b) : (Tensor){DT_F32, 1, {0}, NULL};
-	if (!tw.data || (b && !tb.data))
-		BUG("decode: no parameter %s or %s in %s", w, b ? b : "-", lop_name(op->kind));
-	matmul_forward_cpu(out, x, &tw, &tb, n, IC, OC);
-}
-
-/* x (rows of D) scaled to unit norm in place */
-static void l2norm_rows(float *x, size_t rows, int D)
-{
-	#pragma omp parallel for if (rows * D > PAR_MIN)
-	for (size_t r = 0; r < rows; r++) {
-		double s = 0;
-		for (int i = 0; i < D; i++)
-			s += (double)x[r * D + i] * x[r * D + i];
-		float inv = (float)(1 / sqrt(s + L2_EPS));
-		for (int i = 0; i < D; i++)
-			x[r * D + i] *= inv;
-	}
-}
-
-/* (n, G, D) rows repeated to (n, H, D): head h reads kv head h / (H / G) */
-static void repeat_heads(float *dst, const float *src, int n, int H, int G, int D)
-{
-	for (int t = 0; t < n; t++)
-		for (int h = 0; h < H; h++)
-			memcpy(dst + ((size_t)t * H + h) * D, src + ((size_t)t * G + h / (H / G)) * D, (size_t)D * sizeof(float));
-}
-
 static void linear_layer(Decoder *d, const struct DecLayer *y, const float *u, float *a, const int *seq, int ng,
                          int T)
 {
-	struct DecScratch *s = d->scr;
 	const LinearOp *op = y->lop;
-	int n = ng * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D, gdn = op->kind == LOP_GDN;
-	size_t nHD = (size_t)n * HD, nGD = (size_t)n * GD;
-	/* q in s->q, k and v per kv head in s->k, s->v */
-	op_lin(s->q, u, op, "wq", "bq", n, C, HD);
-	op_lin(s->k, u, op, "wk", "bk", n, C, GD);
-	op_lin(s->v, u, op, "wv", "bv", n, C, GD);
-	if (gdn) {
-		#pragma omp parallel for if (nHD > PAR_MIN)
-		for (size_t i = 0; i < nHD; i++)
-			s->q[i] = siluf_(s->q[i]);
-		#pragma omp parallel for if (nGD > PAR_MIN)
-		for (size_t i = 0; i < nGD; i++)
-			s->k[i] = siluf_(s->k[i]), s->v[i] = siluf_(s->v[i]);
-		l2norm_rows(s->q, (size_t)n * H, D);
-		l2norm_rows(s->k, (size_t)n * G, D);
-		op_lin(s->lg, u, op, "wa", "dt_bias", n, C, H);
-		op_lin(s->lbeta, u, op, "wb", NULL, n, C, H);
-		const float *A = op->w + lop_param(op, "A_log")->off;
-		for (int t = 0; t < n; t++)
-			for (int h = 0; h < H; h++) {
-				size_t i = (size_t)t * H + h;
-				s->lg[i] = -expf(A[h]) * softplusf_(s->lg[i]);
-				s->lbeta[i] = sigmoidf_(s->lbeta[i]);
-			}
-	} else {
-		op_lin(s->lh1, u, op, "wgk1", NULL, n, C, op->R);
-		op_lin(s->lgk, s->lh1, op, "wgk2", "bgk", n, op->R, HD);
-		#pragma omp parallel for if (nHD > PAR_MIN)
-		for (size_t i = 0; i < nHD; i++)
-			s->lgk[i] = logsigmoidf_(s->lgk[i]) / 16;
-	}
-	repeat_heads(s->lk, s->k, n, H, G, D);
-	repeat_heads(s->lv, s->v, n, H, G, D);
-	/* the recurrence, each group from its sequence's state */
-	float scale = 1 / sqrtf((float)D);
-	for (int j = 0; j < ng; j++) {
-		float *S = (float *)(d->state + (size_t)seq[j] * d->seq_bytes + y->off);
-		size_t r = (size_t)j * T * HD;
-		if (gdn)
-			gdn_forward_chunked(s->lo + r, S, s->q + r, s->lk + r, s->lv + r, s->lg + (size_t)j * T * H,
-			                    s->lbeta + (size_t)j * T * H, 1, T, H, D, D, scale, LIN_CHUNK);
-		else
-			gla_forward_chunked(s->lo + r, S, s->q + r, s->lk + r, s->lv + r, s->lgk + r, 1, T, H, D, D, scale,
-			                    LIN_CHUNK);
-	}
-	/* y = rmsnorm over D (per head) * onorm * silu(Wg u); a = Wo y + bo */
-	op_lin(s->lz, u, op, "wg", NULL, n, C, HD);
-	const float *on = op->w + lop_param(op, "onorm")->off;
-	#pragma omp parallel for if (nHD > PAR_MIN)
-	for (size_t r = 0; r < (size_t)n * H; r++) {
-		double ss = 0;
-		for (int i = 0; i < D; i++)
-			ss += (double)s->lo[r * D + i] * s->lo[r * D + i];
-		float rstd = (float)(1 / sqrt(ss / D + NORM_EPS));
-		for (int i = 0; i < D; i++)
-			s->ly[r * D + i] = s->lo[r * D + i] * rstd * on[i] * siluf_(s->lz[r * D + i]);
-	}
-	op_lin(a, s->ly, op, "wo", "bo", n, HD, C);
+	size_t sn = (size_t)op->H * op->D * op->D; /* floats of a sequence's state */
+	float *S = mallocCheck((size_t)ng * sn * sizeof(float));
+	for (int j = 0; j < ng; j++)
+		memcpy(S + j * sn, d->state + (size_t)seq[j] * d->seq_bytes + y->off, sn * sizeof(float));
+	lop_forward_state(op, a, u, ng, T, S);
+	for (int j = 0; j < ng; j++)
+		memcpy(d->state + (size_t)seq[j] * d->seq_bytes + y->off, S + j * sn, sn * sizeof(float));
+	free(S);
 }
 
 // ----------------------------------------------------------------------------

@@ -357,6 +357,15 @@ void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T)
 	cache_free(&c);
 }
 
+void lop_forward_state(const LinearOp *op, float *a, const float *u, int B, int T, float *S)
+{
+	if (op->kind == LOP_SWA)
+		BUG("lop_forward_state: swa carries no recurrent state");
+	Cache c = {0};
+	forward(op, &c, a, u, B, T, S);
+	cache_free(&c);
+}
+
 /* the backward of swa_forward, gradients as lop_backward's */
 static void swa_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T)
 {

@@ -69,6 +69,10 @@ void lop_free(LinearOp *op);
 const LopParam *lop_param(const LinearOp *op, const char *name);
 
 void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T);
+/* lop_forward_state: the same for gdn and gla from given states: S (B, H,
+ * D, D) holds each sequence's recurrent state before its T tokens in, and
+ * after them out (what a decoder carries from chunk to chunk) */
+void lop_forward_state(const LinearOp *op, float *a, const float *u, int B, int T, float *S);
 void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T);
 
 /* Decoding, a token at a time: a LopState holds what the operator carries
