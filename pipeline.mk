@@ -34,6 +34,7 @@ SEARCH_SEQ     ?= 4096
 MEASURE_TOKENS ?= 65536
 EVAL_TOKENS    ?= 65536
 EVAL_SEQ       ?= 4096
+SEARCH_WINDOW  ?= 1024
 endif
 
 TEACHER_NAME ?= qwen2.5-coder-0.5b
@@ -44,20 +45,20 @@ TOKENIZER    ?= $(TEACHER)
 HELDOUT_DOCS ?= 12
 TRAIN_TEXT   ?= $(OUT)/text/sotu-train.jsonl data/text/moby-dick.jsonl.zst
 HELDOUT_TEXT ?= $(OUT)/text/sotu-heldout.jsonl
-EVAL_TOKENS  ?= 1024
+EVAL_TOKENS  ?= 512
 EVAL_SEQ     ?= 512
 EVAL_FLAGS   ?=
 # stage 4: RULER (eval-ruler) of the teacher and of every hybrid, one
 # table; small: eval-ruler decodes on the CPU so far
 RULER_TASKS   ?= niah_single_1,vt
 RULER_LENGTHS ?= 1024
-RULER_SAMPLES ?= 2
+RULER_SAMPLES ?= 1
 # stage 1, per layer: the training tokens and sequence length of every
 # candidate (small by default: a CPU demo; raise them on a GPU)
-CAND_TOKENS  ?= 4096
+CAND_TOKENS  ?= 2048
 CAND_SEQ     ?= 256
 CAND_OPS     ?= gdn,gla
-CAND_HELDOUT ?= 4096
+CAND_HELDOUT ?= 2048
 # all: one distill-linear for every layer, one teacher forward a batch
 # feeding them all; layer: one job a layer (make -j, CAND_GPUS), each
 # running the teacher up to its layer
@@ -65,14 +66,15 @@ CAND_JOBS    ?= all
 # stage 2: the search per budget and seed (small by default: the CPU runs
 # it; the method's full run is 12.3M tokens at --seq 4096), and the
 # tokens of the ablate-one / restore-one measures
-SEARCH_TOKENS  ?= 2048
+SEARCH_TOKENS  ?= 1024
 SEARCH_SEQ     ?= 256
 SEARCH_OPS     ?= fa,swa,gdn
 SEARCH_SEEDS   ?= 1
 # swa's window, in the search, the measures and every hybrid's evaluation
-SEARCH_WINDOW  ?= 1024
+# (64 in the CPU demo, whose sequences are 256; 1024 with GPU=1)
+SEARCH_WINDOW  ?= 64
 SEARCH_FLAGS   ?=
-MEASURE_TOKENS ?= 512
+MEASURE_TOKENS ?= 256
 # stage 3: the rules and budgets (fractions of the layers kept fa) of
 # `arch`; dash takes the logits of the first of SEARCH_SEEDS
 ARCH_METHODS ?= dash uniform uniform-end mse ablate-one restore-one random

@@ -185,20 +185,28 @@ static void lin_back(float *dx, float *dW, float *db, const float *dout, const f
 			dx[i] += t[i];
 		free(t);
 	}
-	#pragma omp parallel for
-	for (int o = 0; o < OC; o++) {
-		double sb = 0;
-		for (int i = 0; i < n; i++) {
-			float d = dout[(size_t)i * OC + o];
-			if (d == 0)
-				continue;
-			sb += d;
-			for (int c = 0; c < IC; c++)
-				dW[(size_t)o * IC + c] += d * x[(size_t)i * IC + c];
-		}
-		if (db)
+	/* dW += dout^T x as the blocked matmul's out = A B^T with A = dout^T
+	 * (OC, n) and B = x^T (IC, n) */
+	float *dT = mallocCheck((size_t)OC * n * sizeof(float)), *xT = mallocCheck((size_t)IC * n * sizeof(float));
+	float *t = mallocCheck((size_t)OC * IC * sizeof(float));
+	for (int i = 0; i < n; i++)
+		for (int o = 0; o < OC; o++)
+			dT[(size_t)o * n + i] = dout[(size_t)i * OC + o];
+	for (int i = 0; i < n; i++)
+		for (int c = 0; c < IC; c++)
+			xT[(size_t)c * n + i] = x[(size_t)i * IC + c];
+	Tensor bx = {DT_F32, 2, {IC, n}, xT};
+	matmul_forward_cpu(t, dT, &bx, NULL, OC, n, IC);
+	for (size_t i = 0; i < (size_t)OC * IC; i++)
+		dW[i] += t[i];
+	if (db)
+		for (int o = 0; o < OC; o++) {
+			double sb = 0;
+			for (int i = 0; i < n; i++)
+				sb += dT[(size_t)o * n + i];
 			db[o] += (float)sb;
-	}
+		}
+	free(dT), free(xT), free(t);
 }
 
 /* x (rows of D) scaled to unit norm in place; nrm (rows) keeps 1/norm */
