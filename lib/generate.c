@@ -52,6 +52,23 @@ int chat_style_for(const Model *m, const Tokenizer *t)
 	return m->cfg.arch == ARCH_QWEN2 ? CHAT_QWEN2 : CHAT_SMOLLM2;
 }
 
+int generate_stop_ids(const Model *m, const Tokenizer *t, int32_t stop[GENERATE_MAX_STOP])
+{
+	int n = 0;
+	if (m->cfg.eos_id >= 0)
+		stop[n++] = m->cfg.eos_id;
+	const char *names[] = {"<|im_end|>", "<|endoftext|>"};
+	for (int i = 0; i < 2; i++) {
+		int32_t id = tokenizer_token_id(t, names[i]);
+		int seen = 0;
+		for (int j = 0; j < n; j++)
+			seen |= stop[j] == id;
+		if (id >= 0 && !seen)
+			stop[n++] = id;
+	}
+	return n;
+}
+
 typedef struct {
 	const Tokenizer *t;
 	FILE *out;
@@ -80,15 +97,8 @@ void generate_answer(Model *m, const char *tok_path, const char *prompt, int max
 		if (ids.v[i] >= m->cfg.V)
 			die("the tokenizer '%s' gives id %d, beyond the model's vocabulary of %d", tokenizer_path(t),
 			    ids.v[i], m->cfg.V);
-	/* stop at the model's end-of-sequence and at the ChatML end of turn */
-	int32_t stop[3];
-	int nstop = 0;
-	const char *names[] = {"<|im_end|>", "<|endoftext|>"};
-	if (m->cfg.eos_id >= 0)
-		stop[nstop++] = m->cfg.eos_id;
-	for (int i = 0; i < 2; i++)
-		if (tokenizer_token_id(t, names[i]) >= 0)
-			stop[nstop++] = tokenizer_token_id(t, names[i]);
+	int32_t stop[GENERATE_MAX_STOP];
+	int nstop = generate_stop_ids(m, t, stop);
 	fprintf(stderr, "%s: model %s: ", util_tool(), m->path);
 	model_describe(m, stderr);
 	fprintf(stderr, "%s: prompt of %zu tokens%s, greedy, at most %d new\n", util_tool(), ids.n,

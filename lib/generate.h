@@ -22,6 +22,12 @@ void generate_greedy(const Model *m, const int32_t *prompt, int n, int max_new, 
  * unpacked to float32 first. */
 void generate_answer(Model *m, const char *tok_path, const char *prompt, int max_new, int raw, FILE *out);
 
+/* generate_stop_ids: the ids that end an answer, into stop: the model's
+ * end of sequence, and ChatML's end of turn and of text where the
+ * tokenizer has them, each once; returns how many */
+#define GENERATE_MAX_STOP 3
+int generate_stop_ids(const Model *m, const Tokenizer *t, int32_t stop[GENERATE_MAX_STOP]);
+
 /* tokenizer_for_model loads the tokenizer that belongs to a model: the
  * GGUF file itself, or tokenizer.json in a Hugging Face folder. */
 Tokenizer *tokenizer_for_model(const char *model_path);

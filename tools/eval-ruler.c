@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "decode.h"   // defines: Decoder, decoder_init, decoder_greedy, decoder_state_bytes
-#include "generate.h" // defines: tokenizer_for_model, chat_style_for
+#include "generate.h" // defines: tokenizer_for_model, chat_style_for, generate_stop_ids
 #include "h5io.h"     // defines: h5_create, h5_write, h5_attr_set_str
 #include "hybrid.h"   // defines: Hybrid, hybrid_load
 #include "ruler.h"    // defines: RulerGen, ruler_gen_new, ruler_gen_sample, ruler_score
@@ -95,22 +95,6 @@ static int split_list(char *s, char **items, int max, const char *what)
 	}
 	if (n == 0)
 		die("%s: an empty list", what);
-	return n;
-}
-
-/* the ids that end an answer: the model's end of sequence and ChatML's
- * end of turn and of text, when the tokenizer has them */
-static int stop_ids(const Model *m, const Tokenizer *t, int32_t *stop)
-{
-	int n = 0;
-	if (m->cfg.eos_id >= 0)
-		stop[n++] = m->cfg.eos_id;
-	const char *names[] = {"<|im_end|>", "<|endoftext|>"};
-	for (int i = 0; i < 2; i++) {
-		int32_t id = tokenizer_token_id(t, names[i]);
-		if (id >= 0 && !(n > 0 && stop[0] == id))
-			stop[n++] = id;
-	}
 	return n;
 }
 
@@ -249,8 +233,8 @@ int main(int argc, char **argv)
 	/* no system prompt: RULER rewrites the whole template to the singular for
 	 * one-value tasks, which would turn Qwen's default one into "You is Qwen" */
 	char *templ = style >= 0 ? chat_prompt((ChatStyle)style, "", "{task_template}") : NULL;
-	int32_t stop[3];
-	int nstop = stop_ids(&m, tok, stop);
+	int32_t stop[GENERATE_MAX_STOP];
+	int nstop = generate_stop_ids(&m, tok, stop);
 
 	for (int i = 0; !strcmp(tasks_arg, "all") && i < ruler_ntasks; i++)
 		if (!ruler_tasks[i].runnable)
