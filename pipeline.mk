@@ -103,6 +103,9 @@ $(error pipeline.mk: building the tools failed)
 endif
 endif
 SUBMAKE = $(MAKE) -f pipeline.mk --no-print-directory BUILD=0
+# a make of the targets that need the teacher's layer count (the files of
+# every layer), once the teacher is there to ask
+SUBMAKE_L = $(SUBMAKE) N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
 
 data/teacher/%.gguf: data/fetch-teacher data/teachers.tsv data/teachers.sha256
 	data/fetch-teacher $* $@
@@ -131,8 +134,7 @@ $(OUT)/teacher-lm.txt: bin/eval-lm $(TEACHER) $(OUT)/heldout.tokens.h5
 # stage 1: out/cand/Lxx.h5 for every layer of the teacher (its layer count
 # from eval-lm --info once the teacher is there); each layer is its own job
 cand: $(TEACHER) $(OUT)/train.tokens.h5 bin/eval-lm
-	@$(SUBMAKE) cand-layers \
-		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+	@$(SUBMAKE_L) cand-layers
 
 N_LAYERS ?= 0
 CAND_LAYER_FILES := $(patsubst %,$(OUT)/cand/L%.h5,$(shell seq -f %02g 0 $$(($(N_LAYERS) - 1)) 2>/dev/null))
@@ -183,8 +185,7 @@ $(MEASURES): $(OUT)/measure/%.h5: bin/search-logits $(CAND_FILES) $(OUT)/train.t
 # each hybrid's held-out loss and KL to the teacher (.lm.txt, eval-lm;
 # EVAL_FLAGS e.g. --device cpu), and out/arch/table.txt of them all
 arch: cand bin/derive
-	@$(SUBMAKE) arch-files \
-		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+	@$(SUBMAKE_L) arch-files
 
 ARCHS := $(foreach m,$(ARCH_METHODS),$(foreach r,$(ARCH_RATIOS),$(m)-$(r)))
 # (the arch files named, so that make keeps them: not intermediate)
@@ -226,15 +227,13 @@ $(OUT)/arch/restore-one-%.h5: $(OUT)/measure/restore-one.h5 bin/derive $(CAND_FI
 
 # every (budget, seed) of the search, for comparing seeds
 logits: cand bin/search-logits
-	@$(SUBMAKE) logits-files \
-		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+	@$(SUBMAKE_L) logits-files
 logits-files: $(LOGITS)
 
 # a picture per budget: the search's fa weights over its steps beside the
 # layouts of DASH and of every baseline rule (plot-search)
 plots: cand bin/plot-search
-	@$(SUBMAKE) plot-files \
-		N_LAYERS=$$(bin/eval-lm -m $(TEACHER) --info | awk '$$1 == "layers" { print $$2 }')
+	@$(SUBMAKE_L) plot-files
 plot-files: $(ARCH_FILES) $(patsubst %,$(OUT)/search-%.svg,$(ARCH_RATIOS)) $(OUT)/arch/table.txt $(OUT)/ruler.txt
 
 $(OUT)/search-%.svg: $(OUT)/logits/%-s$(firstword $(SEARCH_SEEDS)).h5 bin/plot-search \
