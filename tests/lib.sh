@@ -83,3 +83,14 @@ EOF
 	print pack("Q<", length $hdr), $hdr, $data;
 	' >"$1/model.safetensors"
 }
+
+# mkmodel_cand SEED: the random model in $TMP/m, 4000 random ids drawn
+# with SEED in $TMP/tok.h5, and the model's candidates in $TMP/cand from a
+# short distill-linear on the GPU
+mkmodel_cand() {
+	mkmodel "$TMP/m" || fail "writing the random model"
+	awk -v seed="$1" 'BEGIN { srand(seed); for (i = 0; i < 4000; i++) printf "%d ", 3 + int(rand() * 509); print "" }' |
+		tests/bin/mktokens "$TMP/tok.h5"
+	check "distill-linear --device cuda: candidates of the head-dim-64 model" bin/distill-linear -m "$TMP/m" \
+		-d "$TMP/tok.h5" -o "$TMP/cand" --tokens 1024 --seq 64 --heldout 128 --device cuda
+}

@@ -13,11 +13,7 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 	exit 0
 fi
 M=$TMP/m
-mkmodel $M || fail "writing the random model"
-awk 'BEGIN { srand(3); for (i = 0; i < 4000; i++) printf "%d ", 3 + int(rand() * 509); print "" }' |
-	tests/bin/mktokens "$TMP/tok.h5"
-check "distill-linear --device cuda: candidates of the head-dim-64 model" bin/distill-linear -m $M -d "$TMP/tok.h5" \
-	-o "$TMP/cand" --tokens 1024 --seq 64 --heldout 128 --device cuda
+mkmodel_cand 3
 
 # ARCH.h5 CPU.txt GPU.txt: the hybrid's line on both devices (4 sequences
 # of 128, swa's window 16)

@@ -15,11 +15,7 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 	exit 0
 fi
 M=$TMP/m
-mkmodel $M || fail "writing the random model"
-awk 'BEGIN { srand(4); for (i = 0; i < 4000; i++) printf "%d ", 3 + int(rand() * 509); print "" }' |
-	tests/bin/mktokens "$TMP/tok.h5"
-check "distill-linear --device cuda: candidates of the head-dim-64 model" bin/distill-linear -m $M -d "$TMP/tok.h5" \
-	-o "$TMP/cand" --tokens 1024 --seq 64 --heldout 128 --device cuda
+mkmodel_cand 4
 S="bin/search-logits -m $M -c $TMP/cand -d $TMP/tok.h5 --seq 64 --window 16"
 kl1() { sed -n 's/.*step 1\/[0-9]* kl \([0-9.e+-]*\) .*/\1/p' "$1" | head -1; } # the first step's KL
 wfa() { awk 'NR > 1 { printf "%s%s", sep, $2; sep = " " } END { print "" }' "$1"; }
