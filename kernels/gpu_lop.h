@@ -79,6 +79,14 @@ void gpu_lop_download(GpuLop *g, LinearOp *op);
 /* gpu_lop_forward: a (B*T, C) from u (B*T, C), device float32, B sequences
  * of T tokens each from a zero state; keeps what gpu_lop_backward reads */
 void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, int T);
+/* gpu_lop_forward_state: the same from given states, the twin of
+ * lop_forward_state: d_S (B, H, D, D) float32 device holds each sequence's
+ * recurrent state before its T tokens in, and after them out (what a
+ * decoder carries from a prompt to its steps). T 1 is a decoding step of B
+ * sequences (with D 64 or 128 the recurrent kernel, kernels/linear_attn.cu;
+ * else the chunked ones), T a whole prompt the chunked kernels. Keeps
+ * nothing for gpu_lop_backward (which then refuses). */
+void gpu_lop_forward_state(GpuLop *g, float *d_a, const float *d_u, int B, int T, float *d_S);
 /* gpu_lop_backward adds the gradient of every parameter to d_grad (op->n
  * floats, device, +=) and writes du (B*T, C) (=; d_du may be NULL) from da
  * (B*T, C), using the last gpu_lop_forward's activations (same d_u, B, T).

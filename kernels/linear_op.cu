@@ -40,6 +40,9 @@
  * that backward, 0.8 ms in all at 400 TFLOP/s of TF32; gla's float32 q and
  * k (39 GFLOP at about 55 TFLOP/s) add 0.7 ms. The other 4 ms or so are
  * the recurrences and the elementwise passes (not yet profiled apart).
+ * gpu_lop_forward_state (for kernels/decode.cu): the same forward from given
+ * states; a decoding step (T 1) takes the recurrent kernel, one launch for
+ * its B sequences, where the chunked ones would pad each token to a chunk.
  */
 #include <string.h>
 
@@ -514,11 +517,17 @@ static int seq_group(const GpuLop *g, int B, int T)
 	return nb;
 }
 
-extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, int T)
+/* the forward of gpu_lop_forward (d_S NULL: zero states, none kept) and of
+ * gpu_lop_forward_state (d_S (B, H, D, D) in and out; nothing kept for a
+ * backward). A decoding step (T 1, D 64 or 128) runs the recurrent kernel,
+ * one launch for all B: the chunked one would pad each token to a chunk of
+ * 64. */
+static void forward(GpuLop *g, float *d_a, const float *d_u, int B, int T, float *d_S)
 {
 	const LinearOp *op = &g->op;
 	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, R = op->R, HD = H * D, GD = G * D;
-	int gdn = op->kind == LOP_GDN, rep = H / G;
+	int gdn = op->kind == LOP_GDN, rep = H / G, step = d_S && T == 1 && (D == 64 || D == 128);
+	size_t HDD = (size_t)H * D * D; /* a sequence's state */
 	float *w = g->w, scale = 1 / sqrtf((float)D);
 	check_shape(g, B, T);
 	/* gla's q and k in float32 (kernels/gpu_lop.h says why) */
@@ -535,21 +544,29 @@ extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, 
 		gdn_gates_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(g->g, g->beta, g->za, zb, P(g, w, "dt_bias"),
 		                                                            P(g, w, "A_log"), n, H);
 		cudaCheck(cudaGetLastError());
-		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
-			size_t x = (size_t)b * T * HD, h = (size_t)b * T * H; /* sequence b's rows */
-			gdn_forward_chunked_cuda(g->o + x, NULL, g->q + x, g->k + x, g->v + x, g->g + h, g->beta + h,
-			                         B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
-		}
+		if (step)
+			gdn_forward_recurrent_cuda(g->o, d_S, g->q, g->k, g->v, g->g, g->beta, B, 1, H, D, D, scale);
+		else
+			for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
+				size_t x = (size_t)b * T * HD, h = (size_t)b * T * H; /* sequence b's rows */
+				gdn_forward_chunked_cuda(g->o + x, d_S ? d_S + (size_t)b * HDD : NULL, g->q + x, g->k + x,
+				                         g->v + x, g->g + h, g->beta + h, B - b < nb ? B - b : nb, T, H, D, D,
+				                         scale, g->work);
+			}
 	} else {
 		lin(g->h1, d_u, P(g, w, "wgk1"), n, C, R);
 		lin(g->zgk, g->h1, P(g, w, "wgk2"), n, R, HD);
 		gla_gates_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(g->gk, g->zgk, P(g, w, "bgk"), n, HD);
 		cudaCheck(cudaGetLastError());
-		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
-			size_t x = (size_t)b * T * HD;
-			gla_forward_chunked_cuda(g->o + x, NULL, g->q + x, g->k + x, g->v + x, g->gk + x,
-			                         B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
-		}
+		if (step)
+			gla_forward_recurrent_cuda(g->o, d_S, g->q, g->k, g->v, g->gk, B, 1, H, D, D, scale);
+		else
+			for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
+				size_t x = (size_t)b * T * HD;
+				gla_forward_chunked_cuda(g->o + x, d_S ? d_S + (size_t)b * HDD : NULL, g->q + x, g->k + x,
+				                         g->v + x, g->gk + x, B - b < nb ? B - b : nb, T, H, D, D, scale,
+				                         g->work);
+			}
 	}
 	float *y = g->s[0];
 	lin(g->zg, d_u, P(g, w, "wg"), n, C, HD);
@@ -559,8 +576,22 @@ extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, 
 	lin(d_a, y, P(g, w, "wo"), n, HD, C);
 	add_bias_kernel<<<ew_blocks((int64_t)n * C), EW_THREADS>>>(d_a, P(g, w, "bo"), n, C);
 	cudaCheck(cudaGetLastError());
-	g->last_u = d_u, g->last_B = B, g->last_T = T;
+	/* from given states, the recurrence's kept activations are not what
+	 * gpu_lop_backward (from a zero state) would need: it refuses */
+	g->last_u = d_S ? NULL : d_u, g->last_B = d_S ? 0 : B, g->last_T = d_S ? 0 : T;
 	g->arena->user = g;
+}
+
+extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, int T)
+{
+	forward(g, d_a, d_u, B, T, NULL);
+}
+
+extern "C" void gpu_lop_forward_state(GpuLop *g, float *d_a, const float *d_u, int B, int T, float *d_S)
+{
+	if (!d_S)
+		BUG("gpu_lop_forward_state: no states");
+	forward(g, d_a, d_u, B, T, d_S);
 }
 
 /* the backward of a projection p = x W^T (+ b): dW += dp^T x, db += the
