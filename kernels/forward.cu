@@ -327,6 +327,8 @@ extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *acti
 
 extern "C" const bf16_t *gpu_model_hidden(GpuModel *g) { return g->hidden; }
 extern "C" const bf16_t *gpu_model_lm_head(GpuModel *g) { return g->lm_head; }
+extern "C" const bf16_t *gpu_model_embedding(const GpuModel *g) { return g->embed; }
+extern "C" const bf16_t *gpu_model_final_norm(const GpuModel *g) { return g->norm; }
 
 extern "C" void gpu_model_layer(const GpuModel *g, int l, GpuLayerView *v)
 {
@@ -336,6 +338,7 @@ extern "C" void gpu_model_layer(const GpuModel *g, int l, GpuLayerView *v)
 	const GpuSaved *s = &g->saved[g->train ? l : 0];
 	v->wqkv = w->wqkv, v->bqkv = w->bqkv, v->wo = w->wo, v->bo = w->bo, v->inv_freq = g->inv_freq;
 	v->q = s->q, v->k = s->k, v->v = s->v;
+	v->ln1 = w->ln1, v->ln2 = w->ln2, v->wgu = w->wgu, v->wdown = w->wdown;
 }
 
 // ----------------------------------------------------------------------------

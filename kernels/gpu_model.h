@@ -66,6 +66,10 @@ void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int
  * next forward. gpu_model_lm_head: that projection's device weight (V, C). */
 const bf16_t *gpu_model_hidden(GpuModel *g);
 const bf16_t *gpu_model_lm_head(GpuModel *g);
+/* gpu_model_embedding: the device embedding (V, C); gpu_model_final_norm:
+ * the final RMSNorm's weight (C) (what a decoder's own passes need) */
+const bf16_t *gpu_model_embedding(const GpuModel *g);
+const bf16_t *gpu_model_final_norm(const GpuModel *g);
 
 /* A GpuGradHook sees, going backwards, the device gradient dL/da (n, C)
  * of layer l's attention output (before the residual add). Device work it
@@ -101,12 +105,13 @@ typedef float (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, const uint16
 void gpu_model_backward_mix(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuMixGrad mix, void *ctx,
                             bf16_t *d_dx0);
 
-/* GpuLayerView: layer l's attention weights on the device and what the
- * last forward made of its attention input: q, k, v after RoPE (bias
- * included), as attention_forward_cuda takes them. In a train GpuModel
- * those stay valid until the next forward; without train only within a
- * GpuLayerHook of layer l (every layer shares them). A supernet's swa
- * column (the teacher's attention in a window) runs on them. */
+/* GpuLayerView: layer l's weights on the device and what the last forward
+ * made of its attention input: q, k, v after RoPE (bias included), as
+ * attention_forward_cuda takes them. In a train GpuModel those stay valid
+ * until the next forward; without train only within a GpuLayerHook of
+ * layer l (every layer shares them). A supernet's swa column (the
+ * teacher's attention in a window) runs on them; a decoder's step
+ * (kernels/gpu_decode.h) runs the whole layer on the weights. */
 typedef struct {
 	const bf16_t *wqkv;      // (H*D + 2*G*D, C) wq | wk | wv
 	const bf16_t *bqkv;      // (H*D + 2*G*D) or NULL
@@ -115,6 +120,9 @@ typedef struct {
 	const float *inv_freq;   // (D/2) RoPE's
 	const bf16_t *q;         // (n, H, D)
 	const bf16_t *k, *v;     // (n, G, D)
+	const bf16_t *ln1, *ln2; // (C) the two RMSNorms' weights
+	const bf16_t *wgu;       // (2F, C) wgate | wup
+	const bf16_t *wdown;     // (C, F)
 } GpuLayerView;
 void gpu_model_layer(const GpuModel *g, int l, GpuLayerView *v);
 
