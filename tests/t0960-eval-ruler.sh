@@ -5,7 +5,7 @@
 # teacher, the decode state of each model, and bad input.
 . "$(dirname "$0")/lib.sh"
 Q=tests/data/gguf/tiny-qwen2.gguf
-R="bin/eval-ruler -m $Q --lengths 512 --samples 3 --tasks niah_single_1,vt,fwe --window 16"
+R="bin/eval-ruler -m $Q --lengths 512 --samples 3 --tasks niah_single_1,vt,fwe --window 16 --device cpu"
 export OMP_NUM_THREADS=1
 bin/derive -n 2 -m $Q --method uniform -o "$TMP/fa.h5" >/dev/null
 bin/derive -n 0 -m $Q --method uniform --linear swa -o "$TMP/swa.h5" >/dev/null
@@ -36,6 +36,14 @@ if h5dump -a /models "$TMP/a.h5" | grep -q '"teacher,fa,swa"' && h5dump -H -d /s
 then pass "ruler.h5: models, /score (lengths, tasks, models), 3 prompts a task"
 else fail "ruler.h5 layout" "$(h5dump -H "$TMP/a.h5" | head -40)"; fi
 
+# the prompts' ids: 3 lists, their last ids those of the template's answer prefix; each task's limit
+if h5dump -d /512/vt/prompt_ids/offsets "$TMP/a.h5" | grep -q '( 4 )' &&
+	h5dump -a /512/vt/tokens_to_generate "$TMP/a.h5" | grep -q '(0): 30' &&
+	h5dump -a /512/niah_single_1/tokens_to_generate "$TMP/a.h5" | grep -q '(0): 128' &&
+	h5dump -a /stop_ids "$TMP/a.h5" | grep -q '"[0-9][0-9,]*"' && h5dump -a /device "$TMP/a.h5" | grep -q '"cpu"'
+then pass "ruler.h5: the prompts' ids, each task's token limit, the stop ids, the device"
+else fail "ruler.h5: prompt_ids, tokens_to_generate, stop_ids or device" "$(h5dump -A "$TMP/a.h5" | head -60)"; fi
+
 check "the same in batches of 1" $R --batch 1 -o "$TMP/b.h5"
 if [ "$(d /512/niah_single_1/teacher/predictions "$TMP/a.h5")" = \
 	"$(d /512/niah_single_1/teacher/predictions "$TMP/b.h5")" ] &&
@@ -53,3 +61,7 @@ check_error "a hybrid of another teacher" 1 "fingerprint" "$TMP/x.h5" \
 	bin/eval-ruler -m tests/data/gguf/tiny-llama.gguf --arch "$TMP/fa.h5" --lengths 512 --samples 1 -o "$TMP/x.h5"
 check_error "a missing haystack" 1 "nothere.txt" "$TMP/x.h5" $R --haystack "$TMP/nothere.txt" -o "$TMP/x.h5"
 check_usage "no model" bin/eval-ruler --samples 2
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+	check_error "--device cuda without a GPU" 1 "--device cuda" "$TMP/x.h5" $R --device cuda -o "$TMP/x.h5"
+fi
+check_error "--kv f32 on the GPU" 1 "kv" "$TMP/x.h5" $R --device cuda --kv f32 -o "$TMP/x.h5"
