@@ -80,10 +80,10 @@ test-gpu: all $(GPU_TESTS)
 	@tests/run gpu
 
 # benchmark programs (GPU): bench/bin/teacher, bench/bin/search and one per bench/*.cu; see bench/RESULTS.md
-BENCH := bench/bin/teacher bench/bin/search $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu))
+BENCH := bench/bin/teacher bench/bin/search bench/bin/decode $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu))
 bench: $(BENCH)
 
-bench/bin/teacher bench/bin/search: bench/bin/%: bench/%.c $(LIB) $(CU_LIB)
+bench/bin/teacher bench/bin/search bench/bin/decode: bench/bin/%: bench/%.c $(LIB) $(CU_LIB)
 	@mkdir -p bench/bin
 	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
 
