@@ -35,6 +35,9 @@ MEASURE_TOKENS ?= 65536
 EVAL_TOKENS    ?= 65536
 EVAL_SEQ       ?= 4096
 SEARCH_WINDOW  ?= 1024
+RULER_TASKS    ?= all
+RULER_LENGTHS  ?= 4096
+RULER_SAMPLES  ?= 100
 endif
 
 TEACHER_NAME ?= qwen2.5-coder-0.5b
@@ -49,7 +52,8 @@ EVAL_TOKENS  ?= 512
 EVAL_SEQ     ?= 512
 EVAL_FLAGS   ?=
 # stage 4: RULER (eval-ruler) of the teacher and of every hybrid, one
-# table; small: eval-ruler decodes on the CPU so far
+# table (the CPU demo: two tasks at 1024, one sample; GPU=1: every task at
+# 4096, 100 samples)
 RULER_TASKS   ?= niah_single_1,vt
 RULER_LENGTHS ?= 1024
 RULER_SAMPLES ?= 1
