@@ -173,7 +173,7 @@ static void lin(float *out, const float *x, const float *W, const float *b, int 
 }
 
 /* the backward of lin: dx += dout W (dx may be NULL), dW += dout^T x,
- * db += sum of dout rows (db may be NULL) */
+ * db += sum of dout rows (db may be NULL; dW NULL: neither) */
 static void lin_back(float *dx, float *dW, float *db, const float *dout, const float *x, const float *W, int n,
                      int IC, int OC)
 {
@@ -185,6 +185,8 @@ static void lin_back(float *dx, float *dW, float *db, const float *dout, const f
 			dx[i] += t[i];
 		free(t);
 	}
+	if (!dW)
+		return;
 	/* dW += dout^T x as the blocked matmul's out = A B^T with A = dout^T
 	 * (OC, n) and B = x^T (IC, n) */
 	float *dT = mallocCheck((size_t)OC * n * sizeof(float)), *xT = mallocCheck((size_t)IC * n * sizeof(float));
@@ -382,7 +384,7 @@ static void swa_backward(const LinearOp *op, float *grad, float *du, const float
 	float *a = mallocCheck((size_t)n * C * sizeof(float));
 	swa_forward(op, &c, a, u, B, T);
 	free(a);
-#define G_(name) (grad + lop_param(op, name)->off)
+#define G_(name) (grad ? grad + lop_param(op, name)->off : NULL)
 	float *dy = callocCheck((size_t)n * HD, sizeof(float)), *dq = mallocCheck((size_t)n * HD * sizeof(float));
 	float *dk = mallocCheck((size_t)n * GD * sizeof(float)), *dv = mallocCheck((size_t)n * GD * sizeof(float));
 	lin_back(dy, G_("wo"), G_("bo"), da, c.o, P(op, "wo"), n, HD, C);
@@ -411,7 +413,7 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 	float *a = mallocCheck((size_t)n * C * sizeof(float));
 	forward(op, &c, a, u, B, T, NULL);
 	free(a);
-#define G_(name) (grad + lop_param(op, name)->off)
+#define G_(name) (grad ? grad + lop_param(op, name)->off : NULL)
 	if (du)
 		memset(du, 0, (size_t)n * C * sizeof(float));
 	/* a = Wo y + bo */
@@ -427,7 +429,8 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 			size_t j = r * D + i;
 			float xh = c.o[j] * c.rstd[r], gt = siluf_(c.zg[j]);
 			dzg[j] = dy[j] * xh * on[i] * silu_grad(c.zg[j]);
-			don[i] += dy[j] * xh * gt;
+			if (don)
+				don[i] += dy[j] * xh * gt;
 			float m = dy[j] * on[i] * gt; /* dL/dxhat */
 			dO[j] = m;
 			sm += (double)m * xh;
@@ -452,7 +455,8 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 			for (int h = 0; h < H; h++) {
 				size_t i = (size_t)t * H + h;
 				db[i] *= c.beta[i] * (1 - c.beta[i]);
-				dA[h] += dg[i] * c.g[i];
+				if (dA)
+					dA[h] += dg[i] * c.g[i];
 				dg[i] *= -expf(A[h]) * sigmoidf_(c.za[i]);
 			}
 		lin_back(du, G_("wb"), NULL, db, u, P(op, "wb"), n, C, H);

@@ -21,7 +21,8 @@
  * named blocks (op->p), so that the optimizer, checkpoints and candidate
  * files walk one list. lop_backward adds the gradient of every parameter
  * (same layout, +=) and writes dL/du (=) from dL/da; it recomputes the
- * forward it needs.
+ * forward it needs. grad NULL: dL/du alone (what a search through frozen
+ * operators wants; the parameter gradients' GEMMs skipped).
  */
 #ifndef DASH_LINEAR_OP_H
 #define DASH_LINEAR_OP_H

@@ -28,18 +28,16 @@ static void sn_alloc(Supernet *sn, const Model *m, int K, const int *ops, int ma
 /* the fingerprint of the operators there are, and the scratch */
 static void sn_finish(Supernet *sn)
 {
-	size_t pn = 0, C = (size_t)sn->m->cfg.C;
+	size_t C = (size_t)sn->m->cfg.C;
 	uint64_t h = HASH_INIT;
 	for (size_t i = 0; i < (size_t)sn->L * sn->K; i++) {
 		const LinearOp *op = &sn->lop[i];
 		if (!op->w)
 			continue;
 		h = hash_bytes(h, op->w, op->n * sizeof(float));
-		pn = op->n > pn ? op->n : pn;
 	}
 	sn->fingerprint = h;
 	sn->out = mallocCheck((size_t)sn->K * sn->maxn * C * sizeof(float));
-	sn->pg = callocCheck(pn ? pn : 1, sizeof(float));
 	sn->dt = mallocCheck((size_t)sn->maxn * C * sizeof(float));
 }
 
@@ -86,7 +84,7 @@ void supernet_free(Supernet *sn)
 	for (int l = 0; l < sn->L && !sn->borrowed; l++)
 		for (int k = 1; k < sn->K; k++)
 			lop_free(&sn->lop[(size_t)l * sn->K + k]);
-	free(sn->lop), free(sn->w), free(sn->dw), free(sn->out), free(sn->pg), free(sn->dt);
+	free(sn->lop), free(sn->w), free(sn->dw), free(sn->out), free(sn->dt);
 	memset(sn, 0, sizeof *sn);
 }
 
@@ -139,10 +137,10 @@ float supernet_mix_grad(void *ctx, int l, const float *u, const float *da, float
 			continue;
 		for (size_t i = 0; i < nC; i++)
 			sn->dt[i] = w[k] * da[i];
-		/* lop_backward writes dL/du into its du (=): dt is scaled dL/da,
-		 * the parameter gradients land in pg, unused */
+		/* lop_backward writes dL/du into its du (=): dt is scaled dL/da;
+		 * no parameter gradients (grad NULL) */
 		float *dk = sn->out + (size_t)k * nC; /* op k's output is read already */
-		lop_backward(&sn->lop[(size_t)l * K + k], sn->pg, dk, sn->dt, u, B, T);
+		lop_backward(&sn->lop[(size_t)l * K + k], NULL, dk, sn->dt, u, B, T);
 		for (size_t i = 0; i < nC; i++)
 			du[i] += dk[i];
 	}

@@ -52,7 +52,6 @@ typedef struct {
 	int keep;  /* in a backward: every op runs and its output is kept */
 	int maxn;  /* rows the scratch holds */
 	float *out; /* (K, maxn, C) the ops' outputs at the last layer hooked */
-	float *pg;  /* the parameter gradients lop_backward adds, unused */
 	float *dt;  /* (maxn, C) */
 } Supernet;
 

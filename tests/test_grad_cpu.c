@@ -287,6 +287,12 @@ static void test_linear_op(int kind, int B, int T, int C, int H, int G, int D)
 	snprintf(msg, sizeof msg, "%s operator B=%d T=%d C=%d H=%d G=%d D=%d: every parameter and du", lop_name(kind), B,
 	         T, C, H, G, D);
 	test_cond(msg, ok);
+	/* grad NULL: the same du, bit for bit, without the parameter gradients */
+	float *du0 = mallocCheck(n * sizeof(float));
+	lop_backward(&op, NULL, du0, R, l.u, B, T);
+	snprintf(msg, sizeof msg, "%s operator: du without parameter gradients (grad NULL) is the same du", lop_name(kind));
+	test_cond(msg, memcmp(du0, du, n * sizeof(float)) == 0);
+	free(du0);
 	lop_free(&op);
 	free(w0), free(l.u), free(R), free(grad), free(du);
 }
