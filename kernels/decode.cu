@@ -875,21 +875,7 @@ extern "C" void gpu_decoder_greedy(GpuDecoder *d, int n, const int32_t *const *p
 	gpu_download(best, d->best, (size_t)n * sizeof(int32_t));
 	int live = n;
 	for (int k = 0; k < max_new && live > 0; k++) {
-		int nn = 0;
-		for (int i = 0; i < live; i++) {
-			int32_t id = best[i];
-			int stopped = 0;
-			for (int j = 0; j < nstop; j++)
-				stopped |= id == stop[j];
-			if (stopped)
-				continue;
-			idvec_push(&out[seq[i]], id);
-			if (on_token)
-				on_token(ctx, seq[i], id);
-			if (k + 1 < max_new) /* seq[nn] is read already: nn <= i */
-				seq[nn] = seq[i], next[nn++] = id;
-		}
-		live = nn;
+		live = decoder_accept(best, live, seq, next, k, max_new, stop, nstop, out, on_token, ctx);
 		if (live > 0) {
 			step(d, seq, next, live);
 			argmax(d, d->best, live);

@@ -444,13 +444,32 @@ void decoder_step(Decoder *d, const int *seq, const int32_t *ids, int n, float *
 // ----------------------------------------------------------------------------
 // greedy decoding
 
+int decoder_accept(const int32_t *best, int live, int *seq, int32_t *next, int k, int max_new, const int32_t *stop,
+                   int nstop, IdVec *out, DecodeTokenFn on_token, void *ctx)
+{
+	int nn = 0;
+	for (int i = 0; i < live; i++) {
+		int stopped = 0;
+		for (int j = 0; j < nstop; j++)
+			stopped |= best[i] == stop[j];
+		if (stopped)
+			continue;
+		idvec_push(&out[seq[i]], best[i]);
+		if (on_token)
+			on_token(ctx, seq[i], best[i]);
+		if (k + 1 < max_new) /* seq[nn] is read already: nn <= i */
+			seq[nn] = seq[i], next[nn++] = best[i];
+	}
+	return nn;
+}
+
 void decoder_greedy(Decoder *d, const int32_t *const *prompts, const int *lens, int max_new, const int32_t *stop,
                     int nstop, IdVec *out, DecodeTokenFn on_token, void *ctx)
 {
 	int B = d->B, V = d->m->cfg.V;
 	float *logits = mallocCheck((size_t)B * V * sizeof(float)); // (B, V) row i: sequence seq[i]
 	int *seq = mallocCheck((size_t)B * sizeof(int));
-	int32_t *next = mallocCheck((size_t)B * sizeof(int32_t));
+	int32_t *next = mallocCheck((size_t)B * sizeof(int32_t)), *best = mallocCheck((size_t)B * sizeof(int32_t));
 	for (int b = 0; b < B; b++) {
 		decoder_reset(d, b);
 		decoder_prefill(d, b, prompts[b], lens[b], logits + (size_t)b * V);
@@ -458,27 +477,16 @@ void decoder_greedy(Decoder *d, const int32_t *const *prompts, const int *lens, 
 	}
 	int live = B;
 	for (int k = 0; k < max_new && live > 0; k++) {
-		int nn = 0;
 		for (int i = 0; i < live; i++) {
 			const float *lg = logits + (size_t)i * V;
-			int32_t best = 0;
+			best[i] = 0;
 			for (int v = 1; v < V; v++)
-				if (lg[v] > lg[best])
-					best = v;
-			int stopped = 0;
-			for (int j = 0; j < nstop; j++)
-				stopped |= best == stop[j];
-			if (stopped)
-				continue;
-			idvec_push(&out[seq[i]], best);
-			if (on_token)
-				on_token(ctx, seq[i], best);
-			if (k + 1 < max_new) /* seq[nn] is read already: nn <= i */
-				seq[nn] = seq[i], next[nn++] = best;
+				if (lg[v] > lg[best[i]])
+					best[i] = v;
 		}
-		live = nn;
+		live = decoder_accept(best, live, seq, next, k, max_new, stop, nstop, out, on_token, ctx);
 		if (live > 0)
 			decoder_step(d, seq, next, live, logits);
 	}
-	free(logits), free(seq), free(next);
+	free(logits), free(seq), free(next), free(best);
 }

@@ -101,5 +101,13 @@ void decoder_step(Decoder *d, const int *seq, const int32_t *ids, int n, float *
 typedef void (*DecodeTokenFn)(void *ctx, int b, int32_t id);
 void decoder_greedy(Decoder *d, const int32_t *const *prompts, const int *lens, int max_new, const int32_t *stop,
                     int nstop, IdVec *out, DecodeTokenFn on_token, void *ctx);
+/* decoder_accept: the bookkeeping of greedy step k (0-based) of the live
+ * sequences seq (live), shared with the GPU decoder: each sequence's next
+ * id best[i] ends it when it is a stop id, else it is appended to
+ * out[seq[i]] (and shown to on_token) and, unless k + 1 is max_new, kept to
+ * be fed back: seq and next (live) are compacted to the sequences to step
+ * next and their ids. Returns how many there are. */
+int decoder_accept(const int32_t *best, int live, int *seq, int32_t *next, int k, int max_new, const int32_t *stop,
+                   int nstop, IdVec *out, DecodeTokenFn on_token, void *ctx);
 
 #endif
