@@ -4,9 +4,10 @@
  *   1. the chunk's logits (and the teacher's) by matmul_forward_cpu,
  *   2. each row's softmax normalisers, loss and dz, dz in place of the
  *      logits (one thread per row, double sums),
- *   3. dhidden = dz @ W, W converted to float32 a block of rows at a time.
- * The plain loops are the specification of kernels/loss.cu; they are not
- * meant to be fast at the Qwen shape.
+ *   3. dhidden = dz @ W by matmul_backward_cpu (float32 sums over v in
+ *      order; once double sums in plain loops, a third of a CPU search
+ *      step at the 0.5B teacher's V 151936).
+ * The specification of kernels/loss.cu.
  */
 #include "loss.h"
 
@@ -17,7 +18,6 @@
 #include "ops_cpu.h" // defines: matmul_forward_cpu
 #include "util.h"    // defines: ASSERT, mallocCheck
 
-#define W_BLOCK 64 /* rows of W in float32 at a time for dhidden */
 
 /* log sum_v exp(z_v) in double, the max subtracted first so that no exp
  * overflows */
@@ -64,42 +64,6 @@ static double row_kl(float *z, const float *zt, int V, float scale, int grad)
 	return kl;
 }
 
-/* dhidden_rows: dh (nr, C) = dz (nr, V) @ W (V, C), each sum in double
- * (acc, nr * C). All threads convert a block of W_BLOCK rows of W, then each
- * thread adds the block into its own rows of acc: every sum runs over v in
- * order, so the bits do not depend on the thread count. wblk holds
- * W_BLOCK * C floats. */
-static void dhidden_rows(float *dh, const float *dz, const Tensor *w, int nr, int C, int V, double *acc,
-                         float *wblk)
-{
-	size_t rowb = dtype_row_bytes(w->dtype, C);
-	const uint8_t *wd = w->data;
-	memset(acc, 0, (size_t)nr * C * sizeof(double));
-	#pragma omp parallel
-	for (int v0 = 0; v0 < V; v0 += W_BLOCK) {
-		int nb = V - v0 < W_BLOCK ? V - v0 : W_BLOCK;
-		#pragma omp for schedule(static)
-		for (int j = 0; j < nb; j++)
-			convert_to_f32(wblk + (size_t)j * C, wd + (size_t)(v0 + j) * rowb, w->dtype, (size_t)C);
-		/* the implicit barriers: the block is whole before it is read, and
-		 * read by everyone before the next one overwrites it */
-		#pragma omp for schedule(static)
-		for (int r = 0; r < nr; r++) {
-			double *a = acc + (size_t)r * C;
-			for (int j = 0; j < nb; j++) {
-				double g = dz[(size_t)r * V + v0 + j];
-				if (g == 0) /* ignored rows, underflowed probabilities */
-					continue;
-				const float *wr = wblk + (size_t)j * C;
-				for (int i = 0; i < C; i++)
-					a[i] += g * wr[i];
-			}
-		}
-	}
-	for (size_t i = 0; i < (size_t)nr * C; i++)
-		dh[i] = (float)acc[i];
-}
-
 double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
                       const int32_t *targets, const Tensor *w, int n, int C, int V, float scale)
 {
@@ -114,8 +78,6 @@ double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, cons
 	size_t zn = (size_t)R * V;
 	float *z = mallocCheck(zn * (kl ? 2 : 1) * sizeof(float)); // (R, V), then the teacher's (R, V)
 	float *zt = kl ? z + zn : NULL;
-	double *acc = grad ? mallocCheck((size_t)R * C * sizeof(double)) : NULL; // (R, C)
-	float *wblk = grad ? mallocCheck((size_t)W_BLOCK * C * sizeof(float)) : NULL;
 	double total = 0, rl[VOCAB_LOSS_CPU_ROWS];
 	for (int r0 = 0; r0 < n; r0 += R) {
 		int nr = n - r0 < R ? n - r0 : R;
@@ -132,9 +94,11 @@ double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, cons
 			if (row_loss)
 				row_loss[r0 + r] = (float)rl[r];
 		}
+		/* dh (nr, C) = dz (nr, V) @ W (V, C): the blocked GEMM, each sum
+		 * over v in order (lib/ops_cpu.c), whatever the thread count */
 		if (grad)
-			dhidden_rows(dhidden + (size_t)r0 * C, z, w, nr, C, V, acc, wblk);
+			matmul_backward_cpu(dhidden + (size_t)r0 * C, z, w, nr, C, V);
 	}
-	free(z), free(acc), free(wblk);
+	free(z);
 	return scale * total;
 }

@@ -39,8 +39,9 @@
 
 #define VOCAB_LOSS_CPU_ROWS 64 /* rows whose logits are held at once */
 
-/* vocab_loss_cpu: float32 activations, double accumulation for every sum
- * (the softmax normalisers, the losses, the rows of dhidden).
+/* vocab_loss_cpu: float32 activations, double accumulation for the
+ * softmax normalisers and the losses; the rows of dhidden are float32 sums
+ * over the vocabulary in order (the blocked GEMM of lib/ops_cpu.c).
  *   dhidden (n, C) or NULL, row_loss (n) or NULL   outputs
  *   hidden (n, C), teacher_hidden (n, C) or NULL, targets (n) or NULL
  *   w (V, C) any floating dtype
