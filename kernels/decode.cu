@@ -470,20 +470,11 @@ static void attention_rep(int rep, dim3 grid, size_t smem, float *opart, float2 
 
 static inline int layer_op(const Hybrid *hy, int l) { return hy ? hy->ops[l] : ARCH_FA; }
 
-/* a sequence's state in layer l at cap positions, as lib/decode.c's with a
+/* a sequence's state in layer l at cap positions, lib/decode.c's with a
  * bf16 cache */
 static size_t layer_bytes(const Model *m, const Hybrid *hy, int l, int cap)
 {
-	const ModelConfig *c = &m->cfg;
-	int op = layer_op(hy, l);
-	if (op == ARCH_FA)
-		return 2 * (size_t)cap * c->G * c->D * sizeof(bf16_t);
-	const LinearOp *lop = &hy->lop[l];
-	if (op == ARCH_SWA) {
-		long long s = cap < lop->window ? cap : lop->window;
-		return 2 * (size_t)s * lop->G * lop->D * sizeof(bf16_t);
-	}
-	return (size_t)lop->H * lop->D * lop->D * sizeof(float);
+	return decoder_layer_bytes(m, hy, l, cap, DT_BF16);
 }
 
 static int has_op(const GpuDecoder *d, int op)

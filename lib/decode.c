@@ -48,7 +48,7 @@ static inline int layer_op(const Hybrid *hy, int l) { return hy ? hy->ops[l] : A
 // ----------------------------------------------------------------------------
 // sizes
 
-static size_t layer_bytes(const Model *m, const Hybrid *hy, int l, long long n, DType kv)
+size_t decoder_layer_bytes(const Model *m, const Hybrid *hy, int l, long long n, DType kv)
 {
 	const ModelConfig *c = &m->cfg;
 	int op = layer_op(hy, l);
@@ -66,7 +66,7 @@ size_t decoder_state_bytes(const Model *m, const Hybrid *hy, long long n, DType 
 {
 	size_t s = 0;
 	for (int l = 0; l < m->cfg.L; l++)
-		s += layer_bytes(m, hy, l, n, kv);
+		s += decoder_layer_bytes(m, hy, l, n, kv);
 	return s;
 }
 
@@ -122,7 +122,7 @@ void decoder_init(Decoder *d, const Model *m, const Hybrid *hy, int B, int cap, 
 	for (int l = 0; l < c->L; l++) {
 		struct DecLayer *y = &d->layer[l];
 		y->op = layer_op(hy, l), y->off = off;
-		off += layer_bytes(m, hy, l, cap, kv);
+		off += decoder_layer_bytes(m, hy, l, cap, kv);
 		if (y->op == ARCH_FA) {
 			const LayerWeights *w = &m->layers[l];
 			y->H = c->H, y->G = c->G, y->D = c->D, y->inv_freq = m->inv_freq, y->slots = cap;

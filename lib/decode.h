@@ -77,6 +77,8 @@ void decoder_free(Decoder *d);
  * memory" of a model at context n (weights and the activations of the rows
  * in flight not counted). */
 size_t decoder_state_bytes(const Model *m, const Hybrid *hy, long long n, DType kv);
+/* decoder_layer_bytes: the same for layer l alone (the term of the sum) */
+size_t decoder_layer_bytes(const Model *m, const Hybrid *hy, int l, long long n, DType kv);
 
 /* decoder_reset empties sequence b: no tokens, recurrent states zero. */
 void decoder_reset(Decoder *d, int b);
