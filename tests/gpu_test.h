@@ -1,13 +1,17 @@
 /*
  * gpu_test.h: what the GPU twin tests share: Buf, a host tensor rounded to
  * bf16 with the same values in float32 and a device copy; float32 copies
- * to the device and back.
+ * to the device and back; op_rand, a gdn/gla/swa operator with random
+ * parameters.
  */
 #ifndef DASH_GPU_TEST_H
 #define DASH_GPU_TEST_H
 
+#include <string.h>
+
 #include "gpu.h"
 extern "C" {
+#include "linear_op.h"
 #include "tensor.h"
 #include "test.h"
 #include "util.h"
@@ -53,6 +57,22 @@ static inline void buf_free(Buf *b)
 {
 	free(b->f), free(b->h);
 	gpu_free(b->d);
+}
+
+/* op_rand: an operator of kind at a shape with random parameters: test_rnd
+ * 0.4 as tests/test_grad_cpu.c (at fan in 10) for the vectors, A_log and
+ * dt_bias included, and 0.4 sqrt(10 / fan in) for the matrices, so that the
+ * activations have the CPU test's size at every C */
+static inline void op_rand(LinearOp *op, int kind, int C, int H, int G, int D)
+{
+	lop_init(op, kind, C, H, G, D);
+	for (int i = 0; i < op->np; i++) {
+		const LopParam *p = &op->p[i];
+		size_t m = (size_t)p->rows * p->cols;
+		float *x = test_rnd(m, p->cols > 1 ? 0.4f * sqrtf(10.0f / p->cols) : 0.4f);
+		memcpy(op->w + p->off, x, m * sizeof(float));
+		free(x);
+	}
 }
 
 #endif

@@ -88,4 +88,25 @@ static inline double max_abs(const double *x, size_t n)
 	return m;
 }
 
+/* test_argmax: the index of the largest of x (V), the first of equal ones */
+static inline int test_argmax(const float *x, int V)
+{
+	int best = 0;
+	for (int v = 1; v < V; v++)
+		if (x[v] > x[best])
+			best = v;
+	return best;
+}
+
+/* test_margin: the gap between the two largest of x (V) */
+static inline float test_margin(const float *x, int V)
+{
+	int a = test_argmax(x, V);
+	float second = -INFINITY;
+	for (int v = 0; v < V; v++)
+		if (v != a && x[v] > second)
+			second = x[v];
+	return x[a] - second;
+}
+
 #endif

@@ -55,26 +55,6 @@ static float *forward_logits(const Model *m, Hybrid *hy, const int32_t *ids, int
 	return logits;
 }
 
-static int argmax(const float *x, int V)
-{
-	int best = 0;
-	for (int v = 1; v < V; v++)
-		if (x[v] > x[best])
-			best = v;
-	return best;
-}
-
-/* the gap between the two largest of x */
-static float margin(const float *x, int V)
-{
-	int a = argmax(x, V);
-	float second = -INFINITY;
-	for (int v = 0; v < V; v++)
-		if (v != a && x[v] > second)
-			second = x[v];
-	return x[a] - second;
-}
-
 static double *to_double(const float *x, size_t n)
 {
 	double *d = mallocCheck(n * sizeof(double));
@@ -108,7 +88,7 @@ static void decode_by_hand(Decoder *d, int32_t *const *prompts, const int *which
 	for (int k = 0; k < MAX_NEW; k++) {
 		for (int i = 0; i < nb; i++) {
 			memcpy(logits + ((size_t)i * MAX_NEW + k) * V, lg + (size_t)i * V, V * sizeof(float));
-			next[i] = gen[i * MAX_NEW + k] = argmax(lg + (size_t)i * V, V);
+			next[i] = gen[i * MAX_NEW + k] = test_argmax(lg + (size_t)i * V, V);
 		}
 		if (k + 1 < MAX_NEW)
 			decoder_step(d, seq, next, nb, lg);
@@ -176,8 +156,8 @@ static void check_layout(const Model *m, const char *model, const char *name, co
 		for (size_t i = 0; i < n; i++)
 			dmax = fmax(dmax, fabs(logits[(size_t)b * n + i] - rd[i]));
 		for (int k = 0; k < MAX_NEW; k++)
-			if (f32 || margin(rows + (size_t)k * V, V) > 2 * dmax) {
-				ok_ids &= argmax(rows + (size_t)k * V, V) == gen[b * MAX_NEW + k];
+			if (f32 || test_margin(rows + (size_t)k * V, V) > 2 * dmax) {
+				ok_ids &= test_argmax(rows + (size_t)k * V, V) == gen[b * MAX_NEW + k];
 				checked++;
 			}
 		free(ids), free(ref), free(rd);

@@ -90,26 +90,6 @@ static void drop_hybrid(Hybrid *h)
 	}
 }
 
-static int argmax_of(const float *x, int V)
-{
-	int best = 0;
-	for (int v = 1; v < V; v++)
-		if (x[v] > x[best])
-			best = v;
-	return best;
-}
-
-/* the gap between the two largest of x */
-static float margin(const float *x, int V)
-{
-	int a = argmax_of(x, V);
-	float second = -INFINITY;
-	for (int v = 0; v < V; v++)
-		if (v != a && x[v] > second)
-			second = x[v];
-	return x[a] - second;
-}
-
 /* the worst row's max |got - ref| relative to its max |ref|, and the
  * largest |got - ref|, over every row compared */
 typedef struct {
@@ -148,7 +128,7 @@ static void greedy_cpu(Decoder *d, int32_t *const *prompts, int ng, float *logit
 	for (int k = 0; k < MAX_NEW; k++) {
 		for (int b = 0; b < ng; b++) {
 			memcpy(logits + ((size_t)b * MAX_NEW + k) * V, lg + (size_t)b * V, V * sizeof(float));
-			next[b] = gen[b * MAX_NEW + k] = argmax_of(lg + (size_t)b * V, V);
+			next[b] = gen[b * MAX_NEW + k] = test_argmax(lg + (size_t)b * V, V);
 		}
 		if (k + 1 < MAX_NEW)
 			decoder_step(d, seq, next, ng, lg);
@@ -169,7 +149,7 @@ static void greedy_gpu(GpuDecoder *d, int V, int32_t *const *prompts, int ng, in
 	}
 	for (int k = 0; k < MAX_NEW; k++) {
 		for (int b = 0; b < ng; b++)
-			next[b] = gen[b * MAX_NEW + k] = argmax_of(lg + (size_t)b * V, V);
+			next[b] = gen[b * MAX_NEW + k] = test_argmax(lg + (size_t)b * V, V);
 		if (k + 1 < MAX_NEW)
 			gpu_decoder_step(d, seq, next, ng, lg);
 	}
@@ -218,7 +198,7 @@ static void check_layout(const Model *m, const char *model, const char *name, co
 	for (int b = 0; b < NB; b++) {
 		decoder_prefill(&cd, b, prompts[b], lens[b], lc + (size_t)b * V);
 		gpu_decoder_prefill(gd, b, prompts[b], lens[b], lg + (size_t)b * V);
-		cur[b] = argmax_of(lc + (size_t)b * V, V);
+		cur[b] = test_argmax(lc + (size_t)b * V, V);
 	}
 	cmp_rows(&pre, lg, lc, NB, V);
 	memcpy(first2, lg + 2 * (size_t)V, (size_t)V * sizeof(float));
@@ -234,7 +214,7 @@ static void check_layout(const Model *m, const char *model, const char *name, co
 		gpu_decoder_step(gd, seq, ids, n, lg);
 		cmp_rows(&stp, lg, lc, n, V);
 		for (int i = 0; i < n; i++)
-			cur[seq[i]] = argmax_of(lc + (size_t)i * V, V);
+			cur[seq[i]] = test_argmax(lc + (size_t)i * V, V);
 	}
 	printf("  %s: prefill logits worst %.3e of the row's max, steps %.3e (%d rows; largest difference %.3e)\n", what,
 	       pre.worst, stp.worst, stp.rows, fmax(pre.dmax, stp.dmax));
@@ -266,7 +246,7 @@ static void check_layout(const Model *m, const char *model, const char *name, co
 	for (int b = 0; b < NG; b++) {
 		same &= out[b].n == MAX_NEW && !memcmp(out[b].v, geng + b * MAX_NEW, MAX_NEW * sizeof(int32_t));
 		for (int k = 0; k < MAX_NEW && k < (int)out[b].n; k++) {
-			if (margin(rl + ((size_t)b * MAX_NEW + k) * V, V) <= clear)
+			if (test_margin(rl + ((size_t)b * MAX_NEW + k) * V, V) <= clear)
 				break; /* the CPU's top two too close: the rest may differ */
 			agree &= out[b].v[k] == genc[b * MAX_NEW + k];
 			checked++;
@@ -314,19 +294,6 @@ static void check_layout(const Model *m, const char *model, const char *name, co
 
 // ----------------------------------------------------------------------------
 // gpu_lop_forward_state
-
-/* an operator with random parameters, as tests/test_linear_op.cu's op_rand */
-static void op_rand(LinearOp *op, int kind, int C, int H, int G, int D)
-{
-	lop_init(op, kind, C, H, G, D);
-	for (int i = 0; i < op->np; i++) {
-		const LopParam *p = &op->p[i];
-		size_t m = (size_t)p->rows * p->cols;
-		float *x = test_rnd(m, p->cols > 1 ? 0.4f * sqrtf(10.0f / p->cols) : 0.4f);
-		memcpy(op->w + p->off, x, m * sizeof(float));
-		free(x);
-	}
-}
 
 static void check_lop_state(int kind, int D, int B, int T)
 {

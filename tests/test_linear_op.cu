@@ -26,22 +26,6 @@ extern "C" {
 
 #define TOL 2e-3
 
-/* an operator of kind at a shape with random parameters: test_rnd 0.4 as
- * tests/test_grad_cpu.c (at fan in 10) for the vectors, A_log and dt_bias
- * included, and 0.4 sqrt(10 / fan in) for the matrices, so that the
- * activations have the CPU test's size at every C */
-static void op_rand(LinearOp *op, int kind, int C, int H, int G, int D)
-{
-	lop_init(op, kind, C, H, G, D);
-	for (int i = 0; i < op->np; i++) {
-		const LopParam *p = &op->p[i];
-		size_t m = (size_t)p->rows * p->cols;
-		float *x = test_rnd(m, p->cols > 1 ? 0.4f * sqrtf(10.0f / p->cols) : 0.4f);
-		memcpy(op->w + p->off, x, m * sizeof(float));
-		free(x);
-	}
-}
-
 static double max_absdiff(const float *a, const float *b, size_t n)
 {
 	double d = 0;
