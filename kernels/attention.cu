@@ -45,6 +45,11 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred
 	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
 	             "r"(pred ? 16 : 0));
 }
+/* the same to a shared address */
+__device__ __forceinline__ void cp_async16_s(uint32_t dst, const void *src, bool pred)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
+}
 __device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait(void)
@@ -141,7 +146,8 @@ __device__ __forceinline__ bool visible(int qi, int kj, int T, int window)
 // registers), the online softmax on it (row max and sum across the 4 lanes
 // of a row by shuffles), O = alpha O + P V with P straight from S's
 // registers. V's copy overlaps S, the next K's overlaps P V. Query tiles run
-// last first: the causal long ones start early. The tile sizes are macros
+// last first, heads fastest in the grid: the causal long ones start early
+// (the Hopper forward below gained 19% from the heads' order). The tile sizes are macros
 // so that bench/ can build variants (2026-11-27, H200, T 4096: 8 warps of
 // 16 rows 0.430 ms, 4 of 32 rows 0.372 ms, 4 of 32 with 32-key tiles 0.391,
 // 8 of 32 with 32-key tiles 0.467).
@@ -168,7 +174,7 @@ attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, co
 	constexpr bool QREG = MT == 1;
 	extern __shared__ __align__(128) unsigned char smem_raw[];
 	bf16 *sq = (bf16 *)smem_raw, *sk = sq + FWD_BQ * LD, *sv = sk + FWD_BK * LD;
-	int q0 = (gridDim.x - 1 - blockIdx.x) * FWD_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (H / G);
+	int q0 = (gridDim.y - 1 - blockIdx.y) * FWD_BQ, h = blockIdx.x, b = blockIdx.z, g = h / (H / G);
 	int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
 	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D;
@@ -334,46 +340,10 @@ attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, co
 }
 
 // ----------------------------------------------------------------------------
-// forward on Hopper (sm_90a): the same algorithm with the products on wgmma.
-// A block is one warpgroup (4 warps) and 64 queries; S = Q K^T is one
-// m64n128 product per 16 of D with Q and K in shared memory, O += P V one
-// m64nD per 16 keys with P straight from S's registers (the wgmma A layout
-// is the mma.m16n8k16 one). wgmma reads B K-major, so V goes through a
-// transposed copy vt (B, G, D, Tp) first (Tp = T rounded up to the tile, the
-// tail zeros). Tiles sit in shared memory in wgmma's 128-byte-swizzled
-// layout: rows of 64 bf16 (128 B) in blocks of 64 columns, the 16-byte chunk
-// c of row r at chunk c ^ (r % 8), each block 1024-aligned.
-// Measured (2026-11-27, H200, T 4096, H 16, G 2, D 128): 64-key tiles
-// 0.299 ms, with 3 blocks an SM forced 0.292, 128-key tiles 0.289, and with
-// 2 blocks an SM 0.285 (the default); mma.sync 0.353; SDPA 0.181. Next: the
-// softmax of one tile overlapping the products of the next (two S register
-// sets, K and V double-buffered), as flash attention 3 does.
-
-#define WG_BQ 64
-#ifndef WG_BK
-#define WG_BK 128
-#endif
-#ifndef WG_MINB
-#define WG_MINB 2
-#endif
-
-/* vt (B, G, D, Tp) = v (B*T, G, D) transposed, zeros for t >= T; 32 x 32
- * tiles through shared memory */
-__global__ void transpose_v_kernel(bf16 *vt, const bf16 *v, int T, int Tp, int G, int D)
-{
-	__shared__ bf16 tile[32][33];
-	int t0 = blockIdx.x * 32, d0 = blockIdx.y * 32, bg = blockIdx.z, b = bg / G, g = bg % G;
-	for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-		int t = t0 + i, d = d0 + threadIdx.x;
-		tile[i][threadIdx.x] = t < T && d < D ? v[((size_t)b * T + t) * G * D + (size_t)g * D + d] : __float2bfloat16(0.f);
-	}
-	__syncthreads();
-	for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-		int d = d0 + i, t = t0 + threadIdx.x;
-		if (d < D && t < Tp)
-			vt[((size_t)bg * D + d) * Tp + t] = tile[threadIdx.x][i];
-	}
-}
+// Hopper (sm_90a): the products on wgmma. Tiles sit in shared memory in
+// wgmma's 128-byte-swizzled layout: rows of 64 bf16 (128 B) in blocks of 64
+// columns, the 16-byte chunk c of row r at chunk c ^ (r % 8), each block
+// 1024-aligned. The wgmma A layout in registers is the mma.m16n8k16 one.
 
 #ifdef DASH_HAVE_WGMMA
 /* rows row0.. (ROWS) x D of a row-major global matrix into the swizzled
@@ -387,24 +357,6 @@ __device__ __forceinline__ void load_swizzled(bf16 *dst, const bf16 *src, size_t
 		cp_async16(dst + blk * ROWS * 64 + r * 64 + ((cc ^ (r & 7)) * 8),
 		           src + (in ? (size_t)(row0 + r) * stride + c * 8 : 0), in);
 	}
-}
-
-/* the descriptor of a swizzled operand whose first row is at p (1024-aligned
- * block, plus 32 B per 16 columns): 128-byte swizzle, 8-row groups 1024 B
- * apart */
-__device__ __forceinline__ uint64_t wg_desc(const bf16 *p)
-{
-	return (uint64_t)((smem_addr(p) & 0x3ffff) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
-	       (uint64_t)1 << 62;
-}
-
-/* the same with a leading byte offset: for an MN-major operand (rows of the
- * tile along K, 64 columns of M or N a row), the distance between its
- * 64-column blocks */
-__device__ __forceinline__ uint64_t wg_desc_mn(const bf16 *p, uint32_t lbo)
-{
-	return (uint64_t)((smem_addr(p) & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 |
-	       (uint64_t)1 << 62;
 }
 
 /* d (64 x 64, float32) = (z: overwrite) or += (a) A (64 x 16) B (16 x 64), both
@@ -448,128 +400,291 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const uin
 
 #endif
 
+/* wgmma's shared-memory operand descriptors: 128-byte swizzle, 8-row
+ * groups 1024 B apart, and the leading byte offset lbo (for an MN-major
+ * operand, rows of the tile along K: the distance between its 64-column
+ * blocks; 16 for a K-major one, where it is unused). Made from the shared
+ * address a, which the compiler must take as new each time: those of the
+ * k-steps are then a base plus a constant, made where used, instead of
+ * dozens of registers held across the loop */
+struct WgDesc {
+	uint32_t lo; /* start address / 16 and leading byte offset / 16 */
+	__device__ __forceinline__ WgDesc(uint32_t a, uint32_t lbo)
+	{
+		asm volatile("" : "+r"(a));
+		lo = ((a & 0x3ffff) >> 4) | (lbo >> 4) << 16;
+	}
+	/* the descriptor off bytes further on (the address field takes the
+	 * sum: shared addresses stay below 2^18); the upper half, stride 1024
+	 * and the swizzle, is a constant */
+	__device__ __forceinline__ uint64_t operator()(uint32_t off) const
+	{
+		return (uint64_t)(lo + off / 16) | (uint64_t)((1024 >> 4) | 1u << 30) << 32;
+	}
+};
+
+// ----------------------------------------------------------------------------
+// forward on Hopper: two warpgroups a block share the K and V tiles of 128
+// queries (64 a warpgroup), both double-buffered, and each warpgroup's
+// softmax of tile j runs under its own P V product of tile j - 1 (flash
+// attention 3's intra-warpgroup pipeline, without its producer warp: every
+// thread copies with cp.async, one tile ahead). Per tile:
+//   wait for K_j and V_{j-1}; issue S_j = Q K_j^T, then O += P_{j-1} V_{j-1};
+//   copy K_{j+1} and V_j into the buffers of K_{j-1} and V_{j-2} once both
+//   warpgroups are done with those; wait for S_j alone; mask, row max,
+//   exponentials and row sums of S_j (under P V); wait for P V; rescale O;
+//   P_j into A fragments.
+// No block barrier in the loop: a full and an empty mbarrier a buffer (the
+// copies' own arrivals, cp.async.mbarrier.arrive, and each thread's after
+// its products), so that one warpgroup's softmax can run under the other's
+// products. V is read as it lies (rows of keys, an MN-major B operand):
+// no transposed copy. The grid runs heads fastest: blocks start longest
+// (last queries) first.
+// Measured (2026-11-28, H100, B 1, T 4096, H 16, G 2, D 128, causal;
+// bench/bin/attention, SDPA 0.169-0.180 ms in the same calls): the first
+// Hopper forward (a warpgroup a block, K single-buffered, V through a
+// transposed copy, the softmax between the products) 0.285-0.291 ms; this
+// one with a block barrier a tile 0.238 ms with query tiles fastest in the
+// grid (ncu: the SMs idle 22% of the time, at the end), 0.187-0.193 with
+// heads fastest; with the mbarriers 0.170 ms (403 TFLOP/s).
+// ncu on the 0.238 version: issue slots 27% busy; stalls: the block
+// barrier first (one warpgroup waiting for the other's copies and
+// products), then fixed-latency waits (the row max and sum chains, now
+// four partial ones a row).
+
+/* the compiler must not move reads or writes of accumulators across the
+ * wgmma wait that completes them: an empty asm on each, after the wait */
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&r)[N])
+{
+#pragma unroll
+	for (int i = 0; i < N; i++)
+		asm volatile("" : "+f"(r[i])::"memory");
+}
+
+/* mbarriers (shared, 8 bytes each): init with the count of arrivals a
+ * phase; an arrival; this thread's cp.async copies so far as one arrival
+ * when they land; a wait for the phase of the given parity to complete */
+__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar)
+{
+	asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity)
+{
+	uint32_t done;
+	do
+		asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+		             "selp.u32 %0, 1, 0, p;\n}\n"
+		             : "=r"(done)
+		             : "r"(bar), "r"(parity & 1)
+		             : "memory");
+	while (!done);
+}
+
+#define WF_BQ 128 /* queries a block, 64 a warpgroup */
+#define WF_BK 128 /* keys a tile */
+
 template <int D>
-__global__ void __launch_bounds__(128, WG_MINB)
-attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *vt, int T, int Tp,
-                               int H, int G, int window, float scale)
+struct WfLayout {
+	/* bf16 offsets from a 1024-aligned base: Q, two K tiles, two V tiles,
+	 * then 8 mbarriers */
+	static constexpr int q = 0, k = q + WF_BQ * D, v = k + 2 * WF_BK * D, end = v + 2 * WF_BK * D;
+	static constexpr size_t bytes = (size_t)end * sizeof(bf16) + 8 * 8 + 1024;
+};
+
+template <int D>
+__global__ void __launch_bounds__(256, 1)
+attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
+                                int G, int window, float scale)
 {
 #ifdef DASH_HAVE_WGMMA
+	typedef WfLayout<D> L;
+	constexpr int NT = 256, BQ = WF_BQ, BK = WF_BK;
+	constexpr uint32_t TILE = BK * D * sizeof(bf16);          /* bytes between the two K (or V) buffers */
+	constexpr uint32_t LBO_V = BK * 64 * sizeof(bf16);        /* between the 64-column blocks of a V tile */
 	extern __shared__ __align__(128) unsigned char smem_raw[];
-	/* Q (64 x D), K (64 x D), V^T (D x 64), each 1024-aligned */
-	bf16 *sq = (bf16 *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-	bf16 *sk = sq + WG_BQ * D, *svt = sk + WG_BK * D;
-	int q0 = (gridDim.x - 1 - blockIdx.x) * WG_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (H / G);
-	int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	bf16 *sm = (bf16 *)(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
+	int q0 = (gridDim.y - 1 - blockIdx.y) * BQ, h = blockIdx.x, b = blockIdx.z, g = h / (H / G);
+	int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0),
+	    warp = __shfl_sync(0xffffffffu, (tid / WARP_SIZE) % 4, 0), lane = tid % WARP_SIZE;
 	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
 	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D;
-	const bf16 *kb = k + (size_t)b * T * ks + (size_t)g * D;
-	const bf16 *vtb = vt + ((size_t)b * G + g) * D * Tp;
+	const bf16 *kb = k + (size_t)b * T * ks + (size_t)g * D, *vb = v + (size_t)b * T * ks + (size_t)g * D;
 	const float sl2 = scale * LOG2E;
 
-	int qlast = min(q0 + WG_BQ, T) - 1, wq0 = q0 + warp * 16;
-	int kt0 = (window > 0 ? max(0, q0 - window + 1) : 0) / WG_BK, kt1 = qlast / WG_BK;
-	load_swizzled<D, WG_BQ>(sq, qb, qs, q0, T);
-	cp_async_commit();
-	load_swizzled<D, WG_BK>(sk, kb, ks, kt0 * WG_BK, T);
-	cp_async_commit();
+	int qlast = min(q0 + BQ, T) - 1, wq0 = q0 + wg * 64 + warp * 16;
+	int kt0 = (window > 0 ? max(0, q0 - window + 1) : 0) / BK, kt1 = qlast / BK;
+	int row[2] = {wq0 + lane / 4, wq0 + lane / 4 + 8};
+	/* this warpgroup's 64 rows of Q (in each 64-column block), K and V buffer 0 */
+	const uint32_t a_q = smem_addr(sm + L::q + wg * 64 * 64), a_k = smem_addr(sm + L::k),
+	               a_v = smem_addr(sm + L::v);
 
-	float o[D / 2];
+	/* full_k + 8 b: K buffer b's copies are in (an arrival of each thread's
+	 * copies); empty_k + 8 b: both warpgroups' products that read it are
+	 * done (an arrival of each thread); full_v, empty_v the same for V.
+	 * Tile i = kt - kt0 goes to buffer i % 2, and its phases of these
+	 * barriers have the parity (i / 2) % 2. */
+	const uint32_t full_k = smem_addr(sm + L::end), full_v = full_k + 16, empty_k = full_k + 32,
+	               empty_v = full_k + 48;
+	if (tid == 0) {
+		for (int i = 0; i < 8; i++)
+			mbar_init(full_k + 8 * i, NT);
+		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+	}
+	__syncthreads();
+	load_swizzled<D, BQ, NT>(sm + L::q, qb, qs, q0, T); /* in with K_kt0 */
+
+	float o[D / 2], s[BK / 2];
 #pragma unroll
 	for (int i = 0; i < D / 2; i++)
 		o[i] = 0.f;
 	float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-	int row[2] = {wq0 + lane / 4, wq0 + lane / 4 + 8};
+	uint32_t pa[BK / 16][4];
 
-	for (int kt = kt0; kt <= kt1; kt++) {
-		int k0 = kt * WG_BK;
-		/* V^T's tile: D rows of WG_BK keys, in blocks of 64 keys */
-		for (int i = threadIdx.x; i < D * WG_BK / 8; i += 128) {
-			int r = i / (WG_BK / 8), c = i % (WG_BK / 8), blk = c / 8, cc = c % 8;
-			cp_async16(svt + blk * D * 64 + r * 64 + ((cc ^ (r & 7)) * 8), vtb + (size_t)r * Tp + k0 + c * 8, true);
-		}
-		cp_async_commit();
-		cp_async_wait<1>(); /* Q (first time) and this K */
-		fence_proxy_async();
-		__syncthreads();
-
-		float s[WG_BK / 2];
-		wgmma_fence();
+	/* this thread's 16-byte pieces of a K or V tile: column piece ld_c of
+	 * rows ld_r + i RP; in the swizzled layout their places are RP rows
+	 * apart (RP a multiple of 8: the same swizzle) */
+	constexpr int PR = D / 8, RP = NT / PR;
+	const int ld_r = tid / PR, ld_c = tid % PR;
+	const uint32_t ld_off = ((ld_c / 8) * BK * 64 + ld_r * 64 + ((ld_c % 8) ^ (ld_r & 7)) * 8) * sizeof(bf16);
+	auto load_kv = [&](uint32_t dst, const bf16 *src, int row0) {
+		int r = row0 + ld_r;
+		const bf16 *p = src + (size_t)r * ks + ld_c * 8;
 #pragma unroll
-		for (int d = 0; d < D / 16; d++) {
-			/* the block of 64 columns, then 16 columns in */
-			int offq = (d / 4) * WG_BQ * 64 + (d % 4) * 16, offk = (d / 4) * WG_BK * 64 + (d % 4) * 16;
-#if WG_BK == 128
-			wgmma_m64n128k16_ss(s, wg_desc(sq + offq), wg_desc(sk + offk), d > 0);
-#else
-			wgmma_m64n64k16_ss(s, wg_desc(sq + offq), wg_desc(sk + offk), d > 0);
-#endif
+		for (int i = 0; i < BK / RP; i++) {
+			bool in = r + i * RP < T;
+			cp_async16_s(dst + ld_off + i * RP * 64 * sizeof(bf16), in ? p + (size_t)i * RP * ks : src, in);
 		}
+	};
+	auto issue_s = [&](int kt) {
+		WgDesc dq(a_q, 16), dk(a_k + ((kt - kt0) & 1) * TILE, 16);
+#pragma unroll
+		for (int d = 0; d < D / 16; d++) /* bytes: 64-column blocks, then 32 B a step */
+			wgmma_m64n128k16_ss(s, dq((d / 4) * BQ * 128 + (d % 4) * 32), dk((d / 4) * BK * 128 + (d % 4) * 32),
+			                    d > 0);
 		wgmma_commit();
-		wgmma_wait<0>();
-		__syncthreads(); /* K is read: fetch the next */
-		if (kt < kt1)
-			load_swizzled<D, WG_BK>(sk, kb, ks, k0 + WG_BK, T);
-		cp_async_commit();
-
-		if (k0 + WG_BK - 1 > wq0 || k0 + WG_BK > T || (window > 0 && wq0 + 15 - k0 >= window))
+	};
+	auto issue_pv = [&](int kt) { /* O += P_kt V_kt */
+		WgDesc dv(a_v + ((kt - kt0) & 1) * TILE, LBO_V);
 #pragma unroll
-			for (int j = 0; j < WG_BK / 8; j++)
+		for (int c = 0; c < BK / 16; c++) /* 16 rows of 128 B a step */
+			if constexpr (D == 128)
+				wgmma_m64n128k16_rs_tb(o, pa[c], dv(c * 2048));
+			else
+				wgmma_m64n64k16_rs_tb(o, pa[c], dv(c * 2048));
+		wgmma_commit();
+	};
+	/* S_kt to exponentials in place; m and l updated; returns O's factors */
+	auto softmax = [&](int kt, float (&alpha)[2]) {
+		int k0 = kt * BK;
+		if (k0 + BK - 1 > wq0 || k0 + BK > T || (window > 0 && wq0 + 15 - k0 >= window))
+#pragma unroll
+			for (int j = 0; j < BK / 8; j++)
 #pragma unroll
 				for (int e = 0; e < 4; e++)
 					if (!visible(row[e >> 1], k0 + j * 8 + 2 * (lane % 4) + (e & 1), T, window))
 						s[4 * j + e] = -INFINITY;
-		float mx[2] = {m[0], m[1]};
+		/* four partial maxima and sums a row: short dependency chains */
+		float mp[2][4];
 #pragma unroll
-		for (int j = 0; j < WG_BK / 8; j++) {
-			mx[0] = fmaxf(mx[0], fmaxf(s[4 * j], s[4 * j + 1]));
-			mx[1] = fmaxf(mx[1], fmaxf(s[4 * j + 2], s[4 * j + 3]));
+		for (int e = 0; e < 4; e++)
+			mp[0][e] = fmaxf(s[4 * e], s[4 * e + 1]), mp[1][e] = fmaxf(s[4 * e + 2], s[4 * e + 3]);
+#pragma unroll
+		for (int j = 4; j < BK / 8; j++) {
+			mp[0][j % 4] = fmaxf(mp[0][j % 4], fmaxf(s[4 * j], s[4 * j + 1]));
+			mp[1][j % 4] = fmaxf(mp[1][j % 4], fmaxf(s[4 * j + 2], s[4 * j + 3]));
 		}
-		float base[2], alpha[2];
+		float mx[2], base[2];
 #pragma unroll
 		for (int i = 0; i < 2; i++) {
+			mx[i] = fmaxf(fmaxf(m[i], fmaxf(mp[i][0], mp[i][1])), fmaxf(mp[i][2], mp[i][3]));
 			mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
 			mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
 			base[i] = mx[i] == -INFINITY ? 0.f : mx[i] * sl2;
 			alpha[i] = exp2_approx(m[i] * sl2 - base[i]);
 			m[i] = mx[i];
 		}
-		float sum[2] = {0.f, 0.f};
+		float sum[2][4] = {};
 #pragma unroll
-		for (int i = 0; i < WG_BK / 2; i++) {
+		for (int i = 0; i < BK / 2; i++) {
 			s[i] = exp2_approx(s[i] * sl2 - base[(i >> 1) & 1]);
-			sum[(i >> 1) & 1] += s[i];
+			sum[(i >> 1) & 1][(i >> 2) % 4] += s[i];
 		}
-		l[0] = l[0] * alpha[0] + sum[0];
-		l[1] = l[1] * alpha[1] + sum[1];
 #pragma unroll
-		for (int i = 0; i < D / 2; i++)
-			o[i] *= alpha[(i >> 1) & 1];
-
-		cp_async_wait<1>(); /* this V^T */
-		fence_proxy_async();
-		__syncthreads();
-		/* P as A fragments, all of them before the products (registers an
-		 * in-flight wgmma reads must not change) */
-		uint32_t pa[WG_BK / 16][4];
+		for (int i = 0; i < 2; i++)
+			l[i] = l[i] * alpha[i] + ((sum[i][0] + sum[i][1]) + (sum[i][2] + sum[i][3]));
+	};
+	auto pack_p = [&] {
 #pragma unroll
-		for (int c = 0; c < WG_BK / 16; c++) {
+		for (int c = 0; c < BK / 16; c++) {
 			pa[c][0] = pack_bf16(s[8 * c], s[8 * c + 1]), pa[c][1] = pack_bf16(s[8 * c + 2], s[8 * c + 3]);
 			pa[c][2] = pack_bf16(s[8 * c + 4], s[8 * c + 5]), pa[c][3] = pack_bf16(s[8 * c + 6], s[8 * c + 7]);
 		}
-		wgmma_fence();
-#pragma unroll
-		for (int c = 0; c < WG_BK / 16; c++) {
-			const bf16 *bt = svt + (c / 4) * D * 64 + (c % 4) * 16;
-			if constexpr (D == 128)
-				wgmma_m64n128k16_rs(o, pa[c], wg_desc(bt));
-			else
-				wgmma_m64n64k16_rs(o, pa[c], wg_desc(bt));
-		}
-		wgmma_commit();
-		wgmma_wait<0>();
-		__syncthreads(); /* V^T is read */
+	};
+
+	float alpha[2];
+	load_kv(a_k, kb, kt0 * BK);
+	cp_async_mbar_arrive(full_k);
+	if (kt0 < kt1) {
+		load_kv(a_k + TILE, kb, (kt0 + 1) * BK);
+		cp_async_mbar_arrive(full_k + 8);
 	}
-	cp_async_wait<0>();
+	load_kv(a_v, vb, kt0 * BK);
+	cp_async_mbar_arrive(full_v);
+	mbar_wait(full_k, 0);
+	fence_proxy_async();
+	wgmma_fence();
+	issue_s(kt0);
+	wgmma_wait<0>();
+	reg_fence(s);
+	mbar_arrive(empty_k);
+	softmax(kt0, alpha);
+	pack_p();
+	for (int kt = kt0 + 1; kt <= kt1; kt++) {
+		int i = kt - kt0, b = i & 1;
+		mbar_wait(full_k + 8 * b, i >> 1);
+		mbar_wait(full_v + 8 * (b ^ 1), (i - 1) >> 1);
+		fence_proxy_async();
+		wgmma_fence();
+		issue_s(kt);
+		issue_pv(kt - 1);
+		/* under the products: K_{kt+1} into the buffer of K_{kt-1}, V_kt
+		 * into that of V_{kt-2}, once both warpgroups are done with them */
+		if (kt < kt1) {
+			mbar_wait(empty_k + 8 * (b ^ 1), (i - 1) >> 1);
+			load_kv(a_k + (b ^ 1) * TILE, kb, (kt + 1) * BK);
+			cp_async_mbar_arrive(full_k + 8 * (b ^ 1));
+		}
+		if (i >= 2)
+			mbar_wait(empty_v + 8 * b, (i - 2) >> 1);
+		load_kv(a_v + b * TILE, vb, kt * BK);
+		cp_async_mbar_arrive(full_v + 8 * b);
+		wgmma_wait<1>(); /* S_kt; P_{kt-1} V_{kt-1} runs under its softmax */
+		reg_fence(s);
+		mbar_arrive(empty_k + 8 * b);
+		softmax(kt, alpha);
+		wgmma_wait<0>();
+		reg_fence(o);
+		mbar_arrive(empty_v + 8 * (b ^ 1));
+#pragma unroll
+		for (int i = 0; i < D / 2; i++)
+			o[i] *= alpha[(i >> 1) & 1];
+		pack_p();
+	}
+	mbar_wait(full_v + 8 * ((kt1 - kt0) & 1), (kt1 - kt0) >> 1);
+	fence_proxy_async();
+	wgmma_fence();
+	issue_pv(kt1);
+	wgmma_wait<0>();
+	reg_fence(o);
 
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
@@ -591,32 +706,23 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 #endif
 }
 
+/* an environment switch: set and not "0" */
+static bool env_flag(const char *name)
+{
+	const char *e = getenv(name);
+	return e && *e && strcmp(e, "0") != 0;
+}
+
 /* the wgmma kernel where it was built (sm_90a) and the device is a Hopper;
  * DASH_ATTENTION_MMA=1 in the environment forces the mma.sync one (twin
  * tests and benchmarks of both) */
 static bool use_wgmma(void)
 {
 #ifdef DASH_SM90A
-	const char *e = getenv("DASH_ATTENTION_MMA");
-	return cuda_cc_major() == 9 && !(e && *e && strcmp(e, "0") != 0);
+	return cuda_cc_major() == 9 && !env_flag("DASH_ATTENTION_MMA");
 #else
 	return false;
 #endif
-}
-
-/* V transposed for the wgmma kernel: device scratch kept between calls and
- * grown to the largest B * G * D * Tp seen */
-static bf16 *vt_scratch(size_t n)
-{
-	static bf16 *buf;
-	static size_t cap;
-	if (n > cap) {
-		if (buf)
-			cudaCheck(cudaFree(buf));
-		cudaCheck(cudaMalloc(&buf, n * sizeof(bf16)));
-		cap = n;
-	}
-	return buf;
 }
 
 template <int D>
@@ -625,20 +731,19 @@ static void forward_launch(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const
 {
 	float scale = 1.0f / sqrtf((float)D);
 	if (use_wgmma()) {
-		int Tp = CEIL_DIV(T, WG_BK) * WG_BK;
-		bf16 *vt = vt_scratch((size_t)B * G * D * Tp);
-		transpose_v_kernel<<<dim3(Tp / 32, CEIL_DIV(D, 32), B * G), dim3(32, 8)>>>(vt, (const bf16 *)d_v, T, Tp, G, D);
-		cudaCheck(cudaGetLastError());
-		size_t smem = (size_t)(WG_BQ * D + WG_BK * D + D * WG_BK) * sizeof(bf16) + 1024;
-		static bool configured;
-		if (!configured) {
+		size_t smem = WfLayout<D>::bytes;
+		static bool configured2;
+		if (!configured2) {
 			cudaCheck(cudaFuncSetAttribute(attention_forward_wgmma_kernel<D>,
 			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-			configured = true;
+			configured2 = true;
 		}
-		dim3 grid(CEIL_DIV(T, WG_BQ), H, B);
-		attention_forward_wgmma_kernel<D><<<grid, 128, smem>>>((bf16 *)d_out, d_lse, (const bf16 *)d_q,
-		                                                      (const bf16 *)d_k, vt, T, Tp, H, G, window, scale);
+		/* heads fastest: the blocks start in the order of their lengths,
+		 * the longest (last queries) first, whatever H */
+		dim3 grid(H, CEIL_DIV(T, WF_BQ), B);
+		attention_forward_wgmma_kernel<D><<<grid, 256, smem>>>((bf16 *)d_out, d_lse, (const bf16 *)d_q,
+		                                                       (const bf16 *)d_k, (const bf16 *)d_v, T, H, G, window,
+		                                                       scale);
 		cudaCheck(cudaGetLastError());
 		return;
 	}
@@ -649,7 +754,7 @@ static void forward_launch(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const
 		                               (int)smem));
 		configured = true;
 	}
-	dim3 grid(CEIL_DIV(T, FWD_BQ), H, B);
+	dim3 grid(H, CEIL_DIV(T, FWD_BQ), B); /* heads fastest: the longest blocks first */
 	attention_forward_kernel<D><<<grid, FWD_WARPS * WARP_SIZE, smem>>>(
 		(bf16 *)d_out, d_lse, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, T, H, G, window, scale);
 	cudaCheck(cudaGetLastError());
@@ -991,25 +1096,6 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred)
 	             "r"(pred ? 4 : 0));
 }
 
-/* descriptors (as wg_desc_mn) from the shared address a, which the
- * compiler must take as new each time: those of the k-steps are then a
- * base plus a constant, made where used, instead of dozens of registers
- * held across the loop */
-struct WgDesc {
-	uint32_t lo; /* start address / 16 and leading byte offset / 16 */
-	__device__ __forceinline__ WgDesc(uint32_t a, uint32_t lbo)
-	{
-		asm volatile("" : "+r"(a));
-		lo = ((a & 0x3ffff) >> 4) | (lbo >> 4) << 16;
-	}
-	/* the descriptor off bytes further on (the address field takes the
-	 * sum: shared addresses stay below 2^18); the upper half, stride 1024
-	 * and the swizzle, is a constant */
-	__device__ __forceinline__ uint64_t operator()(uint32_t off) const
-	{
-		return (uint64_t)(lo + off / 16) | (uint64_t)((1024 >> 4) | 1u << 30) << 32;
-	}
-};
 
 template <int D>
 __global__ void __launch_bounds__(256, 1)

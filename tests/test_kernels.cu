@@ -365,6 +365,8 @@ int main(int argc, char **argv)
 		test_attention(1, 129, 2, 1, 64, 1);
 		test_attention(1, 600, 8, 2, 128, 200); /* a window across several tiles of both kernels */
 		test_attention(3, 257, 4, 4, 64, 0);    /* one past two tiles; as many kv heads as heads */
+		test_attention(1, 384, 4, 2, 128, 0);   /* whole tiles of 128 */
+		test_attention(2, 1000, 4, 2, 64, 300); /* a window over many tiles, two sequences */
 	}
 	unsetenv("DASH_ATTENTION_MMA");
 	return test_report();
