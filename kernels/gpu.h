@@ -200,6 +200,29 @@ void gdn_backward_chunked_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_d
                                const float *d_dout, const float *d_dSf, const float *d_q, const float *d_k,
                                const float *d_v, const float *d_g, const float *d_beta, const float *d_S0, int B,
                                int T, int H, int Dk, int Dv, float scale, void *d_work);
+/* The backward without recomputing the forward: gdn_forward_chunked_keep_cuda
+ * is gdn_forward_chunked_cuda (same arguments, o and final state) that also
+ * leaves in d_work all that the backward recomputes (G, Ak, the WY factors,
+ * Wn and every chunk's start state); gdn_backward_chunked_kept_cuda is
+ * gdn_backward_chunked_cuda (same arguments, same bits) that reads them
+ * there instead of recomputing them (chunk + state pass, about 0.48 ms at
+ * B 1, T 4096, H 16, D 128 on an H100). Between the two calls on one
+ * d_work: the same d_q, d_k, d_v, d_g, d_beta with unchanged contents, the
+ * same B, T, H, Dk, Dv, and nothing else writing d_work (no other forward,
+ * gdn or gla, and no recomputing backward on it). Its gradient is that of
+ * the forward as it ran, from the initial state that forward read in d_S
+ * (zeros when d_S was NULL): the kept backward reads neither d_S0 nor d_g
+ * (either may be NULL), so the start state is fixed by the forward. Nothing
+ * checks any of this. The kept backward leaves the forward's part of d_work
+ * as it was: more kept backwards (other d_dout, d_dSf) may follow. */
+void gdn_forward_chunked_keep_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
+                                   const float *d_g, const float *d_beta, int B, int T, int H, int Dk, int Dv,
+                                   float scale, void *d_work);
+void gdn_backward_chunked_kept_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_dg, float *d_dbeta,
+                                    float *d_dS0, const float *d_dout, const float *d_dSf, const float *d_q,
+                                    const float *d_k, const float *d_v, const float *d_g, const float *d_beta,
+                                    const float *d_S0, int B, int T, int H, int Dk, int Dv, float scale,
+                                    void *d_work);
 
 #ifdef __cplusplus
 }

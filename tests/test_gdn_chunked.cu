@@ -6,8 +6,13 @@
  * a chunk, one past, several, Dk = Dv 64 and 128, odd small widths (Dk 32,
  * Dv 48), several sequences and heads; then the optional outputs left NULL.
  * float32 on both sides, the sums in other orders: within 1e-4 of the scale.
+ * At every shape the keeping forward (gdn_forward_chunked_keep_cuda) must
+ * give the plain forward's o and final state, and the kept backward
+ * (gdn_backward_chunked_kept_cuda, twice, d_g and d_S0 NULL) the
+ * recomputing backward's gradients, bit for bit.
  * DASH_BENCH=1 also prints the time of the forward and forward + backward at
- * B 1, T 4096, H 16, D 128. Runs on a GPU: make test-gpu. */
+ * B 1, T 4096, H 16, D 128, recomputing and kept. Runs on a GPU: make
+ * test-gpu. */
 #include <string.h>
 
 #include "../bench/bench.h" // defines: median_ms
@@ -92,6 +97,49 @@ static void case_free(Case *c)
 	gpu_free(c->d_work);
 }
 
+/* The keeping forward and then the kept backward on c, twice (it must leave
+ * the forward's work as it was), with d_g and d_S0 NULL (it must not read
+ * them): o, S (the final state, NULL if none) and h[6] (dq, dk, dv, dg,
+ * dbeta, dS0) of the plain forward and the recomputing backward, bit for
+ * bit. The outputs start as NaNs, so that every value must be written. */
+static void keep_check(Case *c, const float *o, const float *S, float *const h[6], const char *shape)
+{
+	size_t nh = (size_t)c->B * c->T * c->H, nv = nh * c->Dv, nS = (size_t)c->B * c->H * c->Dk * c->Dv;
+	size_t n[6] = {nh * c->Dk, nh * c->Dk, nv, nh, nh, nS};
+	const char *names[6] = {"dq", "dk", "dv", "dg", "dbeta", "dS0"};
+	float scale = 1 / sqrtf((float)c->Dk), *d_o = (float *)gpu_alloc(nv * 4), *d_S = dev_f32(c->S0, nS), *d[6];
+	cudaCheck(cudaMemset(d_o, 0xff, nv * 4));
+	gdn_forward_chunked_keep_cuda(d_o, d_S, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
+	                              c->Dv, scale, c->d_work);
+	float *o2 = host_f32(d_o, nv), *S2 = d_S ? host_f32(d_S, nS) : NULL;
+	int same_f = !memcmp(o2, o, nv * 4) && (!S || !memcmp(S2, S, nS * 4)), same_b = 1;
+	for (int i = 0; i < 6; i++)
+		d[i] = (float *)gpu_alloc(n[i] * 4);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < 6; i++)
+			cudaCheck(cudaMemset(d[i], 0xff, n[i] * 4));
+		gdn_backward_chunked_kept_cuda(d[0], d[1], d[2], d[3], d[4], d[5], c->d_dout, c->d_dSf, c->d_q, c->d_k,
+		                               c->d_v, NULL, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv, scale,
+		                               c->d_work);
+		for (int i = 0; i < 6; i++) {
+			float *x = host_f32(d[i], n[i]);
+			if (memcmp(x, h[i], n[i] * 4))
+				printf("  kept backward, pass %d: %s differs\n", pass, names[i]), same_b = 0;
+			free(x);
+		}
+	}
+	char msg[256];
+	snprintf(msg, sizeof msg, "gdn chunked %s: keeping forward o%s %s, kept backward (twice) %s as recomputing", shape,
+	         S ? ", S" : "", same_f ? "same bits" : "DIFFER", same_b ? "same bits" : "DIFFERS");
+	test_cond(msg, same_f && same_b);
+	for (int i = 0; i < 6; i++)
+		gpu_free(d[i]);
+	gpu_free(d_o);
+	if (d_S)
+		gpu_free(d_S);
+	free(o2), free(S2);
+}
+
 static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf)
 {
 	Case c = case_new(B, T, H, Dk, Dv, with_S0, with_dSf);
@@ -131,6 +179,7 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	snprintf(msg, sizeof msg, "gdn_backward_chunked_cuda %s: dq %.1e dk %.1e dv %.1e dg %.1e dbeta %.1e dS0 %.1e",
 	         shape, e[0], e[1], e[2], e[3], e[4], e[5]);
 	test_cond(msg, m < 1e-4);
+	keep_check(&c, o, S, h, shape);
 	/* no final state, no dg, dbeta, dS0: the rest as before */
 	if (T == 65 && with_S0 && with_dSf) {
 		gdn_forward_chunked_cuda(d_o, NULL, c.d_q, c.d_k, c.d_v, c.d_g, c.d_beta, B, T, H, Dk, Dv, scale,
@@ -161,16 +210,18 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 	case_free(&c);
 }
 
-/* forward (and backward when asked) of case c once, for median_ms */
-static void run_case(Case *c, float *d_o, float *d_grad[6], int backward)
+/* forward (and backward when asked) of case c once, for median_ms; keep:
+ * the keeping forward and the kept backward */
+static void run_case(Case *c, float *d_o, float *d_grad[6], int backward, int keep)
 {
 	float scale = 1 / sqrtf((float)c->Dk);
-	gdn_forward_chunked_cuda(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk, c->Dv,
-	                         scale, c->d_work);
+	(keep ? gdn_forward_chunked_keep_cuda : gdn_forward_chunked_cuda)(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g,
+	                                                                 c->d_beta, c->B, c->T, c->H, c->Dk, c->Dv,
+	                                                                 scale, c->d_work);
 	if (backward)
-		gdn_backward_chunked_cuda(d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout, NULL,
-		                          c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv,
-		                          scale, c->d_work);
+		(keep ? gdn_backward_chunked_kept_cuda : gdn_backward_chunked_cuda)(
+			d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout, NULL, c->d_q, c->d_k,
+			c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv, scale, c->d_work);
 }
 
 static void bench(void)
@@ -184,10 +235,14 @@ static void bench(void)
 		d_grad[i] = (float *)gpu_alloc(n[i] * 4);
 	char name[128];
 	cuda_device_name(0, name, sizeof name);
-	float f = median_ms([&] { run_case(&c, d_o, d_grad, 0); });
-	float fb = median_ms([&] { run_case(&c, d_o, d_grad, 1); });
+	float f = median_ms([&] { run_case(&c, d_o, d_grad, 0, 0); });
+	float fb = median_ms([&] { run_case(&c, d_o, d_grad, 1, 0); });
+	float fk = median_ms([&] { run_case(&c, d_o, d_grad, 0, 1); });
+	float fbk = median_ms([&] { run_case(&c, d_o, d_grad, 1, 1); });
 	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, work %.0f MB: forward %.3f ms, forward+backward %.3f ms "
 	       "(median of 20)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
+	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d: keeping forward %.3f ms, keeping forward + kept backward %.3f ms "
+	       "(recomputing %.3f: %.3f ms saved)\n", name, B, T, H, D, fk, fbk, fb, fb - fbk);
 	for (int i = 0; i < 5; i++)
 		gpu_free(d_grad[i]);
 	gpu_free(d_o);

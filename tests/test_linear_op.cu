@@ -7,10 +7,15 @@
  * to TF32: within 2e-3 of each block's max. The gradients again with d_du
  * NULL must agree, and a gdn and a gla sharing one arena, each backward
  * after its own forward, give what they give with arenas of their own.
+ * gdn's backward reads the recurrence's states its forward kept when the
+ * sequences ran in one chunked call (all gdn shapes but B 3, T 40, which
+ * runs in groups of 2 and 1): a, du and the gradients must be those of
+ * DASH_GDN_RECOMPUTE=1 (the backward recomputing them) bit for bit.
  *
  * With DASH_BENCH=1 it also times forward + backward of one gdn and one gla
  * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (bench/bench.h's
- * median_ms). Runs on a GPU: make test-gpu. */
+ * median_ms), gdn also with DASH_GDN_RECOMPUTE=1. Runs on a GPU: make
+ * test-gpu. */
 #include <string.h>
 
 #include "../bench/bench.h" // defines: median_ms
@@ -68,6 +73,20 @@ static void check(int kind, int C, int H, int G, int D, int B, int T)
 	gpu_zero(d_grad, op.n * 4);
 	gpu_lop_backward(g, d_grad, NULL, d_da, d_u, B, T);
 	gpu_download(grad2, d_grad, op.n * 4);
+	/* gdn: again recomputing the recurrence's states in the backward */
+	int same = 1;
+	if (kind == LOP_GDN) {
+		float *a3 = (float *)mallocCheck(nu * 4), *du3 = (float *)mallocCheck(nu * 4);
+		float *grad3 = (float *)mallocCheck(op.n * 4);
+		setenv("DASH_GDN_RECOMPUTE", "1", 1);
+		gpu_zero(d_grad, op.n * 4);
+		gpu_lop_forward(g, d_a, d_u, B, T);
+		gpu_lop_backward(g, d_grad, d_du, d_da, d_u, B, T);
+		unsetenv("DASH_GDN_RECOMPUTE");
+		gpu_download(a3, d_a, nu * 4), gpu_download(du3, d_du, nu * 4), gpu_download(grad3, d_grad, op.n * 4);
+		same = !memcmp(a3, a, nu * 4) && !memcmp(du3, du, nu * 4) && !memcmp(grad3, grad, op.n * 4);
+		free(a3), free(du3), free(grad3);
+	}
 
 	printf("%s C=%d H=%d G=%d D=%d B=%d T=%d:\n", lop_name(kind), C, H, G, D, B, T);
 	double worst = 0;
@@ -85,6 +104,11 @@ static void check(int kind, int C, int H, int G, int D, int B, int T)
 	snprintf(msg, sizeof msg, "gpu_lop %s C=%d H=%d G=%d D=%d B=%d T=%d: gradients without du the same (%.1e)",
 	         lop_name(kind), C, H, G, D, B, T, e2);
 	test_cond(msg, e2 < 1e-6);
+	if (kind == LOP_GDN) {
+		snprintf(msg, sizeof msg, "gpu_lop gdn C=%d H=%d G=%d D=%d B=%d T=%d: a, du, gradients as with "
+		         "DASH_GDN_RECOMPUTE=1, bit for bit", C, H, G, D, B, T);
+		test_cond(msg, same);
+	}
 
 	gpu_lop_free(g);
 	gpu_free(d_u), gpu_free(d_da), gpu_free(d_a), gpu_free(d_du), gpu_free(d_grad);
@@ -151,6 +175,17 @@ static void bench(int kind)
 	});
 	printf("bench %s C=%d H=%d G=%d D=%d B=%d T=%d: forward %.3f ms, forward+backward %.3f ms, %.0f tokens/s\n",
 	       lop_name(kind), C, H, G, D, B, T, f, fb, B * T / (fb * 1e-3));
+	if (kind == LOP_GDN) { /* the backward recomputing the recurrence's states, as before */
+		setenv("DASH_GDN_RECOMPUTE", "1", 1);
+		float fr = median_ms([&] { gpu_lop_forward(g, d_a, d_u, B, T); });
+		float fbr = median_ms([&] {
+			gpu_lop_forward(g, d_a, d_u, B, T);
+			gpu_lop_backward(g, d_grad, d_du, d_da, d_u, B, T);
+		});
+		unsetenv("DASH_GDN_RECOMPUTE");
+		printf("bench gdn, DASH_GDN_RECOMPUTE=1: forward %.3f ms, forward+backward %.3f ms (%.3f ms more)\n", fr,
+		       fbr, fbr - fb);
+	}
 	gpu_lop_free(g);
 	gpu_free(d_u), gpu_free(d_da), gpu_free(d_a), gpu_free(d_du), gpu_free(d_grad);
 	free(u), free(da);
@@ -171,6 +206,7 @@ int main(int argc, char **argv)
 		check(kind, 512, 4, 2, 128, 1, 64);
 		check(kind, 96, 2, 1, 32, 3, 64); /* gla's recurrence in groups of 2 and 1 sequences */
 	}
+	check(LOP_GDN, 96, 2, 1, 32, 3, 40); /* gdn's in groups of 2 and 1: nothing kept */
 	test_shared();
 	const char *b = getenv("DASH_BENCH");
 	if (b && !strcmp(b, "1")) {
