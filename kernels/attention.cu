@@ -1053,9 +1053,11 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 // exponentials under dP, dS under dV, the dS^T stores under dK). dS^T goes
 // to shared memory once, and dQ = dS K (64 queries x D, A = dS^T and B = K
 // both MN-major) is split over the warpgroups by columns of D (D 128) or by
-// keys (D 64), and added to the float32 buffer with float2 atomics. The
-// softmax scale is left out of dS and applied to dK here and to dQ in the
-// conversion kernel.
+// keys (D 64), stored to shared memory, and added to the float32 buffer by
+// the bulk-copy unit, a row of D floats a thread (cp.reduce.async.bulk
+// .add.f32), issued after the next tile's first barrier. The softmax scale
+// is left out of dS and applied to dK here and to dQ in the conversion
+// kernel.
 // Measured (2026-11-27, H100, B 1, T 4096, H 16, G 2, D 128, causal):
 // forward + backward 0.763-0.770 ms (backward ~0.48, with ~0.045 of it in
 // the delta and conversion kernels, both at memory bandwidth) against
@@ -1068,6 +1070,12 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 // after the barrier with dQ's (1% slower), float4 atomics by a quad
 // shuffle (no faster), dQ's wait deferred under the next tile's products
 // (ptxas serializes the wgmmas and spills).
+// 2026-11-28 (H100, same shape; bench/bin/attention): dQ by bulk
+// reduce-adds from shared memory instead of float2 atomics from registers
+// (ncu had shown the next tile's first product waiting for the atomics to
+// read their registers): forward + backward 0.630 ms against 0.663, SDPA
+// 0.697 in the same call; the teacher's step 107.6-109.9 ms against
+// 109.7-112.3.
 
 #define WB_BK 128
 #define WB_BQ 64
@@ -1077,8 +1085,30 @@ struct WbLayout {
 	/* bf16 offsets from a 1024-aligned base; every tile 1024-aligned */
 	static constexpr int k = 0, v = k + WB_BK * D, q = v + WB_BK * D, dout = q + 2 * WB_BQ * D,
 	                     ds = dout + 2 * WB_BQ * D, end = ds + WB_BK * WB_BQ;
-	static constexpr size_t bytes = (size_t)end * sizeof(bf16) + 2 * 2 * WB_BQ * sizeof(float) + 1024;
+	/* then floats: lse and delta of two query tiles, and the dQ tiles (D
+	 * 128: one, each warpgroup its 64 columns; D 64: one a warpgroup), rows
+	 * of D floats padded by 8 (2-way bank conflicts for the stores) */
+	static constexpr int dq_tiles = D == 128 ? 1 : 2, dq_ld = D + 8;
+	static constexpr size_t bytes =
+		(size_t)end * sizeof(bf16) + (2 * 2 * WB_BQ + dq_tiles * WB_BQ * dq_ld) * sizeof(float) + 1024;
 };
+
+/* size bytes of float32 from shared memory added to global memory by the
+ * bulk-copy unit (both 16-byte aligned, size a multiple of 16), in this
+ * thread's bulk group; the group committed; waits for this thread's
+ * groups to have read their sources, or to be complete */
+__device__ __forceinline__ void bulk_reduce_add_f32(float *dst, uint32_t src, uint32_t size)
+{
+	asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+	             "r"(src), "r"(size)
+	             : "memory");
+}
+__device__ __forceinline__ void bulk_commit(void) { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read(void)
+{
+	asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 
 /* four 8x8 matrices of 16-bit values to shared memory, the inverse of
  * ldmatrix_x4: lane l gives the address of row l % 8 of matrix l / 8 */
@@ -1112,7 +1142,7 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	 * pointers for shared ones: ld.shared, not generic loads) */
 	bf16 *sm = (bf16 *)(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
 	bf16 *sk = sm + L::k, *sv = sm + L::v, *sds = sm + L::ds;
-	float *slse = (float *)(sm + L::end), *sdelta = slse + 2 * BQ;
+	float *slse = (float *)(sm + L::end), *sdelta = slse + 2 * BQ, *sdq = sdelta + 2 * BQ;
 	int h = blockIdx.x, k0 = blockIdx.y * BK, b = blockIdx.z, g = h / (H / G);
 	/* the warpgroup and warp from lane 0: the compiler then knows them
 	 * uniform, and the descriptors live in uniform registers */
@@ -1173,12 +1203,27 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	               a_k = smem_addr(sk);
 	constexpr uint32_t QBUF = BQ * D * sizeof(bf16); /* bytes between the two buffers */
 
+	/* dQ of a tile goes through shared memory (sdq), and the threads
+	 * tid < L::dq_tiles * BQ add a row each to dq_acc by the bulk-copy
+	 * unit, after the next barrier; before the one after that they wait
+	 * until it has been read */
+	auto dq_out = [&](int q0) {
+		if (tid < L::dq_tiles * BQ) {
+			int r = tid % BQ;
+			if (q0 + r < T)
+				bulk_reduce_add_f32(dq_acc + ((size_t)b * T + q0 + r) * qs + (size_t)h * D,
+				                    smem_addr(sdq + (tid / BQ) * BQ * L::dq_ld + r * L::dq_ld), D * sizeof(float));
+			bulk_commit();
+		}
+	};
 	cp_async_wait<0>();
 	fence_proxy_async();
 	for (int qt = qt0; qt <= qt1; qt++) {
 		int buf = (qt - qt0) & 1, q0 = qt * BQ;
 		const float *tl = slse + buf * BQ, *td = sdelta + buf * BQ;
 		__syncthreads(); /* this tile is in, and every warp is done with the last one */
+		if (qt > qt0)
+			dq_out(q0 - BQ);
 
 		/* S^T and dP^T, each its own group */
 		float s[BQ / 2], dp[BQ / 2];
@@ -1300,6 +1345,7 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 		}
 		wgmma_wait<0>();
 		fence_proxy_async();
+		bulk_wait_read(); /* the last tile's dQ is out of sdq */
 		__syncthreads(); /* all of dS^T is in */
 
 		/* dQ = dS K: 64 queries x 64 columns of D a warpgroup (D 128: its
@@ -1318,27 +1364,27 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 				wgmma_m64n64k16_ss_a<1, 1>(dq, da(kk * 2048), db(kk * 2048));
 		}
 		wgmma_commit();
-		/* the addresses first (registers of atomics in flight are not
-		 * reused for them) */
-		int qi = q0 + warp * 16 + lane / 4;
-		float *dst = dq_acc + ((size_t)b * T + qi) * qs + (size_t)h * D + (D == 128 ? wg * 64 : 0) + 2 * (lane % 4);
-		float *dst8 = dst + 8 * qs;
 		wgmma_wait<0>();
 		/* the next tile's copies are in (they were issued under this
-		 * tile's products); the fence makes them visible to the tensor
-		 * cores. It waits for the thread's memory operations in flight, so
-		 * it comes before the atomics */
+		 * tile's products) */
 		cp_async_wait<0>();
+		/* this warpgroup's 64 columns (D 64: its keys' share) to sdq; the
+		 * fence makes them and the next tile's copies visible to the async
+		 * proxy (bulk copies, tensor cores) */
+		{
+			float *t = sdq + (D == 128 ? wg * 64 : wg * BQ * L::dq_ld) + (warp * 16 + lane / 4) * L::dq_ld +
+			           2 * (lane % 4);
+#pragma unroll
+			for (int j = 0; j < 8; j++) {
+				*reinterpret_cast<float2 *>(t + 8 * j) = make_float2(dq[4 * j], dq[4 * j + 1]);
+				*reinterpret_cast<float2 *>(t + 8 * L::dq_ld + 8 * j) = make_float2(dq[4 * j + 2], dq[4 * j + 3]);
+			}
+		}
 		fence_proxy_async();
-		if (qi < T)
-#pragma unroll
-			for (int j = 0; j < 8; j++)
-				atomicAdd(reinterpret_cast<float2 *>(dst + 8 * j), make_float2(dq[4 * j], dq[4 * j + 1]));
-		if (qi + 8 < T)
-#pragma unroll
-			for (int j = 0; j < 8; j++)
-				atomicAdd(reinterpret_cast<float2 *>(dst8 + 8 * j), make_float2(dq[4 * j + 2], dq[4 * j + 3]));
 	}
+	__syncthreads();
+	dq_out(qt1 * BQ);
+	bulk_wait();
 
 	/* this head's share of dK (scaled) and dV of the group's kv head */
 #pragma unroll
