@@ -508,8 +508,8 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 #ifdef DASH_HAVE_WGMMA
 	typedef WfLayout<D> L;
 	constexpr int NT = 256, BQ = WF_BQ, BK = WF_BK;
-	constexpr uint32_t TILE = BK * D * sizeof(bf16);          /* bytes between the two K (or V) buffers */
-	constexpr uint32_t LBO_V = BK * 64 * sizeof(bf16);        /* between the 64-column blocks of a V tile */
+	constexpr uint32_t TILE = BK * D * sizeof(bf16);   /* bytes between the two K (or V) buffers */
+	constexpr uint32_t LBO_V = BK * 64 * sizeof(bf16); /* between the 64-column blocks of a V tile */
 	extern __shared__ __align__(128) unsigned char smem_raw[];
 	bf16 *sm = (bf16 *)(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
 	int q0 = (gridDim.y - 1 - blockIdx.y) * BQ, h = blockIdx.x, b = blockIdx.z, g = h / (H / G);
@@ -582,7 +582,7 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 				wgmma_m64n64k16_rs_tb(o, pa[c], dv(c * 2048));
 		wgmma_commit();
 	};
-	/* S_kt to exponentials in place; m and l updated; returns O's factors */
+	/* S_kt to exponentials in place; m and l updated; alpha: O's factors */
 	auto softmax = [&](int kt, float (&alpha)[2]) {
 		int k0 = kt * BK;
 		if (k0 + BK - 1 > wq0 || k0 + BK > T || (window > 0 && wq0 + 15 - k0 >= window))
