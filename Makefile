@@ -83,7 +83,7 @@ test-gpu: all $(GPU_TESTS)
 BENCH := bench/bin/teacher bench/bin/search bench/bin/decode $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu))
 bench: $(BENCH)
 
-bench/bin/teacher bench/bin/search bench/bin/decode: bench/bin/%: bench/%.c $(LIB) $(CU_LIB)
+bench/bin/teacher bench/bin/search bench/bin/decode: bench/bin/%: bench/%.c bench/stats.h $(LIB) $(CU_LIB)
 	@mkdir -p bench/bin
 	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
 

@@ -20,22 +20,11 @@
 #include "gpu_decode.h" // defines: GpuDecoder, gpu_decoder_new, gpu_decoder_prefill, gpu_decoder_step
 #include "hybrid.h"     // defines: Hybrid, hybrid_load
 #include "model.h"
+#include "stats.h"  // defines: median
 #include "tokens.h" // defines: tokens_read
 #include "util.h"
 
 #define MAX_ARCH 16
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *x, int n)
-{
-	qsort(x, (size_t)n, sizeof *x, cmp);
-	return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 #define MIB(b) ((double)(b) / (1 << 20))
 #define GIB(b) ((double)(b) / (1 << 30))

@@ -23,22 +23,11 @@
 #include "gpu.h"          // defines: cuda_device_name
 #include "gpu_supernet.h" // defines: GpuSupernet, gpu_supernet_backward_kl
 #include "model.h"
+#include "stats.h"        // defines: median
 #include "supernet.h"     // defines: Supernet, Relax
 #include "util.h"
 
 #define SEARCH_TOKENS 12.3e6 /* search-logits' default --tokens */
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *x, int n)
-{
-	qsort(x, (size_t)n, sizeof *x, cmp);
-	return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 #define GIB(b) ((double)(b) / (1 << 30))
 
