@@ -1,6 +1,6 @@
 /*
- * stats.h: the median the C benchmarks in bench/ (decode.c, search.c)
- * report: x sorted in place; the mean of the two middle values when n is
+ * stats.h: the median the C benchmarks in bench/ (decode.c, search.c) and
+ * tests/test_decode.cu's timing report: x sorted in place; the mean of the two middle values when n is
  * even. (bench.h is the CUDA benchmarks' timing, in C++.)
  */
 #ifndef DASH_BENCH_STATS_H

@@ -706,13 +706,6 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 #endif
 }
 
-/* an environment switch: set and not "0" */
-static bool env_flag(const char *name)
-{
-	const char *e = getenv(name);
-	return e && *e && strcmp(e, "0") != 0;
-}
-
 /* the wgmma kernel where it was built (sm_90a) and the device is a Hopper;
  * DASH_ATTENTION_MMA=1 in the environment forces the mma.sync one (twin
  * tests and benchmarks of both) */

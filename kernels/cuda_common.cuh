@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <type_traits>
 
@@ -36,6 +37,14 @@ static inline void cublas_check_(cublasStatus_t st, const char *file, int line)
 	}
 }
 #define cublasCheck(st) cublas_check_((st), __FILE__, __LINE__)
+
+/* an environment switch (the kernels' variants for tests and benches): set
+ * and not "0" */
+static inline bool env_flag(const char *name)
+{
+	const char *e = getenv(name);
+	return e && *e && strcmp(e, "0") != 0;
+}
 
 typedef __nv_bfloat16 bf16;
 

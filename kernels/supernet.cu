@@ -398,8 +398,7 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 	layout(g, &cv); /* own arenas: the larger layout */
 	size_t fr, tot;
 	cudaCheck(cudaMemGetInfo(&fr, &tot));
-	const char *e = getenv("DASH_SUPERNET_SHARED");
-	g->shared = ab && ((e && *e && strcmp(e, "0") != 0) || cv.off + sum + params + tot / 8 > fr);
+	g->shared = ab && (env_flag("DASH_SUPERNET_SHARED") || cv.off + sum + params + tot / 8 > fr);
 	cv = Carver{0, 0};
 	layout(g, &cv);
 	size_t bytes = cv.off;

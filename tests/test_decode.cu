@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "../bench/stats.h" // defines: median
 #include "gpu.h"
 #include "gpu_decode.h"
 #include "gpu_lop.h"
@@ -385,18 +386,6 @@ static int die_prefill(void)
 
 // ----------------------------------------------------------------------------
 // timing (DASH_DECODE_BENCH=1)
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *x, int n)
-{
-	qsort(x, (size_t)n, sizeof *x, cmp_double);
-	return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 /* B sequences prefilled with N random ids, then S steps of all of them and
  * S of sequence 0 alone; medians in ms */
