@@ -12,12 +12,15 @@
  * everything is allocated up front, so that is the peak). Twice: with the
  * gdn columns in arenas of their own (as the 3B shape gets on an 80 GB
  * card), then in one shared arena (DASH_SUPERNET_SHARED=1: each gdn
- * forward runs again in the backward).
+ * forward runs again in the backward). DASH_BENCH_PROFILE=1: the first
+ * way only, its last step between cudaProfilerStart and cudaProfilerStop
+ * (for ncu --profile-from-start off).
  * usage: bench/bin/search [B T [N]]   (default 1 4096 5) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include "gpu.h"          // defines: cuda_device_name
@@ -30,6 +33,13 @@
 #define SEARCH_TOKENS 12.3e6 /* search-logits' default --tokens */
 
 #define GIB(b) ((double)(b) / (1 << 30))
+
+/* DASH_BENCH_PROFILE set and not 0 */
+static int profiling(void)
+{
+	const char *e = getenv("DASH_BENCH_PROFILE");
+	return e && *e && strcmp(e, "0");
+}
 
 /* N steps (after 2 warm-ups) of the GpuSupernet made from sn; prints the
  * medians and the memory */
@@ -47,7 +57,10 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 	relax_init(&rx, RELAX_SOFTMAX, L, K, 9);
 	size_t peak = 0, fr, tot;
 	double kl = 0;
+	int prof = profiling();
 	for (int i = 0; i < N + 2; i++) {
+		if (prof && i == N + 1)
+			cudaProfilerStart();
 		double s0 = now_seconds();
 		relax_weights(&rx, alpha, NULL, sn->w);
 		gpu_supernet_teacher(gs, ids, B, T, NULL);
@@ -57,6 +70,8 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 		for (size_t j = 0; j < lk; j++) /* a stand-in for Adam: as cheap */
 			mo[j] = 0.9 * mo[j] + 0.1 * dalpha[j], alpha[j] -= (float)(1e-9 * mo[j]);
 		double s1 = now_seconds();
+		if (prof && i == N + 1)
+			cudaProfilerStop();
 		float ms[4];
 		gpu_supernet_phases(gs, ms);
 		if (cudaMemGetInfo(&fr, &tot) != cudaSuccess)
@@ -118,8 +133,10 @@ int main(int argc, char **argv)
 		ids[i] = (int32_t)((i * 2654435761u) % (unsigned)c->V);
 	unsetenv("DASH_SUPERNET_SHARED");
 	run(&sn, ids, (int)B, (int)T, (int)N);
-	setenv("DASH_SUPERNET_SHARED", "1", 1);
-	run(&sn, ids, (int)B, (int)T, (int)N);
+	if (!profiling()) {
+		setenv("DASH_SUPERNET_SHARED", "1", 1);
+		run(&sn, ids, (int)B, (int)T, (int)N);
+	}
 	supernet_free(&sn);
 	free(ids);
 	model_free(&m);

@@ -62,6 +62,9 @@ int cuda_cc_major(void);
  * of ctype (CUDA_R_16BF or CUDA_R_32F) with ldc. Split-K sums in float32. */
 void gemm_bf16(cublasOperation_t ta, int m, int n, int k, const void *A, int lda, const void *B, int ldb, void *C,
                cudaDataType_t ctype, int ldc);
+/* gemm_bf16_acc: the same with C = Cin + op(A) B (beta 1; Cin may be C) */
+void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int lda, const void *B, int ldb,
+                   const void *Cin, void *C, cudaDataType_t ctype, int ldc);
 
 /* A Carver places buffers one after another in an arena: a layout function
  * calls CARVE for each, once from base 0 to size the arena, then again on
@@ -89,6 +92,60 @@ __device__ __forceinline__ float warp_sum(float v)
 	for (int o = WARP_SIZE / 2; o > 0; o /= 2)
 		v += __shfl_xor_sync(0xffffffffu, v, o);
 	return v;
+}
+
+/* the sum of v over a block of NT threads (a multiple of WARP_SIZE), in
+ * every thread, in a fixed order; a barrier first, so that calls may
+ * follow one another */
+template <int NT>
+__device__ __forceinline__ double block_sum_double(double v)
+{
+	__shared__ double part[NT / WARP_SIZE];
+	for (int o = WARP_SIZE / 2; o > 0; o /= 2)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	__syncthreads();
+	if (threadIdx.x % WARP_SIZE == 0)
+		part[threadIdx.x / WARP_SIZE] = v;
+	__syncthreads();
+	double s = 0;
+	for (int w = 0; w < NT / WARP_SIZE; w++)
+		s += part[w];
+	return s;
+}
+
+/* 8 values from element 8 i of p, float32 (f32) or bf16, into x: one or
+ * two 16-byte loads, so p must be 16-byte aligned */
+__device__ __forceinline__ void load8(float *x, const void *p, int f32, int64_t i)
+{
+	if (f32) {
+		float4 a = ((const float4 *)p)[2 * i], b = ((const float4 *)p)[2 * i + 1];
+		x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+	} else {
+		uint4 v = ((const uint4 *)p)[i];
+		const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			float2 f = __bfloat1622float2(h[j]);
+			x[2 * j] = f.x, x[2 * j + 1] = f.y;
+		}
+	}
+}
+
+/* x (8 values) in bf16 into element 8 i of p, one 16-byte store */
+__device__ __forceinline__ void store8_bf16(void *p, const float *x, int64_t i)
+{
+	uint4 v;
+	__nv_bfloat162 *h = (__nv_bfloat162 *)&v;
+#pragma unroll
+	for (int j = 0; j < 4; j++)
+		h[j] = __floats2bfloat162_rn(x[2 * j], x[2 * j + 1]);
+	((uint4 *)p)[i] = v;
+}
+
+/* whether n values at each of these pointers go 8 at a time (load8) */
+static inline int vec8_ok(int64_t n, const void *a, const void *b = NULL, const void *c = NULL)
+{
+	return n % 8 == 0 && (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15) == 0;
 }
 
 #endif

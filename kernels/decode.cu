@@ -377,12 +377,6 @@ __global__ void add_f32_kernel(bf16 *x, const float *a, int64_t n)
 		x[i] = __float2bfloat16(__bfloat162float(x[i]) + a[i]);
 }
 
-__global__ void dec_f32_to_bf16_kernel(bf16 *out, const float *x, int64_t n)
-{
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-		out[i] = __float2bfloat16(x[i]);
-}
-
 /* best[row] = the argmax of logits (rows, V), the first of equal maxima; a
  * block a row */
 __global__ void argmax_kernel(int32_t *best, const float *logits, int V)
@@ -419,12 +413,6 @@ static unsigned ew_blocks(int64_t n)
 {
 	int64_t b = CEIL_DIV(n, EW_THREADS);
 	return (unsigned)(b < EW_BLOCKS ? (b > 0 ? b : 1) : EW_BLOCKS);
-}
-
-static void f32_to_bf16(bf16_t *out, const float *x, int64_t n)
-{
-	dec_f32_to_bf16_kernel<<<ew_blocks(n), EW_THREADS>>>((bf16 *)out, x, n);
-	cudaCheck(cudaGetLastError());
 }
 
 static size_t attention_smem(int rep, int D)
@@ -664,7 +652,7 @@ static void prefill_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, i
 		/* from the zero state (the sequence is empty) to the prompt's end */
 		bf16_to_f32_cuda(d->uf, d_u, (size_t)n * C);
 		gpu_lop_forward_state(y->lop, d->af, d->uf, 1, n, (float *)st);
-		f32_to_bf16(d_a, d->af, (int64_t)n * C);
+		f32_to_bf16_cuda(d_a, d->af, (size_t)n * C);
 		return;
 	}
 	GpuLayerView v;

@@ -149,8 +149,9 @@ void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const 
  * training candidates (kernels/train.cu); sums in double, deterministic.
  * d_work: train_work() bytes. */
 size_t train_work(void);
-/* bf16 values to float32 */
+/* bf16 values to float32, and back (rounded to nearest even) */
 void bf16_to_f32_cuda(float *d_out, const bf16_t *d_in, size_t n);
+void f32_to_bf16_cuda(bf16_t *d_out, const float *d_in, size_t n);
 /* nmse_cuda: the twin of nmse_cpu (lib/train.h), the two sums left on the
  * device: d_sums (2 doubles) = |ah - a|^2, |a|^2 */
 void nmse_cuda(double *d_sums, float *d_dah, const float *d_ah, const float *d_a, size_t n, void *d_work);

@@ -46,6 +46,8 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#include <stdint.h>
+
 #include "linear_op.h" // defines: LinearOp, LopParam
 #ifdef __cplusplus
 }
@@ -94,6 +96,19 @@ void gpu_lop_forward_state(GpuLop *g, float *d_a, const float *d_u, int B, int T
  * operators wants: about half the projections' GEMMs fewer, and d_u is not
  * read). */
 void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const float *d_da, const float *d_u, int B, int T);
+/* gpu_lop_forward_bf16 and gpu_lop_backward_bf16: gdn only, for a search
+ * through frozen operators (kernels/supernet.cu): the same operator with
+ * bf16 operands in every projection (a bf16 copy of the weights, made at
+ * the first call and again after gpu_lop_params has handed the parameters
+ * out; float32 sums), u and a in bf16 (B*T, C), the rest as above (the
+ * recurrence, the gates, norms and their gradients in float32). The
+ * backward reads what the last gpu_lop_forward_bf16 kept (same B, T) and
+ * makes no parameter gradients: d_du (B*T, C) float32 = w du, or d_du + w
+ * du when accumulate, in one GEMM over every projection. Precision: each
+ * projection's operands rounded to bf16 (2^-9 relative), as the teacher's
+ * own layers are. */
+void gpu_lop_forward_bf16(GpuLop *g, uint16_t *d_a, const uint16_t *d_u, int B, int T);
+void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, const uint16_t *d_da, int B, int T);
 
 #ifdef __cplusplus
 }

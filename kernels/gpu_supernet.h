@@ -13,8 +13,10 @@
  *        attention_forward_cuda with the window, Wo and bo; its backward by
  *        attention_backward_cuda with the window, qkv_rope_backward_cuda and
  *        the Wqkv GEMM
- *   gdn, gla  a GpuLop each (kernels/gpu_lop.h, float32; its backward
- *        without parameter gradients), each with an arena of its own when
+ *   gdn, gla  a GpuLop each (kernels/gpu_lop.h; its backward without
+ *        parameter gradients; gdn by gpu_lop_forward_bf16, bf16 operands
+ *        in its projections, unless DASH_SUPERNET_F32=1 asks for its
+ *        float32 path; gla always float32), each with an arena of its own when
  *        all of them fit beside the rest with an eighth of the device's
  *        memory to spare (32 GB for 36 gdn layers at 4096 tokens); else
  *        one arena for all, and the backward runs each layer's operator
@@ -35,8 +37,9 @@
  * The relaxation, the budget term and the optimizer stay on the host
  * (lib/supernet.h's relax_*).
  *
- * Precision: bf16 activations as the GpuModel's (the gdn and gla columns
- * in float32 between a bf16 u and the bf16 mixture). On the test's random
+ * Precision: bf16 activations as the GpuModel's (the gdn and gla columns'
+ * recurrences and elementwise math in float32 between a bf16 u and the
+ * bf16 mixture; gdn's projections bf16 GEMMs like the teacher's). On the test's random
  * model (L 3, C 256, 2 x 100 tokens) the KL came within 1e-3 relative of
  * the float32 CPU reference and every dw within 1.2e-3 of max |dw|
  * (tests/test_supernet.cu, which allows 3e-2 and 5e-2). Not bit for bit

@@ -130,9 +130,10 @@ __global__ void feature_forward_kernel(float *out, float *inv, float *p, const f
 /* the backward of feature_forward_kernel, one warp a row of D: d = the sum
  * of dout over the rep heads of row r, through the l2 norm (y: the forward's
  * out, inv its 1/norms) and silu (p: the pre-activation) when asked, into
- * dp (rows, D). dp may be dout when rep is 1. */
-__global__ void feature_backward_kernel(float *dp, const float *dout, const float *y, const float *inv, const float *p,
-                                        int rows, int D, int rep, int silu, int l2)
+ * dp (rows, D), or in bf16 into dp16 when given: row r of hp rows a token
+ * at dp16 + (r / hp) ld16 + (r % hp) D. dp may be dout when rep is 1. */
+__global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16, const float *dout, const float *y,
+                                        const float *inv, const float *p, int rows, int D, int rep, int silu, int l2)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
@@ -159,11 +160,17 @@ __global__ void feature_backward_kernel(float *dp, const float *dout, const floa
 				d[j] = iv * (d[j] - y[(size_t)r * rep * D + i] * s);
 		}
 	}
+	bf16 *o16 = dp16 ? dp16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D : NULL;
 #pragma unroll
 	for (int j = 0; j < ROW_VALS; j++) {
 		int i = lane + j * WARP_SIZE;
-		if (i < D)
-			dp[(size_t)r * D + i] = silu ? d[j] * silu_grad(p[(size_t)r * D + i]) : d[j];
+		if (i < D) {
+			float x = silu ? d[j] * silu_grad(p[(size_t)r * D + i]) : d[j];
+			if (o16)
+				o16[i] = __float2bfloat16(x);
+			else
+				dp[(size_t)r * D + i] = x;
+		}
 	}
 }
 
@@ -183,17 +190,25 @@ __global__ void gdn_gates_kernel(float *g, float *beta, float *za, const float *
 }
 
 /* their backward: dbeta becomes dzb, dg becomes dza, dAg (per token and
- * head) the A_log gradient's terms dg g */
-__global__ void gdn_gates_backward_kernel(float *dg, float *dbeta, float *dAg, const float *g, const float *beta,
-                                          const float *za, const float *A_log, int n, int H)
+ * head) the A_log gradient's terms dg g; dza and dzb also in bf16 into
+ * dz16 + t ld16 + (oa or ob) + h when dz16 is given */
+__global__ void gdn_gates_backward_kernel(float *dg, float *dbeta, float *dAg, bf16 *dz16, int ld16, int oa, int ob,
+                                          const float *g, const float *beta, const float *za, const float *A_log,
+                                          int n, int H)
 {
 	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= (int64_t)n * H)
 		return;
 	int h = (int)(i % H);
-	dbeta[i] *= beta[i] * (1 - beta[i]);
-	dAg[i] = dg[i] * g[i];
-	dg[i] *= -expf(A_log[h]) * sigmoidf_(za[i]);
+	float db = dbeta[i] * beta[i] * (1 - beta[i]), dgi = dg[i];
+	dbeta[i] = db;
+	dAg[i] = dgi * g[i];
+	dgi *= -expf(A_log[h]) * sigmoidf_(za[i]);
+	dg[i] = dgi;
+	if (dz16) {
+		bf16 *z = dz16 + (size_t)(i / H) * ld16 + h;
+		z[oa] = __float2bfloat16(dgi), z[ob] = __float2bfloat16(db);
+	}
 }
 
 /* gla's decay: zgk += bgk, gk = logsigmoid(zgk) / 16 */
@@ -224,9 +239,9 @@ __global__ void add_bias_kernel(float *out, const float *b, int n, int C)
 }
 
 /* the gated RMSNorm, one warp a row (token, head) of D: y = o rstd onorm
- * silu(zg), rstd (rows) = 1/rms(o) */
-__global__ void onorm_forward_kernel(float *y, float *rstd, const float *o, const float *zg, const float *on, int rows,
-                                     int D)
+ * silu(zg) (in bf16 into y16 when given), rstd (rows) = 1/rms(o) */
+__global__ void onorm_forward_kernel(float *y, bf16 *y16, float *rstd, const float *o, const float *zg, const float *on,
+                                     int rows, int D)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
@@ -240,7 +255,11 @@ __global__ void onorm_forward_kernel(float *y, float *rstd, const float *o, cons
 		rstd[r] = rs;
 	for (int i = lane; i < D; i += WARP_SIZE) {
 		size_t j = (size_t)r * D + i;
-		y[j] = o[j] * rs * on[i] * siluf_(zg[j]);
+		float x = o[j] * rs * on[i] * siluf_(zg[j]);
+		if (y16)
+			y16[j] = __float2bfloat16(x);
+		else
+			y[j] = x;
 	}
 }
 
@@ -253,19 +272,26 @@ __global__ void onorm_y_kernel(float *y, const float *rstd, const float *o, cons
 		y[j] = o[j] * rstd[j / D] * on[j % D] * siluf_(zg[j]);
 }
 
-/* its backward, one warp a row: from dy, dO and dzg; dy is overwritten by
- * the row's terms of the onorm gradient (summed over rows afterwards) */
-__global__ void onorm_backward_kernel(float *dO, float *dzg, float *dy, const float *o, const float *rstd,
-                                      const float *zg, const float *on, int rows, int D)
+/* its backward, one warp a row: from scale dy, dO and dzg (in bf16 into
+ * dzg16 + (r / hp) ld16 + (r % hp) D when given); dy is overwritten by the
+ * row's terms of the onorm gradient (summed over rows afterwards) */
+__global__ void onorm_backward_kernel(float *dO, float *dzg, bf16 *dzg16, int hp, int ld16, float *dy, float scale,
+                                      const float *o, const float *rstd, const float *zg, const float *on, int rows,
+                                      int D)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
 		return;
 	float rs = rstd[r], sm = 0;
+	bf16 *z16 = dzg16 ? dzg16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D : NULL;
 	for (int i = lane; i < D; i += WARP_SIZE) {
 		size_t j = (size_t)r * D + i;
-		float xh = o[j] * rs, gt = siluf_(zg[j]), d = dy[j];
-		dzg[j] = d * xh * on[i] * silu_grad(zg[j]);
+		float xh = o[j] * rs, gt = siluf_(zg[j]), d = scale * dy[j];
+		float dz = d * xh * on[i] * silu_grad(zg[j]);
+		if (z16)
+			z16[i] = __float2bfloat16(dz);
+		else
+			dzg[j] = dz;
 		dy[j] = d * xh * gt;
 		float m = d * on[i] * gt; /* dL/dxhat */
 		dO[j] = m;
@@ -292,11 +318,13 @@ static void feature_forward(float *out, float *inv, float *p, const float *b, in
 	cudaCheck(cudaGetLastError());
 }
 
-static void feature_backward(float *dp, const float *dout, const float *y, const float *inv, const float *p, int rows,
-                             int D, int rep, int silu, int l2)
+/* dp16 NULL: float32 into dp; else bf16 into dp16, hp rows a token, ld16
+ * apart */
+static void feature_backward(float *dp, bf16_t *dp16, int hp, int ld16, const float *dout, const float *y,
+                             const float *inv, const float *p, int rows, int D, int rep, int silu, int l2)
 {
-	feature_backward_kernel<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, dout, y, inv, p, rows, D, rep, silu,
-	                                                                      l2);
+	feature_backward_kernel<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, (bf16 *)dp16, hp, ld16, dout, y, inv, p,
+	                                                                      rows, D, rep, silu, l2);
 	cudaCheck(cudaGetLastError());
 }
 
@@ -366,10 +394,26 @@ struct GpuLop {
 	float *dh1;                 /* R (gla) */
 	float *ones;                /* (n H) ones for the column sums, outside the arena */
 	void *work;                 /* the chunked recurrences' */
-	const float *last_u;        /* the last forward's input and shape */
+	const void *last_u;         /* the last forward's input and shape */
 	int last_B, last_T;
 	int kept;                   /* gdn: work holds the last forward's chunk states (one recurrence call) */
+	/* gdn's bf16 path (gpu_lop_forward_bf16) */
+	int half;                   /* the last forward took it */
+	bf16_t *w16;                /* bf16 weights, rows wq wk wv wa wb wg (OCcat, C), then wo (C, HD), bo (C) */
+	int w16_ok;                 /* w16 holds w (0 again once gpu_lop_params hands w out) */
+	bf16_t *dp16;               /* (n, OCcat) in the arena: the backward's dpq dpk dpv dza dzb dzg */
 };
+
+/* gdn's input projections side by side: their outputs' width, and the
+ * offset of each block (in the order of the rows of w16) */
+enum { PJ_Q, PJ_K, PJ_V, PJ_A, PJ_B, PJ_G, PJ_N };
+static int proj_off(const LinearOp *op, int j)
+{
+	int HD = op->H * op->D, GD = op->G * op->D, w[PJ_N] = {HD, GD, GD, op->H, op->H, HD}, off = 0;
+	for (int i = 0; i < j; i++)
+		off += w[i];
+	return off;
+}
 
 
 static void layout(GpuLop *g, Carver *c)
@@ -395,6 +439,8 @@ static void layout(GpuLop *g, Carver *c)
 	for (int i = 0; i < (gdn ? 4 : 5); i++)
 		CARVE(c, g->s[i], N * HD);
 	CARVE(c, g->dpk, N * GD), CARVE(c, g->dpv, N * GD);
+	if (gdn)
+		CARVE(c, g->dp16, N * proj_off(op, PJ_N));
 	g->work = carve(c, g->work_bytes);
 }
 
@@ -483,12 +529,13 @@ extern "C" void gpu_lop_free(GpuLop *g)
 	if (!g)
 		return;
 	gpu_lop_arena_free(g->own);
-	gpu_free(g->w), gpu_free(g->ones);
+	gpu_free(g->w), gpu_free(g->ones), gpu_free(g->w16);
 	free(g);
 }
 
 extern "C" float *gpu_lop_params(GpuLop *g)
 {
+	g->w16_ok = 0; /* the caller may change them */
 	return g->w;
 }
 
@@ -536,30 +583,85 @@ static int gdn_recompute(void)
 	return e && !strcmp(e, "1");
 }
 
-/* the forward of gpu_lop_forward (d_S NULL: zero states, none kept) and of
+/* x (n) float32 into out (n) bf16 */
+__global__ void to_bf16_kernel(bf16 *out, const float *x, int64_t n)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		out[i] = __float2bfloat16(x[i]);
+}
+
+/* gdn's bf16 weights, made from w when w16 does not hold them (first use,
+ * or gpu_lop_params since) */
+static void half_weights(GpuLop *g)
+{
+	const LinearOp *op = &g->op;
+	size_t C = op->C, HD = (size_t)op->H * op->D, OC = proj_off(op, PJ_N);
+	if (!g->w16)
+		g->w16 = (bf16_t *)gpu_alloc((OC * C + C * HD + C) * sizeof(bf16_t));
+	if (g->w16_ok)
+		return;
+	const char *nm[] = {"wq", "wk", "wv", "wa", "wb", "wg", "wo", "bo"};
+	size_t off[] = {0, 0, 0, 0, 0, 0, OC * C, OC * C + C * HD};
+	for (int j = 0; j < 8; j++) {
+		const LopParam *p = lop_param(op, nm[j]);
+		size_t at = j < PJ_N ? (size_t)proj_off(op, j) * C : off[j];
+		int64_t cnt = (int64_t)p->rows * p->cols;
+		to_bf16_kernel<<<ew_blocks(cnt), EW_THREADS>>>((bf16 *)g->w16 + at, g->w + p->off, cnt);
+		cudaCheck(cudaGetLastError());
+	}
+	g->w16_ok = 1;
+}
+
+/* the bf16 rows of input projection j, (width, C) */
+static const bf16_t *w16_proj(const GpuLop *g, int j) { return g->w16 + (size_t)proj_off(&g->op, j) * g->op.C; }
+
+/* out (n, OC) float32 = x (n, IC) W^T, bf16 operands */
+static void lin16(float *out, const bf16_t *x, const bf16_t *W, int n, int IC, int OC)
+{
+	gemm_bf16(CUBLAS_OP_T, OC, n, IC, W, IC, x, IC, out, CUDA_R_32F, OC);
+}
+
+/* the forward of gpu_lop_forward (d_S NULL: zero states, none kept), of
  * gpu_lop_forward_state (d_S (B, H, D, D) in and out; nothing kept for a
- * backward). A decoding step (T 1, D 64 or 128) runs the recurrent kernel,
+ * backward) and of gpu_lop_forward_bf16 (half: d_u and d_a bf16, the GEMMs
+ * in bf16). A decoding step (T 1, D 64 or 128) runs the recurrent kernel,
  * one launch for all B: the chunked one would pad each token to a chunk of
  * 64. */
-static void forward(GpuLop *g, float *d_a, const float *d_u, int B, int T, float *d_S)
+static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *d_S, int half)
 {
 	const LinearOp *op = &g->op;
 	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, R = op->R, HD = H * D, GD = G * D;
 	int gdn = op->kind == LOP_GDN, rep = H / G, step = d_S && T == 1 && (D == 64 || D == 128), kept = 0;
 	size_t HDD = (size_t)H * D * D; /* a sequence's state */
 	float *w = g->w, scale = 1 / sqrtf((float)D);
+	const float *uf = (const float *)d_u;
+	const bf16_t *u16 = (const bf16_t *)d_u;
 	check_shape(g, B, T);
-	/* gla's q and k in float32 (kernels/gpu_lop.h says why) */
-	lin_(g->pq, d_u, P(g, w, "wq"), n, C, HD, !gdn);
-	lin_(g->pk, d_u, P(g, w, "wk"), n, C, GD, !gdn);
-	lin(g->pv, d_u, P(g, w, "wv"), n, C, GD);
+	if (half && (!gdn || d_S))
+		BUG("gpu_lop_forward_bf16: gdn from zero states only");
+	if (half) {
+		half_weights(g);
+		lin16(g->pq, u16, w16_proj(g, PJ_Q), n, C, HD);
+		lin16(g->pk, u16, w16_proj(g, PJ_K), n, C, GD);
+		lin16(g->pv, u16, w16_proj(g, PJ_V), n, C, GD);
+	} else { /* gla's q and k in float32 (kernels/gpu_lop.h says why) */
+		lin_(g->pq, uf, P(g, w, "wq"), n, C, HD, !gdn);
+		lin_(g->pk, uf, P(g, w, "wk"), n, C, GD, !gdn);
+		lin(g->pv, uf, P(g, w, "wv"), n, C, GD);
+	}
 	feature_forward(g->q, g->qinv, g->pq, P(g, w, "bq"), n * H, D, HD, 1, gdn, gdn);
 	feature_forward(g->k, g->kinv, g->pk, P(g, w, "bk"), n * G, D, GD, rep, gdn, gdn);
 	feature_forward(g->v, NULL, g->pv, P(g, w, "bv"), n * G, D, GD, rep, gdn, 0);
 	if (gdn) {
 		float *zb = g->s[0];
-		lin(g->za, d_u, P(g, w, "wa"), n, C, H);
-		lin(zb, d_u, P(g, w, "wb"), n, C, H);
+		if (half) {
+			lin16(g->za, u16, w16_proj(g, PJ_A), n, C, H);
+			lin16(zb, u16, w16_proj(g, PJ_B), n, C, H);
+		} else {
+			lin(g->za, uf, P(g, w, "wa"), n, C, H);
+			lin(zb, uf, P(g, w, "wb"), n, C, H);
+		}
 		gdn_gates_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(g->g, g->beta, g->za, zb, P(g, w, "dt_bias"),
 		                                                            P(g, w, "A_log"), n, H);
 		cudaCheck(cudaGetLastError());
@@ -577,7 +679,7 @@ static void forward(GpuLop *g, float *d_a, const float *d_u, int B, int T, float
 				                         scale, g->work);
 			}
 	} else {
-		lin(g->h1, d_u, P(g, w, "wgk1"), n, C, R);
+		lin(g->h1, uf, P(g, w, "wgk1"), n, C, R);
 		lin(g->zgk, g->h1, P(g, w, "wgk2"), n, R, HD);
 		gla_gates_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(g->gk, g->zgk, P(g, w, "bgk"), n, HD);
 		cudaCheck(cudaGetLastError());
@@ -592,30 +694,44 @@ static void forward(GpuLop *g, float *d_a, const float *d_u, int B, int T, float
 			}
 	}
 	float *y = g->s[0];
-	lin(g->zg, d_u, P(g, w, "wg"), n, C, HD);
-	onorm_forward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(y, g->rstd, g->o, g->zg, P(g, w, "onorm"),
-	                                                                   n * H, D);
+	bf16_t *y16 = half ? (bf16_t *)g->s[0] : NULL;
+	if (half)
+		lin16(g->zg, u16, w16_proj(g, PJ_G), n, C, HD);
+	else
+		lin(g->zg, uf, P(g, w, "wg"), n, C, HD);
+	onorm_forward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(y, (bf16 *)y16, g->rstd, g->o, g->zg,
+	                                                                   P(g, w, "onorm"), n * H, D);
 	cudaCheck(cudaGetLastError());
-	lin(d_a, y, P(g, w, "wo"), n, HD, C);
-	add_bias_kernel<<<ew_blocks((int64_t)n * C), EW_THREADS>>>(d_a, P(g, w, "bo"), n, C);
-	cudaCheck(cudaGetLastError());
+	if (half) { /* wo and bo follow the projections in w16 */
+		const bf16_t *wo = g->w16 + (size_t)proj_off(op, PJ_N) * C;
+		matmul_forward_cuda((bf16_t *)d_a, y16, wo, wo + (size_t)C * HD, n, HD, C);
+	} else {
+		lin((float *)d_a, y, P(g, w, "wo"), n, HD, C);
+		add_bias_kernel<<<ew_blocks((int64_t)n * C), EW_THREADS>>>((float *)d_a, P(g, w, "bo"), n, C);
+		cudaCheck(cudaGetLastError());
+	}
 	/* from given states, the recurrence's kept activations are not what
 	 * gpu_lop_backward (from a zero state) would need: it refuses */
 	g->last_u = d_S ? NULL : d_u, g->last_B = d_S ? 0 : B, g->last_T = d_S ? 0 : T;
-	g->kept = kept;
+	g->kept = kept, g->half = half;
 	g->arena->user = g;
 }
 
 extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, int T)
 {
-	forward(g, d_a, d_u, B, T, NULL);
+	forward(g, d_a, d_u, B, T, NULL, 0);
 }
 
 extern "C" void gpu_lop_forward_state(GpuLop *g, float *d_a, const float *d_u, int B, int T, float *d_S)
 {
 	if (!d_S)
 		BUG("gpu_lop_forward_state: no states");
-	forward(g, d_a, d_u, B, T, d_S);
+	forward(g, d_a, d_u, B, T, d_S, 0);
+}
+
+extern "C" void gpu_lop_forward_bf16(GpuLop *g, uint16_t *d_a, const uint16_t *d_u, int B, int T)
+{
+	forward(g, d_a, d_u, B, T, NULL, 1);
 }
 
 /* the backward of a projection p = x W^T (+ b): dW += dp^T x, db += the
@@ -641,8 +757,8 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 	int gdn = op->kind == LOP_GDN, rep = H / G;
 	float *w = g->w, scale = 1 / sqrtf((float)D);
 	check_shape(g, B, T);
-	if (d_u != g->last_u || B != g->last_B || T != g->last_T)
-		BUG("gpu_lop_backward: the last forward was not on this u, B %d, T %d", B, T);
+	if (d_u != g->last_u || B != g->last_B || T != g->last_T || g->half)
+		BUG("gpu_lop_backward: the last forward was not gpu_lop_forward on this u, B %d, T %d", B, T);
 	if (g->arena->user != g)
 		BUG("gpu_lop_backward: another operator's forward has run in the shared arena since this one's");
 	/* a = Wo y + bo, y recomputed into s[0] (for dWo only) */
@@ -654,8 +770,8 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 	}
 	proj_back(g, d_grad, dy, 0, d_da, y, "wo", "bo", n, HD, C);
 	/* y = o rstd onorm silu(zg); dzg takes y's place */
-	onorm_backward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(dO, dzg, dy, g->o, g->rstd, g->zg,
-	                                                                    P(g, w, "onorm"), n * H, D);
+	onorm_backward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(dO, dzg, NULL, 1, 0, dy, 1.0f, g->o, g->rstd,
+	                                                                    g->zg, P(g, w, "onorm"), n * H, D);
 	cudaCheck(cudaGetLastError());
 	if (d_grad)
 		colsum(P(g, d_grad, "onorm"), dy, g->ones, n * H, D);
@@ -675,16 +791,16 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 			}
 		/* beta = sigmoid(zb); g = -exp(A) softplus(za) */
 		gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
-			g->dg, g->dbeta, g->dAg, g->g, g->beta, g->za, P(g, w, "A_log"), n, H);
+			g->dg, g->dbeta, g->dAg, NULL, 0, 0, 0, g->g, g->beta, g->za, P(g, w, "A_log"), n, H);
 		cudaCheck(cudaGetLastError());
 		if (d_grad)
 			colsum(P(g, d_grad, "A_log"), g->dAg, g->ones, n, H);
 		proj_back(g, d_grad, d_du, 1, g->dbeta, d_u, "wb", NULL, n, C, H);
 		proj_back(g, d_grad, d_du, 1, g->dg, d_u, "wa", "dt_bias", n, C, H);
 		/* q = l2norm(silu(pq)), k likewise before the repeat, v = silu(pv) */
-		feature_backward(dq, dq, g->q, g->qinv, g->pq, n * H, D, 1, 1, 1);
-		feature_backward(g->dpk, dk, g->k, g->kinv, g->pk, n * G, D, rep, 1, 1);
-		feature_backward(g->dpv, dv, NULL, NULL, g->pv, n * G, D, rep, 1, 0);
+		feature_backward(dq, NULL, 1, 0, dq, g->q, g->qinv, g->pq, n * H, D, 1, 1, 1);
+		feature_backward(g->dpk, NULL, 1, 0, dk, g->k, g->kinv, g->pk, n * G, D, rep, 1, 1);
+		feature_backward(g->dpv, NULL, 1, 0, dv, NULL, NULL, g->pv, n * G, D, rep, 1, 0);
 	} else {
 		float *dgk = g->s[4];
 		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
@@ -698,10 +814,53 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 		cudaCheck(cudaGetLastError());
 		proj_back(g, d_grad, g->dh1, 0, dgk, g->h1, "wgk2", "bgk", n, R, HD);
 		proj_back(g, d_grad, d_du, 1, g->dh1, d_u, "wgk1", NULL, n, C, R);
-		feature_backward(g->dpk, dk, NULL, NULL, NULL, n * G, D, rep, 0, 0);
-		feature_backward(g->dpv, dv, NULL, NULL, NULL, n * G, D, rep, 0, 0);
+		feature_backward(g->dpk, NULL, 1, 0, dk, NULL, NULL, NULL, n * G, D, rep, 0, 0);
+		feature_backward(g->dpv, NULL, 1, 0, dv, NULL, NULL, NULL, n * G, D, rep, 0, 0);
 	}
 	proj_back(g, d_grad, d_du, 1, dq, d_u, "wq", "bq", n, C, HD);
 	proj_back(g, d_grad, d_du, 1, g->dpk, d_u, "wk", "bk", n, C, GD);
 	proj_back(g, d_grad, d_du, 1, g->dpv, d_u, "wv", "bv", n, C, GD);
+}
+
+extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, const uint16_t *d_da, int B,
+                                      int T)
+{
+	const LinearOp *op = &g->op;
+	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, rep = H / G;
+	int OC = proj_off(op, PJ_N);
+	float scale = 1 / sqrtf((float)D);
+	check_shape(g, B, T);
+	if (!g->half || !g->last_u || B != g->last_B || T != g->last_T)
+		BUG("gpu_lop_backward_bf16: the last forward was not gpu_lop_forward_bf16 of B %d, T %d", B, T);
+	if (g->arena->user != g)
+		BUG("gpu_lop_backward_bf16: another operator's forward has run in the shared arena since this one's");
+	/* dy = w da Wo (w taken in by the norm's backward: everything after is
+	 * linear in it); dzg and, below, every projection's gradient in bf16
+	 * side by side in dp16, for one GEMM into du */
+	float *dy = g->s[1], *dO = g->s[2];
+	bf16_t *dp = g->dp16;
+	gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
+	onorm_backward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(
+		dO, NULL, (bf16 *)dp + proj_off(op, PJ_G), H, OC, dy, w, g->o, g->rstd, g->zg, P(g, g->w, "onorm"), n * H, D);
+	cudaCheck(cudaGetLastError());
+	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
+	if (g->kept)
+		gdn_backward_chunked_kept_cuda(dq, dk, dv, g->dg, g->dbeta, NULL, dO, NULL, g->q, g->k, g->v, g->g, g->beta,
+		                               NULL, B, T, H, D, D, scale, g->work);
+	else
+		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
+			size_t x = (size_t)b * T * HD, h = (size_t)b * T * H;
+			gdn_backward_chunked_cuda(dq + x, dk + x, dv + x, g->dg + h, g->dbeta + h, NULL, dO + x, NULL,
+			                          g->q + x, g->k + x, g->v + x, g->g + h, g->beta + h, NULL,
+			                          B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
+		}
+	gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
+		g->dg, g->dbeta, g->dAg, (bf16 *)dp, OC, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za,
+		P(g, g->w, "A_log"), n, H);
+	cudaCheck(cudaGetLastError());
+	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, OC, dq, g->q, g->qinv, g->pq, n * H, D, 1, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_K), G, OC, dk, g->k, g->kinv, g->pk, n * G, D, rep, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_V), G, OC, dv, NULL, NULL, g->pv, n * G, D, rep, 1, 0);
+	/* du (+)= [dpq dpk dpv dza dzb dzg] [wq; wk; wv; wa; wb; wg] */
+	gemm_bf16_acc(CUBLAS_OP_N, C, n, OC, g->w16, C, dp, OC, accumulate ? d_du : NULL, d_du, CUDA_R_32F, C);
 }

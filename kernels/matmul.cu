@@ -356,6 +356,12 @@ void gemm_bf16(cublasOperation_t ta, int m, int n, int k, const void *A, int lda
 	gemm_run(ta, m, n, k, A, lda, B, ldb, NULL, C, ctype, ldc);
 }
 
+void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int lda, const void *B, int ldb,
+                   const void *Cin, void *C, cudaDataType_t ctype, int ldc)
+{
+	gemm_run(ta, m, n, k, A, lda, B, ldb, Cin, C, ctype, ldc);
+}
+
 // ----------------------------------------------------------------------------
 // the layers
 

@@ -64,6 +64,7 @@ struct GpuSupernet {
 	                           * where a hybrid's layer lacks the column's (empty in sn) */
 	int sparse;               /* 1: some are missing so; forwards only */
 	int shared;               /* 1: one arena for every GpuLop, each forward run again before its backward */
+	int f32;                  /* 1: gdn on its float32 path too (DASH_SUPERNET_F32=1), else bf16 GEMMs */
 	GpuLopArena *arena;       /* the shared one */
 	void *mem;                /* the allocation of every buffer below */
 	size_t rest_bytes;        /* device bytes besides the GpuModel's */
@@ -74,7 +75,8 @@ struct GpuSupernet {
 	float *lse;               /* (L, B, H, T) its log-sum-exp */
 	/* scratch (n rows) */
 	float *uf;                /* (n, C) u in float32 */
-	float *of[SN_MAX_OPS];    /* (n, C) the gdn and gla columns' outputs in float32 */
+	float *of[SN_MAX_OPS];    /* (n, C) the float32 columns' outputs (gla; gdn with f32) */
+	bf16_t *o16;              /* (n, C) a bf16 gdn column's output where it is not kept */
 	float *daf, *duf, *duacc; /* (n, C) dL/da in float32, one operator's du, their sum */
 	bf16_t *dmix;             /* (n, C) the sum in bf16, for the GpuModel */
 	bf16_t *datt, *dq;        /* (n, H*D) swa's backward */
@@ -83,7 +85,7 @@ struct GpuSupernet {
 	bf16_t *dub;              /* (n, C) */
 	float *work;              /* the attention backward's */
 	size_t work_floats;
-	double *dw, *partial;     /* (L*K) dL/dw; RED_BLOCKS partial sums */
+	double *dw, *partial;     /* (L*K) dL/dw; SN_MAX_OPS x RED_BLOCKS partial sums */
 	bf16_t *th, *dhid;        /* (n, C) the teacher's hidden rows; dL/dhidden */
 	float *loss;              /* (3) the KL; eval's cross-entropies of the supernet and the teacher */
 	int32_t *targets;         /* (n) eval's next-token targets */
@@ -98,12 +100,14 @@ struct GpuSupernet {
 // ----------------------------------------------------------------------------
 // kernels
 
-/* the sources of a mixture: up to SN_MAX_OPS arrays of n values, bf16 or
- * float32, each with its weight */
+/* the sources of a mixture or of dot products: up to SN_MAX_OPS arrays of
+ * n values, bf16 or float32, each with its weight (a mixture's) or its
+ * column (a dot product's) */
 typedef struct {
 	const void *p[SN_MAX_OPS];
 	int f32[SN_MAX_OPS];
 	float w[SN_MAX_OPS];
+	int col[SN_MAX_OPS];
 	int n;
 } MixSrc;
 
@@ -112,92 +116,150 @@ __device__ __forceinline__ float load(const void *p, int f32, int64_t i)
 	return f32 ? ((const float *)p)[i] : __bfloat162float(((const bf16 *)p)[i]);
 }
 
+/* The elementwise kernels below take 8 values a thread and step where vec
+ * (vec8_ok of every pointer), then the rest one by one: the same sums in
+ * the same order either way. */
+
 /* a (n) = sum_j w_j src_j, in float32 in the order of the sources (as
  * supernet_hook sums); a may be a source */
-__global__ void mix_kernel(bf16 *a, MixSrc s, int64_t n)
+__global__ void mix_kernel(bf16 *a, MixSrc s, int64_t n, int vec)
 {
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+	int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+	int64_t n8 = vec ? n / 8 : 0;
+	for (int64_t i = t; i < n8; i += st) {
+		float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, x[8];
+#pragma unroll
+		for (int j = 0; j < SN_MAX_OPS; j++) {
+			if (j >= s.n)
+				break;
+			load8(x, s.p[j], s.f32[j], i);
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				acc[e] += s.w[j] * x[e];
+		}
+		store8_bf16(a, acc, i);
+	}
+	for (int64_t i = 8 * n8 + t; i < n; i += st) {
 		float acc = 0;
-		for (int j = 0; j < s.n; j++)
-			acc += s.w[j] * load(s.p[j], s.f32[j], i);
+#pragma unroll
+		for (int j = 0; j < SN_MAX_OPS; j++)
+			if (j < s.n)
+				acc += s.w[j] * load(s.p[j], s.f32[j], i);
 		a[i] = __float2bfloat16(acc);
 	}
 }
 
 /* acc (n) = w x (first) or acc + w x; x bf16 or float32 */
-__global__ void acc_kernel(float *acc, const void *x, int xf32, float w, int first, int64_t n)
+__global__ void acc_kernel(float *acc, const void *x, int xf32, float w, int first, int64_t n, int vec)
 {
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+	int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+	int64_t n8 = vec ? n / 8 : 0;
+	for (int64_t i = t; i < n8; i += st) {
+		float v[8], a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+		load8(v, x, xf32, i);
+		if (!first)
+			load8(a, acc, 1, i);
+		((float4 *)acc)[2 * i] = make_float4(a[0] + w * v[0], a[1] + w * v[1], a[2] + w * v[2], a[3] + w * v[3]);
+		((float4 *)acc)[2 * i + 1] =
+			make_float4(a[4] + w * v[4], a[5] + w * v[5], a[6] + w * v[6], a[7] + w * v[7]);
+	}
+	for (int64_t i = 8 * n8 + t; i < n; i += st)
 		acc[i] = (first ? 0.0f : acc[i]) + w * load(x, xf32, i);
 }
 
-__global__ void f32_to_bf16_kernel(bf16 *out, const float *x, int64_t n)
+/* partial[j RED_BLOCKS + b] = block b's stride of sum x y_j for each
+ * source y_j (bf16 or float32), x bf16: each 8 products summed in float32
+ * (bf16 products are exact there), the rest in double */
+__global__ void dots_partial_kernel(double *partial, const bf16 *x, MixSrc y, int64_t n, int vec)
 {
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-		out[i] = __float2bfloat16(x[i]);
+	double s[SN_MAX_OPS];
+#pragma unroll
+	for (int j = 0; j < SN_MAX_OPS; j++)
+		s[j] = 0;
+	int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+	int64_t n8 = vec ? n / 8 : 0;
+	for (int64_t i = t; i < n8; i += st) {
+		float a[8], b[8];
+		load8(a, x, 0, i);
+#pragma unroll
+		for (int j = 0; j < SN_MAX_OPS; j++) {
+			if (j >= y.n)
+				break;
+			load8(b, y.p[j], y.f32[j], i);
+			float d = 0;
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				d += a[e] * b[e];
+			s[j] += d;
+		}
+	}
+	for (int64_t i = 8 * n8 + t; i < n; i += st)
+#pragma unroll
+		for (int j = 0; j < SN_MAX_OPS; j++)
+			if (j < y.n)
+				s[j] += (double)__bfloat162float(x[i]) * load(y.p[j], y.f32[j], i);
+#pragma unroll
+	for (int j = 0; j < SN_MAX_OPS; j++) {
+		if (j >= y.n)
+			break;
+		double b = block_sum_double<RED_THREADS>(s[j]);
+		if (threadIdx.x == 0)
+			partial[j * RED_BLOCKS + blockIdx.x] = b;
+	}
 }
 
-/* the block's sum of v, in thread 0; blockDim.x is RED_THREADS */
-__device__ double sn_block_sum(double v)
-{
-	__shared__ double part[RED_THREADS / WARP_SIZE];
-	for (int o = WARP_SIZE / 2; o > 0; o /= 2)
-		v += __shfl_xor_sync(0xffffffffu, v, o);
-	if (threadIdx.x % WARP_SIZE == 0)
-		part[threadIdx.x / WARP_SIZE] = v;
-	__syncthreads();
-	double s = 0;
-	if (threadIdx.x == 0)
-		for (int w = 0; w < RED_THREADS / WARP_SIZE; w++)
-			s += part[w];
-	return s;
-}
-
-/* partial[b] = block b's stride of sum x y, in double; x bf16, y bf16 or
- * float32 */
-__global__ void dot_partial_kernel(double *partial, const bf16 *x, const void *y, int yf32, int64_t n)
-{
-	double s = 0;
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-		s += (double)__bfloat162float(x[i]) * load(y, yf32, i);
-	s = sn_block_sum(s);
-	if (threadIdx.x == 0)
-		partial[blockIdx.x] = s;
-}
-
-/* out[0] += the partial sums, in order (one block) */
-__global__ void dot_sum_kernel(double *out, const double *partial)
+/* dw[col_j] += source j's partial sums, in order (a block a source) */
+__global__ void dots_sum_kernel(double *dw, MixSrc y, const double *partial)
 {
 	double s = 0;
 	for (int b = threadIdx.x; b < RED_BLOCKS; b += blockDim.x)
-		s += partial[b];
-	s = sn_block_sum(s);
+		s += partial[blockIdx.x * RED_BLOCKS + b];
+	s = block_sum_double<RED_THREADS>(s);
 	if (threadIdx.x == 0)
-		out[0] += s;
+		dw[y.col[blockIdx.x]] += s;
 }
 
 // ----------------------------------------------------------------------------
 // launchers
 
+static int src_vec(const MixSrc *s, const void *a, int64_t n)
+{
+	int ok = vec8_ok(n, a);
+	for (int j = 0; j < s->n; j++)
+		ok &= vec8_ok(n, s->p[j]);
+	return ok;
+}
+
 static void mix(bf16_t *a, const MixSrc *s, int64_t n)
 {
-	mix_kernel<<<EW_BLOCKS, EW_THREADS>>>((bf16 *)a, *s, n);
+	mix_kernel<<<EW_BLOCKS, EW_THREADS>>>((bf16 *)a, *s, n, src_vec(s, a, n));
 	cudaCheck(cudaGetLastError());
 }
 
 static void acc(float *acc, const void *x, int xf32, float w, int first, int64_t n)
 {
-	acc_kernel<<<EW_BLOCKS, EW_THREADS>>>(acc, x, xf32, w, first, n);
+	acc_kernel<<<EW_BLOCKS, EW_THREADS>>>(acc, x, xf32, w, first, n, vec8_ok(n, acc, x));
 	cudaCheck(cudaGetLastError());
 }
 
-/* *out += <x, y> on the device */
-static void dot(GpuSupernet *g, double *out, const bf16_t *x, const void *y, int yf32, int64_t n)
+/* dw[col_j] += <x, y_j> on the device for each source of y */
+static void dots(GpuSupernet *g, double *dw, const bf16_t *x, const MixSrc *y, int64_t n)
 {
-	dot_partial_kernel<<<RED_BLOCKS, RED_THREADS>>>(g->partial, (const bf16 *)x, y, yf32, n);
+	if (!y->n)
+		return;
+	dots_partial_kernel<<<RED_BLOCKS, RED_THREADS>>>(g->partial, (const bf16 *)x, *y, n, src_vec(y, x, n));
 	cudaCheck(cudaGetLastError());
-	dot_sum_kernel<<<1, RED_THREADS>>>(out, g->partial);
+	dots_sum_kernel<<<y->n, RED_THREADS>>>(dw, *y, g->partial);
 	cudaCheck(cudaGetLastError());
+}
+
+/* dw[k] += <x, y> */
+static void dot(GpuSupernet *g, double *dw, int k, const bf16_t *x, const void *y, int yf32, int64_t n)
+{
+	MixSrc s;
+	memset(&s, 0, sizeof s);
+	s.p[0] = y, s.f32[0] = yf32, s.col[0] = k, s.n = 1;
+	dots(g, dw, x, &s, n);
 }
 
 // ----------------------------------------------------------------------------
@@ -207,6 +269,12 @@ static size_t nC_of(const GpuSupernet *g) { return (size_t)g->max_tokens * g->c-
 static bf16_t *u_of(const GpuSupernet *g, int l) { return g->u + (size_t)l * nC_of(g); }
 static bf16_t *att_of(const GpuSupernet *g, int l) { return g->att + (size_t)l * g->max_tokens * g->c->H * g->c->D; }
 static float *lse_of(const GpuSupernet *g, int l) { return g->lse + (size_t)l * g->max_tokens * g->c->H; }
+
+/* column k runs gdn's bf16 path (gpu_lop_forward_bf16) */
+static int lop_half(const GpuSupernet *g, int k)
+{
+	return g->ops[k] == ARCH_GDN && !g->f32;
+}
 
 /* the forward hook: a = w_0 a + sum_k w_k op_k(u) */
 static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n, int C)
@@ -229,10 +297,12 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 	for (int k = 1; k < K; k++) {
 		/* a step needs every output for dw (gdn and gla in a shared arena
 		 * run again in the backward) */
-		int absent = g->ops[k] != ARCH_SWA && !g->lop[(size_t)l * K + k];
+		bf16_t *kept = g->keep ? g->kept[(size_t)l * K + k] : NULL;
+		GpuLop *op = g->lop[(size_t)l * K + k];
+		int absent = g->ops[k] != ARCH_SWA && !op;
 		if (absent && w[k] != 0)
 			BUG("gpu_supernet: layer %d has no %s, of weight %g", l, arch_op_names[g->ops[k]], w[k]);
-		if (absent || (w[k] == 0 && !(g->keep && g->kept[(size_t)l * K + k])))
+		if (absent || (w[k] == 0 && !kept))
 			continue;
 		const void *o;
 		int f32 = 0;
@@ -243,16 +313,17 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 			attention_forward_cuda(att_of(g, l), lse_of(g, l), v.q, v.k, v.v, B, T, H, G, D, g->window);
 			matmul_forward_cuda(ob, att_of(g, l), v.wo, v.bo, n, H * D, C);
 			o = ob;
+		} else if (lop_half(g, k)) {
+			bf16_t *ob = kept ? kept : g->o16;
+			gpu_lop_forward_bf16(op, ob, d_u, B, T);
+			o = ob;
 		} else {
 			if (!uf_ready)
 				bf16_to_f32_cuda(g->uf, d_u, nC), uf_ready = 1;
-			gpu_lop_forward(g->lop[(size_t)l * K + k], g->of[k], g->uf, B, T);
+			gpu_lop_forward(op, g->of[k], g->uf, B, T);
 			o = g->of[k], f32 = 1;
-			if (g->keep && g->kept[(size_t)l * K + k]) {
-				f32_to_bf16_kernel<<<EW_BLOCKS, EW_THREADS>>>((bf16 *)g->kept[(size_t)l * K + k], g->of[k],
-				                                              (int64_t)nC);
-				cudaCheck(cudaGetLastError());
-			}
+			if (kept)
+				f32_to_bf16_cuda(kept, g->of[k], nC);
 		}
 		if (w[k] != 0) {
 			s.p[s.n] = o, s.f32[s.n] = f32, s.w[s.n++] = w[k];
@@ -286,23 +357,36 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t 
 	int64_t nC = (int64_t)n * C;
 	double *dw = g->dw + (size_t)l * K;
 	int any = 0, uf_ready = 0, daf_ready = 0;
-	dot(g, &dw[0], d_da, g->kept[(size_t)l * K], 0, nC);
+	/* dw = <da, o> of every column whose output the forward kept, in one
+	 * pass over da; gdn and gla in a shared arena run again below first */
+	MixSrc kept;
+	memset(&kept, 0, sizeof kept);
+	for (int k = 0; k < K; k++)
+		if (k == 0 || g->ops[k] == ARCH_SWA || !g->shared)
+			kept.p[kept.n] = g->kept[(size_t)l * K + k], kept.col[kept.n++] = k;
+	dots(g, dw, d_da, &kept, nC);
 	for (int k = 1; k < K; k++) {
 		if (g->ops[k] == ARCH_SWA) {
-			dot(g, &dw[k], d_da, g->kept[(size_t)l * K + k], 0, nC);
 			if (w[k] == 0)
 				continue;
 			swa_backward(g, l, d_da, n);
 			acc(g->duacc, g->dub, 0, w[k], !any, nC);
+		} else if (lop_half(g, k)) {
+			GpuLop *op = g->lop[(size_t)l * K + k];
+			if (g->shared) { /* the forward again, in the shared arena */
+				gpu_lop_forward_bf16(op, g->o16, u_of(g, l), B, T);
+				dot(g, dw, k, d_da, g->o16, 0, nC);
+			}
+			if (w[k] == 0)
+				continue;
+			gpu_lop_backward_bf16(op, g->duacc, w[k], any, d_da, B, T);
 		} else {
 			GpuLop *op = g->lop[(size_t)l * K + k];
 			if (g->shared) { /* the forward again, in the shared arena */
 				if (!uf_ready)
 					bf16_to_f32_cuda(g->uf, u_of(g, l), (size_t)nC), uf_ready = 1;
 				gpu_lop_forward(op, g->of[k], g->uf, B, T);
-				dot(g, &dw[k], d_da, g->of[k], 1, nC);
-			} else { /* its forward's state is the step's: u is not read again */
-				dot(g, &dw[k], d_da, g->kept[(size_t)l * K + k], 0, nC);
+				dot(g, dw, k, d_da, g->of[k], 1, nC);
 			}
 			if (w[k] == 0)
 				continue;
@@ -315,8 +399,7 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t 
 	}
 	*d_du = NULL;
 	if (any) {
-		f32_to_bf16_kernel<<<EW_BLOCKS, EW_THREADS>>>((bf16 *)g->dmix, g->duacc, nC);
-		cudaCheck(cudaGetLastError());
+		f32_to_bf16_cuda(g->dmix, g->duacc, (size_t)nC);
 		*d_du = g->dmix;
 	}
 	return w[0];
@@ -350,14 +433,17 @@ static void layout(GpuSupernet *g, Carver *cv)
 		CARVE(cv, g->work, g->work_floats);
 	}
 	CARVE(cv, g->uf, n * C);
+	g->o16 = NULL;
 	for (int k = 1; k < K; k++) {
 		g->of[k] = NULL;
-		if (g->ops[k] == ARCH_GDN || g->ops[k] == ARCH_GLA)
+		if (lop_half(g, k))
+			CARVE(cv, g->o16, n * C);
+		else if (g->ops[k] == ARCH_GDN || g->ops[k] == ARCH_GLA)
 			CARVE(cv, g->of[k], n * C);
 	}
 	CARVE(cv, g->daf, n * C), CARVE(cv, g->duf, n * C), CARVE(cv, g->duacc, n * C);
 	CARVE(cv, g->dmix, n * C);
-	CARVE(cv, g->dw, (size_t)L * K), CARVE(cv, g->partial, RED_BLOCKS);
+	CARVE(cv, g->dw, (size_t)L * K), CARVE(cv, g->partial, SN_MAX_OPS * RED_BLOCKS);
 	CARVE(cv, g->th, n * C), CARVE(cv, g->dhid, n * C);
 	CARVE(cv, g->loss, 3), CARVE(cv, g->targets, n);
 	g->loss_work = carve(cv, vocab_loss_work(c->C, c->V));
@@ -376,6 +462,7 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 	for (int k = 1; k < K; k++)
 		for (int l = 0; l < L && sn->ops[k] == ARCH_SWA && !g->window; l++)
 			g->window = sn->lop[(size_t)l * K + k].window; /* the first layer's with swa; all have the same */
+	g->f32 = env_flag("DASH_SUPERNET_F32");
 	g->gm = gpu_model_new(sn->m, max_tokens, 1);
 	g->kept = (bf16_t **)callocCheck((size_t)L * K, sizeof *g->kept);
 	g->work_floats = attention_backward_work(1, max_tokens, c->H, c->D);

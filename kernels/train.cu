@@ -12,33 +12,53 @@
 #define RED_BLOCKS 264 /* partial sums: two blocks an SM of an H100 */
 #define RED_THREADS 256
 
-__global__ void bf16_to_f32_kernel(float *out, const bf16 *in, size_t n)
+/* the conversions, 8 values a thread and step where vec (vec8_ok), then
+ * the rest one by one */
+__global__ void bf16_to_f32_kernel(float *out, const bf16 *in, int64_t n, int vec)
 {
-	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+	int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+	int64_t n8 = vec ? n / 8 : 0;
+	for (int64_t i = t; i < n8; i += st) {
+		float x[8];
+		load8(x, in, 0, i);
+		((float4 *)out)[2 * i] = make_float4(x[0], x[1], x[2], x[3]);
+		((float4 *)out)[2 * i + 1] = make_float4(x[4], x[5], x[6], x[7]);
+	}
+	for (int64_t i = 8 * n8 + t; i < n; i += st)
 		out[i] = __bfloat162float(in[i]);
+}
+
+__global__ void f32_to_bf16_kernel(bf16 *out, const float *in, int64_t n, int vec)
+{
+	int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, st = (int64_t)gridDim.x * blockDim.x;
+	int64_t n8 = vec ? n / 8 : 0;
+	for (int64_t i = t; i < n8; i += st) {
+		float x[8];
+		load8(x, in, 1, i);
+		store8_bf16(out, x, i);
+	}
+	for (int64_t i = 8 * n8 + t; i < n; i += st)
+		out[i] = __float2bfloat16(in[i]);
 }
 
 extern "C" void bf16_to_f32_cuda(float *d_out, const bf16_t *d_in, size_t n)
 {
-	bf16_to_f32_kernel<<<RED_BLOCKS * 4, RED_THREADS>>>(d_out, (const bf16 *)d_in, n);
+	bf16_to_f32_kernel<<<RED_BLOCKS * 4, RED_THREADS>>>(d_out, (const bf16 *)d_in, (int64_t)n,
+	                                                     vec8_ok((int64_t)n, d_out, d_in));
 	cudaCheck(cudaGetLastError());
 }
 
-/* the block's sum of v into every thread's return value; blockDim.x is
- * RED_THREADS */
-__device__ double block_sum(double v)
+extern "C" void f32_to_bf16_cuda(bf16_t *d_out, const float *d_in, size_t n)
 {
-	__shared__ double part[RED_THREADS / WARP_SIZE];
-	for (int o = WARP_SIZE / 2; o > 0; o /= 2)
-		v += __shfl_xor_sync(0xffffffffu, v, o);
-	__syncthreads(); /* part is free from an earlier call */
-	if (threadIdx.x % WARP_SIZE == 0)
-		part[threadIdx.x / WARP_SIZE] = v;
-	__syncthreads();
-	double s = 0;
-	for (int w = 0; w < RED_THREADS / WARP_SIZE; w++)
-		s += part[w];
-	return s;
+	f32_to_bf16_kernel<<<RED_BLOCKS * 4, RED_THREADS>>>((bf16 *)d_out, d_in, (int64_t)n,
+	                                                     vec8_ok((int64_t)n, d_out, d_in));
+	cudaCheck(cudaGetLastError());
+}
+
+/* the block's sum of v into every thread's return value */
+static __device__ double block_sum(double v)
+{
+	return block_sum_double<RED_THREADS>(v);
 }
 
 /* partial[b] = (sum (x - y)^2, sum y^2) over block b's stride; y NULL: the

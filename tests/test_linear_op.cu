@@ -11,6 +11,12 @@
  * sequences ran in one chunked call (all gdn shapes but B 3, T 40, which
  * runs in groups of 2 and 1): a, du and the gradients must be those of
  * DASH_GDN_RECOMPUTE=1 (the backward recomputing them) bit for bit.
+ * gdn's bf16 path (gpu_lop_forward_bf16, gpu_lop_backward_bf16: bf16
+ * operands in every projection) against the CPU on the same bf16 u and da:
+ * a and du within HALF_TOL of their max (u, da and every weight rounded to
+ * bf16, and y and the projections' gradients on their way to the GEMMs: a
+ * few roundings of 2^-9 each); the backward's w scales du and accumulate
+ * adds to it; new parameters through gpu_lop_params reach the bf16 copy.
  *
  * With DASH_BENCH=1 it also times forward + backward of one gdn and one gla
  * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (bench/bench.h's
@@ -30,6 +36,7 @@ extern "C" {
 #include "gpu_test.h"
 
 #define TOL 2e-3
+#define HALF_TOL 1e-2
 
 static double max_absdiff(const float *a, const float *b, size_t n)
 {
@@ -116,6 +123,56 @@ static void check(int kind, int C, int H, int G, int D, int B, int T)
 	lop_free(&op);
 }
 
+/* gdn's bf16 path against the CPU (the file's header says what is checked) */
+static void check_half(int C, int H, int G, int D, int B, int T)
+{
+	LinearOp op, op2;
+	op_rand(&op, LOP_GDN, C, H, G, D), op_rand(&op2, LOP_GDN, C, H, G, D);
+	int n = B * T;
+	size_t nu = (size_t)n * C;
+	Buf u = buf_rand(nu, 1), da = buf_rand(nu, 1);
+	float *ra = (float *)mallocCheck(nu * 4), *rdu = (float *)mallocCheck(nu * 4);
+	float *ra2 = (float *)mallocCheck(nu * 4), *rgrad = (float *)callocCheck(op.n, 4);
+	lop_forward(&op, ra, u.f, B, T);
+	lop_backward(&op, rgrad, rdu, da.f, u.f, B, T);
+	lop_forward(&op2, ra2, u.f, B, T);
+	GpuLop *g = gpu_lop_new(&op, n, NULL);
+	bf16_t *d_a = (bf16_t *)gpu_alloc(nu * 2), *ah = (bf16_t *)mallocCheck(nu * 2);
+	float *d_du = (float *)gpu_alloc(nu * 4), *a = (float *)mallocCheck(nu * 4);
+	float *du1 = (float *)mallocCheck(nu * 4), *du2 = (float *)mallocCheck(nu * 4);
+	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
+	gpu_lop_backward_bf16(g, d_du, 0.5f, 0, da.d, B, T);
+	gpu_download(du1, d_du, nu * 4);
+	gpu_lop_backward_bf16(g, d_du, 0.25f, 1, da.d, B, T);
+	gpu_download(du2, d_du, nu * 4);
+	gpu_download(ah, d_a, nu * 2);
+	for (size_t i = 0; i < nu; i++)
+		a[i] = bf16_to_f32(ah[i]), du1[i] *= 2, du2[i] /= 0.75f;
+	double ea = test_rel_err(a, ra, nu), edu = test_rel_err(du1, rdu, nu), eacc = test_rel_err(du2, du1, nu);
+	/* other parameters, handed in through gpu_lop_params */
+	gpu_upload(gpu_lop_params(g), op2.w, op2.n * 4);
+	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
+	gpu_download(ah, d_a, nu * 2);
+	for (size_t i = 0; i < nu; i++)
+		a[i] = bf16_to_f32(ah[i]);
+	double ea2 = test_rel_err(a, ra2, nu);
+	char msg[224];
+	snprintf(msg, sizeof msg, "gpu_lop gdn bf16 C=%d H=%d G=%d D=%d B=%d T=%d: a %.1e, du %.1e of max (within %.0e)",
+	         C, H, G, D, B, T, ea, edu, HALF_TOL);
+	test_cond(msg, ea < HALF_TOL && edu < HALF_TOL);
+	snprintf(msg, sizeof msg, "gpu_lop gdn bf16 C=%d H=%d G=%d D=%d B=%d T=%d: w scales du, accumulate adds (%.1e)",
+	         C, H, G, D, B, T, eacc);
+	test_cond(msg, eacc < 1e-5);
+	snprintf(msg, sizeof msg, "gpu_lop gdn bf16 C=%d H=%d G=%d D=%d B=%d T=%d: new parameters reach it (a %.1e)",
+	         C, H, G, D, B, T, ea2);
+	test_cond(msg, ea2 < HALF_TOL);
+	gpu_lop_free(g);
+	gpu_free(d_a), gpu_free(d_du);
+	buf_free(&u), buf_free(&da);
+	free(ra), free(rdu), free(ra2), free(rgrad), free(ah), free(a), free(du1), free(du2);
+	lop_free(&op), lop_free(&op2);
+}
+
 /* a gdn and a gla in one arena, forward + backward one after the other,
  * against each in an arena of its own: the same bits */
 static void test_shared(void)
@@ -185,6 +242,22 @@ static void bench(int kind)
 		unsetenv("DASH_GDN_RECOMPUTE");
 		printf("bench gdn, DASH_GDN_RECOMPUTE=1: forward %.3f ms, forward+backward %.3f ms (%.3f ms more)\n", fr,
 		       fbr, fbr - fb);
+		/* the bf16 path, no parameter gradients (the search's) */
+		Buf ub = buf_rand(nu, 1), dab = buf_rand(nu, 1);
+		bf16_t *d_ab = (bf16_t *)gpu_alloc(nu * 2);
+		float fh = median_ms([&] { gpu_lop_forward_bf16(g, d_ab, ub.d, B, T); });
+		float fbh = median_ms([&] {
+			gpu_lop_forward_bf16(g, d_ab, ub.d, B, T);
+			gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, B, T);
+		});
+		float fbn = median_ms([&] {
+			gpu_lop_forward(g, d_a, d_u, B, T);
+			gpu_lop_backward(g, NULL, d_du, d_da, d_u, B, T);
+		});
+		printf("bench gdn bf16 path: forward %.3f ms, forward+backward to du %.3f ms (float32 path to du: %.3f)\n",
+		       fh, fbh, fbn);
+		buf_free(&ub), buf_free(&dab);
+		gpu_free(d_ab);
 	}
 	gpu_lop_free(g);
 	gpu_free(d_u), gpu_free(d_da), gpu_free(d_a), gpu_free(d_du), gpu_free(d_grad);
@@ -207,6 +280,9 @@ int main(int argc, char **argv)
 		check(kind, 96, 2, 1, 32, 3, 64); /* gla's recurrence in groups of 2 and 1 sequences */
 	}
 	check(LOP_GDN, 96, 2, 1, 32, 3, 40); /* gdn's in groups of 2 and 1: nothing kept */
+	check_half(256, 4, 2, 64, 2, 100);
+	check_half(512, 4, 2, 128, 1, 64);
+	check_half(96, 2, 1, 32, 3, 40); /* in groups: nothing kept */
 	test_shared();
 	const char *b = getenv("DASH_BENCH");
 	if (b && !strcmp(b, "1")) {

@@ -9,7 +9,9 @@
  * skipped; a gdn, a gla, a swa column 0 elsewhere: their dw still counts),
  * then w one-hot on fa, where the supernet is the teacher and the KL is 0;
  * all of it with the gdn and gla columns in arenas of their own and in one
- * shared arena (DASH_SUPERNET_SHARED=1, each forward run again).
+ * shared arena (DASH_SUPERNET_SHARED=1, each forward run again), gdn on its
+ * bf16 path (gpu_lop_forward_bf16), and once more with arenas of their own
+ * and gdn on its float32 path (DASH_SUPERNET_F32=1).
  *
  * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
  * float32 with TF32 products) against the CPU's float32, so both the KL
@@ -108,14 +110,20 @@ int main(int argc, char **argv)
 	int L = sn.L, K = sn.K;
 
 	/* both ways of the gdn and gla columns: an arena each (what this small
-	 * model gets), and one shared arena with each forward run again */
-	for (int shared = 0; shared < 2; shared++) {
+	 * model gets), and one shared arena with each forward run again; then
+	 * gdn's float32 path */
+	for (int run = 0; run < 3; run++) {
+		int shared = run == 1;
 		if (shared)
 			setenv("DASH_SUPERNET_SHARED", "1", 1);
 		else
 			unsetenv("DASH_SUPERNET_SHARED");
+		if (run == 2)
+			setenv("DASH_SUPERNET_F32", "1", 1);
 		GpuSupernet *gs = gpu_supernet_new(&sn, B * T + 24);
-		const char *mode = gpu_supernet_shared(gs) ? "one shared arena" : "an arena an operator";
+		const char *mode = gpu_supernet_shared(gs) ? "one shared arena"
+		                   : run == 2               ? "an arena an operator, gdn in float32"
+		                                            : "an arena an operator";
 		char msg[160];
 		snprintf(msg, sizeof msg, "the GpuSupernet's gdn and gla columns have %s, as asked", mode);
 		test_cond(msg, gpu_supernet_shared(gs) == shared);
@@ -147,7 +155,7 @@ int main(int argc, char **argv)
 		free(dwg);
 		gpu_supernet_free(gs);
 	}
-	unsetenv("DASH_SUPERNET_SHARED");
+	unsetenv("DASH_SUPERNET_SHARED"), unsetenv("DASH_SUPERNET_F32");
 	supernet_free(&sn);
 	free(th);
 	model_free(&m);
