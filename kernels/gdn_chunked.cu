@@ -66,6 +66,7 @@
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
+#include "tf32.cuh"
 
 #define GDN_C 64   /* chunk length */
 #define GDN_NT 256 /* threads of every block */
@@ -509,6 +510,108 @@ __global__ void __launch_bounds__(GDN_NT)
 			int d = idx / SV, j = js + idx % SV;
 			if (d < dk && j < dv)
 				Sout[((size_t)bh * dk + d) * dv + j] = sS[idx];
+		}
+}
+
+/* gdn_state_kernel's products on the tensor cores in 1xTF32 (the search's
+ * path: gdn_forward_chunked_keep_cuda and gdn_backward_chunked_kept_cuda
+ * with tf32): the same recurrence, each warp a 16 x 8 tile of X and DK / 64
+ * of St, operands in shared memory with rows padded (A1 C + 8, A2 DK + 8, St
+ * and X SV + 8 floats) so that the fragment reads meet no bank conflicts. */
+#define GDN_CP (GDN_C + 8)
+#define GDN_SVP (GDN_SV + 8)
+template <int DK, bool REV>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_state_tc_kernel(const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G, float *Xo,
+	                    float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC, int dk, int dv)
+{
+	const int C = GDN_C, SV = GDN_SV, CP = GDN_CP, SVP = GDN_SVP, DKP = DK + 8, t = threadIdx.x;
+	const int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4;
+	float *sS = dyn_smem();     /* (DK, SVP) */
+	float *sX = sS + DK * SVP;  /* (C, SVP) */
+	float *sbuf = sX + C * SVP; /* two buffers of A1 (DK, CP), A2 (C, DKP), Xa (C, SV), Sa (DK, SV), G (C) */
+	const int NB = DK * CP + C * DKP + C * SV + DK * SV + C;
+	int js = blockIdx.x * SV, bh = blockIdx.y;
+	for (int idx = t; idx < DK * SV; idx += GDN_NT) {
+		int d = idx / SV, j = js + idx % SV;
+		sS[d * SVP + idx % SV] = Sin && d < dk && j < dv ? Sin[((size_t)bh * dk + d) * dv + j] : 0.f;
+	}
+	auto prefetch = [&](int c, int p) {
+		size_t bhc = (size_t)bh * NC + c;
+		float *b = sbuf + p * NB;
+		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
+		for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
+			cp_async16(b + i / C * CP + i % C, a1 + i);
+			cp_async16(b + DK * CP + i / DK * DKP + i % DK, a2 + i);
+		}
+		float *bx = b + DK * CP + C * DKP;
+		const float *xa = Xa + bhc * C * DV + js;
+		for (int i = t; i < C * SV / 4; i += GDN_NT)
+			cp_async16(bx + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+		if (Sa) {
+			const float *sa = Sa + bhc * DK * DV + js;
+			for (int i = t; i < DK * SV / 4; i += GDN_NT)
+				cp_async16(bx + C * SV + i * 4, sa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+		}
+		if (t < C / 4)
+			cp_async16(b + NB - C + t * 4, G + bhc * C + t * 4);
+		cp_async_commit();
+	};
+	prefetch(REV ? NC - 1 : 0, 0);
+	__syncthreads();
+	for (int it = 0; it < NC; it++) {
+		int c = REV ? NC - 1 - it : it, p = it & 1;
+		size_t bhc = (size_t)bh * NC + c;
+		if (it + 1 < NC)
+			prefetch(REV ? c - 1 : c + 1, p ^ 1);
+		float *sst = Sst + bhc * DK * DV + js;
+		for (int i = t; i < DK * SV / 4; i += GDN_NT)
+			*(float4 *)(sst + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4) =
+				*(const float4 *)(sS + i / (SV / 4) * SVP + i % (SV / 4) * 4);
+		if (it + 1 < NC)
+			cp_async_wait<1>();
+		else
+			cp_async_wait<0>();
+		__syncthreads();
+		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * CP, *sXa = sA2 + C * DKP, *sSa = sXa + C * SV;
+		/* X = Xa + s1 A1^T St: warp w the rows 16 (w % 4), columns 8 (w / 4) */
+		{
+			int m0 = warp % 4 * 16, n0 = warp / 4 * 8;
+			float acc[1][1][4] = {};
+			wmma_tf32<false, 1, 1, 1, CP, SVP, 1>(acc, sA1 + m0, sS + n0, DK);
+			float *xo = Xo + bhc * C * DV + js;
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int i = m0 + g + 8 * (r / 2), j = n0 + 2 * q + r % 2;
+				float val = sXa[i * SV + j] + s1 * acc[0][0][r];
+				sX[i * SVP + j] = val;
+				xo[(size_t)i * DV + j] = val;
+			}
+		}
+		__syncthreads();
+		/* St = e^{G_last} St + Sa + s2 A2^T X: warp w the rows 16 WM (w % 4),
+		 * columns 8 (w / 4) */
+		{
+			constexpr int WM = DK / 64;
+			int m0 = warp % 4 * 16 * WM, n0 = warp / 4 * 8;
+			float acc[WM][1][4] = {};
+			wmma_tf32<false, WM, 1, 1, DKP, SVP, 1>(acc, sA2 + m0, sX + n0, C);
+			float a = expf(sA1[NB - 1]);
+#pragma unroll
+			for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int d = m0 + 16 * mi + g + 8 * (r / 2), j = n0 + 2 * q + r % 2;
+					sS[d * SVP + j] = a * sS[d * SVP + j] + (Sa ? sSa[d * SV + j] : 0.f) + s2 * acc[mi][0][r];
+				}
+		}
+		__syncthreads();
+	}
+	if (Sout)
+		for (int idx = t; idx < DK * SV; idx += GDN_NT) {
+			int d = idx / SV, j = js + idx % SV;
+			if (d < dk && j < dv)
+				Sout[((size_t)bh * dk + d) * dv + j] = sS[d * SVP + idx % SV];
 		}
 }
 
@@ -1052,6 +1155,11 @@ static size_t smem_state(int DK)
 {
 	return (size_t)(DK * GDN_SV + GDN_C * GDN_SV + 2 * (2 * DK * GDN_C + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
 }
+static size_t smem_state_tc(int DK)
+{
+	return (size_t)(DK * GDN_SVP + GDN_C * GDN_SVP +
+	                2 * (DK * GDN_CP + GDN_C * (DK + 8) + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
+}
 static size_t smem_output(int DK, int DV)
 {
 	size_t r = DK * GDN_C > DK / 2 * DV ? DK * GDN_C : DK / 2 * DV;
@@ -1083,14 +1191,22 @@ static void gdn_smem(F f, size_t bytes, bool *done)
 	*done = true;
 }
 
+/* the state pass, its products in float32 or (tf32) on the tensor cores */
 template <int DK, bool REV>
-static void gdn_state(dim3 grid, const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G,
-                      float *Xo, float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC, int dk,
-                      int dv)
+static void gdn_state(bool tf32, dim3 grid, const float *A1, const float *A2, const float *Xa, const float *Sa,
+                      const float *G, float *Xo, float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV,
+                      int NC, int dk, int dv)
 {
-	static bool done;
-	gdn_smem(gdn_state_kernel<DK, REV>, smem_state(DK), &done);
-	gdn_state_kernel<DK, REV><<<grid, GDN_NT, smem_state(DK)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
+	static bool done, done_tc;
+	if (tf32) {
+		gdn_smem(gdn_state_tc_kernel<DK, REV>, smem_state_tc(DK), &done_tc);
+		gdn_state_tc_kernel<DK, REV><<<grid, GDN_NT, smem_state_tc(DK)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1,
+		                                                                   s2, DV, NC, dk, dv);
+	} else {
+		gdn_smem(gdn_state_kernel<DK, REV>, smem_state(DK), &done);
+		gdn_state_kernel<DK, REV><<<grid, GDN_NT, smem_state(DK)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV,
+		                                                            NC, dk, dv);
+	}
 	cudaCheck(cudaGetLastError());
 }
 
@@ -1100,6 +1216,7 @@ struct GdnArgs {
 	int B, T, H, dk_, dv_;
 	float scale;
 	void *work;
+	bool tf32; /* the state pass on the tensor cores */
 };
 
 /* the chunk and state kernels: G, the WY factors, Wn and every chunk's start
@@ -1113,7 +1230,7 @@ static void gdn_forward_states(const GdnArgs *a, GdnWork *w, const float *S0, fl
 	gdn_smem(gdn_chunk_kernel<DK, DV, BWD>, smem_chunk(DK), &d1);
 	gdn_chunk_kernel<DK, DV, BWD><<<dim3(NC, a->B * a->H), GDN_NT, smem_chunk(DK)>>>(*w, a->k, a->v, a->g, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
-	gdn_state<DK, false>(dim3(DV / GDN_SV, a->B * a->H), w->WT, w->Kt, w->U, nullptr, w->G, w->Wn, w->S, S0, Sf, -1.f, 1.f,
+	gdn_state<DK, false>(a->tf32, dim3(DV / GDN_SV, a->B * a->H), w->WT, w->Kt, w->U, nullptr, w->G, w->Wn, w->S, S0, Sf, -1.f, 1.f,
 	                     DV, NC, a->dk_, a->dv_);
 }
 
@@ -1147,7 +1264,7 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	gdn_smem(gdn_bprep_kernel<DK, DV>, smem_bprep(DK, DV), &d1);
 	gdn_bprep_kernel<DK, DV><<<chunks, GDN_NT, smem_bprep(DK, DV)>>>(w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
-	gdn_state<DK, true>(dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f, DV, NC,
+	gdn_state<DK, true>(a->tf32, dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f, DV, NC,
 	                    a->dk_, a->dv_);
 	gdn_smem(gdn_bstate_kernel<DK, DV>, smem_bstate(DK, DV), &d3);
 	gdn_bstate_kernel<DK, DV><<<chunks, GDN_NT, smem_bstate(DK, DV)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
@@ -1187,12 +1304,12 @@ static void gdn_forward_padded(const GdnArgs *a)
 /* the forward (keep: leaving the backward's states in the work) */
 static void gdn_forward_chunked(const char *who, float *d_o, float *d_S, const float *d_q, const float *d_k,
                                 const float *d_v, const float *d_g, const float *d_beta, int B, int T, int H, int Dk,
-                                int Dv, float scale, void *d_work, bool keep)
+                                int Dv, float scale, void *d_work, bool keep, bool tf32)
 {
 	gdn_check(who, B, T, H, Dk, Dv);
 	GdnArgs a = {};
 	a.o = d_o, a.S = d_S, a.q = d_q, a.k = d_k, a.v = d_v, a.g = d_g, a.beta = d_beta;
-	a.B = B, a.T = T, a.H = H, a.dk_ = Dk, a.dv_ = Dv, a.scale = scale, a.work = d_work;
+	a.B = B, a.T = T, a.H = H, a.dk_ = Dk, a.dv_ = Dv, a.scale = scale, a.work = d_work, a.tf32 = tf32;
 	if (keep)
 		gdn_forward_padded<true>(&a);
 	else
@@ -1204,13 +1321,13 @@ static void gdn_backward_chunked(const char *who, float *d_dq, float *d_dk, floa
                                  float *d_dS0, const float *d_dout, const float *d_dSf, const float *d_q,
                                  const float *d_k, const float *d_v, const float *d_g, const float *d_beta,
                                  const float *d_S0, int B, int T, int H, int Dk, int Dv, float scale, void *d_work,
-                                 bool kept)
+                                 bool kept, bool tf32)
 {
 	gdn_check(who, B, T, H, Dk, Dv);
 	GdnArgs a = {};
 	a.dq = d_dq, a.dk = d_dk, a.dv = d_dv, a.dg = d_dg, a.dbeta = d_dbeta, a.dS0 = d_dS0;
 	a.dout = d_dout, a.dSf = d_dSf, a.q = d_q, a.k = d_k, a.v = d_v, a.g = d_g, a.beta = d_beta, a.S0 = d_S0;
-	a.B = B, a.T = T, a.H = H, a.dk_ = Dk, a.dv_ = Dv, a.scale = scale, a.work = d_work;
+	a.B = B, a.T = T, a.H = H, a.dk_ = Dk, a.dv_ = Dv, a.scale = scale, a.work = d_work, a.tf32 = tf32;
 	switch (gdn_pad(Dk) * 1000 + gdn_pad(Dv)) {
 	case 64064: gdn_backward<64, 64>(&a, kept); break;
 	case 64128: gdn_backward<64, 128>(&a, kept); break;
@@ -1224,15 +1341,15 @@ extern "C" void gdn_forward_chunked_cuda(float *d_o, float *d_S, const float *d_
                                          float scale, void *d_work)
 {
 	gdn_forward_chunked("gdn_forward_chunked_cuda", d_o, d_S, d_q, d_k, d_v, d_g, d_beta, B, T, H, Dk, Dv, scale,
-	                    d_work, false);
+	                    d_work, false, false);
 }
 
 extern "C" void gdn_forward_chunked_keep_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k,
                                               const float *d_v, const float *d_g, const float *d_beta, int B, int T,
-                                              int H, int Dk, int Dv, float scale, void *d_work)
+                                              int H, int Dk, int Dv, float scale, void *d_work, int tf32)
 {
 	gdn_forward_chunked("gdn_forward_chunked_keep_cuda", d_o, d_S, d_q, d_k, d_v, d_g, d_beta, B, T, H, Dk, Dv, scale,
-	                    d_work, true);
+	                    d_work, true, tf32 != 0);
 }
 
 extern "C" void gdn_backward_chunked_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_dg, float *d_dbeta,
@@ -1242,15 +1359,15 @@ extern "C" void gdn_backward_chunked_cuda(float *d_dq, float *d_dk, float *d_dv,
                                           void *d_work)
 {
 	gdn_backward_chunked("gdn_backward_chunked_cuda", d_dq, d_dk, d_dv, d_dg, d_dbeta, d_dS0, d_dout, d_dSf, d_q, d_k,
-	                     d_v, d_g, d_beta, d_S0, B, T, H, Dk, Dv, scale, d_work, false);
+	                     d_v, d_g, d_beta, d_S0, B, T, H, Dk, Dv, scale, d_work, false, false);
 }
 
 extern "C" void gdn_backward_chunked_kept_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_dg, float *d_dbeta,
                                                float *d_dS0, const float *d_dout, const float *d_dSf,
                                                const float *d_q, const float *d_k, const float *d_v,
                                                const float *d_g, const float *d_beta, const float *d_S0, int B,
-                                               int T, int H, int Dk, int Dv, float scale, void *d_work)
+                                               int T, int H, int Dk, int Dv, float scale, void *d_work, int tf32)
 {
 	gdn_backward_chunked("gdn_backward_chunked_kept_cuda", d_dq, d_dk, d_dv, d_dg, d_dbeta, d_dS0, d_dout, d_dSf, d_q,
-	                     d_k, d_v, d_g, d_beta, d_S0, B, T, H, Dk, Dv, scale, d_work, true);
+	                     d_k, d_v, d_g, d_beta, d_S0, B, T, H, Dk, Dv, scale, d_work, true, tf32 != 0);
 }

@@ -73,6 +73,7 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
+#include "tf32.cuh"
 #include "gpu.h"
 
 #define BT 64   /* chunk */
@@ -196,65 +197,6 @@ struct TileLoad {
 		}
 	}
 };
-
-/* 3xTF32: x = hi + lo, hi rounded to TF32 and lo = x - hi (the tensor cores
- * read its top 19 bits); a b = hi_a hi_b + hi_a lo_b + lo_a hi_b to about
- * 2^-21 relative, float32's accuracy for these sums */
-__device__ __forceinline__ void split_tf32(float x, unsigned &hi, unsigned &lo)
-{
-	asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(x));
-	lo = __float_as_uint(x - __uint_as_float(hi));
-}
-
-/* c (16 x 8) += a (16 x 8) b (8 x 8), TF32 in, float32 accumulate */
-__device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
-{
-	asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-	    "{%0,%1,%2,%3};\n"
-	    : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-	    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-/* A warp's c (16 WM x 8 WN) += A (16 WM x K) B (K x 8 WN) in 3xTF32 on the
- * tensor cores: A's (m, k) at A[m * AM + k * AK], B's (k, n) at B[k * BK +
- * n * BN] (times F[k] when F is given), K a multiple of 8. Lane (g, t) =
- * (lane / 4, lane % 4) holds c[i][j][r] at row 16 i + g + 8 (r / 2),
- * column 8 j + 2 t + r % 2 (mma.m16n8k8's fragments). Fragments are read
- * a row (AK, BK = 1) or a column (AM, BN = 1) at a time: strides = 4 mod 32
- * for the first, 8 mod 32 for the second keep them free of bank conflicts. */
-template <int WM, int WN, int AM, int AK, int BK, int BN>
-__device__ __forceinline__ void wmma3(float (&c)[WM][WN][4], const float *A, const float *B, int K,
-                                      const float *F = NULL)
-{
-	const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-	A += g * AM + t * AK, B += t * BK + g * BN;
-	if (F)
-		F += t;
-#pragma unroll 2
-	for (int k = 0; k < K; k += 8) {
-		unsigned ah[WM][4], al[WM][4], bh[WN][2], bl[WN][2];
-#pragma unroll
-		for (int i = 0; i < WM; i++)
-#pragma unroll
-			for (int r = 0; r < 4; r++)
-				split_tf32(A[(16 * i + 8 * (r & 1)) * AM + (k + 4 * (r >> 1)) * AK], ah[i][r], al[i][r]);
-#pragma unroll
-		for (int r = 0; r < 2; r++) {
-			float f = F ? F[k + 4 * r] : 1.f;
-#pragma unroll
-			for (int j = 0; j < WN; j++)
-				split_tf32(B[(k + 4 * r) * BK + 8 * j * BN] * f, bh[j][r], bl[j][r]);
-		}
-#pragma unroll
-		for (int i = 0; i < WM; i++)
-#pragma unroll
-			for (int j = 0; j < WN; j++) {
-				mma_tf32(c[i][j], al[i], bh[j]);
-				mma_tf32(c[i][j], ah[i], bl[j]);
-				mma_tf32(c[i][j], ah[i], bh[j]);
-			}
-	}
-}
 
 /* where a block is: pair bh = b * H + h, chunk c of NC, its n steps; row is
  * the chunk's first row of the (B, T, H, .) arrays */
@@ -536,7 +478,7 @@ __global__ void __launch_bounds__(NT, 2) gla_inter_kernel(float *o, const float 
 
 /* Version 3's forward, one chunk: the state increment Kt^T V -> slot c of
  * S, exp(G_last) -> decay, o = scale A V. The products on the tensor cores
- * (wmma3: A's blocks below its diagonal, A V, Kt^T V); A's four diagonal
+ * (wmma_tf32 in 3xTF32: A's blocks below its diagonal, A V, Kt^T V); A's four diagonal
  * 16 x 16 blocks term by term on the CUDA cores. Three regions of 64 rows
  * of shared memory:
  *   r0: G (row stride LK), then V (LV)
@@ -619,7 +561,7 @@ __global__ void __launch_bounds__(NT, 2) gla_fwd_intra_kernel(float *o, float *S
 	float cb[1][2][4] = {};
 	const int a = warp < 1 ? 1 : warp < 3 ? 2 : 3, b = warp - a * (a - 1) / 2;
 	if (warp < 6)
-		wmma3<1, 2, LK, 1, 1, LK>(cb, sQ + BS * a * LK, sK + BS * b * LK, DK, sM + warp * DK);
+		wmma_tf32<true, 1, 2, LK, 1, 1, LK>(cb, sQ + BS * a * LK, sK + BS * b * LK, DK, sM + warp * DK);
 	vl.put<LV>(r0); /* V where G was */
 	__syncthreads();
 	/* Kt = k exp(G_last - G) = Kb exp(G_last - G at its sub-chunk's last row), where q was */
@@ -657,7 +599,7 @@ __global__ void __launch_bounds__(NT, 2) gla_fwd_intra_kernel(float *o, float *S
 	for (int p = warp; p < 2 * NV; p += NT / 32) {
 		const int m0 = 32 * (p / NV), e0 = 32 * (p % NV);
 		float c[2][4][4] = {};
-		wmma3<2, 4, LA, 1, LV, 1>(c, sA + m0 * LA, r0 + e0, m0 + 32);
+		wmma_tf32<true, 2, 4, LA, 1, LV, 1>(c, sA + m0 * LA, r0 + e0, m0 + 32);
 #pragma unroll
 		for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -673,7 +615,7 @@ __global__ void __launch_bounds__(NT, 2) gla_fwd_intra_kernel(float *o, float *S
 	for (int p = warp; p < DK / 32 * NV; p += NT / 32) {
 		const int d0 = 32 * (p / NV), e0 = 32 * (p % NV);
 		float c[2][4][4] = {};
-		wmma3<2, 4, 1, LT, LV, 1>(c, r1 + d0, r0 + e0, BT);
+		wmma_tf32<true, 2, 4, 1, LT, LV, 1>(c, r1 + d0, r0 + e0, BT);
 #pragma unroll
 		for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -716,7 +658,7 @@ __global__ void __launch_bounds__(NT, 2) gla_fwd_inter_kernel(float *o, const fl
 	for (int p = warp; p < 2 * NV; p += NT / 32) {
 		const int m0 = 32 * (p / NV), e0 = 32 * (p % NV);
 		float c[2][4][4] = {};
-		wmma3<2, 4, LK, 1, LV, 1>(c, sQ + m0 * LK, sS + e0, DK);
+		wmma_tf32<true, 2, 4, LK, 1, LV, 1>(c, sQ + m0 * LK, sS + e0, DK);
 		float x[2][4][4]; /* o's values, all loads before the first store */
 #pragma unroll
 		for (int i = 0; i < 2; i++)

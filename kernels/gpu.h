@@ -215,15 +215,19 @@ void gdn_backward_chunked_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_d
  * (zeros when d_S was NULL): the kept backward reads neither d_S0 nor d_g
  * (either may be NULL), so the start state is fixed by the forward. Nothing
  * checks any of this. The kept backward leaves the forward's part of d_work
- * as it was: more kept backwards (other d_dout, d_dSf) may follow. */
+ * as it was: more kept backwards (other d_dout, d_dSf) may follow.
+ * tf32 (both calls alike): the state passes' products on the tensor cores
+ * in TF32 (operands rounded to 10-bit mantissas) instead of float32 on the
+ * CUDA cores: faster, less exact (the search's path, kernels/gpu_lop.h's
+ * bf16 one); tf32 0 gives the bits of the plain calls. */
 void gdn_forward_chunked_keep_cuda(float *d_o, float *d_S, const float *d_q, const float *d_k, const float *d_v,
                                    const float *d_g, const float *d_beta, int B, int T, int H, int Dk, int Dv,
-                                   float scale, void *d_work);
+                                   float scale, void *d_work, int tf32);
 void gdn_backward_chunked_kept_cuda(float *d_dq, float *d_dk, float *d_dv, float *d_dg, float *d_dbeta,
                                     float *d_dS0, const float *d_dout, const float *d_dSf, const float *d_q,
                                     const float *d_k, const float *d_v, const float *d_g, const float *d_beta,
                                     const float *d_S0, int B, int T, int H, int Dk, int Dv, float scale,
-                                    void *d_work);
+                                    void *d_work, int tf32);
 
 #ifdef __cplusplus
 }

@@ -670,7 +670,7 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 			gdn_forward_recurrent_cuda(g->o, d_S, g->q, g->k, g->v, g->g, g->beta, B, 1, H, D, D, scale);
 		else if (kept) /* one call: its chunk states stay in the work for the backward */
 			gdn_forward_chunked_keep_cuda(g->o, NULL, g->q, g->k, g->v, g->g, g->beta, B, T, H, D, D, scale,
-			                              g->work);
+			                              g->work, half);
 		else
 			for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
 				size_t x = (size_t)b * T * HD, h = (size_t)b * T * H; /* sequence b's rows */
@@ -781,7 +781,7 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 	if (gdn) {
 		if (g->kept) /* the forward's one call left its chunk states in the work */
 			gdn_backward_chunked_kept_cuda(dq, dk, dv, g->dg, g->dbeta, NULL, dO, NULL, g->q, g->k, g->v, g->g,
-			                               g->beta, NULL, B, T, H, D, D, scale, g->work);
+			                               g->beta, NULL, B, T, H, D, D, scale, g->work, 0);
 		else
 			for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
 				size_t x = (size_t)b * T * HD, h = (size_t)b * T * H;
@@ -846,7 +846,7 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
 	if (g->kept)
 		gdn_backward_chunked_kept_cuda(dq, dk, dv, g->dg, g->dbeta, NULL, dO, NULL, g->q, g->k, g->v, g->g, g->beta,
-		                               NULL, B, T, H, D, D, scale, g->work);
+		                               NULL, B, T, H, D, D, scale, g->work, 1);
 	else
 		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
 			size_t x = (size_t)b * T * HD, h = (size_t)b * T * H;

@@ -9,7 +9,9 @@
  * At every shape the keeping forward (gdn_forward_chunked_keep_cuda) must
  * give the plain forward's o and final state, and the kept backward
  * (gdn_backward_chunked_kept_cuda, twice, d_g and d_S0 NULL) the
- * recomputing backward's gradients, bit for bit.
+ * recomputing backward's gradients, bit for bit; with tf32 (the state
+ * passes on the tensor cores) o, S and the gradients within TF32_TOL of
+ * their scale (the state carries TF32-rounded products across the chunks).
  * DASH_BENCH=1 also prints the time of the forward and forward + backward at
  * B 1, T 4096, H 16, D 128, recomputing and kept. Runs on a GPU: make
  * test-gpu. */
@@ -24,6 +26,8 @@ extern "C" {
 #include "util.h"
 }
 #include "gpu_test.h"
+
+#define TF32_TOL 5e-3
 
 /* n values in [lo, hi) */
 static float *uniform(size_t n, float lo, float hi)
@@ -110,7 +114,7 @@ static void keep_check(Case *c, const float *o, const float *S, float *const h[6
 	float scale = 1 / sqrtf((float)c->Dk), *d_o = (float *)gpu_alloc(nv * 4), *d_S = dev_f32(c->S0, nS), *d[6];
 	cudaCheck(cudaMemset(d_o, 0xff, nv * 4));
 	gdn_forward_chunked_keep_cuda(d_o, d_S, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
-	                              c->Dv, scale, c->d_work);
+	                              c->Dv, scale, c->d_work, 0);
 	float *o2 = host_f32(d_o, nv), *S2 = d_S ? host_f32(d_S, nS) : NULL;
 	int same_f = !memcmp(o2, o, nv * 4) && (!S || !memcmp(S2, S, nS * 4)), same_b = 1;
 	for (int i = 0; i < 6; i++)
@@ -120,7 +124,7 @@ static void keep_check(Case *c, const float *o, const float *S, float *const h[6
 			cudaCheck(cudaMemset(d[i], 0xff, n[i] * 4));
 		gdn_backward_chunked_kept_cuda(d[0], d[1], d[2], d[3], d[4], d[5], c->d_dout, c->d_dSf, c->d_q, c->d_k,
 		                               c->d_v, NULL, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv, scale,
-		                               c->d_work);
+		                               c->d_work, 0);
 		for (int i = 0; i < 6; i++) {
 			float *x = host_f32(d[i], n[i]);
 			if (memcmp(x, h[i], n[i] * 4))
@@ -132,6 +136,32 @@ static void keep_check(Case *c, const float *o, const float *S, float *const h[6
 	snprintf(msg, sizeof msg, "gdn chunked %s: keeping forward o%s %s, kept backward (twice) %s as recomputing", shape,
 	         S ? ", S" : "", same_f ? "same bits" : "DIFFER", same_b ? "same bits" : "DIFFERS");
 	test_cond(msg, same_f && same_b);
+	/* tf32: the same within TF32_TOL */
+	if (d_S)
+		gpu_upload(d_S, c->S0, nS * 4);
+	cudaCheck(cudaMemset(d_o, 0xff, nv * 4));
+	gdn_forward_chunked_keep_cuda(d_o, d_S, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
+	                              c->Dv, scale, c->d_work, 1);
+	free(o2), free(S2);
+	o2 = host_f32(d_o, nv), S2 = d_S ? host_f32(d_S, nS) : NULL;
+	double e = test_rel_err(o2, o, nv);
+	if (S)
+		e = fmax(e, test_rel_err(S2, S, nS));
+	for (int i = 0; i < 6; i++)
+		cudaCheck(cudaMemset(d[i], 0xff, n[i] * 4));
+	gdn_backward_chunked_kept_cuda(d[0], d[1], d[2], d[3], d[4], d[5], c->d_dout, c->d_dSf, c->d_q, c->d_k, c->d_v,
+	                               NULL, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv, scale, c->d_work, 1);
+	for (int i = 0; i < 6; i++) {
+		float *x = host_f32(d[i], n[i]);
+		double ei = test_rel_err(x, h[i], n[i]);
+		if (ei >= TF32_TOL)
+			printf("  tf32: %s off by %.2e of its scale\n", names[i], ei);
+		e = fmax(e, ei);
+		free(x);
+	}
+	snprintf(msg, sizeof msg, "gdn chunked %s: tf32 state passes, o%s and every gradient within %.0e (%.1e)", shape,
+	         S ? ", S" : "", TF32_TOL, e);
+	test_cond(msg, e < TF32_TOL);
 	for (int i = 0; i < 6; i++)
 		gpu_free(d[i]);
 	gpu_free(d_o);
@@ -211,17 +241,24 @@ static void check(int B, int T, int H, int Dk, int Dv, int with_S0, int with_dSf
 }
 
 /* forward (and backward when asked) of case c once, for median_ms; keep:
- * the keeping forward and the kept backward */
+ * the keeping forward and the kept backward (keep 2: with tf32) */
 static void run_case(Case *c, float *d_o, float *d_grad[6], int backward, int keep)
 {
 	float scale = 1 / sqrtf((float)c->Dk);
-	(keep ? gdn_forward_chunked_keep_cuda : gdn_forward_chunked_cuda)(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g,
-	                                                                 c->d_beta, c->B, c->T, c->H, c->Dk, c->Dv,
-	                                                                 scale, c->d_work);
-	if (backward)
-		(keep ? gdn_backward_chunked_kept_cuda : gdn_backward_chunked_cuda)(
-			d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout, NULL, c->d_q, c->d_k,
-			c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv, scale, c->d_work);
+	if (keep)
+		gdn_forward_chunked_keep_cuda(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H,
+		                              c->Dk, c->Dv, scale, c->d_work, keep == 2);
+	else
+		gdn_forward_chunked_cuda(d_o, NULL, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
+		                         c->Dv, scale, c->d_work);
+	if (backward && keep)
+		gdn_backward_chunked_kept_cuda(d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout,
+		                               NULL, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H,
+		                               c->Dk, c->Dv, scale, c->d_work, keep == 2);
+	else if (backward)
+		gdn_backward_chunked_cuda(d_grad[0], d_grad[1], d_grad[2], d_grad[3], d_grad[4], NULL, c->d_dout, NULL,
+		                          c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv,
+		                          scale, c->d_work);
 }
 
 static void bench(void)
@@ -239,10 +276,14 @@ static void bench(void)
 	float fb = median_ms([&] { run_case(&c, d_o, d_grad, 1, 0); });
 	float fk = median_ms([&] { run_case(&c, d_o, d_grad, 0, 1); });
 	float fbk = median_ms([&] { run_case(&c, d_o, d_grad, 1, 1); });
+	float ft = median_ms([&] { run_case(&c, d_o, d_grad, 0, 2); });
+	float fbt = median_ms([&] { run_case(&c, d_o, d_grad, 1, 2); });
 	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, work %.0f MB: forward %.3f ms, forward+backward %.3f ms "
 	       "(median of 20)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
 	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d: keeping forward %.3f ms, keeping forward + kept backward %.3f ms "
 	       "(recomputing %.3f: %.3f ms saved)\n", name, B, T, H, D, fk, fbk, fb, fb - fbk);
+	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, tf32 state passes: keeping forward %.3f ms, keeping forward + "
+	       "kept backward %.3f ms\n", name, B, T, H, D, ft, fbt);
 	for (int i = 0; i < 5; i++)
 		gpu_free(d_grad[i]);
 	gpu_free(d_o);
