@@ -1,23 +1,25 @@
 /*
  * supernet (GPU): the search's mixture of operators on the device, host
  * code over the teacher (kernels/forward.cu), the attention kernels and the
- * GpuLop candidates (kernels/linear_op.cu), plus four small kernels: the
- * mixture, a float32 accumulation, a conversion and a deterministic dot
- * product. The twin of supernet_kl and supernet_backward_kl in
- * lib/supernet.c; kernels/gpu_supernet.h states the contract.
+ * GpuLop candidates (kernels/linear_op.cu), plus three small kernels: the
+ * mixture, a float32 accumulation and deterministic dot products. The twin
+ * of supernet_kl and supernet_backward_kl in lib/supernet.c;
+ * kernels/gpu_supernet.h states the contract.
  *
  * Forward, layer l (the GpuModel's hook, after the teacher's a = fa(u)):
  *   keep u and fa's a (a step only)                   2 copies
  *   swa: att = attention_W(q, k, v) of the teacher's q, k, v; o = Wo att + bo
- *   gdn, gla (weight != 0, or a step's with arenas of their own): u in
- *     float32 once, o = gpu_lop_forward(u) (a step with own arenas keeps
- *     o in bf16)
+ *   gdn (weight != 0, or a step's with arenas of their own): o =
+ *     gpu_lop_forward_bf16(u), straight from bf16 u to bf16 o (kept by a
+ *     step with own arenas); with DASH_SUPERNET_F32=1, and gla always: u in
+ *     float32 once, o = gpu_lop_forward(u), kept in bf16
  *   a = w_0 a + sum_k w_k o_k                         mix_kernel
  * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da:
- *   dw_l0 = <da, fa>, dw_l,swa = <da, o_swa>          dot, two launches each
- *   gdn, gla: dw = <da, o> (in a shared arena o = gpu_lop_forward(u)
- *     again first); when w != 0 du_k = gpu_lop_backward(da) (no parameter
- *     gradients), du += w du_k
+ *   dw_lk = <da, o_k> for every kept column           one pass over da
+ *   gdn, gla in a shared arena: o = the forward again, then its dot
+ *   gdn, gla, when w != 0: du += w du_k, gdn by gpu_lop_backward_bf16 into
+ *     the float32 sum (w folded in), gla (and gdn with DASH_SUPERNET_F32=1)
+ *     by gpu_lop_backward(da in float32) and acc_kernel
  *   swa (w != 0): datt = da Wo; dq, dk, dv = attention_W'(datt);
  *     dqkv = rope'(dq, dk), dv; du += w dqkv Wqkv
  *   return w_0 (the GpuModel scales the teacher's path) and du in bf16
@@ -36,6 +38,13 @@
  * KL (14 ms): the target of 10 min (200 ms a step) needs the gdn kernels
  * on the tensor cores (they are float32 on the CUDA cores) and a faster
  * teacher both.
+ * version 3: gdn's bf16 path (kernels/gpu_lop.h), the dots of a layer in
+ * one pass over da (they took 57 us each, double products one value a
+ * thread: now each thread sums 8 bf16 products in float32, then double),
+ * the elementwise kernels 8 values a thread. H200, the same step: 294.2 ->
+ * 266.5 ms (262.5 with the TF32 state passes of kernels/gdn_chunked.cu
+ * version 4; 287.3 with DASH_SUPERNET_F32=1), 13.1 min for 12.3M tokens
+ * (bench/RESULTS.md, version 6).
  */
 #include <string.h>
 
