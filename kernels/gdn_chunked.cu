@@ -64,7 +64,7 @@
  *     Measured (H100, DASH_BENCH=1): keeping forward 0.666 ms (plain 0.646),
  *     keeping forward + kept backward 1.942 ms against 2.425: 0.483 ms less.
  *   version 4: the state passes' products on the tensor cores in 1xTF32
- *     (gdn_state_tc_kernel, kernels/tf32.cuh; the keep/kept calls' tf32,
+ *     (gdn_state_kernel with TC, kernels/tf32.cuh; the keep/kept calls' tf32,
  *     the search's path), shared rows padded so that fragment reads do not
  *     conflict. H200: keeping forward 0.649 -> 0.595 ms, + kept backward
  *     1.867 -> 1.765; o, S and every gradient within 5.8e-4 of their scale
@@ -420,122 +420,19 @@ __global__ void __launch_bounds__(GDN_NT)
  * Xa = U, s1 = -1, s2 = 1, Sa none: Sst the start states, Xo = Wn. The
  * backward (REV, the chunks last to first): A1 = Kt^T, A2 = W, Xa = Pm,
  * Sa = Hq, s1 = 1, s2 = -1: St is dS', Xo = dWn. Sin (B H, dk, dv) the
- * first St, or NULL for zeros; Sout the last, or NULL. */
-template <int DK, bool REV>
+ * first St, or NULL for zeros; Sout the last, or NULL. TC: the products on
+ * the tensor cores in 1xTF32 (the search's path: the keep/kept calls with
+ * tf32), each warp a 16 x 8 tile of X and DK / 64 of St, else float32 on
+ * the CUDA cores. */
+template <int DK, bool REV, bool TC>
 __global__ void __launch_bounds__(GDN_NT)
 	gdn_state_kernel(const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G, float *Xo,
 	                 float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC, int dk, int dv)
 {
-	const int C = GDN_C, SV = GDN_SV, t = threadIdx.x;
-	float *sS = dyn_smem();    /* (DK, SV) */
-	float *sX = sS + DK * SV;  /* (C, SV) */
-	float *sbuf = sX + C * SV; /* two buffers of A1, A2, Xa, Sa, G */
-	const int NB = 2 * DK * C + C * SV + DK * SV + C;
-	int js = blockIdx.x * SV, bh = blockIdx.y;
-	for (int idx = t; idx < DK * SV; idx += GDN_NT) {
-		int d = idx / SV, j = js + idx % SV;
-		sS[idx] = Sin && d < dk && j < dv ? Sin[((size_t)bh * dk + d) * dv + j] : 0.f;
-	}
-	auto prefetch = [&](int c, int p) {
-		size_t bhc = (size_t)bh * NC + c;
-		float *b = sbuf + p * NB;
-		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
-		for (int i = t * 4; i < DK * C; i += GDN_NT * 4)
-			cp_async16(b + i, a1 + i), cp_async16(b + DK * C + i, a2 + i);
-		const float *xa = Xa + bhc * C * DV + js;
-		for (int i = t; i < C * SV / 4; i += GDN_NT)
-			cp_async16(b + 2 * DK * C + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
-		if (Sa) {
-			const float *sa = Sa + bhc * DK * DV + js;
-			for (int i = t; i < DK * SV / 4; i += GDN_NT)
-				cp_async16(b + 2 * DK * C + C * SV + i * 4, sa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
-		}
-		if (t < C / 4)
-			cp_async16(b + NB - C + t * 4, G + bhc * C + t * 4);
-		cp_async_commit();
-	};
-	prefetch(REV ? NC - 1 : 0, 0);
-	__syncthreads();
-	for (int it = 0; it < NC; it++) {
-		int c = REV ? NC - 1 - it : it, p = it & 1;
-		size_t bhc = (size_t)bh * NC + c;
-		if (it + 1 < NC)
-			prefetch(REV ? c - 1 : c + 1, p ^ 1);
-		float *sst = Sst + bhc * DK * DV + js;
-		for (int i = t; i < DK * SV / 4; i += GDN_NT)
-			*(float4 *)(sst + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4) = *(const float4 *)(sS + i * 4);
-		if (it + 1 < NC)
-			cp_async_wait<1>();
-		else
-			cp_async_wait<0>();
-		__syncthreads();
-		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * C, *sXa = sA2 + DK * C, *sSa = sXa + C * SV;
-		/* X: each half of the block sums half of the d, a 4x2 tile a
-		 * thread (half the shared-memory traffic of a 4x1 tile over all
-		 * d); the second half leaves its sums in sX for the first */
-		{
-			int hk = t / (GDN_NT / 2), tt = t % (GDN_NT / 2), i0 = tt / (SV / 2) * 4, j0 = tt % (SV / 2) * 2;
-			float acc[4][2];
-			zero(acc);
-			mm<4, 2>(acc, sA1, C, i0, 0, sS, SV, j0, 0, hk * DK / 2, (hk + 1) * DK / 2);
-			if (hk)
-#pragma unroll
-				for (int x = 0; x < 4; x++)
-					*(float2 *)(sX + (i0 + x) * SV + j0) = make_float2(acc[x][0], acc[x][1]);
-			__syncthreads();
-			float *xo = Xo + bhc * C * DV + js;
-			if (!hk)
-#pragma unroll
-				for (int x = 0; x < 4; x++)
-#pragma unroll
-					for (int y = 0; y < 2; y++) {
-						int i = i0 + x, j = j0 + y;
-						float val = sXa[i * SV + j] + s1 * (acc[x][y] + sX[i * SV + j]);
-						sX[i * SV + j] = val;
-						xo[(size_t)i * DV + j] = val;
-					}
-		}
-		__syncthreads();
-		/* St: a 4xTN tile a thread */
-		{
-			constexpr int TN = DK / 64, CT = SV / TN;
-			int d0 = t / CT * 4, j0 = t % CT * TN;
-			float acc[4][TN];
-			zero(acc);
-			mm<4, TN>(acc, sA2, DK, d0, 0, sX, SV, j0, 0, 0, C);
-			float a = expf(sA1[NB - 1]);
-#pragma unroll
-			for (int x = 0; x < 4; x++)
-#pragma unroll
-				for (int y = 0; y < TN; y++) {
-					int idx = (d0 + x) * SV + j0 + y;
-					sS[idx] = a * sS[idx] + (Sa ? sSa[idx] : 0.f) + s2 * acc[x][y];
-				}
-		}
-		__syncthreads();
-	}
-	if (Sout)
-		for (int idx = t; idx < DK * SV; idx += GDN_NT) {
-			int d = idx / SV, j = js + idx % SV;
-			if (d < dk && j < dv)
-				Sout[((size_t)bh * dk + d) * dv + j] = sS[idx];
-		}
-}
-
-/* gdn_state_kernel's products on the tensor cores in 1xTF32 (the search's
- * path: gdn_forward_chunked_keep_cuda and gdn_backward_chunked_kept_cuda
- * with tf32): the same recurrence, each warp a 16 x 8 tile of X and DK / 64
- * of St, operands in shared memory with rows padded (A1 C + 8, A2 DK + 8, St
- * and X SV + 8 floats) so that the fragment reads meet no bank conflicts. */
-#define GDN_CP (GDN_C + 8)
-#define GDN_SVP (GDN_SV + 8)
-template <int DK, bool REV>
-__global__ void __launch_bounds__(GDN_NT)
-	gdn_state_tc_kernel(const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G, float *Xo,
-	                    float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC, int dk, int dv)
-{
-	const int C = GDN_C, SV = GDN_SV, CP = GDN_CP, SVP = GDN_SVP, DKP = DK + 8, t = threadIdx.x;
-	const int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4;
+	/* TC: rows of A1, A2, St and X padded by 8 floats (fragment reads free
+	 * of bank conflicts) */
+	const int C = GDN_C, SV = GDN_SV, t = threadIdx.x, P = TC ? 8 : 0;
+	const int CP = C + P, DKP = DK + P, SVP = SV + P;
 	float *sS = dyn_smem();     /* (DK, SVP) */
 	float *sX = sS + DK * SVP;  /* (C, SVP) */
 	float *sbuf = sX + C * SVP; /* two buffers of A1 (DK, CP), A2 (C, DKP), Xa (C, SV), Sa (DK, SV), G (C) */
@@ -583,12 +480,12 @@ __global__ void __launch_bounds__(GDN_NT)
 			cp_async_wait<0>();
 		__syncthreads();
 		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * CP, *sXa = sA2 + C * DKP, *sSa = sXa + C * SV;
-		/* X = Xa + s1 A1^T St: warp w the rows 16 (w % 4), columns 8 (w / 4) */
-		{
-			int m0 = warp % 4 * 16, n0 = warp / 4 * 8;
+		float *xo = Xo + bhc * C * DV + js;
+		if (TC) {
+			/* X = Xa + s1 A1^T St: warp w the rows 16 (w % 4), columns 8 (w / 4) */
+			int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4, m0 = warp % 4 * 16, n0 = warp / 4 * 8;
 			float acc[1][1][4] = {};
 			wmma_tf32<false, 1, 1, 1, CP, SVP, 1>(acc, sA1 + m0, sS + n0, DK);
-			float *xo = Xo + bhc * C * DV + js;
 #pragma unroll
 			for (int r = 0; r < 4; r++) {
 				int i = m0 + g + 8 * (r / 2), j = n0 + 2 * q + r % 2;
@@ -596,22 +493,57 @@ __global__ void __launch_bounds__(GDN_NT)
 				sX[i * SVP + j] = val;
 				xo[(size_t)i * DV + j] = val;
 			}
+		} else {
+			/* X: each half of the block sums half of the d, a 4x2 tile a
+			 * thread (half the shared-memory traffic of a 4x1 tile over
+			 * all d); the second half leaves its sums in sX for the first */
+			int hk = t / (GDN_NT / 2), tt = t % (GDN_NT / 2), i0 = tt / (SV / 2) * 4, j0 = tt % (SV / 2) * 2;
+			float acc[4][2];
+			zero(acc);
+			mm<4, 2>(acc, sA1, C, i0, 0, sS, SV, j0, 0, hk * DK / 2, (hk + 1) * DK / 2);
+			if (hk)
+#pragma unroll
+				for (int x = 0; x < 4; x++)
+					*(float2 *)(sX + (i0 + x) * SV + j0) = make_float2(acc[x][0], acc[x][1]);
+			__syncthreads();
+			if (!hk)
+#pragma unroll
+				for (int x = 0; x < 4; x++)
+#pragma unroll
+					for (int y = 0; y < 2; y++) {
+						int i = i0 + x, j = j0 + y;
+						float val = sXa[i * SV + j] + s1 * (acc[x][y] + sX[i * SV + j]);
+						sX[i * SV + j] = val;
+						xo[(size_t)i * DV + j] = val;
+					}
 		}
 		__syncthreads();
-		/* St = e^{G_last} St + Sa + s2 A2^T X: warp w the rows 16 WM (w % 4),
-		 * columns 8 (w / 4) */
-		{
+		/* St = e^{G_last} St + Sa + s2 A2^T X */
+		float a = expf(sA1[NB - 1]);
+		if (TC) { /* warp w the rows 16 WM (w % 4), columns 8 (w / 4) */
 			constexpr int WM = DK / 64;
-			int m0 = warp % 4 * 16 * WM, n0 = warp / 4 * 8;
+			int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4, m0 = warp % 4 * 16 * WM, n0 = warp / 4 * 8;
 			float acc[WM][1][4] = {};
 			wmma_tf32<false, WM, 1, 1, DKP, SVP, 1>(acc, sA2 + m0, sX + n0, C);
-			float a = expf(sA1[NB - 1]);
 #pragma unroll
 			for (int mi = 0; mi < WM; mi++)
 #pragma unroll
 				for (int r = 0; r < 4; r++) {
 					int d = m0 + 16 * mi + g + 8 * (r / 2), j = n0 + 2 * q + r % 2;
 					sS[d * SVP + j] = a * sS[d * SVP + j] + (Sa ? sSa[d * SV + j] : 0.f) + s2 * acc[mi][0][r];
+				}
+		} else { /* a 4xTN tile a thread */
+			constexpr int TN = DK / 64, CT = SV / TN;
+			int d0 = t / CT * 4, j0 = t % CT * TN;
+			float acc[4][TN];
+			zero(acc);
+			mm<4, TN>(acc, sA2, DK, d0, 0, sX, SV, j0, 0, 0, C);
+#pragma unroll
+			for (int x = 0; x < 4; x++)
+#pragma unroll
+				for (int y = 0; y < TN; y++) {
+					int idx = (d0 + x) * SV + j0 + y;
+					sS[idx] = a * sS[idx] + (Sa ? sSa[idx] : 0.f) + s2 * acc[x][y];
 				}
 		}
 		__syncthreads();
@@ -1160,14 +1092,11 @@ static const int GDN_SMEM_MAX = 227 * 1024;
 
 /* bytes of dynamic shared memory of each kernel */
 static size_t smem_chunk(int DK) { return (size_t)(2 * DK * GDN_C + GDN_C * GDN_C + 4 * GDN_C) * 4; }
-static size_t smem_state(int DK)
+static size_t smem_state(int DK, bool tc)
 {
-	return (size_t)(DK * GDN_SV + GDN_C * GDN_SV + 2 * (2 * DK * GDN_C + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
-}
-static size_t smem_state_tc(int DK)
-{
-	return (size_t)(DK * GDN_SVP + GDN_C * GDN_SVP +
-	                2 * (DK * GDN_CP + GDN_C * (DK + 8) + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
+	int P = tc ? 8 : 0, SVP = GDN_SV + P;
+	return (size_t)(DK * SVP + GDN_C * SVP +
+	                2 * (DK * (GDN_C + P) + GDN_C * (DK + P) + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
 }
 static size_t smem_output(int DK, int DV)
 {
@@ -1206,16 +1135,10 @@ static void gdn_state(bool tf32, dim3 grid, const float *A1, const float *A2, co
                       const float *G, float *Xo, float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV,
                       int NC, int dk, int dv)
 {
-	static bool done, done_tc;
-	if (tf32) {
-		gdn_smem(gdn_state_tc_kernel<DK, REV>, smem_state_tc(DK), &done_tc);
-		gdn_state_tc_kernel<DK, REV><<<grid, GDN_NT, smem_state_tc(DK)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1,
-		                                                                   s2, DV, NC, dk, dv);
-	} else {
-		gdn_smem(gdn_state_kernel<DK, REV>, smem_state(DK), &done);
-		gdn_state_kernel<DK, REV><<<grid, GDN_NT, smem_state(DK)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV,
-		                                                            NC, dk, dv);
-	}
+	static bool done[2];
+	auto f = tf32 ? gdn_state_kernel<DK, REV, true> : gdn_state_kernel<DK, REV, false>;
+	gdn_smem(f, smem_state(DK, tf32), &done[tf32]);
+	f<<<grid, GDN_NT, smem_state(DK, tf32)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
 	cudaCheck(cudaGetLastError());
 }
 
