@@ -595,14 +595,6 @@ static int gdn_recompute(void)
 	return e && !strcmp(e, "1");
 }
 
-/* x (n) float32 into out (n) bf16 */
-__global__ void to_bf16_kernel(bf16 *out, const float *x, int64_t n)
-{
-	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (i < n)
-		out[i] = __float2bfloat16(x[i]);
-}
-
 /* gdn's bf16 weights, made from w when w16 does not hold them (first use,
  * or gpu_lop_params since) */
 static void half_weights(GpuLop *g)
@@ -613,14 +605,13 @@ static void half_weights(GpuLop *g)
 		g->w16 = (bf16_t *)gpu_alloc((OC * C + C * HD + C) * sizeof(bf16_t));
 	if (g->w16_ok)
 		return;
+	/* one after another, in the order of the PJ_ blocks, then wo and bo */
 	const char *nm[] = {"wq", "wk", "wv", "wa", "wb", "wg", "wo", "bo"};
-	size_t off[] = {0, 0, 0, 0, 0, 0, OC * C, OC * C + C * HD};
-	for (int j = 0; j < 8; j++) {
+	for (size_t j = 0, at = 0; j < 8; j++) {
 		const LopParam *p = lop_param(op, nm[j]);
-		size_t at = j < PJ_N ? (size_t)proj_off(op, j) * C : off[j];
-		int64_t cnt = (int64_t)p->rows * p->cols;
-		to_bf16_kernel<<<ew_blocks(cnt), EW_THREADS>>>((bf16 *)g->w16 + at, g->w + p->off, cnt);
-		cudaCheck(cudaGetLastError());
+		size_t cnt = (size_t)p->rows * p->cols;
+		f32_to_bf16_cuda(g->w16 + at, g->w + p->off, cnt);
+		at += cnt;
 	}
 	g->w16_ok = 1;
 }
