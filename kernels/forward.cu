@@ -27,6 +27,7 @@
  *   dh = dx + norm2'(du)                          residual_rmsnorm_backward
  *   datt = dh Wo; dq, dk, dv = attention'(datt)
  *   dqkv = rope'(dq), rope'(dk), dv packed        qkv_rope_backward
+ *     (a supernet's layer: wfa attention'(datt) + w2 attention_W'(datt))
  *   du = dqkv Wqkv; dx = dh + norm1'(du)          residual_rmsnorm_backward
  *
  * What a train GpuModel keeps per layer and token (bf16 unless noted):
@@ -446,14 +447,6 @@ extern "C" void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T,
 // ----------------------------------------------------------------------------
 // backward, with respect to activations only: the twin of model_backward
 
-/* du (n) = w du + dmix (dmix NULL: w du), float32 arithmetic: a supernet
- * layer's teacher path scaled and its own operators' gradient added */
-__global__ void mix_du_kernel(bf16 *du, const bf16 *dmix, float w, int64_t n)
-{
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-		du[i] = __float2bfloat16(w * __bfloat162float(du[i]) + (dmix ? __bfloat162float(dmix[i]) : 0.0f));
-}
-
 /* the backward of gpu_model_backward and gpu_model_backward_mix: grad_hook
  * and mix may each be NULL */
 static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook, GpuMixGrad mix,
@@ -481,30 +474,38 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		/* attention: h = x + a, so dL/da = dL/dh */
 		if (grad_hook)
 			grad_hook(ctx, l, g->dh, n, C);
-		/* a supernet's layer: a = wfa attention(u) + its own operators' */
-		float wfa = 1;
-		const bf16_t *dmix = NULL, *du = g->du;
+		/* a supernet's layer: a = Wo (wfa att + w2 att2) + its own operators',
+		 * whose du arrives in float32 (dmix) and takes the path's share in
+		 * the Wqkv GEMM */
+		float wfa = 1, *dmix = NULL;
+		GpuMixAtt a2 = {};
+		size_t nC = (size_t)n * C;
 		if (mix)
-			wfa = mix(ctx, l, g->dh, &dmix, n, C);
-		if (wfa != 0) {
+			wfa = mix(ctx, l, g->dh, &dmix, &a2, n, C);
+		if (wfa != 0 || a2.w != 0) {
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
-			attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, s->att, s->lse, s->q, s->k, s->v, B, T, H, G,
-			                        D, 0, g->work);
-			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
-			matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
-			if (wfa != 1 || dmix) {
-				mix_du_kernel<<<CEIL_DIV((int64_t)n * C, 1024) < 4096 ? CEIL_DIV((int64_t)n * C, 1024) : 4096,
-				                1024>>>((bf16 *)g->du, (const bf16 *)dmix, wfa, (int64_t)n * C);
-				cudaCheck(cudaGetLastError());
+			if (wfa != 0)
+				attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, s->att, s->lse, s->q, s->k, s->v, B, T, H,
+				                        G, D, 0, g->work);
+			if (a2.w != 0)
+				attention_backward_cuda(a2.dq, a2.dk, a2.dv, g->datt, a2.att, a2.lse, s->q, s->k, s->v, B, T, H,
+				                        G, D, a2.window, g->work);
+			qkv_rope_backward_mix_cuda(g->dqkv, wfa, wfa != 0 ? g->dq : NULL, g->dk, g->dv, a2.w,
+			                           a2.w != 0 ? a2.dq : NULL, a2.dk, a2.dv, g->inv_freq, B, T, 0, H, G, D);
+			if (dmix) { /* dmix += dqkv Wqkv, then du in bf16 */
+				gemm_bf16_acc(CUBLAS_OP_N, C, n, W, w->wqkv, C, g->dqkv, W, dmix, dmix, CUDA_R_32F, C);
+				f32_to_bf16_cuda(g->du, dmix, nC);
+			} else {
+				matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
 			}
 		} else if (dmix) {
-			du = dmix;
+			f32_to_bf16_cuda(g->du, dmix, nC);
 		} else {
-			cudaCheck(cudaMemsetAsync(g->du, 0, (size_t)n * C * sizeof(bf16_t)));
+			cudaCheck(cudaMemsetAsync(g->du, 0, nC * sizeof(bf16_t)));
 		}
 		/* u = norm1(x) and the residual: dL/dx, the first layer's into d_dx0 when given */
 		bf16_t *dx = l == 0 && d_dx0 ? d_dx0 : g->dx;
-		residual_rmsnorm_backward_cuda(dx, du, g->dh, s->x, s->rstd1, w->ln1, n, C);
+		residual_rmsnorm_backward_cuda(dx, g->du, g->dh, s->x, s->rstd1, w->ln1, n, C);
 	}
 }
 

@@ -102,6 +102,13 @@ void qkv_rope_forward_cuda(bf16_t *d_q, bf16_t *d_k, bf16_t *d_v, const bf16_t *
 /* its backward: dqkv (B*T, H*D + 2*G*D) = dq, dk rotated back, and dv, packed */
 void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
                             const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
+/* the same of w1 (dq1, dk1, dv1) + w2 (dq2, dk2, dv2), summed in float32
+ * before the rotation (two attentions of the same q, k, v); a set with dq
+ * NULL is left out, not both */
+void qkv_rope_backward_mix_cuda(bf16_t *d_dqkv, float w1, const bf16_t *d_dq1, const bf16_t *d_dk1,
+                                const bf16_t *d_dv1, float w2, const bf16_t *d_dq2, const bf16_t *d_dk2,
+                                const bf16_t *d_dv2, const float *d_inv_freq, int B, int T, int pos0, int H, int G,
+                                int D);
 
 /* out (n, F) = silu(gu[:, :F]) * gu[:, F:];  gu (n, 2F) gate | up packed,
  * and its backward dgu (n, 2F) = dgate | dup */

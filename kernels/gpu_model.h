@@ -86,19 +86,36 @@ typedef void (*GpuGradHook)(void *ctx, int l, const uint16_t *d_da, int n, int C
  * respect to the embeddings' output. */
 void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook, void *ctx,
                         bf16_t *d_dx0);
+/* A GpuMixAtt: a second attention of a layer's own q, k, v (the teacher's
+ * in a window, a supernet's swa column) whose output enters a through the
+ * layer's Wo with weight w, as the teacher's attention does with its own:
+ * a = Wo (wfa att + w att2) + ... Its forward's output att (n, H*D) and lse
+ * (B, H, T) are kept by the caller, which also lends dq (n, H*D), dk and
+ * dv (n, G*D) as scratch for its backward. */
+typedef struct {
+	float w;
+	int window;
+	const bf16_t *att;
+	const float *lse;
+	bf16_t *dq, *dk, *dv;
+} GpuMixAtt;
 /* A GpuMixGrad is what gpu_model_backward_mix asks, going backwards, at
  * each layer l whose attention output a is a mixture (a supernet's,
  * kernels/gpu_supernet.h), given dL/da (device (n, C) bf16, of the mixed a,
  * before the residual add), before the teacher's attention path is
  * back-propagated. It returns the factor w with which the teacher's
  * attention enters a: that path is back-propagated from w dL/da (nothing
- * of it runs when w is 0). It sets *d_du to device (n, C) bf16 holding the
- * gradient with respect to u = norm1(x) through its own operators, or to
- * NULL when they add none; that gradient is added to the teacher path's
- * before the backward of norm1. It must not change d_da; its buffer *d_du
- * must stay as it is until the next layer's call (device work it queues on
+ * of it runs when w is 0). It may fill *att2 (which arrives with w 0) with
+ * a second attention that shares the path's Wo and Wqkv: both run their
+ * attention backward on the one datt = dL/da Wo, their dq, dk, dv are
+ * summed with their weights and go back through one Wqkv. It sets *d_du to
+ * device (n, C) float32 holding the gradient with respect to u = norm1(x)
+ * through its own operators, or to NULL when they add none; the attention
+ * path's Wqkv GEMM adds its own into that buffer (which it may thus
+ * change) before the backward of norm1. It must not change d_da; *d_du
+ * must stay valid until the next layer's call (device work it queues on
  * the default stream is ordered with the backward's). */
-typedef float (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, const uint16_t **d_du, int n, int C);
+typedef float (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, float **d_du, GpuMixAtt *att2, int n, int C);
 /* gpu_model_backward_mix: gpu_model_backward (which is its case of every w
  * 1 and no d_du) with a GpuMixGrad in every layer; the twin of
  * model_backward_hooks' mix (lib/model.h) */

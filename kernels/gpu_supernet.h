@@ -11,8 +11,9 @@
  *   fa   the teacher's attention, what the GpuModel computes anyway
  *   swa  the teacher's q, k, v of the layer (GpuLayerView) through
  *        attention_forward_cuda with the window, Wo and bo; its backward by
- *        attention_backward_cuda with the window, qkv_rope_backward_cuda and
- *        the Wqkv GEMM
+ *        the GpuModel as the second attention of the layer (GpuMixAtt):
+ *        attention_backward_cuda with the window on the teacher path's
+ *        datt, sharing its Wo and Wqkv GEMMs
  *   gdn, gla  a GpuLop each (kernels/gpu_lop.h; its backward without
  *        parameter gradients; gdn by gpu_lop_forward_bf16, bf16 operands
  *        in its projections, unless DASH_SUPERNET_F32=1 asks for its

@@ -20,9 +20,11 @@
  *   gdn, gla, when w != 0: du += w du_k, gdn by gpu_lop_backward_bf16 into
  *     the float32 sum (w folded in), gla (and gdn with DASH_SUPERNET_F32=1)
  *     by gpu_lop_backward(da in float32) and acc_kernel
- *   swa (w != 0): datt = da Wo; dq, dk, dv = attention_W'(datt);
- *     dqkv = rope'(dq, dk), dv; du += w dqkv Wqkv
- *   return w_0 (the GpuModel scales the teacher's path) and du in bf16
+ *   swa: handed to the GpuModel as its second attention (GpuMixAtt): it
+ *     runs attention_W' on the datt = da Wo of its own path and sums dq,
+ *     dk, dv with the weights before rope' and the one Wqkv GEMM
+ *   return w_0 (the GpuModel scales the teacher's path) and du in float32,
+ *     to which the GpuModel's Wqkv GEMM adds the attention paths' share
  *
  * version 1: as above; the swa column recomputes no q, k, v (it takes the
  * teacher's, kept by the train GpuModel). H100, Qwen2.5-3B shape, fa, swa,
@@ -45,6 +47,11 @@
  * 266.5 ms (262.5 with the TF32 state passes of kernels/gdn_chunked.cu
  * version 4; 287.3 with DASH_SUPERNET_F32=1), 13.1 min for 12.3M tokens
  * (bench/RESULTS.md, version 6).
+ * version 4: swa's backward shares the teacher path's Wo and Wqkv GEMMs
+ * (the GpuModel's GpuMixAtt: one datt, the two attentions' dq, dk, dv
+ * summed by qkv_rope_backward_mix_cuda) and the columns' du reaches the
+ * GpuModel in float32, added in its Wqkv GEMM (no bf16 round trip, no
+ * separate add).
  */
 #include <string.h>
 
@@ -86,14 +93,8 @@ struct GpuSupernet {
 	float *uf;                /* (n, C) u in float32 */
 	float *of[SN_MAX_OPS];    /* (n, C) the float32 columns' outputs (gla; gdn with f32) */
 	bf16_t *o16;              /* (n, C) a bf16 gdn column's output where it is not kept */
-	float *daf, *duf, *duacc; /* (n, C) dL/da in float32, one operator's du, their sum */
-	bf16_t *dmix;             /* (n, C) the sum in bf16, for the GpuModel */
-	bf16_t *datt, *dq;        /* (n, H*D) swa's backward */
-	bf16_t *dk, *dv;          /* (n, G*D) */
-	bf16_t *dqkv;             /* (n, H*D + 2 G*D) */
-	bf16_t *dub;              /* (n, C) */
-	float *work;              /* the attention backward's */
-	size_t work_floats;
+	float *daf, *duf, *duacc; /* (n, C) dL/da in float32, one operator's du, their sum (the GpuModel's) */
+	bf16_t *dq, *dk, *dv;     /* (n, H*D), (n, G*D) x 2: swa's backward, lent to the GpuModel */
 	double *dw, *partial;     /* (L*K) dL/dw; SN_MAX_OPS x RED_BLOCKS partial sums */
 	bf16_t *th, *dhid;        /* (n, C) the teacher's hidden rows; dL/dhidden */
 	float *loss;              /* (3) the KL; eval's cross-entropies of the supernet and the teacher */
@@ -343,22 +344,9 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 		mix(d_a, &s, (int64_t)nC);
 }
 
-/* swa's backward at layer l from da: du (bf16) into g->dub */
-static void swa_backward(GpuSupernet *g, int l, const bf16_t *d_da, int n)
-{
-	const ModelConfig *c = g->c;
-	int C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D;
-	GpuLayerView v;
-	gpu_model_layer(g->gm, l, &v);
-	matmul_backward_cuda(g->datt, d_da, v.wo, n, HD, C);
-	attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, att_of(g, l), lse_of(g, l), v.q, v.k, v.v, g->B, g->T, H,
-	                        G, D, g->window, g->work);
-	qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, v.inv_freq, g->B, g->T, 0, H, G, D);
-	matmul_backward_cuda(g->dub, g->dqkv, v.wqkv, n, C, W);
-}
-
-/* the GpuMixGrad: dw of layer l, du through the columns k > 0, w_0 */
-static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t **d_du, int n, int C)
+/* the GpuMixGrad: dw of layer l, du through the columns k > 0 (swa's by
+ * the GpuModel, as its second attention), w_0 */
+static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, GpuMixAtt *att2, int n, int C)
 {
 	GpuSupernet *g = (GpuSupernet *)ctx;
 	int K = g->K, B = g->B, T = g->T;
@@ -376,10 +364,8 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t 
 	dots(g, dw, d_da, &kept, nC);
 	for (int k = 1; k < K; k++) {
 		if (g->ops[k] == ARCH_SWA) {
-			if (w[k] == 0)
-				continue;
-			swa_backward(g, l, d_da, n);
-			acc(g->duacc, g->dub, 0, w[k], !any, nC);
+			*att2 = GpuMixAtt{w[k], g->window, att_of(g, l), lse_of(g, l), g->dq, g->dk, g->dv};
+			continue;
 		} else if (lop_half(g, k)) {
 			GpuLop *op = g->lop[(size_t)l * K + k];
 			if (g->shared) { /* the forward again, in the shared arena */
@@ -406,11 +392,7 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t 
 		}
 		any = 1;
 	}
-	*d_du = NULL;
-	if (any) {
-		f32_to_bf16_cuda(g->dmix, g->duacc, (size_t)nC);
-		*d_du = g->dmix;
-	}
+	*d_du = any ? g->duacc : NULL;
 	return w[0];
 }
 
@@ -435,11 +417,7 @@ static void layout(GpuSupernet *g, Carver *cv)
 	if (swa) {
 		CARVE(cv, g->att, (size_t)L * n * HD);
 		CARVE(cv, g->lse, (size_t)L * n * c->H);
-		CARVE(cv, g->datt, n * HD), CARVE(cv, g->dq, n * HD);
-		CARVE(cv, g->dk, n * GD), CARVE(cv, g->dv, n * GD);
-		CARVE(cv, g->dqkv, n * (HD + 2 * GD));
-		CARVE(cv, g->dub, n * C);
-		CARVE(cv, g->work, g->work_floats);
+		CARVE(cv, g->dq, n * HD), CARVE(cv, g->dk, n * GD), CARVE(cv, g->dv, n * GD);
 	}
 	CARVE(cv, g->uf, n * C);
 	g->o16 = NULL;
@@ -451,7 +429,6 @@ static void layout(GpuSupernet *g, Carver *cv)
 			CARVE(cv, g->of[k], n * C);
 	}
 	CARVE(cv, g->daf, n * C), CARVE(cv, g->duf, n * C), CARVE(cv, g->duacc, n * C);
-	CARVE(cv, g->dmix, n * C);
 	CARVE(cv, g->dw, (size_t)L * K), CARVE(cv, g->partial, SN_MAX_OPS * RED_BLOCKS);
 	CARVE(cv, g->th, n * C), CARVE(cv, g->dhid, n * C);
 	CARVE(cv, g->loss, 3), CARVE(cv, g->targets, n);
@@ -474,7 +451,6 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 	g->f32 = env_flag("DASH_SUPERNET_F32");
 	g->gm = gpu_model_new(sn->m, max_tokens, 1);
 	g->kept = (bf16_t **)callocCheck((size_t)L * K, sizeof *g->kept);
-	g->work_floats = attention_backward_work(1, max_tokens, c->H, c->D);
 	/* the gdn and gla operators: an arena each (nothing runs twice) when
 	 * they fit beside the rest with an eighth of the device to spare, else
 	 * one for all; DASH_SUPERNET_SHARED=1 asks for the latter */

@@ -202,9 +202,27 @@ static void test_qkv_rope(int B, int T, int H, int G, int D, int pos0, int bias)
 	qkv_rope_backward_cuda(dqkv.d, dq.d, dk.d, dv.d, d_inv, B, T, pos0, H, G, D);
 	snprintf(msg, sizeof msg, "qkv_rope_backward B=%d T=%d H=%d G=%d D=%d pos0=%d", B, T, H, G, D, pos0);
 	test_cond(msg, same("dqkv", &dqkv, r));
+	/* two weighted sets (two attentions of one q, k, v), then the second
+	 * alone: the CPU backward of the weighted sums */
+	Buf eq = buf_rand(n * HD, 1), ek = buf_rand(n * GD, 1), ev = buf_rand(n * GD, 1);
+	float w1 = 0.3f, w2 = -1.7f, *sq = (float *)mallocCheck(n * HD * 4), *sk = (float *)mallocCheck(n * GD * 4);
+	float *sv = (float *)mallocCheck(n * GD * 4);
+	for (int alone = 0; alone < 2; alone++) {
+		float a = alone ? 0.f : w1;
+		for (size_t i = 0; i < n * HD; i++)
+			sq[i] = a * dq.f[i] + w2 * eq.f[i];
+		for (size_t i = 0; i < n * GD; i++)
+			sk[i] = a * dk.f[i] + w2 * ek.f[i], sv[i] = a * dv.f[i] + w2 * ev.f[i];
+		qkv_rope_backward_cpu(r, sq, sk, sv, inv, B, T, pos0, H, G, D);
+		qkv_rope_backward_mix_cuda(dqkv.d, w1, alone ? NULL : dq.d, dk.d, dv.d, w2, eq.d, ek.d, ev.d, d_inv, B, T,
+		                           pos0, H, G, D);
+		snprintf(msg, sizeof msg, "qkv_rope_backward_mix%s B=%d T=%d H=%d G=%d D=%d", alone ? " (second alone)" : "",
+		         B, T, H, G, D);
+		test_cond(msg, same("dqkv", &dqkv, r));
+	}
 	buf_free(&qkv), buf_free(&b), buf_free(&q), buf_free(&k), buf_free(&v);
-	buf_free(&dq), buf_free(&dk), buf_free(&dv), buf_free(&dqkv);
-	free(inv), free(rq), free(rk), free(rv), free(r);
+	buf_free(&dq), buf_free(&dk), buf_free(&dv), buf_free(&dqkv), buf_free(&eq), buf_free(&ek), buf_free(&ev);
+	free(inv), free(rq), free(rk), free(rv), free(r), free(sq), free(sk), free(sv);
 	gpu_free(d_inv);
 }
 
