@@ -796,11 +796,13 @@ struct BwdLayout {
 	static constexpr size_t bytes = end * sizeof(bf16) + 2 * 2 * BWD_BQ * sizeof(float); /* + lse, delta */
 };
 
-/* delta (B, H, T) = rowsum(dout * out), one warp a row; the same warp zeroes
- * the row's float32 dQ accumulator and, for h < G, the kv rows of dK and dV
- * (one pass instead of a memset) */
-__global__ void attention_delta_kernel(float *delta, float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout,
-                                       const bf16 *out, int B, int T, int H, int G, int D)
+/* delta (B, H, T) = rowsum(dout * out) and delta2 of out2 (each when its out
+ * is given: two attentions of one q, k, v and dout), one warp a row; the
+ * same warp zeroes the row's float32 dQ accumulator and, for h < G, the kv
+ * rows of dK and dV (one pass instead of a memset) */
+__global__ void attention_delta_kernel(float *delta, float *delta2, float *dq_acc, float *dk_acc, float *dv_acc,
+                                       const bf16 *dout, const bf16 *out, const bf16 *out2, int B, int T, int H,
+                                       int G, int D)
 {
 	int64_t row = (int64_t)blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE; /* (b*T + t)*H + h */
 	int lane = threadIdx.x % WARP_SIZE;
@@ -816,16 +818,25 @@ __global__ void attention_delta_kernel(float *delta, float *dq_acc, float *dk_ac
 			*reinterpret_cast<float4 *>(dv_acc + (bt * G + h) * D + i) = zero;
 		}
 	}
-	float s = 0;
+	float s = 0, s2 = 0;
 	for (int i = 2 * lane; i < D; i += 2 * WARP_SIZE) {
 		float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(dout + row * D + i));
-		float2 c = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(out + row * D + i));
-		s += a.x * c.x + a.y * c.y;
+		if (out) {
+			float2 c = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(out + row * D + i));
+			s += a.x * c.x + a.y * c.y;
+		}
+		if (out2) {
+			float2 c = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(out2 + row * D + i));
+			s2 += a.x * c.x + a.y * c.y;
+		}
 	}
-	s = warp_sum(s);
+	s = warp_sum(s), s2 = warp_sum(s2);
 	if (lane == 0) {
 		int64_t b = bt / T, t = bt % T;
-		delta[(b * H + h) * T + t] = s;
+		if (out)
+			delta[(b * H + h) * T + t] = s;
+		if (out2)
+			delta2[(b * H + h) * T + t] = s2;
 	}
 }
 
@@ -859,7 +870,7 @@ template <int D>
 __global__ void __launch_bounds__(BWD_WARPS * WARP_SIZE)
 attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const bf16 *q,
                           const bf16 *k, const bf16 *v, const float *lse, const float *delta, int T, int H, int G,
-                          int window, float scale)
+                          int window, float scale, float w)
 {
 	typedef BwdLayout<D> L;
 	constexpr int LD = L::LD, LDS = L::LDS, NT = BWD_WARPS * WARP_SIZE;
@@ -872,7 +883,7 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
 	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D, *db = dout + (size_t)b * T * qs + (size_t)h * D;
 	const float *lb = lse + ((size_t)b * H + h) * T, *deb = delta + ((size_t)b * H + h) * T;
-	const float sl2 = scale * LOG2E;
+	const float sl2 = scale * LOG2E, ws = scale * w; /* dS: the softmax scale and the weight */
 
 	/* the queries that see these keys: from the diagonal to the window's end */
 	int klast = min(k0 + BWD_BK, T) - 1;
@@ -947,7 +958,7 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 				if (edge && !visible(q0 + c, key[e >> 1], T, window))
 					p = 0.f;
 				st[j][e] = p;
-				dpt[j][e] = p * (dpt[j][e] - td[c]) * scale;
+				dpt[j][e] = p * (dpt[j][e] - td[c]) * ws;
 			}
 
 		/* dV += P^T dO and dK += dS^T Q; dS^T to shared memory for dQ */
@@ -1024,7 +1035,8 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 		#pragma unroll
 		for (int n = 0; n < D / 8; n++) {
 			atomicAdd(reinterpret_cast<float2 *>(dk_acc + o + n * 8), make_float2(dk[n][2 * i], dk[n][2 * i + 1]));
-			atomicAdd(reinterpret_cast<float2 *>(dv_acc + o + n * 8), make_float2(dv[n][2 * i], dv[n][2 * i + 1]));
+			atomicAdd(reinterpret_cast<float2 *>(dv_acc + o + n * 8),
+			          make_float2(w * dv[n][2 * i], w * dv[n][2 * i + 1]));
 		}
 	}
 }
@@ -1124,7 +1136,7 @@ template <int D>
 __global__ void __launch_bounds__(256, 1)
 attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const bf16 *q,
                                 const bf16 *k, const bf16 *v, const float *lse, const float *delta, int T, int H,
-                                int G, int window, float scale)
+                                int G, int window, float scale, float w)
 {
 #ifdef DASH_HAVE_WGMMA
 	typedef WbLayout<D> L;
@@ -1144,7 +1156,7 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
 	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D, *db = dout + (size_t)b * T * qs + (size_t)h * D;
 	const float *lb = lse + ((size_t)b * H + h) * T, *deb = delta + ((size_t)b * H + h) * T;
-	const float sl2 = scale * LOG2E;
+	const float sl2 = scale * LOG2E, ws = scale * w; /* dK: the softmax scale and the weight */
 
 	/* the queries that see these keys: from the diagonal to the window's end */
 	int klast = min(k0 + BK, T) - 1;
@@ -1369,8 +1381,9 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 			           2 * (lane % 4);
 #pragma unroll
 			for (int j = 0; j < 8; j++) {
-				*reinterpret_cast<float2 *>(t + 8 * j) = make_float2(dq[4 * j], dq[4 * j + 1]);
-				*reinterpret_cast<float2 *>(t + 8 * L::dq_ld + 8 * j) = make_float2(dq[4 * j + 2], dq[4 * j + 3]);
+				*reinterpret_cast<float2 *>(t + 8 * j) = make_float2(w * dq[4 * j], w * dq[4 * j + 1]);
+				*reinterpret_cast<float2 *>(t + 8 * L::dq_ld + 8 * j) =
+					make_float2(w * dq[4 * j + 2], w * dq[4 * j + 3]);
 			}
 		}
 		fence_proxy_async();
@@ -1388,8 +1401,9 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 #pragma unroll
 		for (int j = 0; j < D / 8; j++) {
 			atomicAdd(reinterpret_cast<float2 *>(dk_acc + o + 8 * j),
-			          make_float2(dk[4 * j + 2 * i] * scale, dk[4 * j + 2 * i + 1] * scale));
-			atomicAdd(reinterpret_cast<float2 *>(dv_acc + o + 8 * j), make_float2(dv[4 * j + 2 * i], dv[4 * j + 2 * i + 1]));
+			          make_float2(dk[4 * j + 2 * i] * ws, dk[4 * j + 2 * i + 1] * ws));
+			atomicAdd(reinterpret_cast<float2 *>(dv_acc + o + 8 * j),
+			          make_float2(w * dv[4 * j + 2 * i], w * dv[4 * j + 2 * i + 1]));
 		}
 	}
 #else
@@ -1397,57 +1411,87 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 #endif
 }
 
+/* one attention of attention_backward2_cuda: its weight, output, lse and window */
+struct AttGrad {
+	float w;
+	const bf16_t *out;
+	const float *lse;
+	int window;
+};
+
 template <int D>
-static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, const bf16_t *d_out,
-                            const float *d_lse, const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v, int B,
-                            int T, int H, int G, int window, float *d_work)
+static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, const AttGrad (&a)[2],
+                            const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G,
+                            float *d_work)
 {
-	int64_t nq = (int64_t)B * T * H * D, nk = (int64_t)B * T * G * D;
-	float *dq_acc = d_work, *dk_acc = dq_acc + nq, *dv_acc = dk_acc + nk, *delta = dv_acc + nk;
+	int64_t nq = (int64_t)B * T * H * D, nk = (int64_t)B * T * G * D, rows = (int64_t)B * T * H;
+	float *dq_acc = d_work, *dk_acc = dq_acc + nq, *dv_acc = dk_acc + nk, *delta[2] = {dv_acc + nk, dv_acc + nk + rows};
 	float scale = 1.0f / sqrtf((float)D);
-	int64_t rows = (int64_t)B * T * H;
 	attention_delta_kernel<<<(unsigned)CEIL_DIV(rows, 8), 8 * WARP_SIZE>>>(
-		delta, dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_out, B, T, H, G, D);
+		delta[0], delta[1], dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, a[0].w != 0 ? (const bf16 *)a[0].out : NULL,
+		a[1].w != 0 ? (const bf16 *)a[1].out : NULL, B, T, H, G, D);
 	cudaCheck(cudaGetLastError());
-	/* heads fastest: the key tiles near the start, which see the most
-	 * queries, go first */
+	/* each attention adds its share to the accumulators; heads fastest:
+	 * the key tiles near the start, which see the most queries, go first */
 	bool wg = use_wgmma();
-	if (wg) {
-		size_t smem = WbLayout<D>::bytes;
-		static bool configured;
-		if (!configured) {
-			cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D>,
-			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-			configured = true;
+	for (int i = 0; i < 2; i++) {
+		if (a[i].w == 0)
+			continue;
+		if (wg) {
+			size_t smem = WbLayout<D>::bytes;
+			static bool configured;
+			if (!configured) {
+				cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D>,
+				                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+				configured = true;
+			}
+			dim3 grid(H, CEIL_DIV(T, WB_BK), B);
+			attention_backward_wgmma_kernel<D><<<grid, 256, smem>>>(
+				dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
+				(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w);
+		} else {
+			size_t smem = BwdLayout<D>::bytes;
+			static bool configured;
+			if (!configured) {
+				cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
+				                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+				configured = true;
+			}
+			dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
+			attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
+				dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
+				(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w);
 		}
-		dim3 grid(H, CEIL_DIV(T, WB_BK), B);
-		attention_backward_wgmma_kernel<D><<<grid, 256, smem>>>(
-			dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
-			(const bf16 *)d_v, d_lse, delta, T, H, G, window, scale);
-	} else {
-		size_t smem = BwdLayout<D>::bytes;
-		static bool configured;
-		if (!configured) {
-			cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
-			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-			configured = true;
-		}
-		dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
-		attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
-			dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
-			(const bf16 *)d_v, d_lse, delta, T, H, G, window, scale);
+		cudaCheck(cudaGetLastError());
 	}
-	cudaCheck(cudaGetLastError());
 	/* the mma.sync kernel has the scale in dS already */
 	attention_convert_kernel<<<(unsigned)CEIL_DIV(nq + 2 * nk, 4 * 256), 256>>>(
 		(bf16 *)d_dq, (bf16 *)d_dk, (bf16 *)d_dv, dq_acc, nq, nk, wg ? scale : 1.f);
 	cudaCheck(cudaGetLastError());
 }
 
-/* dq, dk, dv accumulators (G <= H, so H serves for the kv heads) and delta */
+/* dq, dk, dv accumulators (G <= H, so H serves for the kv heads) and two deltas */
 extern "C" size_t attention_backward_work(int B, int T, int H, int D)
 {
-	return (size_t)B * T * H * (3 * (size_t)D + 1);
+	return (size_t)B * T * H * (3 * (size_t)D + 2);
+}
+
+extern "C" void attention_backward2_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, float w1,
+                                         const bf16_t *d_out1, const float *d_lse1, int window1, float w2,
+                                         const bf16_t *d_out2, const float *d_lse2, int window2, const bf16_t *d_q,
+                                         const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int D,
+                                         float *d_work)
+{
+	if (H % G != 0)
+		fprintf(stderr, "attention_backward_cuda: H %d is not a multiple of G %d\n", H, G), exit(1);
+	if (w1 == 0 && w2 == 0)
+		fprintf(stderr, "attention_backward2_cuda: both weights 0\n"), exit(1);
+	const AttGrad a[2] = {{w1, d_out1, d_lse1, window1}, {w2, d_out2, d_lse2, window2}};
+	switch (D) {
+	case 64: backward_launch<64>(d_dq, d_dk, d_dv, d_dout, a, d_q, d_k, d_v, B, T, H, G, d_work); break;
+	case 128: backward_launch<128>(d_dq, d_dk, d_dv, d_dout, a, d_q, d_k, d_v, B, T, H, G, d_work); break;
+	default: fprintf(stderr, "attention_backward_cuda: head dim %d (64 and 128 are built)\n", D), exit(1);
+	}
 }
 
 extern "C" void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout,
@@ -1455,11 +1499,6 @@ extern "C" void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv
                                         const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int D,
                                         int window, float *d_work)
 {
-	if (H % G != 0)
-		fprintf(stderr, "attention_backward_cuda: H %d is not a multiple of G %d\n", H, G), exit(1);
-	switch (D) {
-	case 64: backward_launch<64>(d_dq, d_dk, d_dv, d_dout, d_out, d_lse, d_q, d_k, d_v, B, T, H, G, window, d_work); break;
-	case 128: backward_launch<128>(d_dq, d_dk, d_dv, d_dout, d_out, d_lse, d_q, d_k, d_v, B, T, H, G, window, d_work); break;
-	default: fprintf(stderr, "attention_backward_cuda: head dim %d (64 and 128 are built)\n", D), exit(1);
-	}
+	attention_backward2_cuda(d_dq, d_dk, d_dv, d_dout, 1.f, d_out, d_lse, window, 0.f, NULL, NULL, 0, d_q, d_k, d_v,
+	                         B, T, H, G, D, d_work);
 }

@@ -27,7 +27,8 @@
  *   dh = dx + norm2'(du)                          residual_rmsnorm_backward
  *   datt = dh Wo; dq, dk, dv = attention'(datt)
  *   dqkv = rope'(dq), rope'(dk), dv packed        qkv_rope_backward
- *     (a supernet's layer: wfa attention'(datt) + w2 attention_W'(datt))
+ *     (a supernet's layer: wfa attention'(datt) + w2 attention_W'(datt),
+ *     attention_backward2)
  *   du = dqkv Wqkv; dx = dh + norm1'(du)          residual_rmsnorm_backward
  *
  * What a train GpuModel keeps per layer and token (bf16 unless noted):
@@ -484,14 +485,9 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			wfa = mix(ctx, l, g->dh, &dmix, &a2, n, C);
 		if (wfa != 0 || a2.w != 0) {
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
-			if (wfa != 0)
-				attention_backward_cuda(g->dq, g->dk, g->dv, g->datt, s->att, s->lse, s->q, s->k, s->v, B, T, H,
-				                        G, D, 0, g->work);
-			if (a2.w != 0)
-				attention_backward_cuda(a2.dq, a2.dk, a2.dv, g->datt, a2.att, a2.lse, s->q, s->k, s->v, B, T, H,
-				                        G, D, a2.window, g->work);
-			qkv_rope_backward_mix_cuda(g->dqkv, wfa, wfa != 0 ? g->dq : NULL, g->dk, g->dv, a2.w,
-			                           a2.w != 0 ? a2.dq : NULL, a2.dk, a2.dv, g->inv_freq, B, T, 0, H, G, D);
+			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, wfa, s->att, s->lse, 0, a2.w, a2.att, a2.lse,
+			                         a2.window, s->q, s->k, s->v, B, T, H, G, D, g->work);
+			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
 			if (dmix) { /* dmix += dqkv Wqkv, then du in bf16 */
 				gemm_bf16_acc(CUBLAS_OP_N, C, n, W, w->wqkv, C, g->dqkv, W, dmix, dmix, CUDA_R_32F, C);
 				f32_to_bf16_cuda(g->du, dmix, nC);

@@ -86,6 +86,15 @@ size_t attention_backward_work(int B, int T, int H, int D);
 void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout,
                              const bf16_t *d_out, const float *d_lse, const bf16_t *d_q, const bf16_t *d_k,
                              const bf16_t *d_v, int B, int T, int H, int G, int D, int window, float *d_work);
+/* the same for w1 attention_W1(q, k, v) + w2 attention_W2(q, k, v), two
+ * attentions of one q, k, v (windows W1, W2; a supernet's fa and swa) and
+ * one dout: each with its forward's out and lse, summed in the float32
+ * accumulators and rounded to bf16 once. An attention of weight 0 is left
+ * out (its out and lse are not read), not both. */
+void attention_backward2_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, float w1,
+                              const bf16_t *d_out1, const float *d_lse1, int window1, float w2, const bf16_t *d_out2,
+                              const float *d_lse2, int window2, const bf16_t *d_q, const bf16_t *d_k,
+                              const bf16_t *d_v, int B, int T, int H, int G, int D, float *d_work);
 
 /* out (n) += x */
 void residual_forward_cuda(bf16_t *d_out, const bf16_t *d_x, int64_t n);
@@ -102,13 +111,6 @@ void qkv_rope_forward_cuda(bf16_t *d_q, bf16_t *d_k, bf16_t *d_v, const bf16_t *
 /* its backward: dqkv (B*T, H*D + 2*G*D) = dq, dk rotated back, and dv, packed */
 void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
                             const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
-/* the same of w1 (dq1, dk1, dv1) + w2 (dq2, dk2, dv2), summed in float32
- * before the rotation (two attentions of the same q, k, v); a set with dq
- * NULL is left out, not both */
-void qkv_rope_backward_mix_cuda(bf16_t *d_dqkv, float w1, const bf16_t *d_dq1, const bf16_t *d_dk1,
-                                const bf16_t *d_dv1, float w2, const bf16_t *d_dq2, const bf16_t *d_dk2,
-                                const bf16_t *d_dv2, const float *d_inv_freq, int B, int T, int pos0, int H, int G,
-                                int D);
 
 /* out (n, F) = silu(gu[:, :F]) * gu[:, F:];  gu (n, 2F) gate | up packed,
  * and its backward dgu (n, 2F) = dgate | dup */

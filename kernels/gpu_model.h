@@ -90,14 +90,12 @@ void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuG
  * in a window, a supernet's swa column) whose output enters a through the
  * layer's Wo with weight w, as the teacher's attention does with its own:
  * a = Wo (wfa att + w att2) + ... Its forward's output att (n, H*D) and lse
- * (B, H, T) are kept by the caller, which also lends dq (n, H*D), dk and
- * dv (n, G*D) as scratch for its backward. */
+ * (B, H, T) are kept by the caller. */
 typedef struct {
 	float w;
 	int window;
 	const bf16_t *att;
 	const float *lse;
-	bf16_t *dq, *dk, *dv;
 } GpuMixAtt;
 /* A GpuMixGrad is what gpu_model_backward_mix asks, going backwards, at
  * each layer l whose attention output a is a mixture (a supernet's,
@@ -107,8 +105,9 @@ typedef struct {
  * attention enters a: that path is back-propagated from w dL/da (nothing
  * of it runs when w is 0). It may fill *att2 (which arrives with w 0) with
  * a second attention that shares the path's Wo and Wqkv: both run their
- * attention backward on the one datt = dL/da Wo, their dq, dk, dv are
- * summed with their weights and go back through one Wqkv. It sets *d_du to
+ * attention backward on the one datt = dL/da Wo into one dq, dk, dv
+ * (attention_backward2_cuda, summed with their weights), which go back
+ * through one Wqkv. It sets *d_du to
  * device (n, C) float32 holding the gradient with respect to u = norm1(x)
  * through its own operators, or to NULL when they add none; the attention
  * path's Wqkv GEMM adds its own into that buffer (which it may thus

@@ -28,10 +28,6 @@
 #include "cuda_common.cuh"
 #include "gpu.h"
 
-extern "C" {
-#include "util.h"
-}
-
 #define ROWS_PER_BLOCK 4
 
 // ----------------------------------------------------------------------------
@@ -493,29 +489,10 @@ __global__ void qkv_rope_forward_kernel(bf16 *q, bf16 *k, bf16 *v, const bf16 *q
 	}
 }
 
-/* The gradients a backward turns: w1 (dq1, dk1, dv1) + w2 (dq2, dk2, dv2),
- * summed in float32; a set whose dq is NULL is left out. One set of weight
- * 1 is the plain backward, value for value. */
-struct RopeGrads {
-	const bf16 *q1, *k1, *v1, *q2, *k2, *v2;
-	float w1, w2;
-};
-
-/* the sum's value at offset e of head hh's row at position bt */
-__device__ inline float rope_grad(const RopeGrads &r, int64_t bt, int hh, int H, int G, int D, int e)
-{
-	float x = 0.f;
-	if (r.q1)
-		x = r.w1 * __bfloat162float(head_row(r.q1, r.k1, r.v1, bt, hh, H, G, D)[e]);
-	if (r.q2)
-		x += r.w2 * __bfloat162float(head_row(r.q2, r.k2, r.v2, bt, hh, H, G, D)[e]);
-	return x;
-}
-
 /* its backward: dq and dk turned back (the transposed rotation), packed
  * with dv into the projection's columns */
-__global__ void qkv_rope_backward_kernel(bf16 *dqkv, RopeGrads r, const float *inv_freq, int B, int T, int pos0,
-                                         int H, int G, int D)
+__global__ void qkv_rope_backward_kernel(bf16 *dqkv, const bf16 *dq, const bf16 *dk, const bf16 *dv,
+                                         const float *inv_freq, int B, int T, int pos0, int H, int G, int D)
 {
 	int half = D / 2;
 	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -529,14 +506,15 @@ __global__ void qkv_rope_backward_kernel(bf16 *dqkv, RopeGrads r, const float *i
 	sf = -sf;
 	bf16 *row = dqkv + bt * (int64_t)(H + 2 * G) * D;
 	for (int hh = 0; hh < H + 2 * G; hh++) {
-		float g1 = rope_grad(r, bt, hh, H, G, D, p), g2 = rope_grad(r, bt, hh, H, G, D, p + half);
+		const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
+		float g1 = __bfloat162float(src[p]), g2 = __bfloat162float(src[p + half]);
 		int o = hh * D;
 		if (hh < H + G) {
 			row[o + p] = __float2bfloat16(g1 * cf - g2 * sf);
 			row[o + p + half] = __float2bfloat16(g2 * cf + g1 * sf);
 		} else {
-			row[o + p] = __float2bfloat16(g1);
-			row[o + p + half] = __float2bfloat16(g2);
+			row[o + p] = src[p];
+			row[o + p + half] = src[p + half];
 		}
 	}
 }
@@ -582,29 +560,8 @@ __global__ void qkv_rope_forward_vec_kernel(bf16 *q, bf16 *k, bf16 *v, const bf1
 	}
 }
 
-/* 8 values of the sum at offset e of head hh's row at position bt */
-__device__ inline void rope_grad8(float (&x)[8], const RopeGrads &r, int64_t bt, int hh, int H, int G, int D, int e)
-{
-	Pack<8> a;
-#pragma unroll
-	for (int j = 0; j < 8; j++)
-		x[j] = 0.f;
-	if (r.q1) {
-		a = load_pack<8>(head_row(r.q1, r.k1, r.v1, bt, hh, H, G, D) + e);
-#pragma unroll
-		for (int j = 0; j < 8; j++)
-			x[j] = r.w1 * __bfloat162float(a.v[j]);
-	}
-	if (r.q2) {
-		a = load_pack<8>(head_row(r.q2, r.k2, r.v2, bt, hh, H, G, D) + e);
-#pragma unroll
-		for (int j = 0; j < 8; j++)
-			x[j] += r.w2 * __bfloat162float(a.v[j]);
-	}
-}
-
-__global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, RopeGrads r, const float *inv_freq, int T, int pos0, int H,
-                                             int G, int D)
+__global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, const bf16 *dq, const bf16 *dk, const bf16 *dv,
+                                             const float *inv_freq, int T, int pos0, int H, int G, int D)
 {
 	__shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
 	int half = D / 2, groups = half / 8, NH = H + 2 * G;
@@ -618,20 +575,15 @@ __global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, RopeGrads r, const floa
 	bf16 *row = dqkv + bt * NH * D;
 	for (int i = threadIdx.x; i < NH * groups; i += blockDim.x) {
 		int hh = i / groups, p0 = i % groups * 8, o = hh * D;
-		float g1v[8], g2v[8];
-		rope_grad8(g1v, r, bt, hh, H, G, D, p0);
-		rope_grad8(g2v, r, bt, hh, H, G, D, p0 + half);
-		Pack<8> r1, r2;
-		for (int j = 0; j < 8; j++) {
-			float g1 = g1v[j], g2 = g2v[j];
-			if (hh < H + G) {
+		const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
+		Pack<8> g1v = load_pack<8>(src + p0), g2v = load_pack<8>(src + p0 + half), r1 = g1v, r2 = g2v;
+		if (hh < H + G)
+			for (int j = 0; j < 8; j++) {
+				float g1 = __bfloat162float(g1v.v[j]), g2 = __bfloat162float(g2v.v[j]);
 				float cf = cs[p0 + j], sf = sn[p0 + j];
-				g1 = g1v[j] * cf - g2v[j] * sf;
-				g2 = g2v[j] * cf + g1v[j] * sf;
+				r1.v[j] = __float2bfloat16(g1 * cf - g2 * sf);
+				r2.v[j] = __float2bfloat16(g2 * cf + g1 * sf);
 			}
-			r1.v[j] = __float2bfloat16(g1);
-			r2.v[j] = __float2bfloat16(g2);
-		}
 		store_pack<8>(row + o + p0, r1);
 		store_pack<8>(row + o + p0 + half, r2);
 	}
@@ -664,35 +616,20 @@ extern "C" void qkv_rope_forward_cuda(bf16_t *d_q, bf16_t *d_k, bf16_t *d_v, con
 	cudaCheck(cudaGetLastError());
 }
 
-extern "C" void qkv_rope_backward_mix_cuda(bf16_t *d_dqkv, float w1, const bf16_t *d_dq1, const bf16_t *d_dk1,
-                                           const bf16_t *d_dv1, float w2, const bf16_t *d_dq2, const bf16_t *d_dk2,
-                                           const bf16_t *d_dv2, const float *d_inv_freq, int B, int T, int pos0,
-                                           int H, int G, int D)
+extern "C" void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
+                                       const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D)
 {
-	RopeGrads r = {(const bf16 *)d_dq1, (const bf16 *)d_dk1, (const bf16 *)d_dv1,
-	               (const bf16 *)d_dq2, (const bf16 *)d_dk2, (const bf16 *)d_dv2, w1, w2};
-	if (!r.q1 && !r.q2)
-		BUG("qkv_rope_backward_mix_cuda: no gradients");
 	unsigned threads;
-	bool vec = rope_vec(D, H, G, &threads) && aligned16(d_dqkv);
-	if (r.q1)
-		vec = vec && aligned16(d_dq1) && aligned16(d_dk1) && aligned16(d_dv1);
-	if (r.q2)
-		vec = vec && aligned16(d_dq2) && aligned16(d_dk2) && aligned16(d_dv2);
-	if (vec) {
-		qkv_rope_backward_vec_kernel<<<(unsigned)(B * T), threads>>>((bf16 *)d_dqkv, r, d_inv_freq, T, pos0, H, G,
-		                                                            D);
+	if (rope_vec(D, H, G, &threads) && aligned16(d_dqkv) && aligned16(d_dq) && aligned16(d_dk) && aligned16(d_dv)) {
+		qkv_rope_backward_vec_kernel<<<(unsigned)(B * T), threads>>>((bf16 *)d_dqkv, (const bf16 *)d_dq,
+		                                                            (const bf16 *)d_dk, (const bf16 *)d_dv,
+		                                                            d_inv_freq, T, pos0, H, G, D);
 		cudaCheck(cudaGetLastError());
 		return;
 	}
 	int64_t total = (int64_t)B * T * (D / 2);
-	qkv_rope_backward_kernel<<<(unsigned)CEIL_DIV(total, 256), 256>>>((bf16 *)d_dqkv, r, d_inv_freq, B, T, pos0, H,
-	                                                                  G, D);
+	qkv_rope_backward_kernel<<<(unsigned)CEIL_DIV(total, 256), 256>>>((bf16 *)d_dqkv, (const bf16 *)d_dq,
+	                                                                  (const bf16 *)d_dk, (const bf16 *)d_dv,
+	                                                                  d_inv_freq, B, T, pos0, H, G, D);
 	cudaCheck(cudaGetLastError());
-}
-
-extern "C" void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
-                                       const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D)
-{
-	qkv_rope_backward_mix_cuda(d_dqkv, 1.f, d_dq, d_dk, d_dv, 0.f, NULL, NULL, NULL, d_inv_freq, B, T, pos0, H, G, D);
 }

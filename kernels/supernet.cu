@@ -20,9 +20,10 @@
  *   gdn, gla, when w != 0: du += w du_k, gdn by gpu_lop_backward_bf16 into
  *     the float32 sum (w folded in), gla (and gdn with DASH_SUPERNET_F32=1)
  *     by gpu_lop_backward(da in float32) and acc_kernel
- *   swa: handed to the GpuModel as its second attention (GpuMixAtt): it
- *     runs attention_W' on the datt = da Wo of its own path and sums dq,
- *     dk, dv with the weights before rope' and the one Wqkv GEMM
+ *   swa: handed to the GpuModel as its second attention (GpuMixAtt): its
+ *     attention backward adds attention_W' of the datt = da Wo of its own
+ *     path into the same dq, dk, dv (attention_backward2_cuda), then rope'
+ *     and the one Wqkv GEMM
  *   return w_0 (the GpuModel scales the teacher's path) and du in float32,
  *     to which the GpuModel's Wqkv GEMM adds the attention paths' share
  *
@@ -49,7 +50,8 @@
  * (bench/RESULTS.md, version 6).
  * version 4: swa's backward shares the teacher path's Wo and Wqkv GEMMs
  * (the GpuModel's GpuMixAtt: one datt, the two attentions' dq, dk, dv
- * summed by qkv_rope_backward_mix_cuda) and the columns' du reaches the
+ * summed in one set of accumulators by attention_backward2_cuda) and the
+ * columns' du reaches the
  * GpuModel in float32, added in its Wqkv GEMM (no bf16 round trip, no
  * separate add).
  */
@@ -94,7 +96,6 @@ struct GpuSupernet {
 	float *of[SN_MAX_OPS];    /* (n, C) the float32 columns' outputs (gla; gdn with f32) */
 	bf16_t *o16;              /* (n, C) a bf16 gdn column's output where it is not kept */
 	float *daf, *duf, *duacc; /* (n, C) dL/da in float32, one operator's du, their sum (the GpuModel's) */
-	bf16_t *dq, *dk, *dv;     /* (n, H*D), (n, G*D) x 2: swa's backward, lent to the GpuModel */
 	double *dw, *partial;     /* (L*K) dL/dw; SN_MAX_OPS x RED_BLOCKS partial sums */
 	bf16_t *th, *dhid;        /* (n, C) the teacher's hidden rows; dL/dhidden */
 	float *loss;              /* (3) the KL; eval's cross-entropies of the supernet and the teacher */
@@ -364,7 +365,7 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, G
 	dots(g, dw, d_da, &kept, nC);
 	for (int k = 1; k < K; k++) {
 		if (g->ops[k] == ARCH_SWA) {
-			*att2 = GpuMixAtt{w[k], g->window, att_of(g, l), lse_of(g, l), g->dq, g->dk, g->dv};
+			*att2 = GpuMixAtt{w[k], g->window, att_of(g, l), lse_of(g, l)};
 			continue;
 		} else if (lop_half(g, k)) {
 			GpuLop *op = g->lop[(size_t)l * K + k];
@@ -402,7 +403,7 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, G
 static void layout(GpuSupernet *g, Carver *cv)
 {
 	const ModelConfig *c = g->c;
-	size_t n = (size_t)g->max_tokens, C = c->C, HD = (size_t)c->H * c->D, GD = (size_t)c->G * c->D;
+	size_t n = (size_t)g->max_tokens, C = c->C, HD = (size_t)c->H * c->D;
 	int L = g->L, K = g->K, swa = 0;
 	CARVE(cv, g->u, (size_t)L * n * C);
 	for (int l = 0; l < L; l++)
@@ -417,7 +418,6 @@ static void layout(GpuSupernet *g, Carver *cv)
 	if (swa) {
 		CARVE(cv, g->att, (size_t)L * n * HD);
 		CARVE(cv, g->lse, (size_t)L * n * c->H);
-		CARVE(cv, g->dq, n * HD), CARVE(cv, g->dk, n * GD), CARVE(cv, g->dv, n * GD);
 	}
 	CARVE(cv, g->uf, n * C);
 	g->o16 = NULL;

@@ -202,27 +202,9 @@ static void test_qkv_rope(int B, int T, int H, int G, int D, int pos0, int bias)
 	qkv_rope_backward_cuda(dqkv.d, dq.d, dk.d, dv.d, d_inv, B, T, pos0, H, G, D);
 	snprintf(msg, sizeof msg, "qkv_rope_backward B=%d T=%d H=%d G=%d D=%d pos0=%d", B, T, H, G, D, pos0);
 	test_cond(msg, same("dqkv", &dqkv, r));
-	/* two weighted sets (two attentions of one q, k, v), then the second
-	 * alone: the CPU backward of the weighted sums */
-	Buf eq = buf_rand(n * HD, 1), ek = buf_rand(n * GD, 1), ev = buf_rand(n * GD, 1);
-	float w1 = 0.3f, w2 = -1.7f, *sq = (float *)mallocCheck(n * HD * 4), *sk = (float *)mallocCheck(n * GD * 4);
-	float *sv = (float *)mallocCheck(n * GD * 4);
-	for (int alone = 0; alone < 2; alone++) {
-		float a = alone ? 0.f : w1;
-		for (size_t i = 0; i < n * HD; i++)
-			sq[i] = a * dq.f[i] + w2 * eq.f[i];
-		for (size_t i = 0; i < n * GD; i++)
-			sk[i] = a * dk.f[i] + w2 * ek.f[i], sv[i] = a * dv.f[i] + w2 * ev.f[i];
-		qkv_rope_backward_cpu(r, sq, sk, sv, inv, B, T, pos0, H, G, D);
-		qkv_rope_backward_mix_cuda(dqkv.d, w1, alone ? NULL : dq.d, dk.d, dv.d, w2, eq.d, ek.d, ev.d, d_inv, B, T,
-		                           pos0, H, G, D);
-		snprintf(msg, sizeof msg, "qkv_rope_backward_mix%s B=%d T=%d H=%d G=%d D=%d", alone ? " (second alone)" : "",
-		         B, T, H, G, D);
-		test_cond(msg, same("dqkv", &dqkv, r));
-	}
 	buf_free(&qkv), buf_free(&b), buf_free(&q), buf_free(&k), buf_free(&v);
-	buf_free(&dq), buf_free(&dk), buf_free(&dv), buf_free(&dqkv), buf_free(&eq), buf_free(&ek), buf_free(&ev);
-	free(inv), free(rq), free(rk), free(rv), free(r), free(sq), free(sk), free(sv);
+	buf_free(&dq), buf_free(&dk), buf_free(&dv), buf_free(&dqkv);
+	free(inv), free(rq), free(rk), free(rv), free(r);
 	gpu_free(d_inv);
 }
 
@@ -329,6 +311,43 @@ static void test_attention(int B, int T, int H, int G, int D, int W)
 	gpu_free(d_lse);
 }
 
+/* attention_backward2_cuda: w1 times the full causal attention's gradients
+ * plus w2 times those of the window W's (a supernet's fa and swa of one q,
+ * k, v), each from its GPU forward, against the CPU's backwards so summed;
+ * w1 0: the second alone */
+static void test_attention2(int B, int T, int H, int G, int D, int W, float w1, float w2)
+{
+	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D, nl = (size_t)B * H * T;
+	Buf q = buf_rand(nq, 2), k = buf_rand(nk, 2), v = buf_rand(nk, 1), o1 = buf_empty(nq), o2 = buf_empty(nq);
+	Buf dout = buf_rand(nq, 1), dq = buf_empty(nq), dk = buf_empty(nk), dv = buf_empty(nk);
+	float *l1 = (float *)gpu_alloc(nl * 4), *l2 = (float *)gpu_alloc(nl * 4);
+	float *work = (float *)gpu_alloc(attention_backward_work(B, T, H, D) * sizeof(float));
+	float *r[2][3];
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 3; j++)
+			r[i][j] = (float *)mallocCheck((j ? nk : nq) * 4);
+	attention_forward_cuda(o1.d, l1, q.d, k.d, v.d, B, T, H, G, D, 0);
+	attention_forward_cuda(o2.d, l2, q.d, k.d, v.d, B, T, H, G, D, W);
+	attention_backward_cpu(r[0][0], r[0][1], r[0][2], dout.f, q.f, k.f, v.f, B, T, H, G, D, 0);
+	attention_backward_cpu(r[1][0], r[1][1], r[1][2], dout.f, q.f, k.f, v.f, B, T, H, G, D, W);
+	for (int j = 0; j < 3; j++)
+		for (size_t i = 0; i < (j ? nk : nq); i++)
+			r[0][j][i] = w1 * r[0][j][i] + w2 * r[1][j][i];
+	attention_backward2_cuda(dq.d, dk.d, dv.d, dout.d, w1, w1 != 0 ? o1.d : NULL, w1 != 0 ? l1 : NULL, 0, w2, o2.d,
+	                         l2, W, q.d, k.d, v.d, B, T, H, G, D, work);
+	char msg[128];
+	snprintf(msg, sizeof msg, "attention_backward2 B=%d T=%d H=%d G=%d D=%d: %g full + %g window %d", B, T, H, G,
+	         D, w1, w2, W);
+	test_cond(msg, same_tol("dq", &dq, r[0][0], 1e-2, 2e-2) & same_tol("dk", &dk, r[0][1], 1e-2, 2e-2) &
+	               same_tol("dv", &dv, r[0][2], 1e-2, 2e-2));
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 3; j++)
+			free(r[i][j]);
+	buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&o1), buf_free(&o2);
+	buf_free(&dout), buf_free(&dq), buf_free(&dk), buf_free(&dv);
+	gpu_free(l1), gpu_free(l2), gpu_free(work);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -385,6 +404,8 @@ int main(int argc, char **argv)
 		test_attention(3, 257, 4, 4, 64, 0);    /* one past two tiles; as many kv heads as heads */
 		test_attention(1, 384, 4, 2, 128, 0);   /* whole tiles of 128 */
 		test_attention(2, 1000, 4, 2, 64, 300); /* a window over many tiles, two sequences */
+		test_attention2(1, 600, 8, 2, 128, 200, 0.6f, 0.3f);
+		test_attention2(2, 300, 4, 2, 64, 100, 0.f, 1.5f);
 	}
 	unsetenv("DASH_ATTENTION_MMA");
 	return test_report();
