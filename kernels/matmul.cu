@@ -365,11 +365,25 @@ void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int
 // ----------------------------------------------------------------------------
 // the layers
 
+/* out (n, OC) += b (OC): VEC values a thread (8: OC % 8 == 0 and both
+ * 16-byte aligned) */
+template <int VEC>
 __global__ void add_bias_kernel(bf16 *out, const bf16 *b, int n, int OC)
 {
-	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (i < (int64_t)n * OC)
+	int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC;
+	if (i >= (int64_t)n * OC)
+		return;
+	if (VEC == 8) {
+		float x[8], y[8];
+		load8(x, out, 0, i / 8);
+		load8(y, b, 0, i % OC / 8);
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			x[j] += y[j];
+		store8_bf16(out, x, i / 8);
+	} else {
 		out[i] = __float2bfloat16(__bfloat162float(out[i]) + __bfloat162float(b[i % OC]));
+	}
 }
 
 extern "C" void matmul_forward_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, const bf16_t *d_b, int n,
@@ -377,7 +391,11 @@ extern "C" void matmul_forward_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16
 {
 	gemm_bf16(CUBLAS_OP_T, OC, n, IC, d_w, IC, d_x, IC, d_out, CUDA_R_16BF, OC);
 	if (d_b) {
-		add_bias_kernel<<<(unsigned)CEIL_DIV((int64_t)n * OC, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_b, n, OC);
+		int64_t nv = (int64_t)n * OC;
+		if (OC % 8 == 0 && vec8_ok(nv, d_out, d_b))
+			add_bias_kernel<8><<<(unsigned)CEIL_DIV(nv / 8, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_b, n, OC);
+		else
+			add_bias_kernel<1><<<(unsigned)CEIL_DIV(nv, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_b, n, OC);
 		cudaCheck(cudaGetLastError());
 	}
 }
