@@ -67,6 +67,8 @@
  */
 #include <string.h>
 
+#include <initializer_list>
+
 #include "cuda_common.cuh"
 #include "gpu.h"
 #include "gpu_lop.h"
@@ -97,46 +99,102 @@ __device__ __forceinline__ float logsigmoidf_(float x) { return x < 0 ? x - log1
 // ----------------------------------------------------------------------------
 // kernels
 
+/* The row kernels below take a row of D <= 32 ROW_VALS values a warp; lane
+ * l holds x[k] = row[row_idx<V>(k, l)]: V 4 takes float4s (D % 4 == 0,
+ * rows 16-byte aligned), V 1 single values with the lanes along the row.
+ * Values past D are read as zeros and not written. */
+template <int V>
+__device__ __forceinline__ int row_idx(int k, int lane)
+{
+	return (k / V * WARP_SIZE + lane) * V + k % V;
+}
+
+template <int V>
+__device__ __forceinline__ void row_load(float (&x)[ROW_VALS], const float *row, int lane, int D)
+{
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k += V) {
+		int i = row_idx<V>(k, lane);
+		if constexpr (V == 4) {
+			float4 a = i < D ? *(const float4 *)(row + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+			x[k] = a.x, x[k + 1] = a.y, x[k + 2] = a.z, x[k + 3] = a.w;
+		} else {
+			x[k] = i < D ? row[i] : 0.f;
+		}
+	}
+}
+
+template <int V>
+__device__ __forceinline__ void row_store(float *row, const float (&x)[ROW_VALS], int lane, int D)
+{
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k += V) {
+		int i = row_idx<V>(k, lane);
+		if (i >= D)
+			continue;
+		if constexpr (V == 4)
+			*(float4 *)(row + i) = make_float4(x[k], x[k + 1], x[k + 2], x[k + 3]);
+		else
+			row[i] = x[k];
+	}
+}
+
+/* the same in bf16 (V 4: 8-byte stores) */
+template <int V>
+__device__ __forceinline__ void row_store16(bf16 *row, const float (&x)[ROW_VALS], int lane, int D)
+{
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k += V) {
+		int i = row_idx<V>(k, lane);
+		if (i >= D)
+			continue;
+		if constexpr (V == 4) {
+			__nv_bfloat162 lo = __floats2bfloat162_rn(x[k], x[k + 1]);
+			__nv_bfloat162 hi = __floats2bfloat162_rn(x[k + 2], x[k + 3]);
+			*(uint2 *)(row + i) = make_uint2(*(uint32_t *)&lo, *(uint32_t *)&hi);
+		} else {
+			row[i] = __float2bfloat16(x[k]);
+		}
+	}
+}
+
 /* the feature maps, one warp a row of D: p (rows, D) += b (bias of width
  * values, rows cycling through width / D of them), x = silu(p) or p,
  * l2-normed (inv (rows) keeps 1/norm) when l2; out gets x repeated: row r
  * goes to rows r * rep .. r * rep + rep - 1 (the heads of kv group r). out
  * may be p when rep is 1. */
+template <int V>
 __global__ void feature_forward_kernel(float *out, float *inv, float *p, const float *b, int rows, int D, int width,
                                        int rep, int silu, int l2)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
 		return;
-	float x[ROW_VALS], s = 0;
+	float z[ROW_VALS], x[ROW_VALS], s = 0;
 	float *pr = p + (size_t)r * D;
-	const float *br = b ? b + (size_t)r * D % width : NULL;
+	row_load<V>(z, pr, lane, D);
+	if (b) {
+		row_load<V>(x, b + (size_t)r * D % width, lane, D);
 #pragma unroll
-	for (int j = 0; j < ROW_VALS; j++) {
-		int i = lane + j * WARP_SIZE;
-		x[j] = 0;
-		if (i < D) {
-			float z = br ? pr[i] + br[i] : pr[i];
-			pr[i] = z;
-			x[j] = silu ? siluf_(z) : z;
-			s += x[j] * x[j];
-		}
+		for (int k = 0; k < ROW_VALS; k++)
+			z[k] += x[k];
+		row_store<V>(pr, z, lane, D);
+	}
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k++) {
+		x[k] = silu ? siluf_(z[k]) : z[k];
+		s += x[k] * x[k];
 	}
 	if (l2) {
 		float iv = 1 / sqrtf(warp_sum(s) + L2_EPS);
 		if (lane == 0)
 			inv[r] = iv;
 #pragma unroll
-		for (int j = 0; j < ROW_VALS; j++)
-			x[j] *= iv;
+		for (int k = 0; k < ROW_VALS; k++)
+			x[k] *= iv;
 	}
-	for (int h = 0; h < rep; h++) {
-		float *o = out + ((size_t)r * rep + h) * D;
-#pragma unroll
-		for (int j = 0; j < ROW_VALS; j++)
-			if (lane + j * WARP_SIZE < D)
-				o[lane + j * WARP_SIZE] = x[j];
-	}
+	for (int h = 0; h < rep; h++)
+		row_store<V>(out + ((size_t)r * rep + h) * D, x, lane, D);
 }
 
 /* the backward of feature_forward_kernel, one warp a row of D: d = the sum
@@ -144,46 +202,42 @@ __global__ void feature_forward_kernel(float *out, float *inv, float *p, const f
  * out, inv its 1/norms) and silu (p: the pre-activation) when asked, into
  * dp (rows, D), or in bf16 into dp16 when given: row r of hp rows a token
  * at dp16 + (r / hp) ld16 + (r % hp) D. dp may be dout when rep is 1. */
+template <int V>
 __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16, const float *dout, const float *y,
                                         const float *inv, const float *p, int rows, int D, int rep, int silu, int l2)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
 		return;
-	float d[ROW_VALS], s = 0;
+	float d[ROW_VALS] = {}, t[ROW_VALS];
+	for (int h = 0; h < rep; h++) {
+		row_load<V>(t, dout + ((size_t)r * rep + h) * D, lane, D);
 #pragma unroll
-	for (int j = 0; j < ROW_VALS; j++) {
-		int i = lane + j * WARP_SIZE;
-		d[j] = 0;
-		if (i < D) {
-			for (int h = 0; h < rep; h++)
-				d[j] += dout[((size_t)r * rep + h) * D + i];
-			if (l2)
-				s += d[j] * y[(size_t)r * rep * D + i];
-		}
+		for (int k = 0; k < ROW_VALS; k++)
+			d[k] += t[k];
 	}
 	if (l2) {
+		float s = 0;
+		row_load<V>(t, y + (size_t)r * rep * D, lane, D);
+#pragma unroll
+		for (int k = 0; k < ROW_VALS; k++)
+			s += d[k] * t[k];
 		s = warp_sum(s);
 		float iv = inv[r];
 #pragma unroll
-		for (int j = 0; j < ROW_VALS; j++) {
-			int i = lane + j * WARP_SIZE;
-			if (i < D)
-				d[j] = iv * (d[j] - y[(size_t)r * rep * D + i] * s);
-		}
+		for (int k = 0; k < ROW_VALS; k++)
+			d[k] = iv * (d[k] - t[k] * s);
 	}
-	bf16 *o16 = dp16 ? dp16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D : NULL;
+	if (silu) {
+		row_load<V>(t, p + (size_t)r * D, lane, D);
 #pragma unroll
-	for (int j = 0; j < ROW_VALS; j++) {
-		int i = lane + j * WARP_SIZE;
-		if (i < D) {
-			float x = silu ? d[j] * silu_grad(p[(size_t)r * D + i]) : d[j];
-			if (o16)
-				o16[i] = __float2bfloat16(x);
-			else
-				dp[(size_t)r * D + i] = x;
-		}
+		for (int k = 0; k < ROW_VALS; k++)
+			d[k] *= silu_grad(t[k]);
 	}
+	if (dp16)
+		row_store16<V>(dp16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D, d, lane, D);
+	else
+		row_store<V>(dp + (size_t)r * D, d, lane, D);
 }
 
 /* gdn's gates, per (token, head): za += dt_bias, g = -exp(A_log)
@@ -252,27 +306,30 @@ __global__ void add_bias_kernel(float *out, const float *b, int n, int C)
 
 /* the gated RMSNorm, one warp a row (token, head) of D: y = o rstd onorm
  * silu(zg) (in bf16 into y16 when given), rstd (rows) = 1/rms(o) */
+template <int V>
 __global__ void onorm_forward_kernel(float *y, bf16 *y16, float *rstd, const float *o, const float *zg, const float *on,
                                      int rows, int D)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
 		return;
-	const float *orow = o + (size_t)r * D;
-	float s = 0;
-	for (int i = lane; i < D; i += WARP_SIZE)
-		s += orow[i] * orow[i];
+	float x[ROW_VALS], z[ROW_VALS], w[ROW_VALS], s = 0;
+	row_load<V>(x, o + (size_t)r * D, lane, D);
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k++)
+		s += x[k] * x[k];
 	float rs = 1 / sqrtf(warp_sum(s) / D + NORM_EPS);
 	if (lane == 0)
 		rstd[r] = rs;
-	for (int i = lane; i < D; i += WARP_SIZE) {
-		size_t j = (size_t)r * D + i;
-		float x = o[j] * rs * on[i] * siluf_(zg[j]);
-		if (y16)
-			y16[j] = __float2bfloat16(x);
-		else
-			y[j] = x;
-	}
+	row_load<V>(z, zg + (size_t)r * D, lane, D);
+	row_load<V>(w, on, lane, D);
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k++)
+		x[k] = x[k] * rs * w[k] * siluf_(z[k]);
+	if (y16)
+		row_store16<V>(y16 + (size_t)r * D, x, lane, D);
+	else
+		row_store<V>(y + (size_t)r * D, x, lane, D);
 }
 
 /* y again from the kept o, rstd, zg (the backward's dWo needs it) */
@@ -285,35 +342,43 @@ __global__ void onorm_y_kernel(float *y, const float *rstd, const float *o, cons
 }
 
 /* its backward, one warp a row: from scale dy, dO and dzg (in bf16 into
- * dzg16 + (r / hp) ld16 + (r % hp) D when given); dy is overwritten by the
- * row's terms of the onorm gradient (summed over rows afterwards) */
-__global__ void onorm_backward_kernel(float *dO, float *dzg, bf16 *dzg16, int hp, int ld16, float *dy, float scale,
-                                      const float *o, const float *rstd, const float *zg, const float *on, int rows,
-                                      int D)
+ * dzg16 + (r / hp) ld16 + (r % hp) D when given), and into gon (may be dy;
+ * NULL: not written) the row's terms of the onorm weight's gradient (summed
+ * over rows afterwards) */
+template <int V>
+__global__ void onorm_backward_kernel(float *dO, float *dzg, bf16 *dzg16, int hp, int ld16, const float *dy,
+                                      float *gon, float scale, const float *o, const float *rstd, const float *zg,
+                                      const float *on, int rows, int D)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
 		return;
-	float rs = rstd[r], sm = 0;
-	bf16 *z16 = dzg16 ? dzg16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D : NULL;
-	for (int i = lane; i < D; i += WARP_SIZE) {
-		size_t j = (size_t)r * D + i;
-		float xh = o[j] * rs, gt = siluf_(zg[j]), d = scale * dy[j];
-		float dz = d * xh * on[i] * silu_grad(zg[j]);
-		if (z16)
-			z16[i] = __float2bfloat16(dz);
-		else
-			dzg[j] = dz;
-		dy[j] = d * xh * gt;
-		float m = d * on[i] * gt; /* dL/dxhat */
-		dO[j] = m;
-		sm += m * xh;
+	float rs = rstd[r], sm = 0, xh[ROW_VALS], z[ROW_VALS], d[ROW_VALS], w[ROW_VALS];
+	size_t j = (size_t)r * D;
+	row_load<V>(xh, o + j, lane, D);
+	row_load<V>(z, zg + j, lane, D);
+	row_load<V>(d, dy + j, lane, D);
+	row_load<V>(w, on, lane, D);
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k++) {
+		float gt = siluf_(z[k]);
+		xh[k] *= rs, d[k] *= scale;
+		z[k] = d[k] * xh[k] * w[k] * silu_grad(z[k]); /* dL/dzg */
+		w[k] = d[k] * w[k] * gt;                      /* dL/dxhat */
+		d[k] = d[k] * xh[k] * gt;                     /* the onorm weight's term */
+		sm += w[k] * xh[k];
 	}
+	if (dzg16)
+		row_store16<V>(dzg16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D, z, lane, D);
+	else
+		row_store<V>(dzg + j, z, lane, D);
+	if (gon)
+		row_store<V>(gon + j, d, lane, D);
 	sm = warp_sum(sm);
-	for (int i = lane; i < D; i += WARP_SIZE) {
-		size_t j = (size_t)r * D + i;
-		dO[j] = rs * (dO[j] - o[j] * rs * sm / D);
-	}
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k++)
+		w[k] = rs * (w[k] - xh[k] * sm / D);
+	row_store<V>(dO + j, w, lane, D);
 }
 
 // ----------------------------------------------------------------------------
@@ -322,11 +387,22 @@ __global__ void onorm_backward_kernel(float *dO, float *dzg, bf16 *dzg16, int hp
 static unsigned ew_blocks(int64_t n) { return (unsigned)CEIL_DIV(n, EW_THREADS); }
 static unsigned row_blocks(int rows) { return (unsigned)CEIL_DIV(rows, ROW_WARPS); }
 
+/* whether the row kernels can take rows of D a float4 (or, bf16, 4 values)
+ * at a time: D % 4 == 0 and these row pointers 16-byte (bf16: 8-byte)
+ * aligned; the bf16 rows ld16 apart */
+static bool row_v4(int D, std::initializer_list<const void *> f32, const void *b16 = NULL, int ld16 = 0)
+{
+	bool ok = D % 4 == 0 && ld16 % 4 == 0 && ((uintptr_t)b16 & 7) == 0;
+	for (const void *q : f32)
+		ok = ok && ((uintptr_t)q & 15) == 0;
+	return ok;
+}
+
 static void feature_forward(float *out, float *inv, float *p, const float *b, int rows, int D, int width, int rep,
                             int silu, int l2)
 {
-	feature_forward_kernel<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(out, inv, p, b, rows, D, width, rep, silu,
-	                                                                     l2);
+	auto f = row_v4(D, {out, p, b}) && width % 4 == 0 ? feature_forward_kernel<4> : feature_forward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(out, inv, p, b, rows, D, width, rep, silu, l2);
 	cudaCheck(cudaGetLastError());
 }
 
@@ -335,8 +411,28 @@ static void feature_forward(float *out, float *inv, float *p, const float *b, in
 static void feature_backward(float *dp, bf16_t *dp16, int hp, int ld16, const float *dout, const float *y,
                              const float *inv, const float *p, int rows, int D, int rep, int silu, int l2)
 {
-	feature_backward_kernel<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, (bf16 *)dp16, hp, ld16, dout, y, inv, p,
-	                                                                      rows, D, rep, silu, l2);
+	auto f = row_v4(D, {dp, dout, y, p}, dp16, ld16) ? feature_backward_kernel<4> : feature_backward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, (bf16 *)dp16, hp, ld16, dout, y, inv, p, rows, D, rep, silu,
+	                                               l2);
+	cudaCheck(cudaGetLastError());
+}
+
+/* the gated output norm and its backward (one of dzg, dzg16) */
+static void onorm_forward(float *y, bf16_t *y16, float *rstd, const float *o, const float *zg, const float *on,
+                          int rows, int D)
+{
+	auto f = row_v4(D, {y, o, zg, on}, y16) ? onorm_forward_kernel<4> : onorm_forward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(y, (bf16 *)y16, rstd, o, zg, on, rows, D);
+	cudaCheck(cudaGetLastError());
+}
+
+static void onorm_backward(float *dO, float *dzg, bf16_t *dzg16, int hp, int ld16, const float *dy, float *gon,
+                           float scale, const float *o, const float *rstd, const float *zg, const float *on, int rows,
+                           int D)
+{
+	auto f = row_v4(D, {dO, dzg, dy, gon, o, zg, on}, dzg16, ld16) ? onorm_backward_kernel<4> : onorm_backward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dO, dzg, (bf16 *)dzg16, hp, ld16, dy, gon, scale, o, rstd, zg, on,
+	                                               rows, D);
 	cudaCheck(cudaGetLastError());
 }
 
@@ -702,9 +798,7 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 		lin16(g->zg, u16, w16_proj(g, PJ_G), n, C, HD);
 	else
 		lin(g->zg, uf, P(g, w, "wg"), n, C, HD);
-	onorm_forward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(y, (bf16 *)y16, g->rstd, g->o, g->zg,
-	                                                                   P(g, w, "onorm"), n * H, D);
-	cudaCheck(cudaGetLastError());
+	onorm_forward(y, y16, g->rstd, g->o, g->zg, P(g, w, "onorm"), n * H, D);
 	if (half) { /* wo and bo follow the projections in w16 */
 		const bf16_t *wo = g->w16 + (size_t)proj_off(op, PJ_N) * C;
 		matmul_forward_cuda((bf16_t *)d_a, y16, wo, wo + (size_t)C * HD, n, HD, C);
@@ -773,9 +867,8 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 	}
 	proj_back(g, d_grad, dy, 0, d_da, y, "wo", "bo", n, HD, C);
 	/* y = o rstd onorm silu(zg); dzg takes y's place */
-	onorm_backward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(dO, dzg, NULL, 1, 0, dy, 1.0f, g->o, g->rstd,
-	                                                                    g->zg, P(g, w, "onorm"), n * H, D);
-	cudaCheck(cudaGetLastError());
+	onorm_backward(dO, dzg, NULL, 1, 0, dy, d_grad ? dy : NULL, 1.0f, g->o, g->rstd, g->zg, P(g, w, "onorm"), n * H,
+	               D);
 	if (d_grad)
 		colsum(P(g, d_grad, "onorm"), dy, g->ones, n * H, D);
 	proj_back(g, d_grad, d_du, 0, dzg, d_u, "wg", NULL, n, C, HD);
@@ -843,9 +936,8 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	float *dy = g->s[1], *dO = g->s[2];
 	bf16_t *dp = g->dp16;
 	gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
-	onorm_backward_kernel<<<row_blocks(n * H), ROW_WARPS * WARP_SIZE>>>(
-		dO, NULL, (bf16 *)dp + proj_off(op, PJ_G), H, OC, dy, w, g->o, g->rstd, g->zg, P(g, g->w, "onorm"), n * H, D);
-	cudaCheck(cudaGetLastError());
+	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, OC, dy, NULL, w, g->o, g->rstd, g->zg, P(g, g->w, "onorm"),
+	               n * H, D);
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
 	if (g->kept)
 		gdn_backward_chunked_kept_cuda(dq, dk, dv, g->dg, g->dbeta, NULL, dO, NULL, g->q, g->k, g->v, g->g, g->beta,
