@@ -52,11 +52,11 @@
  * and 6e-4. All fa gives KL 1.8e-4, not 0, on the first: the teacher's forward
  * (no hook) adds the residual inside the o GEMM, the hooked one cannot.
  *
- * Device memory beyond the GpuModel's, for n = max_tokens rows: each
- * layer's u, every column's output (gdn, gla: unless shared) and swa's
- * attention output (bf16) and lse: L n (C (1 + K) + H D) bf16 + L n H
- * float32; the GpuLops' parameters and arenas; scratch of a few (n, C)
- * float32 and the vocabulary loss's work (vocab_loss_work).
+ * Device memory beyond the GpuModel's, for n = max_tokens rows: every
+ * column's output (gdn, gla: unless shared; with a shared arena each
+ * layer's u too) and swa's attention output (bf16) and lse: L n (C K + H D)
+ * bf16 + L n H float32; the GpuLops' parameters and arenas; scratch of a
+ * few (n, C) float32 and the vocabulary loss's work (vocab_loss_work).
  */
 #ifndef DASH_GPU_SUPERNET_H
 #define DASH_GPU_SUPERNET_H

@@ -87,7 +87,7 @@ struct GpuSupernet {
 	void *mem;                /* the allocation of every buffer below */
 	size_t rest_bytes;        /* device bytes besides the GpuModel's */
 	/* kept per layer by a step's forward */
-	bf16_t *u;                /* (L, n, C) each layer's attention input */
+	bf16_t *u;                /* (L, n, C) each layer's attention input (a shared arena's forwards again) */
 	bf16_t **kept;            /* [L*K] (n, C) the columns' outputs (gdn, gla: unless shared), else NULL */
 	bf16_t *att;              /* (L, n, H*D) swa's attention output, when there is a swa column */
 	float *lse;               /* (L, B, H, T) its log-sum-exp */
@@ -295,8 +295,9 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 	int K = g->K, B = g->B, T = g->T, H = c->H, G = c->G, D = c->D;
 	const float *w = g->w + (size_t)l * K;
 	size_t nC = (size_t)n * C;
-	if (g->keep) {
-		cudaCheck(cudaMemcpyAsync(u_of(g, l), d_u, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
+	if (g->keep) { /* u only for the forwards again of a shared arena */
+		if (g->shared)
+			cudaCheck(cudaMemcpyAsync(u_of(g, l), d_u, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
 		cudaCheck(cudaMemcpyAsync(g->kept[(size_t)l * K], d_a, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
 	}
 	MixSrc s;
@@ -405,7 +406,9 @@ static void layout(GpuSupernet *g, Carver *cv)
 	const ModelConfig *c = g->c;
 	size_t n = (size_t)g->max_tokens, C = c->C, HD = (size_t)c->H * c->D;
 	int L = g->L, K = g->K, swa = 0;
-	CARVE(cv, g->u, (size_t)L * n * C);
+	g->u = NULL;
+	if (g->shared)
+		CARVE(cv, g->u, (size_t)L * n * C);
 	for (int l = 0; l < L; l++)
 		for (int k = 0; k < K; k++) {
 			g->kept[(size_t)l * K + k] = NULL;
