@@ -3,7 +3,9 @@
  * chunks of 64 steps, forward and backward, for training lengths. Twins of
  * gdn_forward_chunked and gdn_backward_chunked (lib/linear_attn.c states
  * the math; the layouts and NULL rules are gdn_forward_recurrent's and
- * gdn_backward's). float32 in and out, float32 arithmetic on the CUDA cores.
+ * gdn_backward's). float32 in and out, float32 arithmetic on the CUDA cores,
+ * or (the keep/kept calls with tf32) most products on the tensor cores in
+ * 1xTF32 (versions 4 and 5).
  *
  * version 1, fla's structure. The forward is three launches:
  *   chunk   a block per (chunk, sequence, head): G, A and the WY factors
@@ -72,6 +74,22 @@
  *     the pass is then bound by loading each chunk's W and Kt (64 KB) into
  *     each of a head's 8 blocks, 537 MB from L2 a pass. Next: the 8 blocks
  *     of a head as a cluster, each chunk loaded once and multicast.
+ *   version 5: with tf32 also the products of output, bprep, bstate, bintra
+ *     and the chunk kernel's Ak on the tensor cores in 1xTF32 (template
+ *     parameter TC, wmma_tf32: a warp a 32 x 16 to 64 x 32 tile, operands
+ *     k-major as before, rows padded by 8 floats so that fragment reads do not
+ *     conflict; row and column sums of the epilogues over the lanes of a
+ *     fragment row or column by shuffles, then over the warps in shared
+ *     memory). TC keeps two blocks an SM where float32 had them (bprep now
+ *     too: dO takes Q^T's place once M is made). The float32 path compiles
+ *     to the same SASS as before. H200, ncu per layer: output 153 -> 92 us,
+ *     bprep 152 -> 112, bstate 277 -> 202, bintra 185 -> 170, chunk 236 ->
+ *     216. bwy on the tensor cores (dA and Zs K) was slower, 368 us against
+ *     325 (dX^T rows padded to 72 or left at 68 alike), and is left out.
+ *     DASH_BENCH, same call: tf32 keeping forward 0.588 -> 0.504 ms, + kept
+ *     backward 1.754 -> 1.557 (bintra there in a slower variant, 187 us);
+ *     the final code on another H200: 0.501 and 1.528 ms (float32 1.884);
+ *     o, S and every gradient within 5.8e-4 of their scale, as in version 4.
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
@@ -261,6 +279,31 @@ static __device__ void copy_s(float *s, const float *x, int n)
 		*(float4 *)(s + i) = *(const float4 *)(x + i);
 }
 
+/* R rows of E floats (E % 4 == 0) from global rows rs apart into shared rows
+ * ld apart, all 16-byte aligned, by cp.async (waited for) */
+template <int R, int E>
+static __device__ void copy_rows(float *s, int ld, const float *x, size_t rs)
+{
+	for (int i = threadIdx.x; i < R * E / 4; i += GDN_NT)
+		cp_async16(s + i / (E / 4) * ld + i % (E / 4) * 4, x + i / (E / 4) * rs + i % (E / 4) * 4);
+	cp_async_commit();
+	cp_async_wait<0>();
+}
+
+/* a warp's wmma_tf32 tile at (m0, n0), times a, into x (rows ld apart, ld even) */
+template <int WM, int WN>
+static __device__ __forceinline__ void tc_store(float *x, int ld, int m0, int n0, const float (&c)[WM][WN][4], float a)
+{
+#pragma unroll
+	for (int i = 0; i < WM; i++)
+#pragma unroll
+		for (int j = 0; j < WN; j++)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+				*(float2 *)(x + (size_t)tc_row(m0, i, 2 * h) * ld + tc_col(n0, j, 0)) =
+					make_float2(a * c[i][j][2 * h], a * c[i][j][2 * h + 1]);
+}
+
 /* the sum of v over the block, in every thread; red: GDN_NT floats */
 static __device__ float block_sum(float v, float *red)
 {
@@ -299,17 +342,19 @@ static __device__ GdnBlock gdn_block(int T, int H, int NC)
 
 /* G, A and the WY factors of one chunk; in its backward form (BWD: the
  * backward's recomputation, or a forward that keeps its work for the
- * backward) also Ak, W and Kt^T. Shared memory: 2 DK C + C C + 4 C floats. */
-template <int DK, int DV, bool BWD>
+ * backward) also Ak, W and Kt^T. TC: Ak's product on the tensor cores in
+ * 1xTF32, the rows of K^T padded by 8 (CP = C + 8, else C), of A by 4 (CA =
+ * C + 4, else C). Shared memory: DK CP + DK C + C CA + 4 C floats. */
+template <int DK, int DV, bool BWD, bool TC>
 __global__ void __launch_bounds__(GDN_NT)
 	gdn_chunk_kernel(GdnWork w, const float *k, const float *v, const float *g, const float *beta, int T, int H,
 	                 int dk, int dv, int NC)
 {
-	const int C = GDN_C, t = threadIdx.x;
-	float *sKT = dyn_smem();   /* (DK, C) K^T */
-	float *sK = sKT + DK * C;  /* (C, DK) */
-	float *sA = sK + C * DK;   /* (C, C) A = diag(beta) Ak */
-	float *sG = sA + C * C;    /* (C) */
+	const int C = GDN_C, t = threadIdx.x, CP = TC ? C + 8 : C, CA = TC ? C + 4 : C;
+	float *sKT = dyn_smem();   /* (DK, CP) K^T */
+	float *sK = sKT + DK * CP; /* (C, DK) */
+	float *sA = sK + C * DK;   /* (C, CA) A = diag(beta) Ak */
+	float *sG = sA + C * CA;   /* (C) */
 	float *sB = sG + C;        /* (C) beta */
 	float *sE = sB + C;        /* (C) e^G */
 	float *sL = sE + C;        /* (C) e^{G_last - G} */
@@ -321,7 +366,7 @@ __global__ void __launch_bounds__(GDN_NT)
 		sG[t] = t < n ? g[bk.base + (size_t)t * H] : 0.f;
 		sB[t] = t < n ? beta[bk.base + (size_t)t * H] : 0.f;
 	}
-	load_t<C, DK>(sKT, C, k0, rk, n, dk, 1.f, nullptr);
+	load_t<C, DK>(sKT, CP, k0, rk, n, dk, 1.f, nullptr);
 	load_n<C, DK>(sK, DK, k0, rk, n, dk, 1.f, nullptr);
 	/* G: inclusive scan of g (Hillis-Steele) */
 	for (int o = 1; o < C; o *= 2) {
@@ -337,8 +382,26 @@ __global__ void __launch_bounds__(GDN_NT)
 		sE[t] = expf(sG[t]);
 		sL[t] = expf(sG[C - 1] - sG[t]);
 	}
-	/* Ak = e^{G_i - G_j} k_i . k_j below the diagonal, a 4x4 tile a thread */
-	{
+	/* Ak = e^{G_i - G_j} k_i . k_j below the diagonal; TC: warp w the rows
+	 * 32 (w / 4), columns 16 (w % 4), else a 4x4 tile a thread */
+	if (TC) {
+		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16;
+		float acc[2][2][4] = {};
+		wmma_tf32<false, 2, 2, 1, CP, CP, 1>(acc, sKT + m0, sKT + n0, DK);
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+				for (int h = 0; h < 2; h++) {
+					int i = tc_row(m0, mi, 2 * h), j = tc_col(n0, nj, 0), r = 2 * h;
+					float a0 = j < i ? expf(sG[i] - sG[j]) * acc[mi][nj][r] : 0.f;
+					float a1 = j + 1 < i ? expf(sG[i] - sG[j + 1]) * acc[mi][nj][r + 1] : 0.f;
+					*(float2 *)(sA + i * CA + j) = make_float2(sB[i] * a0, sB[i] * a1);
+					if (BWD)
+						*(float2 *)(w.Ak + bk.bhc * C * C + i * C + j) = make_float2(a0, a1);
+				}
+	} else {
 		int i0 = t / 16 * 4, j0 = t % 16 * 4;
 		float acc[4][4];
 		zero(acc);
@@ -374,7 +437,7 @@ __global__ void __launch_bounds__(GDN_NT)
 			float s0 = y[i], s1 = 0.f, s2 = 0.f, s3 = 0.f;
 #pragma unroll
 			for (int j = 0; j < i; j += 4) {
-				float4 a = *(const float4 *)(sA + i * C + j);
+				float4 a = *(const float4 *)(sA + i * CA + j);
 				s0 = fmaf(-a.x, y[j], s0);
 				s1 = fmaf(-a.y, y[j + 1], s1);
 				s2 = fmaf(-a.z, y[j + 2], s2);
@@ -406,7 +469,7 @@ __global__ void __launch_bounds__(GDN_NT)
 		w.Kt[bk.bhc * C * DK + idx] = sL[i] * sK[i * DK + d];
 		if (BWD) {
 			int d2 = idx / C, i2 = idx % C;
-			w.KtT[bk.bhc * DK * C + idx] = sL[i2] * sKT[d2 * C + i2];
+			w.KtT[bk.bhc * DK * C + idx] = sL[i2] * sKT[d2 * CP + i2];
 		}
 	}
 }
@@ -557,28 +620,78 @@ __global__ void __launch_bounds__(GDN_NT)
 }
 
 /* O = scale (diag(e^G) Q S_c + M Wn), M_ij = e^{G_i - G_j} q_i . k_j for j <= i.
- * Shared memory: DK C + C C + 2 C + 32K floats: K^T, then S_c half by half,
- * then Wn take turns in the last part, so that two blocks fit an SM. */
-template <int DK, int DV>
-__global__ void __launch_bounds__(GDN_NT)
+ * Shared memory: DK CP + C CP + 2 C + max(DK CP, DK / 2 DVP, C DVP) floats
+ * (CP = C, DVP = DV; TC: rows padded by 8): K^T, then S_c half by half, then
+ * Wn take turns in the last part, so that two blocks fit an SM. TC: the
+ * products on the tensor cores in 1xTF32. */
+template <int DK, int DV, bool TC>
+__global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	gdn_output_kernel(float *o, GdnWork w, const float *q, const float *k, int T, int H, int dk, int dv, int NC,
 	                  float scale)
 {
-	const int C = GDN_C, t = threadIdx.x;
-	float *sQT = dyn_smem();  /* (DK, C) */
-	float *sMT = sQT + DK * C; /* (C, C) M^T */
-	float *sG = sMT + C * C;  /* (C) */
-	float *sE = sG + C;       /* (C) e^G */
-	float *sKT = sE + C;      /* (DK, C), then S_c rows (DK / 2, DV), then Wn (C, DV) */
+	const int C = GDN_C, t = threadIdx.x, P = TC ? 8 : 0, CP = C + P, DVP = DV + P;
+	float *sQT = dyn_smem();    /* (DK, CP) */
+	float *sMT = sQT + DK * CP; /* (C, CP) M^T */
+	float *sG = sMT + C * CP;   /* (C) */
+	float *sE = sG + C;         /* (C) e^G */
+	float *sKT = sE + C;        /* (DK, CP), then S_c rows (DK / 2, DVP), then Wn (C, DVP) */
 	float *sS = sKT, *sWn = sKT;
 	GdnBlock bk = gdn_block(T, H, NC);
-	load_t<C, DK>(sQT, C, q + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
-	load_t<C, DK>(sKT, C, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sQT, CP, q + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sKT, CP, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
 	if (t < C) {
 		sG[t] = w.G[bk.bhc * C + t];
 		sE[t] = expf(sG[t]);
 	}
 	__syncthreads();
+	if (TC) {
+		/* M: warp w the rows 32 (w / 4), columns 16 (w % 4); O: the rows
+		 * 32 (w / 4), columns DV / 4 (w % 4) */
+		constexpr int WN = DV / 32;
+		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, c0 = warp % 4 * (DV / 4);
+		{
+			float mq[2][2][4] = {};
+			wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sQT + m0, sKT + n0, DK);
+#pragma unroll
+			for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+				for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+					for (int r = 0; r < 4; r++) {
+						int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
+						sMT[j * CP + i] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
+					}
+		}
+		float acc[2][WN][4] = {};
+		for (int h = 0; h < 2; h++) {
+			__syncthreads();
+			copy_rows<DK / 2, DV>(sS, DVP, w.S + (bk.bhc * DK + h * DK / 2) * DV, DV);
+			__syncthreads();
+			wmma_tf32<false, 2, WN, 1, CP, DVP, 1>(acc, sQT + h * DK / 2 * CP + m0, sS + c0, DK / 2);
+		}
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++)
+					acc[mi][nj][r] *= sE[tc_row(m0, mi, r)];
+		__syncthreads();
+		copy_rows<C, DV>(sWn, DVP, w.Wn + bk.bhc * C * DV, DV);
+		__syncthreads();
+		wmma_tf32<false, 2, WN, 1, CP, DVP, 1>(acc, sMT + m0, sWn + c0, m0 + 32); /* M_ij = 0 for j > i */
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int i = tc_row(m0, mi, r), j = tc_col(c0, nj, r);
+					if (i < bk.n && j < dv)
+						o[(bk.base + (size_t)i * H) * dv + j] = scale * acc[mi][nj][r];
+				}
+		return;
+	}
 	int i0 = t / 16 * 4, jb = t % 16 * 4;
 	{
 		float acc[4][4];
@@ -626,30 +739,71 @@ __global__ void __launch_bounds__(GDN_NT)
 // backward kernels
 
 /* Pm = scale M^T dO (C, DV) and Hq = scale Q^T diag(e^G) dO (DK, DV).
- * Shared memory: 2 DK C + C C + C DV + 2 C floats. */
-template <int DK, int DV>
-__global__ void __launch_bounds__(GDN_NT)
+ * Shared memory: 2 DK C + C C + C DV + 2 C floats; TC (the products on the
+ * tensor cores in 1xTF32, rows padded by 8): max(DK, DV) CP + DK CP + C CP
+ * + 2 C, dO in Q^T's place once M is made, so that two blocks fit an SM. */
+template <int DK, int DV, bool TC>
+__global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	gdn_bprep_kernel(GdnWork w, const float *q, const float *k, const float *dout, int T, int H, int dk, int dv,
 	                 int NC, float scale)
 {
-	const int C = GDN_C, t = threadIdx.x;
-	float *sQT = dyn_smem();   /* (DK, C) */
-	float *sKT = sQT + DK * C; /* (DK, C), then Q diag(e^G) (C, DK) */
+	const int C = GDN_C, t = threadIdx.x, P = TC ? 8 : 0, CP = C + P, DKP = DK + P, DVP = DV + P;
+	const int R1 = TC ? (DK > DV ? DK : DV) * CP : DK * C;
+	float *sQT = dyn_smem();                     /* (DK, CP); TC: then dO (C, DVP) */
+	float *sKT = sQT + R1;                       /* (DK, CP), then Q diag(e^G) (C, DKP) */
 	float *sQg = sKT;
-	float *sM = sKT + DK * C;  /* (C, C) */
-	float *sdO = sM + C * C;   /* (C, DV) */
-	float *sG = sdO + C * DV;  /* (C) */
-	float *sE = sG + C;        /* (C) */
+	float *sM = sKT + DK * CP;                   /* (C, CP) */
+	float *sdO = TC ? sQT : sM + C * C;          /* (C, DVP) */
+	float *sG = TC ? sM + C * CP : sdO + C * DV; /* (C) */
+	float *sE = sG + C;                          /* (C) */
 	GdnBlock bk = gdn_block(T, H, NC);
 	const float *q0 = q + bk.base * dk;
-	load_t<C, DK>(sQT, C, q0, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
-	load_t<C, DK>(sKT, C, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
-	load_n<C, DV>(sdO, DV, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
+	load_t<C, DK>(sQT, CP, q0, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sKT, CP, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	if (!TC)
+		load_n<C, DV>(sdO, DV, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
 	if (t < C) {
 		sG[t] = w.G[bk.bhc * C + t];
 		sE[t] = expf(sG[t]);
 	}
 	__syncthreads();
+	if (TC) {
+		/* M: warp w the rows 32 (w / 4), columns 16 (w % 4); Pm: the rows
+		 * 32 (w / 4), columns DV / 4 (w % 4); Hq: the rows DK / 2 (w / 4),
+		 * columns DV / 4 (w % 4) */
+		constexpr int WM = DK / 32, WN = DV / 32;
+		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, c0 = warp % 4 * (DV / 4);
+		{
+			float mq[2][2][4] = {};
+			wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sQT + m0, sKT + n0, DK);
+#pragma unroll
+			for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+				for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+					for (int r = 0; r < 4; r++) {
+						int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
+						sM[i * CP + j] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
+					}
+		}
+		__syncthreads();
+		load_n<C, DK>(sQg, DKP, q0, (size_t)H * dk, bk.n, dk, 1.f, sE);
+		load_n<C, DV>(sdO, DVP, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
+		__syncthreads();
+		{
+			float acc[2][WN][4] = {};
+			/* rows j of M^T dO: i >= j */
+			wmma_tf32<false, 2, WN, 1, CP, DVP, 1>(acc, sM + m0 * CP + m0, sdO + m0 * DVP + c0, C - m0);
+			tc_store(w.Pm + bk.bhc * C * DV, DV, m0, c0, acc, scale);
+		}
+		{
+			float acc[WM][WN][4] = {};
+			int d0 = warp / 4 * (DK / 2);
+			wmma_tf32<false, WM, WN, 1, DKP, DVP, 1>(acc, sQg + d0, sdO + c0, C);
+			tc_store(w.Hq + bk.bhc * DK * DV, DV, d0, c0, acc, scale);
+		}
+		return;
+	}
 	int r0 = t / 16 * 4, cb = t % 16 * 4;
 	{
 		float acc[4][4];
@@ -699,16 +853,17 @@ __global__ void __launch_bounds__(GDN_NT)
  * (the first writers); dG_i = q_i . dQs_i - k_i . dKs_i, and the last row
  * also <dS', e^{G_last} S_c> + sum_j k_j . dKs_j. The sums run over the value
  * columns in two halves, so that two blocks fit an SM. Shared memory:
- * DV/2 (DK + 2C) + 4 C + 16 C + GDN_NT floats. */
-template <int DK, int DV>
+ * DV/2 (DKP + 2C + P) + 4 C + 16 C + GDN_NT floats (TC: the products on the
+ * tensor cores in 1xTF32, rows padded by P = 8; else P = 0). */
+template <int DK, int DV, bool TC>
 __global__ void __launch_bounds__(GDN_NT, 2)
 	gdn_bstate_kernel(float *dq, float *dkk, GdnWork w, const float *q, const float *k, const float *dout, int T,
 	                  int H, int dk, int dv, int NC, float scale)
 {
-	const int C = GDN_C, HV = DV / 2, t = threadIdx.x;
-	float *sST = dyn_smem();      /* (HV, DK) half of S_c^T, then of dS'^T */
-	float *sLT = sST + HV * DK;   /* (HV, 2C) half of [dO e^G scale; -dWn]^T, then of Wn^T (HV, C) */
-	float *sG = sLT + HV * 2 * C; /* (C) */
+	const int C = GDN_C, HV = DV / 2, t = threadIdx.x, P = TC ? 8 : 0, DKP = DK + P, LP = 2 * C + P;
+	float *sST = dyn_smem();      /* (HV, DKP) half of S_c^T, then of dS'^T */
+	float *sLT = sST + HV * DKP;  /* (HV, LP) half of [dO e^G scale; -dWn]^T, then of Wn^T (HV, C + P) */
+	float *sG = sLT + HV * LP;    /* (C) */
 	float *sEs = sG + C;          /* (C) scale e^G */
 	float *sL = sEs + C;          /* (C) e^{G_last - G} */
 	float *sRed = sL + 2 * C;     /* (C, 16) */
@@ -725,6 +880,109 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 	__syncthreads();
 	if (t < C)
 		sL[t] = expf(sG[C - 1] - sG[t]);
+	if (TC) {
+		/* [dQs; dW]: warp w the rows 64 (w / 4), columns DK / 4 (w % 4);
+		 * dKs: the rows 32 (w / 4), the same columns; the row dots summed
+		 * over the 4 lanes of a row, then over the 4 warps in sRed (C, 4) */
+		constexpr int WN = DK / 32;
+		int warp = t / WARP_SIZE, wc = warp % 4, n0 = wc * (DK / 4), lane = t % WARP_SIZE;
+		float dgi = 0.f;
+		{
+			float acc[4][WN][4] = {};
+			for (int h = 0; h < 2; h++) {
+				if (h)
+					__syncthreads();
+				load_t<DK, HV>(sST, DKP, S + h * HV, DV, DK, HV, 1.f, nullptr);
+				load_t<C, HV>(sLT, LP, dout + bk.base * dv + h * HV, (size_t)H * dv, n, dv - h * HV, 1.f, sEs);
+				load_t<C, HV>(sLT + C, LP, w.dWn + bk.bhc * C * DV + h * HV, DV, C, HV, -1.f, nullptr);
+				__syncthreads();
+				wmma_tf32<false, 4, WN, 1, LP, DKP, 1>(acc, sLT + warp / 4 * C, sST + n0, HV);
+			}
+			if (warp >= 4) {
+				tc_store(w.dW + bk.bhc * C * DK, DK, 0, n0, acc, 1.f);
+			} else {
+#pragma unroll
+				for (int mi = 0; mi < 4; mi++) {
+					float qv[WN][4], s2[2] = {0.f, 0.f};
+#pragma unroll
+					for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+						for (int r = 0; r < 4; r++) {
+							int i = tc_row(0, mi, r), d = tc_col(n0, nj, r);
+							qv[nj][r] = i < n && d < dk ? q0[i * rq + d] : 0.f;
+						}
+#pragma unroll
+					for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+						for (int r = 0; r < 4; r++) {
+							int i = tc_row(0, mi, r), d = tc_col(n0, nj, r);
+							if (i < n && d < dk)
+								dq[(bk.base + (size_t)i * H) * dk + d] = acc[mi][nj][r];
+							s2[r / 2] += qv[nj][r] * acc[mi][nj][r];
+						}
+#pragma unroll
+					for (int h = 0; h < 2; h++) {
+						float x = tc_row_sum(s2[h]);
+						if (lane % 4 == 0)
+							sRed[tc_row(0, mi, 2 * h) * 4 + wc] = x;
+					}
+				}
+			}
+			__syncthreads();
+			if (t < C)
+				dgi = (sRed[t * 4] + sRed[t * 4 + 1]) + (sRed[t * 4 + 2] + sRed[t * 4 + 3]);
+		}
+		float acc[2][WN][4] = {};
+		int m0 = warp / 4 * 32;
+		for (int h = 0; h < 2; h++) {
+			__syncthreads();
+			load_t<DK, HV>(sST, DKP, dS + h * HV, DV, DK, HV, 1.f, nullptr);
+			load_t<C, HV>(sLT, C + P, w.Wn + bk.bhc * C * DV + h * HV, DV, C, HV, 1.f, nullptr);
+			__syncthreads();
+			wmma_tf32<false, 2, WN, 1, C + P, DKP, 1>(acc, sLT + m0, sST + n0, HV);
+		}
+		/* <dS', S_c> */
+		float ss = 0.f;
+		for (int i = t * 4; i < DK * DV; i += GDN_NT * 4) {
+			float4 a = *(const float4 *)(S + i), b = *(const float4 *)(dS + i);
+			ss += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+		}
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++) {
+			float kv[WN][4], s2[2] = {0.f, 0.f};
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
+					kv[nj][r] = i < n && d < dk ? k0[i * rq + d] : 0.f;
+				}
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
+					float val = sL[i] * acc[mi][nj][r];
+					if (i < n && d < dk)
+						dkk[(bk.base + (size_t)i * H) * dk + d] = val;
+					s2[r / 2] += kv[nj][r] * val;
+				}
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				float x = tc_row_sum(s2[h]);
+				if (lane % 4 == 0)
+					sRed[tc_row(m0, mi, 2 * h) * 4 + wc] = x;
+			}
+		}
+		__syncthreads();
+		float kd = 0.f;
+		if (t < C)
+			kd = (sRed[t * 4] + sRed[t * 4 + 1]) + (sRed[t * 4 + 2] + sRed[t * 4 + 3]);
+		float tot = block_sum(expf(sG[C - 1]) * ss + kd, red);
+		if (t < C)
+			w.dG[bk.bhc * C + t] = dgi - kd + (t == C - 1 ? tot : 0.f);
+		return;
+	}
 	int r0 = t / 16 * 4, cb = t % 16 * 4;
 	constexpr int TN = DK / 16;
 	float acc[8][TN], qk[4][TN];
@@ -971,32 +1229,81 @@ __global__ void __launch_bounds__(GDN_NT)
  * dq += dME K, dk += dME^T Q, dG += row minus column sums of dM o M; then dg,
  * the reverse cumulative sum of dG within the chunk. Q^T and K^T (for M),
  * dO^T and Wn^T (for dM), Q and K take turns in one region. Shared memory:
- * 2 max(DK, DV) C + 2 C C + 2 C + 32 C floats. */
-template <int DK, int DV>
-__global__ void __launch_bounds__(GDN_NT)
+ * 2 max(DK, DV) CP + 2 C CP + 2 C + 2 NR C floats: CP = C, NR = 16, or (TC:
+ * the products on the tensor cores in 1xTF32) rows padded by 8 and NR = 4,
+ * so that two blocks fit an SM. */
+template <int DK, int DV, bool TC>
+__global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	gdn_bintra_kernel(float *dq, float *dkk, float *dg, GdnWork w, const float *q, const float *k,
 	                  const float *dout, int T, int H, int dk, int dv, int NC, float scale)
 {
-	const int C = GDN_C, D = DK > DV ? DK : DV, t = threadIdx.x;
-	float *sX1 = dyn_smem();      /* (D, C) Q^T, dO^T; then Q (C, DK) */
-	float *sX2 = sX1 + D * C;     /* (D, C) K^T, Wn^T; then K (C, DK) */
-	float *sdME = sX2 + D * C;    /* (C, C) */
-	float *sdMET = sdME + C * C;  /* (C, C) */
-	float *sG = sdMET + C * C;    /* (C) */
+	const int C = GDN_C, D = DK > DV ? DK : DV, t = threadIdx.x, P = TC ? 8 : 0, CP = C + P, DKP = DK + P;
+	const int NR = TC ? 4 : 16;
+	float *sX1 = dyn_smem();      /* (D, CP) Q^T, dO^T; then Q (C, DKP) */
+	float *sX2 = sX1 + D * CP;    /* (D, CP) K^T, Wn^T; then K (C, DKP) */
+	float *sdME = sX2 + D * CP;   /* (C, CP) */
+	float *sdMET = sdME + C * CP; /* (C, CP) */
+	float *sG = sdMET + C * CP;   /* (C) */
 	float *sV = sG + C;           /* (C) */
-	float *sRow = sV + C;         /* (C, 16) */
-	float *sCol = sRow + 16 * C;  /* (C, 16) */
+	float *sRow = sV + C;         /* (C, NR) */
+	float *sCol = sRow + NR * C;  /* (C, NR) */
 	GdnBlock bk = gdn_block(T, H, NC);
 	int n = bk.n;
 	const float *q0 = q + bk.base * dk, *k0 = k + bk.base * dk;
 	size_t rq = (size_t)H * dk;
-	load_t<C, DK>(sX1, C, q0, rq, n, dk, 1.f, nullptr);
-	load_t<C, DK>(sX2, C, k0, rq, n, dk, 1.f, nullptr);
+	load_t<C, DK>(sX1, CP, q0, rq, n, dk, 1.f, nullptr);
+	load_t<C, DK>(sX2, CP, k0, rq, n, dk, 1.f, nullptr);
 	if (t < C)
 		sG[t] = w.G[bk.bhc * C + t];
 	__syncthreads();
 	int i0 = t / 16 * 4, j0 = t % 16 * 4;
-	{
+	int warp = t / WARP_SIZE, wr = warp / 4, wc = warp % 4, lane = t % WARP_SIZE;
+	if (TC) {
+		/* M and dM: warp w the rows 32 (w / 4), columns 16 (w % 4); the row
+		 * sums over the 4 lanes of a row, then the 4 warps (sRow), the
+		 * column sums over the 8 lanes of a column, then 2 warps (sCol) */
+		int m0 = wr * 32, n0 = wc * 16;
+		float mq[2][2][4] = {}, dm[2][2][4] = {}, rs[2][2] = {}, cs[2][2] = {};
+		wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sX1 + m0, sX2 + n0, DK);
+		__syncthreads();
+		load_t<C, DV>(sX1, CP, dout + bk.base * dv, (size_t)H * dv, n, dv, 1.f, nullptr);
+		load_t<C, DV>(sX2, CP, w.Wn + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
+		__syncthreads();
+		wmma_tf32<false, 2, 2, 1, CP, CP, 1>(dm, sX1 + m0, sX2 + n0, DV);
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
+					float me = 0.f;
+					if (j <= i) {
+						float e = expf(sG[i] - sG[j]), d = scale * dm[mi][nj][r], x = d * e * mq[mi][nj][r];
+						me = d * e;
+						rs[mi][r / 2] += x, cs[nj][r % 2] += x;
+					}
+					sdME[i * CP + j] = me;
+					sdMET[j * CP + i] = me;
+				}
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+#pragma unroll
+			for (int mi = 0; mi < 2; mi++) {
+				float x = tc_row_sum(rs[mi][h]);
+				if (lane % 4 == 0)
+					sRow[tc_row(m0, mi, 2 * h) * NR + wc] = x;
+			}
+#pragma unroll
+			for (int nj = 0; nj < 2; nj++) {
+				float x = tc_col_sum(cs[nj][h]);
+				if (lane < 4) {
+					int j = tc_col(n0, nj, h);
+					sCol[j * NR + wr] = x, sCol[j * NR + 2 + wr] = 0.f;
+				}
+			}
+		}
+	} else {
 		float mq[4][4], dm[4][4], me[4][4], rs[4] = {0.f, 0.f, 0.f, 0.f}, cs[4] = {0.f, 0.f, 0.f, 0.f};
 		zero(mq), zero(dm);
 		mm<4, 4>(mq, sX1, C, i0, 0, sX2, C, j0, 0, 0, DK);
@@ -1027,13 +1334,13 @@ __global__ void __launch_bounds__(GDN_NT)
 	}
 	__syncthreads();
 	float *sQ = sX1, *sK = sX2;
-	load_n<C, DK>(sQ, DK, q0, rq, n, dk, 1.f, nullptr);
-	load_n<C, DK>(sK, DK, k0, rq, n, dk, 1.f, nullptr);
+	load_n<C, DK>(sQ, DKP, q0, rq, n, dk, 1.f, nullptr);
+	load_n<C, DK>(sK, DKP, k0, rq, n, dk, 1.f, nullptr);
 	float dgt = 0.f;
 	if (t < C) {
 		dgt = w.dG[bk.bhc * C + t];
-		for (int u = 0; u < 16; u++)
-			dgt += sRow[t * 16 + u] - sCol[t * 16 + u];
+		for (int u = 0; u < NR; u++)
+			dgt += sRow[t * NR + u] - sCol[t * NR + u];
 		sV[t] = dgt;
 	}
 	/* dg_t = sum_{i >= t} dG_i */
@@ -1047,6 +1354,55 @@ __global__ void __launch_bounds__(GDN_NT)
 	__syncthreads();
 	if (dg && t < n)
 		dg[bk.base + (size_t)t * H] = sV[t];
+	if (TC) {
+		/* dq, dk: warp w the rows 32 (w / 4), columns DK / 4 (w % 4) */
+		constexpr int WN = DK / 32;
+		int m0 = wr * 32, n0 = wc * (DK / 4);
+		float acc[2][WN][4] = {}, old[2][WN][4];
+		wmma_tf32<false, 2, WN, 1, CP, DKP, 1>(acc, sdMET + m0, sK + n0, m0 + 32); /* dME_ij = 0 for j > i */
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
+					old[mi][nj][r] = i < n && d < dk ? dq[(bk.base + (size_t)i * H) * dk + d] : 0.f;
+				}
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
+					if (i < n && d < dk)
+						dq[(bk.base + (size_t)i * H) * dk + d] = old[mi][nj][r] + acc[mi][nj][r];
+					acc[mi][nj][r] = 0.f;
+				}
+		/* rows j of dME^T Q: i >= j */
+		wmma_tf32<false, 2, WN, 1, CP, DKP, 1>(acc, sdME + m0 * CP + m0, sQ + m0 * DKP + n0, C - m0);
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int j = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
+					old[mi][nj][r] = j < n && d < dk ? dkk[(bk.base + (size_t)j * H) * dk + d] : 0.f;
+				}
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int j = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
+					if (j < n && d < dk)
+						dkk[(bk.base + (size_t)j * H) * dk + d] = old[mi][nj][r] + acc[mi][nj][r];
+				}
+		return;
+	}
 	constexpr int TN = DK / 16;
 	float acc[4][TN], old[4][TN];
 	zero(acc);
@@ -1091,31 +1447,40 @@ __global__ void __launch_bounds__(GDN_NT)
 static const int GDN_SMEM_MAX = 227 * 1024;
 
 /* bytes of dynamic shared memory of each kernel */
-static size_t smem_chunk(int DK) { return (size_t)(2 * DK * GDN_C + GDN_C * GDN_C + 4 * GDN_C) * 4; }
+static size_t smem_chunk(int DK, bool tc)
+{
+	return (size_t)(DK * (GDN_C + (tc ? 8 : 0)) + DK * GDN_C + GDN_C * (GDN_C + (tc ? 4 : 0)) + 4 * GDN_C) * 4;
+}
 static size_t smem_state(int DK, bool tc)
 {
 	int P = tc ? 8 : 0, SVP = GDN_SV + P;
 	return (size_t)(DK * SVP + GDN_C * SVP +
 	                2 * (DK * (GDN_C + P) + GDN_C * (DK + P) + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
 }
-static size_t smem_output(int DK, int DV)
+static size_t smem_output(int DK, int DV, bool tc)
 {
-	size_t r = DK * GDN_C > DK / 2 * DV ? DK * GDN_C : DK / 2 * DV;
-	r = r > (size_t)GDN_C * DV ? r : GDN_C * DV;
-	return (DK * GDN_C + GDN_C * GDN_C + 2 * GDN_C + r) * 4;
+	size_t P = tc ? 8 : 0, CP = GDN_C + P, DVP = DV + P, r = DK * CP > DK / 2 * DVP ? DK * CP : DK / 2 * DVP;
+	r = r > GDN_C * DVP ? r : GDN_C * DVP;
+	return (DK * CP + GDN_C * CP + 2 * GDN_C + r) * 4;
 }
-static size_t smem_bprep(int DK, int DV) { return (size_t)(2 * DK * GDN_C + GDN_C * GDN_C + GDN_C * DV + 2 * GDN_C) * 4; }
-static size_t smem_bstate(int DK, int DV)
+static size_t smem_bprep(int DK, int DV, bool tc)
 {
-	return (size_t)(DV / 2 * (DK + 2 * GDN_C) + 4 * GDN_C + 16 * GDN_C + GDN_NT) * 4;
+	size_t CP = GDN_C + (tc ? 8 : 0), r1 = tc ? (DK > DV ? DK : DV) * CP : DK * GDN_C;
+	return (r1 + DK * CP + GDN_C * CP + 2 * GDN_C + (tc ? 0 : GDN_C * DV)) * 4;
+}
+static size_t smem_bstate(int DK, int DV, bool tc)
+{
+	int P = tc ? 8 : 0;
+	return (size_t)(DV / 2 * (DK + 2 * GDN_C + 2 * P) + 4 * GDN_C + 16 * GDN_C + GDN_NT) * 4;
 }
 static size_t smem_bwy(int DK, int DV)
 {
 	return (size_t)(GDN_C * GDN_C + 3 * GDN_C + (DK + DV) * (GDN_LX + GDN_C) + GDN_C * GDN_C + 8 * GDN_C + 48 * GDN_C) * 4;
 }
-static size_t smem_bintra(int DK, int DV)
+static size_t smem_bintra(int DK, int DV, bool tc)
 {
-	return (size_t)(2 * (DK > DV ? DK : DV) * GDN_C + 2 * GDN_C * GDN_C + 2 * GDN_C + 32 * GDN_C) * 4;
+	size_t CP = GDN_C + (tc ? 8 : 0), NR = tc ? 4 : 16;
+	return (2 * (DK > DV ? DK : DV) * CP + 2 * GDN_C * CP + 2 * GDN_C + 2 * NR * GDN_C) * 4;
 }
 
 /* allow kernel f its dynamic shared memory (once per kernel) */
@@ -1148,7 +1513,7 @@ struct GdnArgs {
 	int B, T, H, dk_, dv_;
 	float scale;
 	void *work;
-	bool tf32; /* the state pass on the tensor cores */
+	bool tf32; /* the products of chunk (Ak), state, output, bprep, bstate and bintra on the tensor cores */
 };
 
 /* the chunk and state kernels: G, the WY factors, Wn and every chunk's start
@@ -1156,11 +1521,13 @@ struct GdnArgs {
 template <int DK, int DV, bool BWD>
 static void gdn_forward_states(const GdnArgs *a, GdnWork *w, const float *S0, float *Sf)
 {
-	static bool d1;
+	static bool d1[2];
 	int NC = CEIL_DIV(a->T, GDN_C);
 	gdn_carve(w, a->work, a->B, a->T, a->H, a->dk_, a->dv_);
-	gdn_smem(gdn_chunk_kernel<DK, DV, BWD>, smem_chunk(DK), &d1);
-	gdn_chunk_kernel<DK, DV, BWD><<<dim3(NC, a->B * a->H), GDN_NT, smem_chunk(DK)>>>(*w, a->k, a->v, a->g, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
+	bool tc = a->tf32;
+	auto fc = tc ? gdn_chunk_kernel<DK, DV, BWD, true> : gdn_chunk_kernel<DK, DV, BWD, false>;
+	gdn_smem(fc, smem_chunk(DK, tc), &d1[tc]);
+	fc<<<dim3(NC, a->B * a->H), GDN_NT, smem_chunk(DK, tc)>>>(*w, a->k, a->v, a->g, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
 	gdn_state<DK, false>(a->tf32, dim3(DV / GDN_SV, a->B * a->H), w->WT, w->Kt, w->U, nullptr, w->G, w->Wn, w->S, S0, Sf, -1.f, 1.f,
 	                     DV, NC, a->dk_, a->dv_);
@@ -1171,12 +1538,14 @@ static void gdn_forward_states(const GdnArgs *a, GdnWork *w, const float *S0, fl
 template <int DK, int DV, bool KEEP>
 static void gdn_forward(const GdnArgs *a)
 {
-	static bool d3;
+	static bool d3[2];
 	GdnWork w;
 	int NC = CEIL_DIV(a->T, GDN_C);
+	bool tc = a->tf32;
 	gdn_forward_states<DK, DV, KEEP>(a, &w, a->S, a->S);
-	gdn_smem(gdn_output_kernel<DK, DV>, smem_output(DK, DV), &d3);
-	gdn_output_kernel<DK, DV><<<dim3(NC, a->B * a->H), GDN_NT, smem_output(DK, DV)>>>(a->o, w, a->q, a->k, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	auto fo = tc ? gdn_output_kernel<DK, DV, true> : gdn_output_kernel<DK, DV, false>;
+	gdn_smem(fo, smem_output(DK, DV, tc), &d3[tc]);
+	fo<<<dim3(NC, a->B * a->H), GDN_NT, smem_output(DK, DV, tc)>>>(a->o, w, a->q, a->k, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
 }
 
@@ -1185,27 +1554,34 @@ static void gdn_forward(const GdnArgs *a)
 template <int DK, int DV>
 static void gdn_backward(const GdnArgs *a, bool kept)
 {
-	static bool d1, d3, d4, d5;
+	static bool d1[2], d3[2], d4, d5[2];
 	GdnWork w;
 	int NC = CEIL_DIV(a->T, GDN_C), BH = a->B * a->H;
+	bool tc;
 	dim3 chunks(NC, BH);
 	if (kept)
 		gdn_carve(&w, a->work, a->B, a->T, a->H, a->dk_, a->dv_);
 	else
 		gdn_forward_states<DK, DV, true>(a, &w, a->S0, nullptr);
-	gdn_smem(gdn_bprep_kernel<DK, DV>, smem_bprep(DK, DV), &d1);
-	gdn_bprep_kernel<DK, DV><<<chunks, GDN_NT, smem_bprep(DK, DV)>>>(w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	tc = a->tf32;
+	auto fp = tc ? gdn_bprep_kernel<DK, DV, true> : gdn_bprep_kernel<DK, DV, false>;
+	gdn_smem(fp, smem_bprep(DK, DV, tc), &d1[tc]);
+	fp<<<chunks, GDN_NT, smem_bprep(DK, DV, tc)>>>(w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
 	gdn_state<DK, true>(a->tf32, dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f, DV, NC,
 	                    a->dk_, a->dv_);
-	gdn_smem(gdn_bstate_kernel<DK, DV>, smem_bstate(DK, DV), &d3);
-	gdn_bstate_kernel<DK, DV><<<chunks, GDN_NT, smem_bstate(DK, DV)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	tc = a->tf32;
+	auto fs = tc ? gdn_bstate_kernel<DK, DV, true> : gdn_bstate_kernel<DK, DV, false>;
+	gdn_smem(fs, smem_bstate(DK, DV, tc), &d3[tc]);
+	fs<<<chunks, GDN_NT, smem_bstate(DK, DV, tc)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
 	gdn_smem(gdn_bwy_kernel<DK, DV>, smem_bwy(DK, DV), &d4);
 	gdn_bwy_kernel<DK, DV><<<chunks, GDN_NT, smem_bwy(DK, DV)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
-	gdn_smem(gdn_bintra_kernel<DK, DV>, smem_bintra(DK, DV), &d5);
-	gdn_bintra_kernel<DK, DV><<<chunks, GDN_NT, smem_bintra(DK, DV)>>>(a->dq, a->dk, a->dg, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
+	tc = a->tf32;
+	auto fi = tc ? gdn_bintra_kernel<DK, DV, true> : gdn_bintra_kernel<DK, DV, false>;
+	gdn_smem(fi, smem_bintra(DK, DV, tc), &d5[tc]);
+	fi<<<chunks, GDN_NT, smem_bintra(DK, DV, tc)>>>(a->dq, a->dk, a->dg, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
 }
 

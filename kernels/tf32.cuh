@@ -4,7 +4,7 @@
  * (each operand rounded to TF32, 10-bit mantissa: 2^-11 relative) or
  * 3xTF32 (float32's accuracy for these sums at three times the products).
  * kernels/gla_chunked.cu's forward uses 3xTF32, kernels/gdn_chunked.cu's
- * state pass 1xTF32 on the search's path.
+ * products 1xTF32 on the search's path.
  */
 #ifndef DASH_TF32_CUH
 #define DASH_TF32_CUH
@@ -87,6 +87,24 @@ __device__ __forceinline__ void wmma_tf32(float (&c)[WM][WN][4], const float *A,
 				mma_tf32(c[i][j], ah[i], bh[j]);
 			}
 	}
+}
+
+/* the row and column of c[i][j][r] of a warp's tile of wmma_tf32 at (m0, n0) */
+__device__ __forceinline__ int tc_row(int m0, int i, int r) { return m0 + 16 * i + (threadIdx.x & 31) / 4 + 8 * (r >> 1); }
+__device__ __forceinline__ int tc_col(int n0, int j, int r) { return n0 + 8 * j + 2 * (threadIdx.x & 3) + (r & 1); }
+
+/* x summed over the lanes that hold one row of a tile (the 4 of a g) or one
+ * column (the 8 of a t), in each of them */
+__device__ __forceinline__ float tc_row_sum(float x)
+{
+	x += __shfl_xor_sync(0xffffffffu, x, 1);
+	return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+__device__ __forceinline__ float tc_col_sum(float x)
+{
+	x += __shfl_xor_sync(0xffffffffu, x, 4);
+	x += __shfl_xor_sync(0xffffffffu, x, 8);
+	return x + __shfl_xor_sync(0xffffffffu, x, 16);
 }
 
 #endif

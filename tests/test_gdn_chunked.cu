@@ -10,8 +10,9 @@
  * give the plain forward's o and final state, and the kept backward
  * (gdn_backward_chunked_kept_cuda, twice, d_g and d_S0 NULL) the
  * recomputing backward's gradients, bit for bit; with tf32 (the state
- * passes on the tensor cores) o, S and the gradients within TF32_TOL of
- * their scale (the state carries TF32-rounded products across the chunks).
+ * passes and most chunk products on the tensor cores) o, S and the gradients
+ * within TF32_TOL of their scale (the state carries TF32-rounded products
+ * across the chunks).
  * DASH_BENCH=1 also prints the time of the forward and forward + backward at
  * B 1, T 4096, H 16, D 128, recomputing and kept. Runs on a GPU: make
  * test-gpu. */
