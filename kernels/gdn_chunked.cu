@@ -90,6 +90,10 @@
  *     backward 1.754 -> 1.557 (bintra there in a slower variant, 187 us);
  *     the final code on another H200: 0.501 and 1.528 ms (float32 1.884);
  *     o, S and every gradient within 5.8e-4 of their scale, as in version 4.
+ *     Then the state pass's products in two chains of accumulators
+ *     (wmma_tf32's NA 2; ncu had the pass issue-bound on fixed-latency
+ *     dependencies, 8 warps an SM): 0.486 and 1.504 ms on a third H200 (not
+ *     the same call; the search step did not move beyond its noise).
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
@@ -548,7 +552,7 @@ __global__ void __launch_bounds__(GDN_NT)
 			/* X = Xa + s1 A1^T St: warp w the rows 16 (w % 4), columns 8 (w / 4) */
 			int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4, m0 = warp % 4 * 16, n0 = warp / 4 * 8;
 			float acc[1][1][4] = {};
-			wmma_tf32<false, 1, 1, 1, CP, SVP, 1>(acc, sA1 + m0, sS + n0, DK);
+			wmma_tf32<false, 1, 1, 1, CP, SVP, 1, 2>(acc, sA1 + m0, sS + n0, DK);
 #pragma unroll
 			for (int r = 0; r < 4; r++) {
 				int i = m0 + g + 8 * (r / 2), j = n0 + 2 * q + r % 2;
@@ -587,7 +591,7 @@ __global__ void __launch_bounds__(GDN_NT)
 			constexpr int WM = DK / 64;
 			int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4, m0 = warp % 4 * 16 * WM, n0 = warp / 4 * 8;
 			float acc[WM][1][4] = {};
-			wmma_tf32<false, WM, 1, 1, DKP, SVP, 1>(acc, sA2 + m0, sX + n0, C);
+			wmma_tf32<false, WM, 1, 1, DKP, SVP, 1, 2>(acc, sA2 + m0, sX + n0, C);
 #pragma unroll
 			for (int mi = 0; mi < WM; mi++)
 #pragma unroll

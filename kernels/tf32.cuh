@@ -42,8 +42,10 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], 
  * + 8 (r / 2), column 8 j + 2 t + r % 2 (mma.m16n8k8's fragments).
  * Fragments are read a row (AK, BK = 1) or a column (AM, BN = 1) at a
  * time: strides = 4 mod 32 for the first, 8 mod 32 for the second keep
- * them free of bank conflicts. */
-template <bool X3, int WM, int WN, int AM, int AK, int BK, int BN>
+ * them free of bank conflicts. NA > 1 sums the k-steps into NA sets of
+ * accumulators in turn (K a multiple of 8 NA), added into c at the end:
+ * NA chains of products in flight instead of one. */
+template <bool X3, int WM, int WN, int AM, int AK, int BK, int BN, int NA = 1>
 __device__ __forceinline__ void wmma_tf32(float (&c)[WM][WN][4], const float *A, const float *B, int K,
                                           const float *F = NULL)
 {
@@ -51,8 +53,8 @@ __device__ __forceinline__ void wmma_tf32(float (&c)[WM][WN][4], const float *A,
 	A += g * AM + t * AK, B += t * BK + g * BN;
 	if (F)
 		F += t;
-#pragma unroll 2
-	for (int k = 0; k < K; k += 8) {
+	/* the products of k-step k into acc */
+	auto step = [&](int k, float(&acc)[WM][WN][4]) {
 		unsigned ah[WM][4], al[WM][4], bh[WN][2], bl[WN][2];
 #pragma unroll
 		for (int i = 0; i < WM; i++)
@@ -81,11 +83,34 @@ __device__ __forceinline__ void wmma_tf32(float (&c)[WM][WN][4], const float *A,
 #pragma unroll
 			for (int j = 0; j < WN; j++) {
 				if (X3) {
-					mma_tf32(c[i][j], al[i], bh[j]);
-					mma_tf32(c[i][j], ah[i], bl[j]);
+					mma_tf32(acc[i][j], al[i], bh[j]);
+					mma_tf32(acc[i][j], ah[i], bl[j]);
 				}
-				mma_tf32(c[i][j], ah[i], bh[j]);
+				mma_tf32(acc[i][j], ah[i], bh[j]);
 			}
+	};
+	if constexpr (NA == 1) {
+#pragma unroll 2
+		for (int k = 0; k < K; k += 8)
+			step(k, c);
+	} else {
+		float e[NA - 1][WM][WN][4] = {};
+#pragma unroll 2
+		for (int k = 0; k < K; k += 8 * NA) {
+			step(k, c);
+#pragma unroll
+			for (int a = 1; a < NA; a++)
+				step(k + 8 * a, e[a - 1]);
+		}
+#pragma unroll
+		for (int a = 0; a < NA - 1; a++)
+#pragma unroll
+			for (int i = 0; i < WM; i++)
+#pragma unroll
+				for (int j = 0; j < WN; j++)
+#pragma unroll
+					for (int r = 0; r < 4; r++)
+						c[i][j][r] += e[a][i][j][r];
 	}
 }
 
