@@ -308,6 +308,35 @@ static __device__ __forceinline__ void tc_store(float *x, int ld, int m0, int n0
 					make_float2(a * c[i][j][2 * h], a * c[i][j][2 * h + 1]);
 }
 
+/* a warp's wmma_tf32 tile at (m0, n0) added to rows i < n, columns d < dk
+ * of a (B, T, H, dk) gradient, row i at x + (base + i H) dk: the tile's old
+ * values all read before any is written (loads cannot pass the stores) */
+template <int WM, int WN>
+static __device__ __forceinline__ void tc_add_rows(float *x, size_t base, int H, int n, int dk, int m0, int n0,
+                                                   const float (&c)[WM][WN][4])
+{
+	float old[WM][WN][4];
+#pragma unroll
+	for (int i = 0; i < WM; i++)
+#pragma unroll
+		for (int j = 0; j < WN; j++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int row = tc_row(m0, i, r), d = tc_col(n0, j, r);
+				old[i][j][r] = row < n && d < dk ? x[(base + (size_t)row * H) * dk + d] : 0.f;
+			}
+#pragma unroll
+	for (int i = 0; i < WM; i++)
+#pragma unroll
+		for (int j = 0; j < WN; j++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int row = tc_row(m0, i, r), d = tc_col(n0, j, r);
+				if (row < n && d < dk)
+					x[(base + (size_t)row * H) * dk + d] = old[i][j][r] + c[i][j][r];
+			}
+}
+
 /* the sum of v over the block, in every thread; red: GDN_NT floats */
 static __device__ float block_sum(float v, float *red)
 {
@@ -1362,49 +1391,13 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		/* dq, dk: warp w the rows 32 (w / 4), columns DK / 4 (w % 4) */
 		constexpr int WN = DK / 32;
 		int m0 = wr * 32, n0 = wc * (DK / 4);
-		float acc[2][WN][4] = {}, old[2][WN][4];
+		float acc[2][WN][4] = {};
 		wmma_tf32<false, 2, WN, 1, CP, DKP, 1>(acc, sdMET + m0, sK + n0, m0 + 32); /* dME_ij = 0 for j > i */
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
-					old[mi][nj][r] = i < n && d < dk ? dq[(bk.base + (size_t)i * H) * dk + d] : 0.f;
-				}
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
-					if (i < n && d < dk)
-						dq[(bk.base + (size_t)i * H) * dk + d] = old[mi][nj][r] + acc[mi][nj][r];
-					acc[mi][nj][r] = 0.f;
-				}
+		tc_add_rows(dq, bk.base, H, n, dk, m0, n0, acc);
 		/* rows j of dME^T Q: i >= j */
-		wmma_tf32<false, 2, WN, 1, CP, DKP, 1>(acc, sdME + m0 * CP + m0, sQ + m0 * DKP + n0, C - m0);
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int j = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
-					old[mi][nj][r] = j < n && d < dk ? dkk[(bk.base + (size_t)j * H) * dk + d] : 0.f;
-				}
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int j = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
-					if (j < n && d < dk)
-						dkk[(bk.base + (size_t)j * H) * dk + d] = old[mi][nj][r] + acc[mi][nj][r];
-				}
+		float acc2[2][WN][4] = {};
+		wmma_tf32<false, 2, WN, 1, CP, DKP, 1>(acc2, sdME + m0 * CP + m0, sQ + m0 * DKP + n0, C - m0);
+		tc_add_rows(dkk, bk.base, H, n, dk, m0, n0, acc2);
 		return;
 	}
 	constexpr int TN = DK / 16;
