@@ -107,13 +107,13 @@ typedef struct {
  * a second attention that shares the path's Wo and Wqkv: both run their
  * attention backward on the one datt = dL/da Wo into one dq, dk, dv
  * (attention_backward2_cuda, summed with their weights), which go back
- * through one Wqkv. It sets *d_du to
- * device (n, C) float32 holding the gradient with respect to u = norm1(x)
- * through its own operators, or to NULL when they add none; the attention
- * path's Wqkv GEMM adds its own into that buffer (which it may thus
- * change) before the backward of norm1. It must not change d_da; *d_du
- * must stay valid until the next layer's call (device work it queues on
- * the default stream is ordered with the backward's). */
+ * through one Wqkv. It sets *d_du to device (n, C) float32 holding the
+ * gradient with respect to u = norm1(x) through its own operators, or to
+ * NULL when they add none; the attention path's Wqkv GEMM adds its own
+ * into that buffer (which it may thus change) before the backward of
+ * norm1. It must not change d_da; *d_du must stay valid until the next
+ * layer's call (device work it queues on the default stream is ordered
+ * with the backward's). */
 typedef float (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, float **d_du, GpuMixAtt *att2, int n, int C);
 /* gpu_model_backward_mix: gpu_model_backward (which is its case of every w
  * 1 and no d_du) with a GpuMixGrad in every layer; the twin of

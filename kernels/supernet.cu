@@ -51,9 +51,10 @@
  * version 4: swa's backward shares the teacher path's Wo and Wqkv GEMMs
  * (the GpuModel's GpuMixAtt: one datt, the two attentions' dq, dk, dv
  * summed in one set of accumulators by attention_backward2_cuda) and the
- * columns' du reaches the
- * GpuModel in float32, added in its Wqkv GEMM (no bf16 round trip, no
- * separate add).
+ * columns' du reaches the GpuModel in float32, added in its Wqkv GEMM (no
+ * bf16 round trip, no separate add); u kept only for a shared arena. H200,
+ * the same step with gdn_chunked.cu version 5: 246-250 ms, 12.3-12.5 min
+ * (bench/RESULTS.md, version 7).
  */
 #include <string.h>
 
