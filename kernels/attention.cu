@@ -5,7 +5,10 @@
  *   q (B*T, H, D), k, v (B*T, G, D) bf16 -> out (B*T, H, D) bf16,
  *   lse (B, H, T) float32: log-sum-exp of each query's scaled scores, for the
  *   backward.
- * RoPE is applied before; query head h reads kv head h / (H / G).
+ * RoPE is applied before; query head h reads kv head h / (H / G). The
+ * backward of two attentions of one q, k, v and dout (a supernet's fa and
+ * swa, attention_backward2_cuda) runs each kernel on one set of float32
+ * accumulators, its dq, dk, dv scaled by its weight, and converts once.
  *
  * version 2, flash-attention-2 style, register resident: every product is an
  * mma.sync.m16n8k16 (bf16 in, float32 accumulate) on fragments read from
