@@ -337,6 +337,28 @@ static __device__ __forceinline__ void tc_add_rows(float *x, size_t base, int H,
 			}
 }
 
+/* M_ij = e^{G_i - G_j} q_i . k_j for j <= i, else 0, of a chunk's Q^T and
+ * K^T (DK rows of C + 8 floats) on the tensor cores, a warp the rows 32 from
+ * m0 and the columns 16 from n0: into s[i (C + 8) + j], or (TR) s[j (C + 8)
+ * + i] */
+template <int DK, bool TR>
+static __device__ __forceinline__ void tc_decay_product(float *s, const float *sQT, const float *sKT, const float *sG,
+                                                        int m0, int n0)
+{
+	constexpr int CP = GDN_C + 8;
+	float mq[2][2][4] = {};
+	wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sQT + m0, sKT + n0, DK);
+#pragma unroll
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
+				s[TR ? j * CP + i : i * CP + j] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
+			}
+}
+
 /* the sum of v over the block, in every thread; red: GDN_NT floats */
 static __device__ float block_sum(float v, float *red)
 {
@@ -682,19 +704,7 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		 * 32 (w / 4), columns DV / 4 (w % 4) */
 		constexpr int WN = DV / 32;
 		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, c0 = warp % 4 * (DV / 4);
-		{
-			float mq[2][2][4] = {};
-			wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sQT + m0, sKT + n0, DK);
-#pragma unroll
-			for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-				for (int nj = 0; nj < 2; nj++)
-#pragma unroll
-					for (int r = 0; r < 4; r++) {
-						int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
-						sMT[j * CP + i] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
-					}
-		}
+		tc_decay_product<DK, true>(sMT, sQT, sKT, sG, m0, n0);
 		float acc[2][WN][4] = {};
 		for (int h = 0; h < 2; h++) {
 			__syncthreads();
@@ -806,19 +816,7 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		 * columns DV / 4 (w % 4) */
 		constexpr int WM = DK / 32, WN = DV / 32;
 		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, c0 = warp % 4 * (DV / 4);
-		{
-			float mq[2][2][4] = {};
-			wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sQT + m0, sKT + n0, DK);
-#pragma unroll
-			for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-				for (int nj = 0; nj < 2; nj++)
-#pragma unroll
-					for (int r = 0; r < 4; r++) {
-						int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
-						sM[i * CP + j] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
-					}
-		}
+		tc_decay_product<DK, false>(sM, sQT, sKT, sG, m0, n0);
 		__syncthreads();
 		load_n<C, DK>(sQg, DKP, q0, (size_t)H * dk, bk.n, dk, 1.f, sE);
 		load_n<C, DV>(sdO, DVP, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
