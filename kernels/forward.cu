@@ -14,6 +14,8 @@
  *   qkv = Wqkv u                                  GEMM
  *   q, k, v = rope(qkv + bqkv), split             qkv_rope_forward
  *   att, lse = attention(q, k, v)
+ *     (gpu_model_forward_mix: also a second attention in a window, in the
+ *     same pass, and Wo then takes the mixture wfa att + w2 att2)
  *   h = x + Wo att                                GEMM adding x (beta 1)
  *   u = norm2(h)                                  rmsnorm_forward
  *   gate | up = Wgu u                             GEMM
@@ -56,6 +58,8 @@
  */
 #include <string.h>
 
+#include <algorithm>
+
 #include "cuda_common.cuh"
 #include "gpu.h"
 #include "gpu_model.h"
@@ -90,6 +94,8 @@ typedef struct {
 	bf16_t *h;     // (n, C) x + Wo att + bo
 	float *rstd2;  // (n) of norm 2
 	bf16_t *gu;    // (n, 2F) gate | up
+	float wfa;     // the weight of att in a (a GpuAttHook's, else 1)
+	GpuMixAtt a2;  // the second attention a GpuAttHook gave, or zeros
 } GpuSaved;
 
 struct GpuModel {
@@ -110,6 +116,7 @@ struct GpuModel {
 	bf16_t *u;                      // (n, C) a norm's output, the next GEMM's input
 	bf16_t *qkv;                    // (n, H*D + 2*G*D) before bias and RoPE
 	bf16_t *a;                      // (n, C) the attention's or the MLP's output
+	bf16_t *attmix;                 // (n, H*D) wfa att + w att2 (train only)
 	bf16_t *act;                    // (n, F) silu(gate) * up
 	bf16_t *logits;                 // (min(max_tokens, LOGIT_ROWS), V)
 	int32_t *ids;                   // (n)
@@ -210,6 +217,7 @@ static void acts_layout(GpuModel *g, Carver *c)
 		CARVE(c, g->dv, mt * GD);
 		CARVE(c, g->dqkv, mt * W);
 		CARVE(c, g->dhid, mt * C);
+		CARVE(c, g->attmix, mt * HD);
 		g->work_floats = attention_backward_work(1, g->max_tokens, cf->H, cf->D);
 		CARVE(c, g->work, g->work_floats);
 	}
@@ -339,7 +347,7 @@ extern "C" void gpu_model_layer(const GpuModel *g, int l, GpuLayerView *v)
 	const GpuLayer *w = &g->layers[l];
 	const GpuSaved *s = &g->saved[g->train ? l : 0];
 	v->wqkv = w->wqkv, v->bqkv = w->bqkv, v->wo = w->wo, v->bo = w->bo, v->inv_freq = g->inv_freq;
-	v->q = s->q, v->k = s->k, v->v = s->v;
+	v->q = s->q, v->k = s->k, v->v = s->v, v->att = s->att, v->lse = s->lse;
 	v->ln1 = w->ln1, v->ln2 = w->ln2, v->wgu = w->wgu, v->wdown = w->wdown;
 }
 
@@ -361,10 +369,68 @@ static int residual_gemm(void)
 	return on;
 }
 
+/* out (n) = w1 a1 + w2 a2, 8 values a thread (n a multiple of 8, all
+ * 16-byte aligned: the arena's buffers of H*D-wide rows) */
+__global__ void att_mix_kernel(bf16 *out, float w1, const bf16 *a1, float w2, const bf16 *a2, int64_t n8)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+		uint4 x = ((const uint4 *)a1)[i], y = ((const uint4 *)a2)[i], o;
+		const bf16 *xb = (const bf16 *)&x, *yb = (const bf16 *)&y;
+		bf16 *ob = (bf16 *)&o;
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			ob[e] = __float2bfloat16(w1 * __bfloat162float(xb[e]) + w2 * __bfloat162float(yb[e]));
+		((uint4 *)out)[i] = o;
+	}
+}
+
+/* a (n, C) += s b (C) */
+__global__ void add_scaled_bias_kernel(bf16 *a, const bf16 *b, float s, int64_t n, int C)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * C; i += (int64_t)gridDim.x * blockDim.x)
+		a[i] = __float2bfloat16(__bfloat162float(a[i]) + s * __bfloat162float(b[i % C]));
+}
+
+/* until attention_forward2_cuda: the two attentions one after the other */
+static void attention_pair_forward(bf16_t *out1, float *lse1, bf16_t *out2, float *lse2, const bf16_t *q,
+                                   const bf16_t *k, const bf16_t *v, int B, int T, int H, int G, int D, int window)
+{
+	attention_forward_cuda(out1, lse1, q, k, v, B, T, H, G, D, 0);
+	attention_forward_cuda(out2, lse2, q, k, v, B, T, H, G, D, window);
+}
+
+/* the layer's attention, and a GpuAttHook's second one of the same q, k, v
+ * in the same pass; returns what enters Wo: att, or the mixture in
+ * g->attmix */
+static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T, GpuAttHook att, void *ctx)
+{
+	const ModelConfig *c = &g->m->cfg;
+	int H = c->H, G = c->G, D = c->D;
+	int64_t nh = (int64_t)B * T * H * D;
+	GpuMixAtt *a2 = &s->a2;
+	s->wfa = 1, memset(a2, 0, sizeof *a2);
+	if (att)
+		s->wfa = att(ctx, l, a2);
+	if (a2->att)
+		attention_pair_forward(s->att, s->lse, a2->att, a2->lse, s->q, s->k, s->v, B, T, H, G, D, a2->window);
+	else if (a2->w != 0)
+		BUG("gpu_model_forward_mix: layer %d's second attention of weight %g has no buffers", l, a2->w);
+	else
+		attention_forward_cuda(s->att, s->lse, s->q, s->k, s->v, B, T, H, G, D, 0);
+	if (s->wfa == 1 && a2->w == 0)
+		return s->att;
+	if (!g->train || nh % 8)
+		BUG("gpu_model_forward_mix: a mixture of attentions needs a train GpuModel and H*D a multiple of 8");
+	att_mix_kernel<<<(unsigned)std::min<int64_t>(CEIL_DIV(nh / 8, 256), 4096), 256>>>(
+		(bf16 *)g->attmix, s->wfa, (const bf16 *)s->att, a2->w, (const bf16 *)(a2->att ? a2->att : s->att), nh / 8);
+	cudaCheck(cudaGetLastError());
+	return g->attmix;
+}
+
 /* layer l on its input saved(l)->x, whose norm1 is already in g->u; writes
  * the next layer's input and its norm1 into g->u, or, after the last layer,
  * xL and the final-normed hidden rows */
-static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuLayerHook hook, void *ctx)
+static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, GpuLayerHook hook, void *ctx)
 {
 	const ModelConfig *c = &g->m->cfg;
 	const GpuLayer *w = &g->layers[l];
@@ -373,14 +439,19 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuLayerHook hoo
 	/* attention: q, k, v = rope(Wqkv u + bqkv); a = Wo attention(q, k, v) + bo */
 	matmul_forward_cuda(g->qkv, g->u, w->wqkv, NULL, n, C, W);
 	qkv_rope_forward_cuda(s->q, s->k, s->v, g->qkv, w->bqkv, g->inv_freq, B, T, 0, H, G, D);
-	attention_forward_cuda(s->att, s->lse, s->q, s->k, s->v, B, T, H, G, D, 0);
+	const bf16_t *ain = attention_mix(g, s, l, B, T, att, ctx);
+	int mixed = ain != s->att;
 	/* h = x + a, u = norm2(h): the add in the o GEMM (residual_gemm) where
 	 * no hook needs a and there is no o bias */
-	if (!hook && !w->bo && residual_gemm()) {
+	if (!hook && !w->bo && !mixed && residual_gemm()) {
 		matmul_forward_residual_cuda(s->h, s->att, w->wo, s->x, n, HD, C);
 		rmsnorm_forward_cuda(g->u, s->rstd2, s->h, w->ln2, n, C, c->eps);
 	} else {
-		matmul_forward_cuda(g->a, s->att, w->wo, w->bo, n, HD, C);
+		matmul_forward_cuda(g->a, ain, w->wo, mixed ? NULL : w->bo, n, HD, C);
+		if (mixed && w->bo) { /* (wfa + w) bo */
+			add_scaled_bias_kernel<<<2048, 256>>>((bf16 *)g->a, (const bf16 *)w->bo, s->wfa + s->a2.w, n, C);
+			cudaCheck(cudaGetLastError());
+		}
 		if (hook)
 			hook(ctx, l, g->u, g->a, n, C);
 		residual_rmsnorm_forward_cuda(s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, C, c->eps);
@@ -402,8 +473,8 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuLayerHook hoo
 	}
 }
 
-extern "C" void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int last,
-                                         GpuLayerHook hook, void *ctx)
+static void forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int last, GpuAttHook att,
+                           GpuLayerHook hook, void *ctx)
 {
 	const ModelConfig *c = &g->m->cfg;
 	if (B < 1 || T < 1 || (int64_t)B * T > g->max_tokens)
@@ -419,9 +490,21 @@ extern "C" void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B,
 	embedding_forward_cuda(s0->x, g->ids, g->embed, n, C);
 	rmsnorm_forward_cuda(g->u, s0->rstd1, s0->x, g->layers[0].ln1, n, C, c->eps);
 	for (int l = 0; l <= last; l++)
-		layer_forward_gpu(g, l, B, T, hook, ctx);
+		layer_forward_gpu(g, l, B, T, att, hook, ctx);
 	/* a forward cut short leaves no hidden rows for a backward */
 	g->B = last == c->L - 1 ? B : 0, g->T = last == c->L - 1 ? T : 0;
+}
+
+extern "C" void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int last,
+                                         GpuLayerHook hook, void *ctx)
+{
+	forward_layers(g, ids, B, T, last, NULL, hook, ctx);
+}
+
+extern "C" void gpu_model_forward_mix(GpuModel *g, const int32_t *ids, int B, int T, GpuAttHook att,
+                                      GpuLayerHook hook, void *ctx)
+{
+	forward_layers(g, ids, B, T, g->m->cfg.L - 1, att, hook, ctx);
 }
 
 extern "C" void gpu_model_forward(GpuModel *g, const int32_t *ids, int B, int T, float *logits)
@@ -475,18 +558,20 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		/* attention: h = x + a, so dL/da = dL/dh */
 		if (grad_hook)
 			grad_hook(ctx, l, g->dh, n, C);
-		/* a supernet's layer: a = Wo (wfa att + w2 att2) + its own operators',
-		 * whose du arrives in float32 (dmix) and takes the path's share in
-		 * the Wqkv GEMM */
-		float wfa = 1, *dmix = NULL;
-		GpuMixAtt a2 = {};
+		/* a supernet's layer: a = Wo (wfa att + w2 att2) + its own
+		 * operators', whose du arrives in float32 (dmix) and takes the
+		 * path's share in the Wqkv GEMM */
+		float *dmix = NULL;
 		size_t nC = (size_t)n * C;
-		if (mix)
-			wfa = mix(ctx, l, g->dh, &dmix, &a2, n, C);
-		if (wfa != 0 || a2.w != 0) {
+		int path = s->wfa != 0 || s->a2.w != 0;
+		if (path || mix)
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
-			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, wfa, s->att, s->lse, 0, a2.w, a2.att, a2.lse,
-			                         a2.window, s->q, s->k, s->v, B, T, H, G, D, g->work);
+		if (mix)
+			mix(ctx, l, g->dh, g->datt, &dmix, n, C);
+		if (path) {
+			const GpuMixAtt *a2 = &s->a2;
+			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w, a2->att,
+			                         a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work);
 			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
 			if (dmix) { /* dmix += dqkv Wqkv, then du in bf16 */
 				gemm_bf16_acc(CUBLAS_OP_N, C, n, W, w->wqkv, C, g->dqkv, W, dmix, dmix, CUDA_R_32F, C);

@@ -61,6 +61,30 @@ typedef void (*GpuLayerHook)(void *ctx, int l, const uint16_t *d_u, uint16_t *d_
  * every layer; what the distillation of layer candidates needs */
 void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int last, GpuLayerHook hook,
                               void *ctx);
+/* A GpuMixAtt: a second attention of a layer's own q, k, v (the teacher's
+ * in a window, a supernet's swa column) whose output enters a through the
+ * layer's Wo with weight w, as the layer's own attention does with its
+ * weight wfa: a = Wo (wfa att + w att2) + (wfa + w) bo. att (n, H*D) and
+ * lse (B, H, T) are the caller's buffers: the forward writes them, the
+ * backward reads them. */
+typedef struct {
+	float w;
+	int window;
+	bf16_t *att;
+	float *lse;
+} GpuMixAtt;
+/* A GpuAttHook is what gpu_model_forward_mix asks, going forwards, before
+ * layer l's attention: it returns wfa and may fill *att2 (which arrives
+ * zeroed) with a second attention. The model then runs both attentions in
+ * one pass (attention_forward2_cuda), also when att2->w is 0 (the caller
+ * may want its output all the same), and, unless wfa is 1 and w 0, their
+ * mixture through one Wo GEMM. */
+typedef float (*GpuAttHook)(void *ctx, int l, GpuMixAtt *att2);
+/* gpu_model_forward_mix: gpu_model_forward_layers to the last layer with a
+ * GpuAttHook (or not, when NULL) besides the GpuLayerHook; a supernet's
+ * forward. att runs before each layer's attention, hook after its Wo. */
+void gpu_model_forward_mix(GpuModel *g, const int32_t *ids, int B, int T, GpuAttHook att, GpuLayerHook hook,
+                           void *ctx);
 /* gpu_model_hidden: the device rows (B*T, C) of the last forward after the
  * final RMSNorm, the input of the vocabulary projection; valid until the
  * next forward. gpu_model_lm_head: that projection's device weight (V, C). */
@@ -86,37 +110,27 @@ typedef void (*GpuGradHook)(void *ctx, int l, const uint16_t *d_da, int n, int C
  * respect to the embeddings' output. */
 void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGradHook grad_hook, void *ctx,
                         bf16_t *d_dx0);
-/* A GpuMixAtt: a second attention of a layer's own q, k, v (the teacher's
- * in a window, a supernet's swa column) whose output enters a through the
- * layer's Wo with weight w, as the teacher's attention does with its own:
- * a = Wo (wfa att + w att2) + ... Its forward's output att (n, H*D) and lse
- * (B, H, T) are kept by the caller. */
-typedef struct {
-	float w;
-	int window;
-	const bf16_t *att;
-	const float *lse;
-} GpuMixAtt;
 /* A GpuMixGrad is what gpu_model_backward_mix asks, going backwards, at
  * each layer l whose attention output a is a mixture (a supernet's,
  * kernels/gpu_supernet.h), given dL/da (device (n, C) bf16, of the mixed a,
- * before the residual add), before the teacher's attention path is
- * back-propagated. It returns the factor w with which the teacher's
- * attention enters a: that path is back-propagated from w dL/da (nothing
- * of it runs when w is 0). It may fill *att2 (which arrives with w 0) with
- * a second attention that shares the path's Wo and Wqkv: both run their
- * attention backward on the one datt = dL/da Wo into one dq, dk, dv
- * (attention_backward2_cuda, summed with their weights), which go back
- * through one Wqkv. It sets *d_du to device (n, C) float32 holding the
- * gradient with respect to u = norm1(x) through its own operators, or to
- * NULL when they add none; the attention path's Wqkv GEMM adds its own
- * into that buffer (which it may thus change) before the backward of
- * norm1. It must not change d_da; *d_du must stay valid until the next
- * layer's call (device work it queues on the default stream is ordered
- * with the backward's). */
-typedef float (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, float **d_du, GpuMixAtt *att2, int n, int C);
-/* gpu_model_backward_mix: gpu_model_backward (which is its case of every w
- * 1 and no d_du) with a GpuMixGrad in every layer; the twin of
+ * before the residual add) and d_datt = dL/da Wo (device (n, H*D) bf16, the
+ * gradient with respect to the attentions' mixture before Wo, so that
+ * <d_datt, att> is that with respect to att's weight), before the attention
+ * path is back-propagated. That path runs with the weights and second
+ * attention that the forward's GpuAttHook gave (both attention backwards
+ * on the one datt into one dq, dk, dv, attention_backward2_cuda, then one
+ * Wqkv; nothing of it when both weights were 0). The GpuMixGrad sets *d_du
+ * to device (n, C) float32 holding the gradient with respect to u =
+ * norm1(x) through its own operators, or to NULL when they add none; the
+ * attention path's Wqkv GEMM adds its own into that buffer (which it may
+ * thus change) before the backward of norm1. It must not change d_da or
+ * d_datt; *d_du must stay valid until the next layer's call (device work
+ * it queues on the default stream is ordered with the backward's). */
+typedef void (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, const uint16_t *d_datt, float **d_du, int n,
+                           int C);
+/* gpu_model_backward_mix: gpu_model_backward after gpu_model_forward_mix
+ * (the layers' weights and second attentions are its GpuAttHook's; without
+ * one, wfa 1 and none), with a GpuMixGrad in every layer; the twin of
  * model_backward_hooks' mix (lib/model.h) */
 void gpu_model_backward_mix(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuMixGrad mix, void *ctx,
                             bf16_t *d_dx0);
@@ -136,6 +150,8 @@ typedef struct {
 	const float *inv_freq;   // (D/2) RoPE's
 	const bf16_t *q;         // (n, H, D)
 	const bf16_t *k, *v;     // (n, G, D)
+	const bf16_t *att;       // (n, H, D) the layer's own attention output, before Wo
+	const float *lse;        // (B, H, T) its log-sum-exp
 	const bf16_t *ln1, *ln2; // (C) the two RMSNorms' weights
 	const bf16_t *wgu;       // (2F, C) wgate | wup
 	const bf16_t *wdown;     // (C, F)

@@ -9,11 +9,11 @@
  * their operators, which must outlive it) and holds a train GpuModel
  * (kernels/gpu_model.h) and, per column:
  *   fa   the teacher's attention, what the GpuModel computes anyway
- *   swa  the teacher's q, k, v of the layer (GpuLayerView) through
- *        attention_forward_cuda with the window, Wo and bo; its backward by
- *        the GpuModel as the second attention of the layer (GpuMixAtt):
- *        attention_backward_cuda with the window on the teacher path's
- *        datt, sharing its Wo and Wqkv GEMMs
+ *   swa  the second attention of the GpuModel's layer (GpuMixAtt, through
+ *        gpu_model_forward_mix): the teacher's q, k, v in the window, in
+ *        the same pass as fa's; the two mixed before the one Wo GEMM,
+ *        a = Wo (w_0 att + w_swa att_swa) + (w_0 + w_swa) bo, and both
+ *        backwards on the one datt = dL/da Wo, sharing the Wqkv GEMM
  *   gdn, gla  a GpuLop each (kernels/gpu_lop.h; its backward without
  *        parameter gradients; gdn by gpu_lop_forward_bf16, bf16 operands
  *        in its projections, unless DASH_SUPERNET_F32=1 asks for its
@@ -27,8 +27,8 @@
  * layers do not use; it runs forwards only (gpu_supernet_kl,
  * gpu_supernet_eval).
  * Only the mixing weights w (L, K) vary; they stay on the host and are
- * passed to every call. dL/dw_lk = <dL/da_l, op_k(u_l)> is summed on the
- * device in double (a fixed grid of partial sums, deterministic) and
+ * passed to every call. dL/dw_lk = <dL/da_l, op_k(u_l)> (fa's and swa's
+ * as <datt_l, att>, the same sum before Wo) is summed on the device in double (a fixed grid of partial sums, deterministic) and
  * downloaded once a step.
  *
  * A step: gpu_supernet_teacher (the teacher's forward, all fa; its final

@@ -6,26 +6,28 @@
  * of supernet_kl and supernet_backward_kl in lib/supernet.c;
  * kernels/gpu_supernet.h states the contract.
  *
- * Forward, layer l (the GpuModel's hook, after the teacher's a = fa(u)):
- *   keep u and fa's a (a step only)                   2 copies
- *   swa: att = attention_W(q, k, v) of the teacher's q, k, v; o = Wo att + bo
+ * Forward, layer l (gpu_model_forward_mix's two hooks):
+ *   before the attention (GpuAttHook): fa's weight w_0 and swa as the
+ *     GpuModel's second attention (GpuMixAtt: the teacher's q, k, v in the
+ *     window, in the same pass as fa); the GpuModel makes
+ *     a = Wo (w_0 att + w_swa att_swa) (+ (w_0 + w_swa) bo) by one GEMM
+ *   after Wo (GpuLayerHook): keep u (a shared arena's step only)
  *   gdn (weight != 0, or a step's with arenas of their own): o =
  *     gpu_lop_forward_bf16(u), straight from bf16 u to bf16 o (kept by a
  *     step with own arenas); with DASH_SUPERNET_F32=1, and gla always: u in
  *     float32 once, o = gpu_lop_forward(u), kept in bf16
- *   a = w_0 a + sum_k w_k o_k                         mix_kernel
- * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da:
- *   dw_lk = <da, o_k> for every kept column           one pass over da
+ *   a += sum_k w_k o_k                                mix_kernel
+ * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da
+ * and datt = da Wo:
+ *   dw of fa and swa = <datt, att>, one pass over datt; of every kept gdn
+ *     and gla column <da, o_k>, one pass over da
  *   gdn, gla in a shared arena: o = the forward again, then its dot
  *   gdn, gla, when w != 0: du += w du_k, gdn by gpu_lop_backward_bf16 into
  *     the float32 sum (w folded in), gla (and gdn with DASH_SUPERNET_F32=1)
  *     by gpu_lop_backward(da in float32) and acc_kernel
- *   swa: handed to the GpuModel as its second attention (GpuMixAtt): its
- *     attention backward adds attention_W' of the datt = da Wo of its own
- *     path into the same dq, dk, dv (attention_backward2_cuda), then rope'
- *     and the one Wqkv GEMM
- *   return w_0 (the GpuModel scales the teacher's path) and du in float32,
- *     to which the GpuModel's Wqkv GEMM adds the attention paths' share
+ *   then the GpuModel: both attention backwards on datt into one dq, dk,
+ *     dv (attention_backward2_cuda, w_0 and w_swa), rope' and the one Wqkv
+ *     GEMM, which adds into the columns' du, handed over in float32
  *
  * version 1: as above; the swa column recomputes no q, k, v (it takes the
  * teacher's, kept by the train GpuModel). H100, Qwen2.5-3B shape, fa, swa,
@@ -55,6 +57,10 @@
  * bf16 round trip, no separate add); u kept only for a shared arena. H200,
  * the same step with gdn_chunked.cu version 5: 246-250 ms, 12.3-12.5 min
  * (bench/RESULTS.md, version 7).
+ * version 5: swa's forward shares fa's Wo GEMM too (gpu_model_forward_mix:
+ * the attentions mixed before Wo), and fa and swa come from one attention
+ * pass; dw of both as <datt, att>, so neither a copy of fa's a nor swa's
+ * own output is kept (1.2 GB less at 36 layers, 4096 tokens).
  */
 #include <string.h>
 
@@ -288,45 +294,67 @@ static int lop_half(const GpuSupernet *g, int k)
 	return g->ops[k] == ARCH_GDN && !g->f32;
 }
 
-/* the forward hook: a = w_0 a + sum_k w_k op_k(u) */
+/* the swa column, or 0 when there is none */
+static int swa_col(const GpuSupernet *g)
+{
+	for (int k = 1; k < g->K; k++)
+		if (g->ops[k] == ARCH_SWA)
+			return k;
+	return 0;
+}
+
+/* the GpuAttHook: fa with w_0, swa as the GpuModel's second attention
+ * (also at weight 0: a step's dw wants its output, and fa then comes from
+ * the same kernel as the teacher's) */
+static float sn_att(void *ctx, int l, GpuMixAtt *att2)
+{
+	GpuSupernet *g = (GpuSupernet *)ctx;
+	const float *w = g->w + (size_t)l * g->K;
+	int k = swa_col(g);
+	if (k)
+		*att2 = GpuMixAtt{w[k], g->window, att_of(g, l), lse_of(g, l)};
+	return w[0];
+}
+
+/* the teacher's: the same attention kernel as the supernet's (the second
+ * attention's output unused), so that an all-fa supernet is the teacher bit
+ * for bit */
+static float teacher_att(void *ctx, int l, GpuMixAtt *att2)
+{
+	GpuSupernet *g = (GpuSupernet *)ctx;
+	if (swa_col(g))
+		*att2 = GpuMixAtt{0.f, g->window, att_of(g, l), lse_of(g, l)};
+	return 1.f;
+}
+
+/* the forward hook, after a = Wo (w_0 att + w_swa att_swa): a += sum_k w_k
+ * op_k(u) over the gdn and gla columns */
 static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n, int C)
 {
 	GpuSupernet *g = (GpuSupernet *)ctx;
-	const ModelConfig *c = g->c;
-	int K = g->K, B = g->B, T = g->T, H = c->H, G = c->G, D = c->D;
+	int K = g->K, B = g->B, T = g->T;
 	const float *w = g->w + (size_t)l * K;
 	size_t nC = (size_t)n * C;
-	if (g->keep) { /* u only for the forwards again of a shared arena */
-		if (g->shared)
-			cudaCheck(cudaMemcpyAsync(u_of(g, l), d_u, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
-		cudaCheck(cudaMemcpyAsync(g->kept[(size_t)l * K], d_a, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
-	}
+	if (g->keep && g->shared) /* u for the forwards again of a shared arena */
+		cudaCheck(cudaMemcpyAsync(u_of(g, l), d_u, nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
 	MixSrc s;
 	memset(&s, 0, sizeof s);
-	int plain = w[0] == 1; /* a stays the teacher's */
-	if (w[0] != 0)
-		s.p[s.n] = d_a, s.w[s.n++] = w[0];
+	s.p[s.n] = d_a, s.w[s.n++] = 1.f;
 	int uf_ready = 0;
 	for (int k = 1; k < K; k++) {
 		/* a step needs every output for dw (gdn and gla in a shared arena
 		 * run again in the backward) */
 		bf16_t *kept = g->keep ? g->kept[(size_t)l * K + k] : NULL;
 		GpuLop *op = g->lop[(size_t)l * K + k];
-		int absent = g->ops[k] != ARCH_SWA && !op;
-		if (absent && w[k] != 0)
+		if (g->ops[k] == ARCH_SWA)
+			continue;
+		if (!op && w[k] != 0)
 			BUG("gpu_supernet: layer %d has no %s, of weight %g", l, arch_op_names[g->ops[k]], w[k]);
-		if (absent || (w[k] == 0 && !kept))
+		if (!op || (w[k] == 0 && !kept))
 			continue;
 		const void *o;
 		int f32 = 0;
-		if (g->ops[k] == ARCH_SWA) {
-			GpuLayerView v;
-			gpu_model_layer(g->gm, l, &v);
-			bf16_t *ob = g->kept[(size_t)l * K + k];
-			attention_forward_cuda(att_of(g, l), lse_of(g, l), v.q, v.k, v.v, B, T, H, G, D, g->window);
-			matmul_forward_cuda(ob, att_of(g, l), v.wo, v.bo, n, H * D, C);
-			o = ob;
-		} else if (lop_half(g, k)) {
+		if (lop_half(g, k)) {
 			bf16_t *ob = kept ? kept : g->o16;
 			gpu_lop_forward_bf16(op, ob, d_u, B, T);
 			o = ob;
@@ -338,39 +366,45 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 			if (kept)
 				f32_to_bf16_cuda(kept, g->of[k], nC);
 		}
-		if (w[k] != 0) {
+		if (w[k] != 0)
 			s.p[s.n] = o, s.f32[s.n] = f32, s.w[s.n++] = w[k];
-			plain = 0;
-		}
 	}
-	if (!plain)
+	if (s.n > 1)
 		mix(d_a, &s, (int64_t)nC);
 }
 
-/* the GpuMixGrad: dw of layer l, du through the columns k > 0 (swa's by
- * the GpuModel, as its second attention), w_0 */
-static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, GpuMixAtt *att2, int n, int C)
+/* the GpuMixGrad: dw of layer l (fa's and swa's as <datt, att>), du
+ * through the gdn and gla columns */
+static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t *d_datt, float **d_du, int n, int C)
 {
 	GpuSupernet *g = (GpuSupernet *)ctx;
-	int K = g->K, B = g->B, T = g->T;
+	const ModelConfig *c = g->c;
+	int K = g->K, B = g->B, T = g->T, ks = swa_col(g);
 	const float *w = g->w + (size_t)l * K;
 	int64_t nC = (int64_t)n * C;
 	double *dw = g->dw + (size_t)l * K;
 	int any = 0, uf_ready = 0, daf_ready = 0;
-	/* dw = <da, o> of every column whose output the forward kept, in one
-	 * pass over da; gdn and gla in a shared arena run again below first */
-	MixSrc kept;
-	memset(&kept, 0, sizeof kept);
-	for (int k = 0; k < K; k++)
-		if (k == 0 || g->ops[k] == ARCH_SWA || !g->shared)
-			kept.p[kept.n] = g->kept[(size_t)l * K + k], kept.col[kept.n++] = k;
-	dots(g, dw, d_da, &kept, nC);
+	/* dw = <datt, att> of fa and swa in one pass over datt, <da, o> of
+	 * every column whose output the forward kept in one over da; gdn and
+	 * gla in a shared arena run again below first */
+	GpuLayerView v;
+	gpu_model_layer(g->gm, l, &v);
+	MixSrc src;
+	memset(&src, 0, sizeof src);
+	src.p[src.n] = v.att, src.col[src.n++] = 0;
+	if (ks)
+		src.p[src.n] = att_of(g, l), src.col[src.n++] = ks;
+	dots(g, dw, d_datt, &src, (int64_t)n * c->H * c->D);
+	memset(&src, 0, sizeof src);
+	for (int k = 1; k < K; k++)
+		if (g->kept[(size_t)l * K + k])
+			src.p[src.n] = g->kept[(size_t)l * K + k], src.col[src.n++] = k;
+	dots(g, dw, d_da, &src, nC);
 	for (int k = 1; k < K; k++) {
+		GpuLop *op = g->lop[(size_t)l * K + k];
 		if (g->ops[k] == ARCH_SWA) {
-			*att2 = GpuMixAtt{w[k], g->window, att_of(g, l), lse_of(g, l)};
 			continue;
 		} else if (lop_half(g, k)) {
-			GpuLop *op = g->lop[(size_t)l * K + k];
 			if (g->shared) { /* the forward again, in the shared arena */
 				gpu_lop_forward_bf16(op, g->o16, u_of(g, l), B, T);
 				dot(g, dw, k, d_da, g->o16, 0, nC);
@@ -379,7 +413,6 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, G
 				continue;
 			gpu_lop_backward_bf16(op, g->duacc, w[k], any, d_da, B, T);
 		} else {
-			GpuLop *op = g->lop[(size_t)l * K + k];
 			if (g->shared) { /* the forward again, in the shared arena */
 				if (!uf_ready)
 					bf16_to_f32_cuda(g->uf, u_of(g, l), (size_t)nC), uf_ready = 1;
@@ -396,7 +429,6 @@ static float sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, G
 		any = 1;
 	}
 	*d_du = any ? g->duacc : NULL;
-	return w[0];
 }
 
 // ----------------------------------------------------------------------------
@@ -413,7 +445,7 @@ static void layout(GpuSupernet *g, Carver *cv)
 	for (int l = 0; l < L; l++)
 		for (int k = 0; k < K; k++) {
 			g->kept[(size_t)l * K + k] = NULL;
-			if (g->ops[k] == ARCH_FA || g->ops[k] == ARCH_SWA || !g->shared)
+			if ((g->ops[k] == ARCH_GDN || g->ops[k] == ARCH_GLA) && !g->shared)
 				CARVE(cv, g->kept[(size_t)l * K + k], n * C);
 		}
 	for (int k = 1; k < K; k++)
@@ -546,7 +578,7 @@ extern "C" void gpu_supernet_teacher(GpuSupernet *g, const int32_t *ids, int B, 
 	check_call(g, ids, B, T);
 	size_t nC = (size_t)B * T * g->c->C;
 	cudaCheck(cudaEventRecord(g->ev[0], 0));
-	gpu_model_forward_layers(g->gm, ids, B, T, g->c->L - 1, teacher_hook, NULL);
+	gpu_model_forward_mix(g->gm, ids, B, T, teacher_att, teacher_hook, g);
 	cudaCheck(cudaMemcpyAsync(g->th, gpu_model_hidden(g->gm), nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
 	cudaCheck(cudaEventRecord(g->ev[1], 0));
 	if (host_rows)
@@ -569,7 +601,7 @@ static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 	check_call(g, ids, B, T);
 	g->w = w, g->keep = back, g->B = B, g->T = T;
 	cudaCheck(cudaEventRecord(g->ev[2], 0));
-	gpu_model_forward_layers(g->gm, ids, B, T, c->L - 1, sn_hook, g);
+	gpu_model_forward_mix(g->gm, ids, B, T, sn_att, sn_hook, g);
 	cudaCheck(cudaEventRecord(g->ev[3], 0));
 	vocab_loss_cuda(d_loss, NULL, back ? g->dhid : NULL, gpu_model_hidden(g->gm), g->th, NULL,
 	                gpu_model_lm_head(g->gm), B * T, c->C, c->V, scale, g->loss_work);

@@ -563,6 +563,8 @@ void model_init_random(Model *m, const ModelConfig *c, uint64_t seed)
 			w->bk = random_tensor(m, 1, 1, GD, 0, 0.1f, k += 1ULL << 40);
 			w->bv = random_tensor(m, 1, 1, GD, 0, 0.1f, k += 1ULL << 40);
 		}
+		if (c->o_bias)
+			w->bo = random_tensor(m, 1, 1, c->C, 0, 0.1f, k += 1ULL << 40);
 		w->wgate = random_tensor(m, 2, c->F, c->C, 0, sC, k += 1ULL << 40);
 		w->wup = random_tensor(m, 2, c->F, c->C, 0, sC, k += 1ULL << 40);
 		w->wdown = random_tensor(m, 2, c->C, c->F, 0, sF, k += 1ULL << 40);

@@ -11,7 +11,8 @@
  * all of it with the gdn and gla columns in arenas of their own and in one
  * shared arena (DASH_SUPERNET_SHARED=1, each forward run again), gdn on its
  * bf16 path (gpu_lop_forward_bf16), and once more with arenas of their own
- * and gdn on its float32 path (DASH_SUPERNET_F32=1).
+ * and gdn on its float32 path (DASH_SUPERNET_F32=1); then mixed weights
+ * once more on a model with an o bias.
  *
  * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
  * float32 with TF32 products) against the CPU's float32, so both the KL
@@ -156,6 +157,24 @@ int main(int argc, char **argv)
 		gpu_supernet_free(gs);
 	}
 	unsetenv("DASH_SUPERNET_SHARED"), unsetenv("DASH_SUPERNET_F32");
+	supernet_free(&sn);
+	free(th);
+	model_free(&m);
+
+	/* an o bias: the GpuModel mixes fa and swa before Wo, so the bias
+	 * enters with w_fa + w_swa */
+	c.o_bias = 1;
+	model_init_random(&m, &c, 6);
+	model_unpack(&m);
+	supernet_init(&sn, &m, 4, ops, NULL, WINDOW, B * T);
+	th = (float *)mallocCheck((size_t)B * T * c.C * sizeof(float));
+	model_forward(&m, ids, B, T, th, NULL, NULL);
+	GpuSupernet *gs = gpu_supernet_new(&sn, B * T);
+	gpu_supernet_teacher(gs, ids, B, T, NULL);
+	for (int i = 0; i < L * K; i++)
+		sn.w[i] = 0.15f + 0.1f * (float)(i % 5);
+	check_weights("mixed", "an o bias", &sn, gs, ids, th);
+	gpu_supernet_free(gs);
 	supernet_free(&sn);
 	free(th);
 	model_free(&m);
