@@ -9,6 +9,8 @@
  * backward of two attentions of one q, k, v and dout (a supernet's fa and
  * swa, attention_backward2_cuda) runs each kernel on one set of float32
  * accumulators, its dq, dk, dv scaled by its weight, and converts once.
+ * Their forwards run in one pass on Hopper (attention_forward2_cuda): the
+ * key tiles newest first, the window's result stored once its keys are in.
  *
  * version 2, flash-attention-2 style, register resident: every product is an
  * mma.sync.m16n8k16 (bf16 in, float32 accumulate) on fragments read from
@@ -443,6 +445,20 @@ struct WgDesc {
 // products. V is read as it lies (rows of keys, an MN-major B operand):
 // no transposed copy. The grid runs heads fastest: blocks start longest
 // (last queries) first.
+// The key tiles are visited newest (the diagonal) first, so that the keys
+// of a window come first: the full causal attention and a window's of the
+// same q, k, v (a supernet's fa and swa) then take one pass (TWO, see
+// WfVisits). The window's (m, l, O) is stored from registers at the visit
+// after its last, between the wait for P V and the rescaling of O: there O
+// holds P V up to the window's last tile at the maximum before this
+// visit's softmax, m and l saved before it. A tile across the window's edge
+// is visited twice, under the window's mask, then (after the store) under
+// its complement for the full attention: its S is computed twice, 1 tile
+// a block at W 1024 (of up to 33).
+// Measured (2026-11-28, H200, the same shape, bench/bin/attention in one
+// call): newest first 0.167 ms against 0.170 oldest first; the full and a
+// window of 1024 in one pass 0.193 ms against 0.270 as two forwards
+// (0.167 + 0.105).
 // Measured (2026-11-28, H100, B 1, T 4096, H 16, G 2, D 128, causal;
 // bench/bin/attention, SDPA 0.169-0.180 ms in the same calls): the first
 // Hopper forward (a warpgroup a block, K single-buffered, V through a
@@ -503,10 +519,38 @@ struct WfLayout {
 	static constexpr size_t bytes = (size_t)end * sizeof(bf16) + 8 * 8 + 1024;
 };
 
-template <int D>
+/* The key tiles of a block's 128 queries (q0..qlast), in the order they
+ * are visited, newest (the diagonal) first: na tiles kt1 down to kw0 under
+ * the window's mask (window <= 0: none, all the causal keys); with TWO (the
+ * full attention as well) then nb tiles ke1 down to kw0 again under the
+ * complement (the causal keys out of some row's window: key <= query -
+ * window), then the tiles kw0 - 1 down to 0 whole. The running (m, l, O)
+ * after the first na visits is the window's attention, after all n the
+ * full one. */
+template <bool TWO>
+struct WfVisits {
+	int kt1, kw0, ke1, na, nb, n;
+	__device__ __forceinline__ WfVisits(int q0, int qlast, int window)
+	{
+		kt1 = qlast / WF_BK;
+		kw0 = (window > 0 ? max(0, q0 - window + 1) : 0) / WF_BK;
+		na = kt1 - kw0 + 1;
+		/* the newest key out of some row's window (< 0: none; then kw0 is 0) */
+		int cut = window > 0 ? qlast - window : -1;
+		ke1 = cut >= 0 ? cut / WF_BK : -1;
+		nb = TWO && ke1 >= kw0 ? ke1 - kw0 + 1 : 0;
+		n = TWO ? na + nb + kw0 : na;
+	}
+	__device__ __forceinline__ int tile(int i) const
+	{
+		return i < na ? kt1 - i : i < na + nb ? ke1 - (i - na) : kw0 - 1 - (i - na - nb);
+	}
+};
+
+template <int D, bool TWO>
 __global__ void __launch_bounds__(256, 1)
-attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int H,
-                                int G, int window, float scale)
+attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, const bf16 *q, const bf16 *k,
+                                const bf16 *v, int T, int H, int G, int window, float scale)
 {
 #ifdef DASH_HAVE_WGMMA
 	typedef WfLayout<D> L;
@@ -524,7 +568,8 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 	const float sl2 = scale * LOG2E;
 
 	int qlast = min(q0 + BQ, T) - 1, wq0 = q0 + wg * 64 + warp * 16;
-	int kt0 = (window > 0 ? max(0, q0 - window + 1) : 0) / BK, kt1 = qlast / BK;
+	const WfVisits<TWO> vis(q0, qlast, window);
+	const int n = vis.n;
 	int row[2] = {wq0 + lane / 4, wq0 + lane / 4 + 8};
 	/* this warpgroup's 64 rows of Q (in each 64-column block), K and V buffer 0 */
 	const uint32_t a_q = smem_addr(sm + L::q + wg * 64 * 64), a_k = smem_addr(sm + L::k),
@@ -533,7 +578,7 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 	/* full_k + 8 b: K buffer b's copies are in (an arrival of each thread's
 	 * copies); empty_k + 8 b: both warpgroups' products that read it are
 	 * done (an arrival of each thread); full_v, empty_v the same for V.
-	 * Tile i = kt - kt0 goes to buffer i % 2, and its phases of these
+	 * The tile of visit i goes to buffer i % 2, and its phases of these
 	 * barriers have the parity (i / 2) % 2. */
 	const uint32_t full_k = smem_addr(sm + L::end), full_v = full_k + 16, empty_k = full_k + 32,
 	               empty_v = full_k + 48;
@@ -543,7 +588,7 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 	}
 	__syncthreads();
-	load_swizzled<D, BQ, NT>(sm + L::q, qb, qs, q0, T); /* in with K_kt0 */
+	load_swizzled<D, BQ, NT>(sm + L::q, qb, qs, q0, T); /* in with the first K */
 
 	float o[D / 2], s[BK / 2];
 #pragma unroll
@@ -567,16 +612,16 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 			cp_async16_s(dst + ld_off + i * RP * 64 * sizeof(bf16), in ? p + (size_t)i * RP * ks : src, in);
 		}
 	};
-	auto issue_s = [&](int kt) {
-		WgDesc dq(a_q, 16), dk(a_k + ((kt - kt0) & 1) * TILE, 16);
+	auto issue_s = [&](int i) { /* S of visit i */
+		WgDesc dq(a_q, 16), dk(a_k + (i & 1) * TILE, 16);
 #pragma unroll
 		for (int d = 0; d < D / 16; d++) /* bytes: 64-column blocks, then 32 B a step */
 			wgmma_m64n128k16_ss(s, dq((d / 4) * BQ * 128 + (d % 4) * 32), dk((d / 4) * BK * 128 + (d % 4) * 32),
 			                    d > 0);
 		wgmma_commit();
 	};
-	auto issue_pv = [&](int kt) { /* O += P_kt V_kt */
-		WgDesc dv(a_v + ((kt - kt0) & 1) * TILE, LBO_V);
+	auto issue_pv = [&](int i) { /* O += P V of visit i */
+		WgDesc dv(a_v + (i & 1) * TILE, LBO_V);
 #pragma unroll
 		for (int c = 0; c < BK / 16; c++) /* 16 rows of 128 B a step */
 			if constexpr (D == 128)
@@ -585,16 +630,28 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 				wgmma_m64n64k16_rs_tb(o, pa[c], dv(c * 2048));
 		wgmma_commit();
 	};
-	/* S_kt to exponentials in place; m and l updated; alpha: O's factors */
-	auto softmax = [&](int kt, float (&alpha)[2]) {
-		int k0 = kt * BK;
-		if (k0 + BK - 1 > wq0 || k0 + BK > T || (window > 0 && wq0 + 15 - k0 >= window))
+	/* S of visit i to exponentials in place; m and l updated; alpha: O's
+	 * factors */
+	auto softmax = [&](int i, float (&alpha)[2]) {
+		int k0 = vis.tile(i) * BK;
+		if (i < vis.na) {
+			if (k0 + BK - 1 > wq0 || k0 + BK > T || (window > 0 && wq0 + 15 - k0 >= window))
+#pragma unroll
+				for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+					for (int e = 0; e < 4; e++)
+						if (!visible(row[e >> 1], k0 + j * 8 + 2 * (lane % 4) + (e & 1), T, window))
+							s[4 * j + e] = -INFINITY;
+		} else if (TWO && i < vis.na + vis.nb && k0 + BK - 1 > wq0 - window) {
+			/* the window's complement (the window is >= 1: these keys
+			 * are causal and below T) */
 #pragma unroll
 			for (int j = 0; j < BK / 8; j++)
 #pragma unroll
 				for (int e = 0; e < 4; e++)
-					if (!visible(row[e >> 1], k0 + j * 8 + 2 * (lane % 4) + (e & 1), T, window))
+					if (k0 + j * 8 + 2 * (lane % 4) + (e & 1) > row[e >> 1] - window)
 						s[4 * j + e] = -INFINITY;
+		}
 		/* four partial maxima and sums a row: short dependency chains */
 		float mp[2][4];
 #pragma unroll
@@ -633,77 +690,90 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 
 		}
 	};
 
+	/* normalized O to bf16 rows of o_, the rows' lse to l_, from the
+	 * state (mm, ll) */
+	auto store = [&](bf16 *o_, float *l_, const float (&mm)[2], const float (&ll)[2]) {
+#pragma unroll
+		for (int i = 0; i < 2; i++) {
+			float li = ll[i] + __shfl_xor_sync(0xffffffffu, ll[i], 1);
+			li += __shfl_xor_sync(0xffffffffu, li, 2);
+			if (row[i] >= T)
+				continue;
+			float inv = 1.f / li;
+			bf16 *ob = o_ + ((size_t)b * T + row[i]) * qs + (size_t)h * D + 2 * (lane % 4);
+#pragma unroll
+			for (int c = 0; c < D / 8; c++)
+				*reinterpret_cast<__nv_bfloat162 *>(ob + c * 8) =
+					__floats2bfloat162_rn(o[4 * c + 2 * i] * inv, o[4 * c + 2 * i + 1] * inv);
+			if (lane % 4 == 0)
+				l_[((size_t)b * H + h) * T + row[i]] = (mm[i] * sl2 + log2f(li)) * LN2;
+		}
+	};
+
 	float alpha[2];
-	load_kv(a_k, kb, kt0 * BK);
+	load_kv(a_k, kb, vis.tile(0) * BK);
 	cp_async_mbar_arrive(full_k);
-	if (kt0 < kt1) {
-		load_kv(a_k + TILE, kb, (kt0 + 1) * BK);
+	if (n > 1) {
+		load_kv(a_k + TILE, kb, vis.tile(1) * BK);
 		cp_async_mbar_arrive(full_k + 8);
 	}
-	load_kv(a_v, vb, kt0 * BK);
+	load_kv(a_v, vb, vis.tile(0) * BK);
 	cp_async_mbar_arrive(full_v);
 	mbar_wait(full_k, 0);
 	fence_proxy_async();
 	wgmma_fence();
-	issue_s(kt0);
+	issue_s(0);
 	wgmma_wait<0>();
 	reg_fence(s);
 	mbar_arrive(empty_k);
-	softmax(kt0, alpha);
+	softmax(0, alpha);
 	pack_p();
-	for (int kt = kt0 + 1; kt <= kt1; kt++) {
-		int i = kt - kt0, b = i & 1;
-		mbar_wait(full_k + 8 * b, i >> 1);
-		mbar_wait(full_v + 8 * (b ^ 1), (i - 1) >> 1);
+	for (int i = 1; i < n; i++) {
+		int bf = i & 1; /* the buffers of this visit's K and V */
+		mbar_wait(full_k + 8 * bf, i >> 1);
+		mbar_wait(full_v + 8 * (bf ^ 1), (i - 1) >> 1);
 		fence_proxy_async();
 		wgmma_fence();
-		issue_s(kt);
-		issue_pv(kt - 1);
-		/* under the products: K_{kt+1} into the buffer of K_{kt-1}, V_kt
-		 * into that of V_{kt-2}, once both warpgroups are done with them */
-		if (kt < kt1) {
-			mbar_wait(empty_k + 8 * (b ^ 1), (i - 1) >> 1);
-			load_kv(a_k + (b ^ 1) * TILE, kb, (kt + 1) * BK);
-			cp_async_mbar_arrive(full_k + 8 * (b ^ 1));
+		issue_s(i);
+		issue_pv(i - 1);
+		/* under the products: the K of visit i + 1 into the buffer of
+		 * visit i - 1's, the V of visit i into that of i - 2's, once both
+		 * warpgroups are done with them */
+		if (i + 1 < n) {
+			mbar_wait(empty_k + 8 * (bf ^ 1), (i - 1) >> 1);
+			load_kv(a_k + (bf ^ 1) * TILE, kb, vis.tile(i + 1) * BK);
+			cp_async_mbar_arrive(full_k + 8 * (bf ^ 1));
 		}
 		if (i >= 2)
-			mbar_wait(empty_v + 8 * b, (i - 2) >> 1);
-		load_kv(a_v + b * TILE, vb, kt * BK);
-		cp_async_mbar_arrive(full_v + 8 * b);
-		wgmma_wait<1>(); /* S_kt; P_{kt-1} V_{kt-1} runs under its softmax */
+			mbar_wait(empty_v + 8 * bf, (i - 2) >> 1);
+		load_kv(a_v + bf * TILE, vb, vis.tile(i) * BK);
+		cp_async_mbar_arrive(full_v + 8 * bf);
+		wgmma_wait<1>(); /* S_i; P_{i-1} V_{i-1} runs under its softmax */
 		reg_fence(s);
-		mbar_arrive(empty_k + 8 * b);
-		softmax(kt, alpha);
+		mbar_arrive(empty_k + 8 * bf);
+		/* the window's state: after P V of its last visit (na - 1), at
+		 * the maximum and sum before this visit's softmax */
+		float ms[2] = {m[0], m[1]}, ls[2] = {l[0], l[1]};
+		softmax(i, alpha);
 		wgmma_wait<0>();
 		reg_fence(o);
-		mbar_arrive(empty_v + 8 * (b ^ 1));
+		mbar_arrive(empty_v + 8 * (bf ^ 1));
+		if (TWO && i == vis.na)
+			store(out2, lse2, ms, ls);
 #pragma unroll
-		for (int i = 0; i < D / 2; i++)
-			o[i] *= alpha[(i >> 1) & 1];
+		for (int c = 0; c < D / 2; c++)
+			o[c] *= alpha[(c >> 1) & 1];
 		pack_p();
 	}
-	mbar_wait(full_v + 8 * ((kt1 - kt0) & 1), (kt1 - kt0) >> 1);
+	mbar_wait(full_v + 8 * ((n - 1) & 1), (n - 1) >> 1);
 	fence_proxy_async();
 	wgmma_fence();
-	issue_pv(kt1);
+	issue_pv(n - 1);
 	wgmma_wait<0>();
 	reg_fence(o);
-
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-		l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-		if (row[i] >= T)
-			continue;
-		float inv = 1.f / l[i];
-		bf16 *ob = out + ((size_t)b * T + row[i]) * qs + (size_t)h * D + 2 * (lane % 4);
-#pragma unroll
-		for (int n = 0; n < D / 8; n++)
-			*reinterpret_cast<__nv_bfloat162 *>(ob + n * 8) =
-				__floats2bfloat162_rn(o[4 * n + 2 * i] * inv, o[4 * n + 2 * i + 1] * inv);
-		if (lane % 4 == 0)
-			lse[((size_t)b * H + h) * T + row[i]] = (m[i] * sl2 + log2f(l[i])) * LN2;
-	}
+	store(out, lse, m, l);
+	if (TWO && n == vis.na) /* no key out of the window: the same */
+		store(out2, lse2, m, l);
 #else
 	__trap(); /* built without sm_90a: the launcher never picks this kernel */
 #endif
@@ -721,26 +791,34 @@ static bool use_wgmma(void)
 #endif
 }
 
+/* the wgmma kernel: out, lse the full attention (TWO) or the window's; with
+ * TWO, out2, lse2 the window's too */
+template <int D, bool TWO>
+static void forward_wgmma_launch(bf16_t *d_out, float *d_lse, bf16_t *d_out2, float *d_lse2, const bf16_t *d_q,
+                                 const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int window)
+{
+	size_t smem = WfLayout<D>::bytes;
+	static bool configured;
+	if (!configured) {
+		cudaCheck(cudaFuncSetAttribute(attention_forward_wgmma_kernel<D, TWO>,
+		                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+		configured = true;
+	}
+	/* heads fastest: the blocks start in the order of their lengths, the
+	 * longest (last queries) first, whatever H */
+	dim3 grid(H, CEIL_DIV(T, WF_BQ), B);
+	attention_forward_wgmma_kernel<D, TWO><<<grid, 256, smem>>>(
+		(bf16 *)d_out, d_lse, (bf16 *)d_out2, d_lse2, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, T, H,
+		G, window, 1.0f / sqrtf((float)D));
+	cudaCheck(cudaGetLastError());
+}
+
 template <int D>
 static void forward_launch(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v,
                            int B, int T, int H, int G, int window)
 {
-	float scale = 1.0f / sqrtf((float)D);
 	if (use_wgmma()) {
-		size_t smem = WfLayout<D>::bytes;
-		static bool configured2;
-		if (!configured2) {
-			cudaCheck(cudaFuncSetAttribute(attention_forward_wgmma_kernel<D>,
-			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-			configured2 = true;
-		}
-		/* heads fastest: the blocks start in the order of their lengths,
-		 * the longest (last queries) first, whatever H */
-		dim3 grid(H, CEIL_DIV(T, WF_BQ), B);
-		attention_forward_wgmma_kernel<D><<<grid, 256, smem>>>((bf16 *)d_out, d_lse, (const bf16 *)d_q,
-		                                                       (const bf16 *)d_k, (const bf16 *)d_v, T, H, G, window,
-		                                                       scale);
-		cudaCheck(cudaGetLastError());
+		forward_wgmma_launch<D, false>(d_out, d_lse, NULL, NULL, d_q, d_k, d_v, B, T, H, G, window);
 		return;
 	}
 	size_t smem = (size_t)(FWD_BQ + 2 * FWD_BK) * (D + 8) * sizeof(bf16);
@@ -751,8 +829,9 @@ static void forward_launch(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const
 		configured = true;
 	}
 	dim3 grid(H, CEIL_DIV(T, FWD_BQ), B); /* heads fastest: the longest blocks first */
-	attention_forward_kernel<D><<<grid, FWD_WARPS * WARP_SIZE, smem>>>(
-		(bf16 *)d_out, d_lse, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, T, H, G, window, scale);
+	attention_forward_kernel<D><<<grid, FWD_WARPS * WARP_SIZE, smem>>>((bf16 *)d_out, d_lse, (const bf16 *)d_q,
+	                                                                   (const bf16 *)d_k, (const bf16 *)d_v, T, H, G,
+	                                                                   window, 1.0f / sqrtf((float)D));
 	cudaCheck(cudaGetLastError());
 }
 
@@ -766,6 +845,26 @@ extern "C" void attention_forward_cuda(bf16_t *d_out, float *d_lse, const bf16_t
 	case 128: forward_launch<128>(d_out, d_lse, d_q, d_k, d_v, B, T, H, G, window); break;
 	default: fprintf(stderr, "attention_forward_cuda: head dim %d (64 and 128 are built)\n", D), exit(1);
 	}
+}
+
+/* both at once on Hopper (one kernel); elsewhere the two forwards */
+extern "C" void attention_forward2_cuda(bf16_t *d_out1, float *d_lse1, bf16_t *d_out2, float *d_lse2,
+                                        const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H,
+                                        int G, int D, int window2)
+{
+	if (H % G != 0)
+		fprintf(stderr, "attention_forward2_cuda: H %d is not a multiple of G %d\n", H, G), exit(1);
+	if (D != 64 && D != 128)
+		fprintf(stderr, "attention_forward2_cuda: head dim %d (64 and 128 are built)\n", D), exit(1);
+	if (!use_wgmma()) {
+		attention_forward_cuda(d_out1, d_lse1, d_q, d_k, d_v, B, T, H, G, D, 0);
+		attention_forward_cuda(d_out2, d_lse2, d_q, d_k, d_v, B, T, H, G, D, window2);
+		return;
+	}
+	if (D == 64)
+		forward_wgmma_launch<64, true>(d_out1, d_lse1, d_out2, d_lse2, d_q, d_k, d_v, B, T, H, G, window2);
+	else
+		forward_wgmma_launch<128, true>(d_out1, d_lse1, d_out2, d_lse2, d_q, d_k, d_v, B, T, H, G, window2);
 }
 
 // ----------------------------------------------------------------------------

@@ -78,6 +78,11 @@ void swiglu_backward_cuda(bf16_t *d_dgate, bf16_t *d_dup, const bf16_t *d_dout, 
  * lse (B, H, T) float32 for the backward; D 64 or 128 */
 void attention_forward_cuda(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const bf16_t *d_k,
                             const bf16_t *d_v, int B, int T, int H, int G, int D, int window);
+/* the full causal attention (out1, lse1) and the window window2's (out2,
+ * lse2; <= 0 or >= T: the same as out1) of one q, k, v in one pass, as two
+ * calls of attention_forward_cuda would give them */
+void attention_forward2_cuda(bf16_t *d_out1, float *d_lse1, bf16_t *d_out2, float *d_lse2, const bf16_t *d_q,
+                             const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int D, int window2);
 
 /* the backward of attention_forward_cuda: dq (B*T, H, D), dk, dv (B*T, G, D)
  * from dout, the forward's out and lse, and q, k, v. work is float32 device
