@@ -254,31 +254,22 @@ static void test_residual_rmsnorm(int n, int C, int inplace)
 	gpu_free(rstd);
 }
 
-static void test_attention(int B, int T, int H, int G, int D, int W)
+/* the largest error of a device lse (B, H, T) against each query's
+ * log-sum-exp of its scaled scores under the window W, in double */
+static double lse_error(const float *d_lse, const Buf *q, const Buf *k, int B, int T, int H, int G, int D, int W)
 {
-	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D;
-	Buf q = buf_rand(nq, 2), k = buf_rand(nk, 2), v = buf_rand(nk, 1), out = buf_empty(nq);
-	float *ref = (float *)mallocCheck(nq * 4), *d_lse = (float *)gpu_alloc((size_t)B * H * T * 4);
 	float *lse = (float *)mallocCheck((size_t)B * H * T * 4);
-	attention_forward_cpu(ref, q.f, k.f, v.f, B, T, H, G, D, W);
-	attention_forward_cuda(out.d, d_lse, q.d, k.d, v.d, B, T, H, G, D, W);
-	char msg[128];
-	const char *impl = getenv("DASH_ATTENTION_MMA") ? "mma.sync" : "default";
-	snprintf(msg, sizeof msg, "attention_forward (%s) B=%d T=%d H=%d G=%d D=%d window=%d", impl, B, T, H, G, D, W);
-	/* the kernel rounds the probabilities to bf16 before P V, as flash
-	 * attention does: a few 1e-3 of the output's scale, not of each value */
-	int ok = same_tol("out", &out, ref, 5e-3, 1e-2);
-	/* the log-sum-exp of each query's scaled scores, in double */
+	double *sc = (double *)mallocCheck((size_t)T * sizeof(double));
 	gpu_download(lse, d_lse, (size_t)B * H * T * 4);
 	double maxerr = 0;
 	for (int b = 0; b < B; b++)
 		for (int h = 0; h < H; h++)
 			for (int t = 0; t < T; t++) {
-				const float *qt = q.f + (((size_t)b * T + t) * H + h) * D;
-				double mx = -1e300, z = 0, sc[4096];
+				const float *qt = q->f + (((size_t)b * T + t) * H + h) * D;
+				double mx = -1e300, z = 0;
 				int s0 = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0;
 				for (int s = s0; s <= t; s++) {
-					const float *ks = k.f + (((size_t)b * T + s) * G + h / (H / G)) * D;
+					const float *ks = k->f + (((size_t)b * T + s) * G + h / (H / G)) * D;
 					double d = 0;
 					for (int i = 0; i < D; i++)
 						d += (double)qt[i] * ks[i];
@@ -290,6 +281,24 @@ static void test_attention(int B, int T, int H, int G, int D, int W)
 				double e = fabs(mx + log(z) - lse[((size_t)b * H + h) * T + t]);
 				maxerr = e > maxerr ? e : maxerr;
 			}
+	free(lse), free(sc);
+	return maxerr;
+}
+
+static void test_attention(int B, int T, int H, int G, int D, int W)
+{
+	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D;
+	Buf q = buf_rand(nq, 2), k = buf_rand(nk, 2), v = buf_rand(nk, 1), out = buf_empty(nq);
+	float *ref = (float *)mallocCheck(nq * 4), *d_lse = (float *)gpu_alloc((size_t)B * H * T * 4);
+	attention_forward_cpu(ref, q.f, k.f, v.f, B, T, H, G, D, W);
+	attention_forward_cuda(out.d, d_lse, q.d, k.d, v.d, B, T, H, G, D, W);
+	char msg[128];
+	const char *impl = getenv("DASH_ATTENTION_MMA") ? "mma.sync" : "default";
+	snprintf(msg, sizeof msg, "attention_forward (%s) B=%d T=%d H=%d G=%d D=%d window=%d", impl, B, T, H, G, D, W);
+	/* the kernel rounds the probabilities to bf16 before P V, as flash
+	 * attention does: a few 1e-3 of the output's scale, not of each value */
+	int ok = same_tol("out", &out, ref, 5e-3, 1e-2);
+	double maxerr = lse_error(d_lse, &q, &k, B, T, H, G, D, W);
 	printf("  lse max error %.2e\n", maxerr);
 	test_cond(msg, ok && maxerr < 2e-2);
 
@@ -307,8 +316,32 @@ static void test_attention(int B, int T, int H, int G, int D, int W)
 	free(rdq), free(rdk), free(rdv);
 	gpu_free(work);
 	buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&out);
-	free(ref), free(lse);
+	free(ref);
 	gpu_free(d_lse);
+}
+
+/* attention_forward2_cuda: the full causal attention and the window W's of
+ * one q, k, v in one call, each against attention_forward_cpu, at the
+ * tolerances of test_attention */
+static void test_attention_fwd2(int B, int T, int H, int G, int D, int W)
+{
+	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D, nl = (size_t)B * H * T;
+	Buf q = buf_rand(nq, 2), k = buf_rand(nk, 2), v = buf_rand(nk, 1), o1 = buf_empty(nq), o2 = buf_empty(nq);
+	float *r1 = (float *)mallocCheck(nq * 4), *r2 = (float *)mallocCheck(nq * 4);
+	float *l1 = (float *)gpu_alloc(nl * 4), *l2 = (float *)gpu_alloc(nl * 4);
+	attention_forward_cpu(r1, q.f, k.f, v.f, B, T, H, G, D, 0);
+	attention_forward_cpu(r2, q.f, k.f, v.f, B, T, H, G, D, W);
+	attention_forward2_cuda(o1.d, l1, o2.d, l2, q.d, k.d, v.d, B, T, H, G, D, W);
+	int ok = same_tol("out1", &o1, r1, 5e-3, 1e-2) & same_tol("out2", &o2, r2, 5e-3, 1e-2);
+	double e1 = lse_error(l1, &q, &k, B, T, H, G, D, 0), e2 = lse_error(l2, &q, &k, B, T, H, G, D, W);
+	printf("  lse1 max error %.2e, lse2 %.2e\n", e1, e2);
+	char msg[128];
+	snprintf(msg, sizeof msg, "attention_forward2 (%s) B=%d T=%d H=%d G=%d D=%d: full + window %d",
+	         getenv("DASH_ATTENTION_MMA") ? "mma.sync" : "default", B, T, H, G, D, W);
+	test_cond(msg, ok && e1 < 2e-2 && e2 < 2e-2);
+	buf_free(&q), buf_free(&k), buf_free(&v), buf_free(&o1), buf_free(&o2);
+	free(r1), free(r2);
+	gpu_free(l1), gpu_free(l2);
 }
 
 /* attention_backward2_cuda: w1 times the full causal attention's gradients
@@ -406,6 +439,19 @@ int main(int argc, char **argv)
 		test_attention(2, 1000, 4, 2, 64, 300); /* a window over many tiles, two sequences */
 		test_attention2(1, 600, 8, 2, 128, 200, 0.6f, 0.3f);
 		test_attention2(2, 300, 4, 2, 64, 100, 0.f, 1.5f);
+		/* windows of whole tiles, across a tile's edge, inside one tile,
+		 * past T, of one key; the last query tile part-filled */
+		test_attention_fwd2(1, 1000, 8, 2, 128, 256);
+		test_attention_fwd2(2, 700, 4, 2, 64, 256);
+		test_attention_fwd2(1, 1000, 8, 2, 128, 200);
+		test_attention_fwd2(2, 601, 4, 1, 64, 200);
+		test_attention_fwd2(1, 777, 4, 2, 128, 100);
+		test_attention_fwd2(1, 300, 4, 2, 64, 100);
+		test_attention_fwd2(1, 300, 4, 2, 128, 300);
+		test_attention_fwd2(2, 200, 4, 2, 64, 5000);
+		test_attention_fwd2(1, 500, 4, 2, 128, 1);
+		test_attention_fwd2(1, 129, 2, 1, 64, 1);
+		test_attention_fwd2(1, 1, 2, 1, 128, 1);
 	}
 	unsetenv("DASH_ATTENTION_MMA");
 	return test_report();
