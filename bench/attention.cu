@@ -1,7 +1,9 @@
 /* bench/attention: times attention_forward_cuda at one layer's shape
  * (default the Qwen2.5-3B layer: B 1, T 4096, H 16, G 2, D 128, causal) with
  * CUDA events, median of 20 after 3 warm-ups, on random inputs: the
- * forward, and the forward and backward together.
+ * forward, and the forward and backward together; with a window, also the
+ * full causal forward and the window's in one call (attention_forward2_cuda,
+ * a supernet's fa and swa) against the two forwards.
  * usage: bench/attention [B T H G D window]   (prints ms and TFLOP/s) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +28,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < nq; i++)
 		h[i] = f32_to_bf16((float)rand() / RAND_MAX * 2 - 1);
 	bf16_t *q = (bf16_t *)gpu_alloc(nq * 2), *k = (bf16_t *)gpu_alloc(nk * 2), *v = (bf16_t *)gpu_alloc(nk * 2);
-	bf16_t *o = (bf16_t *)gpu_alloc(nq * 2);
-	float *lse = (float *)gpu_alloc((size_t)B * H * T * 4);
+	bf16_t *o = (bf16_t *)gpu_alloc(nq * 2), *o2 = (bf16_t *)gpu_alloc(nq * 2);
+	float *lse = (float *)gpu_alloc((size_t)B * H * T * 4), *lse2 = (float *)gpu_alloc((size_t)B * H * T * 4);
 	gpu_upload(q, h, nq * 2), gpu_upload(k, h, nk * 2), gpu_upload(v, h + 7, nk * 2);
 	bf16_t *dq = (bf16_t *)gpu_alloc(nq * 2), *dk = (bf16_t *)gpu_alloc(nk * 2), *dv = (bf16_t *)gpu_alloc(nk * 2);
 	float *work = (float *)gpu_alloc(attention_backward_work(B, T, H, D) * 4);
@@ -45,6 +47,15 @@ int main(int argc, char **argv)
 		printf("attention_cuda (%s) B=%d T=%d H=%d G=%d D=%d window=%d: forward %.3f ms (%.1f TFLOP/s), "
 		       "forward+backward %.3f ms\n", mma ? "mma.sync" : "default", B, T, H, G, D, W, fwd,
 		       flop / (fwd * 1e-3) / 1e12, fb);
+		if (W <= 0)
+			continue;
+		float two = median_ms([&] {
+			attention_forward_cuda(o, lse, q, k, v, B, T, H, G, D, 0);
+			attention_forward_cuda(o2, lse2, q, k, v, B, T, H, G, D, W);
+		});
+		float one = median_ms([&] { attention_forward2_cuda(o, lse, o2, lse2, q, k, v, B, T, H, G, D, W); });
+		printf("attention_forward2_cuda (%s) full + window %d: %.3f ms, two forwards %.3f ms\n",
+		       mma ? "mma.sync" : "default", W, one, two);
 	}
 	return 0;
 }
