@@ -633,25 +633,31 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	/* S of visit i to exponentials in place; m and l updated; alpha: O's
 	 * factors */
 	auto softmax = [&](int i, float (&alpha)[2]) {
-		int k0 = vis.tile(i) * BK;
+		/* the keys each row sees, lo <= key - kc <= hi, counted from
+		 * this thread's first column kc: its columns are then 8 j + 0 or
+		 * 1, constants. Under the window's mask (visible), or its
+		 * complement (key <= row - window; the window is >= 1: those
+		 * keys are causal and below T), or none. */
+		int k0 = vis.tile(i) * BK, kc = k0 + 2 * (lane % 4), lo[2], hi[2];
+		bool mask;
 		if (i < vis.na) {
-			if (k0 + BK - 1 > wq0 || k0 + BK > T || (window > 0 && wq0 + 15 - k0 >= window))
+			mask = k0 + BK - 1 > wq0 || k0 + BK > T || (window > 0 && wq0 + 15 - k0 >= window);
 #pragma unroll
-				for (int j = 0; j < BK / 8; j++)
+			for (int r = 0; r < 2; r++)
+				lo[r] = (window > 0 ? row[r] - window + 1 : 0) - kc, hi[r] = min(row[r], T - 1) - kc;
+		} else {
+			mask = TWO && i < vis.na + vis.nb && k0 + BK - 1 > wq0 - window;
 #pragma unroll
-					for (int e = 0; e < 4; e++)
-						if (!visible(row[e >> 1], k0 + j * 8 + 2 * (lane % 4) + (e & 1), T, window))
-							s[4 * j + e] = -INFINITY;
-		} else if (TWO && i < vis.na + vis.nb && k0 + BK - 1 > wq0 - window) {
-			/* the window's complement (the window is >= 1: these keys
-			 * are causal and below T) */
+			for (int r = 0; r < 2; r++)
+				lo[r] = -BK, hi[r] = row[r] - window - kc;
+		}
+		if (mask)
 #pragma unroll
 			for (int j = 0; j < BK / 8; j++)
 #pragma unroll
 				for (int e = 0; e < 4; e++)
-					if (k0 + j * 8 + 2 * (lane % 4) + (e & 1) > row[e >> 1] - window)
+					if (j * 8 + (e & 1) < lo[e >> 1] || j * 8 + (e & 1) > hi[e >> 1])
 						s[4 * j + e] = -INFINITY;
-		}
 		/* four partial maxima and sums a row: short dependency chains */
 		float mp[2][4];
 #pragma unroll
