@@ -24,6 +24,11 @@
  *   gates and feature maps backwards, the group's heads summed
  *   dW, db and du of every projection
  *
+ * gdn's six input projections (q, k, v, a, b, g) land side by side in one
+ * buffer pj (n, HD + 2 GD + 2 H + HD), tokens a row: on the bf16 path one
+ * GEMM makes them all, and the kernels that read them take rows hp a token,
+ * ld apart (tok_row); gla's have buffers of their own.
+ *
  * What it keeps per token (float32): pq (gdn), q, k, v, o, zg (H*D each),
  * pk, pv (G*D each), rstd (H), 1/norms of q and k (H + G, gdn), za, g,
  * beta (3 H, gdn), h1 (16), zgk, gk (2 H*D, gla); the backward's scratch is
@@ -64,6 +69,9 @@
  * tests/bin/gpu_test_linear_op, C 2048, H 16, G 2, D 128, 1 x 4096): forward
  * 0.919 ms, forward + backward to du 2.426 ms against 1.156 and 3.029 on
  * the float32 path.
+ * Then the six input projections of the bf16 path in one GEMM (N 4640 at
+ * the 3B shape, instead of 2048, 256, 256, 16, 16 and 2048: the narrow ones
+ * ran far from the card's rate).
  */
 #include <string.h>
 
@@ -107,6 +115,13 @@ template <int V>
 __device__ __forceinline__ int row_idx(int k, int lane)
 {
 	return (k / V * WARP_SIZE + lane) * V + k % V;
+}
+
+/* row r of a buffer that holds hp rows of D a token, the tokens ld apart
+ * (hp D when packed; gdn's projections side by side: proj_off's width) */
+__device__ __forceinline__ size_t tok_row(int r, int hp, int ld, int D)
+{
+	return (size_t)(r / hp) * ld + (size_t)(r % hp) * D;
 }
 
 template <int V>
@@ -158,20 +173,20 @@ __device__ __forceinline__ void row_store16(bf16 *row, const float (&x)[ROW_VALS
 	}
 }
 
-/* the feature maps, one warp a row of D: p (rows, D) += b (bias of width
- * values, rows cycling through width / D of them), x = silu(p) or p,
- * l2-normed (inv (rows) keeps 1/norm) when l2; out gets x repeated: row r
- * goes to rows r * rep .. r * rep + rep - 1 (the heads of kv group r). out
- * may be p when rep is 1. */
+/* the feature maps, one warp a row of D: p (rows of D, hp a token, ld
+ * apart) += b (bias of width values, rows cycling through width / D of
+ * them), x = silu(p) or p, l2-normed (inv (rows) keeps 1/norm) when l2; out
+ * gets x repeated: row r goes to rows r * rep .. r * rep + rep - 1 (the heads
+ * of kv group r). out may be p when rep is 1 and p is packed. */
 template <int V>
-__global__ void feature_forward_kernel(float *out, float *inv, float *p, const float *b, int rows, int D, int width,
-                                       int rep, int silu, int l2)
+__global__ void feature_forward_kernel(float *out, float *inv, float *p, int hp, int ld, const float *b, int rows,
+                                       int D, int width, int rep, int silu, int l2)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
 		return;
 	float z[ROW_VALS], x[ROW_VALS], s = 0;
-	float *pr = p + (size_t)r * D;
+	float *pr = p + tok_row(r, hp, ld, D);
 	row_load<V>(z, pr, lane, D);
 	if (b) {
 		row_load<V>(x, b + (size_t)r * D % width, lane, D);
@@ -199,12 +214,13 @@ __global__ void feature_forward_kernel(float *out, float *inv, float *p, const f
 
 /* the backward of feature_forward_kernel, one warp a row of D: d = the sum
  * of dout over the rep heads of row r, through the l2 norm (y: the forward's
- * out, inv its 1/norms) and silu (p: the pre-activation) when asked, into
- * dp (rows, D), or in bf16 into dp16 when given: row r of hp rows a token
- * at dp16 + (r / hp) ld16 + (r % hp) D. dp may be dout when rep is 1. */
+ * out, inv its 1/norms) and silu (p: the pre-activation, hp rows a token,
+ * ld apart) when asked, into dp (rows, D), or in bf16 into dp16 when given:
+ * row r at dp16 + (r / hp) ld16 + (r % hp) D. dp may be dout when rep is 1. */
 template <int V>
 __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16, const float *dout, const float *y,
-                                        const float *inv, const float *p, int rows, int D, int rep, int silu, int l2)
+                                        const float *inv, const float *p, int ld, int rows, int D, int rep, int silu,
+                                        int l2)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
@@ -229,7 +245,7 @@ __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16,
 			d[k] = iv * (d[k] - t[k] * s);
 	}
 	if (silu) {
-		row_load<V>(t, p + (size_t)r * D, lane, D);
+		row_load<V>(t, p + tok_row(r, hp, ld, D), lane, D);
 #pragma unroll
 		for (int k = 0; k < ROW_VALS; k++)
 			d[k] *= silu_grad(t[k]);
@@ -241,26 +257,27 @@ __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16,
 }
 
 /* gdn's gates, per (token, head): za += dt_bias, g = -exp(A_log)
- * softplus(za), beta = sigmoid(zb) */
-__global__ void gdn_gates_kernel(float *g, float *beta, float *za, const float *zb, const float *dt_bias,
+ * softplus(za), beta = sigmoid(zb); za and zb H a token, ld apart */
+__global__ void gdn_gates_kernel(float *g, float *beta, float *za, const float *zb, int ld, const float *dt_bias,
                                  const float *A_log, int n, int H)
 {
 	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= (int64_t)n * H)
 		return;
 	int h = (int)(i % H);
-	float z = za[i] + dt_bias[h];
-	za[i] = z;
+	size_t j = (size_t)(i / H) * ld + h;
+	float z = za[j] + dt_bias[h];
+	za[j] = z;
 	g[i] = -expf(A_log[h]) * softplusf_(z);
-	beta[i] = sigmoidf_(zb[i]);
+	beta[i] = sigmoidf_(zb[j]);
 }
 
 /* their backward: dbeta becomes dzb, dg becomes dza, dAg (per token and
  * head) the A_log gradient's terms dg g; dza and dzb also in bf16 into
- * dz16 + t ld16 + (oa or ob) + h when dz16 is given */
+ * dz16 + t ld16 + (oa or ob) + h when dz16 is given; za H a token, ld apart */
 __global__ void gdn_gates_backward_kernel(float *dg, float *dbeta, float *dAg, bf16 *dz16, int ld16, int oa, int ob,
-                                          const float *g, const float *beta, const float *za, const float *A_log,
-                                          int n, int H)
+                                          const float *g, const float *beta, const float *za, int ld,
+                                          const float *A_log, int n, int H)
 {
 	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= (int64_t)n * H)
@@ -269,7 +286,7 @@ __global__ void gdn_gates_backward_kernel(float *dg, float *dbeta, float *dAg, b
 	float db = dbeta[i] * beta[i] * (1 - beta[i]), dgi = dg[i];
 	dbeta[i] = db;
 	dAg[i] = dgi * g[i];
-	dgi *= -expf(A_log[h]) * sigmoidf_(za[i]);
+	dgi *= -expf(A_log[h]) * sigmoidf_(za[(size_t)(i / H) * ld + h]);
 	dg[i] = dgi;
 	if (dz16) {
 		bf16 *z = dz16 + (size_t)(i / H) * ld16 + h;
@@ -305,10 +322,11 @@ __global__ void add_bias_kernel(float *out, const float *b, int n, int C)
 }
 
 /* the gated RMSNorm, one warp a row (token, head) of D: y = o rstd onorm
- * silu(zg) (in bf16 into y16 when given), rstd (rows) = 1/rms(o) */
+ * silu(zg) (in bf16 into y16 when given), rstd (rows) = 1/rms(o); zg hp
+ * rows a token, ld apart */
 template <int V>
-__global__ void onorm_forward_kernel(float *y, bf16 *y16, float *rstd, const float *o, const float *zg, const float *on,
-                                     int rows, int D)
+__global__ void onorm_forward_kernel(float *y, bf16 *y16, float *rstd, const float *o, const float *zg, int hp, int ld,
+                                     const float *on, int rows, int D)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
@@ -321,7 +339,7 @@ __global__ void onorm_forward_kernel(float *y, bf16 *y16, float *rstd, const flo
 	float rs = 1 / sqrtf(warp_sum(s) / D + NORM_EPS);
 	if (lane == 0)
 		rstd[r] = rs;
-	row_load<V>(z, zg + (size_t)r * D, lane, D);
+	row_load<V>(z, zg + tok_row(r, hp, ld, D), lane, D);
 	row_load<V>(w, on, lane, D);
 #pragma unroll
 	for (int k = 0; k < ROW_VALS; k++)
@@ -332,23 +350,25 @@ __global__ void onorm_forward_kernel(float *y, bf16 *y16, float *rstd, const flo
 		row_store<V>(y + (size_t)r * D, x, lane, D);
 }
 
-/* y again from the kept o, rstd, zg (the backward's dWo needs it) */
-__global__ void onorm_y_kernel(float *y, const float *rstd, const float *o, const float *zg, const float *on,
-                               int64_t n, int D)
+/* y again from the kept o, rstd, zg (the backward's dWo needs it; zg HD
+ * a token, ld apart) */
+__global__ void onorm_y_kernel(float *y, const float *rstd, const float *o, const float *zg, int HD, int ld,
+                               const float *on, int64_t n, int D)
 {
 	int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (j < n)
-		y[j] = o[j] * rstd[j / D] * on[j % D] * siluf_(zg[j]);
+		y[j] = o[j] * rstd[j / D] * on[j % D] * siluf_(zg[(size_t)(j / HD) * ld + j % HD]);
 }
 
 /* its backward, one warp a row: from scale dy, dO and dzg (in bf16 into
- * dzg16 + (r / hp) ld16 + (r % hp) D when given), and into gon (may be dy;
+ * dzg16 + (r / hp) ld16 + (r % hp) D when given; zg hp rows a token, ld
+ * apart), and into gon (may be dy;
  * NULL: not written) the row's terms of the onorm weight's gradient (summed
  * over rows afterwards) */
 template <int V>
 __global__ void onorm_backward_kernel(float *dO, float *dzg, bf16 *dzg16, int hp, int ld16, const float *dy,
                                       float *gon, float scale, const float *o, const float *rstd, const float *zg,
-                                      const float *on, int rows, int D)
+                                      int ld, const float *on, int rows, int D)
 {
 	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	if (r >= rows)
@@ -356,7 +376,7 @@ __global__ void onorm_backward_kernel(float *dO, float *dzg, bf16 *dzg16, int hp
 	float rs = rstd[r], sm = 0, xh[ROW_VALS], z[ROW_VALS], d[ROW_VALS], w[ROW_VALS];
 	size_t j = (size_t)r * D;
 	row_load<V>(xh, o + j, lane, D);
-	row_load<V>(z, zg + j, lane, D);
+	row_load<V>(z, zg + tok_row(r, hp, ld, D), lane, D);
 	row_load<V>(d, dy + j, lane, D);
 	row_load<V>(w, on, lane, D);
 #pragma unroll
@@ -389,64 +409,69 @@ static unsigned row_blocks(int rows) { return (unsigned)CEIL_DIV(rows, ROW_WARPS
 
 /* whether the row kernels can take rows of D a float4 (or, bf16, 4 values)
  * at a time: D % 4 == 0 and these row pointers 16-byte (bf16: 8-byte)
- * aligned; the bf16 rows ld16 apart */
-static bool row_v4(int D, std::initializer_list<const void *> f32, const void *b16 = NULL, int ld16 = 0)
+ * aligned; the strided rows ld (float32) and ld16 (bf16) apart */
+static bool row_v4(int D, std::initializer_list<const void *> f32, const void *b16 = NULL, int ld16 = 0, int ld = 0)
 {
-	bool ok = D % 4 == 0 && ld16 % 4 == 0 && ((uintptr_t)b16 & 7) == 0;
+	bool ok = D % 4 == 0 && ld16 % 4 == 0 && ld % 4 == 0 && ((uintptr_t)b16 & 7) == 0;
 	for (const void *q : f32)
 		ok = ok && ((uintptr_t)q & 15) == 0;
 	return ok;
 }
 
-static void feature_forward(float *out, float *inv, float *p, const float *b, int rows, int D, int width, int rep,
-                            int silu, int l2)
+/* The row kernels' launchers. p and zg hold hp rows a token, ld apart; so
+ * do dp16 and dzg16 (ld16 apart) where given instead of dp and dzg. */
+static void feature_forward(float *out, float *inv, float *p, int hp, int ld, const float *b, int rows, int D,
+                            int width, int rep, int silu, int l2)
 {
-	auto f = row_v4(D, {out, p, b}) && width % 4 == 0 ? feature_forward_kernel<4> : feature_forward_kernel<1>;
-	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(out, inv, p, b, rows, D, width, rep, silu, l2);
+	auto f = row_v4(D, {out, p, b}, NULL, 0, ld) && width % 4 == 0 ? feature_forward_kernel<4>
+	                                                                : feature_forward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(out, inv, p, hp, ld, b, rows, D, width, rep, silu, l2);
 	cudaCheck(cudaGetLastError());
 }
 
-/* dp16 NULL: float32 into dp; else bf16 into dp16, hp rows a token, ld16
- * apart */
 static void feature_backward(float *dp, bf16_t *dp16, int hp, int ld16, const float *dout, const float *y,
-                             const float *inv, const float *p, int rows, int D, int rep, int silu, int l2)
+                             const float *inv, const float *p, int ld, int rows, int D, int rep, int silu, int l2)
 {
-	auto f = row_v4(D, {dp, dout, y, p}, dp16, ld16) ? feature_backward_kernel<4> : feature_backward_kernel<1>;
-	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, (bf16 *)dp16, hp, ld16, dout, y, inv, p, rows, D, rep, silu,
-	                                               l2);
+	auto f = row_v4(D, {dp, dout, y, p}, dp16, ld16, ld) ? feature_backward_kernel<4> : feature_backward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, (bf16 *)dp16, hp, ld16, dout, y, inv, p, ld, rows, D, rep,
+	                                               silu, l2);
 	cudaCheck(cudaGetLastError());
 }
 
 /* the gated output norm and its backward (one of dzg, dzg16) */
-static void onorm_forward(float *y, bf16_t *y16, float *rstd, const float *o, const float *zg, const float *on,
-                          int rows, int D)
+static void onorm_forward(float *y, bf16_t *y16, float *rstd, const float *o, const float *zg, int hp, int ld,
+                          const float *on, int rows, int D)
 {
-	auto f = row_v4(D, {y, o, zg, on}, y16) ? onorm_forward_kernel<4> : onorm_forward_kernel<1>;
-	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(y, (bf16 *)y16, rstd, o, zg, on, rows, D);
+	auto f = row_v4(D, {y, o, zg, on}, y16, 0, ld) ? onorm_forward_kernel<4> : onorm_forward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(y, (bf16 *)y16, rstd, o, zg, hp, ld, on, rows, D);
 	cudaCheck(cudaGetLastError());
 }
 
 static void onorm_backward(float *dO, float *dzg, bf16_t *dzg16, int hp, int ld16, const float *dy, float *gon,
-                           float scale, const float *o, const float *rstd, const float *zg, const float *on, int rows,
-                           int D)
+                           float scale, const float *o, const float *rstd, const float *zg, int ld, const float *on,
+                           int rows, int D)
 {
-	auto f = row_v4(D, {dO, dzg, dy, gon, o, zg, on}, dzg16, ld16) ? onorm_backward_kernel<4> : onorm_backward_kernel<1>;
-	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dO, dzg, (bf16 *)dzg16, hp, ld16, dy, gon, scale, o, rstd, zg, on,
-	                                               rows, D);
+	auto f = row_v4(D, {dO, dzg, dy, gon, o, zg, on}, dzg16, ld16, ld) ? onorm_backward_kernel<4>
+	                                                                   : onorm_backward_kernel<1>;
+	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dO, dzg, (bf16 *)dzg16, hp, ld16, dy, gon, scale, o, rstd, zg, ld,
+	                                               on, rows, D);
 	cudaCheck(cudaGetLastError());
 }
 
 /* out (n, OC) = x (n, IC) W^T, W (OC, IC); row-major, so in cuBLAS's
  * column-major terms out^T = W x^T (as kernels/matmul.cu). TF32 unless
  * f32 (float32 products, no tensor cores). */
-static void lin_(float *out, const float *x, const float *W, int n, int IC, int OC, int f32)
+static void lin_(float *out, const float *x, const float *W, int n, int IC, int OC, int f32, int ldo)
 {
 	const float one = 1, zero = 0;
 	cublasCheck(cublasGemmEx(cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, OC, n, IC, &one, W, CUDA_R_32F, IC, x,
-	                         CUDA_R_32F, IC, &zero, out, CUDA_R_32F, OC,
+	                         CUDA_R_32F, IC, &zero, out, CUDA_R_32F, ldo,
 	                         f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
 }
-static void lin(float *out, const float *x, const float *W, int n, int IC, int OC) { lin_(out, x, W, n, IC, OC, 0); }
+static void lin(float *out, const float *x, const float *W, int n, int IC, int OC)
+{
+	lin_(out, x, W, n, IC, OC, 0, OC);
+}
 
 /* dx (n, IC) = dout (n, OC) W, or += when add */
 static void lin_dx(float *dx, const float *dout, const float *W, int n, int IC, int OC, int add)
@@ -489,10 +514,12 @@ struct GpuLop {
 	GpuLopArena *arena, *own; /* everything else; own when not shared */
 	size_t work_bytes;
 	/* kept by the forward, (n, ...) */
+	float *pj;                  /* (n, ldp) gdn: its input projections side by side (proj_off) */
+	int ldp;                    /* gdn: their width, the token stride of pq ... zg there */
 	float *pq, *pk, *pv;        /* projections + bias: HD (gdn; gla: q), GD, GD */
 	float *q, *k, *v;           /* the recurrence's inputs, HD each */
 	float *qinv, *kinv;         /* H, G (gdn) */
-	float *za, *g, *beta;       /* H each (gdn) */
+	float *za, *zb, *g, *beta;  /* H each (gdn) */
 	float *h1, *zgk, *gk;       /* R, HD, HD (gla) */
 	float *o, *rstd, *zg;       /* HD, H, HD */
 	/* scratch: the forward's y; the backward's dy, dO, dzg, dq, dk, dv, dgk */
@@ -529,21 +556,25 @@ static void layout(GpuLop *g, Carver *c)
 	const LinearOp *op = &g->op;
 	size_t N = (size_t)g->max_tokens, H = op->H, G = op->G, HD = H * op->D, GD = G * op->D;
 	int gdn = op->kind == LOP_GDN;
-	if (gdn)
-		CARVE(c, g->pq, N * HD);
-	CARVE(c, g->pk, N * GD), CARVE(c, g->pv, N * GD);
 	CARVE(c, g->q, N * HD), CARVE(c, g->k, N * HD), CARVE(c, g->v, N * HD);
-	if (!gdn)
+	if (gdn) { /* the six input projections' outputs side by side: one GEMM */
+		g->ldp = proj_off(op, PJ_N);
+		CARVE(c, g->pj, N * g->ldp);
+		g->pq = g->pj + proj_off(op, PJ_Q), g->pk = g->pj + proj_off(op, PJ_K), g->pv = g->pj + proj_off(op, PJ_V);
+		g->za = g->pj + proj_off(op, PJ_A), g->zb = g->pj + proj_off(op, PJ_B), g->zg = g->pj + proj_off(op, PJ_G);
+	} else {
 		g->pq = g->q; /* gla: q = pq + bq in place */
+		CARVE(c, g->pk, N * GD), CARVE(c, g->pv, N * GD), CARVE(c, g->zg, N * HD);
+	}
 	if (gdn) {
 		CARVE(c, g->qinv, N * H), CARVE(c, g->kinv, N * G);
-		CARVE(c, g->za, N * H), CARVE(c, g->g, N * H), CARVE(c, g->beta, N * H);
+		CARVE(c, g->g, N * H), CARVE(c, g->beta, N * H);
 		CARVE(c, g->dg, N * H), CARVE(c, g->dbeta, N * H), CARVE(c, g->dAg, N * H);
 	} else {
 		CARVE(c, g->h1, N * op->R), CARVE(c, g->zgk, N * HD), CARVE(c, g->gk, N * HD);
 		CARVE(c, g->dh1, N * op->R);
 	}
-	CARVE(c, g->o, N * HD), CARVE(c, g->rstd, N * H), CARVE(c, g->zg, N * HD);
+	CARVE(c, g->o, N * HD), CARVE(c, g->rstd, N * H);
 	for (int i = 0; i < (gdn ? 4 : 5); i++)
 		CARVE(c, g->s[i], N * HD);
 	CARVE(c, g->dpk, N * GD), CARVE(c, g->dpv, N * GD);
@@ -712,8 +743,9 @@ static void half_weights(GpuLop *g)
 	g->w16_ok = 1;
 }
 
-/* the bf16 rows of input projection j, (width, C) */
-static const bf16_t *w16_proj(const GpuLop *g, int j) { return g->w16 + (size_t)proj_off(&g->op, j) * g->op.C; }
+/* the token stride of a projection's output of width values: gdn's sit
+ * side by side in pj */
+static int ldp(const GpuLop *g, int width) { return g->op.kind == LOP_GDN ? g->ldp : width; }
 
 /* out (n, OC) float32 = x (n, IC) W^T, bf16 operands */
 static void lin16(float *out, const bf16_t *x, const bf16_t *W, int n, int IC, int OC)
@@ -739,30 +771,24 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 	check_shape(g, B, T);
 	if (half && (!gdn || d_S))
 		BUG("gpu_lop_forward_bf16: gdn from zero states only");
-	if (half) {
+	if (half) { /* all six input projections in one GEMM */
 		half_weights(g);
-		lin16(g->pq, u16, w16_proj(g, PJ_Q), n, C, HD);
-		lin16(g->pk, u16, w16_proj(g, PJ_K), n, C, GD);
-		lin16(g->pv, u16, w16_proj(g, PJ_V), n, C, GD);
+		lin16(g->pj, u16, g->w16, n, C, g->ldp);
 	} else { /* gla's q and k in float32 (kernels/gpu_lop.h says why) */
-		lin_(g->pq, uf, P(g, w, "wq"), n, C, HD, !gdn);
-		lin_(g->pk, uf, P(g, w, "wk"), n, C, GD, !gdn);
-		lin(g->pv, uf, P(g, w, "wv"), n, C, GD);
+		lin_(g->pq, uf, P(g, w, "wq"), n, C, HD, !gdn, ldp(g, HD));
+		lin_(g->pk, uf, P(g, w, "wk"), n, C, GD, !gdn, ldp(g, GD));
+		lin_(g->pv, uf, P(g, w, "wv"), n, C, GD, 0, ldp(g, GD));
 	}
-	feature_forward(g->q, g->qinv, g->pq, P(g, w, "bq"), n * H, D, HD, 1, gdn, gdn);
-	feature_forward(g->k, g->kinv, g->pk, P(g, w, "bk"), n * G, D, GD, rep, gdn, gdn);
-	feature_forward(g->v, NULL, g->pv, P(g, w, "bv"), n * G, D, GD, rep, gdn, 0);
+	feature_forward(g->q, g->qinv, g->pq, H, ldp(g, HD), P(g, w, "bq"), n * H, D, HD, 1, gdn, gdn);
+	feature_forward(g->k, g->kinv, g->pk, G, ldp(g, GD), P(g, w, "bk"), n * G, D, GD, rep, gdn, gdn);
+	feature_forward(g->v, NULL, g->pv, G, ldp(g, GD), P(g, w, "bv"), n * G, D, GD, rep, gdn, 0);
 	if (gdn) {
-		float *zb = g->s[0];
-		if (half) {
-			lin16(g->za, u16, w16_proj(g, PJ_A), n, C, H);
-			lin16(zb, u16, w16_proj(g, PJ_B), n, C, H);
-		} else {
-			lin(g->za, uf, P(g, w, "wa"), n, C, H);
-			lin(zb, uf, P(g, w, "wb"), n, C, H);
+		if (!half) {
+			lin_(g->za, uf, P(g, w, "wa"), n, C, H, 0, g->ldp);
+			lin_(g->zb, uf, P(g, w, "wb"), n, C, H, 0, g->ldp);
 		}
-		gdn_gates_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(g->g, g->beta, g->za, zb, P(g, w, "dt_bias"),
-		                                                            P(g, w, "A_log"), n, H);
+		gdn_gates_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(g->g, g->beta, g->za, g->zb, g->ldp,
+		                                                            P(g, w, "dt_bias"), P(g, w, "A_log"), n, H);
 		cudaCheck(cudaGetLastError());
 		kept = !d_S && !gdn_recompute() && seq_group(g, B, T) >= B;
 		if (step)
@@ -794,11 +820,9 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 	}
 	float *y = g->s[0];
 	bf16_t *y16 = half ? (bf16_t *)g->s[0] : NULL;
-	if (half)
-		lin16(g->zg, u16, w16_proj(g, PJ_G), n, C, HD);
-	else
-		lin(g->zg, uf, P(g, w, "wg"), n, C, HD);
-	onorm_forward(y, y16, g->rstd, g->o, g->zg, P(g, w, "onorm"), n * H, D);
+	if (!half)
+		lin_(g->zg, uf, P(g, w, "wg"), n, C, HD, 0, ldp(g, HD));
+	onorm_forward(y, y16, g->rstd, g->o, g->zg, H, ldp(g, HD), P(g, w, "onorm"), n * H, D);
 	if (half) { /* wo and bo follow the projections in w16 */
 		const bf16_t *wo = g->w16 + (size_t)proj_off(op, PJ_N) * C;
 		matmul_forward_cuda((bf16_t *)d_a, y16, wo, wo + (size_t)C * HD, n, HD, C);
@@ -861,13 +885,15 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 	/* a = Wo y + bo, y recomputed into s[0] (for dWo only) */
 	float *y = g->s[0], *dy = g->s[1], *dO = g->s[2], *dzg = g->s[0];
 	if (d_grad) {
-		onorm_y_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(y, g->rstd, g->o, g->zg, P(g, w, "onorm"),
+		onorm_y_kernel<<<ew_blocks((int64_t)n * HD), EW_THREADS>>>(y, g->rstd, g->o, g->zg, HD, ldp(g, HD),
+		                                                           P(g, w, "onorm"),
 		                                                           (int64_t)n * HD, D);
 		cudaCheck(cudaGetLastError());
 	}
 	proj_back(g, d_grad, dy, 0, d_da, y, "wo", "bo", n, HD, C);
 	/* y = o rstd onorm silu(zg); dzg takes y's place */
-	onorm_backward(dO, dzg, NULL, 1, 0, dy, d_grad ? dy : NULL, 1.0f, g->o, g->rstd, g->zg, P(g, w, "onorm"), n * H,
+	onorm_backward(dO, dzg, NULL, H, 0, dy, d_grad ? dy : NULL, 1.0f, g->o, g->rstd, g->zg, ldp(g, HD),
+	               P(g, w, "onorm"), n * H,
 	               D);
 	if (d_grad)
 		colsum(P(g, d_grad, "onorm"), dy, g->ones, n * H, D);
@@ -887,16 +913,16 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 			}
 		/* beta = sigmoid(zb); g = -exp(A) softplus(za) */
 		gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
-			g->dg, g->dbeta, g->dAg, NULL, 0, 0, 0, g->g, g->beta, g->za, P(g, w, "A_log"), n, H);
+			g->dg, g->dbeta, g->dAg, NULL, 0, 0, 0, g->g, g->beta, g->za, g->ldp, P(g, w, "A_log"), n, H);
 		cudaCheck(cudaGetLastError());
 		if (d_grad)
 			colsum(P(g, d_grad, "A_log"), g->dAg, g->ones, n, H);
 		proj_back(g, d_grad, d_du, 1, g->dbeta, d_u, "wb", NULL, n, C, H);
 		proj_back(g, d_grad, d_du, 1, g->dg, d_u, "wa", "dt_bias", n, C, H);
 		/* q = l2norm(silu(pq)), k likewise before the repeat, v = silu(pv) */
-		feature_backward(dq, NULL, 1, 0, dq, g->q, g->qinv, g->pq, n * H, D, 1, 1, 1);
-		feature_backward(g->dpk, NULL, 1, 0, dk, g->k, g->kinv, g->pk, n * G, D, rep, 1, 1);
-		feature_backward(g->dpv, NULL, 1, 0, dv, NULL, NULL, g->pv, n * G, D, rep, 1, 0);
+		feature_backward(dq, NULL, H, 0, dq, g->q, g->qinv, g->pq, g->ldp, n * H, D, 1, 1, 1);
+		feature_backward(g->dpk, NULL, G, 0, dk, g->k, g->kinv, g->pk, g->ldp, n * G, D, rep, 1, 1);
+		feature_backward(g->dpv, NULL, G, 0, dv, NULL, NULL, g->pv, g->ldp, n * G, D, rep, 1, 0);
 	} else {
 		float *dgk = g->s[4];
 		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
@@ -910,8 +936,8 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 		cudaCheck(cudaGetLastError());
 		proj_back(g, d_grad, g->dh1, 0, dgk, g->h1, "wgk2", "bgk", n, R, HD);
 		proj_back(g, d_grad, d_du, 1, g->dh1, d_u, "wgk1", NULL, n, C, R);
-		feature_backward(g->dpk, NULL, 1, 0, dk, NULL, NULL, NULL, n * G, D, rep, 0, 0);
-		feature_backward(g->dpv, NULL, 1, 0, dv, NULL, NULL, NULL, n * G, D, rep, 0, 0);
+		feature_backward(g->dpk, NULL, G, 0, dk, NULL, NULL, NULL, GD, n * G, D, rep, 0, 0);
+		feature_backward(g->dpv, NULL, G, 0, dv, NULL, NULL, NULL, GD, n * G, D, rep, 0, 0);
 	}
 	proj_back(g, d_grad, d_du, 1, dq, d_u, "wq", "bq", n, C, HD);
 	proj_back(g, d_grad, d_du, 1, g->dpk, d_u, "wk", "bk", n, C, GD);
@@ -936,7 +962,7 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	float *dy = g->s[1], *dO = g->s[2];
 	bf16_t *dp = g->dp16;
 	gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
-	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, OC, dy, NULL, w, g->o, g->rstd, g->zg, P(g, g->w, "onorm"),
+	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, OC, dy, NULL, w, g->o, g->rstd, g->zg, OC, P(g, g->w, "onorm"),
 	               n * H, D);
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
 	if (g->kept)
@@ -950,12 +976,12 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 			                          B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
 		}
 	gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
-		g->dg, g->dbeta, g->dAg, (bf16 *)dp, OC, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za,
+		g->dg, g->dbeta, g->dAg, (bf16 *)dp, OC, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za, OC,
 		P(g, g->w, "A_log"), n, H);
 	cudaCheck(cudaGetLastError());
-	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, OC, dq, g->q, g->qinv, g->pq, n * H, D, 1, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_K), G, OC, dk, g->k, g->kinv, g->pk, n * G, D, rep, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_V), G, OC, dv, NULL, NULL, g->pv, n * G, D, rep, 1, 0);
+	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, OC, dq, g->q, g->qinv, g->pq, OC, n * H, D, 1, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_K), G, OC, dk, g->k, g->kinv, g->pk, OC, n * G, D, rep, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_V), G, OC, dv, NULL, NULL, g->pv, OC, n * G, D, rep, 1, 0);
 	/* du (+)= [dpq dpk dpv dza dzb dzg] [wq; wk; wv; wa; wb; wg] */
 	gemm_bf16_acc(CUBLAS_OP_N, C, n, OC, g->w16, C, dp, OC, accumulate ? d_du : NULL, d_du, CUDA_R_32F, C);
 }
