@@ -391,14 +391,6 @@ __global__ void add_scaled_bias_kernel(bf16 *a, const bf16 *b, float s, int64_t 
 		a[i] = __float2bfloat16(__bfloat162float(a[i]) + s * __bfloat162float(b[i % C]));
 }
 
-/* until attention_forward2_cuda: the two attentions one after the other */
-static void attention_pair_forward(bf16_t *out1, float *lse1, bf16_t *out2, float *lse2, const bf16_t *q,
-                                   const bf16_t *k, const bf16_t *v, int B, int T, int H, int G, int D, int window)
-{
-	attention_forward_cuda(out1, lse1, q, k, v, B, T, H, G, D, 0);
-	attention_forward_cuda(out2, lse2, q, k, v, B, T, H, G, D, window);
-}
-
 /* the layer's attention, and a GpuAttHook's second one of the same q, k, v
  * in the same pass; returns what enters Wo: att, or the mixture in
  * g->attmix */
@@ -412,7 +404,7 @@ static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T
 	if (att)
 		s->wfa = att(ctx, l, a2);
 	if (a2->att)
-		attention_pair_forward(s->att, s->lse, a2->att, a2->lse, s->q, s->k, s->v, B, T, H, G, D, a2->window);
+		attention_forward2_cuda(s->att, s->lse, a2->att, a2->lse, s->q, s->k, s->v, B, T, H, G, D, a2->window);
 	else if (a2->w != 0)
 		BUG("gpu_model_forward_mix: layer %d's second attention of weight %g has no buffers", l, a2->w);
 	else
