@@ -455,10 +455,16 @@ struct WgDesc {
 // is visited twice, under the window's mask, then (after the store) under
 // its complement for the full attention: its S is computed twice, 1 tile
 // a block at W 1024 (of up to 33).
-// Measured (2026-11-28, H200, the same shape, bench/bin/attention in one
-// call): newest first 0.167 ms against 0.170 oldest first; the full and a
-// window of 1024 in one pass 0.193 ms against 0.270 as two forwards
-// (0.167 + 0.105).
+// Measured (2026-11-28, H200, the same shape, bench/bin/attention): newest
+// first 0.167 ms against 0.170 oldest first; the full and a window of 1024
+// in one pass 0.193 ms against 0.270 as two forwards (0.167 + 0.105). Then
+// the masks as two compares a score, the output through shared memory and
+// the window's store out of the loop: forward 0.157-0.158 ms (0.172 the
+// oldest-first kernel in the same call, 438 TFLOP/s), window 1024 0.094,
+// both in one pass 0.175 (two forwards 0.250). forward2 without the
+// window's store (a wrong result) took 0.172: the 24 edge tiles visited
+// twice a head and the masks on them are most of what is left over the
+// full forward alone.
 // Measured (2026-11-28, H100, B 1, T 4096, H 16, G 2, D 128, causal;
 // bench/bin/attention, SDPA 0.169-0.180 ms in the same calls): the first
 // Hopper forward (a warpgroup a block, K single-buffered, V through a
@@ -749,7 +755,9 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	mbar_arrive(empty_k);
 	softmax(0, alpha);
 	pack_p();
-	for (int i = 1; i < n; i++) {
+	/* visit i (>= 1) and P V of visit i - 1; snap: store the window's
+	 * result on the way (the visit after its last) */
+	auto step = [&](int i, bool snap) {
 		int bf = i & 1; /* the buffers of this visit's K and V */
 		mbar_wait(full_k + 8 * bf, i >> 1);
 		mbar_wait(full_v + 8 * (bf ^ 1), (i - 1) >> 1);
@@ -779,12 +787,22 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 		wgmma_wait<0>();
 		reg_fence(o);
 		mbar_arrive(empty_v + 8 * (bf ^ 1));
-		if (TWO && i == vis.na)
+		if (snap)
 			store(out2, lse2, ms, ls);
 #pragma unroll
 		for (int c = 0; c < D / 2; c++)
 			o[c] *= alpha[(c >> 1) & 1];
 		pack_p();
+	};
+	/* the window's store between two loops: inside one loop (a branch a
+	 * visit) forward2 took 0.183-0.186 ms against 0.175, and 0.180
+	 * against 0.167 at a window >= T (H200, T 4096) */
+	for (int i = 1; i < (TWO ? vis.na : n); i++)
+		step(i, false);
+	if (TWO && vis.na < n) {
+		step(vis.na, true);
+		for (int i = vis.na + 1; i < n; i++)
+			step(i, false);
 	}
 	mbar_wait(full_v + 8 * ((n - 1) & 1), (n - 1) >> 1);
 	fence_proxy_async();
