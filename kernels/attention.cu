@@ -448,7 +448,7 @@ struct WgDesc {
 // The key tiles are visited newest (the diagonal) first, so that the keys
 // of a window come first: the full causal attention and a window's of the
 // same q, k, v (a supernet's fa and swa) then take one pass (TWO, see
-// WfVisits). The window's (m, l, O) is stored from registers at the visit
+// WfVisits). The window's (m, l, O) is normalized and stored at the visit
 // after its last, between the wait for P V and the rescaling of O: there O
 // holds P V up to the window's last tile at the maximum before this
 // visit's softmax, m and l saved before it. A tile across the window's edge
