@@ -45,6 +45,17 @@
  * logit once, from a shared-memory copy of its slice: 2.41 ms for both
  * chunks, against 2.58 for the two-pass kernel. The CE forward + backward in
  * bench/bin/teacher's step: 9.2 ms, 9.8 before.
+ * version 3 (H200, bench/bin/loss n 4096 C 2048 V 151936, old and new
+ * binaries in one call): the cluster kernel takes each thread's max first,
+ * then exponentials in log2 units (one FFMA and one ex2.approx a logit, no
+ * rescaling) written over the slice, so that dz costs a multiply a logit and
+ * no exponential; blocks and warps merged by butterflies; each block pushes
+ * its statistics into every block of the cluster before one barrier, and
+ * none waits for the others at its end; 16 blocks a row (KL two blocks an
+ * SM, cross-entropy four). KL forward + backward 13.90-13.97 ms (15.09),
+ * forward 9.87-10.00 (10.89); CE forward + backward 8.25-8.33 (8.76),
+ * forward 4.38-4.40 (4.66-4.83). 8 blocks a row (DASH_LOSS_CLUSTER8): KL
+ * 13.80, CE 8.22.
  */
 #include <cooperative_groups.h>
 
@@ -222,17 +233,29 @@ vocab_loss_row_kernel(float *z, const float *__restrict__ zt, float *rl, const i
 		dzr[v] = __float2bfloat16(d);
 }
 
-/* The row kernel again, a row a cluster of CL_ROW blocks (Hopper): block
- * `rank` copies its slice of S float4s of the row (and of the teacher's) into
- * shared memory and gathers their statistics from there, the cluster merges the
- * blocks' statistics in rank order (every block gets the same bits), and
- * each block writes its slice's dz from shared memory: the logits are read
- * from memory once, not twice. The last rank also takes the V % 4 logits
- * after the last float4. dz lands on other blocks' slices of the row (dz[v]
- * within float z[v / 2]), so it is written only after the cluster barrier
- * that follows every block's reads. Arguments as vocab_loss_row_kernel's;
- * dynamic shared memory: S float4s, twice for KL. */
-#define CL_ROW 8
+/* The row kernel again, a row a cluster of Q blocks (Hopper; Q 16, or 8
+ * under DASH_LOSS_CLUSTER8): block `rank` copies its slice of S float4s of
+ * the row (and of the teacher's) into shared memory, and each thread then
+ * works on the float4s it copied itself (no block barrier before them):
+ *   1. its max mx over them;
+ *   2. e = 2^(x log2e - m2), m2 = mx log2e rounded, written over x, their
+ *      sum s (and for the teacher a = sum et (zt - z)): statistics in log2
+ *      units, (m2, s, a) standing for 2^m2 s, never rescaled in the loop;
+ *   3. the block's statistics pushed into every block of the cluster (its
+ *      own row `rank` of `all`), a cluster barrier, then every thread merges
+ *      the Q rows alike (the same bits in every block): lse2 = m2 + log2 s;
+ *   4. dz = scale (e 2^(m2 - lse2) - et 2^(mt2 - lset2)): no exponential
+ *      a logit.
+ * The student's and the teacher's values are the same code with the
+ * products rounded apart (no fused multiply-add across the two sides), so
+ * a row compared with itself gives the same lse twice, a KL of exactly 0 and
+ * dz exactly 0. The last rank also takes the V % 4 logits after the last
+ * float4. dz lands on other blocks' slices of the row (dz[v] within float
+ * z[v / 2]), so it is written only after the cluster barrier that follows
+ * every block's reads; no block reads another's shared memory after that
+ * barrier, so a block leaves as soon as its dz is out. Arguments as
+ * vocab_loss_row_kernel's; dynamic shared memory: S float4s, twice for KL. */
+#define CL_MAX 16 /* blocks a row at most (a non-portable cluster size) */
 /* dst (shared) = src (global), 16 bytes, asynchronously (sm_80 and up) */
 __device__ __forceinline__ void cp_async16(float4 *dst, const float4 *src)
 {
@@ -243,19 +266,73 @@ __device__ __forceinline__ void cp_async16(float4 *dst, const float4 *src)
 	*dst = *src;
 #endif
 }
+/* 2^x by the special function unit (ex2.approx: 2 ulp; 2^-inf = 0) */
+__device__ __forceinline__ float ex2(float x)
+{
+	float y;
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+/* stats_merge in log2 units: (mo, so, ao) stands for 2^mo so; the same
+ * bits whatever the order of the two operands */
+__device__ __forceinline__ void stats_merge2(float &m, float &s, float &a, float mo, float so, float ao)
+{
+	if (mo > m) {
+		float f = ex2(m - mo);
+		s = fmaf(s, f, so), a = fmaf(a, f, ao), m = mo;
+	} else if (mo != -INFINITY) {
+		float f = ex2(mo - m);
+		s = fmaf(so, f, s), a = fmaf(ao, f, a);
+	}
+}
+/* (m, s, a) merged over the lanes of a warp whose xor is below `width`:
+ * every lane of each group ends with the same bits */
+__device__ __forceinline__ void warp_stats2(float &m, float &s, float &a, int width)
+{
+	for (int o = width / 2; o > 0; o /= 2) {
+		float mo = __shfl_xor_sync(0xffffffffu, m, o), so = __shfl_xor_sync(0xffffffffu, s, o);
+		float ao = __shfl_xor_sync(0xffffffffu, a, o);
+		stats_merge2(m, s, a, mo, so, ao);
+	}
+}
+/* e = 2^(x log2e - m2) of four logits, their sum added to s */
+__device__ __forceinline__ float4 exp4(float4 x, float m2, float &s)
+{
+	float4 e;
+	e.x = ex2(fmaf(x.x, LOG2E, -m2)), e.y = ex2(fmaf(x.y, LOG2E, -m2));
+	e.z = ex2(fmaf(x.z, LOG2E, -m2)), e.w = ex2(fmaf(x.w, LOG2E, -m2));
+	s += (e.x + e.y) + (e.z + e.w);
+	return e;
+}
+__device__ __forceinline__ float max4(float4 x)
+{
+	return fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w));
+}
+/* scale (p c - q cq), the two products rounded before the difference */
+__device__ __forceinline__ float dz_of(float scale, float p, float c, float q, float cq)
+{
+	return scale * (__fmul_rn(p, c) - __fmul_rn(q, cq));
+}
 #define CL_THREADS 512
+#define CL_WARPS (CL_THREADS / WARP_SIZE)
 #define CL_SMEM_MAX (200 << 10) /* the slices' shared memory at most */
+/* KL: 76 KB of slices a block at Q 16, two blocks an SM; cross-entropy: 38
+ * KB, four */
 template <bool KL>
-__global__ void __launch_bounds__(CL_THREADS)
+__global__ void __launch_bounds__(CL_THREADS, KL ? 2 : 4)
 vocab_loss_cluster_kernel(float *z, const float *__restrict__ zt, float *rl, const int32_t *targets, int V, int ldz,
                           float scale, int grad, int S)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	static_assert(CL_WARPS <= WARP_SIZE && CL_MAX <= WARP_SIZE, "one warp merges the warps and the blocks");
 	extern __shared__ float4 slice[]; /* [S] of z, then [S] of zt (KL) */
-	__shared__ float sh[2][3][32];
-	__shared__ float mine[6], all[CL_ROW][6]; /* (m, s, a) of the student and the teacher */
+	__shared__ float wst[6][CL_WARPS];
+	__shared__ float all[CL_MAX][6]; /* each block's (m2, s, a) of the student and the teacher */
 	cg::cluster_group cluster = cg::this_cluster();
-	int rank = (int)cluster.block_rank(), row = blockIdx.x / CL_ROW, tid = threadIdx.x, nvec = V / 4;
+	int Q = (int)cluster.num_blocks(), rank = (int)cluster.block_rank(), row = blockIdx.x / Q;
+	int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE, nvec = V / 4;
 	int j0 = rank * S, j1 = min(j0 + S, nvec);
 	float *zr = z + (size_t)row * ldz;
 	const float *tr = KL ? zt + (size_t)row * ldz : NULL;
@@ -265,85 +342,111 @@ vocab_loss_cluster_kernel(float *z, const float *__restrict__ zt, float *rl, con
 	bool skip = targets && target < 0;
 
 	/* the slice into shared memory, every copy of the thread in flight at
-	 * once (cp.async, 16 bytes each), then its statistics from there */
+	 * once (cp.async, 16 bytes each); the cluster barrier's first half
+	 * (every block has started: its shared memory may be written) */
 	for (int j = j0 + tid; j < j1; j += CL_THREADS) {
 		cp_async16(slice + (j - j0), z4 + j);
 		if (KL)
 			cp_async16(ts + (j - j0), t4 + j);
 	}
-	asm volatile("cp.async.wait_all;\n" ::: "memory");
-	float m = -INFINITY, s = 0, a = 0, mt = -INFINITY, st = 0, at = 0;
-	for (int j = j0 + tid; j < j1; j += CL_THREADS) {
-		float4 x = slice[j - j0];
-		stats_add4<false>(m, s, a, x, x);
-		if (KL)
-			stats_add4<true>(mt, st, at, ts[j - j0], x);
-	}
+	asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
 	int v = 4 * nvec + tid;
-	bool tail = rank == CL_ROW - 1 && v < V;
-	float zv = 0, tv = 0, zt_target = 0;
-	if (tail) {
-		zv = zr[v];
-		stats_merge(m, s, a, zv, 1.0f, 0.0f);
-		if (KL) {
-			tv = tr[v];
-			stats_merge(mt, st, at, tv, 1.0f, tv - zv);
-		}
-	}
+	bool tail = rank == Q - 1 && v < V;
+	float zv = tail ? zr[v] : 0, tv = KL && tail ? tr[v] : 0, z_target = 0;
 	/* z[target], before the barrier after which dz overwrites the row */
 	if (!KL && !skip && rank == 0 && tid == 0)
-		zt_target = zr[target];
-	block_stats(m, s, a, sh[0]);
-	if (KL)
-		block_stats(mt, st, at, sh[1]);
-	if (tid == 0)
-		mine[0] = m, mine[1] = s, mine[2] = a, mine[3] = mt, mine[4] = st, mine[5] = at;
-	cluster.sync(); /* every block's statistics are out, and all its reads of z done */
-	if (tid < CL_ROW) {
-		const float *o = cluster.map_shared_rank(mine, tid);
-		for (int i = 0; i < 6; i++)
-			all[tid][i] = o[i];
-	}
-	__syncthreads();
-	m = -INFINITY, s = 0, a = 0, mt = -INFINITY, st = 0, at = 0;
-	for (int r = 0; r < CL_ROW; r++) {
-		stats_merge(m, s, a, all[r][0], all[r][1], all[r][2]);
-		if (KL)
-			stats_merge(mt, st, at, all[r][3], all[r][4], all[r][5]);
-	}
-	float lse = m + logf(s), lset = KL ? mt + logf(st) : 0;
-	if (rank == 0 && tid == 0)
-		rl[row] = skip ? 0 : KL ? at / st + (lse - lset) : lse - zt_target;
+		z_target = zr[target];
+	asm volatile("cp.async.wait_all;\n" ::: "memory");
 
-	if (grad) {
-		bf16 *dzr = reinterpret_cast<bf16 *>(zr);
-		for (int j = j0 + tid; j < j1; j += CL_THREADS) {
-			float4 d = make_float4(0, 0, 0, 0);
-			if (!skip) {
-				float4 x = slice[j - j0];
-				if (KL) {
-					float4 y = ts[j - j0];
-					d.x = scale * (expf(x.x - lse) - expf(y.x - lset));
-					d.y = scale * (expf(x.y - lse) - expf(y.y - lset));
-					d.z = scale * (expf(x.z - lse) - expf(y.z - lset));
-					d.w = scale * (expf(x.w - lse) - expf(y.w - lset));
-				} else {
-					int w = 4 * j;
-					d.x = scale * (expf(x.x - lse) - (w == target));
-					d.y = scale * (expf(x.y - lse) - (w + 1 == target));
-					d.z = scale * (expf(x.z - lse) - (w + 2 == target));
-					d.w = scale * (expf(x.w - lse) - (w + 3 == target));
-				}
-			}
-			__nv_bfloat162 lo = __floats2bfloat162_rn(d.x, d.y), hi = __floats2bfloat162_rn(d.z, d.w);
-			uint2 u = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
-			*reinterpret_cast<uint2 *>(dzr + 4 * j) = u;
-		}
-		if (tail)
-			dzr[v] = __float2bfloat16(skip ? 0.0f
-			                               : scale * (expf(zv - lse) - (KL ? expf(tv - lset) : (float)(v == target))));
+	/* 1. the thread's maxima */
+	float mx = tail ? zv : -INFINITY, mxt = tail ? tv : -INFINITY;
+	for (int j = j0 + tid; j < j1; j += CL_THREADS) {
+		mx = fmaxf(mx, max4(slice[j - j0]));
+		if (KL)
+			mxt = fmaxf(mxt, max4(ts[j - j0]));
 	}
-	cluster.sync(); /* no block leaves while another reads its statistics */
+	/* 2. exponentials over the logits, and their sums */
+	float m2 = mx * LOG2E, mt2 = mxt * LOG2E, s = 0, st = 0, at = 0, a = 0;
+	for (int j = j0 + tid; j < j1; j += CL_THREADS) {
+		float4 x = slice[j - j0];
+		slice[j - j0] = exp4(x, m2, s);
+		if (KL) {
+			float4 y = ts[j - j0], f = exp4(y, mt2, st);
+			at += (f.x * (y.x - x.x) + f.y * (y.y - x.y)) + (f.z * (y.z - x.z) + f.w * (y.w - x.w));
+			ts[j - j0] = f;
+		}
+	}
+	float ev = 0, etv = 0;
+	if (tail) {
+		ev = ex2(fmaf(zv, LOG2E, -m2)), s += ev;
+		if (KL)
+			etv = ex2(fmaf(tv, LOG2E, -mt2)), st += etv, at += etv * (tv - zv);
+	}
+
+	/* 3. the block's statistics, pushed into every block; then the
+	 * cluster's, in every thread */
+	float bm = m2, bs = s, ba = a, bmt = mt2, bst = st, bat = at;
+	warp_stats2(bm, bs, ba, WARP_SIZE);
+	if (KL)
+		warp_stats2(bmt, bst, bat, WARP_SIZE);
+	if (lane == 0)
+		wst[0][warp] = bm, wst[1][warp] = bs, wst[2][warp] = ba, wst[3][warp] = bmt, wst[4][warp] = bst,
+		wst[5][warp] = bat;
+	__syncthreads();
+	asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+	if (warp == 0) {
+		bool in = lane < CL_WARPS;
+		bm = in ? wst[0][lane] : -INFINITY, bs = in ? wst[1][lane] : 0, ba = in ? wst[2][lane] : 0;
+		bmt = in ? wst[3][lane] : -INFINITY, bst = in ? wst[4][lane] : 0, bat = in ? wst[5][lane] : 0;
+		warp_stats2(bm, bs, ba, CL_WARPS);
+		if (KL)
+			warp_stats2(bmt, bst, bat, CL_WARPS);
+		if (lane < Q) {
+			float *o = cluster.map_shared_rank(&all[rank][0], lane);
+			o[0] = bm, o[1] = bs, o[2] = ba, o[3] = bmt, o[4] = bst, o[5] = bat;
+		}
+	}
+	/* every block's statistics are in, and all its reads of the row done */
+	asm volatile("barrier.cluster.arrive.release.aligned;\n"
+	             "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+	bool in = lane < Q;
+	bm = in ? all[lane][0] : -INFINITY, bs = in ? all[lane][1] : 0, ba = in ? all[lane][2] : 0;
+	bmt = in ? all[lane][3] : -INFINITY, bst = in ? all[lane][4] : 0, bat = in ? all[lane][5] : 0;
+	warp_stats2(bm, bs, ba, CL_MAX);
+	if (KL)
+		warp_stats2(bmt, bst, bat, CL_MAX);
+	bm = __shfl_sync(0xffffffffu, bm, 0), bs = __shfl_sync(0xffffffffu, bs, 0);
+	bmt = __shfl_sync(0xffffffffu, bmt, 0), bst = __shfl_sync(0xffffffffu, bst, 0);
+	bat = __shfl_sync(0xffffffffu, bat, 0);
+	float lse2 = bm + log2f(bs), lset2 = KL ? bmt + log2f(bst) : 0;
+	if (rank == 0 && tid == 0)
+		rl[row] = skip ? 0 : KL ? bat / bst + (lse2 - lset2) * LN2 : lse2 * LN2 - z_target;
+
+	/* 4. dz from the exponentials */
+	if (!grad)
+		return;
+	float c = ex2(m2 - lse2), ct = KL ? ex2(mt2 - lset2) : 0;
+	bf16 *dzr = reinterpret_cast<bf16 *>(zr);
+	for (int j = j0 + tid; j < j1; j += CL_THREADS) {
+		float4 d = make_float4(0, 0, 0, 0);
+		if (!skip) {
+			float4 e = slice[j - j0];
+			if (KL) {
+				float4 f = ts[j - j0];
+				d.x = dz_of(scale, e.x, c, f.x, ct), d.y = dz_of(scale, e.y, c, f.y, ct);
+				d.z = dz_of(scale, e.z, c, f.z, ct), d.w = dz_of(scale, e.w, c, f.w, ct);
+			} else {
+				int w = 4 * j;
+				d.x = dz_of(scale, e.x, c, w == target, 1), d.y = dz_of(scale, e.y, c, w + 1 == target, 1);
+				d.z = dz_of(scale, e.z, c, w + 2 == target, 1), d.w = dz_of(scale, e.w, c, w + 3 == target, 1);
+			}
+		}
+		__nv_bfloat162 lo = __floats2bfloat162_rn(d.x, d.y), hi = __floats2bfloat162_rn(d.z, d.w);
+		uint2 u = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+		*reinterpret_cast<uint2 *>(dzr + 4 * j) = u;
+	}
+	if (tail)
+		dzr[v] = __float2bfloat16(skip ? 0.0f : dz_of(scale, ev, c, KL ? etv : (float)(v == target), KL ? ct : 1));
 #else
 	__trap(); /* built without sm_90: the launcher never picks this kernel */
 #endif
@@ -351,29 +454,48 @@ vocab_loss_cluster_kernel(float *z, const float *__restrict__ zt, float *rl, con
 
 /* the cluster kernel where it was built (sm_90a) and the device is a
  * Hopper, for slices that fit in shared memory; launched with its cluster
- * shape. False: the caller runs vocab_loss_row_kernel. */
+ * shape: 16 blocks a row where the device runs such clusters (8 under
+ * DASH_LOSS_CLUSTER8, or where it does not). False: the caller runs
+ * vocab_loss_row_kernel. */
 static bool row_cluster_launch(float *z, const float *zt, float *rl, const int32_t *targets, int rows, int V, int ldz,
                                float scale, int grad)
 {
 #ifdef DASH_SM90A
-	static bool ready = false;
+	static int ready = 0, Q = 8;
 	int major = cuda_cc_major();
 	if (!ready && major == 9) {
-		ready = true;
-		cudaCheck(cudaFuncSetAttribute(vocab_loss_cluster_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-		                               CL_SMEM_MAX));
-		cudaCheck(cudaFuncSetAttribute(vocab_loss_cluster_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-		                               CL_SMEM_MAX));
+		ready = 1;
+		void (*kernel[2])(float *, const float *, float *, const int32_t *, int, int, float, int, int) = {
+			vocab_loss_cluster_kernel<false>, vocab_loss_cluster_kernel<true>};
+		int q = env_flag("DASH_LOSS_CLUSTER8") ? 8 : CL_MAX;
+		for (int k = 0; k < 2; k++) {
+			cudaCheck(cudaFuncSetAttribute(kernel[k], cudaFuncAttributeMaxDynamicSharedMemorySize, CL_SMEM_MAX));
+			cudaCheck(cudaFuncSetAttribute(kernel[k], cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+		}
+		/* can 16 blocks a row run (the KL's shared memory, the larger)? */
+		for (; q > 8; q /= 2) {
+			cudaLaunchConfig_t cfg = {};
+			cudaLaunchAttribute at[1];
+			at[0].id = cudaLaunchAttributeClusterDimension;
+			at[0].val.clusterDim.x = q, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+			cfg.gridDim = dim3(q), cfg.blockDim = dim3(CL_THREADS), cfg.attrs = at, cfg.numAttrs = 1;
+			cfg.dynamicSmemBytes = (size_t)CEIL_DIV(ldz_of(V) / 4, q) * sizeof(float4) * 2;
+			int nc = 0;
+			if (cudaOccupancyMaxActiveClusters(&nc, kernel[1], &cfg) == cudaSuccess && nc > 0)
+				break;
+			(void)cudaGetLastError();
+		}
+		Q = q;
 	}
-	int S = CEIL_DIV(V / 4, CL_ROW);
+	int S = CEIL_DIV(V / 4, Q);
 	size_t smem = (size_t)S * sizeof(float4) * (zt ? 2 : 1);
 	if (major != 9 || smem > CL_SMEM_MAX)
 		return false;
 	cudaLaunchConfig_t cfg = {};
 	cudaLaunchAttribute at[1];
 	at[0].id = cudaLaunchAttributeClusterDimension;
-	at[0].val.clusterDim.x = CL_ROW, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
-	cfg.gridDim = dim3((unsigned)rows * CL_ROW), cfg.blockDim = dim3(CL_THREADS), cfg.dynamicSmemBytes = smem;
+	at[0].val.clusterDim.x = Q, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+	cfg.gridDim = dim3((unsigned)rows * Q), cfg.blockDim = dim3(CL_THREADS), cfg.dynamicSmemBytes = smem;
 	cfg.stream = 0, cfg.attrs = at, cfg.numAttrs = 1;
 	if (zt)
 		cudaCheck(cudaLaunchKernelEx(&cfg, vocab_loss_cluster_kernel<true>, z, zt, rl, targets, V, ldz, scale, grad, S));

@@ -2,8 +2,12 @@
  * vocab_loss_cpu (lib/loss.c), cross-entropy and KL, forward only and
  * forward + backward, on random bf16 inputs (both sides see the same
  * numbers) at awkward shapes: one row, 37 rows, a chunk and 3 more rows,
- * V 3 (no float4 at all), 1001 (a ragged end and a padded stride) and the
- * Qwen vocabulary 151936, small C for speed. Runs on a GPU: make test-gpu.
+ * V 3 (no float4 at all), 70 (17 float4s: on a Hopper the last blocks of a
+ * row's cluster get none), 1001 (a ragged end and a padded stride) and the
+ * Qwen vocabulary 151936, small C for speed; and logits 30 times larger
+ * (a standard deviation of ~90: softmaxes near one-hot, most of a row's
+ * exponentials far below the row's largest). Runs on a GPU: make
+ * test-gpu.
  *
  * Tolerances, and why:
  *   loss and row losses: 1e-4 + 1e-4 |ref|. Both sides compute float32
@@ -39,16 +43,18 @@ static int close_to(double got, double ref)
 }
 
 /* one case: n rows of width C against a vocabulary of V; kl picks the mode,
- * grad the backward; self makes the teacher the student itself (KL 0) */
-static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
+ * grad the backward; self makes the teacher the student itself (KL 0); big
+ * multiplies the logits (and the teacher's distance) by 30 */
+static void test_vocab_loss_at(int n, int C, int V, int kl, int grad, int self, int big)
 {
-	/* logits of standard deviation ~3, as a trained model's */
-	Buf h = buf_rand((size_t)n * C, 1), w = buf_rand((size_t)V * C, 9.0f / sqrtf((float)C));
+	/* logits of standard deviation ~3, as a trained model's (~90 if big) */
+	float hs = big ? 30.0f : 1.0f;
+	Buf h = buf_rand((size_t)n * C, hs), w = buf_rand((size_t)V * C, 9.0f / sqrtf((float)C));
 	Buf g = {};
 	int32_t *tg = NULL, *d_tg = NULL;
 	if (kl) {
 		/* a teacher near the student, as after distillation */
-		g = buf_rand((size_t)n * C, 0.3f);
+		g = buf_rand((size_t)n * C, 0.3f * hs);
 		for (size_t i = 0; i < g.n; i++) {
 			g.h[i] = f32_to_bf16(self ? h.f[i] : h.f[i] + g.f[i]);
 			g.f[i] = bf16_to_f32(g.h[i]);
@@ -124,8 +130,9 @@ static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
 	printf("  second call (row_loss NULL): %s\n", same ? "the same bits" : "DIFFERENT");
 
 	char msg[160];
-	snprintf(msg, sizeof msg, "vocab_loss_cuda %s%s n=%d C=%d V=%d %s", kl ? "KL" : "CE",
-	         self ? " (teacher = student)" : "", n, C, V, grad ? "forward+backward" : "forward");
+	snprintf(msg, sizeof msg, "vocab_loss_cuda %s%s%s n=%d C=%d V=%d %s", kl ? "KL" : "CE",
+	         self ? " (teacher = student)" : "", big ? " (logits x30)" : "", n, C, V,
+	         grad ? "forward+backward" : "forward");
 	test_cond(msg, ok && same);
 
 	buf_free(&h), buf_free(&w);
@@ -133,6 +140,11 @@ static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
 		buf_free(&g);
 	free(tg), free(rl), free(dh), free(grl), free(gdh), free(gdh2), free(gdhf), free(r);
 	gpu_free(d_tg), gpu_free(d_loss), gpu_free(d_rl), gpu_free(d_dh), gpu_free(work);
+}
+
+static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
+{
+	test_vocab_loss_at(n, C, V, kl, grad, self, 0);
 }
 
 int main(int argc, char **argv)
@@ -153,6 +165,7 @@ int main(int argc, char **argv)
 			test_vocab_loss(37, 64, 1000, kl, grad, 0);
 			test_vocab_loss(37, 72, 1001, kl, grad, 0);
 			test_vocab_loss(5, 200, 3, kl, grad, 0);
+			test_vocab_loss(9, 64, 70, kl, grad, 0);
 			test_vocab_loss(chunk + 3, 64, 1001, kl, grad, 0);
 			test_vocab_loss(2 * chunk, 64, 1000, kl, grad, 0);
 			test_vocab_loss(37, 64, 151936, kl, grad, 0);
@@ -160,5 +173,8 @@ int main(int argc, char **argv)
 	}
 	test_vocab_loss(37, 64, 1001, 1, 1, 1);
 	test_vocab_loss(5, 64, 151936, 1, 1, 1);
+	test_vocab_loss_at(5, 64, 151936, 1, 1, 1, 1);
+	for (int kl = 0; kl < 2; kl++)
+		test_vocab_loss_at(37, 64, 151936, kl, 1, 0, 1);
 	return test_report();
 }
