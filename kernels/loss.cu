@@ -45,17 +45,26 @@
  * logit once, from a shared-memory copy of its slice: 2.41 ms for both
  * chunks, against 2.58 for the two-pass kernel. The CE forward + backward in
  * bench/bin/teacher's step: 9.2 ms, 9.8 before.
- * version 3 (H200, bench/bin/loss n 4096 C 2048 V 151936, old and new
- * binaries in one call): the cluster kernel takes each thread's max first,
- * then exponentials in log2 units (one FFMA and one ex2.approx a logit, no
- * rescaling) written over the slice, so that dz costs a multiply a logit and
- * no exponential; blocks and warps merged by butterflies; each block pushes
- * its statistics into every block of the cluster before one barrier, and
- * none waits for the others at its end; 16 blocks a row (KL two blocks an
- * SM, cross-entropy four). KL forward + backward 13.90-13.97 ms (15.09),
- * forward 9.87-10.00 (10.89); CE forward + backward 8.25-8.33 (8.76),
- * forward 4.38-4.40 (4.66-4.83). 8 blocks a row (DASH_LOSS_CLUSTER8): KL
- * 13.80, CE 8.22.
+ * version 3 (H200, bench/bin/loss n 4096 C 2048 V 151936, the old and the
+ * new binary in one call, two calls): the cluster kernel takes each thread's
+ * max first, then exponentials in log2 units (one FFMA and one ex2.approx a
+ * logit, no rescaling) written over the slice, so that dz costs a multiply
+ * a logit and no exponential; blocks and warps merged by butterflies; each
+ * block pushes its statistics into every block of the cluster before one
+ * barrier, and none waits for the others at its end; 16 blocks a row (KL
+ * two blocks an SM, cross-entropy four). KL forward + backward 13.90-13.97
+ * and 13.86 ms (15.09, 15.16), forward 9.83-10.00 (10.89-10.92); CE forward
+ * + backward 8.25-8.33 (8.75-8.76), forward 4.38-4.52 (4.46-4.83). ncu, KL
+ * forward + backward: 1.245 GB read and 0.30 GB written a launch of 1024
+ * rows (each logit read once), 0.80-0.85 ms a launch (measured on the bulk
+ * copy variant below). 8 blocks a row (DASH_LOSS_CLUSTER8) was faster in
+ * both calls: KL 13.80 and 13.71, CE 8.22 and 8.16, CE forward 3.85 and
+ * 3.87 (not yet run through tests/test_loss.cu); a guess, not measured:
+ * two blocks of an SM start, copy and compute in step, so one's copies do
+ * not hide the other's arithmetic. Tried and dropped: the slices copied
+ * by the bulk copy engine (cp.async.bulk on one mbarrier) instead of
+ * cp.async: KL 14.10 (13.86 in the same call). Next: a persistent cluster
+ * that copies the next row while it works on this one.
  */
 #include <cooperative_groups.h>
 
