@@ -30,7 +30,8 @@
  *   datt = dh Wo; dq, dk, dv = attention'(datt)
  *   dqkv = rope'(dq), rope'(dk), dv packed        qkv_rope_backward
  *     (a supernet's layer: wfa attention'(datt) + w2 attention_W'(datt),
- *     attention_backward2)
+ *     attention_backward2; du = its operators' float32 du + dqkv Wqkv,
+ *     read in float32 by the norm's backward)
  *   du = dqkv Wqkv; dx = dh + norm1'(du)          residual_rmsnorm_backward
  *
  * What a train GpuModel keeps per layer and token (bf16 unless noted):
@@ -565,20 +566,20 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w, a2->att,
 			                         a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work);
 			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
-			if (dmix) { /* dmix += dqkv Wqkv, then du in bf16 */
+			if (dmix) /* dmix += dqkv Wqkv */
 				gemm_bf16_acc(CUBLAS_OP_N, C, n, W, w->wqkv, C, g->dqkv, W, dmix, dmix, CUDA_R_32F, C);
-				f32_to_bf16_cuda(g->du, dmix, nC);
-			} else {
+			else
 				matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
-			}
-		} else if (dmix) {
-			f32_to_bf16_cuda(g->du, dmix, nC);
-		} else {
+		} else if (!dmix) {
 			cudaCheck(cudaMemsetAsync(g->du, 0, nC * sizeof(bf16_t)));
 		}
-		/* u = norm1(x) and the residual: dL/dx, the first layer's into d_dx0 when given */
+		/* u = norm1(x) and the residual: dL/dx, the first layer's into
+		 * d_dx0 when given; du in float32 where it is dmix */
 		bf16_t *dx = l == 0 && d_dx0 ? d_dx0 : g->dx;
-		residual_rmsnorm_backward_cuda(dx, g->du, g->dh, s->x, s->rstd1, w->ln1, n, C);
+		if (dmix)
+			residual_rmsnorm_backward_f32_cuda(dx, dmix, g->dh, s->x, s->rstd1, w->ln1, n, C);
+		else
+			residual_rmsnorm_backward_cuda(dx, g->du, g->dh, s->x, s->rstd1, w->ln1, n, C);
 	}
 }
 

@@ -131,6 +131,9 @@ void residual_rmsnorm_forward_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, co
  * dres is what reaches h along the residual stream. dh may be dres. */
 void residual_rmsnorm_backward_cuda(bf16_t *d_dh, const bf16_t *d_dout, const bf16_t *d_dres, const bf16_t *d_h,
                                     const float *d_rstd, const bf16_t *d_w, int n, int C);
+/* the same from float32 dout */
+void residual_rmsnorm_backward_f32_cuda(bf16_t *d_dh, const float *d_dout, const bf16_t *d_dres, const bf16_t *d_h,
+                                        const float *d_rstd, const bf16_t *d_w, int n, int C);
 
 /* ---------------------------------------------------------------------------
  * the vocabulary projection fused with its loss, twin of vocab_loss_cpu

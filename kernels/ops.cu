@@ -249,6 +249,25 @@ template <int VEC> __device__ __forceinline__ void store_pack(bf16 *p, const Pac
 	}
 }
 
+/* VEC values of a row as float32, from bf16 or float32 (VEC 8: 16-byte
+ * aligned) */
+template <int VEC> __device__ __forceinline__ void load_f32(float (&f)[VEC], const bf16 *p)
+{
+	Pack<VEC> v = load_pack<VEC>(p);
+	for (int j = 0; j < VEC; j++)
+		f[j] = __bfloat162float(v.v[j]);
+}
+template <int VEC> __device__ __forceinline__ void load_f32(float (&f)[VEC], const float *p)
+{
+	if constexpr (VEC == 8) {
+		float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+		f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+	} else {
+		for (int j = 0; j < VEC; j++)
+			f[j] = p[j];
+	}
+}
+
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 /* h = x + a (rounded to bf16, as stored), then out = h r w with r from the
@@ -284,30 +303,30 @@ __global__ void residual_rmsnorm_forward_kernel(bf16 *h, bf16 *out, float *rstd,
 }
 
 /* dh = dres + r w dout - h r^3 / C * sum_j dout_j w_j h_j; one warp per
- * row. dh may be dres (read and written at the same index by one lane). */
-template <int VEC>
-__global__ void residual_rmsnorm_backward_kernel(bf16 *dh, const bf16 *dout, const bf16 *dres, const bf16 *h,
+ * row; dout bf16 or float32 (DT). dh may be dres (read and written at the
+ * same index by one lane). */
+template <int VEC, typename DT>
+__global__ void residual_rmsnorm_backward_kernel(bf16 *dh, const DT *dout, const bf16 *dres, const bf16 *h,
                                                  const float *rstd, const bf16 *w, int n, int C)
 {
 	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
 	if (row >= n)
 		return;
 	size_t r0 = (size_t)row * C;
-	float dot = 0;
+	float dot = 0, dv[VEC], hv[VEC], wv[VEC], rv[VEC];
 	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
-		Pack<VEC> dv = load_pack<VEC>(dout + r0 + i), hv = load_pack<VEC>(h + r0 + i), wv = load_pack<VEC>(w + i);
+		load_f32<VEC>(dv, dout + r0 + i), load_f32<VEC>(hv, h + r0 + i), load_f32<VEC>(wv, w + i);
 		for (int j = 0; j < VEC; j++)
-			dot += __bfloat162float(dv.v[j]) * __bfloat162float(wv.v[j]) * __bfloat162float(hv.v[j]);
+			dot += dv[j] * wv[j] * hv[j];
 	}
 	dot = warp_sum(dot);
 	float r = rstd[row], c = r * r * r * dot / C;
 	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
-		Pack<VEC> dv = load_pack<VEC>(dout + r0 + i), hv = load_pack<VEC>(h + r0 + i), wv = load_pack<VEC>(w + i);
-		Pack<VEC> rv = load_pack<VEC>(dres + r0 + i), ov;
+		load_f32<VEC>(dv, dout + r0 + i), load_f32<VEC>(hv, h + r0 + i), load_f32<VEC>(wv, w + i);
+		load_f32<VEC>(rv, dres + r0 + i);
+		Pack<VEC> ov;
 		for (int j = 0; j < VEC; j++)
-			ov.v[j] = __float2bfloat16(__bfloat162float(rv.v[j]) +
-			                           r * __bfloat162float(wv.v[j]) * __bfloat162float(dv.v[j]) -
-			                           c * __bfloat162float(hv.v[j]));
+			ov.v[j] = __float2bfloat16(rv[j] + r * wv[j] * dv[j] - c * hv[j]);
 		store_pack<VEC>(dh + r0 + i, ov);
 	}
 }
@@ -363,21 +382,33 @@ extern "C" void residual_rmsnorm_forward_cuda(bf16_t *d_h, bf16_t *d_out, float 
 	cudaCheck(cudaGetLastError());
 }
 
-extern "C" void residual_rmsnorm_backward_cuda(bf16_t *d_dh, const bf16_t *d_dout, const bf16_t *d_dres,
-                                               const bf16_t *d_h, const float *d_rstd, const bf16_t *d_w, int n,
-                                               int C)
+template <typename DT>
+static void residual_rmsnorm_backward(bf16_t *d_dh, const DT *dout, const bf16_t *d_dres, const bf16_t *d_h,
+                                      const float *d_rstd, const bf16_t *d_w, int n, int C)
 {
 	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
 	unsigned grid = (unsigned)CEIL_DIV(n, ROWS_PER_BLOCK);
 	bf16 *dh = (bf16 *)d_dh;
-	const bf16 *dout = (const bf16 *)d_dout, *dres = (const bf16 *)d_dres, *h = (const bf16 *)d_h,
-	           *w = (const bf16 *)d_w;
-	if (C % 8 == 0 && aligned16(d_dh) && aligned16(d_dout) && aligned16(d_dres) && aligned16(d_h) &&
-	    aligned16(d_w))
-		residual_rmsnorm_backward_kernel<8><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
+	const bf16 *dres = (const bf16 *)d_dres, *h = (const bf16 *)d_h, *w = (const bf16 *)d_w;
+	if (C % 8 == 0 && aligned16(d_dh) && aligned16(dout) && aligned16(d_dres) && aligned16(d_h) && aligned16(d_w))
+		residual_rmsnorm_backward_kernel<8, DT><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
 	else
-		residual_rmsnorm_backward_kernel<1><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
+		residual_rmsnorm_backward_kernel<1, DT><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
 	cudaCheck(cudaGetLastError());
+}
+
+extern "C" void residual_rmsnorm_backward_cuda(bf16_t *d_dh, const bf16_t *d_dout, const bf16_t *d_dres,
+                                               const bf16_t *d_h, const float *d_rstd, const bf16_t *d_w, int n,
+                                               int C)
+{
+	residual_rmsnorm_backward(d_dh, (const bf16 *)d_dout, d_dres, d_h, d_rstd, d_w, n, C);
+}
+
+extern "C" void residual_rmsnorm_backward_f32_cuda(bf16_t *d_dh, const float *d_dout, const bf16_t *d_dres,
+                                                   const bf16_t *d_h, const float *d_rstd, const bf16_t *d_w, int n,
+                                                   int C)
+{
+	residual_rmsnorm_backward(d_dh, d_dout, d_dres, d_h, d_rstd, d_w, n, C);
 }
 
 /* SwiGLU on the packed gate | up rows: one thread per VEC consecutive
