@@ -3,7 +3,8 @@
  * CUDA events, median of 20 after 3 warm-ups, on random inputs: the
  * forward, and the forward and backward together; with a window, also the
  * full causal forward and the window's in one call (attention_forward2_cuda,
- * a supernet's fa and swa) against the two forwards.
+ * a supernet's fa and swa) against the two forwards, and their backward
+ * (attention_backward2_cuda, both weighed) against the two backwards.
  * usage: bench/attention [B T H G D window]   (prints ms and TFLOP/s) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,21 @@ int main(int argc, char **argv)
 		float one = median_ms([&] { attention_forward2_cuda(o, lse, o2, lse2, q, k, v, B, T, H, G, D, W); });
 		printf("attention_forward2_cuda (%s) full + window %d: %.3f ms, two forwards %.3f ms\n",
 		       mma ? "mma.sync" : "default", W, one, two);
+		/* the backward of both, weighed 0.6 and 0.4 (one pass on a
+		 * Hopper), against the weight-0 case (the window's alone) plus the
+		 * full attention's alone: the two passes it replaces */
+		float b2 = median_ms([&] {
+			attention_backward2_cuda(dq, dk, dv, o, 0.6f, o, lse, 0, 0.4f, o2, lse2, W, q, k, v, B, T, H, G, D,
+			                         work);
+		});
+		float b1 = median_ms([&] {
+			attention_backward2_cuda(dq, dk, dv, o, 0.f, NULL, NULL, 0, 0.4f, o2, lse2, W, q, k, v, B, T, H, G, D,
+			                         work);
+			attention_backward2_cuda(dq, dk, dv, o, 0.6f, o, lse, 0, 0.f, NULL, NULL, W, q, k, v, B, T, H, G, D,
+			                         work);
+		});
+		printf("attention_backward2_cuda (%s) full + window %d: %.3f ms, two backwards %.3f ms\n",
+		       mma ? "mma.sync" : "default", W, b2, b1);
 	}
 	return 0;
 }

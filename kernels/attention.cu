@@ -7,8 +7,10 @@
  *   backward.
  * RoPE is applied before; query head h reads kv head h / (H / G). The
  * backward of two attentions of one q, k, v and dout (a supernet's fa and
- * swa, attention_backward2_cuda) runs each kernel on one set of float32
- * accumulators, its dq, dk, dv scaled by its weight, and converts once.
+ * swa, attention_backward2_cuda) adds both into one set of float32
+ * accumulators and converts once: on Hopper, both weighed, in one pass (the
+ * wgmma backward with TWO: one S and dP for both softmaxes, the weights in
+ * P and dS), else each kernel in turn, its dq, dk, dv scaled by its weight.
  * Their forwards run in one pass on Hopper (attention_forward2_cuda): the
  * key tiles newest first, the window's result stored once its keys are in.
  *
@@ -1231,12 +1233,13 @@ struct WbLayout {
 	/* bf16 offsets from a 1024-aligned base; every tile 1024-aligned */
 	static constexpr int k = 0, v = k + WB_BK * D, q = v + WB_BK * D, dout = q + 2 * WB_BQ * D,
 	                     ds = dout + 2 * WB_BQ * D, end = ds + WB_BK * WB_BQ;
-	/* then floats: lse and delta of two query tiles, and the dQ tiles (D
-	 * 128: one, each warpgroup its 64 columns; D 64: one a warpgroup), rows
-	 * of D floats padded by 8 (2-way bank conflicts for the stores) */
+	/* then floats: lse and delta of two query tiles (and the second
+	 * attention's: attention_backward2), and the dQ tiles (D 128: one, each
+	 * warpgroup its 64 columns; D 64: one a warpgroup), rows of D floats
+	 * padded by 8 (2-way bank conflicts for the stores) */
 	static constexpr int dq_tiles = D == 128 ? 1 : 2, dq_ld = D + 8;
 	static constexpr size_t bytes =
-		(size_t)end * sizeof(bf16) + (2 * 2 * WB_BQ + dq_tiles * WB_BQ * dq_ld) * sizeof(float) + 1024;
+		(size_t)end * sizeof(bf16) + (4 * 2 * WB_BQ + dq_tiles * WB_BQ * dq_ld) * sizeof(float) + 1024;
 };
 
 /* size bytes of float32 from shared memory added to global memory by the
@@ -1273,11 +1276,18 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred)
 }
 
 
-template <int D>
+/* TWO: also the second attention of attention_backward2 (lse2, delta2,
+ * window2 > 0, weight w2; the first then without a window), in the same
+ * pass: both softmaxes from one S^T and one dP^T, P^T = w P1^T + w2 P2^T
+ * into dV, dS^T = w dS1^T + w2 dS2^T into dK and dQ, so that the query
+ * tiles within the window cost one set of products, not two. The weights
+ * then enter P and dS, not the sums at the end. */
+template <int D, bool TWO>
 __global__ void __launch_bounds__(256, 1)
 attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const bf16 *q,
                                 const bf16 *k, const bf16 *v, const float *lse, const float *delta, int T, int H,
-                                int G, int window, float scale, float w)
+                                int G, int window, float scale, float w, const float *lse2, const float *delta2,
+                                int window2, float w2)
 {
 #ifdef DASH_HAVE_WGMMA
 	typedef WbLayout<D> L;
@@ -1288,7 +1298,8 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	 * pointers for shared ones: ld.shared, not generic loads) */
 	bf16 *sm = (bf16 *)(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
 	bf16 *sk = sm + L::k, *sv = sm + L::v, *sds = sm + L::ds;
-	float *slse = (float *)(sm + L::end), *sdelta = slse + 2 * BQ, *sdq = sdelta + 2 * BQ;
+	float *slse = (float *)(sm + L::end), *sdelta = slse + 2 * BQ, *slse2 = sdelta + 2 * BQ,
+	      *sdelta2 = slse2 + 2 * BQ, *sdq = sdelta2 + 2 * BQ;
 	int h = blockIdx.x, k0 = blockIdx.y * BK, b = blockIdx.z, g = h / (H / G);
 	/* the warpgroup and warp from lane 0: the compiler then knows them
 	 * uniform, and the descriptors live in uniform registers */
@@ -1297,7 +1308,9 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
 	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D, *db = dout + (size_t)b * T * qs + (size_t)h * D;
 	const float *lb = lse + ((size_t)b * H + h) * T, *deb = delta + ((size_t)b * H + h) * T;
-	const float sl2 = scale * LOG2E, ws = scale * w; /* dK: the softmax scale and the weight */
+	const float *lb2 = TWO ? lse2 + ((size_t)b * H + h) * T : NULL, *deb2 = TWO ? delta2 + ((size_t)b * H + h) * T : NULL;
+	/* dK: the softmax scale and (not TWO) the weight; dV and dQ the weight */
+	const float sl2 = scale * LOG2E, ws = TWO ? scale : scale * w, wo = TWO ? 1.f : w;
 
 	/* the queries that see these keys: from the diagonal to the window's end */
 	int klast = min(k0 + BK, T) - 1;
@@ -1326,10 +1339,12 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 			cp_async16(dq_ + i * RP * 64, qb + o, in);
 			cp_async16(dd_ + i * RP * 64, db + o, in);
 		}
-		if (ld_t < 2 * BQ) {
-			int r = ld_t % BQ;
+		if (ld_t < (TWO ? 4 : 2) * BQ) { /* lse, delta (lse2, delta2) */
+			int r = ld_t % BQ, x = ld_t / BQ;
 			bool in = q0 + r < T;
-			cp_async4((ld_t < BQ ? slse : sdelta) + buf * BQ + r, (ld_t < BQ ? lb : deb) + (in ? q0 + r : 0), in);
+			float *d = x == 0 ? slse : x == 1 ? sdelta : x == 2 ? slse2 : sdelta2;
+			const float *src = x == 0 ? lb : x == 1 ? deb : x == 2 ? lb2 : deb2;
+			cp_async4(d + buf * BQ + r, src + (in ? q0 + r : 0), in);
 		}
 	};
 	load_q(qt0, 0);
@@ -1366,7 +1381,11 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	fence_proxy_async();
 	for (int qt = qt0; qt <= qt1; qt++) {
 		int buf = (qt - qt0) & 1, q0 = qt * BQ;
-		const float *tl = slse + buf * BQ, *td = sdelta + buf * BQ;
+		const float *tl = slse + buf * BQ, *td = sdelta + buf * BQ, *tl2 = slse2 + buf * BQ,
+		            *td2 = sdelta2 + buf * BQ;
+		/* TWO: whether some query of the tile sees one of this warp's keys
+		 * in the window (warp-uniform); elsewhere only the first softmax */
+		const bool win = TWO && q0 - (wk0 + 15) < window2;
 		__syncthreads(); /* this tile is in, and every warp is done with the last one */
 		if (qt > qt0)
 			dq_out(q0 - BQ);
@@ -1404,30 +1423,72 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 		 * (P 1, dS 0: no share in dV, dK, dQ), a key row past T K and V
 		 * zero (no share in dQ; its dK, dV are not stored) */
 		wgmma_wait<1>();
-#pragma unroll
-		for (int j = 0; j < BQ / 8; j++) {
-			int c = j * 8 + 2 * (lane % 4);
-			float2 l2 = *reinterpret_cast<const float2 *>(tl + c);
-			float lx = l2.x * LOG2E, ly = l2.y * LOG2E;
-#pragma unroll
-			for (int e = 0; e < 4; e++)
-				s[4 * j + e] = exp2_approx(s[4 * j + e] * sl2 - (e & 1 ? ly : lx));
-		}
-		if (q0 < wk0 + 15 || (window > 0 && q0 + BQ - 1 - wk0 >= window)) {
-			/* visible: 0 <= query - key < window */
+		uint32_t pa[BQ / 16][4], p1a[BQ / 16][4], p2a[BQ / 16][4];
+		if (TWO && win) {
+			/* both softmaxes: this lane's queries q0 + 8 j + 2 (lane % 4)
+			 * (+1), keys key[e >> 1]; P1 causal, P2 also within the window;
+			 * pa = w P1 + w2 P2 for dV, p1a = w P1 and p2a = w2 P2 for dS */
 			int dk0 = q0 + 2 * (lane % 4) - key[0];
 #pragma unroll
-			for (int j = 0; j < BQ / 8; j++)
+			for (int c = 0; c < BQ / 16; c++) {
+				float p1[8], p2[8];
+#pragma unroll
+				for (int jj = 0; jj < 2; jj++) {
+					int j = 2 * c + jj, col = j * 8 + 2 * (lane % 4);
+					float2 la = *reinterpret_cast<const float2 *>(tl + col),
+					       lb = *reinterpret_cast<const float2 *>(tl2 + col);
+#pragma unroll
+					for (int e = 0; e < 4; e++) {
+						int qk = dk0 + 8 * j + (e & 1) - 8 * (e >> 1);
+						float x = s[4 * j + e] * sl2;
+						float e1 = exp2_approx(x - (e & 1 ? la.y : la.x) * LOG2E);
+						float e2 = exp2_approx(x - (e & 1 ? lb.y : lb.x) * LOG2E);
+						p1[4 * jj + e] = qk >= 0 ? w * e1 : 0.f;
+						p2[4 * jj + e] = qk >= 0 && qk < window2 ? w2 * e2 : 0.f;
+					}
+				}
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					pa[c][i] = pack_bf16(p1[2 * i] + p2[2 * i], p1[2 * i + 1] + p2[2 * i + 1]);
+					p1a[c][i] = pack_bf16(p1[2 * i], p1[2 * i + 1]);
+					p2a[c][i] = pack_bf16(p2[2 * i], p2[2 * i + 1]);
+				}
+			}
+		} else {
+			/* P^T in place of S^T, under dP^T's products. This lane's
+			 * queries: q0 + 8 j + 2 (lane % 4) (+1). Only the causal and
+			 * window masks: a query row past T has Q, dO, lse and delta
+			 * zero (P 1, dS 0: no share in dV, dK, dQ), a key row past T K
+			 * and V zero (no share in dQ; its dK, dV are not stored). TWO:
+			 * w P^T, the weight in P. */
+#pragma unroll
+			for (int j = 0; j < BQ / 8; j++) {
+				int c = j * 8 + 2 * (lane % 4);
+				float2 l2 = *reinterpret_cast<const float2 *>(tl + c);
+				float lx = l2.x * LOG2E, ly = l2.y * LOG2E;
 #pragma unroll
 				for (int e = 0; e < 4; e++)
-					if ((unsigned)(dk0 + 8 * j + (e & 1) - 8 * (e >> 1)) >= wlim)
-						s[4 * j + e] = 0.f;
-		}
-		uint32_t pa[BQ / 16][4];
+					s[4 * j + e] = exp2_approx(s[4 * j + e] * sl2 - (e & 1 ? ly : lx));
+			}
+			if (q0 < wk0 + 15 || (window > 0 && q0 + BQ - 1 - wk0 >= window)) {
+				/* visible: 0 <= query - key < window */
+				int dk0 = q0 + 2 * (lane % 4) - key[0];
 #pragma unroll
-		for (int c = 0; c < BQ / 16; c++) {
-			pa[c][0] = pack_bf16(s[8 * c], s[8 * c + 1]), pa[c][1] = pack_bf16(s[8 * c + 2], s[8 * c + 3]);
-			pa[c][2] = pack_bf16(s[8 * c + 4], s[8 * c + 5]), pa[c][3] = pack_bf16(s[8 * c + 6], s[8 * c + 7]);
+				for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+					for (int e = 0; e < 4; e++)
+						if ((unsigned)(dk0 + 8 * j + (e & 1) - 8 * (e >> 1)) >= wlim)
+							s[4 * j + e] = 0.f;
+			}
+			if (TWO)
+#pragma unroll
+				for (int i = 0; i < BQ / 2; i++)
+					s[i] *= w;
+#pragma unroll
+			for (int c = 0; c < BQ / 16; c++) {
+				pa[c][0] = pack_bf16(s[8 * c], s[8 * c + 1]), pa[c][1] = pack_bf16(s[8 * c + 2], s[8 * c + 3]);
+				pa[c][2] = pack_bf16(s[8 * c + 4], s[8 * c + 5]), pa[c][3] = pack_bf16(s[8 * c + 6], s[8 * c + 7]);
+			}
 		}
 		/* dV += P^T dO */
 		wgmma_fence();
@@ -1444,17 +1505,33 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 		wgmma_commit();
 
 		/* dS^T in place of dP^T, under dV's products, from P^T as rounded
-		 * to bf16 (the float32 copy is not kept: registers) */
+		 * to bf16 (the float32 copy is not kept: registers); TWO within the
+		 * window w dS1^T + w2 dS2^T */
 		wgmma_wait<1>();
+		if (TWO && win) {
 #pragma unroll
-		for (int j = 0; j < BQ / 8; j++) {
-			int c = j * 8 + 2 * (lane % 4);
-			float2 d2 = *reinterpret_cast<const float2 *>(td + c);
+			for (int j = 0; j < BQ / 8; j++) {
+				int c = j * 8 + 2 * (lane % 4);
+				float2 d1 = *reinterpret_cast<const float2 *>(td + c), d2 = *reinterpret_cast<const float2 *>(td2 + c);
 #pragma unroll
-			for (int e = 0; e < 4; e++) {
-				uint32_t w = pa[j / 2][(j % 2) * 2 + (e >> 1)];
-				float p = __uint_as_float(e & 1 ? w & 0xffff0000u : w << 16);
-				dp[4 * j + e] = p * (dp[4 * j + e] - (e & 1 ? d2.y : d2.x));
+				for (int e = 0; e < 4; e++) {
+					uint32_t u1 = p1a[j / 2][(j % 2) * 2 + (e >> 1)], u2 = p2a[j / 2][(j % 2) * 2 + (e >> 1)];
+					float a1 = __uint_as_float(e & 1 ? u1 & 0xffff0000u : u1 << 16);
+					float a2 = __uint_as_float(e & 1 ? u2 & 0xffff0000u : u2 << 16), x = dp[4 * j + e];
+					dp[4 * j + e] = a1 * (x - (e & 1 ? d1.y : d1.x)) + a2 * (x - (e & 1 ? d2.y : d2.x));
+				}
+			}
+		} else {
+#pragma unroll
+			for (int j = 0; j < BQ / 8; j++) {
+				int c = j * 8 + 2 * (lane % 4);
+				float2 d2 = *reinterpret_cast<const float2 *>(td + c);
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					uint32_t u = pa[j / 2][(j % 2) * 2 + (e >> 1)];
+					float p = __uint_as_float(e & 1 ? u & 0xffff0000u : u << 16);
+					dp[4 * j + e] = p * (dp[4 * j + e] - (e & 1 ? d2.y : d2.x));
+				}
 			}
 		}
 		uint32_t da[BQ / 16][4];
@@ -1522,9 +1599,9 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 			           2 * (lane % 4);
 #pragma unroll
 			for (int j = 0; j < 8; j++) {
-				*reinterpret_cast<float2 *>(t + 8 * j) = make_float2(w * dq[4 * j], w * dq[4 * j + 1]);
+				*reinterpret_cast<float2 *>(t + 8 * j) = make_float2(wo * dq[4 * j], wo * dq[4 * j + 1]);
 				*reinterpret_cast<float2 *>(t + 8 * L::dq_ld + 8 * j) =
-					make_float2(w * dq[4 * j + 2], w * dq[4 * j + 3]);
+					make_float2(wo * dq[4 * j + 2], wo * dq[4 * j + 3]);
 			}
 		}
 		fence_proxy_async();
@@ -1544,7 +1621,7 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 			atomicAdd(reinterpret_cast<float2 *>(dk_acc + o + 8 * j),
 			          make_float2(dk[4 * j + 2 * i] * ws, dk[4 * j + 2 * i + 1] * ws));
 			atomicAdd(reinterpret_cast<float2 *>(dv_acc + o + 8 * j),
-			          make_float2(w * dv[4 * j + 2 * i], w * dv[4 * j + 2 * i + 1]));
+			          make_float2(wo * dv[4 * j + 2 * i], wo * dv[4 * j + 2 * i + 1]));
 		}
 	}
 #else
@@ -1573,37 +1650,54 @@ static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16
 		a[1].w != 0 ? (const bf16 *)a[1].out : NULL, B, T, H, G, D);
 	cudaCheck(cudaGetLastError());
 	/* each attention adds its share to the accumulators; heads fastest:
-	 * the key tiles near the start, which see the most queries, go first */
+	 * the key tiles near the start, which see the most queries, go first.
+	 * On a Hopper a full attention and a window's, both weighed, run as
+	 * one (TWO): the window's query tiles then cost one set of products */
 	bool wg = use_wgmma();
-	for (int i = 0; i < 2; i++) {
-		if (a[i].w == 0)
-			continue;
-		if (wg) {
-			size_t smem = WbLayout<D>::bytes;
-			static bool configured;
-			if (!configured) {
-				cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D>,
-				                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-				configured = true;
-			}
-			dim3 grid(H, CEIL_DIV(T, WB_BK), B);
-			attention_backward_wgmma_kernel<D><<<grid, 256, smem>>>(
-				dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
-				(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w);
-		} else {
-			size_t smem = BwdLayout<D>::bytes;
-			static bool configured;
-			if (!configured) {
-				cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
-				                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-				configured = true;
-			}
-			dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
-			attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
-				dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
-				(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w);
+	if (wg && a[0].w != 0 && a[1].w != 0 && a[0].window <= 0 && a[1].window > 0) {
+		size_t smem = WbLayout<D>::bytes;
+		static bool configured;
+		if (!configured) {
+			cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D, true>,
+			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+			configured = true;
 		}
+		dim3 grid(H, CEIL_DIV(T, WB_BK), B);
+		attention_backward_wgmma_kernel<D, true><<<grid, 256, smem>>>(
+			dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v,
+			a[0].lse, delta[0], T, H, G, 0, scale, a[0].w, a[1].lse, delta[1], a[1].window, a[1].w);
 		cudaCheck(cudaGetLastError());
+	} else {
+		for (int i = 0; i < 2; i++) {
+			if (a[i].w == 0)
+				continue;
+			if (wg) {
+				size_t smem = WbLayout<D>::bytes;
+				static bool configured;
+				if (!configured) {
+					cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D, false>,
+					                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+					configured = true;
+				}
+				dim3 grid(H, CEIL_DIV(T, WB_BK), B);
+				attention_backward_wgmma_kernel<D, false><<<grid, 256, smem>>>(
+					dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
+					(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w, NULL, NULL, 0, 0.f);
+			} else {
+				size_t smem = BwdLayout<D>::bytes;
+				static bool configured;
+				if (!configured) {
+					cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
+					                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+					configured = true;
+				}
+				dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
+				attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
+					dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
+					(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w);
+			}
+			cudaCheck(cudaGetLastError());
+		}
 	}
 	/* the mma.sync kernel has the scale in dS already */
 	attention_convert_kernel<<<(unsigned)CEIL_DIV(nq + 2 * nk, 4 * 256), 256>>>(

@@ -439,6 +439,12 @@ int main(int argc, char **argv)
 		test_attention(2, 1000, 4, 2, 64, 300); /* a window over many tiles, two sequences */
 		test_attention2(1, 600, 8, 2, 128, 200, 0.6f, 0.3f);
 		test_attention2(2, 300, 4, 2, 64, 100, 0.f, 1.5f);
+		/* both weighed (on a Hopper one pass for both): windows of whole
+		 * tiles, of one key, past T */
+		test_attention2(2, 300, 4, 2, 64, 100, 0.7f, 0.4f);
+		test_attention2(1, 1000, 4, 2, 128, 256, 0.5f, 0.5f);
+		test_attention2(1, 129, 2, 1, 64, 1, 0.3f, 0.9f);
+		test_attention2(1, 200, 4, 2, 128, 5000, 0.2f, 0.8f);
 		/* windows of whole tiles, across a tile's edge, inside one tile,
 		 * past T, of one key; the last query tile part-filled */
 		test_attention_fwd2(1, 1000, 8, 2, 128, 256);
