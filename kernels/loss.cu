@@ -57,9 +57,11 @@
  * + backward 8.25-8.33 (8.75-8.76), forward 4.38-4.52 (4.46-4.83). ncu, KL
  * forward + backward: 1.245 GB read and 0.30 GB written a launch of 1024
  * rows (each logit read once), 0.80-0.85 ms a launch (measured on the bulk
- * copy variant below). 8 blocks a row (DASH_LOSS_CLUSTER8) was faster in
+ * copy variant below). 8 blocks a row (DASH_LOSS_CLUSTER8 then; now the
+ * default, 16 under DASH_LOSS_CLUSTER16) was faster in
  * both calls: KL 13.80 and 13.71, CE 8.22 and 8.16, CE forward 3.85 and
- * 3.87 (not yet run through tests/test_loss.cu); a guess, not measured:
+ * 3.87; then through tests/test_loss.cu (37 ok, 0 errors under
+ * compute-sanitizer) and bench/bin/loss: KL 13.87; a guess, not measured:
  * two blocks of an SM start, copy and compute in step, so one's copies do
  * not hide the other's arithmetic. Tried and dropped: the slices copied
  * by the bulk copy engine (cp.async.bulk on one mbarrier) instead of
@@ -242,8 +244,8 @@ vocab_loss_row_kernel(float *z, const float *__restrict__ zt, float *rl, const i
 		dzr[v] = __float2bfloat16(d);
 }
 
-/* The row kernel again, a row a cluster of Q blocks (Hopper; Q 16, or 8
- * under DASH_LOSS_CLUSTER8): block `rank` copies its slice of S float4s of
+/* The row kernel again, a row a cluster of Q blocks (Hopper; Q 8, or 16
+ * under DASH_LOSS_CLUSTER16): block `rank` copies its slice of S float4s of
  * the row (and of the teacher's) into shared memory, and each thread then
  * works on the float4s it copied itself (no block barrier before them):
  *   1. its max mx over them;
@@ -463,8 +465,8 @@ vocab_loss_cluster_kernel(float *z, const float *__restrict__ zt, float *rl, con
 
 /* the cluster kernel where it was built (sm_90a) and the device is a
  * Hopper, for slices that fit in shared memory; launched with its cluster
- * shape: 16 blocks a row where the device runs such clusters (8 under
- * DASH_LOSS_CLUSTER8, or where it does not). False: the caller runs
+ * shape: 8 blocks a row (16 under DASH_LOSS_CLUSTER16 where the device runs
+ * such clusters). False: the caller runs
  * vocab_loss_row_kernel. */
 static bool row_cluster_launch(float *z, const float *zt, float *rl, const int32_t *targets, int rows, int V, int ldz,
                                float scale, int grad)
@@ -476,7 +478,7 @@ static bool row_cluster_launch(float *z, const float *zt, float *rl, const int32
 		ready = 1;
 		void (*kernel[2])(float *, const float *, float *, const int32_t *, int, int, float, int, int) = {
 			vocab_loss_cluster_kernel<false>, vocab_loss_cluster_kernel<true>};
-		int q = env_flag("DASH_LOSS_CLUSTER8") ? 8 : CL_MAX;
+		int q = env_flag("DASH_LOSS_CLUSTER16") ? CL_MAX : 8;
 		for (int k = 0; k < 2; k++) {
 			cudaCheck(cudaFuncSetAttribute(kernel[k], cudaFuncAttributeMaxDynamicSharedMemorySize, CL_SMEM_MAX));
 			cudaCheck(cudaFuncSetAttribute(kernel[k], cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
