@@ -94,6 +94,23 @@
  *     (wmma_tf32's NA 2; ncu had the pass issue-bound on fixed-latency
  *     dependencies, 8 warps an SM): 0.486 and 1.504 ms on a third H200 (not
  *     the same call; the search step did not move beyond its noise).
+ *   version 6: the tf32 state passes (gdn_state_tc_kernel) with a quarter
+ *     of the instructions: the chunk kernel's TC form writes W^T, Kt, Kt^T
+ *     and W in mma fragment order (frag_a_at), rounded to TF32 but W (bwy
+ *     reads it too), so that a lane loads a k-step's A fragment with one
+ *     128-bit shared load and converts nothing (before: four scalar loads
+ *     and four cvt.rna); St stays float32 in registers (a thread always
+ *     holds the same elements), X and St go to shared memory once, as TF32
+ *     B fragments; two barriers a chunk instead of three; Kt, W and W^T
+ *     leave the chunk kernel as coalesced float4s (gathered from shared
+ *     memory). bwy gathers W^T from the fragment order into rows padded by
+ *     4 (unpadded: 8-way conflicts, 360 us). H200, ncu per layer, same
+ *     call: state forward 173 -> 133 us, backward 206 -> 145, chunk 217 ->
+ *     203, bwy 327 -> 329; DASH_BENCH: tf32 keeping forward 0.488 -> 0.431
+ *     ms, + kept backward 1.511 -> 1.384 (1.504 -> 1.389 in a second run);
+ *     o, S and the gradients as close as before (within 5.9e-4 of their
+ *     scale). 32 value columns a block (64 blocks, half the L2 traffic) was
+ *     slower: 174 and 198 us.
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
@@ -105,7 +122,10 @@
 #define GDN_LX (GDN_C + 4) /* row stride of dX^T, written a row per thread */
 
 /* The scratch, carved from d_work; per (sequence, head, chunk), with DK, DV
- * the padded dimensions: */
+ * the padded dimensions. With tf32 (the chunk kernel's TC form) WT, Kt,
+ * KtT and W hold the same values in the state passes' fragment order
+ * (frag_a_at: WT and KtT as A operands of C x DK, Kt and W of DK x C), all
+ * but W rounded to TF32: */
 struct GdnWork {
 	float *G;   /* (C)      chunk-local cumulative sums of g */
 	float *Ak;  /* (C, C)   e^{G_i - G_j} k_i . k_j for j < i, else 0 */
@@ -337,6 +357,26 @@ static __device__ __forceinline__ void tc_add_rows(float *x, size_t base, int H,
 			}
 }
 
+/* Fragment order: an mma.m16n8k8 operand stored so that a lane reads its
+ * whole fragment of a k-step at once (wmma_tf32's lane (g, t) = (lane / 4,
+ * lane % 4)). A (M x K, row m, column k) by tiles of 16 x 8, 128 floats a
+ * tile, the tiles of a row of 16 together: lane's float4 holds (g, t), (g +
+ * 8, t), (g, t + 4), (g + 8, t + 4) of its tile. B (K x N) by tiles of 8 x
+ * 8, 64 floats a tile, the tiles of a column of 8 together: lane's float2
+ * holds (t, g), (t + 4, g). Both read without bank conflicts. */
+static __device__ __forceinline__ int frag_b(int k, int n, int K)
+{
+	return ((n >> 3) * (K >> 3) + (k >> 3)) * 64 + ((n & 7) * 4 + (k & 3)) * 2 + ((k >> 2) & 1);
+}
+
+/* the element (m, k) of the A fragments' float4 q (r its place in it) */
+static __device__ __forceinline__ void frag_a_at(int q, int r, int K, int &m, int &k)
+{
+	int tile = q / 32, lane = q % 32;
+	m = tile / (K / 8) * 16 + lane / 4 + 8 * (r & 1);
+	k = tile % (K / 8) * 8 + lane % 4 + 4 * (r >> 1);
+}
+
 /* M_ij = e^{G_i - G_j} q_i . k_j for j <= i, else 0, of a chunk's Q^T and
  * K^T (DK rows of C + 8 floats) on the tensor cores, a warp the rows 32 from
  * m0 and the columns 16 from n0: into s[i (C + 8) + j], or (TR) s[j (C + 8)
@@ -473,6 +513,26 @@ __global__ void __launch_bounds__(GDN_NT)
 			}
 	}
 	__syncthreads();
+	if (TC) {
+		/* Kt as the A operand of the forward state pass's St update (DK x
+		 * C), Kt^T as that of the backward's X (C x DK): fragment order,
+		 * rounded to TF32; then K^T's place is W's */
+		for (int f = t; f < C * DK / 4; f += GDN_NT) {
+			float ka[4], kb[4];
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int m, kk;
+				frag_a_at(f, r, C, m, kk); /* d, i */
+				ka[r] = __uint_as_float(to_tf32(sL[kk] * sKT[m * CP + kk]));
+				frag_a_at(f, r, DK, m, kk); /* i, d */
+				kb[r] = __uint_as_float(to_tf32(sL[m] * sKT[kk * CP + m]));
+			}
+			*(float4 *)(w.Kt + bk.bhc * C * DK + 4 * f) = make_float4(ka[0], ka[1], ka[2], ka[3]);
+			if (BWD)
+				*(float4 *)(w.KtT + bk.bhc * DK * C + 4 * f) = make_float4(kb[0], kb[1], kb[2], kb[3]);
+		}
+		__syncthreads();
+	}
 	/* [U | W] by forward substitution, a thread per column: y_i = x_i -
 	 * sum_{j<i} A_ij y_j; A_ij = 0 for j >= i, so whole float4s of A's row
 	 * can be used (the y_j there still hold x_j, finite). Four partial sums
@@ -505,6 +565,10 @@ __global__ void __launch_bounds__(GDN_NT)
 #pragma unroll
 			for (int i = 0; i < C; i++)
 				u[i * DV] = y[i];
+		} else if (TC) {
+#pragma unroll
+			for (int i = 0; i < C; i++)
+				sKT[i * (DK + 4) + d] = y[i];
 		} else {
 			float *wt = w.WT + (bk.bhc * DK + d) * C;
 #pragma unroll
@@ -518,13 +582,36 @@ __global__ void __launch_bounds__(GDN_NT)
 			}
 		}
 	}
-	/* Kt (and its transpose) */
-	for (int idx = t; idx < C * DK; idx += GDN_NT) {
-		int i = idx / DK, d = idx % DK;
-		w.Kt[bk.bhc * C * DK + idx] = sL[i] * sK[i * DK + d];
-		if (BWD) {
-			int d2 = idx / C, i2 = idx % C;
-			w.KtT[bk.bhc * DK * C + idx] = sL[i2] * sKT[d2 * CP + i2];
+	if (TC) {
+		/* W^T as the A operand of the forward state pass's X (C x DK),
+		 * rounded to TF32, and W as that of the backward's St update (DK x
+		 * C), not rounded (bwy reads it): fragment order, from W's rows in
+		 * K^T's place (DK + 4 apart) */
+		const float *sW = sKT;
+		__syncthreads();
+		for (int f = t; f < C * DK / 4; f += GDN_NT) {
+			float wa[4], wb[4];
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int m, kk;
+				frag_a_at(f, r, DK, m, kk); /* i, d */
+				wa[r] = __uint_as_float(to_tf32(sW[m * (DK + 4) + kk]));
+				frag_a_at(f, r, C, m, kk); /* d, i */
+				wb[r] = sW[kk * (DK + 4) + m];
+			}
+			*(float4 *)(w.WT + bk.bhc * DK * C + 4 * f) = make_float4(wa[0], wa[1], wa[2], wa[3]);
+			if (BWD)
+				*(float4 *)(w.W + bk.bhc * C * DK + 4 * f) = make_float4(wb[0], wb[1], wb[2], wb[3]);
+		}
+	} else {
+		/* Kt (and its transpose) */
+		for (int idx = t; idx < C * DK; idx += GDN_NT) {
+			int i = idx / DK, d = idx % DK;
+			w.Kt[bk.bhc * C * DK + idx] = sL[i] * sK[i * DK + d];
+			if (BWD) {
+				int d2 = idx / C, i2 = idx % C;
+				w.KtT[bk.bhc * DK * C + idx] = sL[i2] * sKT[d2 * CP + i2];
+			}
 		}
 	}
 }
@@ -538,37 +625,33 @@ __global__ void __launch_bounds__(GDN_NT)
  * Xa = U, s1 = -1, s2 = 1, Sa none: Sst the start states, Xo = Wn. The
  * backward (REV, the chunks last to first): A1 = Kt^T, A2 = W, Xa = Pm,
  * Sa = Hq, s1 = 1, s2 = -1: St is dS', Xo = dWn. Sin (B H, dk, dv) the
- * first St, or NULL for zeros; Sout the last, or NULL. TC: the products on
- * the tensor cores in 1xTF32 (the search's path: the keep/kept calls with
- * tf32), each warp a 16 x 8 tile of X and DK / 64 of St, else float32 on
- * the CUDA cores. */
-template <int DK, bool REV, bool TC>
+ * first St, or NULL for zeros; Sout the last, or NULL. The products in
+ * float32 on the CUDA cores; gdn_state_tc_kernel below is the tensor cores'
+ * form (the search's path: the keep/kept calls with tf32). */
+template <int DK, bool REV>
 __global__ void __launch_bounds__(GDN_NT)
 	gdn_state_kernel(const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G, float *Xo,
 	                 float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC, int dk, int dv)
 {
-	/* TC: rows of A1, A2, St and X padded by 8 floats (fragment reads free
-	 * of bank conflicts) */
-	const int C = GDN_C, SV = GDN_SV, t = threadIdx.x, P = TC ? 8 : 0;
-	const int CP = C + P, DKP = DK + P, SVP = SV + P;
-	float *sS = dyn_smem();     /* (DK, SVP) */
-	float *sX = sS + DK * SVP;  /* (C, SVP) */
-	float *sbuf = sX + C * SVP; /* two buffers of A1 (DK, CP), A2 (C, DKP), Xa (C, SV), Sa (DK, SV), G (C) */
-	const int NB = DK * CP + C * DKP + C * SV + DK * SV + C;
+	const int C = GDN_C, SV = GDN_SV, t = threadIdx.x;
+	float *sS = dyn_smem();    /* (DK, SV) */
+	float *sX = sS + DK * SV;  /* (C, SV) */
+	float *sbuf = sX + C * SV; /* two buffers of A1 (DK, C), A2 (C, DK), Xa (C, SV), Sa (DK, SV), G (C) */
+	const int NB = DK * C + C * DK + C * SV + DK * SV + C;
 	int js = blockIdx.x * SV, bh = blockIdx.y;
 	for (int idx = t; idx < DK * SV; idx += GDN_NT) {
 		int d = idx / SV, j = js + idx % SV;
-		sS[d * SVP + idx % SV] = Sin && d < dk && j < dv ? Sin[((size_t)bh * dk + d) * dv + j] : 0.f;
+		sS[d * SV + idx % SV] = Sin && d < dk && j < dv ? Sin[((size_t)bh * dk + d) * dv + j] : 0.f;
 	}
 	auto prefetch = [&](int c, int p) {
 		size_t bhc = (size_t)bh * NC + c;
 		float *b = sbuf + p * NB;
 		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
 		for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
-			cp_async16(b + i / C * CP + i % C, a1 + i);
-			cp_async16(b + DK * CP + i / DK * DKP + i % DK, a2 + i);
+			cp_async16(b + i, a1 + i);
+			cp_async16(b + DK * C + i, a2 + i);
 		}
-		float *bx = b + DK * CP + C * DKP;
+		float *bx = b + DK * C + C * DK;
 		const float *xa = Xa + bhc * C * DV + js;
 		for (int i = t; i < C * SV / 4; i += GDN_NT)
 			cp_async16(bx + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
@@ -591,27 +674,15 @@ __global__ void __launch_bounds__(GDN_NT)
 		float *sst = Sst + bhc * DK * DV + js;
 		for (int i = t; i < DK * SV / 4; i += GDN_NT)
 			*(float4 *)(sst + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4) =
-				*(const float4 *)(sS + i / (SV / 4) * SVP + i % (SV / 4) * 4);
+				*(const float4 *)(sS + i / (SV / 4) * SV + i % (SV / 4) * 4);
 		if (it + 1 < NC)
 			cp_async_wait<1>();
 		else
 			cp_async_wait<0>();
 		__syncthreads();
-		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * CP, *sXa = sA2 + C * DKP, *sSa = sXa + C * SV;
+		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * C, *sXa = sA2 + C * DK, *sSa = sXa + C * SV;
 		float *xo = Xo + bhc * C * DV + js;
-		if (TC) {
-			/* X = Xa + s1 A1^T St: warp w the rows 16 (w % 4), columns 8 (w / 4) */
-			int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4, m0 = warp % 4 * 16, n0 = warp / 4 * 8;
-			float acc[1][1][4] = {};
-			wmma_tf32<false, 1, 1, 1, CP, SVP, 1, 2>(acc, sA1 + m0, sS + n0, DK);
-#pragma unroll
-			for (int r = 0; r < 4; r++) {
-				int i = m0 + g + 8 * (r / 2), j = n0 + 2 * q + r % 2;
-				float val = sXa[i * SV + j] + s1 * acc[0][0][r];
-				sX[i * SVP + j] = val;
-				xo[(size_t)i * DV + j] = val;
-			}
-		} else {
+		{
 			/* X: each half of the block sums half of the d, a 4x2 tile a
 			 * thread (half the shared-memory traffic of a 4x1 tile over
 			 * all d); the second half leaves its sums in sX for the first */
@@ -638,19 +709,7 @@ __global__ void __launch_bounds__(GDN_NT)
 		__syncthreads();
 		/* St = e^{G_last} St + Sa + s2 A2^T X */
 		float a = expf(sA1[NB - 1]);
-		if (TC) { /* warp w the rows 16 WM (w % 4), columns 8 (w / 4) */
-			constexpr int WM = DK / 64;
-			int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, q = t % 4, m0 = warp % 4 * 16 * WM, n0 = warp / 4 * 8;
-			float acc[WM][1][4] = {};
-			wmma_tf32<false, WM, 1, 1, DKP, SVP, 1, 2>(acc, sA2 + m0, sX + n0, C);
-#pragma unroll
-			for (int mi = 0; mi < WM; mi++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int d = m0 + 16 * mi + g + 8 * (r / 2), j = n0 + 2 * q + r % 2;
-					sS[d * SVP + j] = a * sS[d * SVP + j] + (Sa ? sSa[d * SV + j] : 0.f) + s2 * acc[mi][0][r];
-				}
-		} else { /* a 4xTN tile a thread */
+		{ /* a 4xTN tile a thread */
 			constexpr int TN = DK / 64, CT = SV / TN;
 			int d0 = t / CT * 4, j0 = t % CT * TN;
 			float acc[4][TN];
@@ -670,8 +729,187 @@ __global__ void __launch_bounds__(GDN_NT)
 		for (int idx = t; idx < DK * SV; idx += GDN_NT) {
 			int d = idx / SV, j = js + idx % SV;
 			if (d < dk && j < dv)
-				Sout[((size_t)bh * dk + d) * dv + j] = sS[d * SVP + idx % SV];
+				Sout[((size_t)bh * dk + d) * dv + j] = sS[d * SV + idx % SV];
 		}
+}
+
+/* The state pass on the tensor cores in 1xTF32 (the keep/kept calls with
+ * tf32): gdn_state_kernel's recurrence, a block per (sequence, head, SV
+ * value columns), A1 and A2 in fragment order (the chunk kernel's TC form
+ * writes them so: A1 as the A operand of X (C x DK), A2 as that of St's
+ * update (DK x C), both rounded to TF32 but A2 unless A2R), so that a lane
+ * reads a fragment with one 128-bit shared load and converts nothing. The
+ * carried St stays float32 in registers (a thread always holds the same
+ * elements of it); shared memory holds St and X only as TF32 B fragments,
+ * written once by the thread that makes them. Warp w: X's rows 16 (w % 4),
+ * St's rows 16 WM (w % 4), both the columns SV / 2 (w / 4). Two barriers a
+ * chunk: the next chunk's copies start after the first, into the buffer the
+ * chunk before used. */
+template <int DK, int SV, bool REV, bool A2R>
+__global__ void __launch_bounds__(GDN_NT)
+	gdn_state_tc_kernel(const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G,
+	                    float *Xo, float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC,
+	                    int dk, int dv)
+{
+	constexpr int C = GDN_C, WM = DK / 64, NJ = SV / 16, NB = 2 * DK * C + C * SV + DK * SV + C;
+	const int t = threadIdx.x, lane = t % WARP_SIZE, warp = t / WARP_SIZE, g = lane / 4;
+	const int mw = warp % 4, nw = warp / 4, jc = nw * (SV / 2) + 2 * (lane % 4);
+	float *sSf = dyn_smem();    /* (DK, SV) St, B fragments */
+	float *sXf = sSf + DK * SV; /* (C, SV) X, B fragments */
+	float *sbuf = sXf + C * SV; /* two buffers of A1 (DK C), A2 (C DK), Xa (C, SV), Sa (DK, SV), G (C) */
+	int js = blockIdx.x * SV, bh = blockIdx.y;
+	/* st[mi][nj][r]: St's row srow(mi, r), column jc + 8 nj + r % 2 */
+	float st[WM][NJ][4];
+	auto srow = [&](int mi, int r) { return (mw * WM + mi) * 16 + g + 8 * (r >> 1); };
+#pragma unroll
+	for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+		for (int nj = 0; nj < NJ; nj++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int d = srow(mi, r), j = js + jc + 8 * nj + (r & 1);
+				st[mi][nj][r] = Sin && d < dk && j < dv ? Sin[((size_t)bh * dk + d) * dv + j] : 0.f;
+			}
+	auto put_st = [&]() {
+#pragma unroll
+		for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+			for (int nj = 0; nj < NJ; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++)
+					sSf[frag_b(srow(mi, r), jc + 8 * nj + (r & 1), DK)] = __uint_as_float(to_tf32(st[mi][nj][r]));
+	};
+	put_st();
+	auto prefetch = [&](int c, int p) {
+		size_t bhc = (size_t)bh * NC + c;
+		float *b = sbuf + p * NB;
+		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
+		for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
+			cp_async16(b + i, a1 + i);
+			cp_async16(b + DK * C + i, a2 + i);
+		}
+		float *bx = b + 2 * DK * C;
+		const float *xa = Xa + bhc * C * DV + js;
+		for (int i = t; i < C * SV / 4; i += GDN_NT)
+			cp_async16(bx + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+		if (Sa) {
+			const float *sa = Sa + bhc * DK * DV + js;
+			for (int i = t; i < DK * SV / 4; i += GDN_NT)
+				cp_async16(bx + C * SV + i * 4, sa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+		}
+		if (t < C / 4)
+			cp_async16(b + NB - C + t * 4, G + bhc * C + t * 4);
+		cp_async_commit();
+	};
+	prefetch(REV ? NC - 1 : 0, 0);
+	for (int it = 0; it < NC; it++) {
+		int c = REV ? NC - 1 - it : it, p = it & 1;
+		size_t bhc = (size_t)bh * NC + c;
+		float *sst = Sst + bhc * DK * DV + js + jc;
+#pragma unroll
+		for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+			for (int nj = 0; nj < NJ; nj++)
+#pragma unroll
+				for (int h = 0; h < 2; h++)
+					*(float2 *)(sst + (size_t)srow(mi, 2 * h) * DV + 8 * nj) =
+						make_float2(st[mi][nj][2 * h], st[mi][nj][2 * h + 1]);
+		cp_async_wait<0>();
+		__syncthreads();
+		if (it + 1 < NC)
+			prefetch(REV ? c - 1 : c + 1, p ^ 1);
+		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * C, *sXa = sA2 + C * DK, *sSa = sXa + C * SV;
+		{ /* X = Xa + s1 A1^T St, the k-steps in NA chains */
+			constexpr int NK = DK / 8, NA = 4 / NJ;
+			float acc[NA][NJ][4] = {};
+			const float4 *a = (const float4 *)sA1 + mw * NK * 32 + lane;
+			const float2 *b = (const float2 *)sSf + nw * NJ * NK * 32 + lane;
+#pragma unroll
+			for (int ks = 0; ks < NK; ks++) {
+				float4 av = a[ks * 32];
+				unsigned af[4] = {__float_as_uint(av.x), __float_as_uint(av.y), __float_as_uint(av.z),
+				                  __float_as_uint(av.w)};
+#pragma unroll
+				for (int nj = 0; nj < NJ; nj++) {
+					float2 bv = b[(nj * NK + ks) * 32];
+					unsigned bf[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+					mma_tf32(acc[ks % NA][nj], af, bf);
+				}
+			}
+			float *xo = Xo + bhc * C * DV + js + jc;
+#pragma unroll
+			for (int nj = 0; nj < NJ; nj++)
+#pragma unroll
+				for (int h = 0; h < 2; h++) {
+					int i = mw * 16 + g + 8 * h, j = jc + 8 * nj;
+					float p0 = 0.f, p1 = 0.f;
+#pragma unroll
+					for (int u = 0; u < NA; u++)
+						p0 += acc[u][nj][2 * h], p1 += acc[u][nj][2 * h + 1];
+					float2 xa = *(const float2 *)(sXa + i * SV + j);
+					float x0 = xa.x + s1 * p0, x1 = xa.y + s1 * p1;
+					*(float2 *)(xo + (size_t)i * DV + 8 * nj) = make_float2(x0, x1);
+					sXf[frag_b(i, j, C)] = __uint_as_float(to_tf32(x0));
+					sXf[frag_b(i, j + 1, C)] = __uint_as_float(to_tf32(x1));
+				}
+		}
+		__syncthreads();
+		{ /* St = e^{G_last} St + Sa + s2 A2^T X, the k-steps in NA chains */
+			constexpr int NK = C / 8, NA = 2 / NJ;
+			float acc[NA][WM][NJ][4] = {};
+			const float4 *a = (const float4 *)sA2 + mw * WM * NK * 32 + lane;
+			const float2 *b = (const float2 *)sXf + nw * NJ * NK * 32 + lane;
+#pragma unroll
+			for (int ks = 0; ks < NK; ks++) {
+				unsigned bf[NJ][2];
+#pragma unroll
+				for (int nj = 0; nj < NJ; nj++) {
+					float2 bv = b[(nj * NK + ks) * 32];
+					bf[nj][0] = __float_as_uint(bv.x), bf[nj][1] = __float_as_uint(bv.y);
+				}
+#pragma unroll
+				for (int mi = 0; mi < WM; mi++) {
+					float4 av = a[(mi * NK + ks) * 32];
+					unsigned af[4];
+					if (A2R)
+						af[0] = __float_as_uint(av.x), af[1] = __float_as_uint(av.y),
+						af[2] = __float_as_uint(av.z), af[3] = __float_as_uint(av.w);
+					else
+						af[0] = to_tf32(av.x), af[1] = to_tf32(av.y), af[2] = to_tf32(av.z),
+						af[3] = to_tf32(av.w);
+#pragma unroll
+					for (int nj = 0; nj < NJ; nj++)
+						mma_tf32(acc[ks % NA][mi][nj], af, bf[nj]);
+				}
+			}
+			float e = expf(sA1[NB - 1]);
+#pragma unroll
+			for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+				for (int nj = 0; nj < NJ; nj++)
+#pragma unroll
+					for (int r = 0; r < 4; r++) {
+						int d = srow(mi, r), j = jc + 8 * nj + (r & 1);
+						float sum = 0.f;
+#pragma unroll
+						for (int u = 0; u < NA; u++)
+							sum += acc[u][mi][nj][r];
+						st[mi][nj][r] = e * st[mi][nj][r] + (Sa ? sSa[d * SV + j] : 0.f) + s2 * sum;
+					}
+			put_st();
+		}
+	}
+	if (Sout)
+#pragma unroll
+		for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+			for (int nj = 0; nj < NJ; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int d = srow(mi, r), j = js + jc + 8 * nj + (r & 1);
+					if (d < dk && j < dv)
+						Sout[((size_t)bh * dk + d) * dv + j] = st[mi][nj][r];
+				}
 }
 
 /* O = scale (diag(e^G) Q S_c + M Wn), M_ij = e^{G_i - G_j} q_i . k_j for j <= i.
@@ -1110,21 +1348,24 @@ __global__ void __launch_bounds__(GDN_NT, 2)
  * Y = [U | W]; dv = diag(beta) dXv; dbeta; dk += diag(beta e^G) dXk + Zs K
  * with Zs = Z + Z^T, Z_ij = dA_ij beta_i e^{G_i - G_j}; dG += beta_i e^{G_i}
  * k_i . dXk_i + row and column sums of dA o A. Shared memory: C C + 3 C +
- * NY (LX + C) + C C + 8 C + 48 C floats, NY = DV + DK. */
-template <int DK, int DV>
+ * NY (LX + C) + C C + 8 C + 48 C floats, NY = DV + DK (TC: NY (LX + C +
+ * 4), W read from the chunk kernel's fragment order). */
+template <int DK, int DV, bool TC>
 __global__ void __launch_bounds__(GDN_NT)
 	gdn_bwy_kernel(float *dv_, float *dkk, float *dbeta, GdnWork w, const float *k, const float *v,
 	               const float *beta, int T, int H, int dk, int dv, int NC)
 {
-	const int C = GDN_C, LX = GDN_LX, NY = DV + DK, t = threadIdx.x;
+	/* TC: Y^T's rows LY = C + 4 apart, so that W^T's gather from fragment
+	 * order does not conflict */
+	const int C = GDN_C, LX = GDN_LX, NY = DV + DK, t = threadIdx.x, LY = TC ? C + 4 : C;
 	float *sA = dyn_smem();      /* (C, C) A = diag(beta) Ak */
 	float *sB = sA + C * C;      /* (C) beta */
 	float *sG = sB + C;          /* (C) */
 	float *sE = sG + C;          /* (C) e^G */
 	float *sXT = sE + C;         /* (NY, LX) dX^T */
-	float *sRT = sXT + NY * LX;  /* (NY, C) [V | e^G K]^T, then Y^T, then K (C, DK) */
+	float *sRT = sXT + NY * LX;  /* (NY, C) [V | e^G K]^T, then Y^T (NY, LY), then K (C, DK) */
 	float *sYT = sRT, *sK = sRT;
-	float *sZ = sRT + NY * C;    /* (C, C) Zs */
+	float *sZ = sRT + NY * LY;   /* (C, C) Zs */
 	float *sRv = sZ + C * C;     /* (4, C) */
 	float *sRk = sRv + 4 * C;    /* (4, C) */
 	float *sRow = sRk + 4 * C;   /* (C, 16) */
@@ -1188,15 +1429,26 @@ __global__ void __launch_bounds__(GDN_NT)
 	if (t < C)
 		for (int u = 0; u < 4; u++)
 			pv += sRv[u * C + t], pk += sRk[u * C + t];
-	load_t<C, DV>(sYT, C, w.U + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
-	copy_s(sYT + DV * C, w.WT + bk.bhc * DK * C, DK * C);
+	load_t<C, DV>(sYT, LY, w.U + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
+	if (TC) { /* W in fragment order (the chunk kernel's TC form): a float4 holds (d, i), (d + 8, i), (d, i + 4), (d + 8, i + 4) */
+		const float4 *wf = (const float4 *)(w.W + bk.bhc * C * DK);
+		for (int f = t; f < C * DK / 4; f += GDN_NT) {
+			float4 x = wf[f];
+			int d, i;
+			frag_a_at(f, 0, C, d, i);
+			float *y = sYT + (DV + d) * LY + i;
+			y[0] = x.x, y[8 * LY] = x.y, y[4] = x.z, y[8 * LY + 4] = x.w;
+		}
+	} else {
+		copy_s(sYT + DV * C, w.WT + bk.bhc * DK * C, DK * C);
+	}
 	__syncthreads();
 	/* dA, a 4x4 tile a thread */
 	{
 		int i0 = t / 16 * 4, j0 = t % 16 * 4;
 		float acc[4][4], rs[4] = {0.f, 0.f, 0.f, 0.f}, cs[4] = {0.f, 0.f, 0.f, 0.f}, db[4] = {0.f, 0.f, 0.f, 0.f};
 		zero(acc);
-		mm<4, 4>(acc, sXT, LX, i0, 0, sYT, C, j0, 0, 0, NY);
+		mm<4, 4>(acc, sXT, LX, i0, 0, sYT, LY, j0, 0, 0, NY);
 #pragma unroll
 		for (int x = 0; x < 4; x++)
 #pragma unroll
@@ -1446,11 +1698,10 @@ static size_t smem_chunk(int DK, bool tc)
 {
 	return (size_t)(DK * (GDN_C + (tc ? 8 : 0)) + DK * GDN_C + GDN_C * (GDN_C + (tc ? 4 : 0)) + 4 * GDN_C) * 4;
 }
-static size_t smem_state(int DK, bool tc)
+/* both state kernels, SV columns a block */
+static size_t smem_state(int DK, int SV)
 {
-	int P = tc ? 8 : 0, SVP = GDN_SV + P;
-	return (size_t)(DK * SVP + GDN_C * SVP +
-	                2 * (DK * (GDN_C + P) + GDN_C * (DK + P) + GDN_C * GDN_SV + DK * GDN_SV + GDN_C)) * 4;
+	return (size_t)(DK * SV + GDN_C * SV + 2 * (2 * DK * GDN_C + GDN_C * SV + DK * SV + GDN_C)) * 4;
 }
 static size_t smem_output(int DK, int DV, bool tc)
 {
@@ -1468,9 +1719,10 @@ static size_t smem_bstate(int DK, int DV, bool tc)
 	int P = tc ? 8 : 0;
 	return (size_t)(DV / 2 * (DK + 2 * GDN_C + 2 * P) + 4 * GDN_C + 16 * GDN_C + GDN_NT) * 4;
 }
-static size_t smem_bwy(int DK, int DV)
+static size_t smem_bwy(int DK, int DV, bool tc)
 {
-	return (size_t)(GDN_C * GDN_C + 3 * GDN_C + (DK + DV) * (GDN_LX + GDN_C) + GDN_C * GDN_C + 8 * GDN_C + 48 * GDN_C) * 4;
+	return (size_t)(GDN_C * GDN_C + 3 * GDN_C + (DK + DV) * (GDN_LX + GDN_C + (tc ? 4 : 0)) + GDN_C * GDN_C + 8 * GDN_C +
+	                48 * GDN_C) * 4;
 }
 static size_t smem_bintra(int DK, int DV, bool tc)
 {
@@ -1496,9 +1748,17 @@ static void gdn_state(bool tf32, dim3 grid, const float *A1, const float *A2, co
                       int NC, int dk, int dv)
 {
 	static bool done[2];
-	auto f = tf32 ? gdn_state_kernel<DK, REV, true> : gdn_state_kernel<DK, REV, false>;
-	gdn_smem(f, smem_state(DK, tf32), &done[tf32]);
-	f<<<grid, GDN_NT, smem_state(DK, tf32)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
+	if (!tf32) {
+		gdn_smem(gdn_state_kernel<DK, REV>, smem_state(DK, GDN_SV), &done[0]);
+		gdn_state_kernel<DK, REV><<<grid, GDN_NT, smem_state(DK, GDN_SV)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2,
+		                                                                   DV, NC, dk, dv);
+		cudaCheck(cudaGetLastError());
+		return;
+	}
+	/* A1 and A2 in fragment order, rounded but for the backward's W */
+	auto f = gdn_state_tc_kernel<DK, GDN_SV, REV, !REV>;
+	gdn_smem(f, smem_state(DK, GDN_SV), &done[1]);
+	f<<<grid, GDN_NT, smem_state(DK, GDN_SV)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
 	cudaCheck(cudaGetLastError());
 }
 
@@ -1549,7 +1809,7 @@ static void gdn_forward(const GdnArgs *a)
 template <int DK, int DV>
 static void gdn_backward(const GdnArgs *a, bool kept)
 {
-	static bool d1[2], d3[2], d4, d5[2];
+	static bool d1[2], d3[2], d4[2], d5[2];
 	GdnWork w;
 	int NC = CEIL_DIV(a->T, GDN_C), BH = a->B * a->H;
 	bool tc;
@@ -1570,8 +1830,9 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	gdn_smem(fs, smem_bstate(DK, DV, tc), &d3[tc]);
 	fs<<<chunks, GDN_NT, smem_bstate(DK, DV, tc)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
-	gdn_smem(gdn_bwy_kernel<DK, DV>, smem_bwy(DK, DV), &d4);
-	gdn_bwy_kernel<DK, DV><<<chunks, GDN_NT, smem_bwy(DK, DV)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
+	auto fy = tc ? gdn_bwy_kernel<DK, DV, true> : gdn_bwy_kernel<DK, DV, false>;
+	gdn_smem(fy, smem_bwy(DK, DV, tc), &d4[tc]);
+	fy<<<chunks, GDN_NT, smem_bwy(DK, DV, tc)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
 	tc = a->tf32;
 	auto fi = tc ? gdn_bintra_kernel<DK, DV, true> : gdn_bintra_kernel<DK, DV, false>;

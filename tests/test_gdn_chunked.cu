@@ -14,8 +14,9 @@
  * within TF32_TOL of their scale (the state carries TF32-rounded products
  * across the chunks).
  * DASH_BENCH=1 also prints the time of the forward and forward + backward at
- * B 1, T 4096, H 16, D 128, recomputing and kept. Runs on a GPU: make
- * test-gpu. */
+ * B 1, T 4096, H 16, D 128, recomputing and kept; DASH_BENCH=2 runs only
+ * the tf32 keeping forward and kept backward there, twice, for a profiler
+ * (ncu -k regex:gdn_). Runs on a GPU: make test-gpu. */
 #include <string.h>
 
 #include "../bench/bench.h" // defines: median_ms
@@ -262,6 +263,25 @@ static void run_case(Case *c, float *d_o, float *d_grad[6], int backward, int ke
 		                          scale, c->d_work);
 }
 
+/* the tf32 keeping forward and kept backward at the bench's shape, twice */
+static void profile(void)
+{
+	int B = 1, T = 4096, H = 16, D = 128;
+	Case c = case_new(B, T, H, D, D, 0, 0);
+	size_t nh = (size_t)B * T * H;
+	float *d_o = (float *)gpu_alloc(nh * D * 4), *d_grad[6];
+	size_t n[5] = {nh * D, nh * D, nh * D, nh, nh};
+	for (int i = 0; i < 5; i++)
+		d_grad[i] = (float *)gpu_alloc(n[i] * 4);
+	for (int r = 0; r < 2; r++)
+		run_case(&c, d_o, d_grad, 1, 2);
+	cudaCheck(cudaDeviceSynchronize());
+	for (int i = 0; i < 5; i++)
+		gpu_free(d_grad[i]);
+	gpu_free(d_o);
+	case_free(&c);
+}
+
 static void bench(void)
 {
 	int B = 1, T = 4096, H = 16, D = 128;
@@ -299,6 +319,11 @@ int main(int argc, char **argv)
 		printf("SKIP: no GPU\n");
 		return 0;
 	}
+	const char *b = getenv("DASH_BENCH");
+	if (b && strcmp(b, "2") == 0) {
+		profile();
+		return 0;
+	}
 	check(1, 1, 1, 64, 64, 1, 1);
 	check(1, 1, 2, 128, 128, 0, 0);
 	static const int Ts[] = {63, 64, 65, 200};
@@ -312,7 +337,6 @@ int main(int argc, char **argv)
 	check(1, 100, 2, 128, 64, 0, 1);
 	check(1, 70, 2, 5, 7, 1, 1);
 	check(1, 1024, 4, 128, 128, 1, 1);
-	const char *b = getenv("DASH_BENCH");
 	if (b && strcmp(b, "1") == 0)
 		bench();
 	return test_report();
