@@ -616,6 +616,34 @@ __global__ void __launch_bounds__(GDN_NT)
 	}
 }
 
+/* The state passes' copies of chunk bhc into the buffer b (shared): A1
+ * (DK C floats), A2 (C DK), the SV columns js.. of Xa (C, SV) and of Sa
+ * (DK, SV; when given) and G (C), one after another, by cp.async in one
+ * commit group */
+template <int DK, int SV>
+__device__ __forceinline__ void state_prefetch(float *b, const float *A1, const float *A2, const float *Xa,
+                                               const float *Sa, const float *G, size_t bhc, int js, int DV, int t)
+{
+	const int C = GDN_C;
+	const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
+	for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
+		cp_async16(b + i, a1 + i);
+		cp_async16(b + DK * C + i, a2 + i);
+	}
+	float *bx = b + 2 * DK * C;
+	const float *xa = Xa + bhc * C * DV + js;
+	for (int i = t; i < C * SV / 4; i += GDN_NT)
+		cp_async16(bx + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+	if (Sa) {
+		const float *sa = Sa + bhc * DK * DV + js;
+		for (int i = t; i < DK * SV / 4; i += GDN_NT)
+			cp_async16(bx + C * SV + i * 4, sa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
+	}
+	if (t < C / 4)
+		cp_async16(bx + C * SV + DK * SV + t * 4, G + bhc * C + t * 4);
+	cp_async_commit();
+}
+
 /* The state pass, sequential over the chunks, a block per (sequence, head,
  * GDN_SV value columns js): from the carried state St (DK, SV), chunk c:
  *   Sst[c] = St
@@ -644,25 +672,7 @@ __global__ void __launch_bounds__(GDN_NT)
 		sS[d * SV + idx % SV] = Sin && d < dk && j < dv ? Sin[((size_t)bh * dk + d) * dv + j] : 0.f;
 	}
 	auto prefetch = [&](int c, int p) {
-		size_t bhc = (size_t)bh * NC + c;
-		float *b = sbuf + p * NB;
-		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
-		for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
-			cp_async16(b + i, a1 + i);
-			cp_async16(b + DK * C + i, a2 + i);
-		}
-		float *bx = b + DK * C + C * DK;
-		const float *xa = Xa + bhc * C * DV + js;
-		for (int i = t; i < C * SV / 4; i += GDN_NT)
-			cp_async16(bx + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
-		if (Sa) {
-			const float *sa = Sa + bhc * DK * DV + js;
-			for (int i = t; i < DK * SV / 4; i += GDN_NT)
-				cp_async16(bx + C * SV + i * 4, sa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
-		}
-		if (t < C / 4)
-			cp_async16(b + NB - C + t * 4, G + bhc * C + t * 4);
-		cp_async_commit();
+		state_prefetch<DK, SV>(sbuf + p * NB, A1, A2, Xa, Sa, G, (size_t)bh * NC + c, js, DV, t);
 	};
 	prefetch(REV ? NC - 1 : 0, 0);
 	__syncthreads();
@@ -781,25 +791,7 @@ __global__ void __launch_bounds__(GDN_NT)
 	};
 	put_st();
 	auto prefetch = [&](int c, int p) {
-		size_t bhc = (size_t)bh * NC + c;
-		float *b = sbuf + p * NB;
-		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
-		for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
-			cp_async16(b + i, a1 + i);
-			cp_async16(b + DK * C + i, a2 + i);
-		}
-		float *bx = b + 2 * DK * C;
-		const float *xa = Xa + bhc * C * DV + js;
-		for (int i = t; i < C * SV / 4; i += GDN_NT)
-			cp_async16(bx + i * 4, xa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
-		if (Sa) {
-			const float *sa = Sa + bhc * DK * DV + js;
-			for (int i = t; i < DK * SV / 4; i += GDN_NT)
-				cp_async16(bx + C * SV + i * 4, sa + (size_t)(i / (SV / 4)) * DV + i % (SV / 4) * 4);
-		}
-		if (t < C / 4)
-			cp_async16(b + NB - C + t * 4, G + bhc * C + t * 4);
-		cp_async_commit();
+		state_prefetch<DK, SV>(sbuf + p * NB, A1, A2, Xa, Sa, G, (size_t)bh * NC + c, js, DV, t);
 	};
 	prefetch(REV ? NC - 1 : 0, 0);
 	for (int it = 0; it < NC; it++) {

@@ -263,8 +263,9 @@ static void run_case(Case *c, float *d_o, float *d_grad[6], int backward, int ke
 		                          scale, c->d_work);
 }
 
-/* the tf32 keeping forward and kept backward at the bench's shape, twice */
-static void profile(void)
+/* DASH_BENCH=1: the times at B 1, T 4096, H 16, D 128; prof (DASH_BENCH=2,
+ * for a profiler): only the tf32 keeping forward and kept backward, twice */
+static void bench(int prof)
 {
 	int B = 1, T = 4096, H = 16, D = 128;
 	Case c = case_new(B, T, H, D, D, 0, 0);
@@ -273,38 +274,26 @@ static void profile(void)
 	size_t n[5] = {nh * D, nh * D, nh * D, nh, nh};
 	for (int i = 0; i < 5; i++)
 		d_grad[i] = (float *)gpu_alloc(n[i] * 4);
-	for (int r = 0; r < 2; r++)
-		run_case(&c, d_o, d_grad, 1, 2);
-	cudaCheck(cudaDeviceSynchronize());
-	for (int i = 0; i < 5; i++)
-		gpu_free(d_grad[i]);
-	gpu_free(d_o);
-	case_free(&c);
-}
-
-static void bench(void)
-{
-	int B = 1, T = 4096, H = 16, D = 128;
-	Case c = case_new(B, T, H, D, D, 0, 0);
-	size_t nh = (size_t)B * T * H;
-	float *d_o = (float *)gpu_alloc(nh * D * 4), *d_grad[6];
-	size_t n[5] = {nh * D, nh * D, nh * D, nh, nh};
-	for (int i = 0; i < 5; i++)
-		d_grad[i] = (float *)gpu_alloc(n[i] * 4);
-	char name[128];
-	cuda_device_name(0, name, sizeof name);
-	float f = median_ms([&] { run_case(&c, d_o, d_grad, 0, 0); });
-	float fb = median_ms([&] { run_case(&c, d_o, d_grad, 1, 0); });
-	float fk = median_ms([&] { run_case(&c, d_o, d_grad, 0, 1); });
-	float fbk = median_ms([&] { run_case(&c, d_o, d_grad, 1, 1); });
-	float ft = median_ms([&] { run_case(&c, d_o, d_grad, 0, 2); });
-	float fbt = median_ms([&] { run_case(&c, d_o, d_grad, 1, 2); });
-	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, work %.0f MB: forward %.3f ms, forward+backward %.3f ms "
-	       "(median of 20)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
-	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d: keeping forward %.3f ms, keeping forward + kept backward %.3f ms "
-	       "(recomputing %.3f: %.3f ms saved)\n", name, B, T, H, D, fk, fbk, fb, fb - fbk);
-	printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, tf32 state passes: keeping forward %.3f ms, keeping forward + "
-	       "kept backward %.3f ms\n", name, B, T, H, D, ft, fbt);
+	if (prof) {
+		for (int r = 0; r < 2; r++)
+			run_case(&c, d_o, d_grad, 1, 2);
+		cudaCheck(cudaDeviceSynchronize());
+	} else {
+		char name[128];
+		cuda_device_name(0, name, sizeof name);
+		float f = median_ms([&] { run_case(&c, d_o, d_grad, 0, 0); });
+		float fb = median_ms([&] { run_case(&c, d_o, d_grad, 1, 0); });
+		float fk = median_ms([&] { run_case(&c, d_o, d_grad, 0, 1); });
+		float fbk = median_ms([&] { run_case(&c, d_o, d_grad, 1, 1); });
+		float ft = median_ms([&] { run_case(&c, d_o, d_grad, 0, 2); });
+		float fbt = median_ms([&] { run_case(&c, d_o, d_grad, 1, 2); });
+		printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, work %.0f MB: forward %.3f ms, forward+backward %.3f ms "
+		       "(median of 20)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
+		printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d: keeping forward %.3f ms, keeping forward + kept backward "
+		       "%.3f ms (recomputing %.3f: %.3f ms saved)\n", name, B, T, H, D, fk, fbk, fb, fb - fbk);
+		printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, tf32 state passes: keeping forward %.3f ms, keeping forward "
+		       "+ kept backward %.3f ms\n", name, B, T, H, D, ft, fbt);
+	}
 	for (int i = 0; i < 5; i++)
 		gpu_free(d_grad[i]);
 	gpu_free(d_o);
@@ -321,7 +310,7 @@ int main(int argc, char **argv)
 	}
 	const char *b = getenv("DASH_BENCH");
 	if (b && strcmp(b, "2") == 0) {
-		profile();
+		bench(1);
 		return 0;
 	}
 	check(1, 1, 1, 64, 64, 1, 1);
@@ -338,6 +327,6 @@ int main(int argc, char **argv)
 	check(1, 70, 2, 5, 7, 1, 1);
 	check(1, 1024, 4, 128, 128, 1, 1);
 	if (b && strcmp(b, "1") == 0)
-		bench();
+		bench(0);
 	return test_report();
 }
