@@ -58,12 +58,12 @@
  * forward + backward: 1.245 GB read and 0.30 GB written a launch of 1024
  * rows (each logit read once), 0.80-0.85 ms a launch (measured on the bulk
  * copy variant below). 8 blocks a row (DASH_LOSS_CLUSTER8 then; now the
- * default, 16 under DASH_LOSS_CLUSTER16) was faster in
- * both calls: KL 13.80 and 13.71, CE 8.22 and 8.16, CE forward 3.85 and
- * 3.87; then through tests/test_loss.cu (37 ok, 0 errors under
- * compute-sanitizer) and bench/bin/loss: KL 13.87; a guess, not measured:
- * two blocks of an SM start, copy and compute in step, so one's copies do
- * not hide the other's arithmetic. Tried and dropped: the slices copied
+ * default, 16 under DASH_LOSS_CLUSTER16) was faster in both calls: KL
+ * 13.80 and 13.71, CE 8.22 and 8.16, CE forward 3.85 and 3.87; then through
+ * tests/test_loss.cu (37 ok, 0 errors under compute-sanitizer) and
+ * bench/bin/loss: KL 13.87. A guess, not measured: two blocks of an SM
+ * start, copy and compute in step, so one's copies do not hide the other's
+ * arithmetic. Tried and dropped: the slices copied
  * by the bulk copy engine (cp.async.bulk on one mbarrier) instead of
  * cp.async: KL 14.10 (13.86 in the same call). Next: a persistent cluster
  * that copies the next row while it works on this one.
