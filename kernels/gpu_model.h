@@ -137,10 +137,10 @@ void gpu_model_backward_mix(GpuModel *g, int B, int T, const bf16_t *d_dhidden, 
 
 /* GpuLayerView: layer l's weights on the device and what the last forward
  * made of its attention input: q, k, v after RoPE (bias included), as
- * attention_forward_cuda takes them. In a train GpuModel those stay valid
- * until the next forward; without train only within a GpuLayerHook of
- * layer l (every layer shares them). A supernet's swa column (the
- * teacher's attention in a window) runs on them; a decoder's step
+ * attention_forward_cuda takes them, and the attention's output and lse.
+ * In a train GpuModel those stay valid until the next forward; without
+ * train only within a GpuLayerHook of layer l (every layer shares them). A
+ * supernet's dw of fa reads the output; a decoder's step
  * (kernels/gpu_decode.h) runs the whole layer on the weights. */
 typedef struct {
 	const bf16_t *wqkv;      // (H*D + 2*G*D, C) wq | wk | wv
