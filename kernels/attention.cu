@@ -1637,6 +1637,28 @@ struct AttGrad {
 	int window;
 };
 
+/* the wgmma backward of attention a (delta da) into the accumulators; with
+ * TWO also of b (delta db), a's then without a window, in the same pass */
+template <int D, bool TWO>
+static void backward_wgmma_launch(float *dq_acc, float *dk_acc, float *dv_acc, const bf16_t *d_dout, const bf16_t *d_q,
+                                  const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, const AttGrad &a,
+                                  const float *da, const AttGrad *b, const float *db)
+{
+	size_t smem = WbLayout<D>::bytes;
+	static bool configured;
+	if (!configured) {
+		cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D, TWO>,
+		                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+		configured = true;
+	}
+	dim3 grid(H, CEIL_DIV(T, WB_BK), B);
+	attention_backward_wgmma_kernel<D, TWO><<<grid, 256, smem>>>(
+		dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, a.lse,
+		da, T, H, G, TWO ? 0 : a.window, 1.0f / sqrtf((float)D), a.w, TWO ? b->lse : NULL, TWO ? db : NULL,
+		TWO ? b->window : 0, TWO ? b->w : 0.f);
+	cudaCheck(cudaGetLastError());
+}
+
 template <int D>
 static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, const AttGrad (&a)[2],
                             const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G,
@@ -1655,47 +1677,28 @@ static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16
 	 * one (TWO): the window's query tiles then cost one set of products */
 	bool wg = use_wgmma();
 	if (wg && a[0].w != 0 && a[1].w != 0 && a[0].window <= 0 && a[1].window > 0) {
-		size_t smem = WbLayout<D>::bytes;
-		static bool configured;
-		if (!configured) {
-			cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D, true>,
-			                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-			configured = true;
-		}
-		dim3 grid(H, CEIL_DIV(T, WB_BK), B);
-		attention_backward_wgmma_kernel<D, true><<<grid, 256, smem>>>(
-			dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v,
-			a[0].lse, delta[0], T, H, G, 0, scale, a[0].w, a[1].lse, delta[1], a[1].window, a[1].w);
-		cudaCheck(cudaGetLastError());
+		backward_wgmma_launch<D, true>(dq_acc, dk_acc, dv_acc, d_dout, d_q, d_k, d_v, B, T, H, G, a[0], delta[0],
+		                               &a[1], delta[1]);
 	} else {
 		for (int i = 0; i < 2; i++) {
 			if (a[i].w == 0)
 				continue;
 			if (wg) {
-				size_t smem = WbLayout<D>::bytes;
-				static bool configured;
-				if (!configured) {
-					cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D, false>,
-					                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-					configured = true;
-				}
-				dim3 grid(H, CEIL_DIV(T, WB_BK), B);
-				attention_backward_wgmma_kernel<D, false><<<grid, 256, smem>>>(
-					dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
-					(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w, NULL, NULL, 0, 0.f);
-			} else {
-				size_t smem = BwdLayout<D>::bytes;
-				static bool configured;
-				if (!configured) {
-					cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
-					                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-					configured = true;
-				}
-				dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
-				attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
-					dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
-					(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w);
+				backward_wgmma_launch<D, false>(dq_acc, dk_acc, dv_acc, d_dout, d_q, d_k, d_v, B, T, H, G, a[i],
+				                                delta[i], NULL, NULL);
+				continue;
 			}
+			size_t smem = BwdLayout<D>::bytes;
+			static bool configured;
+			if (!configured) {
+				cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
+				                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+				configured = true;
+			}
+			dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
+			attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
+				dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,
+				(const bf16 *)d_v, a[i].lse, delta[i], T, H, G, a[i].window, scale, a[i].w);
 			cudaCheck(cudaGetLastError());
 		}
 	}

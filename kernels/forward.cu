@@ -375,21 +375,13 @@ static int residual_gemm(void)
 __global__ void att_mix_kernel(bf16 *out, float w1, const bf16 *a1, float w2, const bf16 *a2, int64_t n8)
 {
 	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
-		uint4 x = ((const uint4 *)a1)[i], y = ((const uint4 *)a2)[i], o;
-		const bf16 *xb = (const bf16 *)&x, *yb = (const bf16 *)&y;
-		bf16 *ob = (bf16 *)&o;
+		float x[8], y[8];
+		load8(x, a1, 0, i), load8(y, a2, 0, i);
 #pragma unroll
 		for (int e = 0; e < 8; e++)
-			ob[e] = __float2bfloat16(w1 * __bfloat162float(xb[e]) + w2 * __bfloat162float(yb[e]));
-		((uint4 *)out)[i] = o;
+			x[e] = w1 * x[e] + w2 * y[e];
+		store8_bf16(out, x, i);
 	}
-}
-
-/* a (n, C) += s b (C) */
-__global__ void add_scaled_bias_kernel(bf16 *a, const bf16 *b, float s, int64_t n, int C)
-{
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * C; i += (int64_t)gridDim.x * blockDim.x)
-		a[i] = __float2bfloat16(__bfloat162float(a[i]) + s * __bfloat162float(b[i % C]));
 }
 
 /* the layer's attention, and a GpuAttHook's second one of the same q, k, v
@@ -441,10 +433,8 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 		rmsnorm_forward_cuda(g->u, s->rstd2, s->h, w->ln2, n, C, c->eps);
 	} else {
 		matmul_forward_cuda(g->a, ain, w->wo, mixed ? NULL : w->bo, n, HD, C);
-		if (mixed && w->bo) { /* (wfa + w) bo */
-			add_scaled_bias_kernel<<<2048, 256>>>((bf16 *)g->a, (const bf16 *)w->bo, s->wfa + s->a2.w, n, C);
-			cudaCheck(cudaGetLastError());
-		}
+		if (mixed && w->bo) /* (wfa + w) bo */
+			add_bias_cuda(g->a, w->bo, s->wfa + s->a2.w, n, C);
 		if (hook)
 			hook(ctx, l, g->u, g->a, n, C);
 		residual_rmsnorm_forward_cuda(s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, C, c->eps);

@@ -44,6 +44,8 @@ void gpu_sync(void);
  * float32 accumulation. */
 void matmul_forward_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, const bf16_t *d_b, int n,
                          int IC, int OC);
+/* out (n, OC) += s b (OC): a bias, scaled (matmul_forward_cuda's with s 1) */
+void add_bias_cuda(bf16_t *d_out, const bf16_t *d_b, float s, int n, int OC);
 /* dx (n, IC) = dout (n, OC) @ w (OC, IC) */
 void matmul_backward_cuda(bf16_t *d_dx, const bf16_t *d_dout, const bf16_t *d_w, int n, int IC, int OC);
 /* out (n, OC) = res (n, OC) + x (n, IC) @ w^T in one GEMM (the residual as

@@ -216,7 +216,7 @@ __global__ void feature_forward_kernel(float *out, float *inv, float *p, int hp,
  * of dout over the rep heads of row r, through the l2 norm (y: the forward's
  * out, inv its 1/norms) and silu (p: the pre-activation, hp rows a token,
  * ld apart) when asked, into dp (rows, D), or in bf16 into dp16 when given:
- * row r at dp16 + (r / hp) ld16 + (r % hp) D. dp may be dout when rep is 1. */
+ * row r at dp16 + tok_row(r, hp, ld16, D). dp may be dout when rep is 1. */
 template <int V>
 __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16, const float *dout, const float *y,
                                         const float *inv, const float *p, int ld, int rows, int D, int rep, int silu,
@@ -251,7 +251,7 @@ __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16,
 			d[k] *= silu_grad(t[k]);
 	}
 	if (dp16)
-		row_store16<V>(dp16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D, d, lane, D);
+		row_store16<V>(dp16 + tok_row(r, hp, ld16, D), d, lane, D);
 	else
 		row_store<V>(dp + (size_t)r * D, d, lane, D);
 }
@@ -389,7 +389,7 @@ __global__ void onorm_backward_kernel(float *dO, float *dzg, bf16 *dzg16, int hp
 		sm += w[k] * xh[k];
 	}
 	if (dzg16)
-		row_store16<V>(dzg16 + (size_t)(r / hp) * ld16 + (size_t)(r % hp) * D, z, lane, D);
+		row_store16<V>(dzg16 + tok_row(r, hp, ld16, D), z, lane, D);
 	else
 		row_store<V>(dzg + j, z, lane, D);
 	if (gon)

@@ -365,10 +365,10 @@ void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int
 // ----------------------------------------------------------------------------
 // the layers
 
-/* out (n, OC) += b (OC): VEC values a thread (8: OC % 8 == 0 and both
+/* out (n, OC) += s b (OC): VEC values a thread (8: OC % 8 == 0 and both
  * 16-byte aligned) */
 template <int VEC>
-__global__ void add_bias_kernel(bf16 *out, const bf16 *b, int n, int OC)
+__global__ void add_bias_kernel(bf16 *out, const bf16 *b, float s, int n, int OC)
 {
 	int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC;
 	if (i >= (int64_t)n * OC)
@@ -379,25 +379,29 @@ __global__ void add_bias_kernel(bf16 *out, const bf16 *b, int n, int OC)
 		load8(y, b, 0, i % OC / 8);
 #pragma unroll
 		for (int j = 0; j < 8; j++)
-			x[j] += y[j];
+			x[j] += s * y[j];
 		store8_bf16(out, x, i / 8);
 	} else {
-		out[i] = __float2bfloat16(__bfloat162float(out[i]) + __bfloat162float(b[i % OC]));
+		out[i] = __float2bfloat16(__bfloat162float(out[i]) + s * __bfloat162float(b[i % OC]));
 	}
+}
+
+extern "C" void add_bias_cuda(bf16_t *d_out, const bf16_t *d_b, float s, int n, int OC)
+{
+	int64_t nv = (int64_t)n * OC;
+	if (OC % 8 == 0 && vec8_ok(nv, d_out, d_b))
+		add_bias_kernel<8><<<(unsigned)CEIL_DIV(nv / 8, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_b, s, n, OC);
+	else
+		add_bias_kernel<1><<<(unsigned)CEIL_DIV(nv, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_b, s, n, OC);
+	cudaCheck(cudaGetLastError());
 }
 
 extern "C" void matmul_forward_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, const bf16_t *d_b, int n,
                                     int IC, int OC)
 {
 	gemm_bf16(CUBLAS_OP_T, OC, n, IC, d_w, IC, d_x, IC, d_out, CUDA_R_16BF, OC);
-	if (d_b) {
-		int64_t nv = (int64_t)n * OC;
-		if (OC % 8 == 0 && vec8_ok(nv, d_out, d_b))
-			add_bias_kernel<8><<<(unsigned)CEIL_DIV(nv / 8, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_b, n, OC);
-		else
-			add_bias_kernel<1><<<(unsigned)CEIL_DIV(nv, 256), 256>>>((bf16 *)d_out, (const bf16 *)d_b, n, OC);
-		cudaCheck(cudaGetLastError());
-	}
+	if (d_b)
+		add_bias_cuda(d_out, d_b, 1.f, n, OC);
 }
 
 extern "C" void matmul_backward_cuda(bf16_t *d_dx, const bf16_t *d_dout, const bf16_t *d_w, int n, int IC, int OC)

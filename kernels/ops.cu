@@ -260,8 +260,7 @@ template <int VEC> __device__ __forceinline__ void load_f32(float (&f)[VEC], con
 template <int VEC> __device__ __forceinline__ void load_f32(float (&f)[VEC], const float *p)
 {
 	if constexpr (VEC == 8) {
-		float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
-		f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+		load8(f, p, 1, 0);
 	} else {
 		for (int j = 0; j < VEC; j++)
 			f[j] = p[j];

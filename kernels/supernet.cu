@@ -438,7 +438,7 @@ static void layout(GpuSupernet *g, Carver *cv)
 {
 	const ModelConfig *c = g->c;
 	size_t n = (size_t)g->max_tokens, C = c->C, HD = (size_t)c->H * c->D;
-	int L = g->L, K = g->K, swa = 0;
+	int L = g->L, K = g->K;
 	g->u = NULL;
 	if (g->shared)
 		CARVE(cv, g->u, (size_t)L * n * C);
@@ -448,10 +448,8 @@ static void layout(GpuSupernet *g, Carver *cv)
 			if ((g->ops[k] == ARCH_GDN || g->ops[k] == ARCH_GLA) && !g->shared)
 				CARVE(cv, g->kept[(size_t)l * K + k], n * C);
 		}
-	for (int k = 1; k < K; k++)
-		swa |= g->ops[k] == ARCH_SWA;
 	g->att = NULL, g->lse = NULL;
-	if (swa) {
+	if (swa_col(g)) {
 		CARVE(cv, g->att, (size_t)L * n * HD);
 		CARVE(cv, g->lse, (size_t)L * n * c->H);
 	}
