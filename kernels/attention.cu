@@ -739,6 +739,17 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 		__syncwarp(); /* read before the next store writes */
 	};
 
+	/* The warpgroups take turns to issue their products (FA3's pingpong),
+	 * so that one's softmax runs under the other's products rather than
+	 * both at once: named barrier 1 + w is warpgroup w's turn, passed on
+	 * by the other's arrival. Warpgroup 1 opens with warpgroup 0's turn
+	 * and does not pass on its last (each of the n + 1 issues waits for
+	 * exactly one arrival). */
+	auto turn_wait = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory"); };
+	auto turn_pass = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory"); };
+	if (wg == 1)
+		turn_pass();
+
 	float alpha[2];
 	load_kv(a_k, kb, vis.tile(0) * BK);
 	cp_async_mbar_arrive(full_k);
@@ -751,7 +762,9 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	mbar_wait(full_k, 0);
 	fence_proxy_async();
 	wgmma_fence();
+	turn_wait();
 	issue_s(0);
+	turn_pass();
 	wgmma_wait<0>();
 	reg_fence(s);
 	mbar_arrive(empty_k);
@@ -765,8 +778,10 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 		mbar_wait(full_v + 8 * (bf ^ 1), (i - 1) >> 1);
 		fence_proxy_async();
 		wgmma_fence();
+		turn_wait();
 		issue_s(i);
 		issue_pv(i - 1);
+		turn_pass();
 		/* under the products: the K of visit i + 1 into the buffer of
 		 * visit i - 1's, the V of visit i into that of i - 2's, once both
 		 * warpgroups are done with them */
@@ -809,7 +824,10 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	mbar_wait(full_v + 8 * ((n - 1) & 1), (n - 1) >> 1);
 	fence_proxy_async();
 	wgmma_fence();
+	turn_wait();
 	issue_pv(n - 1);
+	if (wg == 0)
+		turn_pass();
 	wgmma_wait<0>();
 	reg_fence(o);
 	store(out, lse, m, l);
