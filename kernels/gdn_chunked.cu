@@ -357,6 +357,91 @@ static __device__ __forceinline__ void tc_add_rows(float *x, size_t base, int H,
 			}
 }
 
+/* R rows of E floats (E % 4 == 0) from global memory (row i at x + i * rs,
+ * the first d values real, rows from n on zeros) into shared rows ld apart
+ * (16-byte aligned), by cp.async where x allows (not waited for: the caller
+ * commits the group), else by plain loads and stores */
+template <int R, int E>
+static __device__ void stage_rows(float *s, int ld, const float *x, size_t rs, int n, int d)
+{
+	if ((d & 3) == 0 && (rs & 3) == 0 && ((size_t)x & 15) == 0) {
+#pragma unroll
+		for (int u = 0; u < CEIL_DIV(R * E / 4, GDN_NT); u++) {
+			int idx = u * GDN_NT + threadIdx.x, i = idx / (E / 4), e = idx % (E / 4) * 4;
+			if (idx >= R * E / 4)
+				break;
+			if (i < n && e < d)
+				cp_async16(s + i * ld + e, x + i * rs + e);
+			else
+				*(float4 *)(s + i * ld + e) = make_float4(0.f, 0.f, 0.f, 0.f);
+		}
+	} else {
+		for (int idx = threadIdx.x; idx < R * E; idx += GDN_NT) {
+			int i = idx / E, e = idx % E;
+			s[i * ld + e] = i < n && e < d ? x[i * rs + e] : 0.f;
+		}
+	}
+}
+
+/* a warp's wmma_tf32 tile at (m0, n0), row i times f[i] (f NULL: 1), into
+ * rows i < n, columns d < dk of a (B, T, H, dk) gradient y (ADD: added to
+ * it), row i at y + (base + i H) dk; rd[i][h] gets the dot of the tile's row
+ * tc_row(m0, i, 2 h) (as stored) with x's (x NULL: none). By float2 where dk
+ * and the pointers allow; a tile row's loads all before its stores. */
+template <bool ADD, int WM, int WN>
+static __device__ __forceinline__ void tc_put_rows(float *y, const float *x, size_t base, int H, int n, int dk,
+                                                   int m0, int n0, const float (&c)[WM][WN][4], const float *f,
+                                                   float (&rd)[WM][2])
+{
+	bool v2 = (dk & 1) == 0 && ((size_t)y & 7) == 0 && ((size_t)x & 7) == 0;
+#pragma unroll
+	for (int i = 0; i < WM; i++) {
+		float xv[WN][4], ov[WN][4];
+#pragma unroll
+		for (int j = 0; j < WN; j++)
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				int row = tc_row(m0, i, 2 * h), d = tc_col(n0, j, 0);
+				size_t o = (base + (size_t)row * H) * dk + d;
+				float2 a = make_float2(0.f, 0.f), b = make_float2(0.f, 0.f);
+				if (v2) {
+					if (row < n && d < dk) {
+						if (x)
+							a = *(const float2 *)(x + o);
+						if (ADD)
+							b = *(const float2 *)(y + o);
+					}
+				} else {
+					if (row < n && d < dk)
+						a.x = x ? x[o] : 0.f, b.x = ADD ? y[o] : 0.f;
+					if (row < n && d + 1 < dk)
+						a.y = x ? x[o + 1] : 0.f, b.y = ADD ? y[o + 1] : 0.f;
+				}
+				xv[j][2 * h] = a.x, xv[j][2 * h + 1] = a.y, ov[j][2 * h] = b.x, ov[j][2 * h + 1] = b.y;
+			}
+		rd[i][0] = rd[i][1] = 0.f;
+#pragma unroll
+		for (int j = 0; j < WN; j++)
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				int row = tc_row(m0, i, 2 * h), d = tc_col(n0, j, 0);
+				size_t o = (base + (size_t)row * H) * dk + d;
+				float a = f ? f[row] : 1.f, v0 = a * c[i][j][2 * h], v1 = a * c[i][j][2 * h + 1];
+				rd[i][h] += xv[j][2 * h] * v0 + xv[j][2 * h + 1] * v1;
+				v0 += ov[j][2 * h], v1 += ov[j][2 * h + 1];
+				if (v2) {
+					if (row < n && d < dk)
+						*(float2 *)(y + o) = make_float2(v0, v1);
+				} else {
+					if (row < n && d < dk)
+						y[o] = v0;
+					if (row < n && d + 1 < dk)
+						y[o + 1] = v1;
+				}
+			}
+	}
+}
+
 /* Fragment order: an mma.m16n8k8 operand stored so that a lane reads its
  * whole fragment of a k-step at once (wmma_tf32's lane (g, t) = (lane / 4,
  * lane % 4)). A (M x K, row m, column k) by tiles of 16 x 8, 128 floats a
@@ -1335,6 +1420,125 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 		w.dG[bk.bhc * C + t] = dgi - kd + (t == C - 1 ? tot : 0.f);
 }
 
+/* gdn_bstate_kernel's TC form: its operands streamed by cp.async in slices
+ * of QV value columns through three stages, a barrier a slice, untransposed
+ * (rows QL = QV + 4 apart: the fragment reads do not conflict): S_c, dO and
+ * dWn for [dQ; dW] = [dO; -dWn] S_c^T (e^G scale and the sign applied to the
+ * product), then dS' and Wn for dKs = Wn dS'^T, <dS', S_c> from the dS'
+ * slices and S_c read again from global memory. Shared memory: 3 (DK + 2 C)
+ * QL + 7 C + GDN_NT floats. */
+#define GDN_QV 32
+#define GDN_QL (GDN_QV + 4)
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT, 2)
+	gdn_bstate_tc_kernel(float *dq, float *dkk, GdnWork w, const float *q, const float *k, const float *dout,
+	                     int T, int H, int dk, int dv, int NC, float scale)
+{
+	constexpr int C = GDN_C, L = GDN_QL, NQ = DV / GDN_QV, ST = (DK + 2 * C) * L, WN = DK / 32;
+	constexpr int NS = DK * GDN_QV / 4 / GDN_NT; /* float4s of an S_c slice a thread */
+	const int t = threadIdx.x, warp = t / WARP_SIZE, wc = warp % 4, n0 = wc * (DK / 4), lane = t % WARP_SIZE;
+	float *sb = dyn_smem();   /* 3 stages (DK + 2 C, L): S_c or dS' rows, then dO and dWn or Wn rows */
+	float *sG = sb + 3 * ST;  /* (C) */
+	float *sEs = sG + C;      /* (C) scale e^G */
+	float *sL = sEs + C;      /* (C) e^{G_last - G} */
+	float *sRed = sL + C;     /* (C, 4) */
+	float *red = sRed + 4 * C; /* (GDN_NT) */
+	GdnBlock bk = gdn_block(T, H, NC);
+	int n = bk.n;
+	const float *S = w.S + bk.bhc * DK * DV, *dS = w.dS + bk.bhc * DK * DV;
+	/* slice s < NQ: S_c, dO, dWn; then dS', Wn; none past 2 NQ (an empty group) */
+	auto issue = [&](int s) {
+		float *b = sb + s % 3 * ST;
+		int v0 = s % NQ * GDN_QV;
+		if (s < NQ) {
+			stage_rows<DK, GDN_QV>(b, L, S + v0, DV, DK, GDN_QV);
+			stage_rows<C, GDN_QV>(b + DK * L, L, dout + bk.base * dv + v0, (size_t)H * dv, n, dv - v0);
+			stage_rows<C, GDN_QV>(b + (DK + C) * L, L, w.dWn + bk.bhc * C * DV + v0, DV, C, GDN_QV);
+		} else if (s < 2 * NQ) {
+			stage_rows<DK, GDN_QV>(b, L, dS + v0, DV, DK, GDN_QV);
+			stage_rows<C, GDN_QV>(b + DK * L, L, w.Wn + bk.bhc * C * DV + v0, DV, C, GDN_QV);
+		}
+		cp_async_commit();
+	};
+	issue(0);
+	issue(1);
+	if (t < C)
+		sG[t] = w.G[bk.bhc * C + t];
+	__syncthreads();
+	if (t < C) {
+		sEs[t] = scale * expf(sG[t]);
+		sL[t] = expf(sG[C - 1] - sG[t]);
+	}
+	{
+		/* warp w the rows 64 (w / 4) of [dQ; dW], columns DK / 4 (w % 4) */
+		float acc[4][WN][4] = {};
+		for (int s = 0; s < NQ; s++) {
+			cp_async_wait<1>();
+			__syncthreads();
+			issue(s + 2);
+			const float *b = sb + s % 3 * ST;
+			wmma_tf32<false, 4, WN, L, 1, 1, L>(acc, b + (DK + warp / 4 * C) * L, b + n0 * L, GDN_QV);
+		}
+		if (warp >= 4) {
+			tc_store(w.dW + bk.bhc * C * DK, DK, 0, n0, acc, -1.f);
+		} else {
+			float rd[4][2];
+			tc_put_rows<false>(dq, q, bk.base, H, n, dk, 0, n0, acc, sEs, rd);
+#pragma unroll
+			for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+				for (int h = 0; h < 2; h++) {
+					float x = tc_row_sum(rd[mi][h]);
+					if (lane % 4 == 0)
+						sRed[tc_row(0, mi, 2 * h) * 4 + wc] = x;
+				}
+		}
+	}
+	/* warp w the rows 32 (w / 4) of dKs, columns DK / 4 (w % 4) */
+	float acc[2][WN][4] = {}, dgi = 0.f, ss = 0.f;
+	int m0 = warp / 4 * 32;
+	for (int s = NQ; s < 2 * NQ; s++) {
+		int v0 = (s - NQ) * GDN_QV;
+		float4 sv[NS];
+#pragma unroll
+		for (int u = 0; u < NS; u++) {
+			int idx = u * GDN_NT + t;
+			sv[u] = *(const float4 *)(S + idx / (GDN_QV / 4) * DV + v0 + idx % (GDN_QV / 4) * 4);
+		}
+		cp_async_wait<1>();
+		__syncthreads();
+		if (s == NQ && t < C)
+			dgi = (sRed[t * 4] + sRed[t * 4 + 1]) + (sRed[t * 4 + 2] + sRed[t * 4 + 3]);
+		issue(s + 2);
+		const float *b = sb + s % 3 * ST;
+		wmma_tf32<false, 2, WN, L, 1, 1, L>(acc, b + (DK + m0) * L, b + n0 * L, GDN_QV);
+		/* <dS', S_c> */
+#pragma unroll
+		for (int u = 0; u < NS; u++) {
+			int idx = u * GDN_NT + t;
+			float4 a = sv[u], d = *(const float4 *)(b + idx / (GDN_QV / 4) * L + idx % (GDN_QV / 4) * 4);
+			ss += a.x * d.x + a.y * d.y + a.z * d.z + a.w * d.w;
+		}
+	}
+	float rd[2][2];
+	tc_put_rows<false>(dkk, k, bk.base, H, n, dk, m0, n0, acc, sL, rd);
+#pragma unroll
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			float x = tc_row_sum(rd[mi][h]);
+			if (lane % 4 == 0)
+				sRed[tc_row(m0, mi, 2 * h) * 4 + wc] = x;
+		}
+	__syncthreads();
+	float kd = 0.f;
+	if (t < C)
+		kd = (sRed[t * 4] + sRed[t * 4 + 1]) + (sRed[t * 4 + 2] + sRed[t * 4 + 3]);
+	float tot = block_sum(expf(sG[C - 1]) * ss + kd, red);
+	if (t < C)
+		w.dG[bk.bhc * C + t] = dgi - kd + (t == C - 1 ? tot : 0.f);
+}
+
 /* The WY factors' backward: dX = (I + A)^{-T} [dWn | dW] by back
  * substitution (a thread per column), dA = -(dX Y^T) below the diagonal with
  * Y = [U | W]; dv = diag(beta) dXv; dbeta; dk += diag(beta e^G) dXk + Zs K
@@ -1680,6 +1884,130 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		}
 }
 
+/* gdn_bintra_kernel's TC form: Q and K (rows DK + 4 apart) and dO and Wn
+ * (in slices of QV value columns through two stages, rows QL apart) by
+ * cp.async, untransposed, all issued before the first product: dM's first
+ * slice, then M and the rest; dME and dME^T (rows C + 8 apart) over the
+ * slices' stages. Shared memory: 2 C (DK + 4) + 4 C QL + 10 C floats. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT, 2)
+	gdn_bintra_tc_kernel(float *dq, float *dkk, float *dg, GdnWork w, const float *q, const float *k,
+	                     const float *dout, int T, int H, int dk, int dv, int NC, float scale)
+{
+	constexpr int C = GDN_C, L = GDN_QL, LK = DK + 4, CP = C + 8, ND = DV / GDN_QV, NR = 4;
+	static_assert(2 * C * CP == 4 * C * L, "dME and dME^T fill the slices' stages");
+	const int t = threadIdx.x, warp = t / WARP_SIZE, wr = warp / 4, wc = warp % 4, lane = t % WARP_SIZE;
+	float *sQ = dyn_smem();        /* (C, LK) */
+	float *sK = sQ + C * LK;       /* (C, LK) */
+	float *sb = sK + C * LK;       /* 2 stages (2 C, L): dO, Wn rows; then dME, dME^T (C, CP) */
+	float *sdME = sb, *sdMET = sb + C * CP;
+	float *sG = sb + 4 * C * L;    /* (C) */
+	float *sV = sG + C;            /* (C) */
+	float *sRow = sV + C;          /* (C, NR) */
+	float *sCol = sRow + NR * C;   /* (C, NR) */
+	GdnBlock bk = gdn_block(T, H, NC);
+	int n = bk.n;
+	size_t rq = (size_t)H * dk;
+	auto issue = [&](int s) {
+		float *b = sb + s % 2 * 2 * C * L;
+		int v0 = s * GDN_QV;
+		stage_rows<C, GDN_QV>(b, L, dout + bk.base * dv + v0, (size_t)H * dv, n, dv - v0);
+		stage_rows<C, GDN_QV>(b + C * L, L, w.Wn + bk.bhc * C * DV + v0, DV, C, GDN_QV);
+		cp_async_commit();
+	};
+	issue(0);
+	stage_rows<C, DK>(sQ, LK, q + bk.base * dk, rq, n, dk);
+	stage_rows<C, DK>(sK, LK, k + bk.base * dk, rq, n, dk);
+	cp_async_commit();
+	issue(1);
+	if (t < C)
+		sG[t] = w.G[bk.bhc * C + t];
+	/* M and dM: warp w the rows 32 (w / 4), columns 16 (w % 4); the row
+	 * sums over the 4 lanes of a row, then the 4 warps (sRow), the column
+	 * sums over the 8 lanes of a column, then 2 warps (sCol) */
+	int m0 = wr * 32, n0 = wc * 16;
+	float mq[2][2][4] = {}, dm[2][2][4] = {}, rs[2][2] = {}, cs[2][2] = {};
+	cp_async_wait<2>();
+	__syncthreads();
+	wmma_tf32<false, 2, 2, L, 1, 1, L>(dm, sb + m0 * L, sb + (C + n0) * L, GDN_QV);
+	for (int s = 1; s < ND; s++) {
+		cp_async_wait<0>();
+		__syncthreads();
+		if (s + 1 < ND)
+			issue(s + 1);
+		if (s == 1)
+			wmma_tf32<false, 2, 2, LK, 1, 1, LK>(mq, sQ + m0 * LK, sK + n0 * LK, DK);
+		const float *b = sb + s % 2 * 2 * C * L;
+		wmma_tf32<false, 2, 2, L, 1, 1, L>(dm, b + m0 * L, b + (C + n0) * L, GDN_QV);
+	}
+	__syncthreads();
+#pragma unroll
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
+				float me = 0.f;
+				if (j <= i) {
+					float e = expf(sG[i] - sG[j]), d = scale * dm[mi][nj][r], x = d * e * mq[mi][nj][r];
+					me = d * e;
+					rs[mi][r / 2] += x, cs[nj][r % 2] += x;
+				}
+				sdME[i * CP + j] = me;
+				sdMET[j * CP + i] = me;
+			}
+#pragma unroll
+	for (int h = 0; h < 2; h++) {
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++) {
+			float x = tc_row_sum(rs[mi][h]);
+			if (lane % 4 == 0)
+				sRow[tc_row(m0, mi, 2 * h) * NR + wc] = x;
+		}
+#pragma unroll
+		for (int nj = 0; nj < 2; nj++) {
+			float x = tc_col_sum(cs[nj][h]);
+			if (lane < 4) {
+				int j = tc_col(n0, nj, h);
+				sCol[j * NR + wr] = x, sCol[j * NR + 2 + wr] = 0.f;
+			}
+		}
+	}
+	__syncthreads();
+	float dgt = 0.f;
+	if (t < C) {
+		dgt = w.dG[bk.bhc * C + t];
+		for (int u = 0; u < NR; u++)
+			dgt += sRow[t * NR + u] - sCol[t * NR + u];
+		sV[t] = dgt;
+	}
+	/* dg_t = sum_{i >= t} dG_i */
+	for (int o = 1; o < C; o *= 2) {
+		__syncthreads();
+		float x = t + o < C ? sV[t + o] : 0.f;
+		__syncthreads();
+		if (t < C)
+			sV[t] += x;
+	}
+	__syncthreads();
+	if (dg && t < n)
+		dg[bk.base + (size_t)t * H] = sV[t];
+	/* dq, dk: warp w the rows 32 (w / 4), columns DK / 4 (w % 4) */
+	constexpr int WN = DK / 32;
+	int n1 = wc * (DK / 4);
+	float rd[2][2];
+	{
+		float acc[2][WN][4] = {};
+		wmma_tf32<false, 2, WN, 1, CP, LK, 1>(acc, sdMET + m0, sK + n1, m0 + 32); /* dME_ij = 0 for j > i */
+		tc_put_rows<true>(dq, (const float *)nullptr, bk.base, H, n, dk, m0, n1, acc, nullptr, rd);
+	}
+	/* rows j of dME^T Q: i >= j */
+	float acc[2][WN][4] = {};
+	wmma_tf32<false, 2, WN, 1, CP, LK, 1>(acc, sdME + m0 * CP + m0, sQ + m0 * LK + n1, C - m0);
+	tc_put_rows<true>(dkk, (const float *)nullptr, bk.base, H, n, dk, m0, n1, acc, nullptr, rd);
+}
+
 // ----------------------------------------------------------------------------
 // launchers
 
@@ -1708,8 +2036,9 @@ static size_t smem_bprep(int DK, int DV, bool tc)
 }
 static size_t smem_bstate(int DK, int DV, bool tc)
 {
-	int P = tc ? 8 : 0;
-	return (size_t)(DV / 2 * (DK + 2 * GDN_C + 2 * P) + 4 * GDN_C + 16 * GDN_C + GDN_NT) * 4;
+	if (tc)
+		return (size_t)(3 * (DK + 2 * GDN_C) * GDN_QL + 7 * GDN_C + GDN_NT) * 4;
+	return (size_t)(DV / 2 * DK + DV * GDN_C + 4 * GDN_C + 16 * GDN_C + GDN_NT) * 4;
 }
 static size_t smem_bwy(int DK, int DV, bool tc)
 {
@@ -1718,8 +2047,9 @@ static size_t smem_bwy(int DK, int DV, bool tc)
 }
 static size_t smem_bintra(int DK, int DV, bool tc)
 {
-	size_t CP = GDN_C + (tc ? 8 : 0), NR = tc ? 4 : 16;
-	return (2 * (DK > DV ? DK : DV) * CP + 2 * GDN_C * CP + 2 * GDN_C + 2 * NR * GDN_C) * 4;
+	if (tc)
+		return (size_t)(2 * GDN_C * (DK + 4) + 4 * GDN_C * GDN_QL + 10 * GDN_C) * 4;
+	return (size_t)(2 * (DK > DV ? DK : DV) * GDN_C + 2 * GDN_C * GDN_C + 2 * GDN_C + 32 * GDN_C) * 4;
 }
 
 /* allow kernel f its dynamic shared memory (once per kernel) */
@@ -1818,7 +2148,7 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	gdn_state<DK, true>(a->tf32, dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f, DV, NC,
 	                    a->dk_, a->dv_);
 	tc = a->tf32;
-	auto fs = tc ? gdn_bstate_kernel<DK, DV, true> : gdn_bstate_kernel<DK, DV, false>;
+	auto fs = tc ? gdn_bstate_tc_kernel<DK, DV> : gdn_bstate_kernel<DK, DV, false>;
 	gdn_smem(fs, smem_bstate(DK, DV, tc), &d3[tc]);
 	fs<<<chunks, GDN_NT, smem_bstate(DK, DV, tc)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
@@ -1827,7 +2157,7 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	fy<<<chunks, GDN_NT, smem_bwy(DK, DV, tc)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
 	tc = a->tf32;
-	auto fi = tc ? gdn_bintra_kernel<DK, DV, true> : gdn_bintra_kernel<DK, DV, false>;
+	auto fi = tc ? gdn_bintra_tc_kernel<DK, DV> : gdn_bintra_kernel<DK, DV, false>;
 	gdn_smem(fi, smem_bintra(DK, DV, tc), &d5[tc]);
 	fi<<<chunks, GDN_NT, smem_bintra(DK, DV, tc)>>>(a->dq, a->dk, a->dg, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
