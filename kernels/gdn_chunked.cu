@@ -1199,17 +1199,17 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
  * (the first writers); dG_i = q_i . dQs_i - k_i . dKs_i, and the last row
  * also <dS', e^{G_last} S_c> + sum_j k_j . dKs_j. The sums run over the value
  * columns in two halves, so that two blocks fit an SM. Shared memory:
- * DV/2 (DKP + 2C + P) + 4 C + 16 C + GDN_NT floats (TC: the products on the
- * tensor cores in 1xTF32, rows padded by P = 8; else P = 0). */
-template <int DK, int DV, bool TC>
+ * DV/2 (DK + 2C) + 4 C + 16 C + GDN_NT floats. float32; the tf32 form is
+ * gdn_bstate_tc_kernel. */
+template <int DK, int DV>
 __global__ void __launch_bounds__(GDN_NT, 2)
 	gdn_bstate_kernel(float *dq, float *dkk, GdnWork w, const float *q, const float *k, const float *dout, int T,
 	                  int H, int dk, int dv, int NC, float scale)
 {
-	const int C = GDN_C, HV = DV / 2, t = threadIdx.x, P = TC ? 8 : 0, DKP = DK + P, LP = 2 * C + P;
-	float *sST = dyn_smem();      /* (HV, DKP) half of S_c^T, then of dS'^T */
-	float *sLT = sST + HV * DKP;  /* (HV, LP) half of [dO e^G scale; -dWn]^T, then of Wn^T (HV, C + P) */
-	float *sG = sLT + HV * LP;    /* (C) */
+	const int C = GDN_C, HV = DV / 2, t = threadIdx.x;
+	float *sST = dyn_smem();      /* (HV, DK) half of S_c^T, then of dS'^T */
+	float *sLT = sST + HV * DK;   /* (HV, 2C) half of [dO e^G scale; -dWn]^T, then of Wn^T (HV, C) */
+	float *sG = sLT + HV * 2 * C; /* (C) */
 	float *sEs = sG + C;          /* (C) scale e^G */
 	float *sL = sEs + C;          /* (C) e^{G_last - G} */
 	float *sRed = sL + 2 * C;     /* (C, 16) */
@@ -1226,109 +1226,6 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 	__syncthreads();
 	if (t < C)
 		sL[t] = expf(sG[C - 1] - sG[t]);
-	if (TC) {
-		/* [dQs; dW]: warp w the rows 64 (w / 4), columns DK / 4 (w % 4);
-		 * dKs: the rows 32 (w / 4), the same columns; the row dots summed
-		 * over the 4 lanes of a row, then over the 4 warps in sRed (C, 4) */
-		constexpr int WN = DK / 32;
-		int warp = t / WARP_SIZE, wc = warp % 4, n0 = wc * (DK / 4), lane = t % WARP_SIZE;
-		float dgi = 0.f;
-		{
-			float acc[4][WN][4] = {};
-			for (int h = 0; h < 2; h++) {
-				if (h)
-					__syncthreads();
-				load_t<DK, HV>(sST, DKP, S + h * HV, DV, DK, HV, 1.f, nullptr);
-				load_t<C, HV>(sLT, LP, dout + bk.base * dv + h * HV, (size_t)H * dv, n, dv - h * HV, 1.f, sEs);
-				load_t<C, HV>(sLT + C, LP, w.dWn + bk.bhc * C * DV + h * HV, DV, C, HV, -1.f, nullptr);
-				__syncthreads();
-				wmma_tf32<false, 4, WN, 1, LP, DKP, 1>(acc, sLT + warp / 4 * C, sST + n0, HV);
-			}
-			if (warp >= 4) {
-				tc_store(w.dW + bk.bhc * C * DK, DK, 0, n0, acc, 1.f);
-			} else {
-#pragma unroll
-				for (int mi = 0; mi < 4; mi++) {
-					float qv[WN][4], s2[2] = {0.f, 0.f};
-#pragma unroll
-					for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-						for (int r = 0; r < 4; r++) {
-							int i = tc_row(0, mi, r), d = tc_col(n0, nj, r);
-							qv[nj][r] = i < n && d < dk ? q0[i * rq + d] : 0.f;
-						}
-#pragma unroll
-					for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-						for (int r = 0; r < 4; r++) {
-							int i = tc_row(0, mi, r), d = tc_col(n0, nj, r);
-							if (i < n && d < dk)
-								dq[(bk.base + (size_t)i * H) * dk + d] = acc[mi][nj][r];
-							s2[r / 2] += qv[nj][r] * acc[mi][nj][r];
-						}
-#pragma unroll
-					for (int h = 0; h < 2; h++) {
-						float x = tc_row_sum(s2[h]);
-						if (lane % 4 == 0)
-							sRed[tc_row(0, mi, 2 * h) * 4 + wc] = x;
-					}
-				}
-			}
-			__syncthreads();
-			if (t < C)
-				dgi = (sRed[t * 4] + sRed[t * 4 + 1]) + (sRed[t * 4 + 2] + sRed[t * 4 + 3]);
-		}
-		float acc[2][WN][4] = {};
-		int m0 = warp / 4 * 32;
-		for (int h = 0; h < 2; h++) {
-			__syncthreads();
-			load_t<DK, HV>(sST, DKP, dS + h * HV, DV, DK, HV, 1.f, nullptr);
-			load_t<C, HV>(sLT, C + P, w.Wn + bk.bhc * C * DV + h * HV, DV, C, HV, 1.f, nullptr);
-			__syncthreads();
-			wmma_tf32<false, 2, WN, 1, C + P, DKP, 1>(acc, sLT + m0, sST + n0, HV);
-		}
-		/* <dS', S_c> */
-		float ss = 0.f;
-		for (int i = t * 4; i < DK * DV; i += GDN_NT * 4) {
-			float4 a = *(const float4 *)(S + i), b = *(const float4 *)(dS + i);
-			ss += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
-		}
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++) {
-			float kv[WN][4], s2[2] = {0.f, 0.f};
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
-					kv[nj][r] = i < n && d < dk ? k0[i * rq + d] : 0.f;
-				}
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int i = tc_row(m0, mi, r), d = tc_col(n0, nj, r);
-					float val = sL[i] * acc[mi][nj][r];
-					if (i < n && d < dk)
-						dkk[(bk.base + (size_t)i * H) * dk + d] = val;
-					s2[r / 2] += kv[nj][r] * val;
-				}
-#pragma unroll
-			for (int h = 0; h < 2; h++) {
-				float x = tc_row_sum(s2[h]);
-				if (lane % 4 == 0)
-					sRed[tc_row(m0, mi, 2 * h) * 4 + wc] = x;
-			}
-		}
-		__syncthreads();
-		float kd = 0.f;
-		if (t < C)
-			kd = (sRed[t * 4] + sRed[t * 4 + 1]) + (sRed[t * 4 + 2] + sRed[t * 4 + 3]);
-		float tot = block_sum(expf(sG[C - 1]) * ss + kd, red);
-		if (t < C)
-			w.dG[bk.bhc * C + t] = dgi - kd + (t == C - 1 ? tot : 0.f);
-		return;
-	}
 	int r0 = t / 16 * 4, cb = t % 16 * 4;
 	constexpr int TN = DK / 16;
 	float acc[8][TN], qk[4][TN];
@@ -1708,18 +1605,16 @@ __global__ void __launch_bounds__(GDN_NT)
  * dq += dME K, dk += dME^T Q, dG += row minus column sums of dM o M; then dg,
  * the reverse cumulative sum of dG within the chunk. Q^T and K^T (for M),
  * dO^T and Wn^T (for dM), Q and K take turns in one region. Shared memory:
- * 2 max(DK, DV) CP + 2 C CP + 2 C + 2 NR C floats: CP = C, NR = 16, or (TC:
- * the products on the tensor cores in 1xTF32) rows padded by 8 and NR = 4,
- * so that two blocks fit an SM. */
-template <int DK, int DV, bool TC>
-__global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
+ * 2 max(DK, DV) C + 2 C C + 2 C + 32 C floats. float32; the tf32 form is
+ * gdn_bintra_tc_kernel. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT, 0)
 	gdn_bintra_kernel(float *dq, float *dkk, float *dg, GdnWork w, const float *q, const float *k,
 	                  const float *dout, int T, int H, int dk, int dv, int NC, float scale)
 {
-	const int C = GDN_C, D = DK > DV ? DK : DV, t = threadIdx.x, P = TC ? 8 : 0, CP = C + P, DKP = DK + P;
-	const int NR = TC ? 4 : 16;
-	float *sX1 = dyn_smem();      /* (D, CP) Q^T, dO^T; then Q (C, DKP) */
-	float *sX2 = sX1 + D * CP;    /* (D, CP) K^T, Wn^T; then K (C, DKP) */
+	const int C = GDN_C, D = DK > DV ? DK : DV, t = threadIdx.x, CP = C, DKP = DK, NR = 16;
+	float *sX1 = dyn_smem();      /* (D, C) Q^T, dO^T; then Q (C, DK) */
+	float *sX2 = sX1 + D * CP;    /* (D, C) K^T, Wn^T; then K (C, DK) */
 	float *sdME = sX2 + D * CP;   /* (C, CP) */
 	float *sdMET = sdME + C * CP; /* (C, CP) */
 	float *sG = sdMET + C * CP;   /* (C) */
@@ -1736,53 +1631,7 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		sG[t] = w.G[bk.bhc * C + t];
 	__syncthreads();
 	int i0 = t / 16 * 4, j0 = t % 16 * 4;
-	int warp = t / WARP_SIZE, wr = warp / 4, wc = warp % 4, lane = t % WARP_SIZE;
-	if (TC) {
-		/* M and dM: warp w the rows 32 (w / 4), columns 16 (w % 4); the row
-		 * sums over the 4 lanes of a row, then the 4 warps (sRow), the
-		 * column sums over the 8 lanes of a column, then 2 warps (sCol) */
-		int m0 = wr * 32, n0 = wc * 16;
-		float mq[2][2][4] = {}, dm[2][2][4] = {}, rs[2][2] = {}, cs[2][2] = {};
-		wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sX1 + m0, sX2 + n0, DK);
-		__syncthreads();
-		load_t<C, DV>(sX1, CP, dout + bk.base * dv, (size_t)H * dv, n, dv, 1.f, nullptr);
-		load_t<C, DV>(sX2, CP, w.Wn + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
-		__syncthreads();
-		wmma_tf32<false, 2, 2, 1, CP, CP, 1>(dm, sX1 + m0, sX2 + n0, DV);
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < 2; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
-					float me = 0.f;
-					if (j <= i) {
-						float e = expf(sG[i] - sG[j]), d = scale * dm[mi][nj][r], x = d * e * mq[mi][nj][r];
-						me = d * e;
-						rs[mi][r / 2] += x, cs[nj][r % 2] += x;
-					}
-					sdME[i * CP + j] = me;
-					sdMET[j * CP + i] = me;
-				}
-#pragma unroll
-		for (int h = 0; h < 2; h++) {
-#pragma unroll
-			for (int mi = 0; mi < 2; mi++) {
-				float x = tc_row_sum(rs[mi][h]);
-				if (lane % 4 == 0)
-					sRow[tc_row(m0, mi, 2 * h) * NR + wc] = x;
-			}
-#pragma unroll
-			for (int nj = 0; nj < 2; nj++) {
-				float x = tc_col_sum(cs[nj][h]);
-				if (lane < 4) {
-					int j = tc_col(n0, nj, h);
-					sCol[j * NR + wr] = x, sCol[j * NR + 2 + wr] = 0.f;
-				}
-			}
-		}
-	} else {
+	{
 		float mq[4][4], dm[4][4], me[4][4], rs[4] = {0.f, 0.f, 0.f, 0.f}, cs[4] = {0.f, 0.f, 0.f, 0.f};
 		zero(mq), zero(dm);
 		mm<4, 4>(mq, sX1, C, i0, 0, sX2, C, j0, 0, 0, DK);
@@ -1833,19 +1682,6 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	__syncthreads();
 	if (dg && t < n)
 		dg[bk.base + (size_t)t * H] = sV[t];
-	if (TC) {
-		/* dq, dk: warp w the rows 32 (w / 4), columns DK / 4 (w % 4) */
-		constexpr int WN = DK / 32;
-		int m0 = wr * 32, n0 = wc * (DK / 4);
-		float acc[2][WN][4] = {};
-		wmma_tf32<false, 2, WN, 1, CP, DKP, 1>(acc, sdMET + m0, sK + n0, m0 + 32); /* dME_ij = 0 for j > i */
-		tc_add_rows(dq, bk.base, H, n, dk, m0, n0, acc);
-		/* rows j of dME^T Q: i >= j */
-		float acc2[2][WN][4] = {};
-		wmma_tf32<false, 2, WN, 1, CP, DKP, 1>(acc2, sdME + m0 * CP + m0, sQ + m0 * DKP + n0, C - m0);
-		tc_add_rows(dkk, bk.base, H, n, dk, m0, n0, acc2);
-		return;
-	}
 	constexpr int TN = DK / 16;
 	float acc[4][TN], old[4][TN];
 	zero(acc);
@@ -2148,7 +1984,7 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	gdn_state<DK, true>(a->tf32, dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f, DV, NC,
 	                    a->dk_, a->dv_);
 	tc = a->tf32;
-	auto fs = tc ? gdn_bstate_tc_kernel<DK, DV> : gdn_bstate_kernel<DK, DV, false>;
+	auto fs = tc ? gdn_bstate_tc_kernel<DK, DV> : gdn_bstate_kernel<DK, DV>;
 	gdn_smem(fs, smem_bstate(DK, DV, tc), &d3[tc]);
 	fs<<<chunks, GDN_NT, smem_bstate(DK, DV, tc)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
@@ -2157,7 +1993,7 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	fy<<<chunks, GDN_NT, smem_bwy(DK, DV, tc)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
 	tc = a->tf32;
-	auto fi = tc ? gdn_bintra_tc_kernel<DK, DV> : gdn_bintra_kernel<DK, DV, false>;
+	auto fi = tc ? gdn_bintra_tc_kernel<DK, DV> : gdn_bintra_kernel<DK, DV>;
 	gdn_smem(fi, smem_bintra(DK, DV, tc), &d5[tc]);
 	fi<<<chunks, GDN_NT, smem_bintra(DK, DV, tc)>>>(a->dq, a->dk, a->dg, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
