@@ -111,6 +111,18 @@
  *     o, S and the gradients as close as before (within 5.9e-4 of their
  *     scale). 32 value columns a block (64 blocks, half the L2 traffic) was
  *     slower: 174 and 198 us.
+ *   version 7: no serial chains in the tf32 path. The chunk kernel's TC
+ *     form inverts the chunk's unit lower I + A itself (tri_inverse, float32:
+ *     16 x 16 diagonal blocks by substitution, then two levels of merges by
+ *     block products) and forms [U | W] = T [diag(beta) V | diag(beta e^G)
+ *     K] in 3xTF32, keeping T (Tm, 16 KB a chunk) for the backward; bwy's
+ *     TC form (gdn_bwy_tc_kernel) takes dX = T^T [dWn | dW] in 3xTF32 and
+ *     dA, Zs K in 1xTF32, over 64-column slabs (77 KB of shared memory, two
+ *     blocks an SM against one). H200, same call: ncu chunk 209 -> 161 us,
+ *     bwy 332 -> 195; DASH_BENCH tf32 keeping forward 0.437 -> 0.387 ms,
+ *     + kept backward 1.400 -> 1.208; every gradient within 5.8e-4 of its
+ *     scale (5.9e-4 before). T alone in bwy, with the substitution's
+ *     single block an SM and its CUDA-core dA, changed nothing (333 us).
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
@@ -142,6 +154,7 @@ struct GdnWork {
 	float *dWn; /* (C, DV)  */
 	float *dW;  /* (C, DK)  */
 	float *dG;  /* (C)      the gradient with respect to G, summed over kernels */
+	float *Tm;  /* (C, C)   tf32: T = (I + A)^{-1}, A = diag(beta) Ak */
 };
 
 static int gdn_pad(int d) { return d <= 64 ? 64 : 128; }
@@ -151,10 +164,10 @@ static size_t gdn_carve(GdnWork *w, void *base, int B, int T, int H, int Dk, int
 {
 	size_t n = (size_t)B * H * CEIL_DIV(T, GDN_C), C = GDN_C, DK = gdn_pad(Dk), DV = gdn_pad(Dv), off = 0;
 	float **f[] = {&w->G, &w->Ak, &w->U, &w->W, &w->WT, &w->Kt, &w->KtT, &w->Wn, &w->S, &w->Pm, &w->Hq, &w->dS,
-	               &w->dWn, &w->dW, &w->dG};
+	               &w->dWn, &w->dW, &w->dG, &w->Tm};
 	size_t sz[] = {C, C * C, C * DV, C * DK, DK * C, C * DK, DK * C, C * DV, DK * DV, C * DV, DK * DV, DK * DV,
-	               C * DV, C * DK, C};
-	for (int i = 0; i < 15; i++) {
+	               C * DV, C * DK, C, C * C};
+	for (int i = 0; i < 16; i++) {
 		if (base)
 			*f[i] = (float *)((char *)base + off);
 		off += (n * sz[i] * sizeof(float) + 255) / 256 * 256;
@@ -517,27 +530,92 @@ static __device__ GdnBlock gdn_block(int T, int H, int NC)
 	return k;
 }
 
+/* T = (I + A)^{-1} of a chunk's strictly lower A (rows C + 4 apart) into sT
+ * (the same strides), in float32: the 16 x 16 diagonal blocks by
+ * substitution, a thread per column, then 16 -> 32 -> 64 by [[T1, 0], [A21,
+ * T2]]^{-1} = [[T1, 0], [-T2 A21 T1, T2]], A21 T1 parked in the block above
+ * the diagonal (zeros of T, cleared last). Ends with a barrier. */
+static __device__ void tri_inverse(float *sT, const float *sA, int t)
+{
+	const int C = GDN_C, CA = C + 4;
+	if (t < C) {
+		int b = t & ~15;
+		float y[16];
+#pragma unroll
+		for (int i = 0; i < 16; i++) {
+			float s = b + i == t ? 1.f : 0.f;
+#pragma unroll
+			for (int j = 0; j < i; j++)
+				s = fmaf(-sA[(b + i) * CA + b + j], y[j], s);
+			y[i] = s;
+		}
+#pragma unroll
+		for (int i = 0; i < 16; i++)
+			sT[(b + i) * CA + t] = y[i];
+	}
+	__syncthreads();
+	/* h = 16: two merges (p 0, 1), h = 32: one; P = A21 T1 at (o, o + h),
+	 * then T21 = -T2 P at (o + h, o) */
+	for (int h = 16; h < C; h *= 2) {
+		int per = h * C / 2 / GDN_NT; /* outputs a thread: h h of each of C / 2 h merges */
+		for (int e = t * per; e < t * per + per; e++) {
+			int o = e / (h * h) * 2 * h, r = e % (h * h) / h, c = e % h;
+			float s = 0.f;
+			for (int k = c; k < h; k++) /* T1 lower triangular */
+				s = fmaf(sA[(o + h + r) * CA + o + k], sT[(o + k) * CA + o + c], s);
+			sT[(o + r) * CA + o + h + c] = s;
+		}
+		__syncthreads();
+		for (int e = t * per; e < t * per + per; e++) {
+			int o = e / (h * h) * 2 * h, r = e % (h * h) / h, c = e % h;
+			float s = 0.f;
+			for (int k = 0; k <= r; k++) /* T2 lower triangular */
+				s = fmaf(sT[(o + h + r) * CA + o + h + k], sT[(o + k) * CA + o + h + c], s);
+			sT[(o + h + r) * CA + o + c] = -s;
+		}
+		__syncthreads();
+	}
+	/* the parked products back to zeros: (0..32, 32..64), (0..16, 16..32), (32..48, 48..64) */
+	for (int e = t; e < 1536; e += GDN_NT) {
+		int r = e < 1024 ? e / 32 : e < 1280 ? (e - 1024) / 16 : 32 + (e - 1280) / 16;
+		int c = e < 1024 ? 32 + e % 32 : e < 1280 ? 16 + e % 16 : 48 + e % 16;
+		sT[r * CA + c] = 0.f;
+	}
+	__syncthreads();
+}
+
 // ----------------------------------------------------------------------------
 // forward kernels (the backward recomputes the first two unless kept)
+
+/* the TC chunk kernel's first region: K^T, then V, then W */
+static constexpr __host__ __device__ int chunk_r1(int DK, int DV)
+{
+	return DK * (GDN_C + 8) > GDN_C * (DV + 8) ? DK * (GDN_C + 8) : GDN_C * (DV + 8);
+}
 
 /* G, A and the WY factors of one chunk; in its backward form (BWD: the
  * backward's recomputation, or a forward that keeps its work for the
  * backward) also Ak, W and Kt^T. TC: Ak's product on the tensor cores in
  * 1xTF32, the rows of K^T padded by 8 (CP = C + 8, else C), of A by 4 (CA =
- * C + 4, else C). Shared memory: DK CP + DK C + C CA + 4 C floats. */
+ * C + 4, else C); [U | W] = T X, T = (I + A)^{-1} kept in Tm for bwy.
+ * Shared memory: DK CP + DK C + C CA + 4 C floats (TC: chunk_r1 + C (DK +
+ * 8) + 2 C CA + 5 C). */
 template <int DK, int DV, bool BWD, bool TC>
-__global__ void __launch_bounds__(GDN_NT)
+__global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	gdn_chunk_kernel(GdnWork w, const float *k, const float *v, const float *g, const float *beta, int T, int H,
 	                 int dk, int dv, int NC)
 {
-	const int C = GDN_C, t = threadIdx.x, CP = TC ? C + 8 : C, CA = TC ? C + 4 : C;
-	float *sKT = dyn_smem();   /* (DK, CP) K^T */
-	float *sK = sKT + DK * CP; /* (C, DK) */
-	float *sA = sK + C * DK;   /* (C, CA) A = diag(beta) Ak */
-	float *sG = sA + C * CA;   /* (C) */
+	const int C = GDN_C, t = threadIdx.x, CP = TC ? C + 8 : C, CA = TC ? C + 4 : C, LK = TC ? DK + 8 : DK;
+	constexpr int R1 = TC ? chunk_r1(DK, DV) : DK * C;
+	float *sKT = dyn_smem();   /* (DK, CP) K^T; TC: then V (C, DV + 8), then W (C, DK + 4) */
+	float *sK = sKT + R1;      /* (C, LK) */
+	float *sA = sK + C * LK;   /* (C, CA) A = diag(beta) Ak */
+	float *sT = sA + C * CA;   /* TC: (C, CA) T = (I + A)^{-1} */
+	float *sG = sT + (TC ? C * CA : 0); /* (C) */
 	float *sB = sG + C;        /* (C) beta */
 	float *sE = sB + C;        /* (C) e^G */
 	float *sL = sE + C;        /* (C) e^{G_last - G} */
+	float *sF = sL + C;        /* TC: (C) beta e^G */
 	GdnBlock bk = gdn_block(T, H, NC);
 	int n = bk.n;
 	const float *k0 = k + bk.base * dk;
@@ -547,7 +625,7 @@ __global__ void __launch_bounds__(GDN_NT)
 		sB[t] = t < n ? beta[bk.base + (size_t)t * H] : 0.f;
 	}
 	load_t<C, DK>(sKT, CP, k0, rk, n, dk, 1.f, nullptr);
-	load_n<C, DK>(sK, DK, k0, rk, n, dk, 1.f, nullptr);
+	load_n<C, DK>(sK, LK, k0, rk, n, dk, 1.f, nullptr);
 	/* G: inclusive scan of g (Hillis-Steele) */
 	for (int o = 1; o < C; o *= 2) {
 		__syncthreads();
@@ -561,6 +639,8 @@ __global__ void __launch_bounds__(GDN_NT)
 		w.G[bk.bhc * C + t] = sG[t];
 		sE[t] = expf(sG[t]);
 		sL[t] = expf(sG[C - 1] - sG[t]);
+		if (TC)
+			sF[t] = sB[t] * sE[t];
 	}
 	/* Ak = e^{G_i - G_j} k_i . k_j below the diagonal; TC: warp w the rows
 	 * 32 (w / 4), columns 16 (w % 4), else a 4x4 tile a thread */
@@ -617,12 +697,27 @@ __global__ void __launch_bounds__(GDN_NT)
 				*(float4 *)(w.KtT + bk.bhc * DK * C + 4 * f) = make_float4(kb[0], kb[1], kb[2], kb[3]);
 		}
 		__syncthreads();
+		/* [U | W] = T [diag(beta) V | diag(beta e^G) K] in 3xTF32 (float32's
+		 * accuracy), T by blocks (tri_inverse); warp w the columns DV / 8 w..
+		 * of U and DK / 8 w.. of W, all rows; W into K^T's place */
+		float *sV = sKT;
+		load_n<C, DV>(sV, DV + 8, v + bk.base * dv, (size_t)H * dv, n, dv, 1.f, nullptr);
+		tri_inverse(sT, sA, t);
+		for (int f = t; f < C * C / 4; f += GDN_NT)
+			*(float4 *)(w.Tm + bk.bhc * C * C + 4 * f) = *(const float4 *)(sT + f / (C / 4) * CA + f % (C / 4) * 4);
+		int warp = t / WARP_SIZE;
+		float au[4][DV / 64][4] = {}, aw[4][DK / 64][4] = {};
+		wmma_tf32<true, 4, DV / 64, CA, 1, DV + 8, 1>(au, sT, sV + warp * DV / 8, C, sB);
+		tc_store<4, DV / 64>(w.U + bk.bhc * C * DV, DV, 0, warp * DV / 8, au, 1.f);
+		wmma_tf32<true, 4, DK / 64, CA, 1, DK + 8, 1>(aw, sT, sK + warp * DK / 8, C, sF);
+		__syncthreads();
+		tc_store<4, DK / 64>(sKT, DK + 4, 0, warp * DK / 8, aw, 1.f);
 	}
 	/* [U | W] by forward substitution, a thread per column: y_i = x_i -
 	 * sum_{j<i} A_ij y_j; A_ij = 0 for j >= i, so whole float4s of A's row
 	 * can be used (the y_j there still hold x_j, finite). Four partial sums
 	 * a row keep four FMA chains in flight. */
-	if (t < DV + DK) {
+	if (!TC && t < DV + DK) {
 		float y[C];
 		int d = t - DV;
 #pragma unroll
@@ -650,10 +745,6 @@ __global__ void __launch_bounds__(GDN_NT)
 #pragma unroll
 			for (int i = 0; i < C; i++)
 				u[i * DV] = y[i];
-		} else if (TC) {
-#pragma unroll
-			for (int i = 0; i < C; i++)
-				sKT[i * (DK + 4) + d] = y[i];
 		} else {
 			float *wt = w.WT + (bk.bhc * DK + d) * C;
 #pragma unroll
@@ -1441,24 +1532,22 @@ __global__ void __launch_bounds__(GDN_NT, 2)
  * Y = [U | W]; dv = diag(beta) dXv; dbeta; dk += diag(beta e^G) dXk + Zs K
  * with Zs = Z + Z^T, Z_ij = dA_ij beta_i e^{G_i - G_j}; dG += beta_i e^{G_i}
  * k_i . dXk_i + row and column sums of dA o A. Shared memory: C C + 3 C +
- * NY (LX + C) + C C + 8 C + 48 C floats, NY = DV + DK (TC: NY (LX + C +
- * 4), W read from the chunk kernel's fragment order). */
-template <int DK, int DV, bool TC>
+ * NY (LX + C) + C C + 8 C + 48 C floats, NY = DV + DK. gdn_bwy_tc_kernel
+ * below is the tensor cores' form. */
+template <int DK, int DV>
 __global__ void __launch_bounds__(GDN_NT)
 	gdn_bwy_kernel(float *dv_, float *dkk, float *dbeta, GdnWork w, const float *k, const float *v,
 	               const float *beta, int T, int H, int dk, int dv, int NC)
 {
-	/* TC: Y^T's rows LY = C + 4 apart, so that W^T's gather from fragment
-	 * order does not conflict */
-	const int C = GDN_C, LX = GDN_LX, NY = DV + DK, t = threadIdx.x, LY = TC ? C + 4 : C;
+	const int C = GDN_C, LX = GDN_LX, NY = DV + DK, t = threadIdx.x;
 	float *sA = dyn_smem();      /* (C, C) A = diag(beta) Ak */
 	float *sB = sA + C * C;      /* (C) beta */
 	float *sG = sB + C;          /* (C) */
 	float *sE = sG + C;          /* (C) e^G */
 	float *sXT = sE + C;         /* (NY, LX) dX^T */
-	float *sRT = sXT + NY * LX;  /* (NY, C) [V | e^G K]^T, then Y^T (NY, LY), then K (C, DK) */
+	float *sRT = sXT + NY * LX;  /* (NY, C) [V | e^G K]^T, then Y^T, then K (C, DK) */
 	float *sYT = sRT, *sK = sRT;
-	float *sZ = sRT + NY * LY;   /* (C, C) Zs */
+	float *sZ = sRT + NY * C;    /* (C, C) Zs */
 	float *sRv = sZ + C * C;     /* (4, C) */
 	float *sRk = sRv + 4 * C;    /* (4, C) */
 	float *sRow = sRk + 4 * C;   /* (C, 16) */
@@ -1522,26 +1611,15 @@ __global__ void __launch_bounds__(GDN_NT)
 	if (t < C)
 		for (int u = 0; u < 4; u++)
 			pv += sRv[u * C + t], pk += sRk[u * C + t];
-	load_t<C, DV>(sYT, LY, w.U + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
-	if (TC) { /* W in fragment order (the chunk kernel's TC form): a float4 holds (d, i), (d + 8, i), (d, i + 4), (d + 8, i + 4) */
-		const float4 *wf = (const float4 *)(w.W + bk.bhc * C * DK);
-		for (int f = t; f < C * DK / 4; f += GDN_NT) {
-			float4 x = wf[f];
-			int d, i;
-			frag_a_at(f, 0, C, d, i);
-			float *y = sYT + (DV + d) * LY + i;
-			y[0] = x.x, y[8 * LY] = x.y, y[4] = x.z, y[8 * LY + 4] = x.w;
-		}
-	} else {
-		copy_s(sYT + DV * C, w.WT + bk.bhc * DK * C, DK * C);
-	}
+	load_t<C, DV>(sYT, C, w.U + bk.bhc * C * DV, DV, C, DV, 1.f, nullptr);
+	copy_s(sYT + DV * C, w.WT + bk.bhc * DK * C, DK * C);
 	__syncthreads();
 	/* dA, a 4x4 tile a thread */
 	{
 		int i0 = t / 16 * 4, j0 = t % 16 * 4;
 		float acc[4][4], rs[4] = {0.f, 0.f, 0.f, 0.f}, cs[4] = {0.f, 0.f, 0.f, 0.f}, db[4] = {0.f, 0.f, 0.f, 0.f};
 		zero(acc);
-		mm<4, 4>(acc, sXT, LX, i0, 0, sYT, LY, j0, 0, 0, NY);
+		mm<4, 4>(acc, sXT, LX, i0, 0, sYT, C, j0, 0, 0, NY);
 #pragma unroll
 		for (int x = 0; x < 4; x++)
 #pragma unroll
@@ -1598,6 +1676,178 @@ __global__ void __launch_bounds__(GDN_NT)
 					dkk[(bk.base + (size_t)j * H) * dk + d] =
 						old[x][y] + acc[x][y] + sB[j] * sE[j] * sXT[(DV + d) * LX + j];
 			}
+	}
+}
+
+/* bwy on the tensor cores (the keep/kept calls with tf32): the same sums
+ * over 64-column slabs q of [dWn | dW] and Y = [U | W]: dXq = T^T dYq in
+ * 3xTF32 (T the chunk kernel's), then from its fragments dv, the row dots
+ * v_j . dXv_j and e^{G_j} k_j . dXk_j and the dk term diag(beta e^G) dXk
+ * (kept in registers), and dA += dXq Yq^T in 1xTF32; the next dY slab
+ * travels by cp.async meanwhile. Then Zs, and Zs K a slab of K at a time.
+ * Warp w holds the rows 32 (w / 4), columns 16 (w % 4) of each 64 x 64
+ * tile. Shared memory: 2 C (C + 8) + 2 C (C + 4) + 21 C floats: two blocks
+ * an SM. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT, 2)
+	gdn_bwy_tc_kernel(float *dv_, float *dkk, float *dbeta, GdnWork w, const float *k, const float *v,
+	                  const float *beta, int T, int H, int dk, int dv, int NC)
+{
+	constexpr int C = GDN_C, QV = DV / 64, QK = DK / 64, NQ = QV + QK, L8 = C + 8, L4 = C + 4;
+	const int t = threadIdx.x, warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, wc = warp % 4;
+	float *sT = dyn_smem();  /* (C, L8) T */
+	float *sD = sT + C * L8; /* (C, L8) slab q of [dWn | dW], then of K */
+	float *sX = sD + C * L8; /* (C, L4) dXq, then Zs */
+	float *sY = sX + C * L4; /* (C, L4) Yq */
+	float *sB = sY + C * L4; /* (C) beta */
+	float *sG = sB + C;      /* (C) */
+	float *sE = sG + C;      /* (C) e^G */
+	float *sR = sE + C;      /* (4, 4, C) over the warps' columns: pv, pk, dA o Ak and dA o A row sums; (2, C)
+	                            dA o A column sums over the warps' rows */
+	GdnBlock bk = gdn_block(T, H, NC);
+	int n = bk.n;
+	const float *Ak = w.Ak + bk.bhc * C * C;
+	auto load_dy = [&](int q) {
+		const float *s = q < QV ? w.dWn + bk.bhc * C * DV + q * 64 : w.dW + bk.bhc * C * DK + (q - QV) * 64;
+		size_t rs = q < QV ? DV : DK;
+		for (int i = t; i < C * 16; i += GDN_NT)
+			cp_async16(sD + i / 16 * L8 + i % 16 * 4, s + i / 16 * rs + i % 16 * 4);
+		cp_async_commit();
+	};
+	if (t < C) {
+		sB[t] = t < n ? beta[bk.base + (size_t)t * H] : 0.f;
+		sG[t] = w.G[bk.bhc * C + t];
+		sE[t] = expf(sG[t]);
+	}
+	for (int i = t; i < C * C / 4; i += GDN_NT)
+		cp_async16(sT + i / 16 * L8 + i % 16 * 4, w.Tm + bk.bhc * C * C + 4 * i);
+	load_dy(0);
+	float dA[2][2][4] = {}, kx[QK][2][2][4], pv[2][2] = {}, pk[2][2] = {}, ak[2][2][4];
+#pragma unroll
+	for (int q = 0; q < NQ; q++) {
+		if (q < QV) { /* U's slab */
+			const float *u = w.U + bk.bhc * C * DV + q * 64;
+			for (int i = t; i < C * 16; i += GDN_NT)
+				cp_async16(sY + i / 16 * L4 + i % 16 * 4, u + (size_t)(i / 16) * DV + i % 16 * 4);
+			cp_async_commit();
+		} else { /* W's, from fragment order: a float4 holds (d, i), (d + 8, i), (d, i + 4), (d + 8, i + 4) */
+			const float4 *wf = (const float4 *)(w.W + bk.bhc * C * DK) + 1024 * (q - QV);
+			for (int f = t; f < 1024; f += GDN_NT) {
+				float4 x = wf[f];
+				int d, i;
+				frag_a_at(f, 0, C, d, i);
+				float *y = sY + i * L4 + d;
+				y[0] = x.x, y[8] = x.y, y[4 * L4] = x.z, y[4 * L4 + 8] = x.w;
+			}
+		}
+		/* this slab's v or e^G k, for the row dots */
+		float gx[2][2][4];
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int j = tc_row(m0, i, r), c = q * 64 + tc_col(n0, jj, r), d = (q - QV) * 64 + tc_col(n0, jj, r);
+					if (q < QV)
+						gx[i][jj][r] = c < dv && j < n ? v[(bk.base + (size_t)j * H) * dv + c] : 0.f;
+					else
+						gx[i][jj][r] = d < dk && j < n ? k[(bk.base + (size_t)j * H) * dk + d] : 0.f;
+				}
+		if (q == NQ - 1) /* Ak, for the epilogue */
+#pragma unroll
+			for (int i = 0; i < 2; i++)
+#pragma unroll
+				for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+					for (int r = 0; r < 4; r++)
+						ak[i][jj][r] = Ak[tc_row(m0, i, r) * C + tc_col(n0, jj, r)];
+		cp_async_wait<0>();
+		__syncthreads();
+		/* dXq = T^T dYq */
+		float x[2][2][4] = {};
+		wmma_tf32<true, 2, 2, 1, L8, L8, 1>(x, sT + m0, sD + n0, C);
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int j = tc_row(m0, i, r), c = tc_col(n0, jj, r), cv = q * 64 + c;
+					float xv = x[i][jj][r];
+					sX[j * L4 + c] = xv;
+					if (q < QV) {
+						if (cv < dv && j < n)
+							dv_[(bk.base + (size_t)j * H) * dv + cv] = sB[j] * xv;
+						pv[i][r >> 1] += gx[i][jj][r] * xv;
+					} else {
+						pk[i][r >> 1] += sE[j] * gx[i][jj][r] * xv;
+						kx[q - QV < 0 ? 0 : q - QV][i][jj][r] = sB[j] * sE[j] * xv;
+					}
+				}
+		__syncthreads();
+		if (q + 1 < NQ)
+			load_dy(q + 1);
+		/* dA += dXq Yq^T */
+		wmma_tf32<false, 2, 2, L4, 1, 1, L4>(dA, sX + m0 * L4, sY + n0 * L4, C);
+		__syncthreads();
+	}
+	/* below the diagonal: Zs (into dXq's place) and the sums of dA o Ak, dA o A */
+	float db[2][2] = {}, rs[2][2] = {}, cs[2][2] = {};
+#pragma unroll
+	for (int i = 0; i < 2; i++)
+#pragma unroll
+		for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int ii = tc_row(m0, i, r), j = tc_col(n0, jj, r);
+				if (j < ii) {
+					float da = -dA[i][jj][r], a = da * (sB[ii] * ak[i][jj][r]);
+					float z = da * sB[ii] * expf(sG[ii] - sG[j]);
+					db[i][r >> 1] += da * ak[i][jj][r], rs[i][r >> 1] += a, cs[jj][r & 1] += a;
+					sX[ii * L4 + j] = z, sX[j * L4 + ii] = z;
+				} else if (j == ii) {
+					sX[ii * L4 + ii] = 0.f;
+				}
+			}
+#pragma unroll
+	for (int i = 0; i < 2; i++)
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			float a = tc_row_sum(pv[i][h]), b = tc_row_sum(pk[i][h]), c = tc_row_sum(db[i][h]), e = tc_row_sum(rs[i][h]);
+			int j = tc_row(m0, i, 2 * h);
+			if (t % 4 == 0)
+				sR[wc * C + j] = a, sR[(4 + wc) * C + j] = b, sR[(8 + wc) * C + j] = c, sR[(12 + wc) * C + j] = e;
+		}
+#pragma unroll
+	for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+		for (int e = 0; e < 2; e++) {
+			float c = tc_col_sum(cs[jj][e]);
+			if (t % 32 < 4)
+				sR[(16 + warp / 4) * C + tc_col(n0, jj, e)] = c;
+		}
+	load_n<C, 64>(sD, L8, k + bk.base * dk, (size_t)H * dk, n, dk, 1.f, nullptr);
+	__syncthreads();
+	if (t < C) {
+		float pvt = 0.f, pkt = 0.f, db = 0.f, dg = 0.f;
+		for (int u = 0; u < 4; u++)
+			pvt += sR[u * C + t], pkt += sR[(4 + u) * C + t], db += sR[(8 + u) * C + t], dg += sR[(12 + u) * C + t];
+		db += pvt + pkt, dg += sB[t] * pkt - sR[16 * C + t] - sR[17 * C + t];
+		if (dbeta && t < n)
+			dbeta[bk.base + (size_t)t * H] = db;
+		w.dG[bk.bhc * C + t] += dg;
+	}
+	/* dk += Zs K + diag(beta e^G) dXk, a slab of K at a time */
+#pragma unroll
+	for (int q = 0; q < QK; q++) {
+		if (q > 0) {
+			__syncthreads();
+			load_n<C, 64>(sD, L8, k + bk.base * dk + q * 64, (size_t)H * dk, n, dk - q * 64, 1.f, nullptr);
+			__syncthreads();
+		}
+		wmma_tf32<false, 2, 2, L4, 1, L8, 1>(kx[q], sX + m0 * L4, sD + n0, C);
+		tc_add_rows<2, 2>(dkk, bk.base, H, n, dk, m0, q * 64 + n0, kx[q]);
 	}
 }
 
@@ -1850,9 +2100,11 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 static const int GDN_SMEM_MAX = 227 * 1024;
 
 /* bytes of dynamic shared memory of each kernel */
-static size_t smem_chunk(int DK, bool tc)
+static size_t smem_chunk(int DK, int DV, bool tc)
 {
-	return (size_t)(DK * (GDN_C + (tc ? 8 : 0)) + DK * GDN_C + GDN_C * (GDN_C + (tc ? 4 : 0)) + 4 * GDN_C) * 4;
+	if (tc)
+		return (size_t)(chunk_r1(DK, DV) + GDN_C * (DK + 8) + 2 * GDN_C * (GDN_C + 4) + 5 * GDN_C) * 4;
+	return (size_t)(DK * GDN_C + DK * GDN_C + GDN_C * GDN_C + 4 * GDN_C) * 4;
 }
 /* both state kernels, SV columns a block */
 static size_t smem_state(int DK, int SV)
@@ -1878,7 +2130,9 @@ static size_t smem_bstate(int DK, int DV, bool tc)
 }
 static size_t smem_bwy(int DK, int DV, bool tc)
 {
-	return (size_t)(GDN_C * GDN_C + 3 * GDN_C + (DK + DV) * (GDN_LX + GDN_C + (tc ? 4 : 0)) + GDN_C * GDN_C + 8 * GDN_C +
+	if (tc)
+		return (size_t)(2 * GDN_C * (GDN_C + 8) + 2 * GDN_C * (GDN_C + 4) + 21 * GDN_C) * 4;
+	return (size_t)(GDN_C * GDN_C + 3 * GDN_C + (DK + DV) * (GDN_LX + GDN_C) + GDN_C * GDN_C + 8 * GDN_C +
 	                48 * GDN_C) * 4;
 }
 static size_t smem_bintra(int DK, int DV, bool tc)
@@ -1939,8 +2193,8 @@ static void gdn_forward_states(const GdnArgs *a, GdnWork *w, const float *S0, fl
 	gdn_carve(w, a->work, a->B, a->T, a->H, a->dk_, a->dv_);
 	bool tc = a->tf32;
 	auto fc = tc ? gdn_chunk_kernel<DK, DV, BWD, true> : gdn_chunk_kernel<DK, DV, BWD, false>;
-	gdn_smem(fc, smem_chunk(DK, tc), &d1[tc]);
-	fc<<<dim3(NC, a->B * a->H), GDN_NT, smem_chunk(DK, tc)>>>(*w, a->k, a->v, a->g, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
+	gdn_smem(fc, smem_chunk(DK, DV, tc), &d1[tc]);
+	fc<<<dim3(NC, a->B * a->H), GDN_NT, smem_chunk(DK, DV, tc)>>>(*w, a->k, a->v, a->g, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
 	gdn_state<DK, false>(a->tf32, dim3(DV / GDN_SV, a->B * a->H), w->WT, w->Kt, w->U, nullptr, w->G, w->Wn, w->S, S0, Sf, -1.f, 1.f,
 	                     DV, NC, a->dk_, a->dv_);
@@ -1988,7 +2242,7 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	gdn_smem(fs, smem_bstate(DK, DV, tc), &d3[tc]);
 	fs<<<chunks, GDN_NT, smem_bstate(DK, DV, tc)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
-	auto fy = tc ? gdn_bwy_kernel<DK, DV, true> : gdn_bwy_kernel<DK, DV, false>;
+	auto fy = tc ? gdn_bwy_tc_kernel<DK, DV> : gdn_bwy_kernel<DK, DV>;
 	gdn_smem(fy, smem_bwy(DK, DV, tc), &d4[tc]);
 	fy<<<chunks, GDN_NT, smem_bwy(DK, DV, tc)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
 	cudaCheck(cudaGetLastError());
