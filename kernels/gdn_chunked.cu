@@ -112,17 +112,26 @@
  *     scale). 32 value columns a block (64 blocks, half the L2 traffic) was
  *     slower: 174 and 198 us.
  *   version 7: no serial chains in the tf32 path. The chunk kernel's TC
- *     form inverts the chunk's unit lower I + A itself (tri_inverse, float32:
- *     16 x 16 diagonal blocks by substitution, then two levels of merges by
- *     block products) and forms [U | W] = T [diag(beta) V | diag(beta e^G)
- *     K] in 3xTF32, keeping T (Tm, 16 KB a chunk) for the backward; bwy's
- *     TC form (gdn_bwy_tc_kernel) takes dX = T^T [dWn | dW] in 3xTF32 and
- *     dA, Zs K in 1xTF32, over 64-column slabs (77 KB of shared memory, two
- *     blocks an SM against one). H200, same call: ncu chunk 209 -> 161 us,
- *     bwy 332 -> 195; DASH_BENCH tf32 keeping forward 0.437 -> 0.387 ms,
- *     + kept backward 1.400 -> 1.208; every gradient within 5.8e-4 of its
- *     scale (5.9e-4 before). T alone in bwy, with the substitution's
- *     single block an SM and its CUDA-core dA, changed nothing (333 us).
+ *     form inverts the chunk's unit lower I + A itself (tri_diag, tri_merge,
+ *     float32: 16 x 16 diagonal blocks by substitution, then two levels of
+ *     merges by block products) and forms [U | W] = T [diag(beta) V |
+ *     diag(beta e^G) K] in 3xTF32 (T's fragments split once for both),
+ *     keeping T (Tm, 16 KB a chunk) for the backward; V comes by cp.async
+ *     into K^T's place once Ak is made (Kt, Kt^T read from K) and the
+ *     diagonal solves overlap the Kt stores. bwy's TC form
+ *     (gdn_bwy_tc_kernel) takes dX = T^T [dWn | dW] in 3xTF32 and dA^T, Zs
+ *     K in 1xTF32, over 64-column slabs that travel by cp.async a slab
+ *     ahead (W's as A fragments straight from W^T's fragment order), 111 KB
+ *     of shared memory: two blocks an SM against one. H200, same call: ncu
+ *     chunk 204 -> 149 us, bwy 330 -> 163; DASH_BENCH tf32 keeping forward
+ *     0.433 -> 0.375 ms, + kept backward 1.388 -> 1.160 (two runs each); o,
+ *     S and every gradient within 5.8e-4 of their scale (5.9e-4 before);
+ *     float32 path untouched. Steps on the way, same call: the first bwy
+ *     form (dA by rows of dX, W gathered from fragment order into rows, Y
+ *     loaded after each slab's dX, dk read back at the end) 194 us, chunk
+ *     with the two products apart and V loaded after Kt 161 us (1.211 ms).
+ *     T alone in the old bwy (its one block an SM, dA on the CUDA cores)
+ *     changed nothing (333 us): the substitution was not what bound it.
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
@@ -531,14 +540,16 @@ static __device__ GdnBlock gdn_block(int T, int H, int NC)
 }
 
 /* T = (I + A)^{-1} of a chunk's strictly lower A (rows C + 4 apart) into sT
- * (the same strides), in float32: the 16 x 16 diagonal blocks by
- * substitution, a thread per column, then 16 -> 32 -> 64 by [[T1, 0], [A21,
- * T2]]^{-1} = [[T1, 0], [-T2 A21 T1, T2]], A21 T1 parked in the block above
- * the diagonal (zeros of T, cleared last). Ends with a barrier. */
-static __device__ void tri_inverse(float *sT, const float *sA, int t)
+ * (the same strides), in float32, in two steps: tri_diag, the 16 x 16
+ * diagonal blocks by substitution, threads t < C a column each (no barrier:
+ * the other threads may do other work meanwhile); then, after a barrier,
+ * tri_merge, 16 -> 32 -> 64 by [[T1, 0], [A21, T2]]^{-1} = [[T1, 0], [-T2
+ * A21 T1, T2]], A21 T1 parked in the block above the diagonal (zeros of T,
+ * cleared last). tri_merge ends with a barrier. */
+static __device__ void tri_diag(float *sT, const float *sA, int t)
 {
-	const int C = GDN_C, CA = C + 4;
-	if (t < C) {
+	const int CA = GDN_C + 4;
+	if (t < GDN_C) {
 		int b = t & ~15;
 		float y[16];
 #pragma unroll
@@ -553,7 +564,11 @@ static __device__ void tri_inverse(float *sT, const float *sA, int t)
 		for (int i = 0; i < 16; i++)
 			sT[(b + i) * CA + t] = y[i];
 	}
-	__syncthreads();
+}
+
+static __device__ void tri_merge(float *sT, const float *sA, int t)
+{
+	const int C = GDN_C, CA = C + 4;
 	/* h = 16: two merges (p 0, 1), h = 32: one; P = A21 T1 at (o, o + h),
 	 * then T21 = -T2 P at (o + h, o) */
 	for (int h = 16; h < C; h *= 2) {
@@ -679,39 +694,87 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	}
 	__syncthreads();
 	if (TC) {
+		/* K^T is done with: V into its place by cp.async (zeros past n, dv) */
+		float *sV = sKT;
+		const float *v0 = v + bk.base * dv;
+		if ((dv & 3) == 0 && ((size_t)v0 & 15) == 0) {
+			for (int idx = t; idx < C * DV / 4; idx += GDN_NT) {
+				int i = idx / (DV / 4), e = idx % (DV / 4) * 4;
+				float *s = sV + i * (DV + 8) + e;
+				if (i < n && e < dv)
+					cp_async16(s, v0 + (size_t)i * H * dv + e);
+				else
+					*(float4 *)s = make_float4(0.f, 0.f, 0.f, 0.f);
+			}
+			cp_async_commit();
+		} else {
+			load_n<C, DV>(sV, DV + 8, v0, (size_t)H * dv, n, dv, 1.f, nullptr);
+		}
+		tri_diag(sT, sA, t);
 		/* Kt as the A operand of the forward state pass's St update (DK x
 		 * C), Kt^T as that of the backward's X (C x DK): fragment order,
-		 * rounded to TF32; then K^T's place is W's */
+		 * rounded to TF32 */
 		for (int f = t; f < C * DK / 4; f += GDN_NT) {
 			float ka[4], kb[4];
 #pragma unroll
 			for (int r = 0; r < 4; r++) {
 				int m, kk;
 				frag_a_at(f, r, C, m, kk); /* d, i */
-				ka[r] = __uint_as_float(to_tf32(sL[kk] * sKT[m * CP + kk]));
+				ka[r] = __uint_as_float(to_tf32(sL[kk] * sK[kk * LK + m]));
 				frag_a_at(f, r, DK, m, kk); /* i, d */
-				kb[r] = __uint_as_float(to_tf32(sL[m] * sKT[kk * CP + m]));
+				kb[r] = __uint_as_float(to_tf32(sL[m] * sK[m * LK + kk]));
 			}
 			*(float4 *)(w.Kt + bk.bhc * C * DK + 4 * f) = make_float4(ka[0], ka[1], ka[2], ka[3]);
 			if (BWD)
 				*(float4 *)(w.KtT + bk.bhc * DK * C + 4 * f) = make_float4(kb[0], kb[1], kb[2], kb[3]);
 		}
+		cp_async_wait<0>();
 		__syncthreads();
-		/* [U | W] = T [diag(beta) V | diag(beta e^G) K] in 3xTF32 (float32's
-		 * accuracy), T by blocks (tri_inverse); warp w the columns DV / 8 w..
-		 * of U and DK / 8 w.. of W, all rows; W into K^T's place */
-		float *sV = sKT;
-		load_n<C, DV>(sV, DV + 8, v + bk.base * dv, (size_t)H * dv, n, dv, 1.f, nullptr);
-		tri_inverse(sT, sA, t);
+		tri_merge(sT, sA, t);
 		for (int f = t; f < C * C / 4; f += GDN_NT)
 			*(float4 *)(w.Tm + bk.bhc * C * C + 4 * f) = *(const float4 *)(sT + f / (C / 4) * CA + f % (C / 4) * 4);
-		int warp = t / WARP_SIZE;
-		float au[4][DV / 64][4] = {}, aw[4][DK / 64][4] = {};
-		wmma_tf32<true, 4, DV / 64, CA, 1, DV + 8, 1>(au, sT, sV + warp * DV / 8, C, sB);
-		tc_store<4, DV / 64>(w.U + bk.bhc * C * DV, DV, 0, warp * DV / 8, au, 1.f);
-		wmma_tf32<true, 4, DK / 64, CA, 1, DK + 8, 1>(aw, sT, sK + warp * DK / 8, C, sF);
+		/* [U | W] = T [diag(beta) V | diag(beta e^G) K] in 3xTF32 (float32's
+		 * accuracy; wmma_tf32's sums, T's fragments split once for both):
+		 * warp w the columns DV / 8 w.. of U and DK / 8 w.. of W, all rows */
+		const int warp = t / WARP_SIZE, g = t % WARP_SIZE / 4, tq = t % 4, cu = warp * DV / 8, cw = warp * DK / 8;
+		constexpr int NU = DV / 64, NW = DK / 64;
+		float au[4][NU][4] = {}, aw[4][NW][4] = {};
+#pragma unroll 2
+		for (int ks = 0; ks < C; ks += 8) {
+			unsigned bh[NU + NW][2], bl[NU + NW][2];
+#pragma unroll
+			for (int r = 0; r < 2; r++) {
+				int i = ks + tq + 4 * r;
+#pragma unroll
+				for (int j = 0; j < NU; j++)
+					split_tf32(sV[i * (DV + 8) + cu + 8 * j + g] * sB[i], bh[j][r], bl[j][r]);
+#pragma unroll
+				for (int j = 0; j < NW; j++)
+					split_tf32(sK[i * LK + cw + 8 * j + g] * sF[i], bh[NU + j][r], bl[NU + j][r]);
+			}
+#pragma unroll
+			for (int m = 0; m < 4; m++) {
+				unsigned ah[4], al[4];
+#pragma unroll
+				for (int r = 0; r < 4; r++)
+					split_tf32(sT[(16 * m + g + 8 * (r & 1)) * CA + ks + tq + 4 * (r >> 1)], ah[r], al[r]);
+#pragma unroll
+				for (int j = 0; j < NU; j++) {
+					mma_tf32(au[m][j], al, bh[j]);
+					mma_tf32(au[m][j], ah, bl[j]);
+					mma_tf32(au[m][j], ah, bh[j]);
+				}
+#pragma unroll
+				for (int j = 0; j < NW; j++) {
+					mma_tf32(aw[m][j], al, bh[NU + j]);
+					mma_tf32(aw[m][j], ah, bl[NU + j]);
+					mma_tf32(aw[m][j], ah, bh[NU + j]);
+				}
+			}
+		}
+		tc_store<4, NU>(w.U + bk.bhc * C * DV, DV, 0, cu, au, 1.f);
 		__syncthreads();
-		tc_store<4, DK / 64>(sKT, DK + 4, 0, warp * DK / 8, aw, 1.f);
+		tc_store<4, NW>(sKT, DK + 4, 0, cw, aw, 1.f); /* W into V's place */
 	}
 	/* [U | W] by forward substitution, a thread per column: y_i = x_i -
 	 * sum_{j<i} A_ij y_j; A_ij = 0 for j >= i, so whole float4s of A's row
@@ -1682,36 +1745,68 @@ __global__ void __launch_bounds__(GDN_NT)
 /* bwy on the tensor cores (the keep/kept calls with tf32): the same sums
  * over 64-column slabs q of [dWn | dW] and Y = [U | W]: dXq = T^T dYq in
  * 3xTF32 (T the chunk kernel's), then from its fragments dv, the row dots
- * v_j . dXv_j and e^{G_j} k_j . dXk_j and the dk term diag(beta e^G) dXk
- * (kept in registers), and dA += dXq Yq^T in 1xTF32; the next dY slab
- * travels by cp.async meanwhile. Then Zs, and Zs K a slab of K at a time.
- * Warp w holds the rows 32 (w / 4), columns 16 (w % 4) of each 64 x 64
- * tile. Shared memory: 2 C (C + 8) + 2 C (C + 4) + 21 C floats: two blocks
- * an SM. */
+ * v_j . dXv_j and e^{G_j} k_j . dXk_j and diag(beta e^G) dXk (kept in
+ * registers), and dA^T += Yq dXq^T in 1xTF32, W's slabs as the A operand
+ * straight from W^T's fragment order (TF32 already). The next slabs of dY,
+ * Y and V or K travel by cp.async meanwhile (Y double buffered). Then Zs,
+ * and Zs K a slab of K at a time. Warp w holds the rows 32 (w / 4),
+ * columns 16 (w % 4) of each 64 x 64 tile. Shared memory: 2 C (C + 8) + 4
+ * C (C + 4) + 19 C floats: two blocks an SM. */
 template <int DK, int DV>
 __global__ void __launch_bounds__(GDN_NT, 2)
 	gdn_bwy_tc_kernel(float *dv_, float *dkk, float *dbeta, GdnWork w, const float *k, const float *v,
 	                  const float *beta, int T, int H, int dk, int dv, int NC)
 {
 	constexpr int C = GDN_C, QV = DV / 64, QK = DK / 64, NQ = QV + QK, L8 = C + 8, L4 = C + 4;
-	const int t = threadIdx.x, warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, wc = warp % 4;
+	const int t = threadIdx.x, lane = t % WARP_SIZE, warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16;
+	const int wc = warp % 4, wr = warp / 4;
 	float *sT = dyn_smem();  /* (C, L8) T */
 	float *sD = sT + C * L8; /* (C, L8) slab q of [dWn | dW], then of K */
 	float *sX = sD + C * L8; /* (C, L4) dXq, then Zs */
-	float *sY = sX + C * L4; /* (C, L4) Yq */
-	float *sB = sY + C * L4; /* (C) beta */
+	float *sY = sX + C * L4; /* (2, C, L4) slab q of U (rows) or of W^T (fragment order) */
+	float *sV = sY + 2 * C * L4; /* (C, L4) slab q of V or K, for the row dots */
+	float *sB = sV + C * L4; /* (C) beta */
 	float *sG = sB + C;      /* (C) */
 	float *sE = sG + C;      /* (C) e^G */
-	float *sR = sE + C;      /* (4, 4, C) over the warps' columns: pv, pk, dA o Ak and dA o A row sums; (2, C)
-	                            dA o A column sums over the warps' rows */
+	float *sR = sE + C;      /* (4, C) each over the warps' columns: pv, pk, dA o A column sums; (2, C) each over
+	                            the warps' rows: dA o Ak and dA o A row sums (dA^T's tiles: rows j, columns i) */
 	GdnBlock bk = gdn_block(T, H, NC);
 	int n = bk.n;
 	const float *Ak = w.Ak + bk.bhc * C * C;
-	auto load_dy = [&](int q) {
+	/* slab q of dY into sD, of Y into sY[q % 2], of V or K into sV (zeros
+	 * past n and dv or dk), one commit group */
+	auto load_slab = [&](int q) {
+		const float *gs = q < QV ? v + bk.base * dv + q * 64 : k + bk.base * dk + (q - QV) * 64;
+		int gd = q < QV ? dv - q * 64 : dk - (q - QV) * 64;
+		size_t grs = (size_t)H * (q < QV ? dv : dk);
+		if ((grs & 3) == 0 && (gd & 3) == 0 && ((size_t)gs & 15) == 0) {
+			for (int i = t; i < C * 16; i += GDN_NT) {
+				int r = i / 16, e = i % 16 * 4;
+				if (r < n && e < gd)
+					cp_async16(sV + r * L4 + e, gs + r * grs + e);
+				else
+					*(float4 *)(sV + r * L4 + e) = make_float4(0.f, 0.f, 0.f, 0.f);
+			}
+		} else {
+			for (int i = t; i < C * 64; i += GDN_NT) {
+				int r = i / 64, e = i % 64;
+				sV[r * L4 + e] = r < n && e < gd ? gs[r * grs + e] : 0.f;
+			}
+		}
 		const float *s = q < QV ? w.dWn + bk.bhc * C * DV + q * 64 : w.dW + bk.bhc * C * DK + (q - QV) * 64;
 		size_t rs = q < QV ? DV : DK;
+		float *y = sY + q % 2 * C * L4;
 		for (int i = t; i < C * 16; i += GDN_NT)
 			cp_async16(sD + i / 16 * L8 + i % 16 * 4, s + i / 16 * rs + i % 16 * 4);
+		if (q < QV) {
+			const float *u = w.U + bk.bhc * C * DV + q * 64;
+			for (int i = t; i < C * 16; i += GDN_NT)
+				cp_async16(y + i / 16 * L4 + i % 16 * 4, u + (size_t)(i / 16) * DV + i % 16 * 4);
+		} else { /* the 4 x 8 tiles of rows 16 m, k-steps 8 (q - QV).. */
+			const float *wt = w.WT + bk.bhc * C * DK + (q - QV) * 1024;
+			for (int i = t * 4; i < C * 64; i += GDN_NT * 4)
+				cp_async16(y + i, wt + i / 1024 * (DK / 8) * 128 + i % 1024);
+		}
 		cp_async_commit();
 	};
 	if (t < C) {
@@ -1721,47 +1816,18 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 	}
 	for (int i = t; i < C * C / 4; i += GDN_NT)
 		cp_async16(sT + i / 16 * L8 + i % 16 * 4, w.Tm + bk.bhc * C * C + 4 * i);
-	load_dy(0);
+	load_slab(0);
 	float dA[2][2][4] = {}, kx[QK][2][2][4], pv[2][2] = {}, pk[2][2] = {}, ak[2][2][4];
 #pragma unroll
 	for (int q = 0; q < NQ; q++) {
-		if (q < QV) { /* U's slab */
-			const float *u = w.U + bk.bhc * C * DV + q * 64;
-			for (int i = t; i < C * 16; i += GDN_NT)
-				cp_async16(sY + i / 16 * L4 + i % 16 * 4, u + (size_t)(i / 16) * DV + i % 16 * 4);
-			cp_async_commit();
-		} else { /* W's, from fragment order: a float4 holds (d, i), (d + 8, i), (d, i + 4), (d + 8, i + 4) */
-			const float4 *wf = (const float4 *)(w.W + bk.bhc * C * DK) + 1024 * (q - QV);
-			for (int f = t; f < 1024; f += GDN_NT) {
-				float4 x = wf[f];
-				int d, i;
-				frag_a_at(f, 0, C, d, i);
-				float *y = sY + i * L4 + d;
-				y[0] = x.x, y[8] = x.y, y[4 * L4] = x.z, y[4 * L4 + 8] = x.w;
-			}
-		}
-		/* this slab's v or e^G k, for the row dots */
-		float gx[2][2][4];
-#pragma unroll
-		for (int i = 0; i < 2; i++)
-#pragma unroll
-			for (int jj = 0; jj < 2; jj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int j = tc_row(m0, i, r), c = q * 64 + tc_col(n0, jj, r), d = (q - QV) * 64 + tc_col(n0, jj, r);
-					if (q < QV)
-						gx[i][jj][r] = c < dv && j < n ? v[(bk.base + (size_t)j * H) * dv + c] : 0.f;
-					else
-						gx[i][jj][r] = d < dk && j < n ? k[(bk.base + (size_t)j * H) * dk + d] : 0.f;
-				}
-		if (q == NQ - 1) /* Ak, for the epilogue */
+		if (q == NQ - 1) /* Ak_ij at dA^T's (j, i) */
 #pragma unroll
 			for (int i = 0; i < 2; i++)
 #pragma unroll
 				for (int jj = 0; jj < 2; jj++)
 #pragma unroll
 					for (int r = 0; r < 4; r++)
-						ak[i][jj][r] = Ak[tc_row(m0, i, r) * C + tc_col(n0, jj, r)];
+						ak[i][jj][r] = Ak[tc_col(n0, jj, r) * C + tc_row(m0, i, r)];
 		cp_async_wait<0>();
 		__syncthreads();
 		/* dXq = T^T dYq */
@@ -1779,20 +1845,45 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 					if (q < QV) {
 						if (cv < dv && j < n)
 							dv_[(bk.base + (size_t)j * H) * dv + cv] = sB[j] * xv;
-						pv[i][r >> 1] += gx[i][jj][r] * xv;
+						pv[i][r >> 1] += sV[j * L4 + c] * xv;
 					} else {
-						pk[i][r >> 1] += sE[j] * gx[i][jj][r] * xv;
-						kx[q - QV < 0 ? 0 : q - QV][i][jj][r] = sB[j] * sE[j] * xv;
+						pk[i][r >> 1] += sE[j] * sV[j * L4 + c] * xv;
+						kx[q < QV ? 0 : q - QV][i][jj][r] = sB[j] * sE[j] * xv;
 					}
 				}
 		__syncthreads();
 		if (q + 1 < NQ)
-			load_dy(q + 1);
-		/* dA += dXq Yq^T */
-		wmma_tf32<false, 2, 2, L4, 1, 1, L4>(dA, sX + m0 * L4, sY + n0 * L4, C);
-		__syncthreads();
+			load_slab(q + 1);
+		/* dA^T += Yq dXq^T: rows j, columns i */
+		const float *y = sY + q % 2 * C * L4;
+		if (q < QV) {
+			wmma_tf32<false, 2, 2, L4, 1, 1, L4>(dA, y + m0 * L4, sX + n0 * L4, C);
+		} else {
+			const int g = lane / 4, tq = lane % 4;
+#pragma unroll 2
+			for (int ks = 0; ks < 8; ks++) {
+				unsigned a[2][4], b[2][2];
+#pragma unroll
+				for (int i = 0; i < 2; i++) {
+					float4 f = *(const float4 *)(y + ((m0 / 16 + i) * 8 + ks) * 128 + lane * 4);
+					a[i][0] = __float_as_uint(f.x), a[i][1] = __float_as_uint(f.y);
+					a[i][2] = __float_as_uint(f.z), a[i][3] = __float_as_uint(f.w);
+				}
+#pragma unroll
+				for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+					for (int r = 0; r < 2; r++)
+						b[jj][r] = to_tf32(sX[(n0 + 8 * jj + g) * L4 + 8 * ks + tq + 4 * r]);
+#pragma unroll
+				for (int i = 0; i < 2; i++)
+#pragma unroll
+					for (int jj = 0; jj < 2; jj++)
+						mma_tf32(dA[i][jj], a[i], b[jj]);
+			}
+		}
 	}
-	/* below the diagonal: Zs (into dXq's place) and the sums of dA o Ak, dA o A */
+	__syncthreads();
+	/* dA_ij (at dA^T's (j, i)) for j < i: Zs (into dXq's place) and the sums of dA o Ak, dA o A */
 	float db[2][2] = {}, rs[2][2] = {}, cs[2][2] = {};
 #pragma unroll
 	for (int i = 0; i < 2; i++)
@@ -1800,45 +1891,59 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 		for (int jj = 0; jj < 2; jj++)
 #pragma unroll
 			for (int r = 0; r < 4; r++) {
-				int ii = tc_row(m0, i, r), j = tc_col(n0, jj, r);
+				int j = tc_row(m0, i, r), ii = tc_col(n0, jj, r);
 				if (j < ii) {
 					float da = -dA[i][jj][r], a = da * (sB[ii] * ak[i][jj][r]);
 					float z = da * sB[ii] * expf(sG[ii] - sG[j]);
-					db[i][r >> 1] += da * ak[i][jj][r], rs[i][r >> 1] += a, cs[jj][r & 1] += a;
+					db[jj][r & 1] += da * ak[i][jj][r], rs[jj][r & 1] += a, cs[i][r >> 1] += a;
 					sX[ii * L4 + j] = z, sX[j * L4 + ii] = z;
 				} else if (j == ii) {
-					sX[ii * L4 + ii] = 0.f;
+					sX[j * L4 + j] = 0.f;
 				}
 			}
 #pragma unroll
 	for (int i = 0; i < 2; i++)
 #pragma unroll
 		for (int h = 0; h < 2; h++) {
-			float a = tc_row_sum(pv[i][h]), b = tc_row_sum(pk[i][h]), c = tc_row_sum(db[i][h]), e = tc_row_sum(rs[i][h]);
+			float a = tc_row_sum(pv[i][h]), b = tc_row_sum(pk[i][h]), c = tc_row_sum(cs[i][h]);
 			int j = tc_row(m0, i, 2 * h);
-			if (t % 4 == 0)
-				sR[wc * C + j] = a, sR[(4 + wc) * C + j] = b, sR[(8 + wc) * C + j] = c, sR[(12 + wc) * C + j] = e;
+			if (lane % 4 == 0)
+				sR[wc * C + j] = a, sR[(4 + wc) * C + j] = b, sR[(8 + wc) * C + j] = c;
 		}
 #pragma unroll
 	for (int jj = 0; jj < 2; jj++)
 #pragma unroll
 		for (int e = 0; e < 2; e++) {
-			float c = tc_col_sum(cs[jj][e]);
-			if (t % 32 < 4)
-				sR[(16 + warp / 4) * C + tc_col(n0, jj, e)] = c;
+			float a = tc_col_sum(db[jj][e]), b = tc_col_sum(rs[jj][e]);
+			int i = tc_col(n0, jj, e);
+			if (lane < 4)
+				sR[(12 + wr) * C + i] = a, sR[(14 + wr) * C + i] = b;
 		}
+	float od[QK][2][2][4]; /* dk's old values */
+#pragma unroll
+	for (int q = 0; q < QK; q++)
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int j = tc_row(m0, i, r), d = q * 64 + tc_col(n0, jj, r);
+					od[q][i][jj][r] = j < n && d < dk ? dkk[(bk.base + (size_t)j * H) * dk + d] : 0.f;
+				}
 	load_n<C, 64>(sD, L8, k + bk.base * dk, (size_t)H * dk, n, dk, 1.f, nullptr);
 	__syncthreads();
 	if (t < C) {
-		float pvt = 0.f, pkt = 0.f, db = 0.f, dg = 0.f;
+		float pvt = 0.f, pkt = 0.f, cst = 0.f;
 		for (int u = 0; u < 4; u++)
-			pvt += sR[u * C + t], pkt += sR[(4 + u) * C + t], db += sR[(8 + u) * C + t], dg += sR[(12 + u) * C + t];
-		db += pvt + pkt, dg += sB[t] * pkt - sR[16 * C + t] - sR[17 * C + t];
+			pvt += sR[u * C + t], pkt += sR[(4 + u) * C + t], cst += sR[(8 + u) * C + t];
+		float db = sR[12 * C + t] + sR[13 * C + t] + pvt + pkt;
+		float dg = sR[14 * C + t] + sR[15 * C + t] - cst + sB[t] * pkt;
 		if (dbeta && t < n)
 			dbeta[bk.base + (size_t)t * H] = db;
 		w.dG[bk.bhc * C + t] += dg;
 	}
-	/* dk += Zs K + diag(beta e^G) dXk, a slab of K at a time */
+	/* dk = its old value + diag(beta e^G) dXk + Zs K, a slab of K at a time */
 #pragma unroll
 	for (int q = 0; q < QK; q++) {
 		if (q > 0) {
@@ -1847,7 +1952,16 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 			__syncthreads();
 		}
 		wmma_tf32<false, 2, 2, L4, 1, L8, 1>(kx[q], sX + m0 * L4, sD + n0, C);
-		tc_add_rows<2, 2>(dkk, bk.base, H, n, dk, m0, q * 64 + n0, kx[q]);
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+#pragma unroll
+			for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int j = tc_row(m0, i, r), d = q * 64 + tc_col(n0, jj, r);
+					if (j < n && d < dk)
+						dkk[(bk.base + (size_t)j * H) * dk + d] = od[q][i][jj][r] + kx[q][i][jj][r];
+				}
 	}
 }
 
@@ -2131,7 +2245,7 @@ static size_t smem_bstate(int DK, int DV, bool tc)
 static size_t smem_bwy(int DK, int DV, bool tc)
 {
 	if (tc)
-		return (size_t)(2 * GDN_C * (GDN_C + 8) + 2 * GDN_C * (GDN_C + 4) + 21 * GDN_C) * 4;
+		return (size_t)(2 * GDN_C * (GDN_C + 8) + 4 * GDN_C * (GDN_C + 4) + 19 * GDN_C) * 4;
 	return (size_t)(GDN_C * GDN_C + 3 * GDN_C + (DK + DV) * (GDN_LX + GDN_C) + GDN_C * GDN_C + 8 * GDN_C +
 	                48 * GDN_C) * 4;
 }
@@ -2180,7 +2294,7 @@ struct GdnArgs {
 	int B, T, H, dk_, dv_;
 	float scale;
 	void *work;
-	bool tf32; /* the products of chunk (Ak), state, output, bprep, bstate and bintra on the tensor cores */
+	bool tf32; /* the products of chunk (Ak, [U | W]), state, output, bprep, bstate, bwy and bintra on the tensor cores */
 };
 
 /* the chunk and state kernels: G, the WY factors, Wn and every chunk's start
