@@ -132,6 +132,22 @@
  *     with the two products apart and V loaded after Kt 161 us (1.211 ms).
  *     T alone in the old bwy (its one block an SM, dA on the CUDA cores)
  *     changed nothing (333 us): the substitution was not what bound it.
+ *   version 8: bstate's and bintra's tf32 forms (gdn_bstate_tc_kernel,
+ *     gdn_bintra_tc_kernel; ncu had both waiting on loads staged through
+ *     registers, 0.4-0.5 warps ready a scheduler) take their operands by
+ *     cp.async straight into shared memory, untransposed, rows padded by 4
+ *     floats. bstate streams S_c, dO, dWn, then dS', Wn in slices of 32
+ *     value columns through three stages, one barrier a slice (113 KB, two
+ *     blocks an SM, no spills); the e^G scale and the sign come after the
+ *     product; <dS', S_c> from the dS' slices against S_c read again one
+ *     slice ahead. bintra asks for Q, K and dO, Wn (two stages of 32
+ *     columns) before its first product, dM's first slice made while Q and
+ *     K arrive; dME and dME^T reuse the stages (107 KB). Both store dq and
+ *     dk by float2 (tc_put_rows; before: single floats 8 bytes apart). H200,
+ *     ncu at base clocks, same call, on version 6: bstate 250 -> 158-161 us,
+ *     bintra 202-203 -> 120; DASH_BENCH tf32 keeping forward + kept
+ *     backward 1.389, 1.394 -> 1.252, 1.250 ms; within 5.8e-4 of scale.
+ *     The float32 forms lost their dead TC branches (their PTX unchanged).
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
