@@ -1981,6 +1981,32 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 	}
 }
 
+/* bintra's end: dG_t = the other kernels' share plus the row minus the
+ * column sums of dM o M (NR partial sums each, rows NR apart), then dg_t =
+ * sum_{i >= t} dG_i, a reverse scan in s (C floats, shared) */
+template <int NR>
+static __device__ void bintra_dg(float *dg, const GdnWork &w, const GdnBlock &bk, int H, const float *sRow,
+                                 const float *sCol, float *s)
+{
+	const int C = GDN_C, t = threadIdx.x;
+	if (t < C) {
+		float d = w.dG[bk.bhc * C + t];
+		for (int u = 0; u < NR; u++)
+			d += sRow[t * NR + u] - sCol[t * NR + u];
+		s[t] = d;
+	}
+	for (int o = 1; o < C; o *= 2) {
+		__syncthreads();
+		float x = t + o < C ? s[t + o] : 0.f;
+		__syncthreads();
+		if (t < C)
+			s[t] += x;
+	}
+	__syncthreads();
+	if (dg && t < bk.n)
+		dg[bk.base + (size_t)t * H] = s[t];
+}
+
 /* The intra-chunk product M Wn: dM = scale dO Wn^T, dME = dM o E (j <= i);
  * dq += dME K, dk += dME^T Q, dG += row minus column sums of dM o M; then dg,
  * the reverse cumulative sum of dG within the chunk. Q^T and K^T (for M),
@@ -2044,24 +2070,7 @@ __global__ void __launch_bounds__(GDN_NT, 0)
 	float *sQ = sX1, *sK = sX2;
 	load_n<C, DK>(sQ, DKP, q0, rq, n, dk, 1.f, nullptr);
 	load_n<C, DK>(sK, DKP, k0, rq, n, dk, 1.f, nullptr);
-	float dgt = 0.f;
-	if (t < C) {
-		dgt = w.dG[bk.bhc * C + t];
-		for (int u = 0; u < NR; u++)
-			dgt += sRow[t * NR + u] - sCol[t * NR + u];
-		sV[t] = dgt;
-	}
-	/* dg_t = sum_{i >= t} dG_i */
-	for (int o = 1; o < C; o *= 2) {
-		__syncthreads();
-		float x = t + o < C ? sV[t + o] : 0.f;
-		__syncthreads();
-		if (t < C)
-			sV[t] += x;
-	}
-	__syncthreads();
-	if (dg && t < n)
-		dg[bk.base + (size_t)t * H] = sV[t];
+	bintra_dg<NR>(dg, w, bk, H, sRow, sCol, sV);
 	constexpr int TN = DK / 16;
 	float acc[4][TN], old[4][TN];
 	zero(acc);
@@ -2191,24 +2200,7 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 		}
 	}
 	__syncthreads();
-	float dgt = 0.f;
-	if (t < C) {
-		dgt = w.dG[bk.bhc * C + t];
-		for (int u = 0; u < NR; u++)
-			dgt += sRow[t * NR + u] - sCol[t * NR + u];
-		sV[t] = dgt;
-	}
-	/* dg_t = sum_{i >= t} dG_i */
-	for (int o = 1; o < C; o *= 2) {
-		__syncthreads();
-		float x = t + o < C ? sV[t + o] : 0.f;
-		__syncthreads();
-		if (t < C)
-			sV[t] += x;
-	}
-	__syncthreads();
-	if (dg && t < n)
-		dg[bk.base + (size_t)t * H] = sV[t];
+	bintra_dg<NR>(dg, w, bk, H, sRow, sCol, sV);
 	/* dq, dk: warp w the rows 32 (w / 4), columns DK / 4 (w % 4) */
 	constexpr int WN = DK / 32;
 	int n1 = wc * (DK / 4);
