@@ -341,17 +341,6 @@ static __device__ void copy_s(float *s, const float *x, int n)
 		*(float4 *)(s + i) = *(const float4 *)(x + i);
 }
 
-/* R rows of E floats (E % 4 == 0) from global rows rs apart into shared rows
- * ld apart, all 16-byte aligned, by cp.async (waited for) */
-template <int R, int E>
-static __device__ void copy_rows(float *s, int ld, const float *x, size_t rs)
-{
-	for (int i = threadIdx.x; i < R * E / 4; i += GDN_NT)
-		cp_async16(s + i / (E / 4) * ld + i % (E / 4) * 4, x + i / (E / 4) * rs + i % (E / 4) * 4);
-	cp_async_commit();
-	cp_async_wait<0>();
-}
-
 /* a warp's wmma_tf32 tile at (m0, n0), times a, into x (rows ld apart, ld even) */
 template <int WM, int WN>
 static __device__ __forceinline__ void tc_store(float *x, int ld, int m0, int n0, const float (&c)[WM][WN][4], float a)
@@ -498,28 +487,6 @@ static __device__ __forceinline__ void frag_a_at(int q, int r, int K, int &m, in
 	int tile = q / 32, lane = q % 32;
 	m = tile / (K / 8) * 16 + lane / 4 + 8 * (r & 1);
 	k = tile % (K / 8) * 8 + lane % 4 + 4 * (r >> 1);
-}
-
-/* M_ij = e^{G_i - G_j} q_i . k_j for j <= i, else 0, of a chunk's Q^T and
- * K^T (DK rows of C + 8 floats) on the tensor cores, a warp the rows 32 from
- * m0 and the columns 16 from n0: into s[i (C + 8) + j], or (TR) s[j (C + 8)
- * + i] */
-template <int DK, bool TR>
-static __device__ __forceinline__ void tc_decay_product(float *s, const float *sQT, const float *sKT, const float *sG,
-                                                        int m0, int n0)
-{
-	constexpr int CP = GDN_C + 8;
-	float mq[2][2][4] = {};
-	wmma_tf32<false, 2, 2, 1, CP, CP, 1>(mq, sQT + m0, sKT + n0, DK);
-#pragma unroll
-	for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-		for (int nj = 0; nj < 2; nj++)
-#pragma unroll
-			for (int r = 0; r < 4; r++) {
-				int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
-				s[TR ? j * CP + i : i * CP + j] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
-			}
 }
 
 /* the sum of v over the block, in every thread; red: GDN_NT floats */
@@ -1160,66 +1127,29 @@ __global__ void __launch_bounds__(GDN_NT)
 }
 
 /* O = scale (diag(e^G) Q S_c + M Wn), M_ij = e^{G_i - G_j} q_i . k_j for j <= i.
- * Shared memory: DK CP + C CP + 2 C + max(DK CP, DK / 2 DVP, C DVP) floats
- * (CP = C, DVP = DV; TC: rows padded by 8): K^T, then S_c half by half, then
- * Wn take turns in the last part, so that two blocks fit an SM. TC: the
- * products on the tensor cores in 1xTF32. */
-template <int DK, int DV, bool TC>
-__global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
+ * Shared memory: DK C + C C + 2 C + max(DK C, C DV) floats: K^T, then S_c
+ * half by half, then Wn take turns in the last part, so that two blocks fit
+ * an SM. float32; the tf32 form is gdn_output_tc_kernel. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT)
 	gdn_output_kernel(float *o, GdnWork w, const float *q, const float *k, int T, int H, int dk, int dv, int NC,
 	                  float scale)
 {
-	const int C = GDN_C, t = threadIdx.x, P = TC ? 8 : 0, CP = C + P, DVP = DV + P;
-	float *sQT = dyn_smem();    /* (DK, CP) */
-	float *sMT = sQT + DK * CP; /* (C, CP) M^T */
-	float *sG = sMT + C * CP;   /* (C) */
-	float *sE = sG + C;         /* (C) e^G */
-	float *sKT = sE + C;        /* (DK, CP), then S_c rows (DK / 2, DVP), then Wn (C, DVP) */
+	const int C = GDN_C, t = threadIdx.x;
+	float *sQT = dyn_smem();   /* (DK, C) */
+	float *sMT = sQT + DK * C; /* (C, C) M^T */
+	float *sG = sMT + C * C;   /* (C) */
+	float *sE = sG + C;        /* (C) e^G */
+	float *sKT = sE + C;       /* (DK, C), then S_c rows (DK / 2, DV), then Wn (C, DV) */
 	float *sS = sKT, *sWn = sKT;
 	GdnBlock bk = gdn_block(T, H, NC);
-	load_t<C, DK>(sQT, CP, q + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
-	load_t<C, DK>(sKT, CP, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sQT, C, q + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sKT, C, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
 	if (t < C) {
 		sG[t] = w.G[bk.bhc * C + t];
 		sE[t] = expf(sG[t]);
 	}
 	__syncthreads();
-	if (TC) {
-		/* M: warp w the rows 32 (w / 4), columns 16 (w % 4); O: the rows
-		 * 32 (w / 4), columns DV / 4 (w % 4) */
-		constexpr int WN = DV / 32;
-		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, c0 = warp % 4 * (DV / 4);
-		tc_decay_product<DK, true>(sMT, sQT, sKT, sG, m0, n0);
-		float acc[2][WN][4] = {};
-		for (int h = 0; h < 2; h++) {
-			__syncthreads();
-			copy_rows<DK / 2, DV>(sS, DVP, w.S + (bk.bhc * DK + h * DK / 2) * DV, DV);
-			__syncthreads();
-			wmma_tf32<false, 2, WN, 1, CP, DVP, 1>(acc, sQT + h * DK / 2 * CP + m0, sS + c0, DK / 2);
-		}
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++)
-					acc[mi][nj][r] *= sE[tc_row(m0, mi, r)];
-		__syncthreads();
-		copy_rows<C, DV>(sWn, DVP, w.Wn + bk.bhc * C * DV, DV);
-		__syncthreads();
-		wmma_tf32<false, 2, WN, 1, CP, DVP, 1>(acc, sMT + m0, sWn + c0, m0 + 32); /* M_ij = 0 for j > i */
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < WN; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int i = tc_row(m0, mi, r), j = tc_col(c0, nj, r);
-					if (i < bk.n && j < dv)
-						o[(bk.base + (size_t)i * H) * dv + j] = scale * acc[mi][nj][r];
-				}
-		return;
-	}
 	int i0 = t / 16 * 4, jb = t % 16 * 4;
 	{
 		float acc[4][4];
@@ -1263,63 +1193,138 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		}
 }
 
+/* gdn_output_kernel's TC form: Q and K (rows DK + 4 apart) by cp.async,
+ * untransposed, then S_c and Wn in slices of 32 rows (DV + 8 apart) through
+ * two stages, the first two asked for with Q and K; M^T (rows C + 8 apart)
+ * in K's place once M is made. Shared memory: C max(DK + 4, C + 8) + C (DK
+ * + 4) + 64 (DV + 8) + 2 C floats. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT, 2)
+	gdn_output_tc_kernel(float *o, GdnWork w, const float *q, const float *k, int T, int H, int dk, int dv, int NC,
+	                     float scale)
+{
+	constexpr int C = GDN_C, LK = DK + 4, CP = C + 8, L = DV + 8, NS = DK / 32, WN = DV / 32;
+	constexpr int R2 = C * (LK > CP ? LK : CP);
+	const int t = threadIdx.x, warp = t / WARP_SIZE, m0 = warp / 4 * 32, c0 = warp % 4 * (DV / 4);
+	float *sQ = dyn_smem();      /* (C, LK) */
+	float *sK = sQ + C * LK;     /* (C, LK), then M^T (C, CP) */
+	float *sMT = sK;
+	float *sb = sK + R2;         /* 2 stages (32, L): rows of S_c, then of Wn */
+	float *sG = sb + 2 * 32 * L; /* (C) */
+	float *sE = sG + C;          /* (C) e^G */
+	GdnBlock bk = gdn_block(T, H, NC);
+	/* slice s: the rows 32 s of S_c (s < NS), then of Wn; none past NS + 2 (an empty group) */
+	auto issue = [&](int s) {
+		float *b = sb + s % 2 * 32 * L;
+		if (s < NS)
+			stage_rows<32, DV>(b, L, w.S + (bk.bhc * DK + s * 32) * DV, DV, 32, DV);
+		else if (s < NS + 2)
+			stage_rows<32, DV>(b, L, w.Wn + (bk.bhc * C + (s - NS) * 32) * DV, DV, 32, DV);
+		cp_async_commit();
+	};
+	stage_rows<C, DK>(sQ, LK, q + bk.base * dk, (size_t)H * dk, bk.n, dk);
+	stage_rows<C, DK>(sK, LK, k + bk.base * dk, (size_t)H * dk, bk.n, dk);
+	cp_async_commit();
+	issue(0);
+	issue(1);
+	if (t < C) {
+		sG[t] = w.G[bk.bhc * C + t];
+		sE[t] = expf(sG[t]);
+	}
+	cp_async_wait<2>();
+	__syncthreads();
+	{
+		/* M: warp w the rows 32 (w / 4), columns 16 (w % 4), into M^T once
+		 * every warp is done with K */
+		int n0 = warp % 4 * 16;
+		float mq[2][2][4] = {};
+		wmma_tf32<false, 2, 2, LK, 1, 1, LK>(mq, sQ + m0 * LK, sK + n0 * LK, DK);
+		__syncthreads();
+#pragma unroll
+		for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+			for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+				for (int r = 0; r < 4; r++) {
+					int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
+					sMT[j * CP + i] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
+				}
+	}
+	/* O: warp w the rows 32 (w / 4), columns DV / 4 (w % 4); diag(e^G) Q S_c
+	 * over the first NS slices, then M Wn (M_ij = 0 for j > i) */
+	float acc[2][WN][4] = {};
+	for (int s = 0; s < NS + 2; s++) {
+		cp_async_wait<1>();
+		__syncthreads();
+		const float *b = sb + s % 2 * 32 * L;
+		if (s < NS)
+			wmma_tf32<false, 2, WN, LK, 1, L, 1>(acc, sQ + m0 * LK + s * 32, b + c0, 32);
+		else if ((s - NS) * 32 < m0 + 32)
+			wmma_tf32<false, 2, WN, 1, CP, L, 1>(acc, sMT + (s - NS) * 32 * CP + m0, b + c0, 32);
+		if (s == NS - 1) {
+#pragma unroll
+			for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+				for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+					for (int r = 0; r < 4; r++)
+						acc[mi][nj][r] *= sE[tc_row(m0, mi, r)];
+		}
+		__syncthreads();
+		issue(s + 2);
+	}
+	/* by float2 where dv and o allow */
+	bool v2 = (dv & 1) == 0 && ((size_t)o & 7) == 0;
+#pragma unroll
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int nj = 0; nj < WN; nj++)
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				int i = tc_row(m0, mi, 2 * h), j = tc_col(c0, nj, 0);
+				float *y = o + (bk.base + (size_t)i * H) * dv + j;
+				float v0 = scale * acc[mi][nj][2 * h], v1 = scale * acc[mi][nj][2 * h + 1];
+				if (i >= bk.n || j >= dv)
+					continue;
+				if (v2) {
+					*(float2 *)y = make_float2(v0, v1);
+				} else {
+					y[0] = v0;
+					if (j + 1 < dv)
+						y[1] = v1;
+				}
+			}
+}
+
 // ----------------------------------------------------------------------------
 // backward kernels
 
 /* Pm = scale M^T dO (C, DV) and Hq = scale Q^T diag(e^G) dO (DK, DV).
- * Shared memory: 2 DK C + C C + C DV + 2 C floats; TC (the products on the
- * tensor cores in 1xTF32, rows padded by 8): max(DK, DV) CP + DK CP + C CP
- * + 2 C, dO in Q^T's place once M is made, so that two blocks fit an SM. */
-template <int DK, int DV, bool TC>
-__global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
+ * Shared memory: 2 DK C + C C + C DV + 2 C floats. float32; the tf32 form
+ * is gdn_bprep_tc_kernel. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT)
 	gdn_bprep_kernel(GdnWork w, const float *q, const float *k, const float *dout, int T, int H, int dk, int dv,
 	                 int NC, float scale)
 {
-	const int C = GDN_C, t = threadIdx.x, P = TC ? 8 : 0, CP = C + P, DKP = DK + P, DVP = DV + P;
-	const int R1 = TC ? (DK > DV ? DK : DV) * CP : DK * C;
-	float *sQT = dyn_smem();                     /* (DK, CP); TC: then dO (C, DVP) */
-	float *sKT = sQT + R1;                       /* (DK, CP), then Q diag(e^G) (C, DKP) */
+	const int C = GDN_C, t = threadIdx.x;
+	float *sQT = dyn_smem();   /* (DK, C) */
+	float *sKT = sQT + DK * C; /* (DK, C), then Q diag(e^G) (C, DK) */
 	float *sQg = sKT;
-	float *sM = sKT + DK * CP;                   /* (C, CP) */
-	float *sdO = TC ? sQT : sM + C * C;          /* (C, DVP) */
-	float *sG = TC ? sM + C * CP : sdO + C * DV; /* (C) */
-	float *sE = sG + C;                          /* (C) */
+	float *sM = sKT + DK * C;  /* (C, C) */
+	float *sdO = sM + C * C;   /* (C, DV) */
+	float *sG = sdO + C * DV;  /* (C) */
+	float *sE = sG + C;        /* (C) */
 	GdnBlock bk = gdn_block(T, H, NC);
 	const float *q0 = q + bk.base * dk;
-	load_t<C, DK>(sQT, CP, q0, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
-	load_t<C, DK>(sKT, CP, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
-	if (!TC)
-		load_n<C, DV>(sdO, DV, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
+	load_t<C, DK>(sQT, C, q0, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_t<C, DK>(sKT, C, k + bk.base * dk, (size_t)H * dk, bk.n, dk, 1.f, nullptr);
+	load_n<C, DV>(sdO, DV, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
 	if (t < C) {
 		sG[t] = w.G[bk.bhc * C + t];
 		sE[t] = expf(sG[t]);
 	}
 	__syncthreads();
-	if (TC) {
-		/* M: warp w the rows 32 (w / 4), columns 16 (w % 4); Pm: the rows
-		 * 32 (w / 4), columns DV / 4 (w % 4); Hq: the rows DK / 2 (w / 4),
-		 * columns DV / 4 (w % 4) */
-		constexpr int WM = DK / 32, WN = DV / 32;
-		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16, c0 = warp % 4 * (DV / 4);
-		tc_decay_product<DK, false>(sM, sQT, sKT, sG, m0, n0);
-		__syncthreads();
-		load_n<C, DK>(sQg, DKP, q0, (size_t)H * dk, bk.n, dk, 1.f, sE);
-		load_n<C, DV>(sdO, DVP, dout + bk.base * dv, (size_t)H * dv, bk.n, dv, 1.f, nullptr);
-		__syncthreads();
-		{
-			float acc[2][WN][4] = {};
-			/* rows j of M^T dO: i >= j */
-			wmma_tf32<false, 2, WN, 1, CP, DVP, 1>(acc, sM + m0 * CP + m0, sdO + m0 * DVP + c0, C - m0);
-			tc_store(w.Pm + bk.bhc * C * DV, DV, m0, c0, acc, scale);
-		}
-		{
-			float acc[WM][WN][4] = {};
-			int d0 = warp / 4 * (DK / 2);
-			wmma_tf32<false, WM, WN, 1, DKP, DVP, 1>(acc, sQg + d0, sdO + c0, C);
-			tc_store(w.Hq + bk.bhc * DK * DV, DV, d0, c0, acc, scale);
-		}
-		return;
-	}
 	int r0 = t / 16 * 4, cb = t % 16 * 4;
 	{
 		float acc[4][4];
@@ -1362,6 +1367,69 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 			for (int y = 0; y < TN; y++)
 				hq[frag<TM>(r0, 64, x) * DV + frag<TN>(cb, 64, y)] = scale * acc[x][y];
 	}
+}
+
+/* gdn_bprep_kernel's TC form: Q (rows DK + 8 apart: its columns are read
+ * for Hq), K (rows DK + 4 apart) and dO (rows DV + 8 apart) by cp.async,
+ * untransposed, all asked for at once; M^T = K Q^T on the tensor cores, M
+ * (rows C + 8 apart) into K's place; e^G applied to dO's rows as Hq's
+ * fragments are read. Shared memory: C (DK + 8) + C max(DK + 4, C + 8) + C
+ * (DV + 8) + 2 C floats. */
+template <int DK, int DV>
+__global__ void __launch_bounds__(GDN_NT, 2)
+	gdn_bprep_tc_kernel(GdnWork w, const float *q, const float *k, const float *dout, int T, int H, int dk, int dv,
+	                    int NC, float scale)
+{
+	constexpr int C = GDN_C, LQ = DK + 8, LK = DK + 4, CP = C + 8, L = DV + 8, WM = DK / 32, WN = DV / 32;
+	constexpr int R2 = C * (LK > CP ? LK : CP);
+	const int t = threadIdx.x, warp = t / WARP_SIZE, m0 = warp / 4 * 32, c0 = warp % 4 * (DV / 4);
+	float *sQ = dyn_smem();  /* (C, LQ) */
+	float *sK = sQ + C * LQ; /* (C, LK), then M (C, CP) */
+	float *sM = sK;
+	float *sdO = sK + R2;    /* (C, L) */
+	float *sG = sdO + C * L; /* (C) */
+	float *sE = sG + C;      /* (C) */
+	GdnBlock bk = gdn_block(T, H, NC);
+	stage_rows<C, DK>(sQ, LQ, q + bk.base * dk, (size_t)H * dk, bk.n, dk);
+	stage_rows<C, DK>(sK, LK, k + bk.base * dk, (size_t)H * dk, bk.n, dk);
+	cp_async_commit();
+	stage_rows<C, DV>(sdO, L, dout + bk.base * dv, (size_t)H * dv, bk.n, dv);
+	cp_async_commit();
+	if (t < C) {
+		sG[t] = w.G[bk.bhc * C + t];
+		sE[t] = expf(sG[t]);
+	}
+	cp_async_wait<1>();
+	__syncthreads();
+	/* M^T: warp w the rows 32 (w / 4), columns 16 (w % 4), into M once
+	 * every warp is done with K */
+	float mt[2][2][4] = {};
+	int n0 = warp % 4 * 16;
+	wmma_tf32<false, 2, 2, LK, 1, 1, LQ>(mt, sK + m0 * LK, sQ + n0 * LQ, DK);
+	cp_async_wait<0>();
+	__syncthreads();
+#pragma unroll
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int j = tc_row(m0, mi, r), i = tc_col(n0, nj, r);
+				sM[i * CP + j] = j <= i ? expf(sG[i] - sG[j]) * mt[mi][nj][r] : 0.f;
+			}
+	{
+		/* Hq: warp w the rows DK / 2 (w / 4), columns DV / 4 (w % 4) */
+		float acc[WM][WN][4] = {};
+		int d0 = warp / 4 * (DK / 2);
+		wmma_tf32<false, WM, WN, 1, LQ, L, 1>(acc, sQ + d0, sdO + c0, C, sE);
+		tc_store(w.Hq + bk.bhc * DK * DV, DV, d0, c0, acc, scale);
+	}
+	__syncthreads();
+	/* Pm: warp w the rows 32 (w / 4), columns DV / 4 (w % 4); rows j of
+	 * M^T dO: i >= j */
+	float acc[2][WN][4] = {};
+	wmma_tf32<false, 2, WN, 1, CP, L, 1>(acc, sM + m0 * CP + m0, sdO + m0 * L + c0, C - m0);
+	tc_store(w.Pm + bk.bhc * C * DV, DV, m0, c0, acc, scale);
 }
 
 /* The products with the chunk's states: [dQs; dW] = [scale diag(e^G) dO;
@@ -2235,14 +2303,17 @@ static size_t smem_state(int DK, int SV)
 }
 static size_t smem_output(int DK, int DV, bool tc)
 {
-	size_t P = tc ? 8 : 0, CP = GDN_C + P, DVP = DV + P, r = DK * CP > DK / 2 * DVP ? DK * CP : DK / 2 * DVP;
-	r = r > GDN_C * DVP ? r : GDN_C * DVP;
-	return (DK * CP + GDN_C * CP + 2 * GDN_C + r) * 4;
+	size_t C = GDN_C, LK = DK + 4, CP = C + 8;
+	if (tc)
+		return (C * LK + C * (LK > CP ? LK : CP) + 64 * (DV + 8) + 2 * C) * 4;
+	return (DK * C + C * C + 2 * C + (DK * C > C * DV ? DK * C : C * DV)) * 4;
 }
 static size_t smem_bprep(int DK, int DV, bool tc)
 {
-	size_t CP = GDN_C + (tc ? 8 : 0), r1 = tc ? (DK > DV ? DK : DV) * CP : DK * GDN_C;
-	return (r1 + DK * CP + GDN_C * CP + 2 * GDN_C + (tc ? 0 : GDN_C * DV)) * 4;
+	size_t C = GDN_C, LK = DK + 4, CP = C + 8;
+	if (tc)
+		return (C * (DK + 8) + C * (LK > CP ? LK : CP) + C * (DV + 8) + 2 * C) * 4;
+	return (2 * DK * C + C * C + C * DV + 2 * C) * 4;
 }
 static size_t smem_bstate(int DK, int DV, bool tc)
 {
@@ -2332,7 +2403,7 @@ static void gdn_forward(const GdnArgs *a)
 	int NC = CEIL_DIV(a->T, GDN_C);
 	bool tc = a->tf32;
 	gdn_forward_states<DK, DV, KEEP>(a, &w, a->S, a->S);
-	auto fo = tc ? gdn_output_kernel<DK, DV, true> : gdn_output_kernel<DK, DV, false>;
+	auto fo = tc ? gdn_output_tc_kernel<DK, DV> : gdn_output_kernel<DK, DV>;
 	gdn_smem(fo, smem_output(DK, DV, tc), &d3[tc]);
 	fo<<<dim3(NC, a->B * a->H), GDN_NT, smem_output(DK, DV, tc)>>>(a->o, w, a->q, a->k, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
@@ -2353,7 +2424,7 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	else
 		gdn_forward_states<DK, DV, true>(a, &w, a->S0, nullptr);
 	tc = a->tf32;
-	auto fp = tc ? gdn_bprep_kernel<DK, DV, true> : gdn_bprep_kernel<DK, DV, false>;
+	auto fp = tc ? gdn_bprep_tc_kernel<DK, DV> : gdn_bprep_kernel<DK, DV>;
 	gdn_smem(fp, smem_bprep(DK, DV, tc), &d1[tc]);
 	fp<<<chunks, GDN_NT, smem_bprep(DK, DV, tc)>>>(w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
 	cudaCheck(cudaGetLastError());
