@@ -585,17 +585,18 @@ static __device__ void tri_merge(float *sT, const float *sA, int t)
 // ----------------------------------------------------------------------------
 // forward kernels (the backward recomputes the first two unless kept)
 
-/* the TC chunk kernel's first region: K^T, then V, then W */
+/* the TC chunk kernel's first region: V, then W */
 static constexpr __host__ __device__ int chunk_r1(int DK, int DV)
 {
-	return DK * (GDN_C + 8) > GDN_C * (DV + 8) ? DK * (GDN_C + 8) : GDN_C * (DV + 8);
+	return DK + 4 > DV + 8 ? GDN_C * (DK + 4) : GDN_C * (DV + 8);
 }
 
 /* G, A and the WY factors of one chunk; in its backward form (BWD: the
  * backward's recomputation, or a forward that keeps its work for the
- * backward) also Ak, W and Kt^T. TC: Ak's product on the tensor cores in
- * 1xTF32, the rows of K^T padded by 8 (CP = C + 8, else C), of A by 4 (CA =
- * C + 4, else C); [U | W] = T X, T = (I + A)^{-1} kept in Tm for bwy.
+ * backward) also Ak, W and Kt^T. TC: K (rows padded by 8) and V by
+ * cp.async, both asked for at once, K^T left out: Ak = K K^T on the tensor
+ * cores in 1xTF32 from K's rows; the rows of A padded by 4 (CA = C + 4,
+ * else C); [U | W] = T X, T = (I + A)^{-1} kept in Tm for bwy.
  * Shared memory: DK CP + DK C + C CA + 4 C floats (TC: chunk_r1 + C (DK +
  * 8) + 2 C CA + 5 C). */
 template <int DK, int DV, bool BWD, bool TC>
@@ -605,7 +606,7 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 {
 	const int C = GDN_C, t = threadIdx.x, CP = TC ? C + 8 : C, CA = TC ? C + 4 : C, LK = TC ? DK + 8 : DK;
 	constexpr int R1 = TC ? chunk_r1(DK, DV) : DK * C;
-	float *sKT = dyn_smem();   /* (DK, CP) K^T; TC: then V (C, DV + 8), then W (C, DK + 4) */
+	float *sKT = dyn_smem();   /* (DK, CP) K^T; TC: V (C, DV + 8), then W (C, DK + 4) */
 	float *sK = sKT + R1;      /* (C, LK) */
 	float *sA = sK + C * LK;   /* (C, CA) A = diag(beta) Ak */
 	float *sT = sA + C * CA;   /* TC: (C, CA) T = (I + A)^{-1} */
@@ -622,8 +623,16 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		sG[t] = t < n ? g[bk.base + (size_t)t * H] : 0.f;
 		sB[t] = t < n ? beta[bk.base + (size_t)t * H] : 0.f;
 	}
-	load_t<C, DK>(sKT, CP, k0, rk, n, dk, 1.f, nullptr);
-	load_n<C, DK>(sK, LK, k0, rk, n, dk, 1.f, nullptr);
+	if (TC) {
+		/* K, then V into the first region (zeros past n, dk, dv) */
+		stage_rows<C, DK>(sK, LK, k0, rk, n, dk);
+		cp_async_commit();
+		stage_rows<C, DV>(sKT, DV + 8, v + bk.base * dv, (size_t)H * dv, n, dv);
+		cp_async_commit();
+	} else {
+		load_t<C, DK>(sKT, CP, k0, rk, n, dk, 1.f, nullptr);
+		load_n<C, DK>(sK, LK, k0, rk, n, dk, 1.f, nullptr);
+	}
 	/* G: inclusive scan of g (Hillis-Steele) */
 	for (int o = 1; o < C; o *= 2) {
 		__syncthreads();
@@ -632,6 +641,8 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 		if (t < C)
 			sG[t] += x;
 	}
+	if (TC)
+		cp_async_wait<1>(); /* K */
 	__syncthreads();
 	if (t < C) {
 		w.G[bk.bhc * C + t] = sG[t];
@@ -645,7 +656,7 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	if (TC) {
 		int warp = t / WARP_SIZE, m0 = warp / 4 * 32, n0 = warp % 4 * 16;
 		float acc[2][2][4] = {};
-		wmma_tf32<false, 2, 2, 1, CP, CP, 1>(acc, sKT + m0, sKT + n0, DK);
+		wmma_tf32<false, 2, 2, LK, 1, 1, LK>(acc, sK + m0 * LK, sK + n0 * LK, DK);
 #pragma unroll
 		for (int mi = 0; mi < 2; mi++)
 #pragma unroll
@@ -677,22 +688,7 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 	}
 	__syncthreads();
 	if (TC) {
-		/* K^T is done with: V into its place by cp.async (zeros past n, dv) */
 		float *sV = sKT;
-		const float *v0 = v + bk.base * dv;
-		if ((dv & 3) == 0 && ((size_t)v0 & 15) == 0) {
-			for (int idx = t; idx < C * DV / 4; idx += GDN_NT) {
-				int i = idx / (DV / 4), e = idx % (DV / 4) * 4;
-				float *s = sV + i * (DV + 8) + e;
-				if (i < n && e < dv)
-					cp_async16(s, v0 + (size_t)i * H * dv + e);
-				else
-					*(float4 *)s = make_float4(0.f, 0.f, 0.f, 0.f);
-			}
-			cp_async_commit();
-		} else {
-			load_n<C, DV>(sV, DV + 8, v0, (size_t)H * dv, n, dv, 1.f, nullptr);
-		}
 		tri_diag(sT, sA, t);
 		/* Kt as the A operand of the forward state pass's St update (DK x
 		 * C), Kt^T as that of the backward's X (C x DK): fragment order,
