@@ -1829,9 +1829,11 @@ __global__ void __launch_bounds__(GDN_NT)
  * registers), and dA^T += Yq dXq^T in 1xTF32, W's slabs as the A operand
  * straight from W^T's fragment order (TF32 already). The next slabs of dY,
  * Y and V or K travel by cp.async meanwhile (Y double buffered). Then Zs,
- * and Zs K a slab of K at a time. Warp w holds the rows 32 (w / 4),
- * columns 16 (w % 4) of each 64 x 64 tile. Shared memory: 2 C (C + 8) + 4
- * C (C + 4) + 19 C floats: two blocks an SM. */
+ * and Zs K a slab of K at a time: the last slab still in sV from the row
+ * dots, the first (DK 128) asked for into sD as the last dA^T product
+ * starts. Warp w holds the rows 32 (w / 4), columns 16 (w % 4) of each 64
+ * x 64 tile. Shared memory: 2 C (C + 8) + 4 C (C + 4) + 19 C floats: two
+ * blocks an SM. */
 template <int DK, int DV>
 __global__ void __launch_bounds__(GDN_NT, 2)
 	gdn_bwy_tc_kernel(float *dv_, float *dkk, float *dbeta, GdnWork w, const float *k, const float *v,
@@ -1932,8 +1934,12 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 					}
 				}
 		__syncthreads();
-		if (q + 1 < NQ)
+		if (q + 1 < NQ) {
 			load_slab(q + 1);
+		} else if (QK > 1) { /* K's first slab for Zs K (its last is in sV) */
+			stage_rows<C, 64>(sD, L8, k + bk.base * dk, (size_t)H * dk, n, dk);
+			cp_async_commit();
+		}
 		/* dA^T += Yq dXq^T: rows j, columns i */
 		const float *y = sY + q % 2 * C * L4;
 		if (q < QV) {
@@ -2011,7 +2017,7 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 					int j = tc_row(m0, i, r), d = q * 64 + tc_col(n0, jj, r);
 					od[q][i][jj][r] = j < n && d < dk ? dkk[(bk.base + (size_t)j * H) * dk + d] : 0.f;
 				}
-	load_n<C, 64>(sD, L8, k + bk.base * dk, (size_t)H * dk, n, dk, 1.f, nullptr);
+	cp_async_wait<0>();
 	__syncthreads();
 	if (t < C) {
 		float pvt = 0.f, pkt = 0.f, cst = 0.f;
@@ -2023,15 +2029,14 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 			dbeta[bk.base + (size_t)t * H] = db;
 		w.dG[bk.bhc * C + t] += dg;
 	}
-	/* dk = its old value + diag(beta e^G) dXk + Zs K, a slab of K at a time */
+	/* dk = its old value + diag(beta e^G) dXk + Zs K, a slab of K at a
+	 * time: the last from sV, the first (QK 2) from sD */
 #pragma unroll
 	for (int q = 0; q < QK; q++) {
-		if (q > 0) {
-			__syncthreads();
-			load_n<C, 64>(sD, L8, k + bk.base * dk + q * 64, (size_t)H * dk, n, dk - q * 64, 1.f, nullptr);
-			__syncthreads();
-		}
-		wmma_tf32<false, 2, 2, L4, 1, L8, 1>(kx[q], sX + m0 * L4, sD + n0, C);
+		if (q == QK - 1)
+			wmma_tf32<false, 2, 2, L4, 1, L4, 1>(kx[q], sX + m0 * L4, sV + n0, C);
+		else
+			wmma_tf32<false, 2, 2, L4, 1, L8, 1>(kx[q], sX + m0 * L4, sD + n0, C);
 #pragma unroll
 		for (int i = 0; i < 2; i++)
 #pragma unroll
