@@ -148,6 +148,25 @@
  *     bintra 202-203 -> 120; DASH_BENCH tf32 keeping forward + kept
  *     backward 1.389, 1.394 -> 1.252, 1.250 ms; within 5.8e-4 of scale.
  *     The float32 forms lost their dead TC branches (their PTX unchanged).
+ *   version 9: version 8's treatment for output and bprep, and the last
+ *     loads through registers out of the chunk and bwy kernels' tf32 forms.
+ *     gdn_output_tc_kernel asks for Q and K (rows DK + 4 apart,
+ *     untransposed) by cp.async with the first two 32-row slices of S_c;
+ *     S_c, then Wn stream through two stages, M^T into K's place; o by
+ *     float2. gdn_bprep_tc_kernel asks for Q (rows DK + 8 apart: Hq reads
+ *     its columns), K and dO at once, forms M^T = K Q^T (M into K's place)
+ *     and applies e^G to dO's rows as Hq's fragments are read (Q loaded
+ *     once, not twice). The chunk kernel asks for K and V together and
+ *     forms Ak from K's rows (K^T, loaded transposed through registers,
+ *     left out); bwy takes Zs K from the last K slab still in sV and asks
+ *     for the first as the last dA^T product starts (no reloads by load_n).
+ *     H200, ncu at base clocks, two runs, same call: output 114.8, 114.7
+ *     -> 89.0, 88.2 us, bprep 140.9, 141.9 -> 106.6, 106.7, chunk 185.2,
+ *     184.8 -> 172.7, 172.7; in a second call bwy 200.2, 198.4 -> 191.1,
+ *     191.6 (its DK 128, DV 64 form now spills 8 bytes). DASH_BENCH, same
+ *     call: tf32 keeping forward 0.376 -> 0.342 ms, + kept backward 1.026
+ *     -> 0.955; within 5.8e-4 of scale as before; the float32 forms' PTX
+ *     unchanged.
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
