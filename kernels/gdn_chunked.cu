@@ -508,6 +508,24 @@ static __device__ __forceinline__ void frag_a_at(int q, int r, int K, int &m, in
 	k = tile % (K / 8) * 8 + lane % 4 + 4 * (r >> 1);
 }
 
+/* a warp's 32 x 16 product tile at (m0, n0), of q_i . k_j (IR: rows i,
+ * columns j) or of k_j . q_i (rows j, columns i), as M_ij = e^{G_i - G_j}
+ * q_i . k_j for j <= i, else 0, stored transposed: s[column ld + row] */
+template <bool IR>
+static __device__ __forceinline__ void decay_store_t(float *s, int ld, int m0, int n0, const float (&p)[2][2][4],
+                                                     const float *sG)
+{
+#pragma unroll
+	for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+		for (int nj = 0; nj < 2; nj++)
+#pragma unroll
+			for (int r = 0; r < 4; r++) {
+				int a = tc_row(m0, mi, r), b = tc_col(n0, nj, r), i = IR ? a : b, j = IR ? b : a;
+				s[b * ld + a] = j <= i ? expf(sG[i] - sG[j]) * p[mi][nj][r] : 0.f;
+			}
+}
+
 /* the sum of v over the block, in every thread; red: GDN_NT floats */
 static __device__ float block_sum(float v, float *red)
 {
@@ -1255,15 +1273,7 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 		float mq[2][2][4] = {};
 		wmma_tf32<false, 2, 2, LK, 1, 1, LK>(mq, sQ + m0 * LK, sK + n0 * LK, DK);
 		__syncthreads();
-#pragma unroll
-		for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-			for (int nj = 0; nj < 2; nj++)
-#pragma unroll
-				for (int r = 0; r < 4; r++) {
-					int i = tc_row(m0, mi, r), j = tc_col(n0, nj, r);
-					sMT[j * CP + i] = j <= i ? expf(sG[i] - sG[j]) * mq[mi][nj][r] : 0.f;
-				}
+		decay_store_t<true>(sMT, CP, m0, n0, mq, sG);
 	}
 	/* O: warp w the rows 32 (w / 4), columns DV / 4 (w % 4); diag(e^G) Q S_c
 	 * over the first NS slices, then M Wn (M_ij = 0 for j > i) */
@@ -1423,15 +1433,7 @@ __global__ void __launch_bounds__(GDN_NT, 2)
 	wmma_tf32<false, 2, 2, LK, 1, 1, LQ>(mt, sK + m0 * LK, sQ + n0 * LQ, DK);
 	cp_async_wait<0>();
 	__syncthreads();
-#pragma unroll
-	for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-		for (int nj = 0; nj < 2; nj++)
-#pragma unroll
-			for (int r = 0; r < 4; r++) {
-				int j = tc_row(m0, mi, r), i = tc_col(n0, nj, r);
-				sM[i * CP + j] = j <= i ? expf(sG[i] - sG[j]) * mt[mi][nj][r] : 0.f;
-			}
+	decay_store_t<false>(sM, CP, m0, n0, mt, sG);
 	{
 		/* Hq: warp w the rows DK / 2 (w / 4), columns DV / 4 (w % 4) */
 		float acc[WM][WN][4] = {};
