@@ -374,35 +374,6 @@ static __device__ __forceinline__ void tc_store(float *x, int ld, int m0, int n0
 					make_float2(a * c[i][j][2 * h], a * c[i][j][2 * h + 1]);
 }
 
-/* a warp's wmma_tf32 tile at (m0, n0) added to rows i < n, columns d < dk
- * of a (B, T, H, dk) gradient, row i at x + (base + i H) dk: the tile's old
- * values all read before any is written (loads cannot pass the stores) */
-template <int WM, int WN>
-static __device__ __forceinline__ void tc_add_rows(float *x, size_t base, int H, int n, int dk, int m0, int n0,
-                                                   const float (&c)[WM][WN][4])
-{
-	float old[WM][WN][4];
-#pragma unroll
-	for (int i = 0; i < WM; i++)
-#pragma unroll
-		for (int j = 0; j < WN; j++)
-#pragma unroll
-			for (int r = 0; r < 4; r++) {
-				int row = tc_row(m0, i, r), d = tc_col(n0, j, r);
-				old[i][j][r] = row < n && d < dk ? x[(base + (size_t)row * H) * dk + d] : 0.f;
-			}
-#pragma unroll
-	for (int i = 0; i < WM; i++)
-#pragma unroll
-		for (int j = 0; j < WN; j++)
-#pragma unroll
-			for (int r = 0; r < 4; r++) {
-				int row = tc_row(m0, i, r), d = tc_col(n0, j, r);
-				if (row < n && d < dk)
-					x[(base + (size_t)row * H) * dk + d] = old[i][j][r] + c[i][j][r];
-			}
-}
-
 /* R rows of E floats (E % 4 == 0) from global memory (row i at x + i * rs,
  * the first d values real, rows from n on zeros) into shared rows ld apart
  * (16-byte aligned), by cp.async where x allows (not waited for: the caller
@@ -2357,15 +2328,18 @@ static size_t smem_bintra(int DK, int DV, bool tc)
 	return (size_t)(2 * (DK > DV ? DK : DV) * GDN_C + 2 * GDN_C * GDN_C + 2 * GDN_C + 32 * GDN_C) * 4;
 }
 
-/* allow kernel f its dynamic shared memory (once per kernel) */
-template <class F>
-static void gdn_smem(F f, size_t bytes, bool *done)
+/* kernel f on grid, GDN_NT threads and bytes of dynamic shared memory,
+ * allowed it on the first launch (done: the kernel's own flag) */
+template <class F, class... Args>
+static void gdn_launch(F f, size_t bytes, bool *done, dim3 grid, Args... args)
 {
 	if (bytes > (size_t)GDN_SMEM_MAX)
 		fprintf(stderr, "gdn_chunked: %zu bytes of shared memory\n", bytes), exit(1);
 	if (!*done)
 		cudaCheck(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 	*done = true;
+	f<<<grid, GDN_NT, bytes>>>(args...);
+	cudaCheck(cudaGetLastError());
 }
 
 /* the state pass, its products in float32 or (tf32) on the tensor cores */
@@ -2375,18 +2349,10 @@ static void gdn_state(bool tf32, dim3 grid, const float *A1, const float *A2, co
                       int NC, int dk, int dv)
 {
 	static bool done[2];
-	if (!tf32) {
-		gdn_smem(gdn_state_kernel<DK, REV>, smem_state(DK, GDN_SV), &done[0]);
-		gdn_state_kernel<DK, REV><<<grid, GDN_NT, smem_state(DK, GDN_SV)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2,
-		                                                                   DV, NC, dk, dv);
-		cudaCheck(cudaGetLastError());
-		return;
-	}
-	/* A1 and A2 in fragment order, rounded but for the backward's W */
-	auto f = gdn_state_tc_kernel<DK, GDN_SV, REV, !REV>;
-	gdn_smem(f, smem_state(DK, GDN_SV), &done[1]);
-	f<<<grid, GDN_NT, smem_state(DK, GDN_SV)>>>(A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
-	cudaCheck(cudaGetLastError());
+	/* tf32: A1 and A2 in fragment order, rounded but for the backward's W */
+	auto f = tf32 ? gdn_state_tc_kernel<DK, GDN_SV, REV, !REV> : gdn_state_kernel<DK, REV>;
+	gdn_launch(f, smem_state(DK, GDN_SV), &done[tf32], grid, A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC,
+	           dk, dv);
 }
 
 struct GdnArgs {
@@ -2408,9 +2374,8 @@ static void gdn_forward_states(const GdnArgs *a, GdnWork *w, const float *S0, fl
 	gdn_carve(w, a->work, a->B, a->T, a->H, a->dk_, a->dv_);
 	bool tc = a->tf32;
 	auto fc = tc ? gdn_chunk_kernel<DK, DV, BWD, true> : gdn_chunk_kernel<DK, DV, BWD, false>;
-	gdn_smem(fc, smem_chunk(DK, DV, tc), &d1[tc]);
-	fc<<<dim3(NC, a->B * a->H), GDN_NT, smem_chunk(DK, DV, tc)>>>(*w, a->k, a->v, a->g, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
-	cudaCheck(cudaGetLastError());
+	gdn_launch(fc, smem_chunk(DK, DV, tc), &d1[tc], dim3(NC, a->B * a->H), *w, a->k, a->v, a->g, a->beta, a->T, a->H,
+	           a->dk_, a->dv_, NC);
 	gdn_state<DK, false>(a->tf32, dim3(DV / GDN_SV, a->B * a->H), w->WT, w->Kt, w->U, nullptr, w->G, w->Wn, w->S, S0, Sf, -1.f, 1.f,
 	                     DV, NC, a->dk_, a->dv_);
 }
@@ -2426,9 +2391,8 @@ static void gdn_forward(const GdnArgs *a)
 	bool tc = a->tf32;
 	gdn_forward_states<DK, DV, KEEP>(a, &w, a->S, a->S);
 	auto fo = tc ? gdn_output_tc_kernel<DK, DV> : gdn_output_kernel<DK, DV>;
-	gdn_smem(fo, smem_output(DK, DV, tc), &d3[tc]);
-	fo<<<dim3(NC, a->B * a->H), GDN_NT, smem_output(DK, DV, tc)>>>(a->o, w, a->q, a->k, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
-	cudaCheck(cudaGetLastError());
+	gdn_launch(fo, smem_output(DK, DV, tc), &d3[tc], dim3(NC, a->B * a->H), a->o, w, a->q, a->k, a->T, a->H, a->dk_,
+	           a->dv_, NC, a->scale);
 }
 
 /* kept: the work holds a keeping forward's states of these inputs (only
@@ -2439,33 +2403,26 @@ static void gdn_backward(const GdnArgs *a, bool kept)
 	static bool d1[2], d3[2], d4[2], d5[2];
 	GdnWork w;
 	int NC = CEIL_DIV(a->T, GDN_C), BH = a->B * a->H;
-	bool tc;
+	bool tc = a->tf32;
 	dim3 chunks(NC, BH);
 	if (kept)
 		gdn_carve(&w, a->work, a->B, a->T, a->H, a->dk_, a->dv_);
 	else
 		gdn_forward_states<DK, DV, true>(a, &w, a->S0, nullptr);
-	tc = a->tf32;
 	auto fp = tc ? gdn_bprep_tc_kernel<DK, DV> : gdn_bprep_kernel<DK, DV>;
-	gdn_smem(fp, smem_bprep(DK, DV, tc), &d1[tc]);
-	fp<<<chunks, GDN_NT, smem_bprep(DK, DV, tc)>>>(w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
-	cudaCheck(cudaGetLastError());
-	gdn_state<DK, true>(a->tf32, dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f, DV, NC,
-	                    a->dk_, a->dv_);
-	tc = a->tf32;
+	gdn_launch(fp, smem_bprep(DK, DV, tc), &d1[tc], chunks, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC,
+	           a->scale);
+	gdn_state<DK, true>(tc, dim3(DV / GDN_SV, BH), w.KtT, w.W, w.Pm, w.Hq, w.G, w.dWn, w.dS, a->dSf, a->dS0, 1.f, -1.f,
+	                    DV, NC, a->dk_, a->dv_);
 	auto fs = tc ? gdn_bstate_tc_kernel<DK, DV> : gdn_bstate_kernel<DK, DV>;
-	gdn_smem(fs, smem_bstate(DK, DV, tc), &d3[tc]);
-	fs<<<chunks, GDN_NT, smem_bstate(DK, DV, tc)>>>(a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
-	cudaCheck(cudaGetLastError());
+	gdn_launch(fs, smem_bstate(DK, DV, tc), &d3[tc], chunks, a->dq, a->dk, w, a->q, a->k, a->dout, a->T, a->H, a->dk_,
+	           a->dv_, NC, a->scale);
 	auto fy = tc ? gdn_bwy_tc_kernel<DK, DV> : gdn_bwy_kernel<DK, DV>;
-	gdn_smem(fy, smem_bwy(DK, DV, tc), &d4[tc]);
-	fy<<<chunks, GDN_NT, smem_bwy(DK, DV, tc)>>>(a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H, a->dk_, a->dv_, NC);
-	cudaCheck(cudaGetLastError());
-	tc = a->tf32;
+	gdn_launch(fy, smem_bwy(DK, DV, tc), &d4[tc], chunks, a->dv, a->dk, a->dbeta, w, a->k, a->v, a->beta, a->T, a->H,
+	           a->dk_, a->dv_, NC);
 	auto fi = tc ? gdn_bintra_tc_kernel<DK, DV> : gdn_bintra_kernel<DK, DV>;
-	gdn_smem(fi, smem_bintra(DK, DV, tc), &d5[tc]);
-	fi<<<chunks, GDN_NT, smem_bintra(DK, DV, tc)>>>(a->dq, a->dk, a->dg, w, a->q, a->k, a->dout, a->T, a->H, a->dk_, a->dv_, NC, a->scale);
-	cudaCheck(cudaGetLastError());
+	gdn_launch(fi, smem_bintra(DK, DV, tc), &d5[tc], chunks, a->dq, a->dk, a->dg, w, a->q, a->k, a->dout, a->T, a->H,
+	           a->dk_, a->dv_, NC, a->scale);
 }
 
 static void gdn_check(const char *who, int B, int T, int H, int Dk, int Dv)
