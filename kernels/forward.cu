@@ -549,6 +549,10 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		int path = s->wfa != 0 || s->a2.w != 0;
 		if (path || mix)
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
+		if (mix && l == 0 && !d_dx0) { /* nothing below wants more */
+			mix(ctx, l, g->dh, g->datt, NULL, n, C);
+			break;
+		}
 		if (mix)
 			mix(ctx, l, g->dh, g->datt, &dmix, n, C);
 		if (path) {

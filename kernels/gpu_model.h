@@ -131,7 +131,11 @@ typedef void (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, const uint16_
 /* gpu_model_backward_mix: gpu_model_backward after gpu_model_forward_mix
  * (the layers' weights and second attentions are its GpuAttHook's; without
  * one, wfa 1 and none), with a GpuMixGrad in every layer; the twin of
- * model_backward_hooks' mix (lib/model.h) */
+ * model_backward_hooks' mix (lib/model.h). Without d_dx0 the first layer's
+ * backward ends at its GpuMixGrad, called with d_du NULL (it is to read
+ * d_da and d_datt and queue nothing that only a du would need): nothing
+ * below the first mixture wants a gradient, so neither its operators'
+ * backwards nor the norm's and the Wqkv GEMM's run. */
 void gpu_model_backward_mix(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuMixGrad mix, void *ctx,
                             bf16_t *d_dx0);
 

@@ -28,6 +28,7 @@
  *   then the GpuModel: both attention backwards on datt into one dq, dk,
  *     dv (attention_backward2_cuda, w_0 and w_swa), rope' and the one Wqkv
  *     GEMM, which adds into the columns' du, handed over in float32
+ *   the first layer: the dots only (nothing below it wants a gradient)
  *
  * version 1: as above; the swa column recomputes no q, k, v (it takes the
  * teacher's, kept by the train GpuModel). H100, Qwen2.5-3B shape, fa, swa,
@@ -409,7 +410,7 @@ static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t *
 				gpu_lop_forward_bf16(op, g->o16, u_of(g, l), B, T);
 				dot(g, dw, k, d_da, g->o16, 0, nC);
 			}
-			if (w[k] == 0)
+			if (w[k] == 0 || !d_du)
 				continue;
 			gpu_lop_backward_bf16(op, g->duacc, w[k], any, d_da, B, T);
 		} else {
@@ -419,7 +420,7 @@ static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t *
 				gpu_lop_forward(op, g->of[k], g->uf, B, T);
 				dot(g, dw, k, d_da, g->of[k], 1, nC);
 			}
-			if (w[k] == 0)
+			if (w[k] == 0 || !d_du)
 				continue;
 			if (!daf_ready)
 				bf16_to_f32_cuda(g->daf, d_da, (size_t)nC), daf_ready = 1;
@@ -428,7 +429,8 @@ static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t *
 		}
 		any = 1;
 	}
-	*d_du = any ? g->duacc : NULL;
+	if (d_du) /* NULL: the first layer's, nothing below wants a du */
+		*d_du = any ? g->duacc : NULL;
 }
 
 // ----------------------------------------------------------------------------
