@@ -80,8 +80,14 @@ test-gpu: all $(GPU_TESTS)
 	@tests/run gpu
 
 # benchmark programs (GPU): bench/bin/teacher, bench/bin/search and one per bench/*.cu; see bench/RESULTS.md
-BENCH := bench/bin/teacher bench/bin/search bench/bin/decode $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu))
+BENCH := bench/bin/teacher bench/bin/search bench/bin/decode $(patsubst bench/%.cu,bench/bin/%,$(wildcard bench/*.cu)) \
+         bench/bin/ktrace.so
 bench: $(BENCH)
+
+# the device's timeline of a profiled step (CUPTI; LD_PRELOAD it): bench/ktrace.c, bench/timeline.py
+bench/bin/ktrace.so: bench/ktrace.c
+	@mkdir -p bench/bin
+	$(CC) $(CFLAGS) -fPIC -shared -o $@ $< -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcupti
 
 bench/bin/teacher bench/bin/search bench/bin/decode: bench/bin/%: bench/%.c bench/stats.h $(LIB) $(CU_LIB)
 	@mkdir -p bench/bin
