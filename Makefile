@@ -89,7 +89,7 @@ bench/bin/ktrace.so: bench/ktrace.c
 	@mkdir -p bench/bin
 	$(CC) $(CFLAGS) -fPIC -shared -o $@ $< -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcupti
 
-bench/bin/teacher bench/bin/search bench/bin/decode: bench/bin/%: bench/%.c bench/stats.h $(LIB) $(CU_LIB)
+bench/bin/teacher bench/bin/search bench/bin/decode: bench/bin/%: bench/%.c bench/stats.h bench/card.h $(LIB) $(CU_LIB)
 	@mkdir -p bench/bin
 	$(CC) $(CFLAGS) -o $@ $< $(CUDA_LIBS) $(LIB) $(LDFLAGS) $(LDLIBS)
 

@@ -9,7 +9,8 @@
  * downloading dw), median of N after 2 warm-ups; the phases by CUDA events,
  * medians; the extrapolation to the 12.3M tokens of the default search;
  * the device memory in use at its largest after a step (cudaMemGetInfo:
- * everything is allocated up front, so that is the peak). Twice: with the
+ * everything is allocated up front, so that is the peak); the card's SM
+ * clock and power over the N steps (bench/card.h). Twice: with the
  * gdn columns in arenas of their own (as the 3B shape gets on an 80 GB
  * card), then in one shared arena (DASH_SUPERNET_SHARED=1: each gdn
  * forward runs again in the backward). DASH_BENCH_PROFILE=1: the first
@@ -23,6 +24,7 @@
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include "card.h"         // defines: CardWatch, card_watch_start, card_watch_stop
 #include "gpu.h"          // defines: cuda_device_name
 #include "gpu_supernet.h" // defines: GpuSupernet, gpu_supernet_backward_kl
 #include "model.h"
@@ -58,7 +60,10 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 	size_t peak = 0, fr, tot;
 	double kl = 0;
 	int prof = profiling();
+	CardWatch card = {0};
 	for (int i = 0; i < N + 2; i++) {
+		if (i == 2)
+			card_watch_start(&card);
 		if (prof && i == N + 1)
 			cudaProfilerStart();
 		double s0 = now_seconds();
@@ -84,6 +89,9 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 		}
 	}
 	const char *mode = gpu_supernet_shared(gs) ? "one shared gdn arena" : "an arena a gdn layer";
+	char pre[64];
+	snprintf(pre, sizeof pre, "[%s] ", mode);
+	card_watch_stop(&card, pre);
 	double ms = median(step, N), tps = n / (ms / 1e3);
 	const char *pn[4] = {"teacher forward", "supernet forward", "loss (KL)", "backward"};
 	for (int p = 0; p < 4; p++)
