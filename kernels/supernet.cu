@@ -62,6 +62,10 @@
  * the attentions mixed before Wo), and fa and swa come from one attention
  * pass; dw of both as <datt, att>, so neither a copy of fa's a nor swa's
  * own output is kept (1.2 GB less at 36 layers, 4096 tokens).
+ * version 6: the first layer's backward ends at its dots (no operator
+ * backward, Wqkv GEMM or norm backward below the first mixture): H200,
+ * bench/bin/search 1 4096 5, backward 92.2-92.8 -> 91.3-91.5 ms, step
+ * 213.3-213.4 -> 212.5-212.8 (bench/RESULTS.md, version 10).
  */
 #include <string.h>
 
