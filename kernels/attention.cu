@@ -858,11 +858,7 @@ static void forward_wgmma_launch(bf16_t *d_out, float *d_lse, bf16_t *d_out2, fl
 {
 	size_t smem = WfLayout<D>::bytes;
 	static bool configured;
-	if (!configured) {
-		cudaCheck(cudaFuncSetAttribute(attention_forward_wgmma_kernel<D, TWO>,
-		                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-		configured = true;
-	}
+	smem_allow(attention_forward_wgmma_kernel<D, TWO>, smem, &configured);
 	/* heads fastest: the blocks start in the order of their lengths, the
 	 * longest (last queries) first, whatever H */
 	dim3 grid(H, CEIL_DIV(T, WF_BQ), B);
@@ -882,11 +878,7 @@ static void forward_launch(bf16_t *d_out, float *d_lse, const bf16_t *d_q, const
 	}
 	size_t smem = (size_t)(FWD_BQ + 2 * FWD_BK) * (D + 8) * sizeof(bf16);
 	static bool configured;
-	if (!configured) {
-		cudaCheck(cudaFuncSetAttribute(attention_forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-		                               (int)smem));
-		configured = true;
-	}
+	smem_allow(attention_forward_kernel<D>, smem, &configured);
 	dim3 grid(H, CEIL_DIV(T, FWD_BQ), B); /* heads fastest: the longest blocks first */
 	attention_forward_kernel<D><<<grid, FWD_WARPS * WARP_SIZE, smem>>>((bf16 *)d_out, d_lse, (const bf16 *)d_q,
 	                                                                   (const bf16 *)d_k, (const bf16 *)d_v, T, H, G,
@@ -1664,11 +1656,7 @@ static void backward_wgmma_launch(float *dq_acc, float *dk_acc, float *dv_acc, c
 {
 	size_t smem = WbLayout<D>::bytes;
 	static bool configured;
-	if (!configured) {
-		cudaCheck(cudaFuncSetAttribute(attention_backward_wgmma_kernel<D, TWO>,
-		                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-		configured = true;
-	}
+	smem_allow(attention_backward_wgmma_kernel<D, TWO>, smem, &configured);
 	dim3 grid(H, CEIL_DIV(T, WB_BK), B);
 	attention_backward_wgmma_kernel<D, TWO><<<grid, 256, smem>>>(
 		dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, a.lse,
@@ -1708,11 +1696,7 @@ static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16
 			}
 			size_t smem = BwdLayout<D>::bytes;
 			static bool configured;
-			if (!configured) {
-				cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<D>,
-				                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-				configured = true;
-			}
+			smem_allow(attention_backward_kernel<D>, smem, &configured);
 			dim3 grid(H, CEIL_DIV(T, BWD_BK), B);
 			attention_backward_kernel<D><<<grid, BWD_WARPS * WARP_SIZE, smem>>>(
 				dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k,

@@ -48,6 +48,18 @@ static inline bool env_flag(const char *name)
 
 typedef __nv_bfloat16 bf16;
 
+/* allows kernel k bytes of dynamic shared memory (past the default 48 KB);
+ * with done, the caller's flag for k, only the first time */
+template <typename K>
+static inline void smem_allow(K k, size_t bytes, bool *done = NULL)
+{
+	if (done && *done)
+		return;
+	cudaCheck(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+	if (done)
+		*done = true;
+}
+
 /* the one cuBLAS handle of kernels/ (made in matmul.cu on first use), with
  * reduced-precision split-K reductions disallowed */
 cublasHandle_t cublas_handle(void);

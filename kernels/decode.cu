@@ -425,12 +425,9 @@ static void attention_launch(dim3 grid, size_t smem, float *opart, float2 *ml, c
                              size_t stride, long long slots, const int32_t *seq, const int32_t *pos, int H, int G,
                              int window, int split_len, int nsplit)
 {
-	static int attr_set;
-	if (smem > 48 * 1024 && !attr_set) {
-		cudaCheck(cudaFuncSetAttribute(decode_attention_kernel<D, MR>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-		                               (int)attention_smem(DA_MAX_REP, D)));
-		attr_set = 1;
-	}
+	static bool attr_set;
+	if (smem > 48 * 1024)
+		smem_allow(decode_attention_kernel<D, MR>, attention_smem(DA_MAX_REP, D), &attr_set);
 	decode_attention_kernel<D, MR><<<grid, DA_THREADS, smem>>>(opart, ml, (const bf16 *)q, cache, stride, slots, seq,
 	                                                           pos, H, G, window, split_len, nsplit,
 	                                                           1.0f / sqrtf((float)D));

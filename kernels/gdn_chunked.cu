@@ -2335,9 +2335,7 @@ static void gdn_launch(F f, size_t bytes, bool *done, dim3 grid, Args... args)
 {
 	if (bytes > (size_t)GDN_SMEM_MAX)
 		fprintf(stderr, "gdn_chunked: %zu bytes of shared memory\n", bytes), exit(1);
-	if (!*done)
-		cudaCheck(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-	*done = true;
+	smem_allow(f, bytes, done);
 	f<<<grid, GDN_NT, bytes>>>(args...);
 	cudaCheck(cudaGetLastError());
 }

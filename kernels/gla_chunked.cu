@@ -942,13 +942,6 @@ static int padded(int D, const char *who)
 	return D <= 64 ? 64 : 128;
 }
 
-/* a kernel's dynamic shared memory, allowed past the default 48 KB */
-template <typename K>
-static void smem_allow(K kernel, size_t bytes)
-{
-	cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
-
 /* three tiles of the wider of DK, DV (+1) and sM */
 static size_t intra_smem(int DK, int DV) { return (3 * BT * ((DK > DV ? DK : DV) + 1) + 6 * DK) * sizeof(float); }
 
