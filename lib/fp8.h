@@ -1,0 +1,39 @@
+/*
+ * fp8: float8 e4m3 for the backward's products (search-logits --grad fp8).
+ * e4m3: a sign, 4 exponent bits (bias 7), 3 mantissa bits, no infinities;
+ * 448 the largest finite value, 2^-9 the smallest subnormal. A matrix is
+ * held as e4m3 codes and a float32 scale a row: row r's largest |x| maps to
+ * 448 (inv = 448 / amax, q = e4m3(x inv), scale = amax / 448), so x is
+ * about q scale. The product dx = dout w of a linear layer's backward then
+ * takes dout by its rows and w by its columns (w^T's rows):
+ *
+ *   dx[t][i] = sd[t] sw[i] sum_o q(dout)[t][o] q(w^T)[i][o]
+ *
+ * the twin of cuBLASLt's float8 product with a scale vector a side
+ * (kernels/fp8.cu). Each code is within 1/16 of its value (relative) in
+ * the normal range; a product sums K of them, so its error is a few percent
+ * of its typical size, not of its largest.
+ */
+#ifndef DASH_FP8_H
+#define DASH_FP8_H
+
+#include <stdint.h>
+
+/* x to e4m3: round to nearest even, saturate at +-448; NaN to 0x7f */
+uint8_t fp8_e4m3(float x);
+/* the value of an e4m3 code */
+float fp8_e4m3_value(uint8_t q);
+
+/* q (n, k) and scale (n): x (n, k) a row at a time */
+void fp8_rows_cpu(uint8_t *q, float *scale, const float *x, int n, int k);
+/* q (IC, OC) and scale (IC): w (OC, IC) by its columns, transposed */
+void fp8_cols_t_cpu(uint8_t *q, float *scale, const float *w, int OC, int IC);
+/* dx (n, IC) = the product above: dq (n, OC), sd (n), wq (IC, OC), sw (IC);
+ * sums in double */
+void matmul_backward_fp8_cpu(float *dx, const uint8_t *dq, const float *sd, const uint8_t *wq, const float *sw, int n,
+                             int IC, int OC);
+/* dx (n, IC) = dout (n, OC) @ w (OC, IC) through e4m3: both quantised as
+ * above, then the product (w float32, OC x IC) */
+void matmul_backward_fp8_f32_cpu(float *dx, const float *dout, const float *w, int n, int IC, int OC);
+
+#endif
