@@ -55,6 +55,24 @@ void matmul_backward_cuda(bf16_t *d_dx, const bf16_t *d_dout, const bf16_t *d_w,
 void matmul_forward_residual_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t *d_w, const bf16_t *d_res, int n,
                                   int IC, int OC);
 
+/* The backward's product in float8 e4m3 (lib/fp8.h, kernels/fp8.cu): codes
+ * q and a float32 scale a row. fp8_rows_cuda quantises x (n, k) by its
+ * rows; fp8_cols_t_cuda w (OC, IC) by its columns into w^T (IC, OC);
+ * swiglu_packed_backward_fp8_cuda is swiglu_packed_backward_cuda with dgu
+ * (n, 2F) written as codes, the same codes as fp8_rows_cuda makes of that
+ * kernel's dgu (returns 0, having done nothing, where F is not a multiple
+ * of 8, above 51200, or a pointer is not 16-byte aligned: then use those
+ * two). matmul_backward_fp8_cuda:
+ * dx (n, IC) = (or, acc 1, +=) dq (n, OC) wq (IC, OC)^T scaled by sd (n)
+ * and sw (IC); dx float32 (f32 1) or bf16; IC and OC multiples of 16,
+ * codes 16-byte aligned; cuBLASLt, Hopper or newer. */
+void fp8_rows_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x, int n, int k);
+void fp8_cols_t_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_w, int OC, int IC);
+int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dout, const bf16_t *d_gu, int n,
+                                    int F);
+void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd, const uint8_t *d_wq,
+                              const float *d_sw, int n, int IC, int OC);
+
 /* out (n, C) = x / rms(x) * w; rstd (n) keeps 1/rms for the backward */
 void rmsnorm_forward_cuda(bf16_t *d_out, float *d_rstd, const bf16_t *d_x, const bf16_t *d_w, int n, int C,
                           float eps);

@@ -363,6 +363,119 @@ void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int
 }
 
 // ----------------------------------------------------------------------------
+// the backward's product in float8 (kernels/fp8.cu, lib/fp8.h): e4m3 codes,
+// a float32 scale a row of dout and a row of w^T (cuBLASLt's outer-vector
+// scaling, Hopper), float32 accumulation (no fast accumulation)
+
+typedef struct {
+	int m, n, k, f32, acc; /* the key */
+	cublasLtMatmulDesc_t op;
+	cublasLtMatrixLayout_t a, b, c;
+	cublasLtMatmulAlgo_t algo;
+} Plan8;
+
+static Plan8 *plans8;
+static int nplans8, cap_plans8;
+
+/* the plan of a product (sa, sb: its scale vectors, which cuBLASLt's
+ * heuristic wants set before it answers) */
+static Plan8 *plan8(int m, int n, int k, int f32, int acc, const float *sa, const float *sb, const void *A,
+                    const void *B, void *D)
+{
+	for (int i = 0; i < nplans8; i++)
+		if (plans8[i].m == m && plans8[i].n == n && plans8[i].k == k && plans8[i].f32 == f32 &&
+		    plans8[i].acc == acc)
+			return &plans8[i];
+	if (gemm_mode() == GEMM_EX) { /* the Lt handle and workspace */
+		if (!lt.h) {
+			cublasCheck(cublasLtCreate(&lt.h));
+			cudaCheck(cudaMalloc(&lt.ws, LT_WORKSPACE));
+		}
+	}
+	if (nplans8 == cap_plans8) {
+		cap_plans8 = cap_plans8 ? 2 * cap_plans8 : 16;
+		plans8 = (Plan8 *)realloc(plans8, (size_t)cap_plans8 * sizeof *plans8);
+		if (!plans8)
+			fprintf(stderr, "matmul_backward_fp8: out of memory\n"), exit(1);
+	}
+	Plan8 *p = &plans8[nplans8];
+	p->m = m, p->n = n, p->k = k, p->f32 = f32, p->acc = acc;
+	cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+	int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+	cudaDataType_t ct = f32 ? CUDA_R_32F : CUDA_R_16BF;
+	cublasCheck(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec, sizeof vec));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec));
+	int8_t fast = 0; /* float32 accumulation throughout */
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+	cublasCheck(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, k, m, k));
+	cublasCheck(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, k, n, k));
+	cublasCheck(cublasLtMatrixLayoutCreate(&p->c, ct, m, n, m));
+	cublasLtMatmulPreference_t pref;
+	cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+	uint64_t ws = LT_WORKSPACE;
+	cublasCheck(
+	        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+	cublasLtMatmulHeuristicResult_t r[LT_CANDIDATES];
+	int nr = 0;
+	if (cublasLtMatmulAlgoGetHeuristic(lt.h, p->op, p->a, p->b, p->c, p->c, pref, LT_CANDIDATES, r, &nr) !=
+	            CUBLAS_STATUS_SUCCESS ||
+	    nr == 0 || r[0].state != CUBLAS_STATUS_SUCCESS)
+		fprintf(stderr, "matmul_backward_fp8: cuBLASLt has no e4m3 product of %d x %d x %d on this device\n", m,
+		        n, k),
+		        exit(1);
+	cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+	p->algo = r[0].algo;
+	nplans8++;
+	/* DASH_GEMM=tune: every candidate hot, the fastest kept (not for an
+	 * accumulation in place, whose output each run changes) */
+	if (gemm_mode() != GEMM_TUNE || acc)
+		return p;
+	const float one = 1, zero = 0;
+	float best = 1e30f, first = 0;
+	fprintf(stderr, "gemm tune: e4m3 m %d n %d k %d out %s\n", m, n, k, f32 ? "f32" : "bf16");
+	for (int i = 0; i < nr; i++) {
+		if (r[i].state != CUBLAS_STATUS_SUCCESS || r[i].workspaceSize > LT_WORKSPACE)
+			continue;
+		auto run = [&] {
+			return cublasLtMatmul(lt.h, p->op, &one, A, p->a, B, p->b, &zero, D, p->c, D, p->c, &r[i].algo,
+			                      lt.ws, LT_WORKSPACE, 0);
+		};
+		if (run() != CUBLAS_STATUS_SUCCESS)
+			continue;
+		float us = time_us([&] { cublasCheck(run()); }, 0);
+		algo_print("lt8", i, &r[i], us);
+		if (i == 0)
+			first = us;
+		if (us < best)
+			best = us, p->algo = r[i].algo;
+	}
+	fprintf(stderr, "  best %.1f us, cuBLASLt's first %.1f us (%.3fx)\n", best, first, first / best);
+	return p;
+}
+
+extern "C" void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd,
+                                         const uint8_t *d_wq, const float *d_sw, int n, int IC, int OC)
+{
+	if (n == 0 || IC == 0)
+		return;
+	if (OC % 16 || IC % 16 || ((uintptr_t)d_dq | (uintptr_t)d_wq) & 15)
+		fprintf(stderr, "matmul_backward_fp8: n %d IC %d OC %d: e4m3 products want IC, OC multiples of 16\n", n,
+		        IC, OC),
+		        abort();
+	Plan8 *p = plan8(IC, n, OC, f32, acc, d_sw, d_sd, d_wq, d_dq, d_dx);
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &d_sw, sizeof d_sw));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &d_sd, sizeof d_sd));
+	const float one = 1, zero = 0;
+	cublasCheck(cublasLtMatmul(lt.h, p->op, &one, d_wq, p->a, d_dq, p->b, acc ? &one : &zero, d_dx, p->c, d_dx,
+	                           p->c, &p->algo, lt.ws, LT_WORKSPACE, 0));
+}
+
+// ----------------------------------------------------------------------------
 // the layers
 
 /* out (n, OC) += s b (OC): VEC values a thread (8: OC % 8 == 0 and both

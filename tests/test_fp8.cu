@@ -1,0 +1,178 @@
+/* test_fp8 (GPU): kernels/fp8.cu against lib/fp8.c: the rows' and the
+ * columns' codes and scales byte for byte, SwiGLU's backward into codes
+ * (the unfused kernels' codes; the CPU's within one code where the
+ * device's expf differs), and cuBLASLt's e4m3
+ * product against the CPU's from the same codes (bf16 and float32 out,
+ * float32 accumulating; within 3e-4 of the largest value, see below). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gpu_test.h"
+extern "C" {
+#include "fp8.h"
+#include "ops_cpu.h"
+}
+
+static uint8_t *host_codes(const uint8_t *d, size_t n)
+{
+	uint8_t *h = (uint8_t *)mallocCheck(n);
+	gpu_download(h, d, n);
+	return h;
+}
+
+/* the codes and scales of the device against the CPU's: equal, or (tol)
+ * at most one code apart in at most a thousandth of them */
+static int same_codes(const char *name, const uint8_t *dq, const float *ds, const uint8_t *q, const float *s, int rows,
+                      int k, int tol)
+{
+	uint8_t *hq = host_codes(dq, (size_t)rows * k);
+	float *hs = host_f32(ds, rows);
+	size_t off = 0, far = 0, sbad = 0;
+	for (int r = 0; r < rows; r++) {
+		sbad += tol ? fabsf(hs[r] - s[r]) > 1e-6f * s[r] : hs[r] != s[r];
+		for (int j = 0; j < k; j++) {
+			uint8_t a = hq[(size_t)r * k + j], b = q[(size_t)r * k + j];
+			float va = fp8_e4m3_value(a), vb = fp8_e4m3_value(b);
+			if (va == vb)
+				continue;
+			off++;
+			far += (a ^ b) & 0x80 || abs((a & 0x7f) - (b & 0x7f)) > 1;
+		}
+	}
+	printf("  %s: %zu of %zu codes differ (%zu by more than one step), %zu scales\n", name, off, (size_t)rows * k,
+	       far, sbad);
+	free(hq), free(hs);
+	return sbad == 0 && far == 0 && (tol ? off * 1000 <= (size_t)rows * k : off == 0);
+}
+
+static void test_rows(int n, int k)
+{
+	Buf x = buf_rand((size_t)n * k, 0.01f);
+	if (n > 1) { /* a zero row */
+		for (int j = 0; j < k; j++)
+			x.h[(size_t)k + j] = 0, x.f[(size_t)k + j] = 0;
+		gpu_upload(x.d, x.h, (size_t)n * k * 2);
+	}
+	uint8_t *q = (uint8_t *)mallocCheck((size_t)n * k), *dq = (uint8_t *)gpu_alloc((size_t)n * k);
+	float *s = (float *)mallocCheck((size_t)n * 4), *ds = (float *)gpu_alloc((size_t)n * 4);
+	fp8_rows_cpu(q, s, x.f, n, k);
+	fp8_rows_cuda(dq, ds, x.d, n, k);
+	char msg[128];
+	snprintf(msg, sizeof msg, "fp8_rows n=%d k=%d: the CPU's codes and scales", n, k);
+	test_cond(msg, same_codes(msg, dq, ds, q, s, n, k, 0));
+	free(q), free(s), gpu_free(dq), gpu_free(ds), buf_free(&x);
+}
+
+static void test_cols(int OC, int IC)
+{
+	Buf w = buf_rand((size_t)OC * IC, 0.05f);
+	uint8_t *q = (uint8_t *)mallocCheck((size_t)OC * IC), *dq = (uint8_t *)gpu_alloc((size_t)OC * IC);
+	float *s = (float *)mallocCheck((size_t)IC * 4), *ds = (float *)gpu_alloc((size_t)IC * 4);
+	fp8_cols_t_cpu(q, s, w.f, OC, IC);
+	fp8_cols_t_cuda(dq, ds, w.d, OC, IC);
+	char msg[128];
+	snprintf(msg, sizeof msg, "fp8_cols_t OC=%d IC=%d: the CPU's codes and scales", OC, IC);
+	test_cond(msg, same_codes(msg, dq, ds, q, s, IC, OC, 0));
+	free(q), free(s), gpu_free(dq), gpu_free(ds), buf_free(&w);
+}
+
+/* the fused kernel against the two it replaces on the device (the same
+ * codes), and against the CPU's dgu rounded to bf16 (within one code where
+ * the device's expf differs) */
+static void test_swiglu(int n, int F)
+{
+	Buf gu = buf_rand((size_t)n * 2 * F, 3.0f), d = buf_rand((size_t)n * F, 1e-3f);
+	size_t nq = (size_t)n * 2 * F;
+	float *dgu = (float *)mallocCheck(nq * 4), *s = (float *)mallocCheck((size_t)n * 4);
+	uint8_t *q = (uint8_t *)mallocCheck(nq), *dq = (uint8_t *)gpu_alloc(nq), *dq2 = (uint8_t *)gpu_alloc(nq);
+	float *ds = (float *)gpu_alloc((size_t)n * 4), *ds2 = (float *)gpu_alloc((size_t)n * 4);
+	bf16_t *dgu16 = (bf16_t *)gpu_alloc(nq * 2);
+	swiglu_packed_backward_cpu(dgu, d.f, gu.f, n, F);
+	for (size_t i = 0; i < nq; i++)
+		dgu[i] = bf16_to_f32(f32_to_bf16(dgu[i]));
+	fp8_rows_cpu(q, s, dgu, n, 2 * F);
+	int ran = swiglu_packed_backward_fp8_cuda(dq, ds, d.d, gu.d, n, F);
+	swiglu_packed_backward_cuda(dgu16, d.d, gu.d, n, F);
+	fp8_rows_cuda(dq2, ds2, dgu16, n, 2 * F);
+	uint8_t *h2 = host_codes(dq2, nq);
+	float *hs2 = host_f32(ds2, n);
+	char msg[128];
+	snprintf(msg, sizeof msg, "swiglu_packed_backward_fp8 n=%d F=%d: swiglu_packed_backward + fp8_rows's codes", n,
+	         F);
+	test_cond(msg, ran && same_codes(msg, dq, ds, h2, hs2, n, 2 * F, 0));
+	snprintf(msg, sizeof msg, "swiglu_packed_backward_fp8 n=%d F=%d: the CPU's codes within one step", n, F);
+	test_cond(msg, ran && same_codes(msg, dq, ds, q, s, n, 2 * F, 1));
+	free(dgu), free(s), free(q), free(h2), free(hs2);
+	gpu_free(dq), gpu_free(dq2), gpu_free(ds), gpu_free(ds2), gpu_free(dgu16), buf_free(&gu), buf_free(&d);
+}
+
+static void test_product(int n, int IC, int OC, int f32, int acc)
+{
+	Buf dout = buf_rand((size_t)n * OC, 1e-3f), w = buf_rand((size_t)OC * IC, 0.05f);
+	uint8_t *dq = (uint8_t *)gpu_alloc((size_t)n * OC), *wq = (uint8_t *)gpu_alloc((size_t)IC * OC);
+	float *sd = (float *)gpu_alloc((size_t)n * 4), *sw = (float *)gpu_alloc((size_t)IC * 4);
+	fp8_rows_cuda(dq, sd, dout.d, n, OC);
+	fp8_cols_t_cuda(wq, sw, w.d, OC, IC);
+	uint8_t *hdq = host_codes(dq, (size_t)n * OC), *hwq = host_codes(wq, (size_t)IC * OC);
+	float *hsd = host_f32(sd, n), *hsw = host_f32(sw, IC);
+	size_t nx = (size_t)n * IC;
+	float *ref = (float *)mallocCheck(nx * 4), *got = (float *)mallocCheck(nx * 4), *c0 = NULL;
+	matmul_backward_fp8_cpu(ref, hdq, hsd, hwq, hsw, n, IC, OC);
+	void *dx = gpu_alloc(nx * (f32 ? 4 : 2));
+	if (acc) { /* dx starts from a float32 addend */
+		c0 = (float *)mallocCheck(nx * 4);
+		for (size_t i = 0; i < nx; i++)
+			c0[i] = 1e-4f * test_frand(), ref[i] += c0[i];
+		gpu_upload(dx, c0, nx * 4);
+	}
+	matmul_backward_fp8_cuda(dx, f32, acc, dq, sd, wq, sw, n, IC, OC);
+	gpu_sync();
+	if (f32) {
+		gpu_download(got, dx, nx * 4);
+	} else {
+		bf16_t *h = (bf16_t *)mallocCheck(nx * 2);
+		gpu_download(h, dx, nx * 2);
+		for (size_t i = 0; i < nx; i++)
+			got[i] = bf16_to_f32(h[i]);
+		free(h);
+	}
+	double *r = (double *)mallocCheck(nx * sizeof(double)), m = 0;
+	for (size_t i = 0; i < nx; i++)
+		r[i] = ref[i], m = fmax(m, fabs(ref[i]));
+	char msg[128];
+	snprintf(msg, sizeof msg, "matmul_backward_fp8 n=%d IC=%d OC=%d %s%s: the CPU's product of the same codes", n,
+	         IC, OC, f32 ? "f32" : "bf16", acc ? " +=" : "");
+	/* Hopper's e4m3 products add in a narrower accumulator than float32
+	 * between cuBLAS's promotions: 5e-5 of max |ref| seen at K 22016 (H200);
+	 * a scale applied wrongly is off by far more */
+	test_cond(msg, check_tensor(msg, got, r, nx, 3e-4 * m, f32 ? 1e-4 : 1e-2));
+	free(hdq), free(hwq), free(hsd), free(hsw), free(ref), free(got), free(r), free(c0);
+	gpu_free(dq), gpu_free(wq), gpu_free(sd), gpu_free(sw), gpu_free(dx), buf_free(&dout), buf_free(&w);
+}
+
+int main(int argc, char **argv)
+{
+	util_init(argc, argv);
+	test_seed(0x9e3779b97f4a7c15ULL);
+	if (cuda_device_count() == 0) {
+		printf("SKIP: no GPU\n");
+		return 0;
+	}
+	char name[128];
+	cuda_device_name(0, name, sizeof name);
+	printf("# %s\n", name);
+	test_rows(1, 64);
+	test_rows(37, 2048);
+	test_rows(5, 100); /* k not a multiple of 8: a value at a time */
+	test_cols(300, 70);
+	test_cols(2560, 2048);
+	test_swiglu(3, 64);
+	test_swiglu(17, 11008);
+	test_swiglu(2, 20000); /* past 48 KB of shared memory a row */
+	test_product(16, 32, 48, 0, 0);
+	test_product(100, 2048, 2560, 0, 0);
+	test_product(64, 1024, 2048, 1, 1);
+	test_product(33, 2048, 22016, 0, 0);
+	return test_report();
+}
