@@ -71,6 +71,12 @@ extern "C" {
 
 #define LOGIT_ROWS 256 /* rows of logits computed and downloaded at a time */
 
+/* a matrix in float8 e4m3 codes and a float32 scale a row (lib/fp8.h) */
+typedef struct {
+	uint8_t *q;
+	float *s;
+} Fp8Mat;
+
 typedef struct {
 	bf16_t *ln1;   // (C)
 	bf16_t *wqkv;  // (H*D + 2*G*D, C) wq, wk, wv stacked
@@ -80,6 +86,8 @@ typedef struct {
 	bf16_t *ln2;   // (C)
 	bf16_t *wgu;   // (2F, C) wgate, wup stacked
 	bf16_t *wdown; // (C, F)
+	/* w^T in e4m3 for the backward (gpu_model_grad_fp8), else zeros */
+	Fp8Mat qkv8, o8, gu8, down8; // (C, W), (H*D, C), (C, 2F), (F, C)
 } GpuLayer;
 
 /* What a layer's forward keeps for its backward (n = B*T rows of the last
@@ -131,6 +139,10 @@ struct GpuModel {
 	bf16_t *dhid;                   // (n, C) gpu_model_backward_host's dhidden
 	float *work;                    // work_floats: the attention backward's
 	size_t work_floats;
+	/* the backward's products in e4m3 (gpu_model_grad_fp8) */
+	int fp8;
+	void *fp8_mem; // the layers' codes and dq8, one allocation
+	Fp8Mat dq8;    // (n, max(2F, W, C)) the product's dout
 };
 
 // ----------------------------------------------------------------------------
@@ -325,7 +337,56 @@ extern "C" void gpu_model_free(GpuModel *g)
 		return;
 	gpu_free(g->weights);
 	gpu_free(g->arena);
+	gpu_free(g->fp8_mem);
 	free(g->layers), free(g->saved), free(g);
+}
+
+static void fp8_layout(GpuModel *g, Carver *c)
+{
+	const ModelConfig *cf = &g->m->cfg;
+	size_t C = cf->C, HD = (size_t)cf->H * cf->D, W = HD + 2 * (size_t)cf->G * cf->D, F = cf->F;
+	size_t n = g->max_tokens, widest = std::max(std::max(2 * F, W), std::max(C, HD));
+	for (int l = 0; l < cf->L; l++) {
+		GpuLayer *d = &g->layers[l];
+		CARVE(c, d->qkv8.q, C * W), CARVE(c, d->qkv8.s, C);
+		CARVE(c, d->o8.q, HD * C), CARVE(c, d->o8.s, HD);
+		CARVE(c, d->gu8.q, C * 2 * F), CARVE(c, d->gu8.s, C);
+		CARVE(c, d->down8.q, F * C), CARVE(c, d->down8.s, F);
+	}
+	CARVE(c, g->dq8.q, n * widest), CARVE(c, g->dq8.s, n);
+}
+
+extern "C" void gpu_model_grad_fp8(GpuModel *g)
+{
+	const ModelConfig *cf = &g->m->cfg;
+	int C = cf->C, HD = cf->H * cf->D, W = HD + 2 * cf->G * cf->D, F = cf->F;
+	if (g->fp8)
+		return;
+	if (!g->train)
+		BUG("gpu_model_grad_fp8: the GpuModel was made without train");
+	if (cuda_cc_major() < 9)
+		die("--grad fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
+		    cuda_cc_major());
+	if (C % 16 || HD % 16 || W % 16 || F % 16)
+		die("--grad fp8 wants the model's widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d", C, HD,
+		    W, F);
+	Carver c = {0, 0};
+	fp8_layout(g, &c);
+	size_t bytes = c.off;
+	g->fp8_mem = gpu_alloc(bytes);
+	c = Carver{(uintptr_t)g->fp8_mem, 0};
+	fp8_layout(g, &c);
+	if (c.off != bytes)
+		BUG("gpu_model_grad_fp8: the layout changed between its two passes");
+	for (int l = 0; l < cf->L; l++) {
+		GpuLayer *d = &g->layers[l];
+		fp8_cols_t_cuda(d->qkv8.q, d->qkv8.s, d->wqkv, W, C);
+		fp8_cols_t_cuda(d->o8.q, d->o8.s, d->wo, C, HD);
+		fp8_cols_t_cuda(d->gu8.q, d->gu8.s, d->wgu, 2 * F, C);
+		fp8_cols_t_cuda(d->down8.q, d->down8.s, d->wdown, C, F);
+	}
+	g->weight_bytes += bytes;
+	g->fp8 = 1;
 }
 
 extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations)
@@ -534,9 +595,20 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		const GpuLayer *w = &g->layers[l];
 		const GpuSaved *s = &g->saved[l];
 		/* MLP: x' = h + Wdown(silu(gate) up), gate | up = Wgu u2, u2 = norm2(h) */
-		matmul_backward_cuda(g->dact, g->dx, w->wdown, n, F, C);
-		swiglu_packed_backward_cuda(g->dgu, g->dact, s->gu, n, F);
-		matmul_backward_cuda(g->du, g->dgu, w->wgu, n, C, 2 * F);
+		if (g->fp8) {
+			const Fp8Mat *q = &g->dq8;
+			fp8_rows_cuda(q->q, q->s, g->dx, n, C);
+			matmul_backward_fp8_cuda(g->dact, 0, 0, q->q, q->s, w->down8.q, w->down8.s, n, F, C);
+			if (!swiglu_packed_backward_fp8_cuda(q->q, q->s, g->dact, s->gu, n, F)) {
+				swiglu_packed_backward_cuda(g->dgu, g->dact, s->gu, n, F);
+				fp8_rows_cuda(q->q, q->s, g->dgu, n, 2 * F);
+			}
+			matmul_backward_fp8_cuda(g->du, 0, 0, q->q, q->s, w->gu8.q, w->gu8.s, n, C, 2 * F);
+		} else {
+			matmul_backward_cuda(g->dact, g->dx, w->wdown, n, F, C);
+			swiglu_packed_backward_cuda(g->dgu, g->dact, s->gu, n, F);
+			matmul_backward_cuda(g->du, g->dgu, w->wgu, n, C, 2 * F);
+		}
 		residual_rmsnorm_backward_cuda(g->dh, g->du, g->dx, s->h, s->rstd2, w->ln2, n, C); /* dL/dh */
 		/* attention: h = x + a, so dL/da = dL/dh */
 		if (grad_hook)
@@ -547,8 +619,12 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		float *dmix = NULL;
 		size_t nC = (size_t)n * C;
 		int path = s->wfa != 0 || s->a2.w != 0;
-		if (path || mix)
+		if ((path || mix) && g->fp8) {
+			fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dh, n, C);
+			matmul_backward_fp8_cuda(g->datt, 0, 0, g->dq8.q, g->dq8.s, w->o8.q, w->o8.s, n, HD, C);
+		} else if (path || mix) {
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
+		}
 		if (mix && l == 0 && !d_dx0) { /* nothing below wants more */
 			mix(ctx, l, g->dh, g->datt, NULL, n, C);
 			break;
@@ -560,10 +636,16 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w, a2->att,
 			                         a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work);
 			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
-			if (dmix) /* dmix += dqkv Wqkv */
+			if (g->fp8) { /* as below */
+				fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dqkv, n, W);
+				matmul_backward_fp8_cuda(dmix ? (void *)dmix : (void *)g->du, dmix != NULL,
+				                         dmix != NULL, g->dq8.q, g->dq8.s, w->qkv8.q, w->qkv8.s, n, C,
+				                         W);
+			} else if (dmix) { /* dmix += dqkv Wqkv */
 				gemm_bf16_acc(CUBLAS_OP_N, C, n, W, w->wqkv, C, g->dqkv, W, dmix, dmix, CUDA_R_32F, C);
-			else
+			} else {
 				matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
+			}
 		} else if (!dmix) {
 			cudaCheck(cudaMemsetAsync(g->du, 0, nC * sizeof(bf16_t)));
 		}

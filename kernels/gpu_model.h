@@ -44,6 +44,13 @@ void gpu_model_free(GpuModel *g);
 /* gpu_model_bytes: the device memory of the weights and of the activation
  * arena (saved activations and scratch), in bytes */
 void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations);
+/* gpu_model_grad_fp8: the backward's products from now on in float8 e4m3
+ * (lib/fp8.h): the four weights of every layer quantised by their columns
+ * into a new allocation (counted in the weights' bytes; w^T, a byte a
+ * value), dout by its rows before each product. Only the activation
+ * gradients change (by the codes' noise); the forwards stay bf16. Dies
+ * with a message on a GPU before Hopper or widths not multiples of 16. */
+void gpu_model_grad_fp8(GpuModel *g);
 
 /* gpu_model_forward runs B sequences of T tokens (host ids (B*T), each < V;
  * every sequence starts at position 0) up to the final-normed hidden rows

@@ -490,6 +490,8 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 			g->window = sn->lop[(size_t)l * K + k].window; /* the first layer's with swa; all have the same */
 	g->f32 = env_flag("DASH_SUPERNET_F32");
 	g->gm = gpu_model_new(sn->m, max_tokens, 1);
+	if (sn->grad_fp8)
+		gpu_model_grad_fp8(g->gm); /* before the arenas, which size themselves by what is left */
 	g->kept = (bf16_t **)callocCheck((size_t)L * K, sizeof *g->kept);
 	/* the gdn and gla operators: an arena each (nothing runs twice) when
 	 * they fit beside the rest with an eighth of the device to spare, else

@@ -8,9 +8,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fp8.h"
 #include "model.h"
 #include "ops_cpu.h"
 #include "util.h"
+
+/* dx (n, IC) = [d[0] | d[1] | ...] (n, sum oc) [w[0]; w[1]; ...] (sum oc, IC)
+ * through e4m3: the concatenated rows and the stacked weight's columns
+ * quantised as one matrix each, as the CUDA backend's stacked weights are
+ * (lib/fp8.h) */
+static void product_fp8(float *dx, int n, int IC, int nw, const float *const *d, const Tensor *const *w, const int *oc)
+{
+	int OC = 0;
+	for (int j = 0; j < nw; j++)
+		OC += oc[j];
+	float *dcat = mallocCheck((size_t)n * OC * sizeof(float)), *wcat = mallocCheck((size_t)OC * IC * sizeof(float));
+	for (int j = 0, off = 0; j < nw; off += oc[j], j++) {
+		for (int t = 0; t < n; t++)
+			memcpy(dcat + (size_t)t * OC + off, d[j] + (size_t)t * oc[j], (size_t)oc[j] * sizeof(float));
+		convert_to_f32(wcat + (size_t)off * IC, w[j]->data, w[j]->dtype, (size_t)oc[j] * IC);
+	}
+	matmul_backward_fp8_f32_cpu(dx, dcat, wcat, n, IC, OC);
+	free(dcat), free(wcat);
+}
 
 void model_logits_backward(const Model *m, const float *dlogits, int n, float *dhidden)
 {
@@ -57,11 +77,18 @@ double model_backward_hooks(const Model *m, const int32_t *ids, int B, int T, co
 		layer_forward(m, l, x, xr, &s, B, T, h->forward, h->ctx); /* its intermediates again */
 
 		/* MLP: x' = h + Wdown(silu(g) * up), g = Wgate u2, up = Wup u2, u2 = norm(h) */
-		matmul_backward_cpu(dact, dx, &w->wdown, n, F, C);
-		swiglu_backward_cpu(dg, dup, dact, s.g, s.up, (int64_t)n * F);
-		matmul_backward_cpu(du, dg, &w->wgate, n, C, F);
-		matmul_backward_cpu(tmp, dup, &w->wup, n, C, F);
-		residual_forward_cpu(du, tmp, (int64_t)nC);
+		if (h->fp8) {
+			product_fp8(dact, n, F, 1, (const float *[]){dx}, (const Tensor *[]){&w->wdown}, (int[]){C});
+			swiglu_backward_cpu(dg, dup, dact, s.g, s.up, (int64_t)n * F);
+			product_fp8(du, n, C, 2, (const float *[]){dg, dup}, (const Tensor *[]){&w->wgate, &w->wup},
+			            (int[]){F, F});
+		} else {
+			matmul_backward_cpu(dact, dx, &w->wdown, n, F, C);
+			swiglu_backward_cpu(dg, dup, dact, s.g, s.up, (int64_t)n * F);
+			matmul_backward_cpu(du, dg, &w->wgate, n, C, F);
+			matmul_backward_cpu(tmp, dup, &w->wup, n, C, F);
+			residual_forward_cpu(du, tmp, (int64_t)nC);
+		}
 		rmsnorm_backward_cpu(dh, du, s.h, &w->ln2, n, C, c->eps);
 		residual_forward_cpu(dh, dx, (int64_t)nC); /* dL/dh: the residual and the MLP */
 
@@ -70,18 +97,27 @@ double model_backward_hooks(const Model *m, const int32_t *ids, int B, int T, co
 			h->grad(h->ctx, l, s.u, dh, B, T);
 		float wfa = h->mix ? h->mix(h->ctx, l, s.u, dh, dmix, B, T) : 1;
 		if (wfa != 0) {
-			matmul_backward_cpu(datt, dh, &w->wo, n, HD, C);
+			if (h->fp8)
+				product_fp8(datt, n, HD, 1, (const float *[]){dh}, (const Tensor *[]){&w->wo},
+				            (int[]){C});
+			else
+				matmul_backward_cpu(datt, dh, &w->wo, n, HD, C);
 			if (wfa != 1)
 				for (size_t i = 0; i < (size_t)n * HD; i++)
 					datt[i] *= wfa;
 			attention_backward_cpu(dq, dk, dv, datt, s.q, s.k, s.v, B, T, c->H, c->G, c->D, 0);
 			rope_backward_cpu(dq, m->inv_freq, B, T, 0, c->H, c->D);
 			rope_backward_cpu(dk, m->inv_freq, B, T, 0, c->G, c->D);
-			matmul_backward_cpu(du, dq, &w->wq, n, C, HD);
-			matmul_backward_cpu(tmp, dk, &w->wk, n, C, GD);
-			residual_forward_cpu(du, tmp, (int64_t)nC);
-			matmul_backward_cpu(tmp, dv, &w->wv, n, C, GD);
-			residual_forward_cpu(du, tmp, (int64_t)nC);
+			if (h->fp8) {
+				product_fp8(du, n, C, 3, (const float *[]){dq, dk, dv},
+				            (const Tensor *[]){&w->wq, &w->wk, &w->wv}, (int[]){HD, GD, GD});
+			} else {
+				matmul_backward_cpu(du, dq, &w->wq, n, C, HD);
+				matmul_backward_cpu(tmp, dk, &w->wk, n, C, GD);
+				residual_forward_cpu(du, tmp, (int64_t)nC);
+				matmul_backward_cpu(tmp, dv, &w->wv, n, C, GD);
+				residual_forward_cpu(du, tmp, (int64_t)nC);
+			}
 		} else {
 			memset(du, 0, nC * sizeof(float));
 		}

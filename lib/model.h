@@ -154,6 +154,9 @@ typedef struct {
 	LayerGradHook grad;
 	double (*loss)(void *ctx, const float *hidden, float *dhidden, int n);
 	void *ctx;
+	int fp8; /* 1: the layers' products dx = dout w through float8 e4m3
+	          * (lib/fp8.h), as the CUDA backend's gpu_model_grad_fp8:
+	          * q|k|v and gate|up each as one product */
 } BackwardHooks;
 /* model_backward_hooks is model_backward with hooks (h may be NULL); it
  * returns h->loss's value, or 0 without it (dhidden is then read). */

@@ -203,7 +203,7 @@ double supernet_backward_kl(Supernet *sn, const int32_t *ids, int B, int T, cons
 	if (sn->borrowed)
 		BUG("supernet_backward_kl: a hybrid's supernet runs forwards only");
 	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL}};
-	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc};
+	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc, .fp8 = sn->grad_fp8};
 	double kl = model_backward_hooks(sn->m, ids, B, T, NULL, &h, NULL);
 	sn->keep = 0;
 	return kl;

@@ -48,6 +48,8 @@ typedef struct {
 	float *w;            /* (L, K) the weights every forward mixes with */
 	double *dw;          /* (L, K) dL/dw, added to by supernet_backward_kl */
 	uint64_t fingerprint; /* of every operator's parameters */
+	int grad_fp8;         /* 1: the backward's products through float8 e4m3
+	                       * (lib/fp8.h; search-logits --grad fp8) */
 	/* scratch */
 	int keep;  /* in a backward: every op runs and its output is kept */
 	int maxn;  /* rows the scratch holds */

@@ -2,7 +2,8 @@
 # search-logits on the tiny Llama fixture (3 layers) with candidates made
 # here: the sanity checks of the search (a budget of every layer drives every
 # layer to fa; a budget of one with a strong penalty leaves exactly one),
-# the same seed giving the same logits, resume giving what an uninterrupted
+# the same with the backward's products in fp8, the same seed giving the
+# same logits, resume giving what an uninterrupted
 # run gives, the file's contents and derive on it, the ablate-one and
 # restore-one measures (swa over the whole sequence is fa: KL 0), and bad
 # input.
@@ -48,6 +49,14 @@ for a in ops relax n_fa lambda lr tau0 tau1 seed seq tokens window teacher_finge
 done
 if [ $ok = 1 ]; then pass "logits.h5: /alpha (L, K), the trajectory of 150 steps, every setting and fingerprint"
 else fail "logits.h5 contents" "$(head -50 "$TMP/h")"; fi
+
+# --grad fp8: the backward's products through e4m3 codes; the search still
+# drives every layer to fa under a budget of every layer
+$S -n 3 --grad fp8 -o "$TMP/fp8.h5" --tokens 3200 --lr 0.1 >"$TMP/fp8.txt" 2>"$TMP/err"
+g=$(h5dump -a /grad "$TMP/fp8.h5" 2>/dev/null | grep -o '"fp8"')
+if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/fp8.txt" && [ "$g" = '"fp8"' ]; then
+	pass "--grad fp8, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/fp8.txt")); the file says grad fp8"
+else fail "--grad fp8" "$(cat "$TMP/fp8.txt" "$TMP/err")" "grad attribute: $g"; fi
 
 # the same seed, the same logits (gumbel-topk draws its noise from the seed)
 G="$S -n 1 --relax gumbel-topk --tokens 960"
@@ -97,6 +106,9 @@ check_usage "no budget and no measure: usage" bin/search-logits -m $M -c "$TMP/c
 check_error "both -n and -r" 1 "one of them" "$TMP/x.h5" $S -n 1 -r 0.5 -o "$TMP/x.h5"
 check_error "-n beyond the layers" 1 "more fa layers than the teacher's 3" "$TMP/x.h5" $S -n 4 -o "$TMP/x.h5"
 check_error "an unknown relaxation" 1 "--relax: 'hard'" "$TMP/x.h5" $S -n 1 --relax hard -o "$TMP/x.h5"
+check_error "an unknown --grad" 1 "--grad: 'fp4'" "$TMP/x.h5" $S -n 1 --grad fp4 -o "$TMP/x.h5"
+check_error "--resume with another --grad" 1 "a checkpoint made with other settings" - \
+	sh -c "$S -n 1 --tokens 640 --ckpt-every 2 --stop-after 2 -o $TMP/p.h5 2>/dev/null; $S -n 1 --tokens 640 --grad fp8 -o $TMP/p.h5 --resume"
 check_error "--ops without fa first" 1 "must start with fa" "$TMP/x.h5" $S -n 1 --ops gdn,fa -o "$TMP/x.h5"
 check_error "--ops naming an op twice" 1 "names gdn twice" "$TMP/x.h5" $S -n 1 --ops fa,gdn,gdn -o "$TMP/x.h5"
 check_error "an unknown measure" 1 "--measure: 'drop-one'" "$TMP/x.h5" $S --measure drop-one -o "$TMP/x.h5"

@@ -6,7 +6,8 @@
 # short searches finish, derive reads their logits (and eval-lm --arch
 # evaluates that hybrid alike on both devices), a stopped run resumes from
 # its checkpoint, and --measure ablate-one and restore-one on cuda give the
-# CPU's values (or at least its ranking). Skipped without a GPU; tests/run
+# CPU's values (or at least its ranking); --grad fp8 keeps the forwards and
+# the sanity of the search. Skipped without a GPU; tests/run
 # gpu runs it.
 . "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=4 # the CPU side's tiny products gain nothing from more
@@ -43,6 +44,17 @@ else fail "fa,swa,gdn search on cuda" "$(cat "$TMP/g.txt" "$TMP/g.err")"; fi
 got=$(bin/derive -n 1 -c "$TMP/cand" -o "$TMP/arch.h5" "$TMP/g.h5" 2>"$TMP/err" | sed 's/ |.*//')
 if [ -n "$win" ] && [ "$got" = "dash n_fa 1: fa: $win" ]; then pass "derive reads the GPU's logits: fa at the largest w_fa ($win)"
 else fail "derive on the GPU's logits" "$got, want fa: $win" "$(cat "$TMP/err")"; fi
+
+# --grad fp8 on the GPU: the forwards as they were (the first step's KL is
+# the bf16 run's), and every layer to fa under a budget of every layer
+$S -n 4 --ops fa,swa,gdn --tokens 1280 --lr 0.1 --device cuda --grad fp8 -o "$TMP/f8.h5" >"$TMP/f8.txt" \
+	2>"$TMP/f8.err"
+$S -n 1 --ops fa,swa,gdn --tokens 64 --device cuda -o "$TMP/b1.h5" >/dev/null 2>"$TMP/b1.err"
+f=$(kl1 "$TMP/f8.err") b=$(kl1 "$TMP/b1.err")
+if [ -n "$f" ] && [ "$f" = "$b" ] && grep -q 'step 20/20 kl' "$TMP/f8.err" &&
+	awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 5 }' "$TMP/f8.txt"; then
+	pass "--grad fp8 on cuda: the first step's KL is bf16's ($f); N_FA = L drives every layer to fa (w_fa $(wfa "$TMP/f8.txt"))"
+else fail "--grad fp8 on cuda" "$(cat "$TMP/f8.txt" "$TMP/f8.err")" "bf16 first step: $b"; fi
 
 $S -n 1 --ops fa,swa,gdn,gla --relax budget-dist --tokens 640 --lr 0.1 --device cuda -o "$TMP/g4.h5" \
 	>"$TMP/g4.txt" 2>"$TMP/g4.err"

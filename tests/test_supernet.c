@@ -4,7 +4,9 @@
  * then, for each relaxation, d(loss)/dalpha of relax_backward against
  * finite differences of loss(w(alpha)) (softmax with its budget term,
  * budget-dist), and gumbel-topk's straight-through surrogate; and the
- * relaxations' invariants (sum of fa weights, exact top-N, seeded noise). */
+ * relaxations' invariants (sum of fa weights, exact top-N, seeded noise);
+ * d(KL)/dw with the backward's products in float8 e4m3 near the exact. */
+#include <math.h>
 #include <string.h>
 
 #include "model.h"
@@ -74,6 +76,35 @@ static void check_dw(Fix *f, const char *name)
 	printf("  %s: %d weights, max error %.2e\n", name, LK, maxerr);
 	snprintf(what, sizeof what, "%s: d(KL)/dw of every layer and op (fa, swa, gdn, gla) = finite differences", name);
 	test_cond(what, bad == 0);
+}
+
+/* --grad fp8: the backward's products through e4m3 codes (lib/fp8.h) move
+ * d(KL)/dw by the codes' noise: near the exact gradient, not equal to it */
+static void check_dw_fp8(Fix *f, const char *name)
+{
+	Supernet *sn = &f->sn;
+	int LK = sn->L * sn->K;
+	for (int i = 0; i < LK; i++)
+		sn->w[i] = 0.15f + 0.1f * (float)(i % 5);
+	double *dw = mallocCheck((size_t)LK * sizeof(double)), mx = 0, d = 0, se = 0, sr = 0;
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double kl = supernet_backward_kl(sn, f->ids, B, T, f->th);
+	memcpy(dw, sn->dw, (size_t)LK * sizeof(double));
+	sn->grad_fp8 = 1;
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double kl8 = supernet_backward_kl(sn, f->ids, B, T, f->th);
+	sn->grad_fp8 = 0;
+	for (int i = 0; i < LK; i++) {
+		mx = fmax(mx, fabs(dw[i])), d = fmax(d, fabs(sn->dw[i] - dw[i]));
+		se += (sn->dw[i] - dw[i]) * (sn->dw[i] - dw[i]), sr += dw[i] * dw[i];
+	}
+	printf("  %s fp8: KL %.8g (float32 %.8g), dw max error %.2e of max |dw|, relative %.2e\n", name, kl8, kl,
+	       d / mx, sqrt(se / sr));
+	char what[160];
+	snprintf(what, sizeof what, "%s: fp8 products leave the KL as it was and move dw by %.2e of max |dw| (0, 0.1]",
+	         name, d / mx);
+	test_cond(what, kl8 == kl && d > 0 && d <= 0.1 * mx);
+	free(dw);
 }
 
 /* the loss of alpha: KL(w(alpha)) plus, for softmax, the budget term */
@@ -229,6 +260,7 @@ int main(void)
 		fix_init(&f, dirs[d]);
 		const char *name = dirs[d] + 11;
 		check_dw(&f, name);
+		check_dw_fp8(&f, name);
 		check_alpha(&f, name, RELAX_SOFTMAX, 1, 0.8);
 		check_alpha(&f, name, RELAX_BUDGET_DIST, 1, 0.8);
 		fix_free(&f);

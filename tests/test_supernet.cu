@@ -12,7 +12,8 @@
  * shared arena (DASH_SUPERNET_SHARED=1, each forward run again), gdn on its
  * bf16 path (gpu_lop_forward_bf16), and once more with arenas of their own
  * and gdn on its float32 path (DASH_SUPERNET_F32=1); then mixed weights
- * once more on a model with an o bias.
+ * once more on a model with an o bias; and mixed weights with the
+ * backward's products in float8 e4m3 on both sides (Supernet.grad_fp8).
  *
  * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
  * float32 with TF32 products) against the CPU's float32, so both the KL
@@ -157,6 +158,32 @@ int main(int argc, char **argv)
 		gpu_supernet_free(gs);
 	}
 	unsetenv("DASH_SUPERNET_SHARED"), unsetenv("DASH_SUPERNET_F32");
+
+	/* the backward's products in e4m3 on both sides (--grad fp8): the
+	 * GPU's dw against the CPU's, as above; the CPU's against its own
+	 * float32 dw: near (the codes' noise), not equal (the codes were used) */
+	{
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = 0.15f + 0.1f * (float)(i % 5);
+		memset(sn.dw, 0, (size_t)L * K * sizeof(double));
+		supernet_backward_kl(&sn, ids, B, T, th);
+		double *dw32 = (double *)mallocCheck((size_t)L * K * sizeof(double));
+		memcpy(dw32, sn.dw, (size_t)L * K * sizeof(double));
+		sn.grad_fp8 = 1;
+		GpuSupernet *gs = gpu_supernet_new(&sn, B * T);
+		gpu_supernet_teacher(gs, ids, B, T, NULL);
+		check_weights("mixed", "fp8 products", &sn, gs, ids, th);
+		double mx = max_abs(dw32, (size_t)L * K), d = 0;
+		for (int i = 0; i < L * K; i++)
+			d = fmax(d, fabs(sn.dw[i] - dw32[i]));
+		char msg[160];
+		snprintf(msg, sizeof msg, "fp8 products: the CPU's dw moves by %.2e of max |dw| (0 < that <= 0.1)",
+		         d / mx);
+		test_cond(msg, d > 0 && d <= 0.1 * mx);
+		sn.grad_fp8 = 0;
+		gpu_supernet_free(gs);
+		free(dw32);
+	}
 	supernet_free(&sn);
 	free(th);
 	model_free(&m);

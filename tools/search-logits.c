@@ -42,6 +42,7 @@ static void usage(void)
 	                "                     [--ops fa,swa,gdn] [--window W] [--tokens N] [--seq T] [--batch B]\n"
 	                "                     [--lr LR] [--lambda L] [--tau A:B] [--relax softmax|gumbel-topk|budget-dist]\n"
 	                "                     [--seed S] [--ckpt-every K] [--resume] [--stop-after K] [--device cpu|cuda]\n"
+	                "                     [--grad bf16|fp8]\n"
 	                "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
 	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
 	                "                     [--device cpu|cuda] -o MEASURE.h5\n");
@@ -51,7 +52,7 @@ static void usage(void)
 typedef struct {
 	double lr, lambda, tau0, tau1;
 	long long steps;
-	int relax, nfa;
+	int relax, nfa, fp8; /* fp8: --grad fp8 */
 	uint64_t seed;
 } Search;
 
@@ -126,9 +127,12 @@ static void state_write(H5File *f, const State *st, long long steps)
 static void settings(char *buf, size_t n, const char *ops, int window, int T, int B, const Search *s,
                      uint64_t cand_fp)
 {
-	snprintf(buf, n, "ops=%s window=%d seq=%d batch=%d steps=%lld n_fa=%d relax=%s lr=%g lambda=%g tau=%g:%g "
-	         "seed=%llu candidates=%016llx", ops, window, T, B, s->steps, s->nfa, relax_names[s->relax], s->lr,
-	         s->lambda, s->tau0, s->tau1, (unsigned long long)s->seed, (unsigned long long)cand_fp);
+	snprintf(buf, n,
+	         "ops=%s window=%d seq=%d batch=%d steps=%lld n_fa=%d relax=%s lr=%g lambda=%g tau=%g:%g "
+	         "seed=%llu candidates=%016llx%s",
+	         ops, window, T, B, s->steps, s->nfa, relax_names[s->relax], s->lr, s->lambda, s->tau0, s->tau1,
+	         (unsigned long long)s->seed, (unsigned long long)cand_fp,
+	         s->fp8 ? " grad=fp8" : ""); /* bf16 unnamed: the checkpoints from before --grad */
 }
 
 static void ckpt_write(const char *path, const State *st, long long step, const char *set, const Model *m,
@@ -270,7 +274,7 @@ static void measure(Supernet *sn, GpuSupernet *gs, int lin_col, int restore, con
 int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *cand_dir = NULL, *tokens_path = NULL, *out = NULL, *ops_arg = "fa,swa,gdn";
-	const char *device = NULL, *measure_arg = NULL, *linear_arg = NULL, *relax_arg = "softmax";
+	const char *device = NULL, *measure_arg = NULL, *linear_arg = NULL, *relax_arg = "softmax", *grad_arg = "bf16";
 	long long ntok = 12300000, seq = 4096, batch = 1, nfa = -1, ckpt_every = 50, stop_after = -1, window = 1024;
 	double ratio = -1;
 	int resume = 0;
@@ -287,7 +291,7 @@ int main(int argc, char **argv)
 		{"ckpt-every", required_argument, NULL, 'k'}, {"resume", no_argument, NULL, 'R'},
 		{"stop-after", required_argument, NULL, 'x'}, {"device", required_argument, NULL, 'D'},
 		{"measure", required_argument, NULL, 'M'}, {"linear", required_argument, NULL, 'i'},
-		{NULL, 0, NULL, 0},
+		{"grad", required_argument, NULL, 'g'}, {NULL, 0, NULL, 0},
 	};
 	util_init(argc, argv);
 	int ch;
@@ -324,6 +328,7 @@ int main(int argc, char **argv)
 		case 'D': device = optarg; break;
 		case 'M': measure_arg = optarg; break;
 		case 'i': linear_arg = optarg; break;
+		case 'g': grad_arg = optarg; break;
 		default: usage();
 		}
 	}
@@ -341,6 +346,9 @@ int main(int argc, char **argv)
 	s.relax = relax_kind(relax_arg);
 	if (s.relax < 0)
 		die("--relax: '%s' is not softmax, gumbel-topk or budget-dist", relax_arg);
+	if (strcmp(grad_arg, "bf16") && strcmp(grad_arg, "fp8"))
+		die("--grad: '%s' is neither bf16 nor fp8", grad_arg);
+	s.fp8 = grad_arg[0] == 'f';
 	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || window < 1)
 		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --window at least 1");
 	if (!(s.lr > 0) || !(s.lambda >= 0) || !(s.tau0 > 0) || !(s.tau1 > 0) || ckpt_every < 1)
@@ -403,6 +411,7 @@ int main(int argc, char **argv)
 		model_unpack(&m); /* float32 weights: the CPU forward's fast path */
 	Supernet sn;
 	supernet_init(&sn, &m, K, ops, cand_dir, (int)window, B * T);
+	sn.grad_fp8 = s.fp8;
 	char cand_fp[17];
 	fingerprint_hex(sn.fingerprint, cand_fp);
 	GpuSupernet *gs = NULL;
@@ -530,6 +539,7 @@ int main(int argc, char **argv)
 	H5File *f = out_create(out, LOGITS_FORMAT, &m, tokens_path, tok_fp, cand_dir, cand_fp);
 	h5_attr_set_str(f, "/", "ops", ops_arg);
 	h5_attr_set_str(f, "/", "relax", relax_names[s.relax]);
+	h5_attr_set_str(f, "/", "grad", s.fp8 ? "fp8" : "bf16");
 	h5_attr_set_i64(f, "/", "n_fa", s.nfa), h5_attr_set_i64(f, "/", "n_layers", L);
 	h5_attr_set_i64(f, "/", "window", window), h5_attr_set_i64(f, "/", "seq", T);
 	h5_attr_set_i64(f, "/", "batch", B), h5_attr_set_i64(f, "/", "steps", s.steps);
