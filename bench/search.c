@@ -15,8 +15,11 @@
  * card), then in one shared arena (DASH_SUPERNET_SHARED=1: each gdn
  * forward runs again in the backward). DASH_BENCH_PROFILE=1: the first
  * way only, its last step between cudaProfilerStart and cudaProfilerStop
- * (for ncu --profile-from-start off).
+ * (for ncu --profile-from-start off). DASH_GRAD=fp8: the backward's
+ * products in float8 e4m3 (search-logits --grad fp8); DASH_GRAD=compare:
+ * instead of timing, dL/dw of one step both ways, and how far apart.
  * usage: bench/bin/search [B T [N]]   (default 1 4096 5) */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +113,45 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 		free(ph[p]);
 }
 
+/* dL/dw of one step with the backward's products in bf16 and in e4m3
+ * (DASH_GRAD=compare): how far float8 moves the gradient of the mixing
+ * weights, column by column */
+static void grad_compare(Supernet *sn, const int32_t *ids, int B, int T)
+{
+	int L = sn->L, K = sn->K;
+	size_t lk = (size_t)L * K;
+	double *dw[2], kl[2];
+	float *alpha = callocCheck(lk, sizeof(float));
+	Relax rx;
+	relax_init(&rx, RELAX_SOFTMAX, L, K, 9);
+	relax_weights(&rx, alpha, NULL, sn->w);
+	for (int f = 0; f < 2; f++) {
+		sn->grad_fp8 = f;
+		GpuSupernet *gs = gpu_supernet_new(sn, B * T);
+		gpu_supernet_teacher(gs, ids, B, T, NULL);
+		dw[f] = callocCheck(lk, sizeof(double));
+		kl[f] = gpu_supernet_backward_kl(gs, ids, B, T, sn->w, dw[f]);
+		gpu_supernet_free(gs);
+	}
+	sn->grad_fp8 = 0;
+	printf("grad compare (one step, w uniform): KL %.6g (bf16) %.6g (fp8)\n", kl[0], kl[1]);
+	for (int k = 0; k < K; k++) {
+		double e = 0, r = 0, m = 0, d = 0;
+		for (int l = 0; l < L; l++) {
+			double a = dw[0][(size_t)l * K + k], b = dw[1][(size_t)l * K + k];
+			e += (b - a) * (b - a), r += a * a, m = fmax(m, fabs(a)), d = fmax(d, fabs(b - a));
+		}
+		printf("  column %d (%s): |dw8 - dw| / |dw| = %.2e, max |dw8 - dw| / max |dw| = %.2e\n", k,
+		       arch_op_names[sn->ops[k]], sqrt(e / r), d / m);
+	}
+	printf("  layer:");
+	for (int l = 0; l < L; l++)
+		printf(" %d:%.3g/%.3g", l, dw[0][(size_t)l * K], dw[1][(size_t)l * K]);
+	printf("  (fa's dw, bf16/fp8)\n");
+	relax_free(&rx);
+	free(alpha), free(dw[0]), free(dw[1]);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -139,6 +181,15 @@ int main(int argc, char **argv)
 	int32_t *ids = mallocCheck((size_t)n * sizeof *ids);
 	for (int i = 0; i < n; i++)
 		ids[i] = (int32_t)((i * 2654435761u) % (unsigned)c->V);
+	const char *grad = getenv("DASH_GRAD");
+	if (grad && !strcmp(grad, "compare")) {
+		grad_compare(&sn, ids, (int)B, (int)T);
+		supernet_free(&sn), free(ids), model_free(&m);
+		return 0;
+	}
+	sn.grad_fp8 = grad && !strcmp(grad, "fp8");
+	if (sn.grad_fp8)
+		printf("the backward's products in float8 e4m3 (DASH_GRAD=fp8)\n");
 	unsetenv("DASH_SUPERNET_SHARED");
 	run(&sn, ids, (int)B, (int)T, (int)N);
 	if (!profiling()) {
