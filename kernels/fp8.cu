@@ -35,6 +35,11 @@ __device__ __forceinline__ uint8_t e4m3(float x)
 	return (uint8_t)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
 }
 
+/* a row of amax m: what its values are multiplied by into codes, and the
+ * scale its codes are multiplied by back (lib/fp8.c's quant_row) */
+__device__ __forceinline__ float fp8_inv(float m) { return m > 0 ? 448.0f / m : 1.0f; }
+__device__ __forceinline__ float fp8_scale(float m) { return m > 0 ? m / 448.0f : 1.0f; }
+
 /* the largest of every thread's m, in every thread */
 template <int NT> __device__ float block_max(float m)
 {
@@ -86,9 +91,9 @@ __global__ void __launch_bounds__(ROWS_NT) fp8_rows_kernel(uint8_t *q, float *sc
 			m = fmaxf(m, fabsf(__bfloat162float(r[j])));
 	}
 	m = block_max<ROWS_NT>(m);
-	float inv = m > 0 ? 448.0f / m : 1.0f;
+	float inv = fp8_inv(m);
 	if (threadIdx.x == 0)
-		scale[blockIdx.x] = m > 0 ? m / 448.0f : 1.0f;
+		scale[blockIdx.x] = fp8_scale(m);
 	if (VEC8) {
 		for (int j = threadIdx.x; j < k / 8; j += ROWS_NT) {
 			load8(v, r, 0, j);
@@ -141,11 +146,11 @@ __global__ void cols_t_kernel(uint8_t *q, float *scale, const unsigned *amax, co
 		int i = i0 + y, o = o0 + threadIdx.x;
 		if (i >= IC)
 			continue;
-		float m = __uint_as_float(amax[i]), inv = m > 0 ? 448.0f / m : 1.0f;
+		float m = __uint_as_float(amax[i]), inv = fp8_inv(m);
 		if (o < OC)
 			q[(int64_t)i * OC + o] = e4m3(tile[threadIdx.x][y] * inv);
 		if (blockIdx.y == 0 && threadIdx.x == 0)
-			scale[i] = m > 0 ? m / 448.0f : 1.0f;
+			scale[i] = fp8_scale(m);
 	}
 }
 
@@ -211,9 +216,9 @@ __global__ void __launch_bounds__(SWIGLU_NT)
 		}
 	}
 	m = block_max<SWIGLU_NT>(m); /* its barrier also orders the row's stores before the loads below */
-	float inv = m > 0 ? 448.0f / m : 1.0f, v[8];
+	float inv = fp8_inv(m), v[8];
 	if (threadIdx.x == 0)
-		scale[t] = m > 0 ? m / 448.0f : 1.0f;
+		scale[t] = fp8_scale(m);
 	for (int j = threadIdx.x; j < F / 8; j += SWIGLU_NT) { /* 16 codes a store */
 		uint4 c;
 		load8(v, row, 0, 2 * j);

@@ -72,6 +72,15 @@ static struct {
 
 enum { GEMM_EX, GEMM_LT, GEMM_TUNE, GEMM_LT0, GEMM_HOT };
 
+/* the Lt handle and its workspace, made once */
+static void lt_open(void)
+{
+	if (lt.h)
+		return;
+	cublasCheck(cublasLtCreate(&lt.h));
+	cudaCheck(cudaMalloc(&lt.ws, LT_WORKSPACE));
+}
+
 /* the path DASH_GEMM names: lt (the default), ex, tune, lt0 or hot */
 static int gemm_mode(void)
 {
@@ -84,16 +93,14 @@ static int gemm_mode(void)
 	       : e && strcmp(e, "lt0") == 0  ? GEMM_LT0
 	       : e && strcmp(e, "hot") == 0  ? GEMM_HOT
 	                                     : GEMM_LT;
-	if (mode != GEMM_EX) {
-		cublasCheck(cublasLtCreate(&lt.h));
-		cudaCheck(cudaMalloc(&lt.ws, LT_WORKSPACE));
-	}
+	if (mode != GEMM_EX)
+		lt_open();
 	return mode;
 }
 
 /* a product's shape, layout and alignment, and what cuBLASLt runs for it */
 typedef struct {
-	int ta, m, n, k, lda, ldb, ldc, ctype, align, acc; /* the key; acc: beta 1, C added */
+	int ta, m, n, k, lda, ldb, ldc, ctype, align, acc, fp8; /* the key; acc: beta 1, C added; fp8: e4m3 A, B */
 	cublasLtMatmulDesc_t op;
 	cublasLtMatrixLayout_t a, b, c;
 	cublasLtMatmulAlgo_t algo;
@@ -230,6 +237,52 @@ static const struct {
 	{'N', 2048, 1024, 151936, 0, 0, 1},
 };
 
+/* the plan of key's product: the one made before, or a new one (*fresh 1)
+ * holding the key, for the caller to make */
+static Plan *plan_slot(const Plan *key, int *fresh)
+{
+	for (int i = 0; i < nplans; i++) {
+		const Plan *q = &plans[i];
+		if (q->ta == key->ta && q->m == key->m && q->n == key->n && q->k == key->k && q->lda == key->lda &&
+		    q->ldb == key->ldb && q->ldc == key->ldc && q->ctype == key->ctype && q->align == key->align &&
+		    q->acc == key->acc && q->fp8 == key->fp8)
+			return *fresh = 0, (Plan *)q;
+	}
+	if (nplans == cap_plans) {
+		cap_plans = cap_plans ? 2 * cap_plans : 32;
+		plans = (Plan *)realloc(plans, (size_t)cap_plans * sizeof *plans);
+		if (!plans)
+			fprintf(stderr, "gemm_bf16: out of memory\n"), exit(1);
+	}
+	plans[nplans] = *key;
+	*fresh = 1;
+	return &plans[nplans++];
+}
+
+/* DASH_GEMM=tune: every candidate of r hot, printed; the fastest's index
+ * (best its time, table the time of candidate pick) */
+static int lt_fastest(const Plan *p, const cublasLtMatmulHeuristicResult_t *r, int nr, int pick, const void *A,
+                      const void *B, const void *Cin, void *C, float *best, float *table)
+{
+	int bi = 0;
+	*best = 1e30f, *table = 0;
+	for (int i = 0; i < nr; i++) {
+		if (r[i].state != CUBLAS_STATUS_SUCCESS)
+			continue;
+		if (gemm_lt(p, &r[i].algo, A, B, Cin, C) != CUBLAS_STATUS_SUCCESS) {
+			fprintf(stderr, "  lt [%2d] does not run\n", i);
+			continue;
+		}
+		float us = time_us([&] { cublasCheck(gemm_lt(p, &r[i].algo, A, B, Cin, C)); }, 0);
+		algo_print("lt", i, &r[i], us);
+		if (i == pick)
+			*table = us;
+		if (us < *best)
+			*best = us, bi = i;
+	}
+	return bi;
+}
+
 /* make p's descriptors and choose its algorithm (A, B, Cin, C: the first
  * call's buffers, which tuning runs on; Cin NULL or, for an accumulating
  * plan, the addend) */
@@ -291,23 +344,9 @@ static void plan_init(Plan *p, int mode, const void *A, const void *B, const voi
 	fprintf(stderr, "gemm tune: op %c m %d n %d k %d lda %d ldb %d ldc %d out %s%s align %u %u %u\n",
 	        ta == CUBLAS_OP_T ? 'T' : 'N', p->m, p->n, p->k, p->lda, p->ldb, p->ldc,
 	        ct == CUDA_R_32F ? "f32" : "bf16", Cin ? " +C" : "", al[0], al[1], al[2]);
-	float ex = time_us([&] { gemm_ex(p, A, B, Cin, C); }, 0), best = 1e30f, table = 0;
+	float ex = time_us([&] { gemm_ex(p, A, B, Cin, C); }, 0), best, table;
 	fprintf(stderr, "  cublasGemmEx   %9.1f us (hot)\n", ex);
-	int bi = 0;
-	for (int i = 0; i < nr; i++) {
-		if (r[i].state != CUBLAS_STATUS_SUCCESS)
-			continue;
-		if (gemm_lt(p, &r[i].algo, A, B, Cin, C) != CUBLAS_STATUS_SUCCESS) {
-			fprintf(stderr, "  lt [%2d] does not run\n", i);
-			continue;
-		}
-		float us = time_us([&] { cublasCheck(gemm_lt(p, &r[i].algo, A, B, Cin, C)); }, 0);
-		algo_print("lt", i, &r[i], us);
-		if (i == pick)
-			table = us;
-		if (us < best)
-			best = us, bi = i;
-	}
+	int bi = lt_fastest(p, r, nr, pick, A, B, Cin, C, &best, &table);
 	p->algo = r[bi].algo, p->ws = r[bi].workspaceSize;
 	fprintf(stderr, "  best: [%d] %.1f us, table's [%d] %.1f us (%.3fx), cublasGemmEx %.1f us (%.3fx)\n", bi, best,
 	        pick, table, table / best, ex, ex / best);
@@ -327,23 +366,10 @@ static void gemm_run(cublasOperation_t ta, int m, int n, int k, const void *A, i
 			gemm_ex(&key, A, B, Cin, C);
 		return;
 	}
-	Plan *p = NULL;
-	for (int i = 0; i < nplans && !p; i++)
-		if (plans[i].ta == key.ta && plans[i].m == m && plans[i].n == n && plans[i].k == k &&
-		    plans[i].lda == lda && plans[i].ldb == ldb && plans[i].ldc == ldc && plans[i].ctype == key.ctype &&
-		    plans[i].align == key.align && plans[i].acc == key.acc)
-			p = &plans[i];
-	if (!p) {
-		if (nplans == cap_plans) {
-			cap_plans = cap_plans ? 2 * cap_plans : 32;
-			plans = (Plan *)realloc(plans, (size_t)cap_plans * sizeof *plans);
-			if (!plans)
-				fprintf(stderr, "gemm_bf16: out of memory\n"), exit(1);
-		}
-		p = &plans[nplans++];
-		*p = key;
+	int fresh;
+	Plan *p = plan_slot(&key, &fresh);
+	if (fresh)
 		plan_init(p, mode, A, B, Cin, C);
-	}
 	if (p->ok)
 		cublasCheck(gemm_lt(p, &p->algo, A, B, Cin, C));
 	else
@@ -367,54 +393,27 @@ void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int
 // a float32 scale a row of dout and a row of w^T (cuBLASLt's outer-vector
 // scaling, Hopper), float32 accumulation (no fast accumulation)
 
-typedef struct {
-	int m, n, k, f32, acc; /* the key */
-	cublasLtMatmulDesc_t op;
-	cublasLtMatrixLayout_t a, b, c;
-	cublasLtMatmulAlgo_t algo;
-} Plan8;
-
-static Plan8 *plans8;
-static int nplans8, cap_plans8;
-
-/* the plan of a product (sa, sb: its scale vectors, which cuBLASLt's
- * heuristic wants set before it answers) */
-static Plan8 *plan8(int m, int n, int k, int f32, int acc, const float *sa, const float *sb, const void *A,
-                    const void *B, void *D)
+/* make p's descriptors (A scaled by sa a row of op(A), B by sb a column)
+ * and choose its algorithm: cuBLASLt's first, or with DASH_GEMM=tune the
+ * fastest hot (not for an accumulation, whose output each run changes) */
+static void plan8_init(Plan *p, const float *sa, const float *sb, const void *A, const void *B, void *D)
 {
-	for (int i = 0; i < nplans8; i++)
-		if (plans8[i].m == m && plans8[i].n == n && plans8[i].k == k && plans8[i].f32 == f32 &&
-		    plans8[i].acc == acc)
-			return &plans8[i];
-	if (gemm_mode() == GEMM_EX) { /* the Lt handle and workspace */
-		if (!lt.h) {
-			cublasCheck(cublasLtCreate(&lt.h));
-			cudaCheck(cudaMalloc(&lt.ws, LT_WORKSPACE));
-		}
-	}
-	if (nplans8 == cap_plans8) {
-		cap_plans8 = cap_plans8 ? 2 * cap_plans8 : 16;
-		plans8 = (Plan8 *)realloc(plans8, (size_t)cap_plans8 * sizeof *plans8);
-		if (!plans8)
-			fprintf(stderr, "matmul_backward_fp8: out of memory\n"), exit(1);
-	}
-	Plan8 *p = &plans8[nplans8];
-	p->m = m, p->n = n, p->k = k, p->f32 = f32, p->acc = acc;
 	cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
 	int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-	cudaDataType_t ct = f32 ? CUDA_R_32F : CUDA_R_16BF;
+	int8_t fast = 0; /* float32 accumulation throughout */
+	lt_open();
 	cublasCheck(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec, sizeof vec));
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec));
-	int8_t fast = 0; /* float32 accumulation throughout */
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast));
+	/* the heuristic answers nothing before the scale pointers are set */
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
-	cublasCheck(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, k, m, k));
-	cublasCheck(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, k, n, k));
-	cublasCheck(cublasLtMatrixLayoutCreate(&p->c, ct, m, n, m));
+	cublasCheck(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, p->k, p->m, p->lda));
+	cublasCheck(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, p->k, p->n, p->ldb));
+	cublasCheck(cublasLtMatrixLayoutCreate(&p->c, (cudaDataType_t)p->ctype, p->m, p->n, p->ldc));
 	cublasLtMatmulPreference_t pref;
 	cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
 	uint64_t ws = LT_WORKSPACE;
@@ -425,37 +424,19 @@ static Plan8 *plan8(int m, int n, int k, int f32, int acc, const float *sa, cons
 	if (cublasLtMatmulAlgoGetHeuristic(lt.h, p->op, p->a, p->b, p->c, p->c, pref, LT_CANDIDATES, r, &nr) !=
 	            CUBLAS_STATUS_SUCCESS ||
 	    nr == 0 || r[0].state != CUBLAS_STATUS_SUCCESS)
-		fprintf(stderr, "matmul_backward_fp8: cuBLASLt has no e4m3 product of %d x %d x %d on this device\n", m,
-		        n, k),
+		fprintf(stderr, "matmul_backward_fp8: cuBLASLt has no e4m3 product of %d x %d x %d on this device\n",
+		        p->m, p->n, p->k),
 		        exit(1);
 	cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-	p->algo = r[0].algo;
-	nplans8++;
-	/* DASH_GEMM=tune: every candidate hot, the fastest kept (not for an
-	 * accumulation in place, whose output each run changes) */
-	if (gemm_mode() != GEMM_TUNE || acc)
-		return p;
-	const float one = 1, zero = 0;
-	float best = 1e30f, first = 0;
-	fprintf(stderr, "gemm tune: e4m3 m %d n %d k %d out %s\n", m, n, k, f32 ? "f32" : "bf16");
-	for (int i = 0; i < nr; i++) {
-		if (r[i].state != CUBLAS_STATUS_SUCCESS || r[i].workspaceSize > LT_WORKSPACE)
-			continue;
-		auto run = [&] {
-			return cublasLtMatmul(lt.h, p->op, &one, A, p->a, B, p->b, &zero, D, p->c, D, p->c, &r[i].algo,
-			                      lt.ws, LT_WORKSPACE, 0);
-		};
-		if (run() != CUBLAS_STATUS_SUCCESS)
-			continue;
-		float us = time_us([&] { cublasCheck(run()); }, 0);
-		algo_print("lt8", i, &r[i], us);
-		if (i == 0)
-			first = us;
-		if (us < best)
-			best = us, p->algo = r[i].algo;
-	}
-	fprintf(stderr, "  best %.1f us, cuBLASLt's first %.1f us (%.3fx)\n", best, first, first / best);
-	return p;
+	p->algo = r[0].algo, p->ws = r[0].workspaceSize, p->ok = 1;
+	if (gemm_mode() != GEMM_TUNE || p->acc)
+		return;
+	fprintf(stderr, "gemm tune: e4m3 m %d n %d k %d out %s\n", p->m, p->n, p->k,
+	        p->ctype == CUDA_R_32F ? "f32" : "bf16");
+	float best, first;
+	int bi = lt_fastest(p, r, nr, 0, A, B, NULL, D, &best, &first);
+	p->algo = r[bi].algo, p->ws = r[bi].workspaceSize;
+	fprintf(stderr, "  best: [%d] %.1f us, cuBLASLt's first %.1f us (%.3fx)\n", bi, best, first, first / best);
 }
 
 extern "C" void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd,
@@ -467,12 +448,16 @@ extern "C" void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uin
 		fprintf(stderr, "matmul_backward_fp8: n %d IC %d OC %d: e4m3 products want IC, OC multiples of 16\n", n,
 		        IC, OC),
 		        abort();
-	Plan8 *p = plan8(IC, n, OC, f32, acc, d_sw, d_sd, d_wq, d_dq, d_dx);
+	Plan key = {};
+	key.ta = CUBLAS_OP_T, key.m = IC, key.n = n, key.k = OC, key.lda = OC, key.ldb = OC, key.ldc = IC;
+	key.ctype = f32 ? CUDA_R_32F : CUDA_R_16BF, key.acc = acc != 0, key.fp8 = 1;
+	int fresh;
+	Plan *p = plan_slot(&key, &fresh);
+	if (fresh)
+		plan8_init(p, d_sw, d_sd, d_wq, d_dq, d_dx);
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &d_sw, sizeof d_sw));
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &d_sd, sizeof d_sd));
-	const float one = 1, zero = 0;
-	cublasCheck(cublasLtMatmul(lt.h, p->op, &one, d_wq, p->a, d_dq, p->b, acc ? &one : &zero, d_dx, p->c, d_dx,
-	                           p->c, &p->algo, lt.ws, LT_WORKSPACE, 0));
+	cublasCheck(gemm_lt(p, &p->algo, d_wq, d_dq, acc ? d_dx : NULL, d_dx));
 }
 
 // ----------------------------------------------------------------------------
