@@ -13,23 +13,19 @@
 #include "ops_cpu.h"
 #include "util.h"
 
-/* dx (n, IC) = [d[0] | d[1] | ...] (n, sum oc) [w[0]; w[1]; ...] (sum oc, IC)
- * through e4m3: the concatenated rows and the stacked weight's columns
- * quantised as one matrix each, as the CUDA backend's stacked weights are
- * (lib/fp8.h) */
+/* matmul_backward_fp8_cat_cpu of the model's weights (lib/fp8.h) */
 static void product_fp8(float *dx, int n, int IC, int nw, const float *const *d, const Tensor *const *w, const int *oc)
 {
-	int OC = 0;
-	for (int j = 0; j < nw; j++)
-		OC += oc[j];
-	float *dcat = mallocCheck((size_t)n * OC * sizeof(float)), *wcat = mallocCheck((size_t)OC * IC * sizeof(float));
-	for (int j = 0, off = 0; j < nw; off += oc[j], j++) {
-		for (int t = 0; t < n; t++)
-			memcpy(dcat + (size_t)t * OC + off, d[j] + (size_t)t * oc[j], (size_t)oc[j] * sizeof(float));
-		convert_to_f32(wcat + (size_t)off * IC, w[j]->data, w[j]->dtype, (size_t)oc[j] * IC);
+	float *wf[3];
+	if (nw > 3)
+		BUG("product_fp8: %d weights", nw);
+	for (int j = 0; j < nw; j++) {
+		wf[j] = mallocCheck((size_t)oc[j] * IC * sizeof(float));
+		convert_to_f32(wf[j], w[j]->data, w[j]->dtype, (size_t)oc[j] * IC);
 	}
-	matmul_backward_fp8_f32_cpu(dx, dcat, wcat, n, IC, OC);
-	free(dcat), free(wcat);
+	matmul_backward_fp8_cat_cpu(dx, n, IC, nw, d, (const float *const *)wf, oc);
+	for (int j = 0; j < nw; j++)
+		free(wf[j]);
 }
 
 void model_logits_backward(const Model *m, const float *dlogits, int n, float *dhidden)

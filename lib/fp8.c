@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util.h"
 
@@ -86,4 +87,20 @@ void matmul_backward_fp8_f32_cpu(float *dx, const float *dout, const float *w, i
 	fp8_cols_t_cpu(wq, sw, w, OC, IC);
 	matmul_backward_fp8_cpu(dx, dq, sd, wq, sw, n, IC, OC);
 	free(dq), free(wq), free(sd), free(sw);
+}
+
+void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *const *d, const float *const *w,
+                                 const int *oc)
+{
+	int OC = 0;
+	for (int j = 0; j < nw; j++)
+		OC += oc[j];
+	float *dcat = mallocCheck((size_t)n * OC * sizeof(float)), *wcat = mallocCheck((size_t)OC * IC * sizeof(float));
+	for (int j = 0, off = 0; j < nw; off += oc[j], j++) {
+		for (int t = 0; t < n; t++)
+			memcpy(dcat + (size_t)t * OC + off, d[j] + (size_t)t * oc[j], (size_t)oc[j] * sizeof(float));
+		memcpy(wcat + (size_t)off * IC, w[j], (size_t)oc[j] * IC * sizeof(float));
+	}
+	matmul_backward_fp8_f32_cpu(dx, dcat, wcat, n, IC, OC);
+	free(dcat), free(wcat);
 }

@@ -35,5 +35,12 @@ void matmul_backward_fp8_cpu(float *dx, const uint8_t *dq, const float *sd, cons
 /* dx (n, IC) = dout (n, OC) @ w (OC, IC) through e4m3: both quantised as
  * above, then the product (w float32, OC x IC) */
 void matmul_backward_fp8_f32_cpu(float *dx, const float *dout, const float *w, int n, int IC, int OC);
+/* dx (n, IC) = [d[0] | d[1] | ...] (n, sum oc) [w[0]; w[1]; ...] (sum oc,
+ * IC) through e4m3: the rows side by side and the stacked weights' columns
+ * quantised as one matrix each, as the CUDA backend quantises the stacked
+ * weights it multiplies by in one product (d[j] (n, oc[j]), w[j] (oc[j],
+ * IC), float32) */
+void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *const *d, const float *const *w,
+                                 const int *oc);
 
 #endif

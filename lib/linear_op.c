@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fp8.h"
 #include "linear_attn.h"
 #include "ops_cpu.h"
 #include "util.h"
@@ -401,7 +402,9 @@ static void swa_backward(const LinearOp *op, float *grad, float *du, const float
 	cache_free(&c);
 }
 
-void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T)
+/* lop_backward, or with fp8 lop_backward_fp8 (grad NULL, gdn) */
+static void backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T,
+                     int fp8)
 {
 	if (op->kind == LOP_SWA) {
 		swa_backward(op, grad, du, da, u, B, T);
@@ -418,7 +421,10 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 		memset(du, 0, (size_t)n * C * sizeof(float));
 	/* a = Wo y + bo */
 	float *dy = callocCheck(nHD, sizeof(float));
-	lin_back(dy, G_("wo"), G_("bo"), da, c.y, P(op, "wo"), n, HD, C);
+	if (fp8)
+		matmul_backward_fp8_f32_cpu(dy, da, P(op, "wo"), n, HD, C);
+	else
+		lin_back(dy, G_("wo"), G_("bo"), da, c.y, P(op, "wo"), n, HD, C);
 	/* y = o rstd onorm silu(zg) */
 	float *dO = mallocCheck(nHD * sizeof(float)), *dzg = mallocCheck(nHD * sizeof(float));
 	const float *on = P(op, "onorm");
@@ -440,13 +446,15 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 			dO[j] = (float)(c.rstd[r] * (dO[j] - c.o[j] * c.rstd[r] * sm / D));
 		}
 	}
-	lin_back(du, G_("wg"), NULL, dzg, u, P(op, "wg"), n, C, HD);
+	if (!fp8)
+		lin_back(du, G_("wg"), NULL, dzg, u, P(op, "wg"), n, C, HD);
 	/* the recurrence */
 	float *dq = mallocCheck(nHD * sizeof(float)), *dk = mallocCheck(nHD * sizeof(float));
 	float *dv = mallocCheck(nHD * sizeof(float)), scale = 1 / sqrtf((float)D);
 	float *dpk = mallocCheck(nGD * sizeof(float)), *dpv = mallocCheck(nGD * sizeof(float));
+	float *dg = NULL, *db = NULL;
 	if (gdn) {
-		float *dg = mallocCheck((size_t)n * H * sizeof(float)), *db = mallocCheck((size_t)n * H * sizeof(float));
+		dg = mallocCheck((size_t)n * H * sizeof(float)), db = mallocCheck((size_t)n * H * sizeof(float));
 		gdn_backward(dq, dk, dv, dg, db, NULL, dO, NULL, c.q, c.k, c.v, c.g, c.beta, NULL, B, T, H, D, D, scale);
 		/* beta = sigmoid(zb); g = -exp(A) softplus(za) */
 		const float *A = P(op, "A_log");
@@ -459,9 +467,10 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 					dA[h] += dg[i] * c.g[i];
 				dg[i] *= -expf(A[h]) * sigmoidf_(c.za[i]);
 			}
-		lin_back(du, G_("wb"), NULL, db, u, P(op, "wb"), n, C, H);
-		lin_back(du, G_("wa"), G_("dt_bias"), dg, u, P(op, "wa"), n, C, H);
-		free(dg), free(db);
+		if (!fp8) {
+			lin_back(du, G_("wb"), NULL, db, u, P(op, "wb"), n, C, H);
+			lin_back(du, G_("wa"), G_("dt_bias"), dg, u, P(op, "wa"), n, C, H);
+		}
 		/* q = l2norm(silu(pq)), k likewise before the repeat, v = silu(pv) */
 		l2norm_back(dq, c.q, c.qinv, (size_t)n * H, D);
 		for (size_t i = 0; i < nHD; i++)
@@ -484,12 +493,33 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 		sum_heads(dpk, dk, n, H, G, D);
 		sum_heads(dpv, dv, n, H, G, D);
 	}
-	lin_back(du, G_("wq"), G_("bq"), dq, u, P(op, "wq"), n, C, HD);
-	lin_back(du, G_("wk"), G_("bk"), dpk, u, P(op, "wk"), n, C, GD);
-	lin_back(du, G_("wv"), G_("bv"), dpv, u, P(op, "wv"), n, C, GD);
+	if (fp8) { /* the six projections' gradients as one row, their weights stacked (PJ_ order on the GPU) */
+		matmul_backward_fp8_cat_cpu(du, n, C, 6, (const float *[]){dq, dpk, dpv, dg, db, dzg},
+		                            (const float *[]){P(op, "wq"), P(op, "wk"), P(op, "wv"), P(op, "wa"),
+		                                              P(op, "wb"), P(op, "wg")},
+		                            (int[]){HD, GD, GD, H, H, HD});
+	} else {
+		lin_back(du, G_("wq"), G_("bq"), dq, u, P(op, "wq"), n, C, HD);
+		lin_back(du, G_("wk"), G_("bk"), dpk, u, P(op, "wk"), n, C, GD);
+		lin_back(du, G_("wv"), G_("bv"), dpv, u, P(op, "wv"), n, C, GD);
+	}
 #undef G_
-	free(dy), free(dO), free(dzg), free(dq), free(dk), free(dv), free(dpk), free(dpv);
+	free(dy), free(dO), free(dzg), free(dq), free(dk), free(dv), free(dpk), free(dpv), free(dg), free(db);
 	cache_free(&c);
+}
+
+void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T)
+{
+	backward(op, grad, du, da, u, B, T, 0);
+}
+
+void lop_backward_fp8(const LinearOp *op, float *du, const float *da, const float *u, int B, int T)
+{
+	if (op->kind != LOP_GDN)
+		BUG("lop_backward_fp8: %s, not gdn", lop_name(op->kind));
+	if (!du)
+		BUG("lop_backward_fp8: no du");
+	backward(op, NULL, du, da, u, B, T, 1);
 }
 
 // ----------------------------------------------------------------------------

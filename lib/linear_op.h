@@ -75,6 +75,12 @@ void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T);
  * after them out (what a decoder carries from chunk to chunk) */
 void lop_forward_state(const LinearOp *op, float *a, const float *u, int B, int T, float *S);
 void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T);
+/* lop_backward_fp8: gdn's du alone (no parameter gradients) with its two
+ * products through float8 e4m3 (lib/fp8.h), as gpu_lop_backward_bf16 runs
+ * them after gpu_lop_grad_fp8 (search-logits --grad fp8): dy = da Wo, and
+ * du = [dpq dpk dpv dza dzb dzg] [Wq; Wk; Wv; Wa; Wb; Wg], the six
+ * gradients quantised as one row and the stacked weights' columns as one */
+void lop_backward_fp8(const LinearOp *op, float *du, const float *da, const float *u, int B, int T);
 
 /* Decoding, a token at a time: a LopState holds what the operator carries
  * from one token to the next for B sequences (gdn, gla: the recurrence's

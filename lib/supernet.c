@@ -138,9 +138,14 @@ float supernet_mix_grad(void *ctx, int l, const float *u, const float *da, float
 		for (size_t i = 0; i < nC; i++)
 			sn->dt[i] = w[k] * da[i];
 		/* lop_backward writes dL/du into its du (=): dt is scaled dL/da;
-		 * no parameter gradients (grad NULL) */
+		 * no parameter gradients (grad NULL); gdn's products in e4m3
+		 * under grad_fp8, as the GPU's bf16 gdn (gla's stay float32) */
 		float *dk = sn->out + (size_t)k * nC; /* op k's output is read already */
-		lop_backward(&sn->lop[(size_t)l * K + k], NULL, dk, sn->dt, u, B, T);
+		const LinearOp *op = &sn->lop[(size_t)l * K + k];
+		if (sn->grad_fp8 && op->kind == LOP_GDN)
+			lop_backward_fp8(op, dk, sn->dt, u, B, T);
+		else
+			lop_backward(op, NULL, dk, sn->dt, u, B, T);
 		for (size_t i = 0; i < nC; i++)
 			du[i] += dk[i];
 	}

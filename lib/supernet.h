@@ -49,7 +49,9 @@ typedef struct {
 	double *dw;          /* (L, K) dL/dw, added to by supernet_backward_kl */
 	uint64_t fingerprint; /* of every operator's parameters */
 	int grad_fp8;         /* 1: the backward's products through float8 e4m3
-	                       * (lib/fp8.h; search-logits --grad fp8) */
+	                       * (lib/fp8.h; search-logits --grad fp8): the
+	                       * teacher's four a layer and gdn's two
+	                       * (lop_backward_fp8); gla's stay float32 */
 	/* scratch */
 	int keep;  /* in a backward: every op runs and its output is kept */
 	int maxn;  /* rows the scratch holds */
