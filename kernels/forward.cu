@@ -356,6 +356,12 @@ static void fp8_layout(GpuModel *g, Carver *c)
 	CARVE(c, g->dq8.q, n * widest), CARVE(c, g->dq8.s, n);
 }
 
+extern "C" int gpu_model_fp8_fits(const ModelConfig *cf)
+{
+	int HD = cf->H * cf->D, W = HD + 2 * cf->G * cf->D;
+	return cf->C % 16 == 0 && HD % 16 == 0 && W % 16 == 0 && cf->F % 16 == 0;
+}
+
 extern "C" void gpu_model_grad_fp8(GpuModel *g)
 {
 	const ModelConfig *cf = &g->m->cfg;
@@ -367,7 +373,7 @@ extern "C" void gpu_model_grad_fp8(GpuModel *g)
 	if (cuda_cc_major() < 9)
 		die("--grad fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
 		    cuda_cc_major());
-	if (C % 16 || HD % 16 || W % 16 || F % 16)
+	if (!gpu_model_fp8_fits(cf))
 		die("--grad fp8 wants the model's widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d", C, HD,
 		    W, F);
 	Carver c = {0, 0};

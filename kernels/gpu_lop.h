@@ -109,6 +109,18 @@ void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const float *d_da, 
  * own layers are. */
 void gpu_lop_forward_bf16(GpuLop *g, uint16_t *d_a, const uint16_t *d_u, int B, int T);
 void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, const uint16_t *d_da, int B, int T);
+/* gpu_lop_grad_fp8: from now on gpu_lop_backward_bf16's two products
+ * through float8 e4m3, the twin of lop_backward_fp8 (search-logits --grad
+ * fp8): dy = da Wo and du = [dpq ... dzg] [wq; ...; wg], da and the six
+ * gradients quantised by their rows, the weights by their columns (their
+ * codes made with the bf16 weights). d_scratch, gpu_lop_fp8_scratch_bytes
+ * of device memory, holds the rows' codes during a backward: GpuLops whose
+ * backwards run one after another may share it. Returns the codes' bytes.
+ * gdn only; dies unless the GPU is a Hopper or newer and C and H*D are
+ * multiples of 16 (gpu_lop_fp8_fits). */
+size_t gpu_lop_fp8_scratch_bytes(const LinearOp *op, int max_tokens);
+size_t gpu_lop_grad_fp8(GpuLop *g, void *d_scratch);
+int gpu_lop_fp8_fits(const LinearOp *op);
 
 #ifdef __cplusplus
 }

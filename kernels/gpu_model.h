@@ -49,8 +49,10 @@ void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations);
  * into a new allocation (counted in the weights' bytes; w^T, a byte a
  * value), dout by its rows before each product. Only the activation
  * gradients change (by the codes' noise); the forwards stay bf16. Dies
- * with a message on a GPU before Hopper or widths not multiples of 16. */
+ * with a message on a GPU before Hopper or widths not multiples of 16
+ * (gpu_model_fp8_fits: C, H*D, q|k|v's and F). */
 void gpu_model_grad_fp8(GpuModel *g);
+int gpu_model_fp8_fits(const ModelConfig *c);
 
 /* gpu_model_forward runs B sequences of T tokens (host ids (B*T), each < V;
  * every sequence starts at position 0) up to the final-normed hidden rows

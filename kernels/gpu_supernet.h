@@ -82,6 +82,10 @@ typedef struct GpuSupernet GpuSupernet;
  * max_tokens rows a call; dies when the CUDA backend lacks something the
  * teacher needs (gpu_model_new) or an operator (gpu_lop_new) */
 GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens);
+/* gpu_supernet_fp8_fits: 1 when sn->grad_fp8 would run on this GPU (a
+ * Hopper or newer; the teacher's and every gdn column's widths multiples
+ * of 16), what search-logits --grad auto asks */
+int gpu_supernet_fp8_fits(const Supernet *sn);
 void gpu_supernet_free(GpuSupernet *g);
 /* gpu_supernet_shared: 1 when the gdn and gla columns share one arena
  * (and run their forward twice a step) */

@@ -72,6 +72,15 @@
  * Then the six input projections of the bf16 path in one GEMM (N 4640 at
  * the 3B shape, instead of 2048, 256, 256, 16, 16 and 2048: the narrow ones
  * ran far from the card's rate).
+ * gpu_lop_grad_fp8 (search-logits --grad fp8): that path's two backward
+ * products, dy = da Wo and du = dp16 [wq; ...; wg], in float8 e4m3
+ * (kernels/fp8.cu): da and dp16 quantised by their rows into the caller's
+ * scratch, wo and the stacked projections by their columns once (with w16,
+ * and again whenever w16 is made again); dp16's rows padded with zeros to
+ * a multiple of 16 (ldd), which e4m3 products want of their K. H200
+ * (DASH_BENCH=1 tests/bin/gpu_test_linear_op, the shape above, hot):
+ * forward + backward to du 1.492 -> 1.475 ms; in the power-bound search
+ * step it is energy more than time (bench/RESULTS.md, version 12).
  */
 #include <string.h>
 
@@ -536,7 +545,14 @@ struct GpuLop {
 	int half;                   /* the last forward took it */
 	bf16_t *w16;                /* bf16 weights, rows wq wk wv wa wb wg (OCcat, C), then wo (C, HD), bo (C) */
 	int w16_ok;                 /* w16 holds w (0 again once gpu_lop_params hands w out) */
-	bf16_t *dp16;               /* (n, OCcat) in the arena: the backward's dpq dpk dpv dza dzb dzg */
+	bf16_t *dp16;               /* (n, ldd) in the arena: the backward's dpq dpk dpv dza dzb dzg */
+	int ldd;                    /* OCcat rounded up to 16; the columns past OCcat zero for e4m3 */
+	/* gdn's bf16 path's backward products in e4m3 (gpu_lop_grad_fp8) */
+	int fp8;
+	uint8_t *w8, *wo8;          /* [wq; ...; wg]^T (C, ldd) and wo^T (HD, C), made with w16 */
+	float *w8s, *wo8s;          /* their scales, (C) and (HD) */
+	uint8_t *sq;                /* the caller's scratch: (n, max(C, ldd)) codes, (n) scales */
+	float *ss;
 };
 
 /* gdn's input projections side by side: their outputs' width, and the
@@ -578,8 +594,10 @@ static void layout(GpuLop *g, Carver *c)
 	for (int i = 0; i < (gdn ? 4 : 5); i++)
 		CARVE(c, g->s[i], N * HD);
 	CARVE(c, g->dpk, N * GD), CARVE(c, g->dpv, N * GD);
-	if (gdn)
-		CARVE(c, g->dp16, N * proj_off(op, PJ_N));
+	if (gdn) {
+		g->ldd = (proj_off(op, PJ_N) + 15) / 16 * 16;
+		CARVE(c, g->dp16, N * g->ldd);
+	}
 	g->work = carve(c, g->work_bytes);
 }
 
@@ -668,7 +686,7 @@ extern "C" void gpu_lop_free(GpuLop *g)
 	if (!g)
 		return;
 	gpu_lop_arena_free(g->own);
-	gpu_free(g->w), gpu_free(g->ones), gpu_free(g->w16);
+	gpu_free(g->w), gpu_free(g->ones), gpu_free(g->w16), gpu_free(g->w8);
 	free(g);
 }
 
@@ -741,6 +759,52 @@ static void half_weights(GpuLop *g)
 		at += cnt;
 	}
 	g->w16_ok = 1;
+	if (g->fp8) { /* their codes: the projections' K padded with zero rows to ldd */
+		size_t pad = (size_t)g->ldd * C;
+		bf16_t *t = (bf16_t *)gpu_alloc(pad * sizeof(bf16_t));
+		cudaCheck(cudaMemsetAsync(t + OC * C, 0, (pad - OC * C) * sizeof(bf16_t)));
+		cudaCheck(cudaMemcpyAsync(t, g->w16, OC * C * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
+		fp8_cols_t_cuda(g->w8, g->w8s, t, g->ldd, (int)C);
+		fp8_cols_t_cuda(g->wo8, g->wo8s, g->w16 + OC * C, (int)C, (int)HD);
+		gpu_free(t);
+	}
+}
+
+/* the scratch a search's gdn columns share, run one after another */
+extern "C" size_t gpu_lop_fp8_scratch_bytes(const LinearOp *op, int max_tokens)
+{
+	size_t n = (size_t)max_tokens, k = (proj_off(op, PJ_N) + 15) / 16 * 16;
+	k = k > (size_t)op->C ? k : (size_t)op->C;
+	return (n * k + 255) / 256 * 256 + n * sizeof(float);
+}
+
+extern "C" int gpu_lop_fp8_fits(const LinearOp *op)
+{
+	return op->kind == LOP_GDN && op->C % 16 == 0 && op->H * op->D % 16 == 0;
+}
+
+extern "C" size_t gpu_lop_grad_fp8(GpuLop *g, void *d_scratch)
+{
+	const LinearOp *op = &g->op;
+	int C = op->C, HD = op->H * op->D;
+	if (op->kind != LOP_GDN)
+		BUG("gpu_lop_grad_fp8: %s, not gdn", lop_name(op->kind));
+	if (cuda_cc_major() < 9)
+		die("--grad fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
+		    cuda_cc_major());
+	if (!gpu_lop_fp8_fits(op))
+		die("--grad fp8 wants gdn's widths in multiples of 16, not C %d, H*D %d", C, HD);
+	size_t n = (size_t)g->max_tokens, k = g->ldd > C ? g->ldd : C;
+	g->sq = (uint8_t *)d_scratch;
+	g->ss = (float *)((uint8_t *)d_scratch + (n * k + 255) / 256 * 256);
+	size_t b8 = (size_t)C * g->ldd, bo = (size_t)HD * C, bytes = b8 + bo + ((size_t)C + HD) * sizeof(float);
+	if (!g->fp8) {
+		g->w8 = (uint8_t *)gpu_alloc(bytes);
+		g->wo8 = g->w8 + b8;
+		g->w8s = (float *)(g->wo8 + bo), g->wo8s = g->w8s + C;
+		g->fp8 = 1, g->w16_ok = 0; /* the codes come with w16, made again at the next forward */
+	}
+	return bytes;
 }
 
 /* the token stride of a projection's output of width values: gdn's sit
@@ -961,8 +1025,14 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	 * side by side in dp16, for one GEMM into du */
 	float *dy = g->s[1], *dO = g->s[2];
 	bf16_t *dp = g->dp16;
-	gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
-	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, OC, dy, NULL, w, g->o, g->rstd, g->zg, OC, P(g, g->w, "onorm"),
+	int ldd = g->ldd;
+	if (g->fp8) {
+		fp8_rows_cuda(g->sq, g->ss, d_da, n, C);
+		matmul_backward_fp8_cuda(dy, 1, 0, g->sq, g->ss, g->wo8, g->wo8s, n, HD, C);
+	} else {
+		gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
+	}
+	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, ldd, dy, NULL, w, g->o, g->rstd, g->zg, OC, P(g, g->w, "onorm"),
 	               n * H, D);
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
 	if (g->kept)
@@ -976,12 +1046,21 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 			                          B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
 		}
 	gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
-		g->dg, g->dbeta, g->dAg, (bf16 *)dp, OC, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za, OC,
+		g->dg, g->dbeta, g->dAg, (bf16 *)dp, ldd, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za, OC,
 		P(g, g->w, "A_log"), n, H);
 	cudaCheck(cudaGetLastError());
-	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, OC, dq, g->q, g->qinv, g->pq, OC, n * H, D, 1, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_K), G, OC, dk, g->k, g->kinv, g->pk, OC, n * G, D, rep, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_V), G, OC, dv, NULL, NULL, g->pv, OC, n * G, D, rep, 1, 0);
+	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, ldd, dq, g->q, g->qinv, g->pq, OC, n * H, D, 1, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_K), G, ldd, dk, g->k, g->kinv, g->pk, OC, n * G, D, rep, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_V), G, ldd, dv, NULL, NULL, g->pv, OC, n * G, D, rep, 1, 0);
 	/* du (+)= [dpq dpk dpv dza dzb dzg] [wq; wk; wv; wa; wb; wg] */
-	gemm_bf16_acc(CUBLAS_OP_N, C, n, OC, g->w16, C, dp, OC, accumulate ? d_du : NULL, d_du, CUDA_R_32F, C);
+	if (g->fp8) {
+		if (ldd > OC) /* the pad: zeros, which leave the amax and the product as they are */
+			cudaCheck(cudaMemset2DAsync(dp + OC, (size_t)ldd * sizeof(bf16_t), 0,
+			                            (size_t)(ldd - OC) * sizeof(bf16_t), n));
+		fp8_rows_cuda(g->sq, g->ss, dp, n, ldd);
+		matmul_backward_fp8_cuda(d_du, 1, accumulate, g->sq, g->ss, g->w8, g->w8s, n, C, ldd);
+	} else {
+		gemm_bf16_acc(CUBLAS_OP_N, C, n, OC, g->w16, C, dp, ldd, accumulate ? d_du : NULL, d_du, CUDA_R_32F,
+		              C);
+	}
 }

@@ -23,7 +23,8 @@
  *     and gla column <da, o_k>, one pass over da
  *   gdn, gla in a shared arena: o = the forward again, then its dot
  *   gdn, gla, when w != 0: du += w du_k, gdn by gpu_lop_backward_bf16 into
- *     the float32 sum (w folded in), gla (and gdn with DASH_SUPERNET_F32=1)
+ *     the float32 sum (w folded in; its two products in e4m3 under --grad
+ *     fp8, gpu_lop_grad_fp8), gla (and gdn with DASH_SUPERNET_F32=1)
  *     by gpu_lop_backward(da in float32) and acc_kernel
  *   then the GpuModel: both attention backwards on datt into one dq, dk,
  *     dv (attention_backward2_cuda, w_0 and w_swa), rope' and the one Wqkv
@@ -96,6 +97,7 @@ struct GpuSupernet {
 	int shared;               /* 1: one arena for every GpuLop, each forward run again before its backward */
 	int f32;                  /* 1: gdn on its float32 path too (DASH_SUPERNET_F32=1), else bf16 GEMMs */
 	GpuLopArena *arena;       /* the shared one */
+	void *fp8_scratch;        /* --grad fp8: the bf16 gdn columns' codes of da and dp (gpu_lop_grad_fp8) */
 	void *mem;                /* the allocation of every buffer below */
 	size_t rest_bytes;        /* device bytes besides the GpuModel's */
 	/* kept per layer by a step's forward */
@@ -475,6 +477,19 @@ static void layout(GpuSupernet *g, Carver *cv)
 	g->loss_work = carve(cv, vocab_loss_work(c->C, c->V));
 }
 
+extern "C" int gpu_supernet_fp8_fits(const Supernet *sn)
+{
+	if (cuda_cc_major() < 9 || !gpu_model_fp8_fits(&sn->m->cfg))
+		return 0;
+	for (int l = 0; l < sn->L; l++)
+		for (int k = 1; k < sn->K; k++) {
+			const LinearOp *op = &sn->lop[(size_t)l * sn->K + k];
+			if (sn->ops[k] == ARCH_GDN && op->w && !gpu_lop_fp8_fits(op))
+				return 0;
+		}
+	return 1;
+}
+
 extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 {
 	const ModelConfig *c = &sn->m->cfg;
@@ -527,6 +542,23 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 		for (int k = 1; k < K; k++)
 			if ((sn->ops[k] == ARCH_GDN || sn->ops[k] == ARCH_GLA) && sn->lop[(size_t)l * K + k].w)
 				g->lop[(size_t)l * K + k] = gpu_lop_new(&sn->lop[(size_t)l * K + k], max_tokens, g->arena);
+	if (sn->grad_fp8) { /* the bf16 gdn columns' two backward products too, one scratch for all */
+		size_t sb = 0;
+		for (int l = 0; l < L; l++)
+			for (int k = 1; k < K; k++)
+				if (g->lop[(size_t)l * K + k] && lop_half(g, k)) {
+					size_t b = gpu_lop_fp8_scratch_bytes(&sn->lop[(size_t)l * K + k], max_tokens);
+					sb = b > sb ? b : sb;
+				}
+		if (sb) {
+			g->fp8_scratch = gpu_alloc(sb);
+			g->rest_bytes += sb;
+		}
+		for (int l = 0; l < L; l++)
+			for (int k = 1; k < K; k++)
+				if (g->lop[(size_t)l * K + k] && lop_half(g, k))
+					g->rest_bytes += gpu_lop_grad_fp8(g->lop[(size_t)l * K + k], g->fp8_scratch);
+	}
 	for (int i = 0; i < 5; i++)
 		cudaCheck(cudaEventCreate(&g->ev[i]));
 	cudaCheck(cudaEventCreate(&g->ev_end));
@@ -540,7 +572,7 @@ extern "C" void gpu_supernet_free(GpuSupernet *g)
 	for (size_t i = 0; i < (size_t)g->L * g->K; i++)
 		gpu_lop_free(g->lop[i]);
 	gpu_lop_arena_free(g->arena);
-	gpu_free(g->mem);
+	gpu_free(g->fp8_scratch), gpu_free(g->mem);
 	gpu_model_free(g->gm);
 	for (int i = 0; i < 5; i++)
 		cudaCheck(cudaEventDestroy(g->ev[i]));

@@ -2,7 +2,8 @@
 # search-logits on the tiny Llama fixture (3 layers) with candidates made
 # here: the sanity checks of the search (a budget of every layer drives every
 # layer to fa; a budget of one with a strong penalty leaves exactly one),
-# the same with the backward's products in fp8, the same seed giving the
+# the same with the backward's products in fp8 (and --grad auto's choice),
+# the same seed giving the
 # same logits, resume giving what an uninterrupted
 # run gives, the file's contents and derive on it, the ablate-one and
 # restore-one measures (swa over the whole sequence is fa: KL 0), and bad
@@ -82,6 +83,15 @@ if grep -q 'resuming' "$TMP/err" && [ -n "$r" ] && [ "$r" = "$u" ] && [ ! -e "$T
 else fail "--resume" "$(cat "$TMP/err")"; fi
 check_error "--resume with other settings" 1 "a checkpoint made with other settings" - \
 	sh -c "$S -n 1 --tokens 640 --ckpt-every 2 --stop-after 2 -o $TMP/s.h5 2>/dev/null; $S -n 2 --tokens 640 -o $TMP/s.h5 --resume"
+
+# --grad auto, the default: bf16 on the CPU (r.h5 above); a checkpoint made
+# with fp8 goes on in fp8 when the run resuming it leaves --grad to auto
+$S -n 1 --tokens 640 --grad fp8 --ckpt-every 2 --stop-after 2 -o "$TMP/a.h5" >/dev/null 2>&1
+$S -n 1 --tokens 640 -o "$TMP/a.h5" --resume >/dev/null 2>"$TMP/err"
+ga=$(h5dump -a /grad "$TMP/a.h5" 2>/dev/null | grep -o '"fp8"') gd=$(h5dump -a /grad "$TMP/r.h5" 2>/dev/null | grep -o '"bf16"')
+if [ "$gd" = '"bf16"' ] && [ "$ga" = '"fp8"' ] && grep -q 'resuming' "$TMP/err" && grep -q 'grad fp8 (auto)' "$TMP/err"
+then pass "--grad auto: bf16 on the CPU; resuming an fp8 checkpoint goes on in fp8"
+else fail "--grad auto" "$(cat "$TMP/err")" "default run's grad: $gd, resumed: $ga"; fi
 
 # the measures: swa with a window of the whole sequence is the teacher
 $S --measure restore-one --linear swa --window 32 --tokens 64 -o "$TMP/rs.h5" >"$TMP/rs.txt" 2>"$TMP/err"

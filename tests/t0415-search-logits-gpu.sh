@@ -7,7 +7,7 @@
 # evaluates that hybrid alike on both devices), a stopped run resumes from
 # its checkpoint, and --measure ablate-one and restore-one on cuda give the
 # CPU's values (or at least its ranking); --grad fp8 keeps the forwards and
-# the sanity of the search. Skipped without a GPU; tests/run
+# the sanity of the search, and --grad auto takes it on a Hopper. Skipped without a GPU; tests/run
 # gpu runs it.
 . "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=4 # the CPU side's tiny products gain nothing from more
@@ -49,12 +49,19 @@ else fail "derive on the GPU's logits" "$got, want fa: $win" "$(cat "$TMP/err")"
 # the bf16 run's), and every layer to fa under a budget of every layer
 $S -n 4 --ops fa,swa,gdn --tokens 1280 --lr 0.1 --device cuda --grad fp8 -o "$TMP/f8.h5" >"$TMP/f8.txt" \
 	2>"$TMP/f8.err"
-$S -n 1 --ops fa,swa,gdn --tokens 64 --device cuda -o "$TMP/b1.h5" >/dev/null 2>"$TMP/b1.err"
+$S -n 1 --ops fa,swa,gdn --tokens 64 --device cuda --grad bf16 -o "$TMP/b1.h5" >/dev/null 2>"$TMP/b1.err"
 f=$(kl1 "$TMP/f8.err") b=$(kl1 "$TMP/b1.err")
 if [ -n "$f" ] && [ "$f" = "$b" ] && grep -q 'step 20/20 kl' "$TMP/f8.err" &&
 	awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 5 }' "$TMP/f8.txt"; then
 	pass "--grad fp8 on cuda: the first step's KL is bf16's ($f); N_FA = L drives every layer to fa (w_fa $(wfa "$TMP/f8.txt"))"
 else fail "--grad fp8 on cuda" "$(cat "$TMP/f8.txt" "$TMP/f8.err")" "bf16 first step: $b"; fi
+# --grad auto, the default: fp8 on a Hopper or newer (this model's widths
+# are multiples of 16), bf16 before it
+want=bf16
+cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)
+awk -v c="$cc" 'BEGIN { exit !(c + 0 >= 9) }' && want=fp8
+if grep -q "grad $want (auto)" "$TMP/g.err"; then pass "--grad auto on cuda (compute capability $cc): $want"
+else fail "--grad auto on cuda" "compute capability $cc, want $want" "$(grep grad "$TMP/g.err")"; fi
 
 $S -n 1 --ops fa,swa,gdn,gla --relax budget-dist --tokens 640 --lr 0.1 --device cuda -o "$TMP/g4.h5" \
 	>"$TMP/g4.txt" 2>"$TMP/g4.err"

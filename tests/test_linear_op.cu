@@ -17,6 +17,16 @@
  * bf16, and y and the projections' gradients on their way to the GEMMs: a
  * few roundings of 2^-9 each); the backward's w scales du and accumulate
  * adds to it; new parameters through gpu_lop_params reach the bf16 copy.
+ * That path's two backward products in float8 e4m3 (gpu_lop_grad_fp8)
+ * against lop_backward_fp8 on the same bf16 u and da: du within FP8_TOL of
+ * its max (the GPU quantises the weights and the six gradients rounded to
+ * bf16, the CPU their float32 values: where the two straddle a code's
+ * boundary they land a code apart, about as often as the bf16 rounding
+ * is a sizeable part of a code's step, so the twins differ by the same
+ * order as the codes' own noise, not by far less), and away from the bf16
+ * path's du by more than twice that path's own distance from the CPU (the
+ * codes were used), with and without dp's padding columns (its width a
+ * multiple of 16 or not); new parameters reach the codes.
  *
  * With DASH_BENCH=1 it also times forward + backward of one gdn and one gla
  * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (bench/bench.h's
@@ -37,6 +47,7 @@ extern "C" {
 
 #define TOL 2e-3
 #define HALF_TOL 1e-2
+#define FP8_TOL 2e-2
 
 static double max_absdiff(const float *a, const float *b, size_t n)
 {
@@ -173,6 +184,66 @@ static void check_half(int C, int H, int G, int D, int B, int T)
 	lop_free(&op), lop_free(&op2);
 }
 
+/* gdn's bf16 path with its backward products in e4m3 against the CPU's
+ * (the file's header says what is checked) */
+static void check_fp8(int C, int H, int G, int D, int B, int T)
+{
+	LinearOp op, op2;
+	op_rand(&op, LOP_GDN, C, H, G, D), op_rand(&op2, LOP_GDN, C, H, G, D);
+	int n = B * T;
+	size_t nu = (size_t)n * C;
+	Buf u = buf_rand(nu, 1), da = buf_rand(nu, 1);
+	float *rdu = (float *)mallocCheck(nu * 4), *rdu8 = (float *)mallocCheck(nu * 4);
+	float *rdu28 = (float *)mallocCheck(nu * 4), *du = (float *)mallocCheck(nu * 4);
+	lop_backward(&op, NULL, rdu, da.f, u.f, B, T);
+	lop_backward_fp8(&op, rdu8, da.f, u.f, B, T);
+	lop_backward_fp8(&op2, rdu28, da.f, u.f, B, T);
+	GpuLop *g = gpu_lop_new(&op, n, NULL);
+	void *scratch = gpu_alloc(gpu_lop_fp8_scratch_bytes(&op, n));
+	gpu_lop_grad_fp8(g, scratch);
+	bf16_t *d_a = (bf16_t *)gpu_alloc(nu * 2);
+	float *d_du = (float *)gpu_alloc(nu * 4);
+	float *du16 = (float *)mallocCheck(nu * 4);
+	GpuLop *g16 = gpu_lop_new(&op, n, NULL); /* the bf16 path's du, for comparison */
+	gpu_lop_forward_bf16(g16, d_a, u.d, B, T);
+	gpu_lop_backward_bf16(g16, d_du, 1.0f, 0, da.d, B, T);
+	gpu_download(du16, d_du, nu * 4);
+	gpu_lop_free(g16);
+	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
+	gpu_lop_backward_bf16(g, d_du, 0.5f, 0, da.d, B, T);
+	gpu_download(du, d_du, nu * 4);
+	for (size_t i = 0; i < nu; i++)
+		du[i] *= 2;
+	double e8 = test_rel_err(du, rdu8, nu), e = test_rel_err(du, rdu, nu), ecpu = test_rel_err(rdu8, rdu, nu);
+	double e16 = test_rel_err(du16, rdu, nu), moved = test_rel_err(du, du16, nu);
+	/* other parameters, handed in through gpu_lop_params */
+	gpu_upload(gpu_lop_params(g), op2.w, op2.n * 4);
+	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
+	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, B, T);
+	gpu_download(du, d_du, nu * 4);
+	double e2 = test_rel_err(du, rdu28, nu);
+	int OC = 2 * H * D + 2 * G * D + 2 * H;
+	char msg[256];
+	snprintf(msg, sizeof msg,
+	         "gpu_lop gdn fp8 C=%d H=%d G=%d D=%d B=%d T=%d (K %d%s): du %.1e of max from the CPU's e4m3 du "
+	         "(within %.0e), %.1e from the exact (the CPU's e4m3 %.1e)",
+	         C, H, G, D, B, T, OC, OC % 16 ? ", padded" : "", e8, FP8_TOL, e, ecpu);
+	test_cond(msg, e8 < FP8_TOL);
+	snprintf(msg, sizeof msg,
+	         "gpu_lop gdn fp8 C=%d H=%d G=%d D=%d B=%d T=%d: du %.1e of max from the bf16 path's, more than twice "
+	         "that path's %.1e from the CPU",
+	         C, H, G, D, B, T, moved, e16);
+	test_cond(msg, moved > 2 * e16);
+	snprintf(msg, sizeof msg, "gpu_lop gdn fp8 C=%d H=%d G=%d D=%d B=%d T=%d: new parameters reach the codes (%.1e)",
+	         C, H, G, D, B, T, e2);
+	test_cond(msg, e2 < FP8_TOL);
+	gpu_lop_free(g);
+	gpu_free(scratch), gpu_free(d_a), gpu_free(d_du);
+	buf_free(&u), buf_free(&da);
+	free(rdu), free(rdu8), free(rdu28), free(du), free(du16);
+	lop_free(&op), lop_free(&op2);
+}
+
 /* a gdn and a gla in one arena, forward + backward one after the other,
  * against each in an arena of its own: the same bits */
 static void test_shared(void)
@@ -256,6 +327,17 @@ static void bench(int kind)
 		});
 		printf("bench gdn bf16 path: forward %.3f ms, forward+backward to du %.3f ms (float32 path to du: %.3f)\n",
 		       fh, fbh, fbn);
+		if (cuda_cc_major() >= 9) { /* its two backward products in e4m3 */
+			void *scratch = gpu_alloc(gpu_lop_fp8_scratch_bytes(&op, B * T));
+			gpu_lop_grad_fp8(g, scratch);
+			float fb8 = median_ms([&] {
+				gpu_lop_forward_bf16(g, d_ab, ub.d, B, T);
+				gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, B, T);
+			});
+			printf("bench gdn bf16 path, backward products in e4m3: forward+backward to du %.3f ms (bf16 %.3f)\n",
+			       fb8, fbh);
+			gpu_free(scratch);
+		}
 		buf_free(&ub), buf_free(&dab);
 		gpu_free(d_ab);
 	}
@@ -283,6 +365,13 @@ int main(int argc, char **argv)
 	check_half(256, 4, 2, 64, 2, 100);
 	check_half(512, 4, 2, 128, 1, 64);
 	check_half(96, 2, 1, 32, 3, 40); /* in groups: nothing kept */
+	if (cuda_cc_major() >= 9) {
+		check_fp8(256, 4, 2, 64, 2, 100);  /* K 776: padded to 784 */
+		check_fp8(256, 8, 2, 32, 1, 128);  /* K 656 */
+		check_fp8(96, 2, 1, 32, 3, 40);    /* in groups */
+	} else {
+		printf("SKIP: gdn's e4m3 products want a Hopper (compute capability 9.0)\n");
+	}
 	test_shared();
 	const char *b = getenv("DASH_BENCH");
 	if (b && !strcmp(b, "1")) {

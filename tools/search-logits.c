@@ -42,7 +42,7 @@ static void usage(void)
 	                "                     [--ops fa,swa,gdn] [--window W] [--tokens N] [--seq T] [--batch B]\n"
 	                "                     [--lr LR] [--lambda L] [--tau A:B] [--relax softmax|gumbel-topk|budget-dist]\n"
 	                "                     [--seed S] [--ckpt-every K] [--resume] [--stop-after K] [--device cpu|cuda]\n"
-	                "                     [--grad bf16|fp8]\n"
+	                "                     [--grad auto|bf16|fp8]\n"
 	                "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
 	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
 	                "                     [--device cpu|cuda] -o MEASURE.h5\n");
@@ -52,7 +52,7 @@ static void usage(void)
 typedef struct {
 	double lr, lambda, tau0, tau1;
 	long long steps;
-	int relax, nfa, fp8; /* fp8: --grad fp8 */
+	int relax, nfa, fp8; /* fp8: the backward's products in e4m3 (--grad) */
 	uint64_t seed;
 } Search;
 
@@ -206,6 +206,26 @@ static void teacher_hidden(const Model *m, GpuSupernet *gs, const int32_t *batch
 	model_forward(m, batch, B, T, hidden, NULL, NULL);
 }
 
+/* --grad auto: a checkpoint that --resume goes on from keeps the products
+ * it was made with; else e4m3 on a GPU whose float8 products take this
+ * supernet (gpu_supernet_fp8_fits: a Hopper or newer), bf16 elsewhere */
+static int grad_auto(const char *ckpt, int resume, int cuda, const Supernet *sn)
+{
+	if (resume && access(ckpt, F_OK) == 0) {
+		H5File *f = h5_open(ckpt);
+		char *set = h5_attr_get_str(f, "/", "settings");
+		int fp8 = strstr(set, " grad=fp8") != NULL;
+		free(set), h5_close(f);
+		return fp8;
+	}
+#ifdef DASH_CUDA
+	return cuda && gpu_supernet_fp8_fits(sn);
+#else
+	(void)cuda, (void)sn;
+	return 0;
+#endif
+}
+
 /* a step's mean KL of the supernet to the teacher on a batch, its
  * gradient with respect to sn->w added to sn->dw; on the GPU when gs */
 static double step_kl(Supernet *sn, GpuSupernet *gs, const int32_t *batch, int B, int T, float *th)
@@ -274,7 +294,7 @@ static void measure(Supernet *sn, GpuSupernet *gs, int lin_col, int restore, con
 int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *cand_dir = NULL, *tokens_path = NULL, *out = NULL, *ops_arg = "fa,swa,gdn";
-	const char *device = NULL, *measure_arg = NULL, *linear_arg = NULL, *relax_arg = "softmax", *grad_arg = "bf16";
+	const char *device = NULL, *measure_arg = NULL, *linear_arg = NULL, *relax_arg = "softmax", *grad_arg = "auto";
 	long long ntok = 12300000, seq = 4096, batch = 1, nfa = -1, ckpt_every = 50, stop_after = -1, window = 1024;
 	double ratio = -1;
 	int resume = 0;
@@ -346,9 +366,8 @@ int main(int argc, char **argv)
 	s.relax = relax_kind(relax_arg);
 	if (s.relax < 0)
 		die("--relax: '%s' is not softmax, gumbel-topk or budget-dist", relax_arg);
-	if (strcmp(grad_arg, "bf16") && strcmp(grad_arg, "fp8"))
-		die("--grad: '%s' is neither bf16 nor fp8", grad_arg);
-	s.fp8 = grad_arg[0] == 'f';
+	if (strcmp(grad_arg, "auto") && strcmp(grad_arg, "bf16") && strcmp(grad_arg, "fp8"))
+		die("--grad: '%s' is not auto, bf16 or fp8", grad_arg);
 	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || window < 1)
 		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --window at least 1");
 	if (!(s.lr > 0) || !(s.lambda >= 0) || !(s.tau0 > 0) || !(s.tau1 > 0) || ckpt_every < 1)
@@ -411,6 +430,9 @@ int main(int argc, char **argv)
 		model_unpack(&m); /* float32 weights: the CPU forward's fast path */
 	Supernet sn;
 	supernet_init(&sn, &m, K, ops, cand_dir, (int)window, B * T);
+	char ckpt[4200];
+	snprintf(ckpt, sizeof ckpt, "%s.ckpt.h5", out);
+	s.fp8 = strcmp(grad_arg, "auto") ? grad_arg[0] == 'f' : !measure_arg && grad_auto(ckpt, resume, cuda, &sn);
 	sn.grad_fp8 = s.fp8;
 	char cand_fp[17];
 	fingerprint_hex(sn.fingerprint, cand_fp);
@@ -451,8 +473,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	char ckpt[4200], set[1024];
-	snprintf(ckpt, sizeof ckpt, "%s.ckpt.h5", out);
+	char set[1024];
 	settings(set, sizeof set, ops_arg, (int)window, T, B, &s, sn.fingerprint);
 	State st;
 	state_init(&st, L, K, s.steps);
@@ -464,8 +485,8 @@ int main(int argc, char **argv)
 	fprintf(stderr, "search-logits: model %s: ", model_path);
 	model_describe(&m, stderr);
 	fprintf(stderr, "search-logits: %d layers x ops %s, budget %d fa, relax %s, %lld steps of %d x %d tokens, "
-	        "lr %g, lambda %g, tau %g -> %g\n", L, ops_arg, s.nfa, relax_names[s.relax], s.steps, B, T, s.lr, s.lambda,
-	        s.tau0, s.tau1);
+	        "lr %g, lambda %g, tau %g -> %g, grad %s%s\n", L, ops_arg, s.nfa, relax_names[s.relax], s.steps, B, T, s.lr,
+	        s.lambda, s.tau0, s.tau1, s.fp8 ? "fp8" : "bf16", strcmp(grad_arg, "auto") ? "" : " (auto)");
 
 	Relax rx;
 	relax_init(&rx, s.relax, L, K, s.nfa);
