@@ -6,7 +6,8 @@
  *      logits (one thread per row, double sums),
  *   3. dhidden = dz @ W by matmul_backward_cpu (float32 sums over v in
  *      order; once double sums in plain loops, a third of a CPU search
- *      step at the 0.5B teacher's V 151936).
+ *      step at the 0.5B teacher's V 151936), or with vocab_loss_fp8_cpu
+ *      through e4m3 codes (W's made once a call, lm_codes).
  * The specification of kernels/loss.cu.
  */
 #include "loss.h"
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fp8.h"     // defines: fp8_e4m3, fp8_rows_cpu, matmul_backward_fp8_cpu
 #include "ops_cpu.h" // defines: matmul_forward_cpu
 #include "util.h"    // defines: ASSERT, mallocCheck
 
@@ -64,8 +66,38 @@ static double row_kl(float *z, const float *zt, int V, float scale, int grad)
 	return kl;
 }
 
-double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
-                      const int32_t *targets, const Tensor *w, int n, int C, int V, float scale)
+/* W (V, C)'s e4m3 codes by its columns, w^T (C, V), and their scales (C),
+ * as fp8_cols_t_cpu makes them of W in float32, which is converted here a
+ * block of rows at a time (twice: the amax, then the codes) */
+static void lm_codes(uint8_t *q, float *sw, const Tensor *w, int V, int C)
+{
+	float *blk = mallocCheck((size_t)VOCAB_LOSS_CPU_ROWS * C * sizeof(float));
+	float *amax = callocCheck((size_t)C, sizeof(float)), *inv = mallocCheck((size_t)C * sizeof(float));
+	size_t es = dtype_size(w->dtype);
+	for (int pass = 0; pass < 2; pass++)
+		for (int v0 = 0; v0 < V; v0 += VOCAB_LOSS_CPU_ROWS) {
+			int nv = V - v0 < VOCAB_LOSS_CPU_ROWS ? V - v0 : VOCAB_LOSS_CPU_ROWS;
+			convert_to_f32(blk, (const char *)w->data + (size_t)v0 * C * es, w->dtype, (size_t)nv * C);
+			for (int v = 0; v < nv; v++)
+				for (int i = 0; i < C; i++) {
+					float x = blk[(size_t)v * C + i];
+					if (pass == 0)
+						amax[i] = fmaxf(amax[i], fabsf(x));
+					else
+						q[(size_t)i * V + v0 + v] = fp8_e4m3(x * inv[i]);
+				}
+			if (pass == 0 && v0 + nv == V)
+				for (int i = 0; i < C; i++) {
+					inv[i] = amax[i] > 0 ? 448.0f / amax[i] : 1.0f;
+					sw[i] = amax[i] > 0 ? amax[i] / 448.0f : 1.0f;
+				}
+		}
+	free(blk), free(amax), free(inv);
+}
+
+/* vocab_loss_cpu, or with fp8 vocab_loss_fp8_cpu */
+static double vocab_loss(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
+                         const int32_t *targets, const Tensor *w, int n, int C, int V, float scale, int fp8)
 {
 	ASSERT((targets != NULL) != (teacher_hidden != NULL));
 	ASSERT(dtype_is_float(w->dtype) && w->ndim == 2 && w->shape[0] == V && w->shape[1] == C);
@@ -79,6 +111,13 @@ double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, cons
 	float *z = mallocCheck(zn * (kl ? 2 : 1) * sizeof(float)); // (R, V), then the teacher's (R, V)
 	float *zt = kl ? z + zn : NULL;
 	double total = 0, rl[VOCAB_LOSS_CPU_ROWS];
+	uint8_t *wq = NULL, *dq = NULL;
+	float *sw = NULL, *sd = NULL;
+	if (grad && fp8) {
+		wq = mallocCheck((size_t)C * V), sw = mallocCheck((size_t)C * sizeof(float));
+		dq = mallocCheck(zn), sd = mallocCheck((size_t)R * sizeof(float));
+		lm_codes(wq, sw, w, V, C);
+	}
 	for (int r0 = 0; r0 < n; r0 += R) {
 		int nr = n - r0 < R ? n - r0 : R;
 		matmul_forward_cpu(z, hidden + (size_t)r0 * C, w, NULL, nr, C, V);
@@ -96,9 +135,25 @@ double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, cons
 		}
 		/* dh (nr, C) = dz (nr, V) @ W (V, C): the blocked GEMM, each sum
 		 * over v in order (lib/ops_cpu.c), whatever the thread count */
-		if (grad)
+		if (grad && fp8) {
+			fp8_rows_cpu(dq, sd, z, nr, V);
+			matmul_backward_fp8_cpu(dhidden + (size_t)r0 * C, dq, sd, wq, sw, nr, C, V);
+		} else if (grad) {
 			matmul_backward_cpu(dhidden + (size_t)r0 * C, z, w, nr, C, V);
+		}
 	}
-	free(z);
+	free(z), free(wq), free(sw), free(dq), free(sd);
 	return scale * total;
+}
+
+double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
+                      const int32_t *targets, const Tensor *w, int n, int C, int V, float scale)
+{
+	return vocab_loss(dhidden, row_loss, hidden, teacher_hidden, targets, w, n, C, V, scale, 0);
+}
+
+double vocab_loss_fp8_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
+                          const int32_t *targets, const Tensor *w, int n, int C, int V, float scale)
+{
+	return vocab_loss(dhidden, row_loss, hidden, teacher_hidden, targets, w, n, C, V, scale, 1);
 }

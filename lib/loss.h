@@ -48,5 +48,11 @@
  * Returns scale * the sum of the row losses. */
 double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
                       const int32_t *targets, const Tensor *w, int n, int C, int V, float scale);
+/* vocab_loss_fp8_cpu: the same, with dhidden = dz W through float8 e4m3
+ * (lib/fp8.h): dz quantised by its rows, W by its columns (over all V, a
+ * byte a value held for the call), as the CUDA backend's --grad fp8. The
+ * losses are vocab_loss_cpu's, bit for bit. */
+double vocab_loss_fp8_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
+                          const int32_t *targets, const Tensor *w, int n, int C, int V, float scale);
 
 #endif

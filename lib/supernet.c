@@ -157,13 +157,15 @@ typedef struct {
 	const Model *m;
 	const float *teacher;
 	float *row;
+	int fp8; /* dhidden through e4m3 (grad_fp8) */
 } KlCtx;
 
 static double kl_loss(void *ctx, const float *hidden, float *dhidden, int n)
 {
 	KlCtx *k = ctx;
 	const ModelConfig *c = &k->m->cfg;
-	return vocab_loss_cpu(dhidden, k->row, hidden, k->teacher, NULL, &k->m->lm_head, n, c->C, c->V, 1.0f / n);
+	return (k->fp8 ? vocab_loss_fp8_cpu : vocab_loss_cpu)(dhidden, k->row, hidden, k->teacher, NULL,
+	                                                      &k->m->lm_head, n, c->C, c->V, 1.0f / n);
 }
 
 double supernet_kl(Supernet *sn, const int32_t *ids, int B, int T, const float *teacher_hidden, float *row_kl)
@@ -207,7 +209,7 @@ double supernet_backward_kl(Supernet *sn, const int32_t *ids, int B, int T, cons
 {
 	if (sn->borrowed)
 		BUG("supernet_backward_kl: a hybrid's supernet runs forwards only");
-	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL}};
+	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL, sn->grad_fp8}};
 	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc, .fp8 = sn->grad_fp8};
 	double kl = model_backward_hooks(sn->m, ids, B, T, NULL, &h, NULL);
 	sn->keep = 0;

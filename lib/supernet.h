@@ -50,7 +50,8 @@ typedef struct {
 	uint64_t fingerprint; /* of every operator's parameters */
 	int grad_fp8;         /* 1: the backward's products through float8 e4m3
 	                       * (lib/fp8.h; search-logits --grad fp8): the
-	                       * teacher's four a layer and gdn's two
+	                       * teacher's four a layer, the vocabulary's
+	                       * (vocab_loss_fp8_cpu) and gdn's two
 	                       * (lop_backward_fp8); gla's stay float32 */
 	/* scratch */
 	int keep;  /* in a backward: every op runs and its output is kept */

@@ -2,7 +2,8 @@
  * with cross-entropy or KL(teacher || student), against a reference computed
  * wholly in double here and against central finite differences of its own
  * float32 forward; ignored targets, KL of a row with itself, independence
- * of the chunking, bf16 weights and large logits. */
+ * of the chunking, bf16 weights and large logits; dhidden through e4m3
+ * (vocab_loss_fp8_cpu). */
 #include <string.h>
 
 #include "loss.h"
@@ -269,6 +270,38 @@ static void test_large_logits(int kl)
 	case_free(&c);
 }
 
+/* vocab_loss_fp8_cpu: the losses of vocab_loss_cpu bit for bit, dhidden
+ * within e4m3's noise of its (and never equal), over several chunks (W's
+ * codes made once for the call), bf16 weights as their float32 values */
+static void test_fp8(int kl)
+{
+	int n = 2 * VOCAB_LOSS_CPU_ROWS + 5;
+	Case c = case_new(n, 32, 1001, kl, 1);
+	uint16_t *wb = mallocCheck((size_t)c.V * c.C * sizeof(uint16_t));
+	for (size_t i = 0; i < (size_t)c.V * c.C; i++) {
+		wb[i] = f32_to_bf16(c.w[i]);
+		c.w[i] = bf16_to_f32(wb[i]);
+	}
+	size_t nh = (size_t)n * c.C;
+	float *dh = mallocCheck(nh * sizeof(float)), *dh8 = mallocCheck(nh * sizeof(float));
+	float *dhb = mallocCheck(nh * sizeof(float)), *rl = mallocCheck((size_t)n * sizeof(float));
+	float *rl8 = mallocCheck((size_t)n * sizeof(float));
+	double l = run(&c, dh, rl);
+	double l8 = vocab_loss_fp8_cpu(dh8, rl8, c.h, c.g, c.tg, &c.W, n, c.C, c.V, c.scale);
+	Tensor wt = {DT_BF16, 2, {c.V, c.C}, wb};
+	vocab_loss_fp8_cpu(dhb, NULL, c.h, c.g, c.tg, &wt, n, c.C, c.V, c.scale);
+	double e = test_rel_err(dh8, dh, nh);
+	char msg[160];
+	snprintf(msg, sizeof msg, "vocab_loss_fp8_cpu %s n=%d V=%d: the losses' bits, dhidden %.2e of max from "
+	         "float32's, in (0, 0.1]", kl ? "KL" : "CE", n, c.V, e);
+	test_cond(msg, l == l8 && memcmp(rl, rl8, (size_t)n * sizeof(float)) == 0 && e > 0 && e <= 0.1);
+	test_cond(kl ? "vocab_loss_fp8_cpu KL: bf16 weights give the bits of their float32 values"
+	             : "vocab_loss_fp8_cpu CE: bf16 weights give the bits of their float32 values",
+	          memcmp(dh8, dhb, nh * sizeof(float)) == 0);
+	free(wb), free(dh), free(dh8), free(dhb), free(rl), free(rl8);
+	case_free(&c);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -287,5 +320,7 @@ int main(int argc, char **argv)
 	test_bf16_weights(1);
 	test_large_logits(0);
 	test_large_logits(1);
+	test_fp8(0);
+	test_fp8(1);
 	return test_report();
 }
