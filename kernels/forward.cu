@@ -141,8 +141,9 @@ struct GpuModel {
 	size_t work_floats;
 	/* the backward's products in e4m3 (gpu_model_grad_fp8) */
 	int fp8;
-	void *fp8_mem; // the layers' codes and dq8, one allocation
+	void *fp8_mem; // the layers' codes, dq8 and lm8, one allocation
 	Fp8Mat dq8;    // (n, max(2F, W, C)) the product's dout
+	Fp8Mat lm8;    // (C, V) lm_head^T: the KL's dhidden (vocab_loss_fp8_cuda)
 };
 
 // ----------------------------------------------------------------------------
@@ -354,12 +355,13 @@ static void fp8_layout(GpuModel *g, Carver *c)
 		CARVE(c, d->down8.q, F * C), CARVE(c, d->down8.s, F);
 	}
 	CARVE(c, g->dq8.q, n * widest), CARVE(c, g->dq8.s, n);
+	CARVE(c, g->lm8.q, C * cf->V), CARVE(c, g->lm8.s, C);
 }
 
 extern "C" int gpu_model_fp8_fits(const ModelConfig *cf)
 {
 	int HD = cf->H * cf->D, W = HD + 2 * cf->G * cf->D;
-	return cf->C % 16 == 0 && HD % 16 == 0 && W % 16 == 0 && cf->F % 16 == 0;
+	return cf->C % 16 == 0 && HD % 16 == 0 && W % 16 == 0 && cf->F % 16 == 0 && cf->V % 16 == 0;
 }
 
 extern "C" void gpu_model_grad_fp8(GpuModel *g)
@@ -374,8 +376,8 @@ extern "C" void gpu_model_grad_fp8(GpuModel *g)
 		die("--grad fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
 		    cuda_cc_major());
 	if (!gpu_model_fp8_fits(cf))
-		die("--grad fp8 wants the model's widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d", C, HD,
-		    W, F);
+		die("--grad fp8 wants the model's widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d, V %d", C,
+		    HD, W, F, cf->V);
 	Carver c = {0, 0};
 	fp8_layout(g, &c);
 	size_t bytes = c.off;
@@ -391,6 +393,7 @@ extern "C" void gpu_model_grad_fp8(GpuModel *g)
 		fp8_cols_t_cuda(d->gu8.q, d->gu8.s, d->wgu, 2 * F, C);
 		fp8_cols_t_cuda(d->down8.q, d->down8.s, d->wdown, C, F);
 	}
+	fp8_cols_t_cuda(g->lm8.q, g->lm8.s, g->lm_head, cf->V, C);
 	g->weight_bytes += bytes;
 	g->fp8 = 1;
 }
@@ -405,6 +408,11 @@ extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *acti
 
 extern "C" const bf16_t *gpu_model_hidden(GpuModel *g) { return g->hidden; }
 extern "C" const bf16_t *gpu_model_lm_head(GpuModel *g) { return g->lm_head; }
+extern "C" const uint8_t *gpu_model_lm_head8(GpuModel *g, const float **scale)
+{
+	*scale = g->fp8 ? g->lm8.s : NULL;
+	return g->fp8 ? g->lm8.q : NULL;
+}
 extern "C" const bf16_t *gpu_model_embedding(const GpuModel *g) { return g->embed; }
 extern "C" const bf16_t *gpu_model_final_norm(const GpuModel *g) { return g->norm; }
 

@@ -4,7 +4,8 @@
  * 448) and the same scales (a row's amax / 448; inv = 448 / amax in IEEE
  * division), so a matrix quantised here is the CPU's byte for byte.
  *
- *   fp8_rows_cuda            rows of a bf16 matrix (dout)
+ *   fp8_rows_cuda            rows of a bf16 matrix (dout); fp8_rows_ld_cuda
+ *                            with the rows ldx apart (the vocabulary's dz)
  *   fp8_cols_t_cuda          a weight's columns, transposed: w (OC, IC) ->
  *                            w^T (IC, OC), once per model
  *   swiglu_packed_backward_fp8_cuda
@@ -74,9 +75,9 @@ __device__ __forceinline__ void store8_e4m3(uint8_t *q, const float *x, float in
 
 /* a block a row: its amax, then its codes (VEC8: k % 8 == 0, aligned) */
 template <int VEC8>
-__global__ void __launch_bounds__(ROWS_NT) fp8_rows_kernel(uint8_t *q, float *scale, const bf16 *x, int k)
+__global__ void __launch_bounds__(ROWS_NT) fp8_rows_kernel(uint8_t *q, float *scale, const bf16 *x, int64_t ldx, int k)
 {
-	const bf16 *r = x + (int64_t)blockIdx.x * k;
+	const bf16 *r = x + (int64_t)blockIdx.x * ldx;
 	uint8_t *qr = q + (int64_t)blockIdx.x * k;
 	float m = 0, v[8];
 	if (VEC8) {
@@ -105,15 +106,20 @@ __global__ void __launch_bounds__(ROWS_NT) fp8_rows_kernel(uint8_t *q, float *sc
 	}
 }
 
-extern "C" void fp8_rows_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x, int n, int k)
+extern "C" void fp8_rows_ld_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x, int64_t ldx, int n, int k)
 {
 	if (n == 0)
 		return;
-	if (k % 8 == 0 && ((uintptr_t)d_x & 15) == 0 && ((uintptr_t)d_q & 7) == 0)
-		fp8_rows_kernel<1><<<n, ROWS_NT>>>(d_q, d_scale, (const bf16 *)d_x, k);
+	if (k % 8 == 0 && ldx % 8 == 0 && ((uintptr_t)d_x & 15) == 0 && ((uintptr_t)d_q & 7) == 0)
+		fp8_rows_kernel<1><<<n, ROWS_NT>>>(d_q, d_scale, (const bf16 *)d_x, ldx, k);
 	else
-		fp8_rows_kernel<0><<<n, ROWS_NT>>>(d_q, d_scale, (const bf16 *)d_x, k);
+		fp8_rows_kernel<0><<<n, ROWS_NT>>>(d_q, d_scale, (const bf16 *)d_x, ldx, k);
 	cudaCheck(cudaGetLastError());
+}
+
+extern "C" void fp8_rows_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x, int n, int k)
+{
+	fp8_rows_ld_cuda(d_q, d_scale, d_x, k, n, k);
 }
 
 // ----------------------------------------------------------------------------

@@ -67,6 +67,8 @@ void matmul_forward_residual_cuda(bf16_t *d_out, const bf16_t *d_x, const bf16_t
  * and sw (IC); dx float32 (f32 1) or bf16; IC and OC multiples of 16,
  * codes 16-byte aligned; cuBLASLt, Hopper or newer. */
 void fp8_rows_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x, int n, int k);
+/* the same of rows ldx values apart in d_x (the codes still k apart) */
+void fp8_rows_ld_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x, int64_t ldx, int n, int k);
 void fp8_cols_t_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_w, int OC, int IC);
 int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dout, const bf16_t *d_gu, int n,
                                     int F);
@@ -181,6 +183,14 @@ size_t vocab_loss_work(int C, int V);
 void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
                      const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n, int C,
                      int V, float scale, void *d_work);
+/* vocab_loss_fp8_cuda: the same for KL, with dhidden = dz W through e4m3
+ * (twin of vocab_loss_fp8_cpu): dz quantised by its rows (in the teacher
+ * logits' place, read by then), d_w8 (C, V) and d_w8s (C) W's codes by its
+ * columns (fp8_cols_t_cuda); V a multiple of 16, a Hopper or newer. The
+ * losses are vocab_loss_cuda's. */
+void vocab_loss_fp8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
+                         const bf16_t *d_teacher_hidden, const bf16_t *d_w, const uint8_t *d_w8, const float *d_w8s,
+                         int n, int C, int V, float scale, void *d_work);
 
 /* ---------------------------------------------------------------------------
  * training candidates (kernels/train.cu); sums in double, deterministic.

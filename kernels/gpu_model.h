@@ -45,12 +45,12 @@ void gpu_model_free(GpuModel *g);
  * arena (saved activations and scratch), in bytes */
 void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations);
 /* gpu_model_grad_fp8: the backward's products from now on in float8 e4m3
- * (lib/fp8.h): the four weights of every layer quantised by their columns
- * into a new allocation (counted in the weights' bytes; w^T, a byte a
- * value), dout by its rows before each product. Only the activation
+ * (lib/fp8.h): the four weights of every layer and lm_head quantised by
+ * their columns into a new allocation (counted in the weights' bytes; w^T,
+ * a byte a value), dout by its rows before each product. Only the activation
  * gradients change (by the codes' noise); the forwards stay bf16. Dies
  * with a message on a GPU before Hopper or widths not multiples of 16
- * (gpu_model_fp8_fits: C, H*D, q|k|v's and F). */
+ * (gpu_model_fp8_fits: C, H*D, q|k|v's, F and V). */
 void gpu_model_grad_fp8(GpuModel *g);
 int gpu_model_fp8_fits(const ModelConfig *c);
 
@@ -99,6 +99,10 @@ void gpu_model_forward_mix(GpuModel *g, const int32_t *ids, int B, int T, GpuAtt
  * next forward. gpu_model_lm_head: that projection's device weight (V, C). */
 const bf16_t *gpu_model_hidden(GpuModel *g);
 const bf16_t *gpu_model_lm_head(GpuModel *g);
+/* gpu_model_lm_head8: after gpu_model_grad_fp8, that weight's e4m3 codes by
+ * its columns (C, V) and their scales (C) for vocab_loss_fp8_cuda; NULL
+ * before */
+const uint8_t *gpu_model_lm_head8(GpuModel *g, const float **scale);
 /* gpu_model_embedding: the device embedding (V, C); gpu_model_final_norm:
  * the final RMSNorm's weight (C) (what a decoder's own passes need) */
 const bf16_t *gpu_model_embedding(const GpuModel *g);

@@ -11,7 +11,10 @@
  *      exp(zt - max) (zt - z)), then for the backward a second pass writing
  *      dz = scale (softmax(z) - onehot(target) or softmax(zt)) as bf16 over
  *      the first half of the row's own float32 bytes;
- *   3. cuBLAS: dhidden (rows, C) = dz W, bf16 out, float32 accumulation.
+ *   3. cuBLAS: dhidden (rows, C) = dz W, bf16 out, float32 accumulation;
+ *      vocab_loss_fp8_cuda (KL): dz's rows into e4m3 codes in the teacher
+ *      logits' place, then cuBLASLt's e4m3 product with W's codes
+ *      (matmul_backward_fp8_cuda; search-logits --grad fp8).
  * Then one block adds the chunk's row losses in double, in a fixed order,
  * to a running total in the scratch: the loss is the same from run to run.
  *
@@ -571,9 +574,10 @@ static void dhidden_gemm(bf16_t *d_dh, const void *d_dz, const bf16_t *d_w, int 
 	gemm_bf16(CUBLAS_OP_N, C, rows, V, d_w, C, d_dz, 2 * ldz, d_dh, CUDA_R_16BF, C);
 }
 
-extern "C" void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
-                                const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n,
-                                int C, int V, float scale, void *d_work)
+/* vocab_loss_cuda, or with d_w8 (KL) vocab_loss_fp8_cuda */
+static void vocab_loss(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
+                       const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w,
+                       const uint8_t *d_w8, const float *d_w8s, int n, int C, int V, float scale, void *d_work)
 {
 	if ((d_targets == NULL) == (d_teacher_hidden == NULL) || n < 0 || C <= 0 || V <= 0) {
 		fprintf(stderr, "vocab_loss_cuda: one of targets, teacher rows; n %d C %d V %d\n", n, C, V);
@@ -601,7 +605,33 @@ extern "C" void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhid
 		}
 		vocab_loss_sum_kernel<<<1, SUM_THREADS>>>(d_loss, acc, rl, rows, r0 == 0, r0 + rows == n, scale);
 		cudaCheck(cudaGetLastError());
-		if (d_dhidden)
+		if (d_dhidden && d_w8) { /* dz's codes where the teacher's logits were */
+			uint8_t *q = (uint8_t *)zt;
+			float *sd = (float *)(q + ((size_t)rows * V + 255) / 256 * 256);
+			fp8_rows_ld_cuda(q, sd, (const bf16_t *)z, 2 * (int64_t)ldz, rows, V);
+			matmul_backward_fp8_cuda(d_dhidden + (size_t)r0 * C, 0, 0, q, sd, d_w8, d_w8s, rows, C, V);
+		} else if (d_dhidden) {
 			dhidden_gemm(d_dhidden + (size_t)r0 * C, z, d_w, rows, C, V, ldz);
+		}
 	}
+}
+
+extern "C" void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
+                                const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n,
+                                int C, int V, float scale, void *d_work)
+{
+	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, d_targets, d_w, NULL, NULL, n, C, V, scale,
+	           d_work);
+}
+
+extern "C" void vocab_loss_fp8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
+                                    const bf16_t *d_teacher_hidden, const bf16_t *d_w, const uint8_t *d_w8,
+                                    const float *d_w8s, int n, int C, int V, float scale, void *d_work)
+{
+	if (!d_teacher_hidden || !d_w8 || V % 16) {
+		fprintf(stderr, "vocab_loss_fp8_cuda: KL only, with W's codes, V %d a multiple of 16\n", V);
+		exit(1);
+	}
+	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, NULL, d_w, d_w8, d_w8s, n, C, V, scale,
+	           d_work);
 }

@@ -641,8 +641,14 @@ static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 	cudaCheck(cudaEventRecord(g->ev[2], 0));
 	gpu_model_forward_mix(g->gm, ids, B, T, sn_att, sn_hook, g);
 	cudaCheck(cudaEventRecord(g->ev[3], 0));
-	vocab_loss_cuda(d_loss, NULL, back ? g->dhid : NULL, gpu_model_hidden(g->gm), g->th, NULL,
-	                gpu_model_lm_head(g->gm), B * T, c->C, c->V, scale, g->loss_work);
+	const float *s8;
+	const uint8_t *w8 = gpu_model_lm_head8(g->gm, &s8);
+	if (back && w8) /* --grad fp8: dhidden through e4m3 too */
+		vocab_loss_fp8_cuda(d_loss, NULL, g->dhid, gpu_model_hidden(g->gm), g->th, gpu_model_lm_head(g->gm), w8,
+		                    s8, B * T, c->C, c->V, scale, g->loss_work);
+	else
+		vocab_loss_cuda(d_loss, NULL, back ? g->dhid : NULL, gpu_model_hidden(g->gm), g->th, NULL,
+		                gpu_model_lm_head(g->gm), B * T, c->C, c->V, scale, g->loss_work);
 	cudaCheck(cudaEventRecord(g->ev[4], 0));
 }
 

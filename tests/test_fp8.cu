@@ -1,5 +1,6 @@
-/* test_fp8 (GPU): kernels/fp8.cu against lib/fp8.c: the rows' and the
- * columns' codes and scales byte for byte, SwiGLU's backward into codes
+/* test_fp8 (GPU): kernels/fp8.cu against lib/fp8.c: the rows' (contiguous
+ * and ldx apart) and the columns' codes and scales byte for byte, SwiGLU's
+ * backward into codes
  * (the unfused kernels' codes; the CPU's within one code where the
  * device's expf differs), and cuBLASLt's e4m3
  * product against the CPU's from the same codes (bf16 and float32 out,
@@ -7,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gpu_test.h"
 extern "C" {
@@ -61,6 +63,16 @@ static void test_rows(int n, int k)
 	char msg[128];
 	snprintf(msg, sizeof msg, "fp8_rows n=%d k=%d: the CPU's codes and scales", n, k);
 	test_cond(msg, same_codes(msg, dq, ds, q, s, n, k, 0));
+	/* the rows 2k + 8 values apart (as the vocabulary's dz): the same codes */
+	int64_t ld = 2 * (int64_t)k + 8;
+	bf16_t *hw = (bf16_t *)callocCheck((size_t)n * ld, 2), *wide = (bf16_t *)gpu_alloc((size_t)n * ld * 2);
+	for (int r = 0; r < n; r++)
+		memcpy(hw + r * ld, x.h + (size_t)r * k, (size_t)k * 2);
+	gpu_upload(wide, hw, (size_t)n * ld * 2);
+	fp8_rows_ld_cuda(dq, ds, wide, ld, n, k);
+	snprintf(msg, sizeof msg, "fp8_rows_ld n=%d k=%d ldx=%lld: the CPU's codes and scales", n, k, (long long)ld);
+	test_cond(msg, same_codes(msg, dq, ds, q, s, n, k, 0));
+	free(hw), gpu_free(wide);
 	free(q), free(s), gpu_free(dq), gpu_free(ds), buf_free(&x);
 }
 

@@ -6,8 +6,8 @@
  * row's cluster get none), 1001 (a ragged end and a padded stride) and the
  * Qwen vocabulary 151936, small C for speed; and logits 30 times larger
  * (a standard deviation of ~90: softmaxes near one-hot, most of a row's
- * exponentials far below the row's largest). Runs on a GPU: make
- * test-gpu.
+ * exponentials far below the row's largest); vocab_loss_fp8_cuda against
+ * vocab_loss_fp8_cpu (test_fp8 says how). Runs on a GPU: make test-gpu.
  *
  * Tolerances, and why:
  *   loss and row losses: 1e-4 + 1e-4 |ref|. Both sides compute float32
@@ -20,6 +20,7 @@
  *     those that do. */
 #include <string.h>
 
+#include "cuda_common.cuh" // defines: cuda_cc_major
 #include "gpu.h"
 extern "C" {
 #include "loss.h"
@@ -147,6 +148,63 @@ static void test_vocab_loss(int n, int C, int V, int kl, int grad, int self)
 	test_vocab_loss_at(n, C, V, kl, grad, self, 0);
 }
 
+/* vocab_loss_fp8_cuda (KL, dhidden through e4m3) against
+ * vocab_loss_fp8_cpu: the loss of vocab_loss_cuda bit for bit; dhidden
+ * within 2e-2 of its max from the CPU's e4m3 one (the GPU quantises dz
+ * rounded to bf16, the CPU its float32 values: codes a step apart where
+ * the two straddle a boundary, as often as bf16's rounding is a sizeable
+ * part of a step), and away from vocab_loss_cuda's dhidden by more than
+ * twice that one's distance from the CPU's float32 one (the codes were
+ * used) */
+static void test_fp8(int n, int C, int V)
+{
+	Buf h = buf_rand((size_t)n * C, 1.0f), w = buf_rand((size_t)V * C, 9.0f / sqrtf((float)C));
+	Buf g = buf_rand((size_t)n * C, 0.3f);
+	for (size_t i = 0; i < g.n; i++) {
+		g.h[i] = f32_to_bf16(h.f[i] + g.f[i]);
+		g.f[i] = bf16_to_f32(g.h[i]);
+	}
+	gpu_upload(g.d, g.h, g.n * 2);
+	Tensor W = {DT_F32, 2, {V, C}, w.f};
+	float scale = 1.0f / n;
+	size_t nh = (size_t)n * C;
+	float *dh = (float *)mallocCheck(nh * 4), *dh8 = (float *)mallocCheck(nh * 4);
+	vocab_loss_cpu(dh, NULL, h.f, g.f, NULL, &W, n, C, V, scale);
+	vocab_loss_fp8_cpu(dh8, NULL, h.f, g.f, NULL, &W, n, C, V, scale);
+	uint8_t *d_w8 = (uint8_t *)gpu_alloc((size_t)C * V);
+	float *d_s8 = (float *)gpu_alloc((size_t)C * 4), *d_loss = (float *)gpu_alloc(8);
+	bf16_t *d_dh = (bf16_t *)gpu_alloc(nh * 2);
+	void *work = gpu_alloc(vocab_loss_work(C, V));
+	fp8_cols_t_cuda(d_w8, d_s8, w.d, V, C);
+	float loss[2], *gdh[2];
+	for (int k = 0; k < 2; k++) {
+		poison(d_dh, nh * 2);
+		if (k)
+			vocab_loss_fp8_cuda(d_loss + k, NULL, d_dh, h.d, g.d, w.d, d_w8, d_s8, n, C, V, scale, work);
+		else
+			vocab_loss_cuda(d_loss + k, NULL, d_dh, h.d, g.d, NULL, w.d, n, C, V, scale, work);
+		bf16_t *t = (bf16_t *)mallocCheck(nh * 2);
+		gpu_download(t, d_dh, nh * 2);
+		gdh[k] = (float *)mallocCheck(nh * 4);
+		for (size_t i = 0; i < nh; i++)
+			gdh[k][i] = bf16_to_f32(t[i]);
+		free(t);
+	}
+	gpu_download(loss, d_loss, 8);
+	double e8 = test_rel_err(gdh[1], dh8, nh), e16 = test_rel_err(gdh[0], dh, nh);
+	double moved = test_rel_err(gdh[1], gdh[0], nh);
+	char msg[224];
+	snprintf(msg, sizeof msg, "vocab_loss_fp8_cuda KL n=%d C=%d V=%d: the loss's bits, dhidden %.1e of max from the "
+	         "CPU's e4m3 (within 2e-2)", n, C, V, e8);
+	test_cond(msg, memcmp(&loss[0], &loss[1], 4) == 0 && e8 < 2e-2);
+	snprintf(msg, sizeof msg, "vocab_loss_fp8_cuda KL n=%d C=%d V=%d: dhidden %.1e of max from the bf16 product's, "
+	         "more than twice that one's %.1e from float32's", n, C, V, moved, e16);
+	test_cond(msg, moved > 2 * e16);
+	buf_free(&h), buf_free(&w), buf_free(&g);
+	free(dh), free(dh8), free(gdh[0]), free(gdh[1]);
+	gpu_free(d_w8), gpu_free(d_s8), gpu_free(d_loss), gpu_free(d_dh), gpu_free(work);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -173,6 +231,13 @@ int main(int argc, char **argv)
 	}
 	test_vocab_loss(37, 64, 1001, 1, 1, 1);
 	test_vocab_loss(5, 64, 151936, 1, 1, 1);
+	if (cuda_cc_major() >= 9) {
+		test_fp8(37, 64, 1008);
+		test_fp8(VOCAB_LOSS_ROWS / 2 + 3, 64, 1008); /* two chunks */
+		test_fp8(37, 64, 151936);
+	} else {
+		printf("SKIP: e4m3 products want a Hopper (compute capability 9.0)\n");
+	}
 	test_vocab_loss_at(5, 64, 151936, 1, 1, 1, 1);
 	for (int kl = 0; kl < 2; kl++)
 		test_vocab_loss_at(37, 64, 151936, kl, 1, 0, 1);
