@@ -1032,8 +1032,8 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	} else {
 		gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
 	}
-	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, ldd, dy, NULL, w, g->o, g->rstd, g->zg, OC, P(g, g->w, "onorm"),
-	               n * H, D);
+	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, ldd, dy, NULL, w, g->o, g->rstd, g->zg, OC,
+	               P(g, g->w, "onorm"), n * H, D);
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
 	if (g->kept)
 		gdn_backward_chunked_kept_cuda(dq, dk, dv, g->dg, g->dbeta, NULL, dO, NULL, g->q, g->k, g->v, g->g, g->beta,
@@ -1046,8 +1046,8 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 			                          B - b < nb ? B - b : nb, T, H, D, D, scale, g->work);
 		}
 	gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
-		g->dg, g->dbeta, g->dAg, (bf16 *)dp, ldd, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za, OC,
-		P(g, g->w, "A_log"), n, H);
+	        g->dg, g->dbeta, g->dAg, (bf16 *)dp, ldd, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za,
+	        OC, P(g, g->w, "A_log"), n, H);
 	cudaCheck(cudaGetLastError());
 	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, ldd, dq, g->q, g->qinv, g->pq, OC, n * H, D, 1, 1, 1);
 	feature_backward(NULL, dp + proj_off(op, PJ_K), G, ldd, dk, g->k, g->kinv, g->pk, OC, n * G, D, rep, 1, 1);
@@ -1060,7 +1060,6 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 		fp8_rows_cuda(g->sq, g->ss, dp, n, ldd);
 		matmul_backward_fp8_cuda(d_du, 1, accumulate, g->sq, g->ss, g->w8, g->w8s, n, C, ldd);
 	} else {
-		gemm_bf16_acc(CUBLAS_OP_N, C, n, OC, g->w16, C, dp, ldd, accumulate ? d_du : NULL, d_du, CUDA_R_32F,
-		              C);
+		gemm_bf16_acc(CUBLAS_OP_N, C, n, OC, g->w16, C, dp, ldd, accumulate ? d_du : NULL, d_du, CUDA_R_32F, C);
 	}
 }

@@ -576,8 +576,8 @@ static void dhidden_gemm(bf16_t *d_dh, const void *d_dz, const bf16_t *d_w, int 
 
 /* vocab_loss_cuda, or with d_w8 (KL) vocab_loss_fp8_cuda */
 static void vocab_loss(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
-                       const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w,
-                       const uint8_t *d_w8, const float *d_w8s, int n, int C, int V, float scale, void *d_work)
+                       const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, const uint8_t *d_w8,
+                       const float *d_w8s, int n, int C, int V, float scale, void *d_work)
 {
 	if ((d_targets == NULL) == (d_teacher_hidden == NULL) || n < 0 || C <= 0 || V <= 0) {
 		fprintf(stderr, "vocab_loss_cuda: one of targets, teacher rows; n %d C %d V %d\n", n, C, V);
@@ -620,8 +620,8 @@ extern "C" void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhid
                                 const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n,
                                 int C, int V, float scale, void *d_work)
 {
-	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, d_targets, d_w, NULL, NULL, n, C, V, scale,
-	           d_work);
+	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, d_targets, d_w, NULL, NULL, n, C, V,
+	           scale, d_work);
 }
 
 extern "C" void vocab_loss_fp8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,

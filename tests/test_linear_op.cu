@@ -234,8 +234,9 @@ static void check_fp8(int C, int H, int G, int D, int B, int T)
 	         "that path's %.1e from the CPU",
 	         C, H, G, D, B, T, moved, e16);
 	test_cond(msg, moved > 2 * e16);
-	snprintf(msg, sizeof msg, "gpu_lop gdn fp8 C=%d H=%d G=%d D=%d B=%d T=%d: new parameters reach the codes (%.1e)",
-	         C, H, G, D, B, T, e2);
+	snprintf(msg, sizeof msg,
+	         "gpu_lop gdn fp8 C=%d H=%d G=%d D=%d B=%d T=%d: new parameters reach the codes (%.1e)", C, H, G, D, B,
+	         T, e2);
 	test_cond(msg, e2 < FP8_TOL);
 	gpu_lop_free(g);
 	gpu_free(scratch), gpu_free(d_a), gpu_free(d_du);
@@ -334,8 +335,8 @@ static void bench(int kind)
 				gpu_lop_forward_bf16(g, d_ab, ub.d, B, T);
 				gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, B, T);
 			});
-			printf("bench gdn bf16 path, backward products in e4m3: forward+backward to du %.3f ms (bf16 %.3f)\n",
-			       fb8, fbh);
+			printf("bench gdn bf16 path, products in e4m3: forward+backward to du %.3f ms (bf16 %.3f)\n", fb8,
+			       fbh);
 			gpu_free(scratch);
 		}
 		buf_free(&ub), buf_free(&dab);
@@ -366,9 +367,9 @@ int main(int argc, char **argv)
 	check_half(512, 4, 2, 128, 1, 64);
 	check_half(96, 2, 1, 32, 3, 40); /* in groups: nothing kept */
 	if (cuda_cc_major() >= 9) {
-		check_fp8(256, 4, 2, 64, 2, 100);  /* K 776: padded to 784 */
-		check_fp8(256, 8, 2, 32, 1, 128);  /* K 656 */
-		check_fp8(96, 2, 1, 32, 3, 40);    /* in groups */
+		check_fp8(256, 4, 2, 64, 2, 100); /* K 776: padded to 784 */
+		check_fp8(256, 8, 2, 32, 1, 128); /* K 656 */
+		check_fp8(96, 2, 1, 32, 3, 40);   /* in groups */
 	} else {
 		printf("SKIP: gdn's e4m3 products want a Hopper (compute capability 9.0)\n");
 	}

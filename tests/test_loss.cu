@@ -194,11 +194,15 @@ static void test_fp8(int n, int C, int V)
 	double e8 = test_rel_err(gdh[1], dh8, nh), e16 = test_rel_err(gdh[0], dh, nh);
 	double moved = test_rel_err(gdh[1], gdh[0], nh);
 	char msg[224];
-	snprintf(msg, sizeof msg, "vocab_loss_fp8_cuda KL n=%d C=%d V=%d: the loss's bits, dhidden %.1e of max from the "
-	         "CPU's e4m3 (within 2e-2)", n, C, V, e8);
+	snprintf(msg, sizeof msg,
+	         "vocab_loss_fp8_cuda KL n=%d C=%d V=%d: the loss's bits, dhidden %.1e of max from the CPU's e4m3 "
+	         "(within 2e-2)",
+	         n, C, V, e8);
 	test_cond(msg, memcmp(&loss[0], &loss[1], 4) == 0 && e8 < 2e-2);
-	snprintf(msg, sizeof msg, "vocab_loss_fp8_cuda KL n=%d C=%d V=%d: dhidden %.1e of max from the bf16 product's, "
-	         "more than twice that one's %.1e from float32's", n, C, V, moved, e16);
+	snprintf(msg, sizeof msg,
+	         "vocab_loss_fp8_cuda KL n=%d C=%d V=%d: dhidden %.1e of max from the bf16 product's, more than "
+	         "twice that one's %.1e from float32's",
+	         n, C, V, moved, e16);
 	test_cond(msg, moved > 2 * e16);
 	buf_free(&h), buf_free(&w), buf_free(&g);
 	free(dh), free(dh8), free(gdh[0]), free(gdh[1]);

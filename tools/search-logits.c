@@ -484,9 +484,11 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "search-logits: model %s: ", model_path);
 	model_describe(&m, stderr);
-	fprintf(stderr, "search-logits: %d layers x ops %s, budget %d fa, relax %s, %lld steps of %d x %d tokens, "
-	        "lr %g, lambda %g, tau %g -> %g, grad %s%s\n", L, ops_arg, s.nfa, relax_names[s.relax], s.steps, B, T, s.lr,
-	        s.lambda, s.tau0, s.tau1, s.fp8 ? "fp8" : "bf16", strcmp(grad_arg, "auto") ? "" : " (auto)");
+	fprintf(stderr,
+	        "search-logits: %d layers x ops %s, budget %d fa, relax %s, %lld steps of %d x %d tokens, "
+	        "lr %g, lambda %g, tau %g -> %g, grad %s%s\n",
+	        L, ops_arg, s.nfa, relax_names[s.relax], s.steps, B, T, s.lr, s.lambda, s.tau0, s.tau1,
+	        s.fp8 ? "fp8" : "bf16", strcmp(grad_arg, "auto") ? "" : " (auto)");
 
 	Relax rx;
 	relax_init(&rx, s.relax, L, K, s.nfa);
