@@ -295,7 +295,7 @@ static void test_linear_op(int kind, int B, int T, int C, int H, int G, int D)
 	if (kind == LOP_GDN) { /* its two products through e4m3: du within their noise of the checked one */
 		lop_backward_fp8(&op, du0, R, l.u, B, T);
 		double e = test_rel_err(du0, du, n);
-		snprintf(msg, sizeof msg, "gdn operator, products in e4m3 (lop_backward_fp8): du %.2e of max off, in (0, 0.1]",
+		snprintf(msg, sizeof msg, "gdn operator, e4m3 products (lop_backward_fp8): du %.2e of max off, in (0, 0.1]",
 		         e);
 		test_cond(msg, e > 0 && e <= 0.1);
 	}

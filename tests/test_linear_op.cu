@@ -335,8 +335,8 @@ static void bench(int kind)
 				gpu_lop_forward_bf16(g, d_ab, ub.d, B, T);
 				gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, B, T);
 			});
-			printf("bench gdn bf16 path, products in e4m3: forward+backward to du %.3f ms (bf16 %.3f)\n", fb8,
-			       fbh);
+			printf("bench gdn bf16 path, e4m3 products: forward+backward to du %.3f ms (bf16 %.3f)\n",
+			       fb8, fbh);
 			gpu_free(scratch);
 		}
 		buf_free(&ub), buf_free(&dab);
