@@ -238,14 +238,17 @@ __global__ void __launch_bounds__(SWIGLU_NT)
 extern "C" int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dout, const bf16_t *d_gu,
                                                int n, int F)
 {
-	static size_t allowed = 48 << 10; /* without asking */
+	/* without asking, a kernel has 48 KB of shared memory, its static
+	 * bytes (block_max's) counted in: past that, the dynamic bytes are
+	 * asked for */
+	static size_t allowed = (48 << 10) - SWIGLU_NT / WARP_SIZE * sizeof(float);
 	size_t smem = (size_t)4 * F;
 	if (F % 8 || smem > SWIGLU_SMEM_MAX || ((uintptr_t)d_q & 15) || ((uintptr_t)d_dout & 15) ||
 	    ((uintptr_t)d_gu & 15))
 		return 0;
 	if (n == 0)
 		return 1;
-	if (smem > allowed) /* block_max's own shared memory counts against the card's 227 KB too */
+	if (smem > allowed)
 		smem_allow(swiglu_bwd_fp8_kernel, allowed = smem);
 	swiglu_bwd_fp8_kernel<<<n, SWIGLU_NT, smem>>>(d_q, d_scale, (const bf16 *)d_dout, (const bf16 *)d_gu, F);
 	cudaCheck(cudaGetLastError());

@@ -181,6 +181,8 @@ int main(int argc, char **argv)
 	test_cols(2560, 2048);
 	test_swiglu(3, 64);
 	test_swiglu(17, 11008);
+	test_swiglu(4, 4864);  /* the default teacher's F */
+	test_swiglu(5, 12288); /* 48 KB a row exactly: past the unasked-for shared memory with block_max's */
 	test_swiglu(2, 20000); /* past 48 KB of shared memory a row */
 	test_product(16, 32, 48, 0, 0);
 	test_product(100, 2048, 2560, 0, 0);
