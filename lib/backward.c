@@ -13,21 +13,6 @@
 #include "ops_cpu.h"
 #include "util.h"
 
-/* matmul_backward_fp8_cat_cpu of the model's weights (lib/fp8.h) */
-static void product_fp8(float *dx, int n, int IC, int nw, const float *const *d, const Tensor *const *w, const int *oc)
-{
-	float *wf[3];
-	if (nw > 3)
-		BUG("product_fp8: %d weights", nw);
-	for (int j = 0; j < nw; j++) {
-		wf[j] = mallocCheck((size_t)oc[j] * IC * sizeof(float));
-		convert_to_f32(wf[j], w[j]->data, w[j]->dtype, (size_t)oc[j] * IC);
-	}
-	matmul_backward_fp8_cat_cpu(dx, n, IC, nw, d, (const float *const *)wf, oc);
-	for (int j = 0; j < nw; j++)
-		free(wf[j]);
-}
-
 void model_logits_backward(const Model *m, const float *dlogits, int n, float *dhidden)
 {
 	matmul_backward_cpu(dhidden, dlogits, &m->lm_head, n, m->cfg.C, m->cfg.V);
@@ -74,10 +59,11 @@ double model_backward_hooks(const Model *m, const int32_t *ids, int B, int T, co
 
 		/* MLP: x' = h + Wdown(silu(g) * up), g = Wgate u2, up = Wup u2, u2 = norm(h) */
 		if (h->fp8) {
-			product_fp8(dact, n, F, 1, (const float *[]){dx}, (const Tensor *[]){&w->wdown}, (int[]){C});
+			matmul_backward_fp8_cat_cpu(dact, n, F, 1, (const float *[]){dx}, (const Tensor *[]){&w->wdown},
+			                            (int[]){C});
 			swiglu_backward_cpu(dg, dup, dact, s.g, s.up, (int64_t)n * F);
-			product_fp8(du, n, C, 2, (const float *[]){dg, dup}, (const Tensor *[]){&w->wgate, &w->wup},
-			            (int[]){F, F});
+			matmul_backward_fp8_cat_cpu(du, n, C, 2, (const float *[]){dg, dup},
+			                            (const Tensor *[]){&w->wgate, &w->wup}, (int[]){F, F});
 		} else {
 			matmul_backward_cpu(dact, dx, &w->wdown, n, F, C);
 			swiglu_backward_cpu(dg, dup, dact, s.g, s.up, (int64_t)n * F);
@@ -94,8 +80,8 @@ double model_backward_hooks(const Model *m, const int32_t *ids, int B, int T, co
 		float wfa = h->mix ? h->mix(h->ctx, l, s.u, dh, dmix, B, T) : 1;
 		if (wfa != 0) {
 			if (h->fp8)
-				product_fp8(datt, n, HD, 1, (const float *[]){dh}, (const Tensor *[]){&w->wo},
-				            (int[]){C});
+				matmul_backward_fp8_cat_cpu(datt, n, HD, 1, (const float *[]){dh},
+				                            (const Tensor *[]){&w->wo}, (int[]){C});
 			else
 				matmul_backward_cpu(datt, dh, &w->wo, n, HD, C);
 			if (wfa != 1)
@@ -105,8 +91,9 @@ double model_backward_hooks(const Model *m, const int32_t *ids, int B, int T, co
 			rope_backward_cpu(dq, m->inv_freq, B, T, 0, c->H, c->D);
 			rope_backward_cpu(dk, m->inv_freq, B, T, 0, c->G, c->D);
 			if (h->fp8) {
-				product_fp8(du, n, C, 3, (const float *[]){dq, dk, dv},
-				            (const Tensor *[]){&w->wq, &w->wk, &w->wv}, (int[]){HD, GD, GD});
+				matmul_backward_fp8_cat_cpu(du, n, C, 3, (const float *[]){dq, dk, dv},
+				                            (const Tensor *[]){&w->wq, &w->wk, &w->wv},
+				                            (int[]){HD, GD, GD});
 			} else {
 				matmul_backward_cpu(du, dq, &w->wq, n, C, HD);
 				matmul_backward_cpu(tmp, dk, &w->wk, n, C, GD);

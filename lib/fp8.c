@@ -89,7 +89,7 @@ void matmul_backward_fp8_f32_cpu(float *dx, const float *dout, const float *w, i
 	free(dq), free(wq), free(sd), free(sw);
 }
 
-void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *const *d, const float *const *w,
+void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *const *d, const Tensor *const *w,
                                  const int *oc)
 {
 	int OC = 0;
@@ -99,7 +99,7 @@ void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *
 	for (int j = 0, off = 0; j < nw; off += oc[j], j++) {
 		for (int t = 0; t < n; t++)
 			memcpy(dcat + (size_t)t * OC + off, d[j] + (size_t)t * oc[j], (size_t)oc[j] * sizeof(float));
-		memcpy(wcat + (size_t)off * IC, w[j], (size_t)oc[j] * IC * sizeof(float));
+		convert_to_f32(wcat + (size_t)off * IC, w[j]->data, w[j]->dtype, (size_t)oc[j] * IC);
 	}
 	matmul_backward_fp8_f32_cpu(dx, dcat, wcat, n, IC, OC);
 	free(dcat), free(wcat);

@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "tensor.h"
+
 /* x to e4m3: round to nearest even, saturate at +-448; NaN to 0x7f */
 uint8_t fp8_e4m3(float x);
 /* the value of an e4m3 code */
@@ -38,9 +40,9 @@ void matmul_backward_fp8_f32_cpu(float *dx, const float *dout, const float *w, i
 /* dx (n, IC) = [d[0] | d[1] | ...] (n, sum oc) [w[0]; w[1]; ...] (sum oc,
  * IC) through e4m3: the rows side by side and the stacked weights' columns
  * quantised as one matrix each, as the CUDA backend quantises the stacked
- * weights it multiplies by in one product (d[j] (n, oc[j]), w[j] (oc[j],
- * IC), float32) */
-void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *const *d, const float *const *w,
+ * weights it multiplies by in one product (d[j] (n, oc[j]) float32, w[j]
+ * (oc[j], IC) of any dtype convert_to_f32 reads) */
+void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *const *d, const Tensor *const *w,
                                  const int *oc);
 
 #endif

@@ -494,10 +494,13 @@ static void backward(const LinearOp *op, float *grad, float *du, const float *da
 		sum_heads(dpv, dv, n, H, G, D);
 	}
 	if (fp8) { /* the six projections' gradients as one row, their weights stacked (PJ_ order on the GPU) */
-		matmul_backward_fp8_cat_cpu(du, n, C, 6, (const float *[]){dq, dpk, dpv, dg, db, dzg},
-		                            (const float *[]){P(op, "wq"), P(op, "wk"), P(op, "wv"), P(op, "wa"),
-		                                              P(op, "wb"), P(op, "wg")},
-		                            (int[]){HD, GD, GD, H, H, HD});
+		const char *nm[] = {"wq", "wk", "wv", "wa", "wb", "wg"};
+		Tensor w[6];
+		const Tensor *wp[6];
+		int oc[] = {HD, GD, GD, H, H, HD};
+		for (int j = 0; j < 6; j++)
+			w[j] = (Tensor){DT_F32, 2, {oc[j], C}, P(op, nm[j])}, wp[j] = &w[j];
+		matmul_backward_fp8_cat_cpu(du, n, C, 6, (const float *[]){dq, dpk, dpv, dg, db, dzg}, wp, oc);
 	} else {
 		lin_back(du, G_("wq"), G_("bq"), dq, u, P(op, "wq"), n, C, HD);
 		lin_back(du, G_("wk"), G_("bk"), dpk, u, P(op, "wk"), n, C, GD);
