@@ -38,16 +38,19 @@ float fp8_e4m3_value(uint8_t q)
 	return q & 0x80 ? -v : v;
 }
 
+float fp8_inv(float amax) { return amax > 0 ? 448.0f / amax : 1.0f; }
+float fp8_scale(float amax) { return amax > 0 ? amax / 448.0f : 1.0f; }
+
 /* one row's codes: x[j * stride], j < k */
 static float quant_row(uint8_t *q, const float *x, long stride, int k)
 {
 	float amax = 0;
 	for (int j = 0; j < k; j++)
 		amax = fmaxf(amax, fabsf(x[(long)j * stride]));
-	float inv = amax > 0 ? 448.0f / amax : 1.0f;
+	float inv = fp8_inv(amax);
 	for (int j = 0; j < k; j++)
 		q[j] = fp8_e4m3(x[(long)j * stride] * inv);
-	return amax > 0 ? amax / 448.0f : 1.0f;
+	return fp8_scale(amax);
 }
 
 void fp8_rows_cpu(uint8_t *q, float *scale, const float *x, int n, int k)

@@ -26,6 +26,11 @@ uint8_t fp8_e4m3(float x);
 /* the value of an e4m3 code */
 float fp8_e4m3_value(uint8_t q);
 
+/* a row (or column) of largest |x| amax: what its values are multiplied by
+ * into codes, 448 / amax, and the scale its codes are multiplied by back,
+ * amax / 448 (both 1 for a row of zeros) */
+float fp8_inv(float amax);
+float fp8_scale(float amax);
 /* q (n, k) and scale (n): x (n, k) a row at a time */
 void fp8_rows_cpu(uint8_t *q, float *scale, const float *x, int n, int k);
 /* q (IC, OC) and scale (IC): w (OC, IC) by its columns, transposed */

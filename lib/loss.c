@@ -87,10 +87,8 @@ static void lm_codes(uint8_t *q, float *sw, const Tensor *w, int V, int C)
 						q[(size_t)i * V + v0 + v] = fp8_e4m3(x * inv[i]);
 				}
 			if (pass == 0 && v0 + nv == V)
-				for (int i = 0; i < C; i++) {
-					inv[i] = amax[i] > 0 ? 448.0f / amax[i] : 1.0f;
-					sw[i] = amax[i] > 0 ? amax[i] / 448.0f : 1.0f;
-				}
+				for (int i = 0; i < C; i++)
+					inv[i] = fp8_inv(amax[i]), sw[i] = fp8_scale(amax[i]);
 		}
 	free(blk), free(amax), free(inv);
 }
