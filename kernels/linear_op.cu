@@ -566,6 +566,9 @@ static int proj_off(const LinearOp *op, int j)
 	return off;
 }
 
+/* dp16's token stride: the projections' width rounded up to 16, which
+ * e4m3 products want of their K (the columns past it zero) */
+static int dp_ld(const LinearOp *op) { return (proj_off(op, PJ_N) + 15) / 16 * 16; }
 
 static void layout(GpuLop *g, Carver *c)
 {
@@ -595,7 +598,7 @@ static void layout(GpuLop *g, Carver *c)
 		CARVE(c, g->s[i], N * HD);
 	CARVE(c, g->dpk, N * GD), CARVE(c, g->dpv, N * GD);
 	if (gdn) {
-		g->ldd = (proj_off(op, PJ_N) + 15) / 16 * 16;
+		g->ldd = dp_ld(op);
 		CARVE(c, g->dp16, N * g->ldd);
 	}
 	g->work = carve(c, g->work_bytes);
@@ -770,12 +773,17 @@ static void half_weights(GpuLop *g)
 	}
 }
 
-/* the scratch a search's gdn columns share, run one after another */
+/* the scratch a search's gdn columns share, run one after another: the
+ * codes of max_tokens rows of da or dp (this many bytes), then their scales */
+static size_t scratch_codes(const LinearOp *op, int max_tokens)
+{
+	size_t k = std::max(dp_ld(op), op->C);
+	return ((size_t)max_tokens * k + 255) / 256 * 256;
+}
+
 extern "C" size_t gpu_lop_fp8_scratch_bytes(const LinearOp *op, int max_tokens)
 {
-	size_t n = (size_t)max_tokens, k = (proj_off(op, PJ_N) + 15) / 16 * 16;
-	k = k > (size_t)op->C ? k : (size_t)op->C;
-	return (n * k + 255) / 256 * 256 + n * sizeof(float);
+	return scratch_codes(op, max_tokens) + (size_t)max_tokens * sizeof(float);
 }
 
 extern "C" int gpu_lop_fp8_fits(const LinearOp *op)
@@ -794,9 +802,8 @@ extern "C" size_t gpu_lop_grad_fp8(GpuLop *g, void *d_scratch)
 		    cuda_cc_major());
 	if (!gpu_lop_fp8_fits(op))
 		die("--grad fp8 wants gdn's widths in multiples of 16, not C %d, H*D %d", C, HD);
-	size_t n = (size_t)g->max_tokens, k = g->ldd > C ? g->ldd : C;
 	g->sq = (uint8_t *)d_scratch;
-	g->ss = (float *)((uint8_t *)d_scratch + (n * k + 255) / 256 * 256);
+	g->ss = (float *)(g->sq + scratch_codes(op, g->max_tokens));
 	size_t b8 = (size_t)C * g->ldd, bo = (size_t)HD * C, bytes = b8 + bo + ((size_t)C + HD) * sizeof(float);
 	if (!g->fp8) {
 		g->w8 = (uint8_t *)gpu_alloc(bytes);
