@@ -123,6 +123,10 @@ static void state_write(H5File *f, const State *st, long long steps)
 	}
 }
 
+/* what settings() adds for --grad fp8 (bf16 unnamed: the checkpoints from
+ * before --grad), and what --grad auto looks for in a checkpoint */
+#define GRAD_FP8_SETTING " grad=fp8"
+
 /* the settings a checkpoint must share with the run that resumes it */
 static void settings(char *buf, size_t n, const char *ops, int window, int T, int B, const Search *s,
                      uint64_t cand_fp)
@@ -132,7 +136,7 @@ static void settings(char *buf, size_t n, const char *ops, int window, int T, in
 	         "seed=%llu candidates=%016llx%s",
 	         ops, window, T, B, s->steps, s->nfa, relax_names[s->relax], s->lr, s->lambda, s->tau0, s->tau1,
 	         (unsigned long long)s->seed, (unsigned long long)cand_fp,
-	         s->fp8 ? " grad=fp8" : ""); /* bf16 unnamed: the checkpoints from before --grad */
+	         s->fp8 ? GRAD_FP8_SETTING : "");
 }
 
 static void ckpt_write(const char *path, const State *st, long long step, const char *set, const Model *m,
@@ -214,7 +218,7 @@ static int grad_auto(const char *ckpt, int resume, int cuda, const Supernet *sn)
 	if (resume && access(ckpt, F_OK) == 0) {
 		H5File *f = h5_open(ckpt);
 		char *set = h5_attr_get_str(f, "/", "settings");
-		int fp8 = strstr(set, " grad=fp8") != NULL;
+		int fp8 = strstr(set, GRAD_FP8_SETTING) != NULL;
 		free(set), h5_close(f);
 		return fp8;
 	}
