@@ -30,6 +30,9 @@
 
 #include "cuda_common.cuh"
 #include "gpu.h"
+extern "C" {
+#include "fp8.h" // defines: FP8_AMAX_MIN
+}
 
 __device__ __forceinline__ uint8_t e4m3(float x)
 {
@@ -37,9 +40,10 @@ __device__ __forceinline__ uint8_t e4m3(float x)
 }
 
 /* a row of amax m: what its values are multiplied by into codes, and the
- * scale its codes are multiplied by back (lib/fp8.c's quant_row) */
-__device__ __forceinline__ float fp8_inv(float m) { return m > 0 ? 448.0f / m : 1.0f; }
-__device__ __forceinline__ float fp8_scale(float m) { return m > 0 ? m / 448.0f : 1.0f; }
+ * scale its codes are multiplied by back (lib/fp8.c's fp8_inv and
+ * fp8_scale: zeros below FP8_AMAX_MIN) */
+__device__ __forceinline__ float inv_of(float m) { return m >= FP8_AMAX_MIN ? 448.0f / m : 0.0f; }
+__device__ __forceinline__ float scale_of(float m) { return m >= FP8_AMAX_MIN ? m / 448.0f : 1.0f; }
 
 /* the largest of every thread's m, in every thread */
 template <int NT> __device__ float block_max(float m)
@@ -92,9 +96,9 @@ __global__ void __launch_bounds__(ROWS_NT) fp8_rows_kernel(uint8_t *q, float *sc
 			m = fmaxf(m, fabsf(__bfloat162float(r[j])));
 	}
 	m = block_max<ROWS_NT>(m);
-	float inv = fp8_inv(m);
+	float inv = inv_of(m);
 	if (threadIdx.x == 0)
-		scale[blockIdx.x] = fp8_scale(m);
+		scale[blockIdx.x] = scale_of(m);
 	if (VEC8) {
 		for (int j = threadIdx.x; j < k / 8; j += ROWS_NT) {
 			load8(v, r, 0, j);
@@ -152,11 +156,11 @@ __global__ void cols_t_kernel(uint8_t *q, float *scale, const unsigned *amax, co
 		int i = i0 + y, o = o0 + threadIdx.x;
 		if (i >= IC)
 			continue;
-		float m = __uint_as_float(amax[i]), inv = fp8_inv(m);
+		float m = __uint_as_float(amax[i]), inv = inv_of(m);
 		if (o < OC)
 			q[(int64_t)i * OC + o] = e4m3(tile[threadIdx.x][y] * inv);
 		if (blockIdx.y == 0 && threadIdx.x == 0)
-			scale[i] = fp8_scale(m);
+			scale[i] = scale_of(m);
 	}
 }
 
@@ -222,9 +226,9 @@ __global__ void __launch_bounds__(SWIGLU_NT)
 		}
 	}
 	m = block_max<SWIGLU_NT>(m); /* its barrier also orders the row's stores before the loads below */
-	float inv = fp8_inv(m), v[8];
+	float inv = inv_of(m), v[8];
 	if (threadIdx.x == 0)
-		scale[t] = fp8_scale(m);
+		scale[t] = scale_of(m);
 	for (int j = threadIdx.x; j < F / 8; j += SWIGLU_NT) { /* 16 codes a store */
 		uint4 c;
 		load8(v, row, 0, 2 * j);

@@ -38,8 +38,8 @@ float fp8_e4m3_value(uint8_t q)
 	return q & 0x80 ? -v : v;
 }
 
-float fp8_inv(float amax) { return amax > 0 ? 448.0f / amax : 1.0f; }
-float fp8_scale(float amax) { return amax > 0 ? amax / 448.0f : 1.0f; }
+float fp8_inv(float amax) { return amax >= FP8_AMAX_MIN ? 448.0f / amax : 0.0f; }
+float fp8_scale(float amax) { return amax >= FP8_AMAX_MIN ? amax / 448.0f : 1.0f; }
 
 /* one row's codes: x[j * stride], j < k */
 static float quant_row(uint8_t *q, const float *x, long stride, int k)

@@ -28,7 +28,11 @@ float fp8_e4m3_value(uint8_t q);
 
 /* a row (or column) of largest |x| amax: what its values are multiplied by
  * into codes, 448 / amax, and the scale its codes are multiplied by back,
- * amax / 448 (both 1 for a row of zeros) */
+ * amax / 448. A row of amax below FP8_AMAX_MIN codes as zeros (inv 0, scale
+ * 1): a row of zeros, and one so small (a KL's dz where the student's
+ * softmax is the teacher's to 1e-38) that 448 / amax would be infinite and
+ * its zeros' codes NaN (0 inf). */
+#define FP8_AMAX_MIN 0x1p-100f
 float fp8_inv(float amax);
 float fp8_scale(float amax);
 /* q (n, k) and scale (n): x (n, k) a row at a time */

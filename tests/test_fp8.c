@@ -49,14 +49,14 @@ static void test_rows_and_product(int n, int IC, int OC)
 	for (int o = 0; o < OC; o++)
 		for (int i = 0; i < IC; i++) /* column i spans a range of its own */
 			w[(size_t)o * IC + i] = test_frand() * (1 + i % 5);
-	for (int i = 0; i < OC; i++)
-		dout[i] = 0; /* a zero row: scale 1, zero codes */
+	for (int i = 0; i < OC; i++) /* a zero row, and one near 1e-38 (448 / amax overflows): scale 1, zero codes */
+		dout[i] = 0, dout[OC + i] = i % 3 ? 0 : 1e-38f * (1 + i % 4);
 	fp8_rows_cpu(dq, sd, dout, n, OC);
 	fp8_cols_t_cpu(wq, sw, w, OC, IC);
-	int ok = sd[0] == 1, peak = 1;
-	for (int i = 0; i < OC; i++)
+	int ok = sd[0] == 1 && sd[1] == 1, peak = 1;
+	for (int i = 0; i < 2 * OC; i++)
 		ok &= dq[i] == 0;
-	for (int r = 1; r < n; r++) { /* each row's largest |x| is the code 448 */
+	for (int r = 2; r < n; r++) { /* each row's largest |x| is the code 448 */
 		int has = 0;
 		for (int j = 0; j < OC; j++)
 			has |= (dq[(size_t)r * OC + j] & 0x7f) == 0x7e;
@@ -70,8 +70,8 @@ static void test_rows_and_product(int n, int IC, int OC)
 		      fabsf(fp8_e4m3_value(wq[(size_t)i * OC]) * sw[i] - w[i]) <= fabsf(w[i]) / 16 + 1e-30f;
 	}
 	char msg[160];
-	snprintf(msg, sizeof msg, "fp8 rows and columns n=%d IC=%d OC=%d: scales, the zero row, amax at 448", n, IC,
-	         OC);
+	snprintf(msg, sizeof msg, "fp8 rows and columns n=%d IC=%d OC=%d: scales, the zero and tiny rows, amax at 448",
+	         n, IC, OC);
 	test_cond(msg, ok && peak);
 	/* the product through the codes against float32's: the codes' noise */
 	matmul_backward_fp8_cpu(dx, dq, sd, wq, sw, n, IC, OC);
