@@ -604,10 +604,12 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		BUG("gpu_model_backward: the attention backward wants %zu floats of work, the arena has %zu",
 		    attention_backward_work(B, T, H, D), g->work_floats);
 	/* the final norm: hidden = norm(xL) */
+	check_finite_cuda("dhidden", c->L, d_dhidden, (size_t)n * C, 0);
 	rmsnorm_backward_cuda(g->dx, d_dhidden, g->xL, g->rstdf, g->norm, n, C);
 	for (int l = c->L - 1; l >= 0; l--) {
 		const GpuLayer *w = &g->layers[l];
 		const GpuSaved *s = &g->saved[l];
+		check_finite_cuda("dx", l, g->dx, (size_t)n * C, 0);
 		/* MLP: x' = h + Wdown(silu(gate) up), gate | up = Wgu u2, u2 = norm2(h) */
 		if (g->fp8) {
 			const Fp8Mat *q = &g->dq8;
@@ -623,7 +625,10 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			swiglu_packed_backward_cuda(g->dgu, g->dact, s->gu, n, F);
 			matmul_backward_cuda(g->du, g->dgu, w->wgu, n, C, 2 * F);
 		}
+		check_finite_cuda("dact", l, g->dact, (size_t)n * F, 0);
+		check_finite_cuda("du (MLP)", l, g->du, (size_t)n * C, 0);
 		residual_rmsnorm_backward_cuda(g->dh, g->du, g->dx, s->h, s->rstd2, w->ln2, n, C); /* dL/dh */
+		check_finite_cuda("dh", l, g->dh, (size_t)n * C, 0);
 		/* attention: h = x + a, so dL/da = dL/dh */
 		if (grad_hook)
 			grad_hook(ctx, l, g->dh, n, C);
@@ -643,13 +648,17 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			mix(ctx, l, g->dh, g->datt, NULL, n, C);
 			break;
 		}
+		check_finite_cuda("datt", l, g->datt, (size_t)n * HD, 0);
 		if (mix)
 			mix(ctx, l, g->dh, g->datt, &dmix, n, C);
+		if (dmix)
+			check_finite_cuda("dmix (the mixture's operators)", l, dmix, (size_t)n * C, 1);
 		if (path) {
 			const GpuMixAtt *a2 = &s->a2;
 			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w, a2->att,
 			                         a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work);
 			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
+			check_finite_cuda("dqkv", l, g->dqkv, (size_t)n * W, 0);
 			if (g->fp8) { /* as below */
 				fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dqkv, n, W);
 				matmul_backward_fp8_cuda(dmix ? (void *)dmix : (void *)g->du, dmix != NULL,
@@ -665,6 +674,8 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		}
 		/* u = norm1(x) and the residual: dL/dx, the first layer's into
 		 * d_dx0 when given; du in float32 where it is dmix */
+		if (dmix)
+			check_finite_cuda("dmix + dqkv Wqkv", l, dmix, (size_t)n * C, 1);
 		bf16_t *dx = l == 0 && d_dx0 ? d_dx0 : g->dx;
 		if (dmix)
 			residual_rmsnorm_backward_f32_cuda(dx, dmix, g->dh, s->x, s->rstd1, w->ln1, n, C);

@@ -276,6 +276,12 @@ void gdn_backward_chunked_kept_cuda(float *d_dq, float *d_dk, float *d_dv, float
                                     const float *d_S0, int B, int T, int H, int Dk, int Dv, float scale,
                                     void *d_work, int tf32);
 
+/* DASH_CHECK_FINITE=1 in the environment: says on stderr how many of n
+ * values (float32 when f32, else bf16) of a device buffer are not finite,
+ * naming what and layer l (a debugging aid; waits for the device). Does
+ * nothing otherwise. */
+void check_finite_cuda(const char *what, int l, const void *d_x, size_t n, int f32);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1039,8 +1039,10 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	} else {
 		gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
 	}
+	check_finite_cuda("gdn dy", -1, dy, (size_t)n * HD, 1);
 	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, ldd, dy, NULL, w, g->o, g->rstd, g->zg, OC,
 	               P(g, g->w, "onorm"), n * H, D);
+	check_finite_cuda("gdn dO", -1, dO, (size_t)n * HD, 1);
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
 	if (g->kept)
 		gdn_backward_chunked_kept_cuda(dq, dk, dv, g->dg, g->dbeta, NULL, dO, NULL, g->q, g->k, g->v, g->g, g->beta,
@@ -1064,6 +1066,7 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 		if (ldd > OC) /* the pad: zeros, which leave the amax and the product as they are */
 			cudaCheck(cudaMemset2DAsync(dp + OC, (size_t)ldd * sizeof(bf16_t), 0,
 			                            (size_t)(ldd - OC) * sizeof(bf16_t), n));
+		check_finite_cuda("gdn dp", -1, dp, (size_t)n * ldd, 0);
 		fp8_rows_cuda(g->sq, g->ss, dp, n, ldd);
 		matmul_backward_fp8_cuda(d_du, 1, accumulate, g->sq, g->ss, g->w8, g->w8s, n, C, ldd);
 	} else {

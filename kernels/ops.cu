@@ -663,3 +663,36 @@ extern "C" void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const
 	                                                                  d_inv_freq, B, T, pos0, H, G, D);
 	cudaCheck(cudaGetLastError());
 }
+
+// ----------------------------------------------------------------------------
+// a debugging aid: DASH_CHECK_FINITE=1
+
+__global__ void count_nonfinite_kernel(unsigned long long *out, const void *x, size_t n, int f32)
+{
+	unsigned long long c = 0, first = ~0ull;
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+		float v = f32 ? ((const float *)x)[i] : __bfloat162float(((const bf16 *)x)[i]);
+		if (!isfinite(v))
+			c++, first = first < i ? first : i;
+	}
+	if (c)
+		atomicAdd(out, c), atomicMin(out + 1, first);
+}
+
+extern "C" void check_finite_cuda(const char *what, int l, const void *d_x, size_t n, int f32)
+{
+	static int on = -1;
+	if (on < 0)
+		on = env_flag("DASH_CHECK_FINITE");
+	if (!on || n == 0)
+		return;
+	unsigned long long h[2] = {0, ~0ull}, *d = (unsigned long long *)gpu_alloc(sizeof h);
+	gpu_upload(d, h, sizeof h);
+	count_nonfinite_kernel<<<(unsigned)std::min<size_t>(CEIL_DIV(n, 256), 4096), 256>>>(d, d_x, n, f32);
+	cudaCheck(cudaGetLastError());
+	gpu_download(h, d, sizeof h);
+	gpu_free(d);
+	if (h[0])
+		fprintf(stderr, "check_finite: %s, layer %d: %llu of %zu values not finite, the first at %llu\n", what,
+		        l, h[0], n, h[1]);
+}
