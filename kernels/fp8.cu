@@ -1,5 +1,6 @@
 /*
- * fp8: the backward's products in float8 e4m3 (search-logits --grad fp8).
+ * fp8: the backward's products in float8 e4m3 (search-logits --grad fp8),
+ * and the codes of the supernet's forward's (--forward fp8).
  * Twin of lib/fp8.c: the same codes (round to nearest even, saturating at
  * 448) and the same scales (a row's amax / 448; inv = 448 / amax in IEEE
  * division), so a matrix quantised here is the CPU's byte for byte.

@@ -74,6 +74,13 @@ int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *
                                     int F);
 void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd, const uint8_t *d_wq,
                               const float *d_sw, int n, int IC, int OC);
+/* matmul_forward_fp8_cuda: the forward's product in e4m3 (search-logits
+ * --forward fp8), the twin of matmul_forward_fp8_cpu: out (n, OC) = [res +]
+ * xq (n, IC) wq (OC, IC)^T scaled by sx (n) and sw (OC), x's codes by
+ * fp8_rows_cuda, w's by fp8_rows_cuda of w itself (its rows); out may be
+ * res; IC and OC multiples of 16, as above. */
+void matmul_forward_fp8_cuda(bf16_t *d_out, const bf16_t *d_res, const uint8_t *d_xq, const float *d_sx,
+                             const uint8_t *d_wq, const float *d_sw, int n, int IC, int OC);
 
 /* out (n, C) = x / rms(x) * w; rstd (n) keeps 1/rms for the backward */
 void rmsnorm_forward_cuda(bf16_t *d_out, float *d_rstd, const bf16_t *d_x, const bf16_t *d_w, int n, int C,

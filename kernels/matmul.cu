@@ -389,9 +389,10 @@ void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int
 }
 
 // ----------------------------------------------------------------------------
-// the backward's product in float8 (kernels/fp8.cu, lib/fp8.h): e4m3 codes,
-// a float32 scale a row of dout and a row of w^T (cuBLASLt's outer-vector
-// scaling, Hopper), float32 accumulation (no fast accumulation)
+// the products in float8 (kernels/fp8.cu, lib/fp8.h): the backward's, and
+// the supernet's forward's under search-logits --forward fp8. e4m3 codes, a
+// float32 scale a row of each side (cuBLASLt's outer-vector scaling,
+// Hopper), float32 accumulation (no fast accumulation)
 
 /* make p's descriptors (A scaled by sa a row of op(A), B by sb a column)
  * and choose its algorithm: cuBLASLt's first, or with DASH_GEMM=tune the
@@ -417,15 +418,18 @@ static void plan8_init(Plan *p, const float *sa, const float *sb, const void *A,
 	cublasLtMatmulPreference_t pref;
 	cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
 	uint64_t ws = LT_WORKSPACE;
+	uint32_t red = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* and none: split-K sums in float32, never bf16 */
 	cublasCheck(
 	        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+	cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
+	                                                 sizeof red));
 	cublasLtMatmulHeuristicResult_t r[LT_CANDIDATES];
 	int nr = 0;
 	if (cublasLtMatmulAlgoGetHeuristic(lt.h, p->op, p->a, p->b, p->c, p->c, pref, LT_CANDIDATES, r, &nr) !=
 	            CUBLAS_STATUS_SUCCESS ||
 	    nr == 0 || r[0].state != CUBLAS_STATUS_SUCCESS)
-		fprintf(stderr, "matmul_backward_fp8: cuBLASLt has no e4m3 product of %d x %d x %d on this device\n",
-		        p->m, p->n, p->k),
+		fprintf(stderr, "gemm: cuBLASLt has no e4m3 product of %d x %d x %d on this device\n", p->m, p->n,
+		        p->k),
 		        exit(1);
 	cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
 	p->algo = r[0].algo, p->ws = r[0].workspaceSize, p->ok = 1;
@@ -439,25 +443,38 @@ static void plan8_init(Plan *p, const float *sa, const float *sb, const void *A,
 	fprintf(stderr, "  best: [%d] %.1f us, cuBLASLt's first %.1f us (%.3fx)\n", bi, best, first, first / best);
 }
 
-extern "C" void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd,
-                                         const uint8_t *d_wq, const float *d_sw, int n, int IC, int OC)
+/* D (n, m) = [Cin +] (a's codes (n, k) scaled by sa) (b's (m, k) by sb)^T:
+ * the product of both fp8 entries, whose k is the codes' row length */
+static void product8(const char *who, void *D, int f32, const void *Cin, const uint8_t *aq, const float *sa,
+                     const uint8_t *bq, const float *sb, int n, int m, int k)
 {
-	if (n == 0 || IC == 0)
+	if (n == 0 || m == 0)
 		return;
-	if (OC % 16 || IC % 16 || ((uintptr_t)d_dq | (uintptr_t)d_wq) & 15)
-		fprintf(stderr, "matmul_backward_fp8: n %d IC %d OC %d: e4m3 products want IC, OC multiples of 16\n", n,
-		        IC, OC),
+	if (m % 16 || k % 16 || ((uintptr_t)aq | (uintptr_t)bq) & 15)
+		fprintf(stderr, "%s: n %d, widths %d and %d: e4m3 products want multiples of 16\n", who, n, m, k),
 		        abort();
 	Plan key = {};
-	key.ta = CUBLAS_OP_T, key.m = IC, key.n = n, key.k = OC, key.lda = OC, key.ldb = OC, key.ldc = IC;
-	key.ctype = f32 ? CUDA_R_32F : CUDA_R_16BF, key.acc = acc != 0, key.fp8 = 1;
+	key.ta = CUBLAS_OP_T, key.m = m, key.n = n, key.k = k, key.lda = k, key.ldb = k, key.ldc = m;
+	key.ctype = f32 ? CUDA_R_32F : CUDA_R_16BF, key.acc = Cin != NULL, key.fp8 = 1;
 	int fresh;
 	Plan *p = plan_slot(&key, &fresh);
 	if (fresh)
-		plan8_init(p, d_sw, d_sd, d_wq, d_dq, d_dx);
-	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &d_sw, sizeof d_sw));
-	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &d_sd, sizeof d_sd));
-	cublasCheck(gemm_lt(p, &p->algo, d_wq, d_dq, acc ? d_dx : NULL, d_dx));
+		plan8_init(p, sb, sa, bq, aq, D);
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb, sizeof sb));
+	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa, sizeof sa));
+	cublasCheck(gemm_lt(p, &p->algo, bq, aq, Cin, D));
+}
+
+extern "C" void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd,
+                                         const uint8_t *d_wq, const float *d_sw, int n, int IC, int OC)
+{
+	product8("matmul_backward_fp8", d_dx, f32, acc ? d_dx : NULL, d_dq, d_sd, d_wq, d_sw, n, IC, OC);
+}
+
+extern "C" void matmul_forward_fp8_cuda(bf16_t *d_out, const bf16_t *d_res, const uint8_t *d_xq, const float *d_sx,
+                                        const uint8_t *d_wq, const float *d_sw, int n, int IC, int OC)
+{
+	product8("matmul_forward_fp8", d_out, 0, d_res, d_xq, d_sx, d_wq, d_sw, n, OC, IC);
 }
 
 // ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 /*
  * fp8: float8 e4m3 codes, the rows and columns of a matrix in them, and the
- * backward's product through them (lib/fp8.h).
+ * backward's and the forward's products through them (lib/fp8.h).
  */
 #include "fp8.h"
 
@@ -106,4 +106,22 @@ void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *
 	}
 	matmul_backward_fp8_f32_cpu(dx, dcat, wcat, n, IC, OC);
 	free(dcat), free(wcat);
+}
+
+void matmul_forward_fp8_cpu(float *out, const float *x, const Tensor *w, const Tensor *b, int n, int IC, int OC)
+{
+	uint8_t *xq = mallocCheck((size_t)n * IC), *wq = mallocCheck((size_t)OC * IC);
+	float *sx = mallocCheck((size_t)n * sizeof(float)), *sw = mallocCheck((size_t)OC * sizeof(float));
+	float *wf = mallocCheck((size_t)OC * IC * sizeof(float));
+	convert_to_f32(wf, w->data, w->dtype, (size_t)OC * IC);
+	fp8_rows_cpu(xq, sx, x, n, IC);
+	fp8_rows_cpu(wq, sw, wf, OC, IC);
+	matmul_backward_fp8_cpu(out, xq, sx, wq, sw, n, OC, IC); /* the same product of two row-coded sides */
+	if (b && b->data) {
+		convert_to_f32(wf, b->data, b->dtype, (size_t)OC);
+		for (long t = 0; t < n; t++)
+			for (int o = 0; o < OC; o++)
+				out[t * OC + o] += wf[o];
+	}
+	free(xq), free(wq), free(sx), free(sw), free(wf);
 }

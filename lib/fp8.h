@@ -1,5 +1,6 @@
 /*
- * fp8: float8 e4m3 for the backward's products (search-logits --grad fp8).
+ * fp8: float8 e4m3 for the backward's products (search-logits --grad fp8)
+ * and the supernet's forward's (--forward fp8, matmul_forward_fp8_cpu).
  * e4m3: a sign, 4 exponent bits (bias 7), 3 mantissa bits, no infinities;
  * 448 the largest finite value, 2^-9 the smallest subnormal. A matrix is
  * held as e4m3 codes and a float32 scale a row: row r's largest |x| maps to
@@ -53,5 +54,10 @@ void matmul_backward_fp8_f32_cpu(float *dx, const float *dout, const float *w, i
  * (oc[j], IC) of any dtype convert_to_f32 reads) */
 void matmul_backward_fp8_cat_cpu(float *dx, int n, int IC, int nw, const float *const *d, const Tensor *const *w,
                                  const int *oc);
+/* out (n, OC) = x (n, IC) w^T + b through e4m3, the forward's product
+ * (search-logits --forward fp8; matmul_forward_cpu's arguments): x by its
+ * rows, w (OC, IC) by its rows, out[t][o] = sx[t] sw[o] sum_i q(x)[t][i]
+ * q(w)[o][i], then the bias (b NULL or empty: none) in float32 */
+void matmul_forward_fp8_cpu(float *out, const float *x, const Tensor *w, const Tensor *b, int n, int IC, int OC);
 
 #endif

@@ -1,10 +1,12 @@
 /* test_fp8: float8 e4m3 codes (lib/fp8.c): every code's value codes back to
  * itself, midpoints round to the even code, the range saturates at 448, the
  * known values; rows and columns with their scales; the product against
- * float32 dout w within the codes' noise. */
+ * float32 dout w within the codes' noise; the forward's product (x w^T + b
+ * through both sides' row codes) likewise. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fp8.h"
 #include "test.h"
@@ -89,6 +91,53 @@ static void test_rows_and_product(int n, int IC, int OC)
 	free(dout), free(w), free(dx), free(sd), free(sw), free(dq), free(wq);
 }
 
+/* the forward's product (--forward fp8): out = x w^T + b through x's and
+ * w's row codes, exactly the product of those codes; the codes' noise
+ * against float32's; a bf16 weight the same as the float32 of its values */
+static void test_forward_product(int n, int IC, int OC)
+{
+	size_t nx = (size_t)n * IC, nw = (size_t)OC * IC, no = (size_t)n * OC;
+	float *x = mallocCheck(nx * 4), *w = mallocCheck(nw * 4), *b = mallocCheck((size_t)OC * 4);
+	float *out = mallocCheck(no * 4), *out16 = mallocCheck(no * 4), *sx = mallocCheck((size_t)n * 4),
+	      *sw = mallocCheck((size_t)OC * 4);
+	uint16_t *w16 = mallocCheck(nw * 2);
+	uint8_t *xq = mallocCheck(nx), *wq = mallocCheck(nw);
+	for (size_t i = 0; i < nx; i++)
+		x[i] = test_frand() * (i % 11 == 0 ? 20 : 1); /* outlying channels, as activations have */
+	for (size_t i = 0; i < nw; i++)
+		w16[i] = f32_to_bf16(0.05f * test_frand() * (1 + (float)(i / IC % 3))), w[i] = bf16_to_f32(w16[i]);
+	for (int o = 0; o < OC; o++)
+		b[o] = 0.1f * test_frand();
+	Tensor wt = {DT_F32, 2, {OC, IC}, w}, wb = {DT_BF16, 2, {OC, IC}, w16}, bt = {DT_F32, 1, {OC}, b};
+	matmul_forward_fp8_cpu(out, x, &wt, &bt, n, IC, OC);
+	matmul_forward_fp8_cpu(out16, x, &wb, &bt, n, IC, OC);
+	fp8_rows_cpu(xq, sx, x, n, IC);
+	fp8_rows_cpu(wq, sw, w, OC, IC);
+	double e = 0, r = 0, de = 0;
+	for (int t = 0; t < n; t++)
+		for (int o = 0; o < OC; o++) {
+			double s = 0, q = 0;
+			for (int i = 0; i < IC; i++) {
+				s += (double)x[(size_t)t * IC + i] * w[(size_t)o * IC + i];
+				q += (double)fp8_e4m3_value(xq[(size_t)t * IC + i]) *
+				     fp8_e4m3_value(wq[(size_t)o * IC + i]);
+			}
+			s += b[o], q = (float)(q * sx[t] * sw[o]) + b[o];
+			double got = out[(size_t)t * OC + o];
+			de = fmax(de, fabs(got - q) / (fabs(q) + 1e-6));
+			e += (got - s) * (got - s), r += s * s;
+		}
+	char msg[160];
+	snprintf(msg, sizeof msg, "fp8 forward product n=%d IC=%d OC=%d: the codes' product plus b (%.1e); bf16 w alike",
+	         n, IC, OC, de);
+	test_cond(msg, de < 1e-6 && !memcmp(out, out16, no * 4));
+	snprintf(msg, sizeof msg,
+	         "fp8 forward product n=%d IC=%d OC=%d: relative error %.4f within e4m3's (0.005..0.06)", n, IC, OC,
+	         sqrt(e / r));
+	test_cond(msg, sqrt(e / r) > 0.005 && sqrt(e / r) < 0.06);
+	free(x), free(w), free(b), free(out), free(out16), free(sx), free(sw), free(w16), free(xq), free(wq);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -96,5 +145,7 @@ int main(int argc, char **argv)
 	test_codes();
 	test_rows_and_product(9, 48, 64);
 	test_rows_and_product(33, 80, 1000);
+	test_forward_product(7, 96, 40);
+	test_forward_product(20, 512, 130);
 	return test_report();
 }
