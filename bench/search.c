@@ -16,8 +16,10 @@
  * forward runs again in the backward). DASH_BENCH_PROFILE=1: the first
  * way only, its last step between cudaProfilerStart and cudaProfilerStop
  * (for ncu --profile-from-start off). DASH_GRAD=fp8: the backward's
- * products in float8 e4m3 (search-logits --grad fp8); DASH_GRAD=compare:
- * instead of timing, dL/dw of one step both ways, and how far apart.
+ * products in float8 e4m3 (search-logits --grad fp8); DASH_FORWARD=fp8:
+ * the supernet's forward's (--forward fp8); DASH_GRAD=compare or
+ * DASH_FORWARD=compare: instead of timing, the KL and dL/dw of one step
+ * both ways (the other setting as given), and how far apart.
  * usage: bench/bin/search [B T [N]]   (default 1 4096 5) */
 #include <math.h>
 #include <stdio.h>
@@ -113,10 +115,11 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 		free(ph[p]);
 }
 
-/* dL/dw of one step with the backward's products in bf16 and in e4m3
- * (DASH_GRAD=compare): how far float8 moves the gradient of the mixing
- * weights, column by column */
-static void grad_compare(Supernet *sn, const int32_t *ids, int B, int T)
+/* dL/dw of one step with the products *flag chooses (sn->grad_fp8 or
+ * sn->fwd_fp8) in bf16 and in e4m3 (DASH_GRAD or DASH_FORWARD=compare):
+ * how far float8 moves the gradient of the mixing weights, column by
+ * column */
+static void compare(Supernet *sn, int *flag, const char *what, const int32_t *ids, int B, int T)
 {
 	int L = sn->L, K = sn->K;
 	size_t lk = (size_t)L * K;
@@ -126,15 +129,15 @@ static void grad_compare(Supernet *sn, const int32_t *ids, int B, int T)
 	relax_init(&rx, RELAX_SOFTMAX, L, K, 9);
 	relax_weights(&rx, alpha, NULL, sn->w);
 	for (int f = 0; f < 2; f++) {
-		sn->grad_fp8 = f;
+		*flag = f;
 		GpuSupernet *gs = gpu_supernet_new(sn, B * T);
 		gpu_supernet_teacher(gs, ids, B, T, NULL);
 		dw[f] = callocCheck(lk, sizeof(double));
 		kl[f] = gpu_supernet_backward_kl(gs, ids, B, T, sn->w, dw[f]);
 		gpu_supernet_free(gs);
 	}
-	sn->grad_fp8 = 0;
-	printf("grad compare (one step, w uniform): KL %.6g (bf16) %.6g (fp8)\n", kl[0], kl[1]);
+	*flag = 0;
+	printf("%s compare (one step, w uniform): KL %.6g (bf16) %.6g (fp8)\n", what, kl[0], kl[1]);
 	for (int k = 0; k < K; k++) {
 		double e = 0, r = 0, m = 0, d = 0;
 		for (int l = 0; l < L; l++) {
@@ -181,15 +184,19 @@ int main(int argc, char **argv)
 	int32_t *ids = mallocCheck((size_t)n * sizeof *ids);
 	for (int i = 0; i < n; i++)
 		ids[i] = (int32_t)((i * 2654435761u) % (unsigned)c->V);
-	const char *grad = getenv("DASH_GRAD");
-	if (grad && !strcmp(grad, "compare")) {
-		grad_compare(&sn, ids, (int)B, (int)T);
+	const char *grad = getenv("DASH_GRAD"), *fwd = getenv("DASH_FORWARD");
+	sn.grad_fp8 = grad && !strcmp(grad, "fp8");
+	sn.fwd_fp8 = fwd && !strcmp(fwd, "fp8");
+	if (sn.grad_fp8)
+		printf("the backward's products in float8 e4m3 (DASH_GRAD=fp8)\n");
+	if (sn.fwd_fp8)
+		printf("the supernet's forward's products in float8 e4m3 (DASH_FORWARD=fp8)\n");
+	if ((grad && !strcmp(grad, "compare")) || (fwd && !strcmp(fwd, "compare"))) {
+		int g = grad && !strcmp(grad, "compare");
+		compare(&sn, g ? &sn.grad_fp8 : &sn.fwd_fp8, g ? "grad" : "forward", ids, (int)B, (int)T);
 		supernet_free(&sn), free(ids), model_free(&m);
 		return 0;
 	}
-	sn.grad_fp8 = grad && !strcmp(grad, "fp8");
-	if (sn.grad_fp8)
-		printf("the backward's products in float8 e4m3 (DASH_GRAD=fp8)\n");
 	unsetenv("DASH_SUPERNET_SHARED");
 	run(&sn, ids, (int)B, (int)T, (int)N);
 	if (!profiling()) {

@@ -88,6 +88,8 @@ typedef struct {
 	bf16_t *wdown; // (C, F)
 	/* w^T in e4m3 for the backward (gpu_model_grad_fp8), else zeros */
 	Fp8Mat qkv8, o8, gu8, down8; // (C, W), (H*D, C), (C, 2F), (F, C)
+	/* w in e4m3 by its rows for the forward (gpu_model_forward_fp8) */
+	Fp8Mat qkvf, of, guf, downf; // (W, C), (C, H*D), (2F, C), (C, F)
 } GpuLayer;
 
 /* What a layer's forward keeps for its backward (n = B*T rows of the last
@@ -144,6 +146,10 @@ struct GpuModel {
 	void *fp8_mem; // the layers' codes, dq8 and lm8, one allocation
 	Fp8Mat dq8;    // (n, max(2F, W, C)) the product's dout
 	Fp8Mat lm8;    // (C, V) lm_head^T: the KL's dhidden (vocab_loss_fp8_cuda)
+	/* the forward's products in e4m3 (gpu_model_forward_fp8) */
+	int fwd8;       // on now
+	void *fwd8_mem; // the layers' row codes and xq, one allocation; NULL before the first
+	Fp8Mat xq;      // (n, max(C, H*D, F)) a product's input
 };
 
 // ----------------------------------------------------------------------------
@@ -339,6 +345,7 @@ extern "C" void gpu_model_free(GpuModel *g)
 	gpu_free(g->weights);
 	gpu_free(g->arena);
 	gpu_free(g->fp8_mem);
+	gpu_free(g->fwd8_mem);
 	free(g->layers), free(g->saved), free(g);
 }
 
@@ -396,6 +403,52 @@ extern "C" void gpu_model_grad_fp8(GpuModel *g)
 	fp8_cols_t_cuda(g->lm8.q, g->lm8.s, g->lm_head, cf->V, C);
 	g->weight_bytes += bytes;
 	g->fp8 = 1;
+}
+
+static void fwd8_layout(GpuModel *g, Carver *c)
+{
+	const ModelConfig *cf = &g->m->cfg;
+	size_t C = cf->C, HD = (size_t)cf->H * cf->D, W = HD + 2 * (size_t)cf->G * cf->D, F = cf->F;
+	size_t n = g->max_tokens;
+	for (int l = 0; l < cf->L; l++) {
+		GpuLayer *d = &g->layers[l];
+		CARVE(c, d->qkvf.q, W * C), CARVE(c, d->qkvf.s, W);
+		CARVE(c, d->of.q, C * HD), CARVE(c, d->of.s, C);
+		CARVE(c, d->guf.q, 2 * F * C), CARVE(c, d->guf.s, 2 * F);
+		CARVE(c, d->downf.q, C * F), CARVE(c, d->downf.s, C);
+	}
+	CARVE(c, g->xq.q, n * std::max(std::max(C, HD), F)), CARVE(c, g->xq.s, n);
+}
+
+extern "C" void gpu_model_forward_fp8(GpuModel *g, int on)
+{
+	const ModelConfig *cf = &g->m->cfg;
+	int C = cf->C, HD = cf->H * cf->D, W = HD + 2 * cf->G * cf->D, F = cf->F;
+	if (on && !g->fwd8_mem) {
+		if (cuda_cc_major() < 9)
+			die("--forward fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
+			    cuda_cc_major());
+		if (!gpu_model_fp8_fits(cf))
+			die("--forward fp8 wants widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d", C, HD,
+			    W, F);
+		Carver c = {0, 0};
+		fwd8_layout(g, &c);
+		size_t bytes = c.off;
+		g->fwd8_mem = gpu_alloc(bytes);
+		c = Carver{(uintptr_t)g->fwd8_mem, 0};
+		fwd8_layout(g, &c);
+		if (c.off != bytes)
+			BUG("gpu_model_forward_fp8: the layout changed between its two passes");
+		for (int l = 0; l < cf->L; l++) {
+			GpuLayer *d = &g->layers[l];
+			fp8_rows_cuda(d->qkvf.q, d->qkvf.s, d->wqkv, W, C);
+			fp8_rows_cuda(d->of.q, d->of.s, d->wo, C, HD);
+			fp8_rows_cuda(d->guf.q, d->guf.s, d->wgu, 2 * F, C);
+			fp8_rows_cuda(d->downf.q, d->downf.s, d->wdown, C, F);
+		}
+		g->weight_bytes += bytes;
+	}
+	g->fwd8 = on != 0;
 }
 
 extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations)
@@ -487,6 +540,21 @@ static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T
 	return g->attmix;
 }
 
+/* out (n, OC) = x (n, IC) w^T [+ res]: bf16, or through e4m3 under
+ * gpu_model_forward_fp8 (x quantised by its rows into g->xq first) */
+static void product(GpuModel *g, bf16_t *out, const bf16_t *x, const bf16_t *w, const Fp8Mat *w8, const bf16_t *res,
+                    int n, int IC, int OC)
+{
+	if (g->fwd8) {
+		fp8_rows_cuda(g->xq.q, g->xq.s, x, n, IC);
+		matmul_forward_fp8_cuda(out, res, g->xq.q, g->xq.s, w8->q, w8->s, n, IC, OC);
+	} else if (res) {
+		matmul_forward_residual_cuda(out, x, w, res, n, IC, OC);
+	} else {
+		matmul_forward_cuda(out, x, w, NULL, n, IC, OC);
+	}
+}
+
 /* layer l on its input saved(l)->x, whose norm1 is already in g->u; writes
  * the next layer's input and its norm1 into g->u, or, after the last layer,
  * xL and the final-normed hidden rows */
@@ -497,25 +565,25 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	GpuSaved *s = saved(g, l);
 	int n = B * T, C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D, F = c->F;
 	/* attention: q, k, v = rope(Wqkv u + bqkv); a = Wo attention(q, k, v) + bo */
-	matmul_forward_cuda(g->qkv, g->u, w->wqkv, NULL, n, C, W);
+	product(g, g->qkv, g->u, w->wqkv, &w->qkvf, NULL, n, C, W);
 	qkv_rope_forward_cuda(s->q, s->k, s->v, g->qkv, w->bqkv, g->inv_freq, B, T, 0, H, G, D);
 	const bf16_t *ain = attention_mix(g, s, l, B, T, att, ctx);
 	int mixed = ain != s->att;
 	/* h = x + a, u = norm2(h): the add in the o GEMM (residual_gemm) where
 	 * no hook needs a and there is no o bias */
 	if (!hook && !w->bo && !mixed && residual_gemm()) {
-		matmul_forward_residual_cuda(s->h, s->att, w->wo, s->x, n, HD, C);
+		product(g, s->h, s->att, w->wo, &w->of, s->x, n, HD, C);
 		rmsnorm_forward_cuda(g->u, s->rstd2, s->h, w->ln2, n, C, c->eps);
 	} else {
-		matmul_forward_cuda(g->a, ain, w->wo, mixed ? NULL : w->bo, n, HD, C);
-		if (mixed && w->bo) /* (wfa + w) bo */
+		product(g, g->a, ain, w->wo, &w->of, NULL, n, HD, C);
+		if (w->bo) /* (wfa + w) bo */
 			add_bias_cuda(g->a, w->bo, s->wfa + s->a2.w, n, C);
 		if (hook)
 			hook(ctx, l, g->u, g->a, n, C);
 		residual_rmsnorm_forward_cuda(s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, C, c->eps);
 	}
 	/* MLP: gate | up = Wgu u, a = Wdown(silu(gate) up) */
-	matmul_forward_cuda(s->gu, g->u, w->wgu, NULL, n, C, 2 * F);
+	product(g, s->gu, g->u, w->wgu, &w->guf, NULL, n, C, 2 * F);
 	swiglu_packed_forward_cuda(g->act, s->gu, n, F);
 	/* x' = h + a and the norm that reads it: the next layer's first, or the
 	 * final one; the add in the down GEMM, as above */
@@ -523,10 +591,10 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	float *rn = l + 1 < c->L ? saved(g, l + 1)->rstd1 : g->rstdf;
 	const bf16_t *wn = l + 1 < c->L ? g->layers[l + 1].ln1 : g->norm;
 	if (residual_gemm()) {
-		matmul_forward_residual_cuda(xn, g->act, w->wdown, s->h, n, F, C);
+		product(g, xn, g->act, w->wdown, &w->downf, s->h, n, F, C);
 		rmsnorm_forward_cuda(un, rn, xn, wn, n, C, c->eps);
 	} else {
-		matmul_forward_cuda(g->a, g->act, w->wdown, NULL, n, F, C);
+		product(g, g->a, g->act, w->wdown, &w->downf, NULL, n, F, C);
 		residual_rmsnorm_forward_cuda(xn, un, rn, s->h, g->a, wn, n, C, c->eps);
 	}
 }

@@ -53,6 +53,15 @@ void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations);
  * (gpu_model_fp8_fits: C, H*D, q|k|v's, F and V). */
 void gpu_model_grad_fp8(GpuModel *g);
 int gpu_model_fp8_fits(const ModelConfig *c);
+/* gpu_model_forward_fp8: on 1, the forwards from now on take their four
+ * layer products (q|k|v, o, gate|up, down) through float8 e4m3, the twin of
+ * layer_forward's under LayerScratch.fp8 (search-logits --forward fp8: the
+ * supernet's forward, never the teacher's): each input quantised by its
+ * rows before its product, each weight by its rows (their codes made at
+ * the first call into a new allocation, counted in the weights' bytes);
+ * on 0, bf16 again. Dies as gpu_model_grad_fp8 does where the GPU or the
+ * widths do not take it. */
+void gpu_model_forward_fp8(GpuModel *g, int on);
 
 /* gpu_model_forward runs B sequences of T tokens (host ids (B*T), each < V;
  * every sequence starts at position 0) up to the final-normed hidden rows

@@ -507,6 +507,11 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 	g->gm = gpu_model_new(sn->m, max_tokens, 1);
 	if (sn->grad_fp8)
 		gpu_model_grad_fp8(g->gm); /* before the arenas, which size themselves by what is left */
+	/* the forward's codes now, for the same reason; on in forward_kl only */
+	if (sn->fwd_fp8) {
+		gpu_model_forward_fp8(g->gm, 1);
+		gpu_model_forward_fp8(g->gm, 0);
+	}
 	g->kept = (bf16_t **)callocCheck((size_t)L * K, sizeof *g->kept);
 	/* the gdn and gla operators: an arena each (nothing runs twice) when
 	 * they fit beside the rest with an eighth of the device to spare, else
@@ -639,7 +644,9 @@ static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 	check_call(g, ids, B, T);
 	g->w = w, g->keep = back, g->B = B, g->T = T;
 	cudaCheck(cudaEventRecord(g->ev[2], 0));
+	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8); /* the teacher's forward stays bf16 */
 	gpu_model_forward_mix(g->gm, ids, B, T, sn_att, sn_hook, g);
+	gpu_model_forward_fp8(g->gm, 0);
 	cudaCheck(cudaEventRecord(g->ev[3], 0));
 	const float *s8;
 	const uint8_t *w8 = gpu_model_lm_head8(g->gm, &s8);

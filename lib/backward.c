@@ -36,6 +36,7 @@ double model_backward_hooks(const Model *m, const int32_t *ids, int B, int T, co
 	float *dup = BUF((size_t)n * F), *dmix = h->mix ? BUF(nC) : NULL;
 	LayerScratch s;
 	layer_scratch_init(&s, c, n);
+	s.fp8 = h->fwd8;
 
 	/* forward, keeping each layer's input */
 	embedding_forward_cpu(xs, ids, &m->embed, n, C);

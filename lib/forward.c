@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fp8.h"
 #include "model.h"
 #include "ops_cpu.h"
 #include "util.h"
@@ -19,6 +20,7 @@ void layer_scratch_init(LayerScratch *s, const ModelConfig *c, int n)
 	s->k = mallocCheck(nG * sizeof(float)), s->v = mallocCheck(nG * sizeof(float));
 	s->g = mallocCheck(nF * sizeof(float)), s->up = mallocCheck(nF * sizeof(float));
 	s->act = mallocCheck(nF * sizeof(float));
+	s->fp8 = 0;
 }
 
 void layer_scratch_free(LayerScratch *s)
@@ -26,6 +28,13 @@ void layer_scratch_free(LayerScratch *s)
 	free(s->u), free(s->a), free(s->h), free(s->u2), free(s->q), free(s->att);
 	free(s->k), free(s->v), free(s->g), free(s->up), free(s->act);
 	memset(s, 0, sizeof *s);
+}
+
+/* out (n, OC) = x w^T + b: float32, or through e4m3 under s->fp8 */
+static void product(const LayerScratch *s, float *out, const float *x, const Tensor *w, const Tensor *b, int n, int IC,
+                    int OC)
+{
+	(s->fp8 ? matmul_forward_fp8_cpu : matmul_forward_cpu)(out, x, w, b, n, IC, OC);
 }
 
 void layer_forward(const Model *m, int l, const float *x, float *xout, LayerScratch *s, int B, int T,
@@ -36,28 +45,27 @@ void layer_forward(const Model *m, int l, const float *x, float *xout, LayerScra
 	int n = B * T, C = c->C, HD = c->H * c->D, GD = c->G * c->D, F = c->F;
 	/* attention block: u = norm(x), a = Wo attn(rope(Wq u), rope(Wk u), Wv u) */
 	rmsnorm_forward_cpu(s->u, x, &w->ln1, n, C, c->eps);
-	matmul_forward_cpu(s->q, s->u, &w->wq, &w->bq, n, C, HD);
-	matmul_forward_cpu(s->k, s->u, &w->wk, &w->bk, n, C, GD);
-	matmul_forward_cpu(s->v, s->u, &w->wv, &w->bv, n, C, GD);
+	product(s, s->q, s->u, &w->wq, &w->bq, n, C, HD);
+	product(s, s->k, s->u, &w->wk, &w->bk, n, C, GD);
+	product(s, s->v, s->u, &w->wv, &w->bv, n, C, GD);
 	rope_forward_cpu(s->q, m->inv_freq, B, T, 0, c->H, c->D);
 	rope_forward_cpu(s->k, m->inv_freq, B, T, 0, c->G, c->D);
 	attention_forward_cpu(s->att, s->q, s->k, s->v, B, T, c->H, c->G, c->D, 0);
-	matmul_forward_cpu(s->a, s->att, &w->wo, &w->bo, n, HD, C);
+	product(s, s->a, s->att, &w->wo, &w->bo, n, HD, C);
 	if (hook)
 		hook(ctx, l, s->u, s->a, B, T);
 	/* h = x + a; MLP block: x' = h + Wdown(silu(Wgate u2) * Wup u2), u2 = norm(h) */
 	memcpy(s->h, x, (size_t)n * C * sizeof(float));
 	residual_forward_cpu(s->h, s->a, (int64_t)n * C);
 	rmsnorm_forward_cpu(s->u2, s->h, &w->ln2, n, C, c->eps);
-	matmul_forward_cpu(s->g, s->u2, &w->wgate, &w->bgate, n, C, F);
-	matmul_forward_cpu(s->up, s->u2, &w->wup, &w->bup, n, C, F);
+	product(s, s->g, s->u2, &w->wgate, &w->bgate, n, C, F);
+	product(s, s->up, s->u2, &w->wup, &w->bup, n, C, F);
 	swiglu_forward_cpu(s->act, s->g, s->up, (int64_t)n * F);
-	matmul_forward_cpu(xout, s->act, &w->wdown, &w->bdown, n, F, C);
+	product(s, xout, s->act, &w->wdown, &w->bdown, n, F, C);
 	residual_forward_cpu(xout, s->h, (int64_t)n * C);
 }
 
-void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidden,
-                   LayerHook hook, void *ctx)
+static void forward(const Model *m, const int32_t *ids, int B, int T, float *hidden, LayerHook hook, void *ctx, int fp8)
 {
 	const ModelConfig *c = &m->cfg;
 	int n = B * T;
@@ -65,6 +73,7 @@ void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidd
 	float *y = mallocCheck((size_t)n * c->C * sizeof(float));
 	LayerScratch s;
 	layer_scratch_init(&s, c, n);
+	s.fp8 = fp8;
 	embedding_forward_cpu(x, ids, &m->embed, n, c->C);
 	for (int l = 0; l < c->L; l++) {
 		layer_forward(m, l, x, y, &s, B, T, hook, ctx);
@@ -74,6 +83,16 @@ void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidd
 	rmsnorm_forward_cpu(hidden, x, &m->norm, n, c->C, c->eps);
 	layer_scratch_free(&s);
 	free(x), free(y);
+}
+
+void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidden, LayerHook hook, void *ctx)
+{
+	forward(m, ids, B, T, hidden, hook, ctx, 0);
+}
+
+void model_forward_fp8(const Model *m, const int32_t *ids, int B, int T, float *hidden, LayerHook hook, void *ctx)
+{
+	forward(m, ids, B, T, hidden, hook, ctx, 1);
 }
 
 void model_logits(const Model *m, const float *hidden, int n, float *logits)

@@ -102,12 +102,18 @@ typedef void (*LayerHook)(void *ctx, int l, const float *u, float *a, int B, int
  * to hidden (B*T, C). hook may be NULL. */
 void model_forward(const Model *m, const int32_t *ids, int B, int T, float *hidden,
                    LayerHook hook, void *ctx);
+/* model_forward_fp8: model_forward with every layer's products through
+ * float8 e4m3 (LayerScratch.fp8), the twin of gpu_model_forward_fp8 */
+void model_forward_fp8(const Model *m, const int32_t *ids, int B, int T, float *hidden, LayerHook hook, void *ctx);
 /* One layer's intermediates, for layer_forward and the backward's recomputation. */
 typedef struct {
 	float *u, *a, *h, *u2;   // (B*T, C) norm1(x), attention out, x + a, norm2(h)
 	float *q, *att;          // (B*T, H, D) after RoPE; attention before Wo
 	float *k, *v;            // (B*T, G, D) k after RoPE
 	float *g, *up, *act;     // (B*T, F) gate, up, silu(gate) * up
+	int fp8;                 // 1: the layer's products through float8 e4m3
+	                         // (matmul_forward_fp8_cpu; search-logits
+	                         // --forward fp8), 0 from layer_scratch_init
 } LayerScratch;
 void layer_scratch_init(LayerScratch *s, const ModelConfig *c, int n);
 void layer_scratch_free(LayerScratch *s);
@@ -157,6 +163,8 @@ typedef struct {
 	int fp8; /* 1: the layers' products dx = dout w through float8 e4m3
 	          * (lib/fp8.h), as the CUDA backend's gpu_model_grad_fp8:
 	          * q|k|v and gate|up each as one product */
+	int fwd8; /* 1: the forward's (and its recomputation's) products
+	           * through e4m3 too (LayerScratch.fp8) */
 } BackwardHooks;
 /* model_backward_hooks is model_backward with hooks (h may be NULL); it
  * returns h->loss's value, or 0 without it (dhidden is then read). */

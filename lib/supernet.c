@@ -173,7 +173,7 @@ double supernet_kl(Supernet *sn, const int32_t *ids, int B, int T, const float *
 	const ModelConfig *c = &sn->m->cfg;
 	int n = B * T;
 	float *hidden = mallocCheck((size_t)n * c->C * sizeof(float));
-	model_forward(sn->m, ids, B, T, hidden, supernet_hook, sn);
+	(sn->fwd_fp8 ? model_forward_fp8 : model_forward)(sn->m, ids, B, T, hidden, supernet_hook, sn);
 	double kl = vocab_loss_cpu(NULL, row_kl, hidden, teacher_hidden, NULL, &sn->m->lm_head, n, c->C, c->V, 1.0f / n);
 	free(hidden);
 	return kl;
@@ -210,7 +210,8 @@ double supernet_backward_kl(Supernet *sn, const int32_t *ids, int B, int T, cons
 	if (sn->borrowed)
 		BUG("supernet_backward_kl: a hybrid's supernet runs forwards only");
 	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL, sn->grad_fp8}};
-	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc, .fp8 = sn->grad_fp8};
+	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc,
+	                   .fp8 = sn->grad_fp8, .fwd8 = sn->fwd_fp8};
 	double kl = model_backward_hooks(sn->m, ids, B, T, NULL, &h, NULL);
 	sn->keep = 0;
 	return kl;

@@ -53,6 +53,10 @@ typedef struct {
 	                       * teacher's four a layer, the vocabulary's
 	                       * (vocab_loss_fp8_cpu) and gdn's two
 	                       * (lop_backward_fp8); gla's stay float32 */
+	int fwd_fp8;          /* 1: the supernet's forward takes the teacher's
+	                       * four products a layer through e4m3 too
+	                       * (model_forward_fp8; search-logits --forward
+	                       * fp8); the teacher's own forward never does */
 	/* scratch */
 	int keep;  /* in a backward: every op runs and its output is kept */
 	int maxn;  /* rows the scratch holds */

@@ -2,7 +2,8 @@
 # search-logits on the tiny Llama fixture (3 layers) with candidates made
 # here: the sanity checks of the search (a budget of every layer drives every
 # layer to fa; a budget of one with a strong penalty leaves exactly one),
-# the same with the backward's products in fp8 (and --grad auto's choice),
+# the same with the backward's products in fp8 (and --grad auto's choice)
+# and with the forward's (--forward fp8),
 # the same seed giving the
 # same logits, resume giving what an uninterrupted
 # run gives, the file's contents and derive on it, the ablate-one and
@@ -58,6 +59,16 @@ g=$(h5dump -a /grad "$TMP/fp8.h5" 2>/dev/null | grep -o '"fp8"')
 if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/fp8.txt" && [ "$g" = '"fp8"' ]; then
 	pass "--grad fp8, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/fp8.txt")); the file says grad fp8"
 else fail "--grad fp8" "$(cat "$TMP/fp8.txt" "$TMP/err")" "grad attribute: $g"; fi
+
+# --forward fp8: the supernet's forward through e4m3 codes too; the same
+# sanity check, and the file and the settings line say so
+$S -n 3 --grad fp8 --forward fp8 -o "$TMP/f8.h5" --tokens 3200 --lr 0.1 >"$TMP/f8.txt" 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/f8.h5" 2>/dev/null | grep -o '"fp8"') gd=$(h5dump -a /forward "$TMP/fp8.h5" 2>/dev/null |
+	grep -o '"bf16"')
+if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/f8.txt" && [ "$g" = '"fp8"' ] &&
+	[ "$gd" = '"bf16"' ] && grep -q 'grad fp8, forward fp8' "$TMP/err"; then
+	pass "--forward fp8, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/f8.txt")); the file says forward fp8"
+else fail "--forward fp8" "$(cat "$TMP/f8.txt" "$TMP/err")" "forward attribute: $g (bf16 run: $gd)"; fi
 
 # the same seed, the same logits (gumbel-topk draws its noise from the seed)
 G="$S -n 1 --relax gumbel-topk --tokens 960"
@@ -119,6 +130,9 @@ check_error "an unknown relaxation" 1 "--relax: 'hard'" "$TMP/x.h5" $S -n 1 --re
 check_error "an unknown --grad" 1 "--grad: 'fp4'" "$TMP/x.h5" $S -n 1 --grad fp4 -o "$TMP/x.h5"
 check_error "--resume with another --grad" 1 "a checkpoint made with other settings" - \
 	sh -c "$S -n 1 --tokens 640 --ckpt-every 2 --stop-after 2 -o $TMP/p.h5 2>/dev/null; $S -n 1 --tokens 640 --grad fp8 -o $TMP/p.h5 --resume"
+check_error "an unknown --forward" 1 "--forward: 'fp16'" "$TMP/x.h5" $S -n 1 --forward fp16 -o "$TMP/x.h5"
+check_error "--resume with another --forward" 1 "a checkpoint made with other settings" - \
+	sh -c "$S -n 1 --tokens 640 --ckpt-every 2 --stop-after 2 -o $TMP/q.h5 2>/dev/null; $S -n 1 --tokens 640 --forward fp8 -o $TMP/q.h5 --resume"
 check_error "--ops without fa first" 1 "must start with fa" "$TMP/x.h5" $S -n 1 --ops gdn,fa -o "$TMP/x.h5"
 check_error "--ops naming an op twice" 1 "names gdn twice" "$TMP/x.h5" $S -n 1 --ops fa,gdn,gdn -o "$TMP/x.h5"
 check_error "an unknown measure" 1 "--measure: 'drop-one'" "$TMP/x.h5" $S --measure drop-one -o "$TMP/x.h5"

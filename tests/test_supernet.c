@@ -5,7 +5,8 @@
  * finite differences of loss(w(alpha)) (softmax with its budget term,
  * budget-dist), and gumbel-topk's straight-through surrogate; and the
  * relaxations' invariants (sum of fa weights, exact top-N, seeded noise);
- * d(KL)/dw with the backward's products in float8 e4m3 near the exact. */
+ * d(KL)/dw with the backward's products in float8 e4m3 near the exact, and
+ * with the forward's (--forward fp8) near the float32 ones. */
 #include <math.h>
 #include <string.h>
 
@@ -104,6 +105,46 @@ static void check_dw_fp8(Fix *f, const char *name)
 	snprintf(what, sizeof what, "%s: fp8 products leave the KL as it was and move dw by %.2e of max |dw| (0, 0.1]",
 	         name, d / mx);
 	test_cond(what, kl8 == kl && d > 0 && d <= 0.1 * mx);
+	free(dw);
+}
+
+/* --forward fp8: the supernet's forward through e4m3 products (the
+ * teacher's stays float32). Its backward's KL is its forward's; the KL and
+ * dw move by the codes' noise (near the float32 ones, not equal); with
+ * every layer fa the supernet is the teacher in e4m3, KL > 0: the floor
+ * the quantisation itself puts under the search's KL */
+static void check_fwd_fp8(Fix *f, const char *name)
+{
+	Supernet *sn = &f->sn;
+	int LK = sn->L * sn->K;
+	for (int i = 0; i < LK; i++)
+		sn->w[i] = 0.15f + 0.1f * (float)(i % 5);
+	double *dw = mallocCheck((size_t)LK * sizeof(double)), mx = 0, d = 0;
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double kl = supernet_backward_kl(sn, f->ids, B, T, f->th);
+	memcpy(dw, sn->dw, (size_t)LK * sizeof(double));
+	sn->fwd_fp8 = 1;
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double kl8 = supernet_backward_kl(sn, f->ids, B, T, f->th), kl8f = supernet_kl(sn, f->ids, B, T, f->th, NULL);
+	for (int i = 0; i < LK; i++)
+		mx = fmax(mx, fabs(dw[i])), d = fmax(d, fabs(sn->dw[i] - dw[i]));
+	for (int i = 0; i < LK; i++)
+		sn->w[i] = i % sn->K == 0;
+	double kl0 = supernet_kl(sn, f->ids, B, T, f->th, NULL);
+	sn->fwd_fp8 = 0;
+	double kl0f = supernet_kl(sn, f->ids, B, T, f->th, NULL);
+	printf("  %s forward fp8: KL %.8g (forward only %.8g; float32 %.8g), dw max error %.2e of max |dw|; "
+	       "all fa %.3g (float32 %.3g)\n",
+	       name, kl8, kl8f, kl, d / mx, kl0, kl0f);
+	char what[200];
+	snprintf(what, sizeof what, "%s: forward fp8: the backward's KL is the forward's, near float32's (%.5g, %.5g)",
+	         name, kl8, kl);
+	test_cond(what, fabs(kl8 - kl8f) <= 1e-6 * kl8 && kl8 != kl && fabs(kl8 - kl) <= 0.1 * kl);
+	snprintf(what, sizeof what, "%s: forward fp8 moves dw by %.2e of max |dw| (0, 0.1]", name, d / mx);
+	test_cond(what, d > 0 && d <= 0.1 * mx);
+	snprintf(what, sizeof what, "%s: forward fp8, every layer fa: KL %.3g > 0, small beside the mixture's", name,
+	         kl0);
+	test_cond(what, kl0 > 0 && kl0 < 0.1 * kl && kl0f < 1e-6);
 	free(dw);
 }
 
@@ -261,6 +302,7 @@ int main(void)
 		const char *name = dirs[d] + 11;
 		check_dw(&f, name);
 		check_dw_fp8(&f, name);
+		check_fwd_fp8(&f, name);
 		check_alpha(&f, name, RELAX_SOFTMAX, 1, 0.8);
 		check_alpha(&f, name, RELAX_BUDGET_DIST, 1, 0.8);
 		fix_free(&f);

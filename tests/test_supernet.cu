@@ -13,7 +13,8 @@
  * bf16 path (gpu_lop_forward_bf16), and once more with arenas of their own
  * and gdn on its float32 path (DASH_SUPERNET_F32=1); then mixed weights
  * once more on a model with an o bias; and mixed weights with the
- * backward's products in float8 e4m3 on both sides (Supernet.grad_fp8).
+ * backward's products in float8 e4m3 on both sides (Supernet.grad_fp8), then
+ * the forward's too (Supernet.fwd_fp8).
  *
  * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
  * float32 with TF32 products) against the CPU's float32, so both the KL
@@ -183,6 +184,34 @@ int main(int argc, char **argv)
 		sn.grad_fp8 = 0;
 		gpu_supernet_free(gs);
 		free(dw32);
+	}
+	/* the supernet's forward in e4m3 too (--forward fp8, with --grad fp8):
+	 * the GPU's KL and dw against the CPU's of the same settings, as above;
+	 * then every layer fa, where the supernet is the teacher's forward in
+	 * e4m3 against its own in bf16 (float32 on the CPU): KL > 0 and near
+	 * the CPU's, the codes' divergence, which a teacher run through the
+	 * same codes by mistake would not show */
+	{
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = 0.15f + 0.1f * (float)(i % 5);
+		sn.grad_fp8 = sn.fwd_fp8 = 1;
+		GpuSupernet *gs = gpu_supernet_new(&sn, B * T);
+		gpu_supernet_teacher(gs, ids, B, T, NULL);
+		check_weights("mixed", "fp8 forward and backward", &sn, gs, ids, th);
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = i % K == 0;
+		double klc = supernet_kl(&sn, ids, B, T, th, NULL), klg = gpu_supernet_kl(gs, ids, B, T, sn.w);
+		gpu_supernet_teacher(gs, ids, B, T, NULL); /* the teacher again after an e4m3 forward: still bf16 */
+		double klg2 = gpu_supernet_kl(gs, ids, B, T, sn.w);
+		char msg[200];
+		printf("  one-hot fa, forward fp8: KL cpu %.4g gpu %.4g (teacher again: %.4g)\n", klc, klg, klg2);
+		snprintf(msg, sizeof msg,
+		         "one-hot fa, forward fp8: the GPU's KL of e4m3 to bf16 is the CPU's within a "
+		         "factor 1.5 (%.3g, %.3g), and again after another teacher forward",
+		         klg, klc);
+		test_cond(msg, klc > 0 && klg > klc / 1.5 && klg < klc * 1.5 && klg2 == klg);
+		sn.grad_fp8 = sn.fwd_fp8 = 0;
+		gpu_supernet_free(gs);
 	}
 	supernet_free(&sn);
 	free(th);

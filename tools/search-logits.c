@@ -42,7 +42,7 @@ static void usage(void)
 	                "                     [--ops fa,swa,gdn] [--window W] [--tokens N] [--seq T] [--batch B]\n"
 	                "                     [--lr LR] [--lambda L] [--tau A:B] [--relax softmax|gumbel-topk|budget-dist]\n"
 	                "                     [--seed S] [--ckpt-every K] [--resume] [--stop-after K] [--device cpu|cuda]\n"
-	                "                     [--grad auto|bf16|fp8]\n"
+	                "                     [--grad auto|bf16|fp8] [--forward bf16|fp8]\n"
 	                "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
 	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
 	                "                     [--device cpu|cuda] -o MEASURE.h5\n");
@@ -53,6 +53,7 @@ typedef struct {
 	double lr, lambda, tau0, tau1;
 	long long steps;
 	int relax, nfa, fp8; /* fp8: the backward's products in e4m3 (--grad) */
+	int fwd8;            /* the supernet's forward's products in e4m3 (--forward) */
 	uint64_t seed;
 } Search;
 
@@ -126,6 +127,8 @@ static void state_write(H5File *f, const State *st, long long steps)
 /* what settings() adds for --grad fp8 (bf16 unnamed: the checkpoints from
  * before --grad), and what --grad auto looks for in a checkpoint */
 #define GRAD_FP8_SETTING " grad=fp8"
+/* and for --forward fp8 */
+#define FORWARD_FP8_SETTING " forward=fp8"
 
 /* the settings a checkpoint must share with the run that resumes it */
 static void settings(char *buf, size_t n, const char *ops, int window, int T, int B, const Search *s,
@@ -133,10 +136,10 @@ static void settings(char *buf, size_t n, const char *ops, int window, int T, in
 {
 	snprintf(buf, n,
 	         "ops=%s window=%d seq=%d batch=%d steps=%lld n_fa=%d relax=%s lr=%g lambda=%g tau=%g:%g "
-	         "seed=%llu candidates=%016llx%s",
+	         "seed=%llu candidates=%016llx%s%s",
 	         ops, window, T, B, s->steps, s->nfa, relax_names[s->relax], s->lr, s->lambda, s->tau0, s->tau1,
-	         (unsigned long long)s->seed, (unsigned long long)cand_fp,
-	         s->fp8 ? GRAD_FP8_SETTING : "");
+	         (unsigned long long)s->seed, (unsigned long long)cand_fp, s->fp8 ? GRAD_FP8_SETTING : "",
+	         s->fwd8 ? FORWARD_FP8_SETTING : "");
 }
 
 static void ckpt_write(const char *path, const State *st, long long step, const char *set, const Model *m,
@@ -299,6 +302,7 @@ int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *cand_dir = NULL, *tokens_path = NULL, *out = NULL, *ops_arg = "fa,swa,gdn";
 	const char *device = NULL, *measure_arg = NULL, *linear_arg = NULL, *relax_arg = "softmax", *grad_arg = "auto";
+	const char *forward_arg = "bf16";
 	long long ntok = 12300000, seq = 4096, batch = 1, nfa = -1, ckpt_every = 50, stop_after = -1, window = 1024;
 	double ratio = -1;
 	int resume = 0;
@@ -315,7 +319,8 @@ int main(int argc, char **argv)
 		{"ckpt-every", required_argument, NULL, 'k'}, {"resume", no_argument, NULL, 'R'},
 		{"stop-after", required_argument, NULL, 'x'}, {"device", required_argument, NULL, 'D'},
 		{"measure", required_argument, NULL, 'M'}, {"linear", required_argument, NULL, 'i'},
-		{"grad", required_argument, NULL, 'g'}, {NULL, 0, NULL, 0},
+		{"grad", required_argument, NULL, 'g'}, {"forward", required_argument, NULL, 'F'},
+		{NULL, 0, NULL, 0},
 	};
 	util_init(argc, argv);
 	int ch;
@@ -353,6 +358,7 @@ int main(int argc, char **argv)
 		case 'M': measure_arg = optarg; break;
 		case 'i': linear_arg = optarg; break;
 		case 'g': grad_arg = optarg; break;
+		case 'F': forward_arg = optarg; break;
 		default: usage();
 		}
 	}
@@ -372,6 +378,9 @@ int main(int argc, char **argv)
 		die("--relax: '%s' is not softmax, gumbel-topk or budget-dist", relax_arg);
 	if (strcmp(grad_arg, "auto") && strcmp(grad_arg, "bf16") && strcmp(grad_arg, "fp8"))
 		die("--grad: '%s' is not auto, bf16 or fp8", grad_arg);
+	if (strcmp(forward_arg, "bf16") && strcmp(forward_arg, "fp8"))
+		die("--forward: '%s' is not bf16 or fp8", forward_arg);
+	s.fwd8 = forward_arg[0] == 'f';
 	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || window < 1)
 		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --window at least 1");
 	if (!(s.lr > 0) || !(s.lambda >= 0) || !(s.tau0 > 0) || !(s.tau1 > 0) || ckpt_every < 1)
@@ -437,7 +446,7 @@ int main(int argc, char **argv)
 	char ckpt[4200];
 	snprintf(ckpt, sizeof ckpt, "%s.ckpt.h5", out);
 	s.fp8 = strcmp(grad_arg, "auto") ? grad_arg[0] == 'f' : !measure_arg && grad_auto(ckpt, resume, cuda, &sn);
-	sn.grad_fp8 = s.fp8;
+	sn.grad_fp8 = s.fp8, sn.fwd_fp8 = s.fwd8;
 	char cand_fp[17];
 	fingerprint_hex(sn.fingerprint, cand_fp);
 	GpuSupernet *gs = NULL;
@@ -490,9 +499,9 @@ int main(int argc, char **argv)
 	model_describe(&m, stderr);
 	fprintf(stderr,
 	        "search-logits: %d layers x ops %s, budget %d fa, relax %s, %lld steps of %d x %d tokens, "
-	        "lr %g, lambda %g, tau %g -> %g, grad %s%s\n",
+	        "lr %g, lambda %g, tau %g -> %g, grad %s%s, forward %s\n",
 	        L, ops_arg, s.nfa, relax_names[s.relax], s.steps, B, T, s.lr, s.lambda, s.tau0, s.tau1,
-	        s.fp8 ? "fp8" : "bf16", strcmp(grad_arg, "auto") ? "" : " (auto)");
+	        s.fp8 ? "fp8" : "bf16", strcmp(grad_arg, "auto") ? "" : " (auto)", s.fwd8 ? "fp8" : "bf16");
 
 	Relax rx;
 	relax_init(&rx, s.relax, L, K, s.nfa);
@@ -567,6 +576,7 @@ int main(int argc, char **argv)
 	h5_attr_set_str(f, "/", "ops", ops_arg);
 	h5_attr_set_str(f, "/", "relax", relax_names[s.relax]);
 	h5_attr_set_str(f, "/", "grad", s.fp8 ? "fp8" : "bf16");
+	h5_attr_set_str(f, "/", "forward", s.fwd8 ? "fp8" : "bf16");
 	h5_attr_set_i64(f, "/", "n_fa", s.nfa), h5_attr_set_i64(f, "/", "n_layers", L);
 	h5_attr_set_i64(f, "/", "window", window), h5_attr_set_i64(f, "/", "seq", T);
 	h5_attr_set_i64(f, "/", "batch", B), h5_attr_set_i64(f, "/", "steps", s.steps);
