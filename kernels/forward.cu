@@ -371,6 +371,31 @@ extern "C" int gpu_model_fp8_fits(const ModelConfig *cf)
 	return cf->C % 16 == 0 && HD % 16 == 0 && W % 16 == 0 && cf->F % 16 == 0 && cf->V % 16 == 0;
 }
 
+/* an allocation of e4m3 codes laid out by layout, counted in the weights'
+ * bytes; dies, naming flag, on a GPU before Hopper or widths that are not
+ * multiples of 16 */
+static void *codes_alloc(GpuModel *g, const char *flag, void (*layout)(GpuModel *, Carver *))
+{
+	const ModelConfig *cf = &g->m->cfg;
+	int HD = cf->H * cf->D;
+	if (cuda_cc_major() < 9)
+		die("%s wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x", flag,
+		    cuda_cc_major());
+	if (!gpu_model_fp8_fits(cf))
+		die("%s wants the model's widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d, V %d", flag, cf->C,
+		    HD, HD + 2 * cf->G * cf->D, cf->F, cf->V);
+	Carver c = {0, 0};
+	layout(g, &c);
+	size_t bytes = c.off;
+	void *mem = gpu_alloc(bytes);
+	c = Carver{(uintptr_t)mem, 0};
+	layout(g, &c);
+	if (c.off != bytes)
+		BUG("gpu_model: the layout of %s's codes changed between its two passes", flag);
+	g->weight_bytes += bytes;
+	return mem;
+}
+
 extern "C" void gpu_model_grad_fp8(GpuModel *g)
 {
 	const ModelConfig *cf = &g->m->cfg;
@@ -379,20 +404,7 @@ extern "C" void gpu_model_grad_fp8(GpuModel *g)
 		return;
 	if (!g->train)
 		BUG("gpu_model_grad_fp8: the GpuModel was made without train");
-	if (cuda_cc_major() < 9)
-		die("--grad fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
-		    cuda_cc_major());
-	if (!gpu_model_fp8_fits(cf))
-		die("--grad fp8 wants the model's widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d, V %d", C,
-		    HD, W, F, cf->V);
-	Carver c = {0, 0};
-	fp8_layout(g, &c);
-	size_t bytes = c.off;
-	g->fp8_mem = gpu_alloc(bytes);
-	c = Carver{(uintptr_t)g->fp8_mem, 0};
-	fp8_layout(g, &c);
-	if (c.off != bytes)
-		BUG("gpu_model_grad_fp8: the layout changed between its two passes");
+	g->fp8_mem = codes_alloc(g, "--grad fp8", fp8_layout);
 	for (int l = 0; l < cf->L; l++) {
 		GpuLayer *d = &g->layers[l];
 		fp8_cols_t_cuda(d->qkv8.q, d->qkv8.s, d->wqkv, W, C);
@@ -401,7 +413,6 @@ extern "C" void gpu_model_grad_fp8(GpuModel *g)
 		fp8_cols_t_cuda(d->down8.q, d->down8.s, d->wdown, C, F);
 	}
 	fp8_cols_t_cuda(g->lm8.q, g->lm8.s, g->lm_head, cf->V, C);
-	g->weight_bytes += bytes;
 	g->fp8 = 1;
 }
 
@@ -425,20 +436,7 @@ extern "C" void gpu_model_forward_fp8(GpuModel *g, int on)
 	const ModelConfig *cf = &g->m->cfg;
 	int C = cf->C, HD = cf->H * cf->D, W = HD + 2 * cf->G * cf->D, F = cf->F;
 	if (on && !g->fwd8_mem) {
-		if (cuda_cc_major() < 9)
-			die("--forward fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
-			    cuda_cc_major());
-		if (!gpu_model_fp8_fits(cf))
-			die("--forward fp8 wants widths in multiples of 16, not C %d, H*D %d, q|k|v %d, F %d", C, HD,
-			    W, F);
-		Carver c = {0, 0};
-		fwd8_layout(g, &c);
-		size_t bytes = c.off;
-		g->fwd8_mem = gpu_alloc(bytes);
-		c = Carver{(uintptr_t)g->fwd8_mem, 0};
-		fwd8_layout(g, &c);
-		if (c.off != bytes)
-			BUG("gpu_model_forward_fp8: the layout changed between its two passes");
+		g->fwd8_mem = codes_alloc(g, "--forward fp8", fwd8_layout);
 		for (int l = 0; l < cf->L; l++) {
 			GpuLayer *d = &g->layers[l];
 			fp8_rows_cuda(d->qkvf.q, d->qkvf.s, d->wqkv, W, C);
@@ -446,7 +444,6 @@ extern "C" void gpu_model_forward_fp8(GpuModel *g, int on)
 			fp8_rows_cuda(d->guf.q, d->guf.s, d->wgu, 2 * F, C);
 			fp8_rows_cuda(d->downf.q, d->downf.s, d->wdown, C, F);
 		}
-		g->weight_bytes += bytes;
 	}
 	g->fwd8 = on != 0;
 }
