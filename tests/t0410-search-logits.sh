@@ -116,6 +116,13 @@ if awk 'NR > 1 && !($2 > 0) { bad = 1 } END { exit bad || NR != 4 }' "$TMP/ab.tx
 	[ "$got" = "ablate-one n_fa 1: fa: $worst" ]; then
 	pass "ablate-one with gdn: KL above 0 every layer; derive keeps the costliest ($worst)"
 else fail "ablate-one" "$(cat "$TMP/ab.txt" "$TMP/err")" "$got"; fi
+# the measure with the supernet's forward in e4m3: KL still above 0, moved by the codes, the file says so
+$S --measure ablate-one --forward fp8 --tokens 64 -o "$TMP/ab8.h5" >"$TMP/ab8.txt" 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/ab8.h5" 2>/dev/null | grep -o '"fp8"')
+if awk 'NR > 1 && !($2 > 0) { bad = 1 } END { exit bad || NR != 4 }' "$TMP/ab8.txt" && [ "$g" = '"fp8"' ] &&
+	! cmp -s "$TMP/ab.txt" "$TMP/ab8.txt"; then
+	pass "ablate-one --forward fp8: KL above 0 every layer, not bf16's; the file says forward fp8"
+else fail "ablate-one --forward fp8" "$(cat "$TMP/ab8.txt" "$TMP/err")" "forward attribute: $g"; fi
 $S --measure restore-one --tokens 64 -o "$TMP/re.h5" >"$TMP/re.txt" 2>"$TMP/err"
 best=$(awk 'NR > 1 && (w == "" || $2 < v) { w = $1; v = $2 } END { print w }' "$TMP/re.txt")
 got=$(bin/derive -n 1 --method restore-one -o "$TMP/arch.h5" "$TMP/re.h5" 2>&1 | sed 's/ |.*//')

@@ -45,7 +45,7 @@ static void usage(void)
 	                "                     [--grad auto|bf16|fp8] [--forward bf16|fp8]\n"
 	                "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
 	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
-	                "                     [--device cpu|cuda] -o MEASURE.h5\n");
+	                "                     [--device cpu|cuda] [--forward bf16|fp8] -o MEASURE.h5\n");
 	exit(2);
 }
 
@@ -469,6 +469,7 @@ int main(int argc, char **argv)
 		H5File *f = out_create(out, MEASURE_FORMAT, &m, tokens_path, tok_fp, cand_dir, cand_fp);
 		h5_attr_set_str(f, "/", "measure", measure_arg);
 		h5_attr_set_str(f, "/", "linear", arch_op_names[ops[lin_col]]);
+		h5_attr_set_str(f, "/", "forward", s.fwd8 ? "fp8" : "bf16");
 		h5_attr_set_i64(f, "/", "window", window), h5_attr_set_i64(f, "/", "tokens", nb * B * T);
 		h5_attr_set_i64(f, "/", "seq", T), h5_attr_set_i64(f, "/", "batch", B);
 		int64_t dl = L;
