@@ -621,7 +621,9 @@ extern "C" void gpu_supernet_teacher(GpuSupernet *g, const int32_t *ids, int B, 
 	check_call(g, ids, B, T);
 	size_t nC = (size_t)B * T * g->c->C;
 	cudaCheck(cudaEventRecord(g->ev[0], 0));
+	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8 == 2); /* --forward fp8-both */
 	gpu_model_forward_mix(g->gm, ids, B, T, teacher_att, teacher_hook, g);
+	gpu_model_forward_fp8(g->gm, 0);
 	cudaCheck(cudaMemcpyAsync(g->th, gpu_model_hidden(g->gm), nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
 	cudaCheck(cudaEventRecord(g->ev[1], 0));
 	if (host_rows)
@@ -644,7 +646,7 @@ static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 	check_call(g, ids, B, T);
 	g->w = w, g->keep = back, g->B = B, g->T = T;
 	cudaCheck(cudaEventRecord(g->ev[2], 0));
-	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8); /* the teacher's forward stays bf16 */
+	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8 != 0); /* the teacher's stays bf16 unless fp8-both */
 	gpu_model_forward_mix(g->gm, ids, B, T, sn_att, sn_hook, g);
 	gpu_model_forward_fp8(g->gm, 0);
 	cudaCheck(cudaEventRecord(g->ev[3], 0));

@@ -69,6 +69,21 @@ if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/f8.txt
 	[ "$gd" = '"bf16"' ] && grep -q 'grad fp8, forward fp8' "$TMP/err"; then
 	pass "--forward fp8, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/f8.txt")); the file says forward fp8"
 else fail "--forward fp8" "$(cat "$TMP/f8.txt" "$TMP/err")" "forward attribute: $g (bf16 run: $gd)"; fi
+$S -n 3 --forward fp8-both -o "$TMP/fb.h5" --tokens 3200 --lr 0.1 >"$TMP/fb.txt" 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/fb.h5" 2>/dev/null | grep -o '"fp8-both"')
+if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/fb.txt" && [ "$g" = '"fp8-both"' ] &&
+	grep -q 'forward fp8-both' "$TMP/err"; then
+	pass "--forward fp8-both, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/fb.txt")); the file says so"
+else fail "--forward fp8-both" "$(cat "$TMP/fb.txt" "$TMP/err")" "forward attribute: $g"; fi
+# --forward auto, the default: bf16 on the CPU (f8.h5's run above named
+# only --grad); a checkpoint made with fp8-both goes on with it
+$S -n 1 --tokens 640 --forward fp8-both --ckpt-every 2 --stop-after 2 -o "$TMP/fa.h5" >/dev/null 2>&1
+$S -n 1 --tokens 640 -o "$TMP/fa.h5" --resume >/dev/null 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/fa.h5" 2>/dev/null | grep -o '"fp8-both"')
+if [ "$gd" = '"bf16"' ] && [ "$g" = '"fp8-both"' ] && grep -q 'resuming' "$TMP/err" &&
+	grep -q 'forward fp8-both (auto)' "$TMP/err"; then
+	pass "--forward auto: bf16 on the CPU; resuming an fp8-both checkpoint goes on with fp8-both"
+else fail "--forward auto" "$(cat "$TMP/err")" "default run's forward: $gd, resumed: $g"; fi
 
 # the same seed, the same logits (gumbel-topk draws its noise from the seed)
 G="$S -n 1 --relax gumbel-topk --tokens 960"
@@ -137,7 +152,7 @@ check_error "an unknown relaxation" 1 "--relax: 'hard'" "$TMP/x.h5" $S -n 1 --re
 check_error "an unknown --grad" 1 "--grad: 'fp4'" "$TMP/x.h5" $S -n 1 --grad fp4 -o "$TMP/x.h5"
 check_error "--resume with another --grad" 1 "a checkpoint made with other settings" - \
 	sh -c "$S -n 1 --tokens 640 --ckpt-every 2 --stop-after 2 -o $TMP/p.h5 2>/dev/null; $S -n 1 --tokens 640 --grad fp8 -o $TMP/p.h5 --resume"
-check_error "an unknown --forward" 1 "--forward: 'fp16'" "$TMP/x.h5" $S -n 1 --forward fp16 -o "$TMP/x.h5"
+check_error "an unknown --forward" 1 "--forward: 'fp16' is not auto" "$TMP/x.h5" $S -n 1 --forward fp16 -o "$TMP/x.h5"
 check_error "--resume with another --forward" 1 "a checkpoint made with other settings" - \
 	sh -c "$S -n 1 --tokens 640 --ckpt-every 2 --stop-after 2 -o $TMP/q.h5 2>/dev/null; $S -n 1 --tokens 640 --forward fp8 -o $TMP/q.h5 --resume"
 check_error "--ops without fa first" 1 "must start with fa" "$TMP/x.h5" $S -n 1 --ops gdn,fa -o "$TMP/x.h5"

@@ -26,7 +26,7 @@ low() { awk 'NR > 1 && (w == "" || $2 < v) { w = $1; v = $2 } END { print w }' "
 # the first step (alpha 0, the same weights on both devices)
 for ops in fa,swa,gdn fa,swa,gdn,gla; do
 	$S -n 1 --ops $ops --tokens 64 --device cpu -o "$TMP/c1.h5" >/dev/null 2>"$TMP/c1.err"
-	$S -n 1 --ops $ops --tokens 64 --device cuda -o "$TMP/g1.h5" >/dev/null 2>"$TMP/g1.err"
+	$S -n 1 --ops $ops --tokens 64 --device cuda --forward bf16 -o "$TMP/g1.h5" >/dev/null 2>"$TMP/g1.err"
 	c=$(kl1 "$TMP/c1.err") g=$(kl1 "$TMP/g1.err")
 	if [ -n "$c" ] && [ -n "$g" ] && awk -v c="$c" -v g="$g" 'BEGIN { exit !(c > 0) }' &&
 		close_to "$g" "$c" "$(awk -v c="$c" 'BEGIN { print 3e-2 * c }')"; then
@@ -62,6 +62,10 @@ cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head
 awk -v c="$cc" 'BEGIN { exit !(c + 0 >= 9) }' && want=fp8
 if grep -q "grad $want (auto)" "$TMP/g.err"; then pass "--grad auto on cuda (compute capability $cc): $want"
 else fail "--grad auto on cuda" "compute capability $cc, want $want" "$(grep grad "$TMP/g.err")"; fi
+# --forward auto, the default: fp8-both where --grad auto takes fp8
+[ $want = fp8 ] && want=fp8-both
+if grep -q "forward $want (auto)" "$TMP/g.err"; then pass "--forward auto on cuda (compute capability $cc): $want"
+else fail "--forward auto on cuda" "compute capability $cc, want $want" "$(grep forward "$TMP/g.err")"; fi
 
 $S -n 1 --ops fa,swa,gdn,gla --relax budget-dist --tokens 640 --lr 0.1 --device cuda -o "$TMP/g4.h5" \
 	>"$TMP/g4.txt" 2>"$TMP/g4.err"

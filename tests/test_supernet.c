@@ -145,7 +145,27 @@ static void check_fwd_fp8(Fix *f, const char *name)
 	snprintf(what, sizeof what, "%s: forward fp8, every layer fa: KL %.3g > 0, small beside the mixture's", name,
 	         kl0);
 	test_cond(what, kl0 > 0 && kl0 < 0.1 * kl && kl0f < 1e-6);
-	free(dw);
+	/* fp8-both: the teacher's rows through the same codes; every layer fa
+	 * is the teacher again (KL 0), a mixture near float32's */
+	float *th8 = mallocCheck((size_t)B * T * sn->m->cfg.C * sizeof(float));
+	model_forward_fp8(sn->m, f->ids, B, T, th8, NULL, NULL);
+	sn->fwd_fp8 = 2;
+	double kl0b = supernet_kl(sn, f->ids, B, T, th8, NULL);
+	for (int i = 0; i < LK; i++)
+		sn->w[i] = 0.15f + 0.1f * (float)(i % 5);
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double klb = supernet_backward_kl(sn, f->ids, B, T, th8);
+	sn->fwd_fp8 = 0;
+	d = 0;
+	for (int i = 0; i < LK; i++)
+		d = fmax(d, fabs(sn->dw[i] - dw[i]));
+	printf("  %s forward fp8-both: all fa KL %.3g, mixed KL %.8g, dw max error %.2e of max |dw|\n", name, kl0b, klb,
+	       d / mx);
+	snprintf(what, sizeof what,
+	         "%s: forward fp8-both: every layer fa KL 0 (%.2g); mixed near float32's, dw by %.2e", name, kl0b,
+	         d / mx);
+	test_cond(what, fabs(kl0b) < 1e-9 && fabs(klb - kl) <= 0.1 * kl && d > 0 && d <= 0.1 * mx);
+	free(dw), free(th8);
 }
 
 /* the loss of alpha: KL(w(alpha)) plus, for softmax, the budget term */

@@ -14,7 +14,8 @@
  * and gdn on its float32 path (DASH_SUPERNET_F32=1); then mixed weights
  * once more on a model with an o bias; and mixed weights with the
  * backward's products in float8 e4m3 on both sides (Supernet.grad_fp8), then
- * the forward's too (Supernet.fwd_fp8).
+ * the forward's too (Supernet.fwd_fp8: the supernet's, then the
+ * teacher's too).
  *
  * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
  * float32 with TF32 products) against the CPU's float32, so both the KL
@@ -212,6 +213,33 @@ int main(int argc, char **argv)
 		test_cond(msg, klc > 0 && klg > klc / 1.5 && klg < klc * 1.5 && klg2 == klg);
 		sn.grad_fp8 = sn.fwd_fp8 = 0;
 		gpu_supernet_free(gs);
+	}
+	/* --forward fp8-both: the teacher's forward through the same codes
+	 * (the CPU's rows by model_forward_fp8): mixed weights as above, and
+	 * every layer fa the teacher again, KL 0 */
+	{
+		float *th8 = (float *)mallocCheck((size_t)B * T * c.C * sizeof(float));
+		model_forward_fp8(&m, ids, B, T, th8, NULL, NULL);
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = 0.15f + 0.1f * (float)(i % 5);
+		sn.grad_fp8 = 1, sn.fwd_fp8 = 2;
+		GpuSupernet *gs = gpu_supernet_new(&sn, B * T);
+		gpu_supernet_teacher(gs, ids, B, T, NULL);
+		check_weights("mixed", "fp8 forward, the teacher's too", &sn, gs, ids, th8);
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = i % K == 0;
+		double *dwg = (double *)callocCheck((size_t)L * K, sizeof(double));
+		double klg = gpu_supernet_kl(gs, ids, B, T, sn.w),
+		       klb = gpu_supernet_backward_kl(gs, ids, B, T, sn.w, dwg);
+		char msg[160];
+		printf("  one-hot fa, forward fp8-both: KL gpu %.3g (backward %.3g)\n", klg, klb);
+		snprintf(msg, sizeof msg,
+		         "one-hot fa, forward fp8-both: the GPU supernet's KL to its e4m3 teacher is 0 "
+		         "(<= 1e-6), forward and backward");
+		test_cond(msg, fabs(klg) <= 1e-6 && fabs(klb) <= 1e-6);
+		sn.grad_fp8 = sn.fwd_fp8 = 0;
+		gpu_supernet_free(gs);
+		free(dwg), free(th8);
 	}
 	supernet_free(&sn);
 	free(th);

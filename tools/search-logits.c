@@ -42,10 +42,10 @@ static void usage(void)
 	                "                     [--ops fa,swa,gdn] [--window W] [--tokens N] [--seq T] [--batch B]\n"
 	                "                     [--lr LR] [--lambda L] [--tau A:B] [--relax softmax|gumbel-topk|budget-dist]\n"
 	                "                     [--seed S] [--ckpt-every K] [--resume] [--stop-after K] [--device cpu|cuda]\n"
-	                "                     [--grad auto|bf16|fp8] [--forward bf16|fp8]\n"
+	                "                     [--grad auto|bf16|fp8] [--forward auto|bf16|fp8|fp8-both]\n"
 	                "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
 	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
-	                "                     [--device cpu|cuda] [--forward bf16|fp8] -o MEASURE.h5\n");
+	                "                     [--device cpu|cuda] [--forward auto|bf16|fp8|fp8-both] -o MEASURE.h5\n");
 	exit(2);
 }
 
@@ -53,7 +53,8 @@ typedef struct {
 	double lr, lambda, tau0, tau1;
 	long long steps;
 	int relax, nfa, fp8; /* fp8: the backward's products in e4m3 (--grad) */
-	int fwd8;            /* the supernet's forward's products in e4m3 (--forward) */
+	int fwd8;            /* --forward: 0 bf16, 1 fp8 (the supernet's products in e4m3), 2 fp8-both (the
+	                      * teacher's too): Supernet.fwd_fp8 */
 	uint64_t seed;
 } Search;
 
@@ -124,11 +125,11 @@ static void state_write(H5File *f, const State *st, long long steps)
 	}
 }
 
-/* what settings() adds for --grad fp8 (bf16 unnamed: the checkpoints from
- * before --grad), and what --grad auto looks for in a checkpoint */
-#define GRAD_FP8_SETTING " grad=fp8"
-/* and for --forward fp8 */
-#define FORWARD_FP8_SETTING " forward=fp8"
+/* --grad's and --forward's names, by Search.fp8 and Search.fwd8; settings()
+ * adds " grad=NAME" and " forward=NAME" but for bf16 (unnamed: the
+ * checkpoints from before these options), which the autos read back */
+static const char *const grad_names[2] = {"bf16", "fp8"};
+static const char *const forward_names[3] = {"bf16", "fp8", "fp8-both"};
 
 /* the settings a checkpoint must share with the run that resumes it */
 static void settings(char *buf, size_t n, const char *ops, int window, int T, int B, const Search *s,
@@ -136,10 +137,10 @@ static void settings(char *buf, size_t n, const char *ops, int window, int T, in
 {
 	snprintf(buf, n,
 	         "ops=%s window=%d seq=%d batch=%d steps=%lld n_fa=%d relax=%s lr=%g lambda=%g tau=%g:%g "
-	         "seed=%llu candidates=%016llx%s%s",
+	         "seed=%llu candidates=%016llx%s%s%s%s",
 	         ops, window, T, B, s->steps, s->nfa, relax_names[s->relax], s->lr, s->lambda, s->tau0, s->tau1,
-	         (unsigned long long)s->seed, (unsigned long long)cand_fp, s->fp8 ? GRAD_FP8_SETTING : "",
-	         s->fwd8 ? FORWARD_FP8_SETTING : "");
+	         (unsigned long long)s->seed, (unsigned long long)cand_fp, s->fp8 ? " grad=" : "",
+	         s->fp8 ? grad_names[s->fp8] : "", s->fwd8 ? " forward=" : "", s->fwd8 ? forward_names[s->fwd8] : "");
 }
 
 static void ckpt_write(const char *path, const State *st, long long step, const char *set, const Model *m,
@@ -197,9 +198,10 @@ static H5File *out_create(const char *path, const char *format, const Model *m, 
 	return f;
 }
 
-/* the teacher's final hidden rows of a batch: float32 into hidden on the
- * CPU; on the GPU (gs) kept there, and bf16 into hb unless NULL */
-static void teacher_hidden(const Model *m, GpuSupernet *gs, const int32_t *batch, int B, int T, float *hidden,
+/* the teacher's final hidden rows of a batch (through e4m3 products under
+ * --forward fp8-both): float32 into hidden on the CPU; on the GPU (gs)
+ * kept there, and bf16 into hb unless NULL */
+static void teacher_hidden(const Supernet *sn, GpuSupernet *gs, const int32_t *batch, int B, int T, float *hidden,
                            uint16_t *hb)
 {
 #ifdef DASH_CUDA
@@ -210,23 +212,32 @@ static void teacher_hidden(const Model *m, GpuSupernet *gs, const int32_t *batch
 #else
 	(void)gs, (void)hb;
 #endif
-	model_forward(m, batch, B, T, hidden, NULL, NULL);
+	(sn->fwd_fp8 == 2 ? model_forward_fp8 : model_forward)(sn->m, batch, B, T, hidden, NULL, NULL);
 }
 
-/* --grad auto: a checkpoint that --resume goes on from keeps the products
- * it was made with; else e4m3 on a GPU whose float8 products take this
- * supernet (gpu_supernet_fp8_fits: a Hopper or newer), bf16 elsewhere */
-static int grad_auto(const char *ckpt, int resume, int cuda, const Supernet *sn)
+/* --grad auto and --forward auto: a checkpoint that --resume goes on from
+ * keeps the products it was made with (what its settings say after key,
+ * " grad=" or " forward=": the index of the name in names, 0 without the
+ * key); else on a GPU whose float8 products take this supernet
+ * (gpu_supernet_fp8_fits: a Hopper or newer) e4m3, index fp8, and bf16
+ * (0) elsewhere */
+static int fp8_auto(const char *ckpt, int resume, int cuda, const Supernet *sn, const char *key,
+                    const char *const *names, int n, int fp8)
 {
 	if (resume && access(ckpt, F_OK) == 0) {
 		H5File *f = h5_open(ckpt);
-		char *set = h5_attr_get_str(f, "/", "settings");
-		int fp8 = strstr(set, GRAD_FP8_SETTING) != NULL;
+		char *set = h5_attr_get_str(f, "/", "settings"), *at = strstr(set, key);
+		int got = 0;
+		for (int i = 1; at && i < n; i++) {
+			size_t len = strlen(names[i]), k = strlen(key);
+			if (!strncmp(at + k, names[i], len) && (at[k + len] == ' ' || at[k + len] == 0))
+				got = i;
+		}
 		free(set), h5_close(f);
-		return fp8;
+		return got;
 	}
 #ifdef DASH_CUDA
-	return cuda && gpu_supernet_fp8_fits(sn);
+	return cuda && gpu_supernet_fp8_fits(sn) ? fp8 : 0;
 #else
 	(void)cuda, (void)sn;
 	return 0;
@@ -237,7 +248,7 @@ static int grad_auto(const char *ckpt, int resume, int cuda, const Supernet *sn)
  * gradient with respect to sn->w added to sn->dw; on the GPU when gs */
 static double step_kl(Supernet *sn, GpuSupernet *gs, const int32_t *batch, int B, int T, float *th)
 {
-	teacher_hidden(sn->m, gs, batch, B, T, th, NULL);
+	teacher_hidden(sn, gs, batch, B, T, th, NULL);
 #ifdef DASH_CUDA
 	if (gs)
 		return gpu_supernet_backward_kl(gs, batch, B, T, sn->w, sn->dw);
@@ -276,7 +287,7 @@ static void measure(Supernet *sn, GpuSupernet *gs, int lin_col, int restore, con
 	uint16_t *hb = gs ? mallocCheck((size_t)nb * nC * sizeof(uint16_t)) : NULL;
 	for (long long b = 0; b < nb; b++) {
 		tokens_gather(batch, ids, nseq, b * B, B, T);
-		teacher_hidden(sn->m, gs, batch, B, T, th ? th + (size_t)b * nC : NULL, hb ? hb + (size_t)b * nC : NULL);
+		teacher_hidden(sn, gs, batch, B, T, th ? th + (size_t)b * nC : NULL, hb ? hb + (size_t)b * nC : NULL);
 	}
 	Progress pr;
 	progress_init(&pr, "layers", L);
@@ -302,7 +313,7 @@ int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *cand_dir = NULL, *tokens_path = NULL, *out = NULL, *ops_arg = "fa,swa,gdn";
 	const char *device = NULL, *measure_arg = NULL, *linear_arg = NULL, *relax_arg = "softmax", *grad_arg = "auto";
-	const char *forward_arg = "bf16";
+	const char *forward_arg = "auto";
 	long long ntok = 12300000, seq = 4096, batch = 1, nfa = -1, ckpt_every = 50, stop_after = -1, window = 1024;
 	double ratio = -1;
 	int resume = 0;
@@ -378,9 +389,12 @@ int main(int argc, char **argv)
 		die("--relax: '%s' is not softmax, gumbel-topk or budget-dist", relax_arg);
 	if (strcmp(grad_arg, "auto") && strcmp(grad_arg, "bf16") && strcmp(grad_arg, "fp8"))
 		die("--grad: '%s' is not auto, bf16 or fp8", grad_arg);
-	if (strcmp(forward_arg, "bf16") && strcmp(forward_arg, "fp8"))
-		die("--forward: '%s' is not bf16 or fp8", forward_arg);
-	s.fwd8 = forward_arg[0] == 'f';
+	s.fwd8 = -1;
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(forward_arg, forward_names[i]))
+			s.fwd8 = i;
+	if (s.fwd8 < 0 && strcmp(forward_arg, "auto"))
+		die("--forward: '%s' is not auto, bf16, fp8 or fp8-both", forward_arg);
 	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || window < 1)
 		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --window at least 1");
 	if (!(s.lr > 0) || !(s.lambda >= 0) || !(s.tau0 > 0) || !(s.tau1 > 0) || ckpt_every < 1)
@@ -445,7 +459,12 @@ int main(int argc, char **argv)
 	supernet_init(&sn, &m, K, ops, cand_dir, (int)window, B * T);
 	char ckpt[4200];
 	snprintf(ckpt, sizeof ckpt, "%s.ckpt.h5", out);
-	s.fp8 = strcmp(grad_arg, "auto") ? grad_arg[0] == 'f' : !measure_arg && grad_auto(ckpt, resume, cuda, &sn);
+	if (!strcmp(grad_arg, "auto"))
+		s.fp8 = !measure_arg && fp8_auto(ckpt, resume, cuda, &sn, " grad=", grad_names, 2, 1);
+	else
+		s.fp8 = grad_arg[0] == 'f';
+	if (s.fwd8 < 0) /* auto: fp8-both where the GPU takes it (the search; the measures bf16) */
+		s.fwd8 = measure_arg ? 0 : fp8_auto(ckpt, resume, cuda, &sn, " forward=", forward_names, 3, 2);
 	sn.grad_fp8 = s.fp8, sn.fwd_fp8 = s.fwd8;
 	char cand_fp[17];
 	fingerprint_hex(sn.fingerprint, cand_fp);
@@ -469,7 +488,7 @@ int main(int argc, char **argv)
 		H5File *f = out_create(out, MEASURE_FORMAT, &m, tokens_path, tok_fp, cand_dir, cand_fp);
 		h5_attr_set_str(f, "/", "measure", measure_arg);
 		h5_attr_set_str(f, "/", "linear", arch_op_names[ops[lin_col]]);
-		h5_attr_set_str(f, "/", "forward", s.fwd8 ? "fp8" : "bf16");
+		h5_attr_set_str(f, "/", "forward", forward_names[s.fwd8]);
 		h5_attr_set_i64(f, "/", "window", window), h5_attr_set_i64(f, "/", "tokens", nb * B * T);
 		h5_attr_set_i64(f, "/", "seq", T), h5_attr_set_i64(f, "/", "batch", B);
 		int64_t dl = L;
@@ -500,9 +519,10 @@ int main(int argc, char **argv)
 	model_describe(&m, stderr);
 	fprintf(stderr,
 	        "search-logits: %d layers x ops %s, budget %d fa, relax %s, %lld steps of %d x %d tokens, "
-	        "lr %g, lambda %g, tau %g -> %g, grad %s%s, forward %s\n",
+	        "lr %g, lambda %g, tau %g -> %g, grad %s%s, forward %s%s\n",
 	        L, ops_arg, s.nfa, relax_names[s.relax], s.steps, B, T, s.lr, s.lambda, s.tau0, s.tau1,
-	        s.fp8 ? "fp8" : "bf16", strcmp(grad_arg, "auto") ? "" : " (auto)", s.fwd8 ? "fp8" : "bf16");
+	        grad_names[s.fp8], strcmp(grad_arg, "auto") ? "" : " (auto)", forward_names[s.fwd8],
+	        strcmp(forward_arg, "auto") ? "" : " (auto)");
 
 	Relax rx;
 	relax_init(&rx, s.relax, L, K, s.nfa);
@@ -576,8 +596,8 @@ int main(int argc, char **argv)
 	H5File *f = out_create(out, LOGITS_FORMAT, &m, tokens_path, tok_fp, cand_dir, cand_fp);
 	h5_attr_set_str(f, "/", "ops", ops_arg);
 	h5_attr_set_str(f, "/", "relax", relax_names[s.relax]);
-	h5_attr_set_str(f, "/", "grad", s.fp8 ? "fp8" : "bf16");
-	h5_attr_set_str(f, "/", "forward", s.fwd8 ? "fp8" : "bf16");
+	h5_attr_set_str(f, "/", "grad", grad_names[s.fp8]);
+	h5_attr_set_str(f, "/", "forward", forward_names[s.fwd8]);
 	h5_attr_set_i64(f, "/", "n_fa", s.nfa), h5_attr_set_i64(f, "/", "n_layers", L);
 	h5_attr_set_i64(f, "/", "window", window), h5_attr_set_i64(f, "/", "seq", T);
 	h5_attr_set_i64(f, "/", "batch", B), h5_attr_set_i64(f, "/", "steps", s.steps);
