@@ -215,33 +215,35 @@ static void teacher_hidden(const Supernet *sn, GpuSupernet *gs, const int32_t *b
 	(sn->fwd_fp8 == 2 ? model_forward_fp8 : model_forward)(sn->m, batch, B, T, hidden, NULL, NULL);
 }
 
-/* --grad auto and --forward auto: a checkpoint that --resume goes on from
- * keeps the products it was made with (what its settings say after key,
- * " grad=" or " forward=": the index of the name in names, 0 without the
- * key); else on a GPU whose float8 products take this supernet
- * (gpu_supernet_fp8_fits: a Hopper or newer) e4m3, index fp8, and bf16
- * (0) elsewhere */
-static int fp8_auto(const char *ckpt, int resume, int cuda, const Supernet *sn, const char *key,
-                    const char *const *names, int n, int fp8)
+/* whether the GPU's float8 products take this supernet
+ * (gpu_supernet_fp8_fits: a Hopper or newer), what the autos ask */
+static int fp8_fits(int cuda, const Supernet *sn)
 {
-	if (resume && access(ckpt, F_OK) == 0) {
-		H5File *f = h5_open(ckpt);
-		char *set = h5_attr_get_str(f, "/", "settings"), *at = strstr(set, key);
-		int got = 0;
-		for (int i = 1; at && i < n; i++) {
-			size_t len = strlen(names[i]), k = strlen(key);
-			if (!strncmp(at + k, names[i], len) && (at[k + len] == ' ' || at[k + len] == 0))
-				got = i;
-		}
-		free(set), h5_close(f);
-		return got;
-	}
 #ifdef DASH_CUDA
-	return cuda && gpu_supernet_fp8_fits(sn) ? fp8 : 0;
+	return cuda && gpu_supernet_fp8_fits(sn);
 #else
 	(void)cuda, (void)sn;
 	return 0;
 #endif
+}
+
+/* --grad auto and --forward auto: a checkpoint that --resume goes on from
+ * (old: its settings; NULL without one) keeps the products it was made
+ * with, the index in names of what old says after key (" grad=" or
+ * " forward="; 0, bf16, without the key); else index fp8 where the GPU
+ * takes e4m3 (fits), bf16 elsewhere */
+static int fp8_auto(const char *old, int fits, const char *key, const char *const *names, int n, int fp8)
+{
+	if (!old)
+		return fits ? fp8 : 0;
+	const char *at = strstr(old, key);
+	int got = 0;
+	for (int i = 1; at && i < n; i++) {
+		size_t len = strlen(names[i]), k = strlen(key);
+		if (!strncmp(at + k, names[i], len) && (at[k + len] == ' ' || at[k + len] == 0))
+			got = i;
+	}
+	return got;
 }
 
 /* a step's mean KL of the supernet to the teacher on a batch, its
@@ -459,12 +461,20 @@ int main(int argc, char **argv)
 	supernet_init(&sn, &m, K, ops, cand_dir, (int)window, B * T);
 	char ckpt[4200];
 	snprintf(ckpt, sizeof ckpt, "%s.ckpt.h5", out);
+	char *old = NULL; /* the settings of the checkpoint --resume goes on from, for the autos */
+	if (resume && access(ckpt, F_OK) == 0) {
+		H5File *f = h5_open(ckpt);
+		old = h5_attr_get_str(f, "/", "settings");
+		h5_close(f);
+	}
+	int fits = fp8_fits(cuda, &sn);
 	if (!strcmp(grad_arg, "auto"))
-		s.fp8 = !measure_arg && fp8_auto(ckpt, resume, cuda, &sn, " grad=", grad_names, 2, 1);
+		s.fp8 = !measure_arg && fp8_auto(old, fits, " grad=", grad_names, 2, 1);
 	else
 		s.fp8 = grad_arg[0] == 'f';
 	if (s.fwd8 < 0) /* auto: fp8-both where the GPU takes it (the search; the measures bf16) */
-		s.fwd8 = measure_arg ? 0 : fp8_auto(ckpt, resume, cuda, &sn, " forward=", forward_names, 3, 2);
+		s.fwd8 = measure_arg ? 0 : fp8_auto(old, fits, " forward=", forward_names, 3, 2);
+	free(old);
 	sn.grad_fp8 = s.fp8, sn.fwd_fp8 = s.fwd8;
 	char cand_fp[17];
 	fingerprint_hex(sn.fingerprint, cand_fp);
