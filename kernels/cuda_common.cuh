@@ -98,6 +98,14 @@ static inline void *carve(Carver *c, size_t bytes)
 #define CARVE(c, p, count) \
 	((p) = (std::remove_reference<decltype(p)>::type)carve((c), (size_t)(count) * sizeof *(p)))
 
+/* sigmoid(x) and silu(x) = x sigmoid(x) through the SFU's approximate
+ * exp and reciprocal (__expf, __fdividef: a few ulp, far below the bf16
+ * rounding that follows; 0 below x = -87, where 1 + e^-x passes 2^126).
+ * The SwiGLU kernels take one a value and are bound by their instructions,
+ * most of which expf's range reduction and IEEE division were. */
+__device__ __forceinline__ float sigmoid_fast(float x) { return __fdividef(1.0f, 1.0f + __expf(-x)); }
+__device__ __forceinline__ float silu_fast(float x) { return x * sigmoid_fast(x); }
+
 /* the sum of v over the warp, in every lane */
 __device__ __forceinline__ float warp_sum(float v)
 {

@@ -150,6 +150,7 @@ struct GpuModel {
 	int fwd8;       // on now
 	void *fwd8_mem; // the layers' row codes and xq, one allocation; NULL before the first
 	Fp8Mat xq;      // (n, max(C, H*D, F)) a product's input
+	int u8;         // xq holds g->u's codes, made by the norm that wrote u
 };
 
 // ----------------------------------------------------------------------------
@@ -538,18 +539,42 @@ static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T
 }
 
 /* out (n, OC) = x (n, IC) w^T [+ res]: bf16, or through e4m3 under
- * gpu_model_forward_fp8 (x quantised by its rows into g->xq first) */
+ * gpu_model_forward_fp8 (x quantised by its rows into g->xq first; x NULL:
+ * its codes are there already, written by the kernel that made x) */
 static void product(GpuModel *g, bf16_t *out, const bf16_t *x, const bf16_t *w, const Fp8Mat *w8, const bf16_t *res,
                     int n, int IC, int OC)
 {
 	if (g->fwd8) {
-		fp8_rows_cuda(g->xq.q, g->xq.s, x, n, IC);
+		if (x)
+			fp8_rows_cuda(g->xq.q, g->xq.s, x, n, IC);
 		matmul_forward_fp8_cuda(out, res, g->xq.q, g->xq.s, w8->q, w8->s, n, IC, OC);
+	} else if (!x) {
+		BUG("gpu_model_forward: a product's input in codes, but the forward is bf16");
 	} else if (res) {
 		matmul_forward_residual_cuda(out, x, w, res, n, IC, OC);
 	} else {
 		matmul_forward_cuda(out, x, w, NULL, n, IC, OC);
 	}
+}
+
+/* u = norm(x) (or, a not NULL, h = x + a, then u = norm(h)), rstd kept;
+ * under the fp8 forward also u's codes into g->xq for the product that
+ * reads u next, and (keep 0) u itself only where they could not be made.
+ * Returns whether the codes are there (then pass product NULL for u). */
+static int norm_forward(GpuModel *g, bf16_t *h, bf16_t *u, float *rstd, const bf16_t *x, const bf16_t *a,
+                        const bf16_t *w, int n, int keep)
+{
+	const ModelConfig *c = &g->m->cfg;
+	int C = c->C;
+	bf16_t *uk = keep ? u : NULL;
+	if (g->fwd8 && (a ? residual_rmsnorm_forward_fp8_cuda(h, uk, rstd, g->xq.q, g->xq.s, x, a, w, n, C, c->eps)
+	                  : rmsnorm_forward_fp8_cuda(uk, rstd, g->xq.q, g->xq.s, x, w, n, C, c->eps)))
+		return 1;
+	if (a)
+		residual_rmsnorm_forward_cuda(h, u, rstd, x, a, w, n, C, c->eps);
+	else
+		rmsnorm_forward_cuda(u, rstd, x, w, n, C, c->eps);
+	return 0;
 }
 
 /* layer l on its input saved(l)->x, whose norm1 is already in g->u; writes
@@ -562,37 +587,51 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	GpuSaved *s = saved(g, l);
 	int n = B * T, C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D, F = c->F;
 	/* attention: q, k, v = rope(Wqkv u + bqkv); a = Wo attention(q, k, v) + bo */
-	product(g, g->qkv, g->u, w->wqkv, &w->qkvf, NULL, n, C, W);
+	product(g, g->qkv, g->u8 ? NULL : g->u, w->wqkv, &w->qkvf, NULL, n, C, W);
+	g->u8 = 0;
 	qkv_rope_forward_cuda(s->q, s->k, s->v, g->qkv, w->bqkv, g->inv_freq, B, T, 0, H, G, D);
 	const bf16_t *ain = attention_mix(g, s, l, B, T, att, ctx);
-	int mixed = ain != s->att;
+	int mixed = ain != s->att, u8;
 	/* h = x + a, u = norm2(h): the add in the o GEMM (residual_gemm) where
 	 * no hook needs a and there is no o bias */
 	if (!hook && !w->bo && !mixed && residual_gemm()) {
 		product(g, s->h, s->att, w->wo, &w->of, s->x, n, HD, C);
-		rmsnorm_forward_cuda(g->u, s->rstd2, s->h, w->ln2, n, C, c->eps);
+		u8 = norm_forward(g, NULL, g->u, s->rstd2, s->h, NULL, w->ln2, n, 0);
 	} else {
 		product(g, g->a, ain, w->wo, &w->of, NULL, n, HD, C);
 		if (w->bo) /* (wfa + w) bo */
 			add_bias_cuda(g->a, w->bo, s->wfa + s->a2.w, n, C);
 		if (hook)
 			hook(ctx, l, g->u, g->a, n, C);
-		residual_rmsnorm_forward_cuda(s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, C, c->eps);
+		u8 = norm_forward(g, s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, 0);
 	}
-	/* MLP: gate | up = Wgu u, a = Wdown(silu(gate) up) */
-	product(g, s->gu, g->u, w->wgu, &w->guf, NULL, n, C, 2 * F);
-	swiglu_packed_forward_cuda(g->act, s->gu, n, F);
-	/* x' = h + a and the norm that reads it: the next layer's first, or the
-	 * final one; the add in the down GEMM, as above */
-	bf16_t *xn = l + 1 < c->L ? saved(g, l + 1)->x : g->xL, *un = l + 1 < c->L ? g->u : g->hidden;
-	float *rn = l + 1 < c->L ? saved(g, l + 1)->rstd1 : g->rstdf;
-	const bf16_t *wn = l + 1 < c->L ? g->layers[l + 1].ln1 : g->norm;
+	/* MLP: gate | up = Wgu u, a = Wdown(silu(gate) up), act written as the
+	 * down product's codes under the fp8 forward */
+	product(g, s->gu, u8 ? NULL : g->u, w->wgu, &w->guf, NULL, n, C, 2 * F);
+	const bf16_t *act = g->act;
+	if (g->fwd8 && swiglu_packed_forward_fp8_cuda(g->xq.q, g->xq.s, s->gu, n, F))
+		act = NULL;
+	else
+		swiglu_packed_forward_cuda(g->act, s->gu, n, F);
+	/* x' = h + a and the norm that reads it: the next layer's first (its
+	 * codes too, for the next q|k|v product), or the final one; the add in
+	 * the down GEMM, as above */
+	int last = l + 1 == c->L;
+	bf16_t *xn = last ? g->xL : saved(g, l + 1)->x, *un = last ? g->hidden : g->u;
+	float *rn = last ? g->rstdf : saved(g, l + 1)->rstd1;
+	const bf16_t *wn = last ? g->norm : g->layers[l + 1].ln1;
 	if (residual_gemm()) {
-		product(g, xn, g->act, w->wdown, &w->downf, s->h, n, F, C);
-		rmsnorm_forward_cuda(un, rn, xn, wn, n, C, c->eps);
+		product(g, xn, act, w->wdown, &w->downf, s->h, n, F, C);
+		if (last)
+			rmsnorm_forward_cuda(un, rn, xn, wn, n, C, c->eps);
+		else
+			g->u8 = norm_forward(g, NULL, un, rn, xn, NULL, wn, n, 1);
 	} else {
-		product(g, g->a, g->act, w->wdown, &w->downf, NULL, n, F, C);
-		residual_rmsnorm_forward_cuda(xn, un, rn, s->h, g->a, wn, n, C, c->eps);
+		product(g, g->a, act, w->wdown, &w->downf, NULL, n, F, C);
+		if (last)
+			residual_rmsnorm_forward_cuda(xn, un, rn, s->h, g->a, wn, n, C, c->eps);
+		else
+			g->u8 = norm_forward(g, xn, un, rn, s->h, g->a, wn, n, 1);
 	}
 }
 
@@ -611,7 +650,7 @@ static void forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int la
 	gpu_upload(g->ids, ids, (size_t)n * sizeof(int32_t));
 	GpuSaved *s0 = saved(g, 0);
 	embedding_forward_cuda(s0->x, g->ids, g->embed, n, C);
-	rmsnorm_forward_cuda(g->u, s0->rstd1, s0->x, g->layers[0].ln1, n, C, c->eps);
+	g->u8 = norm_forward(g, NULL, g->u, s0->rstd1, s0->x, NULL, g->layers[0].ln1, n, 1);
 	for (int l = 0; l <= last; l++)
 		layer_forward_gpu(g, l, B, T, att, hook, ctx);
 	/* a forward cut short leaves no hidden rows for a backward */
@@ -671,6 +710,7 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 	/* the final norm: hidden = norm(xL) */
 	check_finite_cuda("dhidden", c->L, d_dhidden, (size_t)n * C, 0);
 	rmsnorm_backward_cuda(g->dx, d_dhidden, g->xL, g->rstdf, g->norm, n, C);
+	int dx8 = 0; /* g->dq8 holds dx's codes, made by the norm's backward that wrote dx */
 	for (int l = c->L - 1; l >= 0; l--) {
 		const GpuLayer *w = &g->layers[l];
 		const GpuSaved *s = &g->saved[l];
@@ -678,7 +718,8 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		/* MLP: x' = h + Wdown(silu(gate) up), gate | up = Wgu u2, u2 = norm2(h) */
 		if (g->fp8) {
 			const Fp8Mat *q = &g->dq8;
-			fp8_rows_cuda(q->q, q->s, g->dx, n, C);
+			if (!dx8)
+				fp8_rows_cuda(q->q, q->s, g->dx, n, C);
 			matmul_backward_fp8_cuda(g->dact, 0, 0, q->q, q->s, w->down8.q, w->down8.s, n, F, C);
 			if (!swiglu_packed_backward_fp8_cuda(q->q, q->s, g->dact, s->gu, n, F)) {
 				swiglu_packed_backward_cuda(g->dgu, g->dact, s->gu, n, F);
@@ -692,7 +733,11 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		}
 		check_finite_cuda("dact", l, g->dact, (size_t)n * F, 0);
 		check_finite_cuda("du (MLP)", l, g->du, (size_t)n * C, 0);
-		residual_rmsnorm_backward_cuda(g->dh, g->du, g->dx, s->h, s->rstd2, w->ln2, n, C); /* dL/dh */
+		/* dL/dh, and under fp8 its codes for the o product */
+		int dh8 = g->fp8 && residual_rmsnorm_backward_fp8_cuda(g->dh, g->dq8.q, g->dq8.s, g->du, 0, g->dx, s->h,
+		                                                       s->rstd2, w->ln2, n, C);
+		if (!dh8)
+			residual_rmsnorm_backward_cuda(g->dh, g->du, g->dx, s->h, s->rstd2, w->ln2, n, C);
 		check_finite_cuda("dh", l, g->dh, (size_t)n * C, 0);
 		/* attention: h = x + a, so dL/da = dL/dh */
 		if (grad_hook)
@@ -704,7 +749,8 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		size_t nC = (size_t)n * C;
 		int path = s->wfa != 0 || s->a2.w != 0;
 		if ((path || mix) && g->fp8) {
-			fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dh, n, C);
+			if (!dh8)
+				fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dh, n, C);
 			matmul_backward_fp8_cuda(g->datt, 0, 0, g->dq8.q, g->dq8.s, w->o8.q, w->o8.s, n, HD, C);
 		} else if (path || mix) {
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
@@ -742,6 +788,12 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		if (dmix)
 			check_finite_cuda("dmix + dqkv Wqkv", l, dmix, (size_t)n * C, 1);
 		bf16_t *dx = l == 0 && d_dx0 ? d_dx0 : g->dx;
+		const void *dn = dmix ? (const void *)dmix : (const void *)g->du;
+		dx8 = l > 0 && g->fp8 &&
+		      residual_rmsnorm_backward_fp8_cuda(dx, g->dq8.q, g->dq8.s, dn, dmix != NULL, g->dh, s->x,
+		                                         s->rstd1, w->ln1, n, C);
+		if (dx8)
+			continue;
 		if (dmix)
 			residual_rmsnorm_backward_f32_cuda(dx, dmix, g->dh, s->x, s->rstd1, w->ln1, n, C);
 		else

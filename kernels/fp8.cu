@@ -16,35 +16,24 @@
  *                            backward's inputs: 180 MB a layer at the
  *                            Qwen2.5-3B shape); the same codes as
  *                            swiglu_packed_backward_cuda + fp8_rows_cuda
+ *   swiglu_packed_forward_fp8_cuda
+ *                            act = silu(gate) up straight into codes, the
+ *                            same way (--forward fp8: the down product's
+ *                            input, never written in bf16)
  *   matmul_backward_fp8_cuda dx = dout w through cuBLASLt's e4m3 product
  *                            with a scale vector on each side (Hopper;
  *                            kernels/matmul.cu)
  *
  * Why: the search's step is held at the card's power limit (bench/RESULTS.md,
  * version 10), and an e4m3 product takes about half the energy of a bf16
- * one (bench/bin/gemm8). Only the backward's products go through float8:
- * the teacher's and the supernet's forwards stay bf16, so the KL is the
- * KL; what changes is the gradient of alpha, by the quantisation noise of
- * dout and w (lib/fp8.h).
+ * one (bench/bin/gemm8). --grad fp8 takes the backward's products through
+ * float8, which moves the gradient of alpha by the quantisation noise of
+ * dout and w (lib/fp8.h); --forward fp8 the forwards' layer products too,
+ * which moves the KL itself (kernels/forward.cu).
  */
-#include <cuda_fp8.h>
-
 #include "cuda_common.cuh"
+#include "fp8.cuh" // defines: e4m3, inv_of, scale_of, store8_e4m3
 #include "gpu.h"
-extern "C" {
-#include "fp8.h" // defines: FP8_AMAX_MIN
-}
-
-__device__ __forceinline__ uint8_t e4m3(float x)
-{
-	return (uint8_t)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
-}
-
-/* a row of amax m: what its values are multiplied by into codes, and the
- * scale its codes are multiplied by back (lib/fp8.c's fp8_inv and
- * fp8_scale: zeros below FP8_AMAX_MIN) */
-__device__ __forceinline__ float inv_of(float m) { return m >= FP8_AMAX_MIN ? 448.0f / m : 0.0f; }
-__device__ __forceinline__ float scale_of(float m) { return m >= FP8_AMAX_MIN ? m / 448.0f : 1.0f; }
 
 /* the largest of every thread's m, in every thread */
 template <int NT> __device__ float block_max(float m)
@@ -60,17 +49,6 @@ template <int NT> __device__ float block_max(float m)
 	for (int w = 0; w < NT / WARP_SIZE; w++)
 		m = fmaxf(m, part[w]);
 	return m;
-}
-
-/* 8 codes, one 8-byte store */
-__device__ __forceinline__ void store8_e4m3(uint8_t *q, const float *x, float inv)
-{
-	uint2 v;
-	uint8_t *b = (uint8_t *)&v;
-#pragma unroll
-	for (int j = 0; j < 8; j++)
-		b[j] = e4m3(x[j] * inv);
-	*(uint2 *)q = v;
 }
 
 // ----------------------------------------------------------------------------
@@ -185,6 +163,17 @@ extern "C" void fp8_cols_t_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_w,
 #define SWIGLU_NT 256
 #define SWIGLU_SMEM_MAX (200 << 10) /* F up to 51200 */
 
+/* the shared memory a row of b bytes asks for: past 48 KB, less what
+ * block_max holds statically, a kernel has to opt in (*allowed: what it
+ * has been allowed so far) */
+template <typename K> static void row_smem(K kernel, size_t b, size_t *allowed)
+{
+	if (!*allowed)
+		*allowed = (48 << 10) - SWIGLU_NT / WARP_SIZE * sizeof(float);
+	if (b > *allowed)
+		smem_allow(kernel, *allowed = b);
+}
+
 /* a block a row t: dgate, dup (swiglu_packed_backward_cuda's, rounded to
  * bf16 as it rounds them) into shared memory, the row's amax over both,
  * then the codes: fp8_rows_cuda of that kernel's dgu, without dgu's round
@@ -216,7 +205,7 @@ __global__ void __launch_bounds__(SWIGLU_NT)
 			float dg[8], du[8];
 #pragma unroll
 			for (int i = 0; i < 8; i++) {
-				float xi = x[p][i], sg = 1.0f / (1.0f + expf(-xi));
+				float xi = x[p][i], sg = sigmoid_fast(xi);
 				du[i] = __bfloat162float(__float2bfloat16(dv[p][i] * xi * sg));
 				dg[i] = __bfloat162float(
 				        __float2bfloat16(dv[p][i] * u[p][i] * sg * (1.0f + xi * (1.0f - sg))));
@@ -243,19 +232,74 @@ __global__ void __launch_bounds__(SWIGLU_NT)
 extern "C" int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dout, const bf16_t *d_gu,
                                                int n, int F)
 {
-	/* without asking, a kernel has 48 KB of shared memory, its static
-	 * bytes (block_max's) counted in: past that, the dynamic bytes are
-	 * asked for */
-	static size_t allowed = (48 << 10) - SWIGLU_NT / WARP_SIZE * sizeof(float);
+	static size_t allowed;
 	size_t smem = (size_t)4 * F;
 	if (F % 8 || smem > SWIGLU_SMEM_MAX || ((uintptr_t)d_q & 15) || ((uintptr_t)d_dout & 15) ||
 	    ((uintptr_t)d_gu & 15))
 		return 0;
 	if (n == 0)
 		return 1;
-	if (smem > allowed)
-		smem_allow(swiglu_bwd_fp8_kernel, allowed = smem);
+	row_smem(swiglu_bwd_fp8_kernel, smem, &allowed);
 	swiglu_bwd_fp8_kernel<<<n, SWIGLU_NT, smem>>>(d_q, d_scale, (const bf16 *)d_dout, (const bf16 *)d_gu, F);
+	cudaCheck(cudaGetLastError());
+	return 1;
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU's forward into codes (--forward fp8)
+
+/* a block a row t: act = silu(gate) up (swiglu_packed_forward_cuda's,
+ * rounded to bf16 as it rounds them) into shared memory, the row's amax,
+ * then the codes: fp8_rows_cuda of that kernel's act, without act's round
+ * trip through device memory (90 MB a layer written and read back at the
+ * Qwen2.5-3B shape) */
+__global__ void __launch_bounds__(SWIGLU_NT) swiglu_fwd_fp8_kernel(uint8_t *q, float *scale, const bf16 *gu, int F)
+{
+	extern __shared__ uint4 row[]; /* act, bf16 */
+	int64_t t = blockIdx.x;
+	const bf16 *g = gu + t * 2 * F;
+	uint8_t *qr = q + t * F;
+	float m = 0;
+	for (int j0 = threadIdx.x; j0 < F / 8; j0 += 2 * SWIGLU_NT) {
+		float x[2][8], u[2][8];
+		int np = j0 + SWIGLU_NT < F / 8 ? 2 : 1;
+#pragma unroll
+		for (int p = 0; p < 2; p++)
+			if (p < np)
+				load8(x[p], g, 0, j0 + p * SWIGLU_NT), load8(u[p], g + F, 0, j0 + p * SWIGLU_NT);
+#pragma unroll
+		for (int p = 0; p < 2; p++) {
+			if (p >= np)
+				break;
+			float a[8];
+#pragma unroll
+			for (int i = 0; i < 8; i++) {
+				a[i] = __bfloat162float(__float2bfloat16(silu_fast(x[p][i]) * u[p][i]));
+				m = fmaxf(m, fabsf(a[i]));
+			}
+			store8_bf16(row, a, j0 + p * SWIGLU_NT);
+		}
+	}
+	m = block_max<SWIGLU_NT>(m); /* its barrier also orders the row's stores before the loads below */
+	float inv = inv_of(m), v[8];
+	if (threadIdx.x == 0)
+		scale[t] = scale_of(m);
+	for (int j = threadIdx.x; j < F / 8; j += SWIGLU_NT) {
+		load8(v, row, 0, j);
+		store8_e4m3(qr + 8 * j, v, inv);
+	}
+}
+
+extern "C" int swiglu_packed_forward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_gu, int n, int F)
+{
+	static size_t allowed;
+	size_t smem = (size_t)2 * F;
+	if (F % 8 || smem > SWIGLU_SMEM_MAX || ((uintptr_t)d_q & 7) || ((uintptr_t)d_gu & 15))
+		return 0;
+	if (n == 0)
+		return 1;
+	row_smem(swiglu_fwd_fp8_kernel, smem, &allowed);
+	swiglu_fwd_fp8_kernel<<<n, SWIGLU_NT, smem>>>(d_q, d_scale, (const bf16 *)d_gu, F);
 	cudaCheck(cudaGetLastError());
 	return 1;
 }

@@ -81,6 +81,26 @@ void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq,
  * res; IC and OC multiples of 16, as above. */
 void matmul_forward_fp8_cuda(bf16_t *d_out, const bf16_t *d_res, const uint8_t *d_xq, const float *d_sx,
                              const uint8_t *d_wq, const float *d_sw, int n, int IC, int OC);
+/* The forward's inputs written straight as codes, the same codes (and the
+ * same bf16 values) as the plain kernel followed by fp8_rows_cuda: each
+ * returns 0, having done nothing, where its widths or pointers do not
+ * allow it (then use those two). swiglu_packed_forward_fp8_cuda: act
+ * (n, F)'s codes, F a multiple of 8 up to 102400, q 8-byte and gu 16-byte
+ * aligned. rmsnorm_forward_fp8_cuda: rmsnorm_forward_cuda's out (or, out
+ * NULL, only its codes) and rstd, and the codes of out; C a multiple of 8,
+ * out, x and w 16-byte aligned, q 8-byte; residual_rmsnorm_forward_fp8_cuda
+ * the same of residual_rmsnorm_forward_cuda (h, x and a aligned too). */
+int swiglu_packed_forward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_gu, int n, int F);
+int rmsnorm_forward_fp8_cuda(bf16_t *d_out, float *d_rstd, uint8_t *d_q, float *d_scale, const bf16_t *d_x,
+                             const bf16_t *d_w, int n, int C, float eps);
+int residual_rmsnorm_forward_fp8_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, uint8_t *d_q, float *d_scale,
+                                      const bf16_t *d_x, const bf16_t *d_a, const bf16_t *d_w, int n, int C, float eps);
+/* residual_rmsnorm_backward_fp8_cuda: residual_rmsnorm_backward_cuda (f32
+ * 0) or its _f32 twin (f32 1), and dh's codes (--grad fp8: the next
+ * product's dout), 0 where C or the pointers do not allow it, as above */
+int residual_rmsnorm_backward_fp8_cuda(bf16_t *d_dh, uint8_t *d_q, float *d_scale, const void *d_dout, int f32,
+                                       const bf16_t *d_dres, const bf16_t *d_h, const float *d_rstd, const bf16_t *d_w,
+                                       int n, int C);
 
 /* out (n, C) = x / rms(x) * w; rstd (n) keeps 1/rms for the backward */
 void rmsnorm_forward_cuda(bf16_t *d_out, float *d_rstd, const bf16_t *d_x, const bf16_t *d_w, int n, int C,

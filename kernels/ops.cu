@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
+#include "fp8.cuh" // defines: inv_of, scale_of, store8_e4m3
 #include "gpu.h"
 
 #define ROWS_PER_BLOCK 4
@@ -134,7 +135,7 @@ __global__ void swiglu_forward_kernel(bf16 *out, const bf16 *gate, const bf16 *u
 	if (i >= n)
 		return;
 	float g = __bfloat162float(gate[i]);
-	out[i] = __float2bfloat16(g / (1.0f + expf(-g)) * __bfloat162float(up[i]));
+	out[i] = __float2bfloat16(silu_fast(g) * __bfloat162float(up[i]));
 }
 
 __global__ void swiglu_backward_kernel(bf16 *dgate, bf16 *dup, const bf16 *dout, const bf16 *gate,
@@ -144,7 +145,7 @@ __global__ void swiglu_backward_kernel(bf16 *dgate, bf16 *dup, const bf16 *dout,
 	if (i >= n)
 		return;
 	float g = __bfloat162float(gate[i]), u = __bfloat162float(up[i]), d = __bfloat162float(dout[i]);
-	float sg = 1.0f / (1.0f + expf(-g));
+	float sg = sigmoid_fast(g);
 	dup[i] = __float2bfloat16(d * g * sg);
 	dgate[i] = __float2bfloat16(d * u * sg * (1.0f + g * (1.0f - sg)));
 }
@@ -269,18 +270,40 @@ template <int VEC> __device__ __forceinline__ void load_f32(float (&f)[VEC], con
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+/* the norms' codes (CODES below): out = h r w's row, whose amax over the
+ * warp is m, made again 8 values at a time and written as e4m3 codes,
+ * its scale by lane 0 */
+__device__ void norm_codes(uint8_t *q, float *scale, size_t r0, int row, const bf16 *h, const bf16 *w, float r, float m,
+                           int C)
+{
+	for (int o = WARP_SIZE / 2; o; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
+	float inv = inv_of(m), v[8];
+	if (threadIdx.x == 0)
+		scale[row] = scale_of(m);
+	for (int i = threadIdx.x * 8; i < C; i += WARP_SIZE * 8) {
+		Pack<8> hv = load_pack<8>(h + r0 + i), wv = load_pack<8>(w + i);
+		for (int j = 0; j < 8; j++)
+			v[j] = __bfloat162float(
+			        __float2bfloat16(__bfloat162float(hv.v[j]) * r * __bfloat162float(wv.v[j])));
+		store8_e4m3(q + r0 + i, v, inv);
+	}
+}
+
 /* h = x + a (rounded to bf16, as stored), then out = h r w with r from the
  * rounded h; one warp per row. h may be x: each lane reads x before it
- * writes h at the same indices, and reads back only what it wrote. */
-template <int VEC>
-__global__ void residual_rmsnorm_forward_kernel(bf16 *h, bf16 *out, float *rstd, const bf16 *x, const bf16 *a,
-                                                const bf16 *w, int n, int C, float eps)
+ * writes h at the same indices, and reads back only what it wrote. CODES
+ * (VEC 8): also out's codes (norm_codes), out written only where it is
+ * not NULL. */
+template <int VEC, int CODES>
+__global__ void residual_rmsnorm_forward_kernel(bf16 *h, bf16 *out, float *rstd, uint8_t *q, float *scale,
+                                                const bf16 *x, const bf16 *a, const bf16 *w, int n, int C, float eps)
 {
 	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
 	if (row >= n)
 		return;
 	size_t r0 = (size_t)row * C;
-	float ss = 0;
+	float ss = 0, m = 0;
 	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
 		Pack<VEC> xv = load_pack<VEC>(x + r0 + i), av = load_pack<VEC>(a + r0 + i), hv;
 		for (int j = 0; j < VEC; j++) {
@@ -293,26 +316,48 @@ __global__ void residual_rmsnorm_forward_kernel(bf16 *h, bf16 *out, float *rstd,
 	float r = 1.0f / sqrtf(warp_sum(ss) / C + eps);
 	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
 		Pack<VEC> hv = load_pack<VEC>(h + r0 + i), wv = load_pack<VEC>(w + i), ov;
-		for (int j = 0; j < VEC; j++)
+		for (int j = 0; j < VEC; j++) {
 			ov.v[j] = __float2bfloat16(__bfloat162float(hv.v[j]) * r * __bfloat162float(wv.v[j]));
-		store_pack<VEC>(out + r0 + i, ov);
+			if (CODES)
+				m = fmaxf(m, fabsf(__bfloat162float(ov.v[j])));
+		}
+		if (!CODES || out)
+			store_pack<VEC>(out + r0 + i, ov);
 	}
 	if (lane == 0)
 		rstd[row] = r;
+	if (CODES)
+		norm_codes(q, scale, r0, row, h, w, r, m, C);
+}
+
+/* the codes of a row y that this warp has just written (each lane reads
+ * back its own stores), m its lane's amax */
+__device__ void row_codes(uint8_t *q, float *scale, size_t r0, int row, const bf16 *y, float m, int C)
+{
+	for (int o = WARP_SIZE / 2; o; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
+	float inv = inv_of(m), v[8];
+	if (threadIdx.x == 0)
+		scale[row] = scale_of(m);
+	for (int i = threadIdx.x * 8; i < C; i += WARP_SIZE * 8) {
+		load_f32<8>(v, y + r0 + i);
+		store8_e4m3(q + r0 + i, v, inv);
+	}
 }
 
 /* dh = dres + r w dout - h r^3 / C * sum_j dout_j w_j h_j; one warp per
  * row; dout bf16 or float32 (DT). dh may be dres (read and written at the
- * same index by one lane). */
-template <int VEC, typename DT>
-__global__ void residual_rmsnorm_backward_kernel(bf16 *dh, const DT *dout, const bf16 *dres, const bf16 *h,
-                                                 const float *rstd, const bf16 *w, int n, int C)
+ * same index by one lane). CODES (VEC 8): also dh's e4m3 codes, from a
+ * third pass over what each lane wrote of dh. */
+template <int VEC, typename DT, int CODES>
+__global__ void residual_rmsnorm_backward_kernel(bf16 *dh, uint8_t *q, float *scale, const DT *dout, const bf16 *dres,
+                                                 const bf16 *h, const float *rstd, const bf16 *w, int n, int C)
 {
 	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
 	if (row >= n)
 		return;
 	size_t r0 = (size_t)row * C;
-	float dot = 0, dv[VEC], hv[VEC], wv[VEC], rv[VEC];
+	float dot = 0, m = 0, dv[VEC], hv[VEC], wv[VEC], rv[VEC];
 	for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
 		load_f32<VEC>(dv, dout + r0 + i), load_f32<VEC>(hv, h + r0 + i), load_f32<VEC>(wv, w + i);
 		for (int j = 0; j < VEC; j++)
@@ -324,24 +369,32 @@ __global__ void residual_rmsnorm_backward_kernel(bf16 *dh, const DT *dout, const
 		load_f32<VEC>(dv, dout + r0 + i), load_f32<VEC>(hv, h + r0 + i), load_f32<VEC>(wv, w + i);
 		load_f32<VEC>(rv, dres + r0 + i);
 		Pack<VEC> ov;
-		for (int j = 0; j < VEC; j++)
+		for (int j = 0; j < VEC; j++) {
 			ov.v[j] = __float2bfloat16(rv[j] + r * wv[j] * dv[j] - c * hv[j]);
+			if (CODES)
+				m = fmaxf(m, fabsf(__bfloat162float(ov.v[j])));
+		}
 		store_pack<VEC>(dh + r0 + i, ov);
 	}
+	if (CODES)
+		row_codes(q, scale, r0, row, dh, m, C);
 }
 
 /* rmsnorm_forward_kernel 8 bf16 (16 bytes) at a time, for C % 8 == 0 and
  * 16-byte aligned rows: the same arithmetic (the sum of squares in another
  * order), one warp per row; the second pass reads the row again (from L1
- * or L2, 4 KB at C 2048) */
-__global__ void rmsnorm_forward_vec_kernel(bf16 *out, float *rstd, const bf16 *x, const bf16 *w, int n, int C,
-                                           float eps)
+ * or L2, 4 KB at C 2048). CODES: also out's codes (norm_codes: the amax
+ * from the second pass, the codes from a third that makes the same values
+ * again), out written only where it is not NULL. */
+template <int CODES>
+__global__ void rmsnorm_forward_vec_kernel(bf16 *out, float *rstd, uint8_t *q, float *scale, const bf16 *x,
+                                           const bf16 *w, int n, int C, float eps)
 {
 	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
 	if (row >= n)
 		return;
 	size_t r0 = (size_t)row * C;
-	float ss = 0;
+	float ss = 0, m = 0;
 	for (int i = lane * 8; i < C; i += WARP_SIZE * 8) {
 		Pack<8> xv = load_pack<8>(x + r0 + i);
 		for (int j = 0; j < 8; j++) {
@@ -352,19 +405,39 @@ __global__ void rmsnorm_forward_vec_kernel(bf16 *out, float *rstd, const bf16 *x
 	float r = 1.0f / sqrtf(warp_sum(ss) / C + eps);
 	for (int i = lane * 8; i < C; i += WARP_SIZE * 8) {
 		Pack<8> xv = load_pack<8>(x + r0 + i), wv = load_pack<8>(w + i), ov;
-		for (int j = 0; j < 8; j++)
+		for (int j = 0; j < 8; j++) {
 			ov.v[j] = __float2bfloat16(__bfloat162float(xv.v[j]) * r * __bfloat162float(wv.v[j]));
-		store_pack<8>(out + r0 + i, ov);
+			if (CODES)
+				m = fmaxf(m, fabsf(__bfloat162float(ov.v[j])));
+		}
+		if (!CODES || out)
+			store_pack<8>(out + r0 + i, ov);
 	}
 	if (lane == 0)
 		rstd[row] = r;
+	if (CODES)
+		norm_codes(q, scale, r0, row, x, w, r, m, C);
 }
 
 static void rmsnorm_forward_vec_launch(bf16 *out, float *rstd, const bf16 *x, const bf16 *w, int n, int C, float eps)
 {
 	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
-	rmsnorm_forward_vec_kernel<<<CEIL_DIV(n, ROWS_PER_BLOCK), block>>>(out, rstd, x, w, n, C, eps);
+	rmsnorm_forward_vec_kernel<0><<<CEIL_DIV(n, ROWS_PER_BLOCK), block>>>(out, rstd, NULL, NULL, x, w, n, C, eps);
 	cudaCheck(cudaGetLastError());
+}
+
+extern "C" int rmsnorm_forward_fp8_cuda(bf16_t *d_out, float *d_rstd, uint8_t *d_q, float *d_scale, const bf16_t *d_x,
+                                        const bf16_t *d_w, int n, int C, float eps)
+{
+	if (C % 8 || (d_out && !aligned16(d_out)) || !aligned16(d_x) || !aligned16(d_w) || ((uintptr_t)d_q & 7))
+		return 0;
+	if (n == 0)
+		return 1;
+	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
+	rmsnorm_forward_vec_kernel<1><<<CEIL_DIV(n, ROWS_PER_BLOCK), block>>>(
+	        (bf16 *)d_out, d_rstd, d_q, d_scale, (const bf16 *)d_x, (const bf16 *)d_w, n, C, eps);
+	cudaCheck(cudaGetLastError());
+	return 1;
 }
 
 extern "C" void residual_rmsnorm_forward_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, const bf16_t *d_x,
@@ -375,10 +448,27 @@ extern "C" void residual_rmsnorm_forward_cuda(bf16_t *d_h, bf16_t *d_out, float 
 	bf16 *h = (bf16 *)d_h, *out = (bf16 *)d_out;
 	const bf16 *x = (const bf16 *)d_x, *a = (const bf16 *)d_a, *w = (const bf16 *)d_w;
 	if (C % 8 == 0 && aligned16(d_h) && aligned16(d_out) && aligned16(d_x) && aligned16(d_a) && aligned16(d_w))
-		residual_rmsnorm_forward_kernel<8><<<grid, block>>>(h, out, d_rstd, x, a, w, n, C, eps);
+		residual_rmsnorm_forward_kernel<8, 0><<<grid, block>>>(h, out, d_rstd, NULL, NULL, x, a, w, n, C, eps);
 	else
-		residual_rmsnorm_forward_kernel<1><<<grid, block>>>(h, out, d_rstd, x, a, w, n, C, eps);
+		residual_rmsnorm_forward_kernel<1, 0><<<grid, block>>>(h, out, d_rstd, NULL, NULL, x, a, w, n, C, eps);
 	cudaCheck(cudaGetLastError());
+}
+
+extern "C" int residual_rmsnorm_forward_fp8_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, uint8_t *d_q,
+                                                 float *d_scale, const bf16_t *d_x, const bf16_t *d_a,
+                                                 const bf16_t *d_w, int n, int C, float eps)
+{
+	if (C % 8 || !aligned16(d_h) || (d_out && !aligned16(d_out)) || !aligned16(d_x) || !aligned16(d_a) ||
+	    !aligned16(d_w) || ((uintptr_t)d_q & 7))
+		return 0;
+	if (n == 0)
+		return 1;
+	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
+	residual_rmsnorm_forward_kernel<8, 1><<<(unsigned)CEIL_DIV(n, ROWS_PER_BLOCK), block>>>(
+	        (bf16 *)d_h, (bf16 *)d_out, d_rstd, d_q, d_scale, (const bf16 *)d_x, (const bf16 *)d_a,
+	        (const bf16 *)d_w, n, C, eps);
+	cudaCheck(cudaGetLastError());
+	return 1;
 }
 
 template <typename DT>
@@ -390,9 +480,11 @@ static void residual_rmsnorm_backward(bf16_t *d_dh, const DT *dout, const bf16_t
 	bf16 *dh = (bf16 *)d_dh;
 	const bf16 *dres = (const bf16 *)d_dres, *h = (const bf16 *)d_h, *w = (const bf16 *)d_w;
 	if (C % 8 == 0 && aligned16(d_dh) && aligned16(dout) && aligned16(d_dres) && aligned16(d_h) && aligned16(d_w))
-		residual_rmsnorm_backward_kernel<8, DT><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
+		residual_rmsnorm_backward_kernel<8, DT, 0>
+		        <<<grid, block>>>(dh, NULL, NULL, dout, dres, h, d_rstd, w, n, C);
 	else
-		residual_rmsnorm_backward_kernel<1, DT><<<grid, block>>>(dh, dout, dres, h, d_rstd, w, n, C);
+		residual_rmsnorm_backward_kernel<1, DT, 0>
+		        <<<grid, block>>>(dh, NULL, NULL, dout, dres, h, d_rstd, w, n, C);
 	cudaCheck(cudaGetLastError());
 }
 
@@ -410,6 +502,29 @@ extern "C" void residual_rmsnorm_backward_f32_cuda(bf16_t *d_dh, const float *d_
 	residual_rmsnorm_backward(d_dh, d_dout, d_dres, d_h, d_rstd, d_w, n, C);
 }
 
+extern "C" int residual_rmsnorm_backward_fp8_cuda(bf16_t *d_dh, uint8_t *d_q, float *d_scale, const void *d_dout,
+                                                  int f32, const bf16_t *d_dres, const bf16_t *d_h, const float *d_rstd,
+                                                  const bf16_t *d_w, int n, int C)
+{
+	if (C % 8 || !aligned16(d_dh) || !aligned16(d_dout) || !aligned16(d_dres) || !aligned16(d_h) ||
+	    !aligned16(d_w) || ((uintptr_t)d_q & 7))
+		return 0;
+	if (n == 0)
+		return 1;
+	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
+	unsigned grid = (unsigned)CEIL_DIV(n, ROWS_PER_BLOCK);
+	bf16 *dh = (bf16 *)d_dh;
+	const bf16 *dres = (const bf16 *)d_dres, *h = (const bf16 *)d_h, *w = (const bf16 *)d_w;
+	if (f32)
+		residual_rmsnorm_backward_kernel<8, float, 1>
+		        <<<grid, block>>>(dh, d_q, d_scale, (const float *)d_dout, dres, h, d_rstd, w, n, C);
+	else
+		residual_rmsnorm_backward_kernel<8, bf16, 1>
+		        <<<grid, block>>>(dh, d_q, d_scale, (const bf16 *)d_dout, dres, h, d_rstd, w, n, C);
+	cudaCheck(cudaGetLastError());
+	return 1;
+}
+
 /* SwiGLU on the packed gate | up rows: one thread per VEC consecutive
  * outputs of a row (F % VEC == 0, so they never straddle two rows) */
 template <int VEC> __global__ void swiglu_packed_forward_kernel(bf16 *out, const bf16 *gu, int n, int F)
@@ -423,7 +538,7 @@ template <int VEC> __global__ void swiglu_packed_forward_kernel(bf16 *out, const
 	Pack<VEC> gv = load_pack<VEC>(g), uv = load_pack<VEC>(g + F), ov;
 	for (int k = 0; k < VEC; k++) {
 		float x = __bfloat162float(gv.v[k]);
-		ov.v[k] = __float2bfloat16(x / (1.0f + expf(-x)) * __bfloat162float(uv.v[k]));
+		ov.v[k] = __float2bfloat16(silu_fast(x) * __bfloat162float(uv.v[k]));
 	}
 	store_pack<VEC>(out + i, ov);
 }
@@ -441,7 +556,7 @@ __global__ void swiglu_packed_backward_kernel(bf16 *dgu, const bf16 *dout, const
 	Pack<VEC> gv = load_pack<VEC>(g), uv = load_pack<VEC>(g + F), dv = load_pack<VEC>(dout + i), dgv, duv;
 	for (int k = 0; k < VEC; k++) {
 		float x = __bfloat162float(gv.v[k]), u = __bfloat162float(uv.v[k]), d = __bfloat162float(dv.v[k]);
-		float sg = 1.0f / (1.0f + expf(-x));
+		float sg = sigmoid_fast(x);
 		duv.v[k] = __float2bfloat16(d * x * sg);
 		dgv.v[k] = __float2bfloat16(d * u * sg * (1.0f + x * (1.0f - sg)));
 	}

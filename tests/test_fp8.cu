@@ -1,8 +1,9 @@
 /* test_fp8 (GPU): kernels/fp8.cu against lib/fp8.c: the rows' (contiguous
  * and ldx apart) and the columns' codes and scales byte for byte, SwiGLU's
- * backward into codes
+ * backward and forward into codes, the norms (forward and backward) into
+ * codes
  * (the unfused kernels' codes; the CPU's within one code where the
- * device's expf differs), and cuBLASLt's e4m3
+ * device's expf or sum of squares differs), and cuBLASLt's e4m3
  * product against the CPU's from the same codes (bf16 and float32 out,
  * float32 accumulating; within 3e-4 of the largest value, see below), and
  * the forward's product (--forward fp8) against matmul_forward_fp8_cpu. */
@@ -126,6 +127,155 @@ static void test_swiglu(int n, int F)
 	gpu_free(dq), gpu_free(dq2), gpu_free(ds), gpu_free(ds2), gpu_free(dgu16), buf_free(&gu), buf_free(&d);
 }
 
+/* SwiGLU's forward into codes against swiglu_packed_forward_cuda +
+ * fp8_rows_cuda (the same codes) and the CPU's act rounded to bf16 (within
+ * one code, expf) */
+static void test_swiglu_fwd(int n, int F)
+{
+	Buf gu = buf_rand((size_t)n * 2 * F, 3.0f);
+	size_t nq = (size_t)n * F;
+	float *act = (float *)mallocCheck(nq * 4), *s = (float *)mallocCheck((size_t)n * 4);
+	uint8_t *q = (uint8_t *)mallocCheck(nq), *dq = (uint8_t *)gpu_alloc(nq), *dq2 = (uint8_t *)gpu_alloc(nq);
+	float *ds = (float *)gpu_alloc((size_t)n * 4), *ds2 = (float *)gpu_alloc((size_t)n * 4);
+	bf16_t *act16 = (bf16_t *)gpu_alloc(nq * 2);
+	swiglu_packed_forward_cpu(act, gu.f, n, F);
+	for (size_t i = 0; i < nq; i++)
+		act[i] = bf16_to_f32(f32_to_bf16(act[i]));
+	fp8_rows_cpu(q, s, act, n, F);
+	int ran = swiglu_packed_forward_fp8_cuda(dq, ds, gu.d, n, F);
+	swiglu_packed_forward_cuda(act16, gu.d, n, F);
+	fp8_rows_cuda(dq2, ds2, act16, n, F);
+	uint8_t *h2 = host_codes(dq2, nq);
+	float *hs2 = host_f32(ds2, n);
+	char msg[128];
+	snprintf(msg, sizeof msg, "swiglu_packed_forward_fp8 n=%d F=%d: swiglu_packed_forward + fp8_rows's codes", n,
+	         F);
+	test_cond(msg, ran && same_codes(msg, dq, ds, h2, hs2, n, F, 0));
+	snprintf(msg, sizeof msg, "swiglu_packed_forward_fp8 n=%d F=%d: the CPU's codes within one step", n, F);
+	test_cond(msg, ran && same_codes(msg, dq, ds, q, s, n, F, 1));
+	free(act), free(s), free(q), free(h2), free(hs2);
+	gpu_free(dq), gpu_free(dq2), gpu_free(ds), gpu_free(ds2), gpu_free(act16), buf_free(&gu);
+}
+
+static int same_bytes(const char *name, const void *d1, const void *d2, size_t bytes)
+{
+	uint8_t *a = (uint8_t *)mallocCheck(bytes), *b = (uint8_t *)mallocCheck(bytes);
+	gpu_download(a, d1, bytes), gpu_download(b, d2, bytes);
+	int same = memcmp(a, b, bytes) == 0;
+	if (!same)
+		printf("  %s: not the same bytes\n", name);
+	free(a), free(b);
+	return same;
+}
+
+/* the norms into codes (res: h = x + a first): out, rstd (and h) the
+ * plain kernel's bytes, the codes fp8_rows_cuda's of that out, out NULL
+ * the same codes; against the CPU's norm rounded to bf16 within one code
+ * (its sum of squares in another order) */
+static void test_norm(int n, int C, int res)
+{
+	Buf x = buf_rand((size_t)n * C, 2.0f), a = buf_rand((size_t)n * C, 1.0f), w = buf_rand(C, 1.5f);
+	size_t nc = (size_t)n * C;
+	if (n > 2) { /* a zero row: zero codes, scale 1 */
+		for (size_t j = 0; j < (size_t)C; j++)
+			x.h[C + j] = x.f[C + j] = a.h[C + j] = a.f[C + j] = 0;
+		gpu_upload(x.d, x.h, nc * 2), gpu_upload(a.d, a.h, nc * 2);
+	}
+	float *u = (float *)mallocCheck(nc * 4), *h = (float *)mallocCheck(nc * 4), *s = (float *)mallocCheck(n * 4);
+	uint8_t *q = (uint8_t *)mallocCheck(nc), *dq = (uint8_t *)gpu_alloc(nc), *dq2 = (uint8_t *)gpu_alloc(nc),
+	        *dq3 = (uint8_t *)gpu_alloc(nc);
+	float *ds = (float *)gpu_alloc(n * 4), *ds2 = (float *)gpu_alloc(n * 4), *ds3 = (float *)gpu_alloc(n * 4);
+	float *r1 = (float *)gpu_alloc(n * 4), *r2 = (float *)gpu_alloc(n * 4), *r3 = (float *)gpu_alloc(n * 4);
+	bf16_t *u1 = (bf16_t *)gpu_alloc(nc * 2), *u2 = (bf16_t *)gpu_alloc(nc * 2);
+	bf16_t *h1 = (bf16_t *)gpu_alloc(nc * 2), *h2 = (bf16_t *)gpu_alloc(nc * 2), *h3 = (bf16_t *)gpu_alloc(nc * 2);
+	Tensor W = {DT_F32, 1, {C}, w.f};
+	for (size_t i = 0; i < nc; i++) /* h as the device keeps it, in bf16 */
+		h[i] = res ? bf16_to_f32(f32_to_bf16(x.f[i] + a.f[i])) : x.f[i];
+	rmsnorm_forward_cpu(u, h, &W, n, C, 1e-6f);
+	for (size_t i = 0; i < nc; i++)
+		u[i] = bf16_to_f32(f32_to_bf16(u[i]));
+	fp8_rows_cpu(q, s, u, n, C);
+	int ran;
+	if (res) {
+		residual_rmsnorm_forward_cuda(h1, u1, r1, x.d, a.d, w.d, n, C, 1e-6f);
+		ran = residual_rmsnorm_forward_fp8_cuda(h2, u2, r2, dq2, ds2, x.d, a.d, w.d, n, C, 1e-6f) &&
+		      residual_rmsnorm_forward_fp8_cuda(h3, NULL, r3, dq3, ds3, x.d, a.d, w.d, n, C, 1e-6f);
+	} else {
+		rmsnorm_forward_cuda(u1, r1, x.d, w.d, n, C, 1e-6f);
+		ran = rmsnorm_forward_fp8_cuda(u2, r2, dq2, ds2, x.d, w.d, n, C, 1e-6f) &&
+		      rmsnorm_forward_fp8_cuda(NULL, r3, dq3, ds3, x.d, w.d, n, C, 1e-6f);
+	}
+	fp8_rows_cuda(dq, ds, u1, n, C);
+	uint8_t *hq = host_codes(dq, nc);
+	float *hs = host_f32(ds, n);
+	const char *name = res ? "residual_rmsnorm_forward_fp8" : "rmsnorm_forward_fp8";
+	char msg[128];
+	snprintf(msg, sizeof msg, "%s n=%d C=%d: the plain kernel's out%s and rstd, fp8_rows's codes", name, n, C,
+	         res ? ", h" : "");
+	int same = ran && same_bytes(msg, u1, u2, nc * 2) && same_bytes(msg, r1, r2, n * 4) &&
+	           same_bytes(msg, r1, r3, n * 4) &&
+	           (!res || (same_bytes(msg, h1, h2, nc * 2) && same_bytes(msg, h1, h3, nc * 2)));
+	test_cond(msg,
+	          same && same_codes(msg, dq2, ds2, hq, hs, n, C, 0) && same_codes(msg, dq3, ds3, hq, hs, n, C, 0));
+	snprintf(msg, sizeof msg, "%s n=%d C=%d: the CPU's codes within one step", name, n, C);
+	test_cond(msg, ran && same_codes(msg, dq2, ds2, q, s, n, C, 1) && (n <= 2 || s[1] == 1));
+	free(u), free(h), free(s), free(q), free(hq), free(hs);
+	gpu_free(dq), gpu_free(dq2), gpu_free(dq3), gpu_free(ds), gpu_free(ds2), gpu_free(ds3);
+	gpu_free(r1), gpu_free(r2), gpu_free(r3), gpu_free(u1), gpu_free(u2), gpu_free(h1), gpu_free(h2), gpu_free(h3);
+	buf_free(&x), buf_free(&a), buf_free(&w);
+}
+
+/* the norm's backward into codes (dout float32 or bf16; in place: dh is
+ * dres): dh the plain kernel's bytes, its codes fp8_rows_cuda's of that dh;
+ * against the CPU's dh rounded to bf16 within one code (rstd recomputed) */
+static void test_norm_back(int n, int C, int f32, int inplace)
+{
+	const float eps = 1e-6f;
+	Buf h = buf_rand((size_t)n * C, 2.0f), d = buf_rand((size_t)n * C, 0.5f), r = buf_rand((size_t)n * C, 0.3f),
+	    w = buf_rand(C, 1.5f);
+	size_t nc = (size_t)n * C;
+	float *rs = (float *)mallocCheck(n * 4), *dh = (float *)mallocCheck(nc * 4), *s = (float *)mallocCheck(n * 4);
+	for (int t = 0; t < n; t++) {
+		double ss = 0;
+		for (int j = 0; j < C; j++)
+			ss += (double)h.f[(size_t)t * C + j] * h.f[(size_t)t * C + j];
+		rs[t] = (float)(1 / sqrt(ss / C + eps));
+	}
+	float *drs = dev_f32(rs, n), *df = dev_f32(d.f, nc), *ds = (float *)gpu_alloc(n * 4),
+	      *ds2 = (float *)gpu_alloc(n * 4);
+	const void *dout = f32 ? (const void *)df : (const void *)d.d;
+	uint8_t *q = (uint8_t *)mallocCheck(nc), *dq = (uint8_t *)gpu_alloc(nc), *dq2 = (uint8_t *)gpu_alloc(nc);
+	bf16_t *dh1 = (bf16_t *)gpu_alloc(nc * 2), *dh2 = (bf16_t *)gpu_alloc(nc * 2);
+	Tensor W = {DT_F32, 1, {C}, w.f};
+	residual_rmsnorm_backward_cpu(dh, d.f, r.f, h.f, &W, n, C, eps);
+	for (size_t i = 0; i < nc; i++)
+		dh[i] = bf16_to_f32(f32_to_bf16(dh[i]));
+	fp8_rows_cpu(q, s, dh, n, C);
+	if (f32)
+		residual_rmsnorm_backward_f32_cuda(dh1, df, r.d, h.d, drs, w.d, n, C);
+	else
+		residual_rmsnorm_backward_cuda(dh1, d.d, r.d, h.d, drs, w.d, n, C);
+	fp8_rows_cuda(dq, ds, dh1, n, C);
+	if (inplace)
+		gpu_upload(dh2, r.h, nc * 2);
+	int ran =
+	        residual_rmsnorm_backward_fp8_cuda(dh2, dq2, ds2, dout, f32, inplace ? dh2 : r.d, h.d, drs, w.d, n, C);
+	uint8_t *hq = host_codes(dq, nc);
+	float *hs = host_f32(ds, n);
+	char msg[128];
+	snprintf(msg, sizeof msg,
+	         "residual_rmsnorm_backward_fp8 n=%d C=%d%s%s: the plain kernel's dh, fp8_rows's codes", n, C,
+	         f32 ? " f32" : "", inplace ? " in place" : "");
+	test_cond(msg, ran && same_bytes(msg, dh1, dh2, nc * 2) && same_codes(msg, dq2, ds2, hq, hs, n, C, 0));
+	snprintf(msg, sizeof msg, "residual_rmsnorm_backward_fp8 n=%d C=%d%s: the CPU's codes within one step", n, C,
+	         f32 ? " f32" : "");
+	test_cond(msg, ran && same_codes(msg, dq2, ds2, q, s, n, C, 1));
+	free(rs), free(dh), free(s), free(q), free(hq), free(hs);
+	gpu_free(drs), gpu_free(df), gpu_free(ds), gpu_free(ds2), gpu_free(dq), gpu_free(dq2), gpu_free(dh1),
+	        gpu_free(dh2);
+	buf_free(&h), buf_free(&d), buf_free(&r), buf_free(&w);
+}
+
 static void test_product(int n, int IC, int OC, int f32, int acc)
 {
 	Buf dout = buf_rand((size_t)n * OC, 1e-3f), w = buf_rand((size_t)OC * IC, 0.05f);
@@ -230,6 +380,16 @@ int main(int argc, char **argv)
 	test_swiglu(4, 4864);  /* the default teacher's F */
 	test_swiglu(5, 12288); /* 48 KB a row exactly: past the unasked-for shared memory with block_max's */
 	test_swiglu(2, 20000); /* past 48 KB of shared memory a row */
+	test_swiglu_fwd(3, 64);
+	test_swiglu_fwd(9, 11008);
+	test_swiglu_fwd(2, 30000); /* past 48 KB of shared memory a row */
+	test_norm(1, 64, 0);
+	test_norm(37, 2048, 0);
+	test_norm(5, 2048, 1);
+	test_norm(6, 136, 1); /* C not a multiple of 256: a partial turn of the warp */
+	test_norm_back(33, 2048, 0, 0);
+	test_norm_back(33, 2048, 1, 0);
+	test_norm_back(7, 136, 1, 1);
 	test_product(16, 32, 48, 0, 0);
 	test_product(100, 2048, 2560, 0, 0);
 	test_product(64, 1024, 2048, 1, 1);
