@@ -120,6 +120,13 @@ void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, cons
  * multiples of 16 (gpu_lop_fp8_fits). */
 size_t gpu_lop_fp8_scratch_bytes(const LinearOp *op, int max_tokens);
 size_t gpu_lop_grad_fp8(GpuLop *g, void *d_scratch);
+/* gpu_lop_forward_fp8: from now on gpu_lop_forward_bf16's two products
+ * through float8 e4m3 too, the twin of lop_forward_fp8 (search-logits
+ * --forward fp8): the six input projections from u's codes, the output's
+ * from y's, each weight by its rows (codes made with the bf16 weights),
+ * the bias added after. d_scratch as above (the same one serves both);
+ * returns the codes' bytes; gdn only, dies as gpu_lop_grad_fp8 does. */
+size_t gpu_lop_forward_fp8(GpuLop *g, void *d_scratch);
 int gpu_lop_fp8_fits(const LinearOp *op);
 
 #ifdef __cplusplus

@@ -524,7 +524,7 @@ struct GpuLop {
 	size_t work_bytes;
 	/* kept by the forward, (n, ...) */
 	float *pj;                  /* (n, ldp) gdn: its input projections side by side (proj_off) */
-	int ldp;                    /* gdn: their width, the token stride of pq ... zg there */
+	int ldp;                    /* gdn: the token stride of pq ... zg there, their width rounded up to 16 */
 	float *pq, *pk, *pv;        /* projections + bias: HD (gdn; gla: q), GD, GD */
 	float *q, *k, *v;           /* the recurrence's inputs, HD each */
 	float *qinv, *kinv;         /* H, G (gdn) */
@@ -553,6 +553,10 @@ struct GpuLop {
 	float *w8s, *wo8s;          /* their scales, (C) and (HD) */
 	uint8_t *sq;                /* the caller's scratch: (n, max(C, ldd)) codes, (n) scales */
 	float *ss;
+	/* its forward's two products in e4m3 (gpu_lop_forward_fp8) */
+	int fwd8;
+	uint8_t *wf8, *wof8;        /* [wq; ...; wg] by rows (ldp, C; rows past OCcat zero), wo (C, HD) */
+	float *wf8s, *wof8s;        /* their scales, (ldp) and (C) */
 };
 
 /* gdn's input projections side by side: their outputs' width, and the
@@ -577,7 +581,7 @@ static void layout(GpuLop *g, Carver *c)
 	int gdn = op->kind == LOP_GDN;
 	CARVE(c, g->q, N * HD), CARVE(c, g->k, N * HD), CARVE(c, g->v, N * HD);
 	if (gdn) { /* the six input projections' outputs side by side: one GEMM */
-		g->ldp = proj_off(op, PJ_N);
+		g->ldp = dp_ld(op); /* what an e4m3 product's width wants (gpu_lop_forward_fp8) */
 		CARVE(c, g->pj, N * g->ldp);
 		g->pq = g->pj + proj_off(op, PJ_Q), g->pk = g->pj + proj_off(op, PJ_K), g->pv = g->pj + proj_off(op, PJ_V);
 		g->za = g->pj + proj_off(op, PJ_A), g->zb = g->pj + proj_off(op, PJ_B), g->zg = g->pj + proj_off(op, PJ_G);
@@ -689,7 +693,7 @@ extern "C" void gpu_lop_free(GpuLop *g)
 	if (!g)
 		return;
 	gpu_lop_arena_free(g->own);
-	gpu_free(g->w), gpu_free(g->ones), gpu_free(g->w16), gpu_free(g->w8);
+	gpu_free(g->w), gpu_free(g->ones), gpu_free(g->w16), gpu_free(g->w8), gpu_free(g->wf8);
 	free(g);
 }
 
@@ -771,6 +775,13 @@ static void half_weights(GpuLop *g)
 		fp8_cols_t_cuda(g->wo8, g->wo8s, g->w16 + OC * C, (int)C, (int)HD);
 		gpu_free(t);
 	}
+	if (g->fwd8) { /* by their rows, the projections' padded with zero rows to ldp */
+		size_t ldp = dp_ld(op);
+		cudaCheck(cudaMemsetAsync(g->wf8, 0, ldp * C));
+		cudaCheck(cudaMemsetAsync(g->wf8s, 0, ldp * sizeof(float)));
+		fp8_rows_cuda(g->wf8, g->wf8s, g->w16, (int)OC, (int)C);
+		fp8_rows_cuda(g->wof8, g->wof8s, g->w16 + OC * C, (int)C, (int)HD);
+	}
 }
 
 /* the scratch a search's gdn columns share, run one after another: the
@@ -791,19 +802,27 @@ extern "C" int gpu_lop_fp8_fits(const LinearOp *op)
 	return op->kind == LOP_GDN && op->C % 16 == 0 && op->H * op->D % 16 == 0;
 }
 
+/* what both float8 switches check and set: the op, the GPU, the widths and
+ * the rows' scratch */
+static void fp8_check(GpuLop *g, const char *who, const char *flag, void *d_scratch)
+{
+	const LinearOp *op = &g->op;
+	if (op->kind != LOP_GDN)
+		BUG("%s: %s, not gdn", who, lop_name(op->kind));
+	if (cuda_cc_major() < 9)
+		die("%s wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x", flag,
+		    cuda_cc_major());
+	if (!gpu_lop_fp8_fits(op))
+		die("%s wants gdn's widths in multiples of 16, not C %d, H*D %d", flag, op->C, op->H * op->D);
+	g->sq = (uint8_t *)d_scratch;
+	g->ss = (float *)(g->sq + scratch_codes(op, g->max_tokens));
+}
+
 extern "C" size_t gpu_lop_grad_fp8(GpuLop *g, void *d_scratch)
 {
 	const LinearOp *op = &g->op;
 	int C = op->C, HD = op->H * op->D;
-	if (op->kind != LOP_GDN)
-		BUG("gpu_lop_grad_fp8: %s, not gdn", lop_name(op->kind));
-	if (cuda_cc_major() < 9)
-		die("--grad fp8 wants a GPU of compute capability 9.0 or newer (Hopper), this one is %d.x",
-		    cuda_cc_major());
-	if (!gpu_lop_fp8_fits(op))
-		die("--grad fp8 wants gdn's widths in multiples of 16, not C %d, H*D %d", C, HD);
-	g->sq = (uint8_t *)d_scratch;
-	g->ss = (float *)(g->sq + scratch_codes(op, g->max_tokens));
+	fp8_check(g, "gpu_lop_grad_fp8", "--grad fp8", d_scratch);
 	size_t b8 = (size_t)C * g->ldd, bo = (size_t)HD * C, bytes = b8 + bo + ((size_t)C + HD) * sizeof(float);
 	if (!g->fp8) {
 		g->w8 = (uint8_t *)gpu_alloc(bytes);
@@ -814,14 +833,29 @@ extern "C" size_t gpu_lop_grad_fp8(GpuLop *g, void *d_scratch)
 	return bytes;
 }
 
+extern "C" size_t gpu_lop_forward_fp8(GpuLop *g, void *d_scratch)
+{
+	const LinearOp *op = &g->op;
+	size_t C = op->C, HD = (size_t)op->H * op->D, ldp = dp_ld(op), b8 = ldp * C, bo = C * HD;
+	size_t bytes = b8 + bo + (ldp + C) * sizeof(float);
+	fp8_check(g, "gpu_lop_forward_fp8", "--forward fp8", d_scratch);
+	if (!g->fwd8) {
+		g->wf8 = (uint8_t *)gpu_alloc(bytes);
+		g->wof8 = g->wf8 + b8;
+		g->wf8s = (float *)(g->wof8 + bo), g->wof8s = g->wf8s + ldp;
+		g->fwd8 = 1, g->w16_ok = 0; /* the codes come with w16, made again at the next forward */
+	}
+	return bytes;
+}
+
 /* the token stride of a projection's output of width values: gdn's sit
  * side by side in pj */
 static int ldp(const GpuLop *g, int width) { return g->op.kind == LOP_GDN ? g->ldp : width; }
 
-/* out (n, OC) float32 = x (n, IC) W^T, bf16 operands */
-static void lin16(float *out, const bf16_t *x, const bf16_t *W, int n, int IC, int OC)
+/* out (n, OC; its rows ldo apart) float32 = x (n, IC) W^T, bf16 operands */
+static void lin16(float *out, int ldo, const bf16_t *x, const bf16_t *W, int n, int IC, int OC)
 {
-	gemm_bf16(CUBLAS_OP_T, OC, n, IC, W, IC, x, IC, out, CUDA_R_32F, OC);
+	gemm_bf16(CUBLAS_OP_T, OC, n, IC, W, IC, x, IC, out, CUDA_R_32F, ldo);
 }
 
 /* the forward of gpu_lop_forward (d_S NULL: zero states, none kept), of
@@ -842,9 +876,13 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 	check_shape(g, B, T);
 	if (half && (!gdn || d_S))
 		BUG("gpu_lop_forward_bf16: gdn from zero states only");
-	if (half) { /* all six input projections in one GEMM */
+	if (half && g->fwd8) { /* all six in one e4m3 product, from u's codes */
 		half_weights(g);
-		lin16(g->pj, u16, g->w16, n, C, g->ldp);
+		fp8_rows_cuda(g->sq, g->ss, u16, n, C);
+		matmul_backward_fp8_cuda(g->pj, 1, 0, g->sq, g->ss, g->wf8, g->wf8s, n, g->ldp, C);
+	} else if (half) { /* all six input projections in one GEMM */
+		half_weights(g);
+		lin16(g->pj, g->ldp, u16, g->w16, n, C, proj_off(op, PJ_N));
 	} else { /* gla's q and k in float32 (kernels/gpu_lop.h says why) */
 		lin_(g->pq, uf, P(g, w, "wq"), n, C, HD, !gdn, ldp(g, HD));
 		lin_(g->pk, uf, P(g, w, "wk"), n, C, GD, !gdn, ldp(g, GD));
@@ -896,7 +934,13 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 	onorm_forward(y, y16, g->rstd, g->o, g->zg, H, ldp(g, HD), P(g, w, "onorm"), n * H, D);
 	if (half) { /* wo and bo follow the projections in w16 */
 		const bf16_t *wo = g->w16 + (size_t)proj_off(op, PJ_N) * C;
-		matmul_forward_cuda((bf16_t *)d_a, y16, wo, wo + (size_t)C * HD, n, HD, C);
+		if (g->fwd8) {
+			fp8_rows_cuda(g->sq, g->ss, y16, n, HD);
+			matmul_forward_fp8_cuda((bf16_t *)d_a, NULL, g->sq, g->ss, g->wof8, g->wof8s, n, HD, C);
+			add_bias_cuda((bf16_t *)d_a, wo + (size_t)C * HD, 1.0f, n, C);
+		} else {
+			matmul_forward_cuda((bf16_t *)d_a, y16, wo, wo + (size_t)C * HD, n, HD, C);
+		}
 	} else {
 		lin((float *)d_a, y, P(g, w, "wo"), n, HD, C);
 		add_bias_kernel<<<ew_blocks((int64_t)n * C), EW_THREADS>>>((float *)d_a, P(g, w, "bo"), n, C);
@@ -1040,7 +1084,7 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 		gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
 	}
 	check_finite_cuda("gdn dy", -1, dy, (size_t)n * HD, 1);
-	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, ldd, dy, NULL, w, g->o, g->rstd, g->zg, OC,
+	onorm_backward(dO, NULL, dp + proj_off(op, PJ_G), H, ldd, dy, NULL, w, g->o, g->rstd, g->zg, g->ldp,
 	               P(g, g->w, "onorm"), n * H, D);
 	check_finite_cuda("gdn dO", -1, dO, (size_t)n * HD, 1);
 	float *dq = g->s[0], *dk = g->s[1], *dv = g->s[3];
@@ -1056,11 +1100,11 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 		}
 	gdn_gates_backward_kernel<<<ew_blocks((int64_t)n * H), EW_THREADS>>>(
 	        g->dg, g->dbeta, g->dAg, (bf16 *)dp, ldd, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za,
-	        OC, P(g, g->w, "A_log"), n, H);
+	        g->ldp, P(g, g->w, "A_log"), n, H);
 	cudaCheck(cudaGetLastError());
-	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, ldd, dq, g->q, g->qinv, g->pq, OC, n * H, D, 1, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_K), G, ldd, dk, g->k, g->kinv, g->pk, OC, n * G, D, rep, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_V), G, ldd, dv, NULL, NULL, g->pv, OC, n * G, D, rep, 1, 0);
+	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, ldd, dq, g->q, g->qinv, g->pq, g->ldp, n * H, D, 1, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_K), G, ldd, dk, g->k, g->kinv, g->pk, g->ldp, n * G, D, rep, 1, 1);
+	feature_backward(NULL, dp + proj_off(op, PJ_V), G, ldd, dv, NULL, NULL, g->pv, g->ldp, n * G, D, rep, 1, 0);
 	/* du (+)= [dpq dpk dpv dza dzb dzg] [wq; wk; wv; wa; wb; wg] */
 	if (g->fp8) {
 		if (ldd > OC) /* the pad: zeros, which leave the amax and the product as they are */

@@ -14,8 +14,9 @@
  *   after Wo (GpuLayerHook): keep u (a shared arena's step only)
  *   gdn (weight != 0, or a step's with arenas of their own): o =
  *     gpu_lop_forward_bf16(u), straight from bf16 u to bf16 o (kept by a
- *     step with own arenas); with DASH_SUPERNET_F32=1, and gla always: u in
- *     float32 once, o = gpu_lop_forward(u), kept in bf16
+ *     step with own arenas; its two products in e4m3 under --forward fp8
+ *     or fp8-both, gpu_lop_forward_fp8); with DASH_SUPERNET_F32=1, and gla
+ *     always: u in float32 once, o = gpu_lop_forward(u), kept in bf16
  *   a += sum_k w_k o_k                                mix_kernel
  * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da
  * and datt = da Wo:
@@ -547,7 +548,7 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 		for (int k = 1; k < K; k++)
 			if ((sn->ops[k] == ARCH_GDN || sn->ops[k] == ARCH_GLA) && sn->lop[(size_t)l * K + k].w)
 				g->lop[(size_t)l * K + k] = gpu_lop_new(&sn->lop[(size_t)l * K + k], max_tokens, g->arena);
-	if (sn->grad_fp8) { /* the bf16 gdn columns' two backward products too, one scratch for all */
+	if (sn->grad_fp8 || sn->fwd_fp8) { /* the bf16 gdn columns' products too, one scratch for all */
 		size_t sb = 0;
 		for (int l = 0; l < L; l++)
 			for (int k = 1; k < K; k++)
@@ -561,8 +562,13 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 		}
 		for (int l = 0; l < L; l++)
 			for (int k = 1; k < K; k++)
-				if (g->lop[(size_t)l * K + k] && lop_half(g, k))
-					g->rest_bytes += gpu_lop_grad_fp8(g->lop[(size_t)l * K + k], g->fp8_scratch);
+				if (g->lop[(size_t)l * K + k] && lop_half(g, k)) {
+					GpuLop *op = g->lop[(size_t)l * K + k];
+					if (sn->grad_fp8)
+						g->rest_bytes += gpu_lop_grad_fp8(op, g->fp8_scratch);
+					if (sn->fwd_fp8)
+						g->rest_bytes += gpu_lop_forward_fp8(op, g->fp8_scratch);
+				}
 	}
 	for (int i = 0; i < 5; i++)
 		cudaCheck(cudaEventCreate(&g->ev[i]));

@@ -166,11 +166,17 @@ static inline float silu_grad(float x)
 static inline float softplusf_(float x) { return x > 20 ? x : log1pf(expf(x)); }
 static inline float logsigmoidf_(float x) { return x < 0 ? x - log1pf(expf(x)) : -log1pf(expf(-x)); }
 
-/* out (n, OC) = x (n, IC) W^T + b, W (OC, IC) float32, b (OC) or NULL */
-static void lin(float *out, const float *x, const float *W, const float *b, int n, int IC, int OC)
+/* out (n, OC) = x (n, IC) W^T + b, W (OC, IC) float32, b (OC) or NULL;
+ * through e4m3 where f8 (matmul_forward_fp8_cpu: gdn under --forward fp8) */
+static void lin8(int f8, float *out, const float *x, const float *W, const float *b, int n, int IC, int OC)
 {
 	Tensor w = {DT_F32, 2, {OC, IC}, W}, bt = {DT_F32, 1, {OC}, b};
-	matmul_forward_cpu(out, x, &w, b ? &bt : NULL, n, IC, OC);
+	(f8 ? matmul_forward_fp8_cpu : matmul_forward_cpu)(out, x, &w, b ? &bt : NULL, n, IC, OC);
+}
+
+static void lin(float *out, const float *x, const float *W, const float *b, int n, int IC, int OC)
+{
+	lin8(0, out, x, W, b, n, IC, OC);
 }
 
 /* the backward of lin: dx += dout W (dx may be NULL), dW += dout^T x,
@@ -267,17 +273,17 @@ typedef struct {
 } Cache;
 
 /* gdn and gla; S (B, H, D, D) the state in and out, or NULL for a zero
- * start */
-static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int B, int T, float *S0)
+ * start; f8: gdn's products through e4m3 (lop_forward_fp8) */
+static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int B, int T, float *S0, int f8)
 {
 	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, GD = G * D, gdn = op->kind == LOP_GDN;
 	size_t nHD = (size_t)n * HD, nGD = (size_t)n * GD;
 #define ALLOC(x, count) (c->x = mallocCheck((size_t)(count) * sizeof(float)))
 	ALLOC(pq, nHD), ALLOC(pk, nGD), ALLOC(pv, nGD), ALLOC(q, nHD), ALLOC(k, nHD), ALLOC(v, nHD);
 	ALLOC(kg, nGD), ALLOC(vg, nGD), ALLOC(o, nHD), ALLOC(rstd, (size_t)n * H), ALLOC(zg, nHD), ALLOC(y, nHD);
-	lin(c->pq, u, P(op, "wq"), P(op, "bq"), n, C, HD);
-	lin(c->pk, u, P(op, "wk"), P(op, "bk"), n, C, GD);
-	lin(c->pv, u, P(op, "wv"), P(op, "bv"), n, C, GD);
+	lin8(f8, c->pq, u, P(op, "wq"), P(op, "bq"), n, C, HD);
+	lin8(f8, c->pk, u, P(op, "wk"), P(op, "bk"), n, C, GD);
+	lin8(f8, c->pv, u, P(op, "wv"), P(op, "bv"), n, C, GD);
 	if (gdn) {
 		ALLOC(qinv, (size_t)n * H), ALLOC(kinv, (size_t)n * G);
 		for (size_t i = 0; i < nHD; i++)
@@ -287,8 +293,8 @@ static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int 
 		l2norm_rows(c->q, c->qinv, (size_t)n * H, D);
 		l2norm_rows(c->kg, c->kinv, (size_t)n * G, D);
 		ALLOC(za, (size_t)n * H), ALLOC(g, (size_t)n * H), ALLOC(zb, (size_t)n * H), ALLOC(beta, (size_t)n * H);
-		lin(c->za, u, P(op, "wa"), P(op, "dt_bias"), n, C, H);
-		lin(c->zb, u, P(op, "wb"), NULL, n, C, H);
+		lin8(f8, c->za, u, P(op, "wa"), P(op, "dt_bias"), n, C, H);
+		lin8(f8, c->zb, u, P(op, "wb"), NULL, n, C, H);
 		const float *A = P(op, "A_log");
 		for (int t = 0; t < n; t++)
 			for (int h = 0; h < H; h++) {
@@ -317,7 +323,7 @@ static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int 
 	if (!S0)
 		free(S);
 	/* y = rmsnorm over D (per head) * onorm * silu(Wg u) */
-	lin(c->zg, u, P(op, "wg"), NULL, n, C, HD);
+	lin8(f8, c->zg, u, P(op, "wg"), NULL, n, C, HD);
 	const float *on = P(op, "onorm");
 	for (size_t r = 0; r < (size_t)n * H; r++) {
 		double s = 0;
@@ -327,7 +333,7 @@ static void forward(const LinearOp *op, Cache *c, float *a, const float *u, int 
 		for (int i = 0; i < D; i++)
 			c->y[r * D + i] = c->o[r * D + i] * c->rstd[r] * on[i] * siluf_(c->zg[r * D + i]);
 	}
-	lin(a, c->y, P(op, "wo"), P(op, "bo"), n, HD, C);
+	lin8(f8, a, c->y, P(op, "wo"), P(op, "bo"), n, HD, C);
 }
 
 static void cache_free(Cache *c)
@@ -364,7 +370,16 @@ void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T)
 	if (op->kind == LOP_SWA)
 		swa_forward(op, &c, a, u, B, T);
 	else
-		forward(op, &c, a, u, B, T, NULL);
+		forward(op, &c, a, u, B, T, NULL, 0);
+	cache_free(&c);
+}
+
+void lop_forward_fp8(const LinearOp *op, float *a, const float *u, int B, int T)
+{
+	if (op->kind != LOP_GDN)
+		BUG("lop_forward_fp8: %s, not gdn", lop_name(op->kind));
+	Cache c = {0};
+	forward(op, &c, a, u, B, T, NULL, 1);
 	cache_free(&c);
 }
 
@@ -373,7 +388,7 @@ void lop_forward_state(const LinearOp *op, float *a, const float *u, int B, int 
 	if (op->kind == LOP_SWA)
 		BUG("lop_forward_state: swa carries no recurrent state");
 	Cache c = {0};
-	forward(op, &c, a, u, B, T, S);
+	forward(op, &c, a, u, B, T, S, 0);
 	cache_free(&c);
 }
 
@@ -402,7 +417,8 @@ static void swa_backward(const LinearOp *op, float *grad, float *du, const float
 	cache_free(&c);
 }
 
-/* lop_backward, or with fp8 lop_backward_fp8 (grad NULL, gdn) */
+/* lop_backward, or with fp8 (LOP_FP8_ bits) lop_backward_fp8 (grad NULL,
+ * gdn) */
 static void backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T,
                      int fp8)
 {
@@ -414,8 +430,9 @@ static void backward(const LinearOp *op, float *grad, float *du, const float *da
 	size_t nHD = (size_t)n * HD, nGD = (size_t)n * GD;
 	Cache c = {0};
 	float *a = mallocCheck((size_t)n * C * sizeof(float));
-	forward(op, &c, a, u, B, T, NULL);
+	forward(op, &c, a, u, B, T, NULL, fp8 & LOP_FP8_FWD);
 	free(a);
+	fp8 &= LOP_FP8_GRAD;
 #define G_(name) (grad ? grad + lop_param(op, name)->off : NULL)
 	if (du)
 		memset(du, 0, (size_t)n * C * sizeof(float));
@@ -516,13 +533,13 @@ void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, c
 	backward(op, grad, du, da, u, B, T, 0);
 }
 
-void lop_backward_fp8(const LinearOp *op, float *du, const float *da, const float *u, int B, int T)
+void lop_backward_fp8(const LinearOp *op, float *du, const float *da, const float *u, int B, int T, int fp8)
 {
 	if (op->kind != LOP_GDN)
 		BUG("lop_backward_fp8: %s, not gdn", lop_name(op->kind));
 	if (!du)
 		BUG("lop_backward_fp8: no du");
-	backward(op, NULL, du, da, u, B, T, 1);
+	backward(op, NULL, du, da, u, B, T, fp8);
 }
 
 // ----------------------------------------------------------------------------
@@ -553,7 +570,7 @@ void lop_decode(const LinearOp *op, LopState *s, float *a, const float *u)
 	int B = s->B;
 	Cache c = {0};
 	if (op->kind != LOP_SWA) {
-		forward(op, &c, a, u, B, 1, s->S); /* the chunked form at T = 1 is the recurrent step */
+		forward(op, &c, a, u, B, 1, s->S, 0); /* the chunked form at T = 1 is the recurrent step */
 		cache_free(&c);
 		s->pos++;
 		return;

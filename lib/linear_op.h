@@ -75,12 +75,23 @@ void lop_forward(const LinearOp *op, float *a, const float *u, int B, int T);
  * after them out (what a decoder carries from chunk to chunk) */
 void lop_forward_state(const LinearOp *op, float *a, const float *u, int B, int T, float *S);
 void lop_backward(const LinearOp *op, float *grad, float *du, const float *da, const float *u, int B, int T);
-/* lop_backward_fp8: gdn's du alone (no parameter gradients) with its two
- * products through float8 e4m3 (lib/fp8.h), as gpu_lop_backward_bf16 runs
- * them after gpu_lop_grad_fp8 (search-logits --grad fp8): dy = da Wo, and
- * du = [dpq dpk dpv dza dzb dzg] [Wq; Wk; Wv; Wa; Wb; Wg], the six
- * gradients quantised as one row and the stacked weights' columns as one */
-void lop_backward_fp8(const LinearOp *op, float *du, const float *da, const float *u, int B, int T);
+/* lop_forward_fp8: gdn's forward with its products through float8 e4m3
+ * (lib/fp8.h, matmul_forward_fp8_cpu), as gpu_lop_forward_bf16 runs them
+ * after gpu_lop_forward_fp8 (search-logits --forward fp8): the six input
+ * projections from u's codes (by rows), Wo from y's, each weight by its
+ * rows, the biases added in float32 after */
+void lop_forward_fp8(const LinearOp *op, float *a, const float *u, int B, int T);
+/* lop_backward_fp8: gdn's du alone (no parameter gradients) with e4m3 where
+ * fp8 says: LOP_FP8_GRAD, its two backward products, as
+ * gpu_lop_backward_bf16 runs them after gpu_lop_grad_fp8 (search-logits
+ * --grad fp8): dy = da Wo, and du = [dpq dpk dpv dza dzb dzg] [Wq; Wk; Wv;
+ * Wa; Wb; Wg], the six gradients quantised as one row and the stacked
+ * weights' columns as one; LOP_FP8_FWD, the forward it makes again is
+ * lop_forward_fp8's (as the GPU's kept activations are after
+ * gpu_lop_forward_fp8) */
+#define LOP_FP8_GRAD 1
+#define LOP_FP8_FWD 2
+void lop_backward_fp8(const LinearOp *op, float *du, const float *da, const float *u, int B, int T, int fp8);
 
 /* Decoding, a token at a time: a LopState holds what the operator carries
  * from one token to the next for B sequences (gdn, gla: the recurrence's

@@ -110,7 +110,10 @@ void supernet_hook(void *ctx, int l, const float *u, float *a, int B, int T)
 		if (!op->w || (w[k] == 0 && !sn->keep))
 			continue;
 		float *o = sn->out + (size_t)k * nC;
-		lop_forward(op, o, u, B, T);
+		if (sn->fwd_fp8 && op->kind == LOP_GDN) /* as the GPU's bf16 gdn under --forward fp8 */
+			lop_forward_fp8(op, o, u, B, T);
+		else
+			lop_forward(op, o, u, B, T);
 		if (w[k] != 0)
 			for (size_t i = 0; i < nC; i++)
 				a[i] += w[k] * o[i];
@@ -139,11 +142,13 @@ float supernet_mix_grad(void *ctx, int l, const float *u, const float *da, float
 			sn->dt[i] = w[k] * da[i];
 		/* lop_backward writes dL/du into its du (=): dt is scaled dL/da;
 		 * no parameter gradients (grad NULL); gdn's products in e4m3
-		 * under grad_fp8, as the GPU's bf16 gdn (gla's stay float32) */
+		 * under grad_fp8 and fwd_fp8, as the GPU's bf16 gdn (gla's stay
+		 * float32) */
 		float *dk = sn->out + (size_t)k * nC; /* op k's output is read already */
 		const LinearOp *op = &sn->lop[(size_t)l * K + k];
-		if (sn->grad_fp8 && op->kind == LOP_GDN)
-			lop_backward_fp8(op, dk, sn->dt, u, B, T);
+		int fp8 = (sn->grad_fp8 ? LOP_FP8_GRAD : 0) | (sn->fwd_fp8 ? LOP_FP8_FWD : 0);
+		if (fp8 && op->kind == LOP_GDN)
+			lop_backward_fp8(op, dk, sn->dt, u, B, T, fp8);
 		else
 			lop_backward(op, NULL, dk, sn->dt, u, B, T);
 		for (size_t i = 0; i < nC; i++)

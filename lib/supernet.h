@@ -56,7 +56,8 @@ typedef struct {
 	int fwd_fp8;          /* 1: the supernet's forward takes the teacher's
 	                       * four products a layer through e4m3 too
 	                       * (model_forward_fp8; search-logits --forward
-	                       * fp8), the teacher's own forward not; 2
+	                       * fp8), and gdn's two (lop_forward_fp8), the
+	                       * teacher's own forward not; 2
 	                       * (--forward fp8-both): the teacher's forward
 	                       * too, whose rows the caller then makes by
 	                       * model_forward_fp8 (gpu_supernet_teacher does) */

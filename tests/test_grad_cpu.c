@@ -293,11 +293,23 @@ static void test_linear_op(int kind, int B, int T, int C, int H, int G, int D)
 	snprintf(msg, sizeof msg, "%s operator: du without parameter gradients (grad NULL) is the same du", lop_name(kind));
 	test_cond(msg, memcmp(du0, du, n * sizeof(float)) == 0);
 	if (kind == LOP_GDN) { /* its two products through e4m3: du within their noise of the checked one */
-		lop_backward_fp8(&op, du0, R, l.u, B, T);
+		lop_backward_fp8(&op, du0, R, l.u, B, T, LOP_FP8_GRAD);
 		double e = test_rel_err(du0, du, n);
 		snprintf(msg, sizeof msg, "gdn operator, e4m3 products (lop_backward_fp8): du %.2e of max off, in (0, 0.1]",
 		         e);
 		test_cond(msg, e > 0 && e <= 0.1);
+		/* and the forward's (lop_forward_fp8): a, and du from that forward */
+		float *a = mallocCheck(n * sizeof(float)), *a8 = mallocCheck(n * sizeof(float));
+		lop_forward(&op, a, l.u, B, T);
+		lop_forward_fp8(&op, a8, l.u, B, T);
+		double ea = test_rel_err(a8, a, n);
+		lop_backward_fp8(&op, du0, R, l.u, B, T, LOP_FP8_GRAD | LOP_FP8_FWD);
+		double e2 = test_rel_err(du0, du, n);
+		snprintf(msg, sizeof msg,
+		         "gdn operator, e4m3 forward (lop_forward_fp8): a %.2e, du %.2e of max off, in (0, 0.1]", ea,
+		         e2);
+		test_cond(msg, ea > 0 && ea <= 0.1 && e2 > 0 && e2 <= 0.1);
+		free(a), free(a8);
 	}
 	free(du0);
 	lop_free(&op);

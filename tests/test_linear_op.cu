@@ -26,7 +26,10 @@
  * order as the codes' own noise, not by far less), and away from the bf16
  * path's du by more than twice that path's own distance from the CPU (the
  * codes were used), with and without dp's padding columns (its width a
- * multiple of 16 or not); new parameters reach the codes.
+ * multiple of 16 or not); new parameters reach the codes. Its forward's
+ * two products in e4m3 too (gpu_lop_forward_fp8) against lop_forward_fp8
+ * and lop_backward_fp8 with both switches: a and du within FP8_TOL, a
+ * moved from the bf16 path's by more than twice that path's error.
  *
  * With DASH_BENCH=1 it also times forward + backward of one gdn and one gla
  * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (bench/bench.h's
@@ -196,8 +199,8 @@ static void check_fp8(int C, int H, int G, int D, int B, int T)
 	float *rdu = (float *)mallocCheck(nu * 4), *rdu8 = (float *)mallocCheck(nu * 4);
 	float *rdu28 = (float *)mallocCheck(nu * 4), *du = (float *)mallocCheck(nu * 4);
 	lop_backward(&op, NULL, rdu, da.f, u.f, B, T);
-	lop_backward_fp8(&op, rdu8, da.f, u.f, B, T);
-	lop_backward_fp8(&op2, rdu28, da.f, u.f, B, T);
+	lop_backward_fp8(&op, rdu8, da.f, u.f, B, T, LOP_FP8_GRAD);
+	lop_backward_fp8(&op2, rdu28, da.f, u.f, B, T, LOP_FP8_GRAD);
 	GpuLop *g = gpu_lop_new(&op, n, NULL);
 	void *scratch = gpu_alloc(gpu_lop_fp8_scratch_bytes(&op, n));
 	gpu_lop_grad_fp8(g, scratch);
@@ -243,6 +246,63 @@ static void check_fp8(int C, int H, int G, int D, int B, int T)
 	buf_free(&u), buf_free(&da);
 	free(rdu), free(rdu8), free(rdu28), free(du), free(du16);
 	lop_free(&op), lop_free(&op2);
+}
+
+/* gdn's bf16 path with its forward's products in e4m3 as well (both
+ * switches on one scratch) against lop_forward_fp8 and lop_backward_fp8
+ * (LOP_FP8_GRAD | LOP_FP8_FWD): a and du within FP8_TOL of their max, and
+ * a away from the bf16 path's a by more than twice that path's own
+ * distance from lop_forward (the codes were used) */
+static void check_fwd8(int C, int H, int G, int D, int B, int T)
+{
+	LinearOp op;
+	op_rand(&op, LOP_GDN, C, H, G, D);
+	int n = B * T;
+	size_t nu = (size_t)n * C;
+	Buf u = buf_rand(nu, 1), da = buf_rand(nu, 1);
+	float *ra = (float *)mallocCheck(nu * 4), *ra8 = (float *)mallocCheck(nu * 4);
+	float *rdu8 = (float *)mallocCheck(nu * 4), *du = (float *)mallocCheck(nu * 4);
+	float *a = (float *)mallocCheck(nu * 4), *a16 = (float *)mallocCheck(nu * 4);
+	lop_forward(&op, ra, u.f, B, T);
+	lop_forward_fp8(&op, ra8, u.f, B, T);
+	lop_backward_fp8(&op, rdu8, da.f, u.f, B, T, LOP_FP8_GRAD | LOP_FP8_FWD);
+	bf16_t *d_a = (bf16_t *)gpu_alloc(nu * 2), *ah = (bf16_t *)mallocCheck(nu * 2);
+	float *d_du = (float *)gpu_alloc(nu * 4);
+	GpuLop *g16 = gpu_lop_new(&op, n, NULL); /* the bf16 path's a, for comparison */
+	gpu_lop_forward_bf16(g16, d_a, u.d, B, T);
+	gpu_download(ah, d_a, nu * 2);
+	for (size_t i = 0; i < nu; i++)
+		a16[i] = bf16_to_f32(ah[i]);
+	gpu_lop_free(g16);
+	GpuLop *g = gpu_lop_new(&op, n, NULL);
+	void *scratch = gpu_alloc(gpu_lop_fp8_scratch_bytes(&op, n));
+	gpu_lop_grad_fp8(g, scratch);
+	gpu_lop_forward_fp8(g, scratch);
+	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
+	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, B, T);
+	gpu_download(ah, d_a, nu * 2);
+	gpu_download(du, d_du, nu * 4);
+	for (size_t i = 0; i < nu; i++)
+		a[i] = bf16_to_f32(ah[i]);
+	double ea = test_rel_err(a, ra8, nu), edu = test_rel_err(du, rdu8, nu), ecpu = test_rel_err(ra8, ra, nu);
+	double e16 = test_rel_err(a16, ra, nu), moved = test_rel_err(a, a16, nu);
+	int OC = 2 * H * D + 2 * G * D + 2 * H;
+	char msg[256];
+	snprintf(msg, sizeof msg,
+	         "gpu_lop gdn forward fp8 C=%d H=%d G=%d D=%d B=%d T=%d (width %d%s): a %.1e, du %.1e of max from the "
+	         "CPU's e4m3 (within %.0e; the CPU's e4m3 a %.1e from its exact)",
+	         C, H, G, D, B, T, OC, OC % 16 ? ", padded" : "", ea, edu, FP8_TOL, ecpu);
+	test_cond(msg, ea < FP8_TOL && edu < FP8_TOL);
+	snprintf(msg, sizeof msg,
+	         "gpu_lop gdn forward fp8 C=%d H=%d G=%d D=%d B=%d T=%d: a %.1e of max from the bf16 path's, more than "
+	         "twice that path's %.1e from the CPU",
+	         C, H, G, D, B, T, moved, e16);
+	test_cond(msg, moved > 2 * e16);
+	gpu_lop_free(g);
+	gpu_free(scratch), gpu_free(d_a), gpu_free(d_du);
+	buf_free(&u), buf_free(&da);
+	free(ra), free(ra8), free(rdu8), free(du), free(a), free(a16), free(ah);
+	lop_free(&op);
 }
 
 /* a gdn and a gla in one arena, forward + backward one after the other,
@@ -370,6 +430,8 @@ int main(int argc, char **argv)
 		check_fp8(256, 4, 2, 64, 2, 100); /* K 776: padded to 784 */
 		check_fp8(256, 8, 2, 32, 1, 128); /* K 656 */
 		check_fp8(96, 2, 1, 32, 3, 40);   /* in groups */
+		check_fwd8(256, 4, 2, 64, 2, 100); /* the projections' width 776: padded to 784 */
+		check_fwd8(256, 8, 2, 32, 1, 128);
 	} else {
 		printf("SKIP: gdn's e4m3 products want a Hopper (compute capability 9.0)\n");
 	}
