@@ -496,23 +496,9 @@ static int residual_gemm(void)
 	return on;
 }
 
-/* out (n) = w1 a1 + w2 a2, 8 values a thread (n a multiple of 8, all
- * 16-byte aligned: the arena's buffers of H*D-wide rows) */
-__global__ void att_mix_kernel(bf16 *out, float w1, const bf16 *a1, float w2, const bf16 *a2, int64_t n8)
-{
-	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
-		float x[8], y[8];
-		load8(x, a1, 0, i), load8(y, a2, 0, i);
-#pragma unroll
-		for (int e = 0; e < 8; e++)
-			x[e] = w1 * x[e] + w2 * y[e];
-		store8_bf16(out, x, i);
-	}
-}
-
 /* the layer's attention, and a GpuAttHook's second one of the same q, k, v
  * in the same pass; returns what enters Wo: att, or the mixture in
- * g->attmix */
+ * g->attmix, or (NULL) the mixture's codes in g->xq under the fp8 forward */
 static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T, GpuAttHook att, void *ctx)
 {
 	const ModelConfig *c = &g->m->cfg;
@@ -532,9 +518,10 @@ static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T
 		return s->att;
 	if (!g->train || nh % 8)
 		BUG("gpu_model_forward_mix: a mixture of attentions needs a train GpuModel and H*D a multiple of 8");
-	att_mix_kernel<<<(unsigned)std::min<int64_t>(CEIL_DIV(nh / 8, 256), 4096), 256>>>(
-		(bf16 *)g->attmix, s->wfa, (const bf16 *)s->att, a2->w, (const bf16 *)(a2->att ? a2->att : s->att), nh / 8);
-	cudaCheck(cudaGetLastError());
+	const bf16_t *att2 = a2->att ? a2->att : s->att;
+	if (g->fwd8 && att_mix_fp8_cuda(g->xq.q, g->xq.s, s->wfa, s->att, a2->w, att2, B * T, H * D))
+		return NULL;
+	att_mix_cuda(g->attmix, s->wfa, s->att, a2->w, att2, nh);
 	return g->attmix;
 }
 

@@ -95,6 +95,13 @@ int rmsnorm_forward_fp8_cuda(bf16_t *d_out, float *d_rstd, uint8_t *d_q, float *
                              const bf16_t *d_w, int n, int C, float eps);
 int residual_rmsnorm_forward_fp8_cuda(bf16_t *d_h, bf16_t *d_out, float *d_rstd, uint8_t *d_q, float *d_scale,
                                       const bf16_t *d_x, const bf16_t *d_a, const bf16_t *d_w, int n, int C, float eps);
+/* att_mix_cuda: out (n) = w1 a1 + w2 a2 (n a multiple of 8, 16-byte
+ * aligned: a supernet's fa and swa outputs into Wo); att_mix_fp8_cuda the
+ * same rows (n of k values) written only as codes, 0 where k or the
+ * pointers do not allow it */
+void att_mix_cuda(bf16_t *d_out, float w1, const bf16_t *d_a1, float w2, const bf16_t *d_a2, int64_t n);
+int att_mix_fp8_cuda(uint8_t *d_q, float *d_scale, float w1, const bf16_t *d_a1, float w2, const bf16_t *d_a2, int n,
+                     int k);
 /* residual_rmsnorm_backward_fp8_cuda: residual_rmsnorm_backward_cuda (f32
  * 0) or its _f32 twin (f32 1), and dh's codes (--grad fp8: the next
  * product's dout), 0 where C or the pointers do not allow it, as above */

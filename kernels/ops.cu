@@ -29,6 +29,10 @@
 #include "fp8.cuh" // defines: inv_of, scale_of, store8_e4m3
 #include "gpu.h"
 
+extern "C" {
+#include "util.h" // defines: BUG
+}
+
 #define ROWS_PER_BLOCK 4
 
 // ----------------------------------------------------------------------------
@@ -521,6 +525,75 @@ extern "C" int residual_rmsnorm_backward_fp8_cuda(bf16_t *d_dh, uint8_t *d_q, fl
 	else
 		residual_rmsnorm_backward_kernel<8, bf16, 1>
 		        <<<grid, block>>>(dh, d_q, d_scale, (const bf16 *)d_dout, dres, h, d_rstd, w, n, C);
+	cudaCheck(cudaGetLastError());
+	return 1;
+}
+
+// ----------------------------------------------------------------------------
+// a mixture of two attentions' outputs (a supernet's fa and swa columns)
+
+/* out = w1 a1 + w2 a2, 8 values a thread (n8 packs of 8, 16-byte aligned) */
+__global__ void att_mix_kernel(bf16 *out, float w1, const bf16 *a1, float w2, const bf16 *a2, int64_t n8)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+		float x[8], y[8];
+		load8(x, a1, 0, i), load8(y, a2, 0, i);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			x[e] = __fmaf_rn(w1, x[e], w2 * y[e]);
+		store8_bf16(out, x, i);
+	}
+}
+
+/* the same rows (a warp a row of k values) as e4m3 codes: the row's amax
+ * over the bf16-rounded mixture, then the same values again into codes */
+__global__ void att_mix_fp8_kernel(uint8_t *q, float *scale, float w1, const bf16 *a1, float w2, const bf16 *a2, int n,
+                                   int k)
+{
+	int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.y, lane = threadIdx.x;
+	if (row >= n)
+		return;
+	int64_t r0 = (int64_t)row * k;
+	float m = 0, x[8], y[8];
+	for (int j = lane; j < k / 8; j += WARP_SIZE) {
+		load8(x, a1 + r0, 0, j), load8(y, a2 + r0, 0, j);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			m = fmaxf(m, fabsf(__bfloat162float(__float2bfloat16(__fmaf_rn(w1, x[e], w2 * y[e])))));
+	}
+	for (int o = WARP_SIZE / 2; o; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
+	float inv = inv_of(m);
+	if (lane == 0)
+		scale[row] = scale_of(m);
+	for (int j = lane; j < k / 8; j += WARP_SIZE) {
+		load8(x, a1 + r0, 0, j), load8(y, a2 + r0, 0, j);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			x[e] = __bfloat162float(__float2bfloat16(__fmaf_rn(w1, x[e], w2 * y[e])));
+		store8_e4m3(q + r0 + 8 * j, x, inv);
+	}
+}
+
+extern "C" void att_mix_cuda(bf16_t *d_out, float w1, const bf16_t *d_a1, float w2, const bf16_t *d_a2, int64_t n)
+{
+	if (n % 8 || !aligned16(d_out) || !aligned16(d_a1) || !aligned16(d_a2))
+		BUG("att_mix_cuda: %lld values, or a pointer, not in 16-byte packs", (long long)n);
+	att_mix_kernel<<<(unsigned)std::min<int64_t>(CEIL_DIV(n / 8, 256), 4096), 256>>>(
+	        (bf16 *)d_out, w1, (const bf16 *)d_a1, w2, (const bf16 *)d_a2, n / 8);
+	cudaCheck(cudaGetLastError());
+}
+
+extern "C" int att_mix_fp8_cuda(uint8_t *d_q, float *d_scale, float w1, const bf16_t *d_a1, float w2,
+                                const bf16_t *d_a2, int n, int k)
+{
+	if (k % 8 || !aligned16(d_a1) || !aligned16(d_a2) || ((uintptr_t)d_q & 7))
+		return 0;
+	if (n == 0)
+		return 1;
+	dim3 block(WARP_SIZE, ROWS_PER_BLOCK);
+	att_mix_fp8_kernel<<<CEIL_DIV(n, ROWS_PER_BLOCK), block>>>(d_q, d_scale, w1, (const bf16 *)d_a1, w2,
+	                                                           (const bf16 *)d_a2, n, k);
 	cudaCheck(cudaGetLastError());
 	return 1;
 }

@@ -1,7 +1,7 @@
 /* test_fp8 (GPU): kernels/fp8.cu against lib/fp8.c: the rows' (contiguous
  * and ldx apart) and the columns' codes and scales byte for byte, SwiGLU's
- * backward and forward into codes, the norms (forward and backward) into
- * codes
+ * backward and forward into codes, the norms (forward and backward) and
+ * the attentions' mixture into codes
  * (the unfused kernels' codes; the CPU's within one code where the
  * device's expf or sum of squares differs), and cuBLASLt's e4m3
  * product against the CPU's from the same codes (bf16 and float32 out,
@@ -276,6 +276,35 @@ static void test_norm_back(int n, int C, int f32, int inplace)
 	buf_free(&h), buf_free(&d), buf_free(&r), buf_free(&w);
 }
 
+/* the mixture of two attentions' outputs into codes against att_mix_cuda
+ * + fp8_rows_cuda (the same codes) and the CPU's mixture rounded to bf16
+ * (within one code) */
+static void test_att_mix(int n, int k)
+{
+	Buf a1 = buf_rand((size_t)n * k, 1.0f), a2 = buf_rand((size_t)n * k, 2.0f);
+	size_t nk = (size_t)n * k;
+	const float w1 = 0.3f, w2 = 0.7f;
+	float *x = (float *)mallocCheck(nk * 4), *s = (float *)mallocCheck((size_t)n * 4);
+	uint8_t *q = (uint8_t *)mallocCheck(nk), *dq = (uint8_t *)gpu_alloc(nk), *dq2 = (uint8_t *)gpu_alloc(nk);
+	float *ds = (float *)gpu_alloc((size_t)n * 4), *ds2 = (float *)gpu_alloc((size_t)n * 4);
+	bf16_t *mix = (bf16_t *)gpu_alloc(nk * 2);
+	for (size_t i = 0; i < nk; i++)
+		x[i] = bf16_to_f32(f32_to_bf16(w1 * a1.f[i] + w2 * a2.f[i]));
+	fp8_rows_cpu(q, s, x, n, k);
+	att_mix_cuda(mix, w1, a1.d, w2, a2.d, (int64_t)nk);
+	fp8_rows_cuda(dq2, ds2, mix, n, k);
+	int ran = att_mix_fp8_cuda(dq, ds, w1, a1.d, w2, a2.d, n, k);
+	uint8_t *h2 = host_codes(dq2, nk);
+	float *hs2 = host_f32(ds2, n);
+	char msg[128];
+	snprintf(msg, sizeof msg, "att_mix_fp8 n=%d k=%d: att_mix + fp8_rows's codes", n, k);
+	test_cond(msg, ran && same_codes(msg, dq, ds, h2, hs2, n, k, 0));
+	snprintf(msg, sizeof msg, "att_mix_fp8 n=%d k=%d: the CPU's codes within one step", n, k);
+	test_cond(msg, ran && same_codes(msg, dq, ds, q, s, n, k, 1));
+	free(x), free(s), free(q), free(h2), free(hs2);
+	gpu_free(dq), gpu_free(dq2), gpu_free(ds), gpu_free(ds2), gpu_free(mix), buf_free(&a1), buf_free(&a2);
+}
+
 static void test_product(int n, int IC, int OC, int f32, int acc)
 {
 	Buf dout = buf_rand((size_t)n * OC, 1e-3f), w = buf_rand((size_t)OC * IC, 0.05f);
@@ -387,6 +416,8 @@ int main(int argc, char **argv)
 	test_norm(37, 2048, 0);
 	test_norm(5, 2048, 1);
 	test_norm(6, 136, 1); /* C not a multiple of 256: a partial turn of the warp */
+	test_att_mix(37, 2048);
+	test_att_mix(3, 136);
 	test_norm_back(33, 2048, 0, 0);
 	test_norm_back(33, 2048, 1, 0);
 	test_norm_back(7, 136, 1, 1);
