@@ -81,6 +81,12 @@
  * (DASH_BENCH=1 tests/bin/gpu_test_linear_op, the shape above, hot):
  * forward + backward to du 1.492 -> 1.475 ms; in the power-bound search
  * step it is energy more than time (bench/RESULTS.md, version 12).
+ * gpu_lop_forward_fp8 (search-logits --forward fp8): that path's two
+ * forward products in e4m3 as well, u's and y's codes by rows in the same
+ * scratch, the weights' by rows (made with w16); pj's token stride (ldp)
+ * is the projections' width rounded up to 16 on every path, the product's
+ * padding rows of codes zero. Part of version 14 of the search step
+ * (bench/RESULTS.md): 178 -> 171 ms with the fused codes of that version.
  */
 #include <string.h>
 
@@ -818,34 +824,39 @@ static void fp8_check(GpuLop *g, const char *who, const char *flag, void *d_scra
 	g->ss = (float *)(g->sq + scratch_codes(op, g->max_tokens));
 }
 
+/* the codes of the projections (rows x cols bytes, rows scales) and of wo
+ * (rows2 x cols2, rows2 scales) in one allocation, unless *on already;
+ * their bytes. They are made with w16, so w16 is made again at the next
+ * forward. */
+static size_t codes_alloc(GpuLop *g, int *on, uint8_t **q, float **s, uint8_t **qo, float **so, size_t rows,
+                          size_t cols, size_t rows2, size_t cols2)
+{
+	size_t b = rows * cols, bo = rows2 * cols2, bytes = b + bo + (rows + rows2) * sizeof(float);
+	if (!*on) {
+		*q = (uint8_t *)gpu_alloc(bytes);
+		*qo = *q + b;
+		*s = (float *)(*qo + bo), *so = *s + rows;
+		*on = 1, g->w16_ok = 0;
+	}
+	return bytes;
+}
+
 extern "C" size_t gpu_lop_grad_fp8(GpuLop *g, void *d_scratch)
 {
 	const LinearOp *op = &g->op;
-	int C = op->C, HD = op->H * op->D;
 	fp8_check(g, "gpu_lop_grad_fp8", "--grad fp8", d_scratch);
-	size_t b8 = (size_t)C * g->ldd, bo = (size_t)HD * C, bytes = b8 + bo + ((size_t)C + HD) * sizeof(float);
-	if (!g->fp8) {
-		g->w8 = (uint8_t *)gpu_alloc(bytes);
-		g->wo8 = g->w8 + b8;
-		g->w8s = (float *)(g->wo8 + bo), g->wo8s = g->w8s + C;
-		g->fp8 = 1, g->w16_ok = 0; /* the codes come with w16, made again at the next forward */
-	}
-	return bytes;
+	/* by their columns: [wq; ...; wg]^T (C, ldd), wo^T (HD, C) */
+	return codes_alloc(g, &g->fp8, &g->w8, &g->w8s, &g->wo8, &g->wo8s, op->C, g->ldd, (size_t)op->H * op->D,
+	                   op->C);
 }
 
 extern "C" size_t gpu_lop_forward_fp8(GpuLop *g, void *d_scratch)
 {
 	const LinearOp *op = &g->op;
-	size_t C = op->C, HD = (size_t)op->H * op->D, ldp = dp_ld(op), b8 = ldp * C, bo = C * HD;
-	size_t bytes = b8 + bo + (ldp + C) * sizeof(float);
 	fp8_check(g, "gpu_lop_forward_fp8", "--forward fp8", d_scratch);
-	if (!g->fwd8) {
-		g->wf8 = (uint8_t *)gpu_alloc(bytes);
-		g->wof8 = g->wf8 + b8;
-		g->wf8s = (float *)(g->wof8 + bo), g->wof8s = g->wf8s + ldp;
-		g->fwd8 = 1, g->w16_ok = 0; /* the codes come with w16, made again at the next forward */
-	}
-	return bytes;
+	/* by their rows: [wq; ...; wg] (ldp, C), wo (C, HD) */
+	return codes_alloc(g, &g->fwd8, &g->wf8, &g->wf8s, &g->wof8, &g->wof8s, dp_ld(op), op->C, op->C,
+	                   (size_t)op->H * op->D);
 }
 
 /* the token stride of a projection's output of width values: gdn's sit

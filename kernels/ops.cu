@@ -274,17 +274,24 @@ template <int VEC> __device__ __forceinline__ void load_f32(float (&f)[VEC], con
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* the norms' codes (CODES below): out = h r w's row, whose amax over the
- * warp is m, made again 8 values at a time and written as e4m3 codes,
- * its scale by lane 0 */
-__device__ void norm_codes(uint8_t *q, float *scale, size_t r0, int row, const bf16 *h, const bf16 *w, float r, float m,
-                           int C)
+/* a row of codes a warp (blockDim.x 32): the row's amax from each lane's
+ * m, its scale written by lane 0; returns what its values are multiplied
+ * by into codes */
+__device__ float warp_row_inv(float *scale, int row, float m)
 {
 	for (int o = WARP_SIZE / 2; o; o >>= 1)
 		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
-	float inv = inv_of(m), v[8];
 	if (threadIdx.x == 0)
 		scale[row] = scale_of(m);
+	return inv_of(m);
+}
+
+/* the norms' codes (CODES below): out = h r w's row, whose amax over the
+ * warp is m, made again 8 values at a time and written as e4m3 codes */
+__device__ void norm_codes(uint8_t *q, float *scale, size_t r0, int row, const bf16 *h, const bf16 *w, float r, float m,
+                           int C)
+{
+	float inv = warp_row_inv(scale, row, m), v[8];
 	for (int i = threadIdx.x * 8; i < C; i += WARP_SIZE * 8) {
 		Pack<8> hv = load_pack<8>(h + r0 + i), wv = load_pack<8>(w + i);
 		for (int j = 0; j < 8; j++)
@@ -338,11 +345,7 @@ __global__ void residual_rmsnorm_forward_kernel(bf16 *h, bf16 *out, float *rstd,
  * back its own stores), m its lane's amax */
 __device__ void row_codes(uint8_t *q, float *scale, size_t r0, int row, const bf16 *y, float m, int C)
 {
-	for (int o = WARP_SIZE / 2; o; o >>= 1)
-		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
-	float inv = inv_of(m), v[8];
-	if (threadIdx.x == 0)
-		scale[row] = scale_of(m);
+	float inv = warp_row_inv(scale, row, m), v[8];
 	for (int i = threadIdx.x * 8; i < C; i += WARP_SIZE * 8) {
 		load_f32<8>(v, y + r0 + i);
 		store8_e4m3(q + r0 + i, v, inv);
@@ -561,11 +564,7 @@ __global__ void att_mix_fp8_kernel(uint8_t *q, float *scale, float w1, const bf1
 		for (int e = 0; e < 8; e++)
 			m = fmaxf(m, fabsf(__bfloat162float(__float2bfloat16(__fmaf_rn(w1, x[e], w2 * y[e])))));
 	}
-	for (int o = WARP_SIZE / 2; o; o >>= 1)
-		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
-	float inv = inv_of(m);
-	if (lane == 0)
-		scale[row] = scale_of(m);
+	float inv = warp_row_inv(scale, row, m);
 	for (int j = lane; j < k / 8; j += WARP_SIZE) {
 		load8(x, a1 + r0, 0, j), load8(y, a2 + r0, 0, j);
 #pragma unroll
