@@ -46,9 +46,10 @@
  * (tests/test_supernet.cu, which allows 3e-2 and 5e-2). Not bit for bit
  * repeatable: the attention backward sums dq by float32 atomics. Under
  * Supernet.grad_fp8 the backward's products, under Supernet.fwd_fp8 the
- * supernet's forward's four a layer (and at 2 the teacher's forward's
- * too) go through float8 e4m3 (lib/fp8.h; gpu_model_forward_fp8 switched
- * on around each forward that takes it). The test's model with both: KL
+ * supernet's forward's four a layer and its gdn columns' two (and at 2 the
+ * teacher's forward's too) go through float8 e4m3 (lib/fp8.h;
+ * gpu_model_forward_fp8 switched on around each forward that takes it,
+ * gpu_lop_forward_fp8 once). The test's model with both: KL
  * within 3e-4, dw within 5e-2 of the CPU's of the same settings; at 2 the
  * all-fa supernet's KL 0.
  * gpu_supernet_eval of hybrids (H100): on tests/t0205's random model (L 4,
