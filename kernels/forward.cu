@@ -404,23 +404,34 @@ static void *codes_alloc(GpuModel *g, const char *flag, void (*layout)(GpuModel 
 	return mem;
 }
 
-extern "C" void gpu_model_grad_fp8(GpuModel *g)
+/* each layer's four weights (q|k|v, o, gate|up, down) into codes by codes
+ * (fp8_cols_t_cuda: w^T by its columns, the backward's; fp8_rows_cuda: w
+ * by its rows, the forward's), into the layer's Fp8Mats qkv, o, gu, down */
+typedef void (*CodesFn)(uint8_t *, float *, const bf16_t *, int, int);
+static void layer_codes(GpuModel *g, CodesFn codes, Fp8Mat GpuLayer::*qkv, Fp8Mat GpuLayer::*o,
+                        Fp8Mat GpuLayer::*gu, Fp8Mat GpuLayer::*down)
 {
 	const ModelConfig *cf = &g->m->cfg;
 	int C = cf->C, HD = cf->H * cf->D, W = HD + 2 * cf->G * cf->D, F = cf->F;
+	for (int l = 0; l < cf->L; l++) {
+		GpuLayer *d = &g->layers[l];
+		codes((d->*qkv).q, (d->*qkv).s, d->wqkv, W, C);
+		codes((d->*o).q, (d->*o).s, d->wo, C, HD);
+		codes((d->*gu).q, (d->*gu).s, d->wgu, 2 * F, C);
+		codes((d->*down).q, (d->*down).s, d->wdown, C, F);
+	}
+}
+
+extern "C" void gpu_model_grad_fp8(GpuModel *g)
+{
+	const ModelConfig *cf = &g->m->cfg;
 	if (g->fp8)
 		return;
 	if (!g->train)
 		BUG("gpu_model_grad_fp8: the GpuModel was made without train");
 	g->fp8_mem = codes_alloc(g, "--grad fp8", fp8_layout);
-	for (int l = 0; l < cf->L; l++) {
-		GpuLayer *d = &g->layers[l];
-		fp8_cols_t_cuda(d->qkv8.q, d->qkv8.s, d->wqkv, W, C);
-		fp8_cols_t_cuda(d->o8.q, d->o8.s, d->wo, C, HD);
-		fp8_cols_t_cuda(d->gu8.q, d->gu8.s, d->wgu, 2 * F, C);
-		fp8_cols_t_cuda(d->down8.q, d->down8.s, d->wdown, C, F);
-	}
-	fp8_cols_t_cuda(g->lm8.q, g->lm8.s, g->lm_head, cf->V, C);
+	layer_codes(g, fp8_cols_t_cuda, &GpuLayer::qkv8, &GpuLayer::o8, &GpuLayer::gu8, &GpuLayer::down8);
+	fp8_cols_t_cuda(g->lm8.q, g->lm8.s, g->lm_head, cf->V, cf->C);
 	g->fp8 = 1;
 }
 
@@ -441,17 +452,9 @@ static void fwd8_layout(GpuModel *g, Carver *c)
 
 extern "C" void gpu_model_forward_fp8(GpuModel *g, int on)
 {
-	const ModelConfig *cf = &g->m->cfg;
-	int C = cf->C, HD = cf->H * cf->D, W = HD + 2 * cf->G * cf->D, F = cf->F;
 	if (on && !g->fwd8_mem) {
 		g->fwd8_mem = codes_alloc(g, "--forward fp8", fwd8_layout);
-		for (int l = 0; l < cf->L; l++) {
-			GpuLayer *d = &g->layers[l];
-			fp8_rows_cuda(d->qkvf.q, d->qkvf.s, d->wqkv, W, C);
-			fp8_rows_cuda(d->of.q, d->of.s, d->wo, C, HD);
-			fp8_rows_cuda(d->guf.q, d->guf.s, d->wgu, 2 * F, C);
-			fp8_rows_cuda(d->downf.q, d->downf.s, d->wdown, C, F);
-		}
+		layer_codes(g, fp8_rows_cuda, &GpuLayer::qkvf, &GpuLayer::of, &GpuLayer::guf, &GpuLayer::downf);
 	}
 	g->fwd8 = on != 0;
 }

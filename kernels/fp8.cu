@@ -51,6 +51,18 @@ template <int NT> __device__ float block_max(float m)
 	return m;
 }
 
+/* a row of codes a block: the row's amax from every thread's m (block_max,
+ * whose barriers also order the block's earlier shared-memory stores
+ * before what follows), its scale written by thread 0; returns what its
+ * values are multiplied by into codes */
+template <int NT> __device__ float block_row_inv(float *scale, int64_t row, float m)
+{
+	m = block_max<NT>(m);
+	if (threadIdx.x == 0)
+		scale[row] = scale_of(m);
+	return inv_of(m);
+}
+
 // ----------------------------------------------------------------------------
 // rows
 
@@ -74,10 +86,7 @@ __global__ void __launch_bounds__(ROWS_NT) fp8_rows_kernel(uint8_t *q, float *sc
 		for (int j = threadIdx.x; j < k; j += ROWS_NT)
 			m = fmaxf(m, fabsf(__bfloat162float(r[j])));
 	}
-	m = block_max<ROWS_NT>(m);
-	float inv = inv_of(m);
-	if (threadIdx.x == 0)
-		scale[blockIdx.x] = scale_of(m);
+	float inv = block_row_inv<ROWS_NT>(scale, blockIdx.x, m);
 	if (VEC8) {
 		for (int j = threadIdx.x; j < k / 8; j += ROWS_NT) {
 			load8(v, r, 0, j);
@@ -215,10 +224,7 @@ __global__ void __launch_bounds__(SWIGLU_NT)
 			store8_bf16(row, du, F / 8 + j0 + p * SWIGLU_NT);
 		}
 	}
-	m = block_max<SWIGLU_NT>(m); /* its barrier also orders the row's stores before the loads below */
-	float inv = inv_of(m), v[8];
-	if (threadIdx.x == 0)
-		scale[t] = scale_of(m);
+	float inv = block_row_inv<SWIGLU_NT>(scale, t, m), v[8]; /* its barrier: the row's stores before the loads below */
 	for (int j = threadIdx.x; j < F / 8; j += SWIGLU_NT) { /* 16 codes a store */
 		uint4 c;
 		load8(v, row, 0, 2 * j);
@@ -280,10 +286,7 @@ __global__ void __launch_bounds__(SWIGLU_NT) swiglu_fwd_fp8_kernel(uint8_t *q, f
 			store8_bf16(row, a, j0 + p * SWIGLU_NT);
 		}
 	}
-	m = block_max<SWIGLU_NT>(m); /* its barrier also orders the row's stores before the loads below */
-	float inv = inv_of(m), v[8];
-	if (threadIdx.x == 0)
-		scale[t] = scale_of(m);
+	float inv = block_row_inv<SWIGLU_NT>(scale, t, m), v[8]; /* its barrier: the row's stores before the loads below */
 	for (int j = threadIdx.x; j < F / 8; j += SWIGLU_NT) {
 		load8(v, row, 0, j);
 		store8_e4m3(qr + 8 * j, v, inv);
