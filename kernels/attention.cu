@@ -32,6 +32,7 @@
 
 #include "cuda_common.cuh"
 #include "gpu.h"
+#include "mbar.cuh"
 #include "wgmma.cuh"
 
 #define LOG2E 1.4426950408889634f
@@ -39,11 +40,6 @@
 
 // ----------------------------------------------------------------------------
 // PTX helpers
-
-__device__ __forceinline__ uint32_t smem_addr(const void *p)
-{
-	return (uint32_t)__cvta_generic_to_shared(p);
-}
 
 /* 16 bytes global -> shared, asynchronously; zeros when !pred (the source
  * is then not read, but must be a valid address) */
@@ -487,33 +483,6 @@ __device__ __forceinline__ void reg_fence(float (&r)[N])
 #pragma unroll
 	for (int i = 0; i < N; i++)
 		asm volatile("" : "+f"(r[i])::"memory");
-}
-
-/* mbarriers (shared, 8 bytes each): init with the count of arrivals a
- * phase; an arrival; this thread's cp.async copies so far as one arrival
- * when they land; a wait for the phase of the given parity to complete */
-__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count)
-{
-	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar)
-{
-	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar)
-{
-	asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity)
-{
-	uint32_t done;
-	do
-		asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-		             "selp.u32 %0, 1, 0, p;\n}\n"
-		             : "=r"(done)
-		             : "r"(bar), "r"(parity & 1)
-		             : "memory");
-	while (!done);
 }
 
 #define WF_BQ 128 /* queries a block, 64 a warpgroup */

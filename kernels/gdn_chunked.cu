@@ -170,6 +170,7 @@
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
+#include "mbar.cuh"
 #include "tf32.cuh"
 
 #define GDN_C 64   /* chunk length */
@@ -843,18 +844,21 @@ __global__ void __launch_bounds__(GDN_NT, TC ? 2 : 0)
 }
 
 /* The state passes' copies of chunk bhc into the buffer b (shared): A1
- * (DK C floats), A2 (C DK), the SV columns js.. of Xa (C, SV) and of Sa
- * (DK, SV; when given) and G (C), one after another, by cp.async in one
- * commit group */
+ * (DK C floats), A2 (C DK; neither when A1 is NULL: the bulk copies of
+ * gdn_state_tc_kernel bring them), the SV columns js.. of Xa (C, SV) and
+ * of Sa (DK, SV; when given) and G (C), one after another, by cp.async in
+ * one commit group */
 template <int DK, int SV>
 __device__ __forceinline__ void state_prefetch(float *b, const float *A1, const float *A2, const float *Xa,
                                                const float *Sa, const float *G, size_t bhc, int js, int DV, int t)
 {
 	const int C = GDN_C;
-	const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
-	for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
-		cp_async16(b + i, a1 + i);
-		cp_async16(b + DK * C + i, a2 + i);
+	if (A1) {
+		const float *a1 = A1 + bhc * DK * C, *a2 = A2 + bhc * C * DK;
+		for (int i = t * 4; i < DK * C; i += GDN_NT * 4) {
+			cp_async16(b + i, a1 + i);
+			cp_async16(b + DK * C + i, a2 + i);
+		}
 	}
 	float *bx = b + 2 * DK * C;
 	const float *xa = Xa + bhc * C * DV + js;
@@ -980,8 +984,13 @@ __global__ void __launch_bounds__(GDN_NT)
  * written once by the thread that makes them. Warp w: X's rows 16 (w % 4),
  * St's rows 16 WM (w % 4), both the columns SV / 2 (w / 4). Two barriers a
  * chunk: the next chunk's copies start after the first, into the buffer the
- * chunk before used. */
-template <int DK, int SV, bool REV, bool A2R>
+ * chunk before used.
+ * BULK (sm_90): A1 and A2, 64 KB a chunk at DK 128, come by two bulk
+ * copies that thread 0 starts (the copy engine's work, completing on an
+ * mbarrier) instead of 16 cp.async a thread, in a pass whose 8 warps an SM
+ * wait mostly on the shared-memory pipe (ncu: an instruction every 7.5
+ * cycles a warp, short-scoreboard stalls first). The same bits. */
+template <int DK, int SV, bool REV, bool A2R, bool BULK>
 __global__ void __launch_bounds__(GDN_NT)
 	gdn_state_tc_kernel(const float *A1, const float *A2, const float *Xa, const float *Sa, const float *G,
 	                    float *Xo, float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV, int NC,
@@ -994,6 +1003,28 @@ __global__ void __launch_bounds__(GDN_NT)
 	float *sXf = sSf + DK * SV; /* (C, SV) X, B fragments */
 	float *sbuf = sXf + C * SV; /* two buffers of A1 (DK C), A2 (C DK), Xa (C, SV), Sa (DK, SV), G (C) */
 	int js = blockIdx.x * SV, bh = blockIdx.y;
+	/* BULK: full + 8 p, buffer p's A1 and A2 are in (thread 0's arrival
+	 * expecting their bytes, then the bytes). Chunk it goes to buffer it %
+	 * 2; its phases have the parity (it / 2) % 2. */
+#ifndef DASH_HAVE_BULK
+	if (BULK)
+		__trap(); /* built without sm_90: gdn_state never launches it */
+#else
+	const uint32_t full = smem_addr(sbuf + 2 * NB);
+	if (BULK && t == 0) {
+		mbar_init(full, 1), mbar_init(full + 8, 1);
+		mbar_init_fence();
+	}
+	/* BULK, thread 0: chunk c's A1 and A2 into buffer p */
+	auto bulk = [&](int c, int p) {
+		const unsigned AB = DK * C * sizeof(float);
+		size_t bhc = (size_t)bh * NC + c;
+		float *b = sbuf + p * NB;
+		mbar_arrive_tx(full + 8 * p, 2 * AB);
+		bulk_copy(smem_addr(b), A1 + bhc * DK * C, AB, full + 8 * p);
+		bulk_copy(smem_addr(b + DK * C), A2 + bhc * C * DK, AB, full + 8 * p);
+	};
+#endif
 	/* st[mi][nj][r]: St's row srow(mi, r), column jc + 8 nj + r % 2 */
 	float st[WM][NJ][4];
 	auto srow = [&](int mi, int r) { return (mw * WM + mi) * 16 + g + 8 * (r >> 1); };
@@ -1017,9 +1048,17 @@ __global__ void __launch_bounds__(GDN_NT)
 	};
 	put_st();
 	auto prefetch = [&](int c, int p) {
-		state_prefetch<DK, SV>(sbuf + p * NB, A1, A2, Xa, Sa, G, (size_t)bh * NC + c, js, DV, t);
+		state_prefetch<DK, SV>(sbuf + p * NB, BULK ? nullptr : A1, A2, Xa, Sa, G, (size_t)bh * NC + c, js, DV,
+		                       t);
 	};
 	prefetch(REV ? NC - 1 : 0, 0);
+#ifdef DASH_HAVE_BULK
+	if (BULK) {
+		__syncthreads(); /* the barriers' inits */
+		if (t == 0)
+			bulk(REV ? NC - 1 : 0, 0);
+	}
+#endif
 	for (int it = 0; it < NC; it++) {
 		int c = REV ? NC - 1 - it : it, p = it & 1;
 		size_t bhc = (size_t)bh * NC + c;
@@ -1033,9 +1072,18 @@ __global__ void __launch_bounds__(GDN_NT)
 					*(float2 *)(sst + (size_t)srow(mi, 2 * h) * DV + 8 * nj) =
 						make_float2(st[mi][nj][2 * h], st[mi][nj][2 * h + 1]);
 		cp_async_wait<0>();
+#ifdef DASH_HAVE_BULK
+		if (BULK)
+			mbar_wait(full + 8 * p, it >> 1);
+#endif
 		__syncthreads();
-		if (it + 1 < NC)
+		if (it + 1 < NC) {
 			prefetch(REV ? c - 1 : c + 1, p ^ 1);
+#ifdef DASH_HAVE_BULK
+			if (BULK && t == 0) /* buffer p ^ 1 held chunk it - 1, done with (the barrier above) */
+				bulk(REV ? c - 1 : c + 1, p ^ 1);
+#endif
+		}
 		const float *sA1 = sbuf + p * NB, *sA2 = sA1 + DK * C, *sXa = sA2 + C * DK, *sSa = sXa + C * SV;
 		{ /* X = Xa + s1 A1^T St, the k-steps in NA chains */
 			constexpr int NK = DK / 8, NA = 4 / NJ;
@@ -2340,17 +2388,43 @@ static void gdn_launch(F f, size_t bytes, bool *done, dim3 grid, Args... args)
 	cudaCheck(cudaGetLastError());
 }
 
-/* the state pass, its products in float32 or (tf32) on the tensor cores */
+/* the tf32 state passes' A1 and A2 by bulk copies where the device has
+ * them (gdn_chunked_bulk; DASH_GDN_CPASYNC=1 for the benches: by cp.async) */
+static int gdn_bulk = -1;
+
+static int bulk_on(void)
+{
+	if (gdn_bulk < 0)
+		gdn_bulk = !env_flag("DASH_GDN_CPASYNC");
+	return gdn_bulk;
+}
+
+extern "C" int gdn_chunked_bulk(int on)
+{
+	int was = bulk_on();
+	gdn_bulk = on != 0;
+	return was;
+}
+
+/* the state pass, its products in float32 or (tf32) on the tensor cores;
+ * tf32 on a Hopper with bulk copies */
 template <int DK, bool REV>
 static void gdn_state(bool tf32, dim3 grid, const float *A1, const float *A2, const float *Xa, const float *Sa,
                       const float *G, float *Xo, float *Sst, const float *Sin, float *Sout, float s1, float s2, int DV,
                       int NC, int dk, int dv)
 {
-	static bool done[2];
+	static bool done[3];
+	size_t bytes = smem_state(DK, GDN_SV);
+#ifdef DASH_SM90A
+	if (tf32 && bulk_on() && cuda_cc_major() >= 9) {
+		gdn_launch(gdn_state_tc_kernel<DK, GDN_SV, REV, !REV, true>, bytes + 2 * sizeof(uint64_t), &done[2],
+		           grid, A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
+		return;
+	}
+#endif
 	/* tf32: A1 and A2 in fragment order, rounded but for the backward's W */
-	auto f = tf32 ? gdn_state_tc_kernel<DK, GDN_SV, REV, !REV> : gdn_state_kernel<DK, REV>;
-	gdn_launch(f, smem_state(DK, GDN_SV), &done[tf32], grid, A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC,
-	           dk, dv);
+	auto f = tf32 ? gdn_state_tc_kernel<DK, GDN_SV, REV, !REV, false> : gdn_state_kernel<DK, REV>;
+	gdn_launch(f, bytes, &done[tf32], grid, A1, A2, Xa, Sa, G, Xo, Sst, Sin, Sout, s1, s2, DV, NC, dk, dv);
 }
 
 struct GdnArgs {

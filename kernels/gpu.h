@@ -309,6 +309,11 @@ void gdn_backward_chunked_kept_cuda(float *d_dq, float *d_dk, float *d_dv, float
                                     const float *d_k, const float *d_v, const float *d_g, const float *d_beta,
                                     const float *d_S0, int B, int T, int H, int Dk, int Dv, float scale,
                                     void *d_work, int tf32);
+/* The tf32 state passes on a Hopper take each chunk's two large operands
+ * by bulk copies (the same bits as by cp.async): gdn_chunked_bulk(0) turns
+ * that off for the calls that follow, (1) on again (the default, unless
+ * DASH_GDN_CPASYNC=1 in the environment); returns the setting before. */
+int gdn_chunked_bulk(int on);
 
 /* DASH_CHECK_FINITE=1 in the environment: says on stderr how many of n
  * values (float32 when f32, else bf16) of a device buffer are not finite,

@@ -12,11 +12,13 @@
  * recomputing backward's gradients, bit for bit; with tf32 (the state
  * passes and most chunk products on the tensor cores) o, S and the gradients
  * within TF32_TOL of their scale (the state carries TF32-rounded products
- * across the chunks).
+ * across the chunks), the same bits with the state passes' operands by
+ * bulk copies (a Hopper's) as by cp.async.
  * DASH_BENCH=1 also prints the time of the forward and forward + backward at
  * B 1, T 4096, H 16, D 128, recomputing and kept; DASH_BENCH=2 runs only
  * the tf32 keeping forward and kept backward there, twice, for a profiler
- * (ncu -k regex:gdn_). Runs on a GPU: make test-gpu. */
+ * (ncu -k regex:gdn_; DASH_GDN_CPASYNC=1: the state passes' operands by
+ * cp.async). Runs on a GPU: make test-gpu. */
 #include <string.h>
 
 #include "../bench/bench.h" // defines: median_ms
@@ -103,6 +105,31 @@ static void case_free(Case *c)
 	gpu_free(c->d_work);
 }
 
+/* The tf32 keeping forward and kept backward on c (its initial state, if
+ * any, into d_S first), the state passes' operands by bulk copies or not
+ * (gdn_chunked_bulk): out[8] = o, S (NULL without d_S), dq, dk, dv, dg,
+ * dbeta, dS0, downloaded. */
+static void tf32_outputs(Case *c, int bulk, float *d_o, float *d_S, float *const d[6], float *out[8])
+{
+	size_t nh = (size_t)c->B * c->T * c->H, nv = nh * c->Dv, nS = (size_t)c->B * c->H * c->Dk * c->Dv;
+	size_t n[6] = {nh * c->Dk, nh * c->Dk, nv, nh, nh, nS};
+	float scale = 1 / sqrtf((float)c->Dk);
+	int was = gdn_chunked_bulk(bulk);
+	if (d_S)
+		gpu_upload(d_S, c->S0, nS * 4);
+	cudaCheck(cudaMemset(d_o, 0xff, nv * 4));
+	gdn_forward_chunked_keep_cuda(d_o, d_S, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
+	                              c->Dv, scale, c->d_work, 1);
+	for (int i = 0; i < 6; i++)
+		cudaCheck(cudaMemset(d[i], 0xff, n[i] * 4));
+	gdn_backward_chunked_kept_cuda(d[0], d[1], d[2], d[3], d[4], d[5], c->d_dout, c->d_dSf, c->d_q, c->d_k, c->d_v,
+	                               NULL, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv, scale, c->d_work, 1);
+	out[0] = host_f32(d_o, nv), out[1] = d_S ? host_f32(d_S, nS) : NULL;
+	for (int i = 0; i < 6; i++)
+		out[2 + i] = host_f32(d[i], n[i]);
+	gdn_chunked_bulk(was);
+}
+
 /* The keeping forward and then the kept backward on c, twice (it must leave
  * the forward's work as it was), with d_g and d_S0 NULL (it must not read
  * them): o, S (the final state, NULL if none) and h[6] (dq, dk, dv, dg,
@@ -138,32 +165,35 @@ static void keep_check(Case *c, const float *o, const float *S, float *const h[6
 	snprintf(msg, sizeof msg, "gdn chunked %s: keeping forward o%s %s, kept backward (twice) %s as recomputing", shape,
 	         S ? ", S" : "", same_f ? "same bits" : "DIFFER", same_b ? "same bits" : "DIFFERS");
 	test_cond(msg, same_f && same_b);
-	/* tf32: the same within TF32_TOL */
-	if (d_S)
-		gpu_upload(d_S, c->S0, nS * 4);
-	cudaCheck(cudaMemset(d_o, 0xff, nv * 4));
-	gdn_forward_chunked_keep_cuda(d_o, d_S, c->d_q, c->d_k, c->d_v, c->d_g, c->d_beta, c->B, c->T, c->H, c->Dk,
-	                              c->Dv, scale, c->d_work, 1);
-	free(o2), free(S2);
-	o2 = host_f32(d_o, nv), S2 = d_S ? host_f32(d_S, nS) : NULL;
-	double e = test_rel_err(o2, o, nv);
+	/* tf32: the same within TF32_TOL (the state passes' operands by cp.async) */
+	float *t1[8], *tq[8];
+	size_t m[8] = {nv, nS, n[0], n[1], n[2], n[3], n[4], n[5]};
+	tf32_outputs(c, 0, d_o, d_S, d, t1);
+	double e = test_rel_err(t1[0], o, nv);
 	if (S)
-		e = fmax(e, test_rel_err(S2, S, nS));
-	for (int i = 0; i < 6; i++)
-		cudaCheck(cudaMemset(d[i], 0xff, n[i] * 4));
-	gdn_backward_chunked_kept_cuda(d[0], d[1], d[2], d[3], d[4], d[5], c->d_dout, c->d_dSf, c->d_q, c->d_k, c->d_v,
-	                               NULL, c->d_beta, NULL, c->B, c->T, c->H, c->Dk, c->Dv, scale, c->d_work, 1);
+		e = fmax(e, test_rel_err(t1[1], S, nS));
 	for (int i = 0; i < 6; i++) {
-		float *x = host_f32(d[i], n[i]);
-		double ei = test_rel_err(x, h[i], n[i]);
+		double ei = test_rel_err(t1[2 + i], h[i], n[i]);
 		if (ei >= TF32_TOL)
 			printf("  tf32: %s off by %.2e of its scale\n", names[i], ei);
 		e = fmax(e, ei);
-		free(x);
 	}
 	snprintf(msg, sizeof msg, "gdn chunked %s: tf32 state passes, o%s and every gradient within %.0e (%.1e)", shape,
 	         S ? ", S" : "", TF32_TOL, e);
 	test_cond(msg, e < TF32_TOL);
+	/* and by bulk copies where the device has them: the same bits */
+	int same = 1;
+	tf32_outputs(c, 1, d_o, d_S, d, tq);
+	for (int i = 0; i < 8; i++) {
+		if (tq[i] && memcmp(tq[i], t1[i], m[i] * 4))
+			printf("  bulk copies: output %d differs\n", i), same = 0;
+		free(tq[i]);
+	}
+	snprintf(msg, sizeof msg, "gdn chunked %s: tf32 state passes, operands by bulk copies (a Hopper's) or cp.async, "
+	         "the same bits", shape);
+	test_cond(msg, same);
+	for (int i = 0; i < 8; i++)
+		free(t1[i]);
 	for (int i = 0; i < 6; i++)
 		gpu_free(d[i]);
 	gpu_free(d_o);
@@ -287,12 +317,17 @@ static void bench(int prof)
 		float fbk = median_ms([&] { run_case(&c, d_o, d_grad, 1, 1); });
 		float ft = median_ms([&] { run_case(&c, d_o, d_grad, 0, 2); });
 		float fbt = median_ms([&] { run_case(&c, d_o, d_grad, 1, 2); });
+		int bulk = gdn_chunked_bulk(0);
+		float ft0 = median_ms([&] { run_case(&c, d_o, d_grad, 0, 2); });
+		float fbt0 = median_ms([&] { run_case(&c, d_o, d_grad, 1, 2); });
+		gdn_chunked_bulk(bulk);
 		printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, work %.0f MB: forward %.3f ms, forward+backward %.3f ms "
 		       "(median of 20)\n", name, B, T, H, D, gdn_chunked_work(B, T, H, D, D) / 1e6, f, fb);
 		printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d: keeping forward %.3f ms, keeping forward + kept backward "
 		       "%.3f ms (recomputing %.3f: %.3f ms saved)\n", name, B, T, H, D, fk, fbk, fb, fb - fbk);
 		printf("# bench %s, B=%d T=%d H=%d Dk=Dv=%d, tf32 state passes: keeping forward %.3f ms, keeping forward "
-		       "+ kept backward %.3f ms\n", name, B, T, H, D, ft, fbt);
+		       "+ kept backward %.3f ms (%s; by cp.async %.3f and %.3f ms)\n", name, B, T, H, D, ft, fbt,
+		       bulk ? "bulk copies where the device has them" : "DASH_GDN_CPASYNC", ft0, fbt0);
 	}
 	for (int i = 0; i < 5; i++)
 		gpu_free(d_grad[i]);
