@@ -61,14 +61,14 @@ int main(int argc, char **argv)
 		 * Hopper), against the weight-0 case (the window's alone) plus the
 		 * full attention's alone: the two passes it replaces */
 		float b2 = median_ms([&] {
-			attention_backward2_cuda(dq, dk, dv, o, 0.6f, o, lse, 0, 0.4f, o2, lse2, W, q, k, v, B, T, H, G, D,
-			                         work);
+			attention_backward2_cuda(dq, dk, dv, o, 0.6f, o, lse, 0, 0.4f, o2, lse2, W, q, k, v, B, T, H, G,
+			                         D, work, NULL, NULL);
 		});
 		float b1 = median_ms([&] {
-			attention_backward2_cuda(dq, dk, dv, o, 0.f, NULL, NULL, 0, 0.4f, o2, lse2, W, q, k, v, B, T, H, G, D,
-			                         work);
-			attention_backward2_cuda(dq, dk, dv, o, 0.6f, o, lse, 0, 0.f, NULL, NULL, W, q, k, v, B, T, H, G, D,
-			                         work);
+			attention_backward2_cuda(dq, dk, dv, o, 0.f, NULL, NULL, 0, 0.4f, o2, lse2, W, q, k, v, B, T, H,
+			                         G, D, work, NULL, NULL);
+			attention_backward2_cuda(dq, dk, dv, o, 0.6f, o, lse, 0, 0.f, NULL, NULL, W, q, k, v, B, T, H,
+			                         G, D, work, NULL, NULL);
 		});
 		printf("attention_backward2_cuda (%s) full + window %d: %.3f ms, two backwards %.3f ms\n",
 		       mma ? "mma.sync" : "default", W, b2, b1);

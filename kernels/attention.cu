@@ -921,7 +921,8 @@ struct BwdLayout {
 /* delta (B, H, T) = rowsum(dout * out) and delta2 of out2 (each when its out
  * is given: two attentions of one q, k, v and dout), one warp a row; the
  * same warp zeroes the row's float32 dQ accumulator and, for h < G, the kv
- * rows of dK and dV (one pass instead of a memset) */
+ * rows of dK and dV (one pass instead of a memset; none when dq_acc is
+ * NULL: only the deltas) */
 __global__ void attention_delta_kernel(float *delta, float *delta2, float *dq_acc, float *dk_acc, float *dv_acc,
                                        const bf16 *dout, const bf16 *out, const bf16 *out2, int B, int T, int H,
                                        int G, int D)
@@ -933,7 +934,7 @@ __global__ void attention_delta_kernel(float *delta, float *delta2, float *dq_ac
 	int h = (int)(row % H);
 	int64_t bt = row / H;
 	const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-	for (int i = 4 * lane; i < D; i += 4 * WARP_SIZE) {
+	for (int i = 4 * lane; dq_acc && i < D; i += 4 * WARP_SIZE) {
 		*reinterpret_cast<float4 *>(dq_acc + row * D + i) = zero;
 		if (h < G) {
 			*reinterpret_cast<float4 *>(dk_acc + (bt * G + h) * D + i) = zero;
@@ -959,6 +960,53 @@ __global__ void attention_delta_kernel(float *delta, float *delta2, float *dq_ac
 			delta[(b * H + h) * T + t] = s;
 		if (out2)
 			delta2[(b * H + h) * T + t] = s2;
+	}
+}
+
+#define DOT_THREADS 1024
+
+/* *dot[b] += the sum of delta[b] (n), in double, in a fixed order: the
+ * dot product <dout, out> of a whole attention, its weight's gradient in a
+ * supernet. A block each, four sums a thread in flight (by float4 where
+ * delta[b] is 16-byte aligned). */
+struct DeltaSums {
+	double *dot[2];
+	const float *delta[2];
+};
+__global__ void delta_sum_kernel(DeltaSums a, int64_t n)
+{
+	const float *d = a.delta[blockIdx.x];
+	double s[4] = {0, 0, 0, 0};
+	int64_t n4 = (uintptr_t)d % 16 ? 0 : n / 4;
+	for (int64_t i = threadIdx.x; i < n4; i += DOT_THREADS) {
+		float4 v = reinterpret_cast<const float4 *>(d)[i];
+		s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
+	}
+	for (int64_t i = 4 * n4 + threadIdx.x; i < n; i += DOT_THREADS)
+		s[0] += d[i];
+	double t = block_sum_double<DOT_THREADS>((s[0] + s[1]) + (s[2] + s[3]));
+	if (threadIdx.x == 0)
+		*a.dot[blockIdx.x] += t;
+}
+
+/* the deltas of the attentions whose out is given (and, dq_acc given, the
+ * accumulators zeroed), then the sums of those whose dot is asked for */
+static void deltas(float *const delta[2], double *const dot[2], float *dq_acc, float *dk_acc, float *dv_acc,
+                   const bf16_t *d_dout, const bf16_t *const out[2], int B, int T, int H, int G, int D)
+{
+	int64_t rows = (int64_t)B * T * H;
+	attention_delta_kernel<<<(unsigned)CEIL_DIV(rows, 8), 8 * WARP_SIZE>>>(
+		delta[0], delta[1], dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)out[0],
+		(const bf16 *)out[1], B, T, H, G, D);
+	cudaCheck(cudaGetLastError());
+	DeltaSums a;
+	int n = 0;
+	for (int i = 0; i < 2; i++)
+		if (dot[i] && out[i])
+			a.dot[n] = dot[i], a.delta[n++] = delta[i];
+	if (n) {
+		delta_sum_kernel<<<n, DOT_THREADS>>>(a, rows);
+		cudaCheck(cudaGetLastError());
 	}
 }
 
@@ -1637,15 +1685,16 @@ static void backward_wgmma_launch(float *dq_acc, float *dk_acc, float *dv_acc, c
 template <int D>
 static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, const AttGrad (&a)[2],
                             const bf16_t *d_q, const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G,
-                            float *d_work)
+                            float *d_work, double *const dot[2])
 {
 	int64_t nq = (int64_t)B * T * H * D, nk = (int64_t)B * T * G * D, rows = (int64_t)B * T * H;
 	float *dq_acc = d_work, *dk_acc = dq_acc + nq, *dv_acc = dk_acc + nk, *delta[2] = {dv_acc + nk, dv_acc + nk + rows};
 	float scale = 1.0f / sqrtf((float)D);
-	attention_delta_kernel<<<(unsigned)CEIL_DIV(rows, 8), 8 * WARP_SIZE>>>(
-		delta[0], delta[1], dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, a[0].w != 0 ? (const bf16 *)a[0].out : NULL,
-		a[1].w != 0 ? (const bf16 *)a[1].out : NULL, B, T, H, G, D);
-	cudaCheck(cudaGetLastError());
+	/* the deltas of the weighed attentions, and of one of weight 0 whose dot is asked for */
+	const bf16_t *out[2];
+	for (int i = 0; i < 2; i++)
+		out[i] = a[i].w != 0 || dot[i] ? a[i].out : NULL;
+	deltas(delta, dot, dq_acc, dk_acc, dv_acc, d_dout, out, B, T, H, G, D);
 	/* each attention adds its share to the accumulators; heads fastest:
 	 * the key tiles near the start, which see the most queries, go first.
 	 * On a Hopper a full attention and a window's, both weighed, run as
@@ -1685,20 +1734,35 @@ extern "C" size_t attention_backward_work(int B, int T, int H, int D)
 	return (size_t)B * T * H * (3 * (size_t)D + 2);
 }
 
+extern "C" void attention_dots_cuda(double *d_dot1, double *d_dot2, const bf16_t *d_dout, const bf16_t *d_out1,
+                                    const bf16_t *d_out2, int B, int T, int H, int D, float *d_work)
+{
+	int64_t rows = (int64_t)B * T * H;
+	float *delta[2] = {d_work, d_work + rows};
+	double *const dot[2] = {d_dot1, d_dot2};
+	const bf16_t *out[2] = {d_dot1 ? d_out1 : NULL, d_dot2 ? d_out2 : NULL};
+	deltas(delta, dot, NULL, NULL, NULL, d_dout, out, B, T, H, H, D);
+}
+
 extern "C" void attention_backward2_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, float w1,
                                          const bf16_t *d_out1, const float *d_lse1, int window1, float w2,
                                          const bf16_t *d_out2, const float *d_lse2, int window2, const bf16_t *d_q,
                                          const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int D,
-                                         float *d_work)
+                                         float *d_work, double *d_dot1, double *d_dot2)
 {
 	if (H % G != 0)
 		fprintf(stderr, "attention_backward_cuda: H %d is not a multiple of G %d\n", H, G), exit(1);
 	if (w1 == 0 && w2 == 0)
 		fprintf(stderr, "attention_backward2_cuda: both weights 0\n"), exit(1);
 	const AttGrad a[2] = {{w1, d_out1, d_lse1, window1}, {w2, d_out2, d_lse2, window2}};
+	double *const dot[2] = {d_dot1, d_dot2};
 	switch (D) {
-	case 64: backward_launch<64>(d_dq, d_dk, d_dv, d_dout, a, d_q, d_k, d_v, B, T, H, G, d_work); break;
-	case 128: backward_launch<128>(d_dq, d_dk, d_dv, d_dout, a, d_q, d_k, d_v, B, T, H, G, d_work); break;
+	case 64:
+		backward_launch<64>(d_dq, d_dk, d_dv, d_dout, a, d_q, d_k, d_v, B, T, H, G, d_work, dot);
+		break;
+	case 128:
+		backward_launch<128>(d_dq, d_dk, d_dv, d_dout, a, d_q, d_k, d_v, B, T, H, G, d_work, dot);
+		break;
 	default: fprintf(stderr, "attention_backward_cuda: head dim %d (64 and 128 are built)\n", D), exit(1);
 	}
 }
@@ -1709,5 +1773,5 @@ extern "C" void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv
                                         int window, float *d_work)
 {
 	attention_backward2_cuda(d_dq, d_dk, d_dv, d_dout, 1.f, d_out, d_lse, window, 0.f, NULL, NULL, 0, d_q, d_k, d_v,
-	                         B, T, H, G, D, d_work);
+	                         B, T, H, G, D, d_work, NULL, NULL);
 }

@@ -744,16 +744,19 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		 * path's share in the Wqkv GEMM */
 		float *dmix = NULL;
 		size_t nC = (size_t)n * C;
-		int path = s->wfa != 0 || s->a2.w != 0;
-		if ((path || mix) && g->fp8) {
+		const GpuMixAtt *a2 = &s->a2;
+		int path = s->wfa != 0 || a2->w != 0, dots = a2->dot1 || a2->dot2;
+		if ((path || mix || dots) && g->fp8) {
 			if (!dh8)
 				fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dh, n, C);
 			matmul_backward_fp8_cuda(g->datt, 0, 0, g->dq8.q, g->dq8.s, w->o8.q, w->o8.s, n, HD, C);
-		} else if (path || mix) {
+		} else if (path || mix || dots) {
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
 		}
 		if (mix && l == 0 && !d_dx0) { /* nothing below wants more */
 			mix(ctx, l, g->dh, g->datt, NULL, n, C);
+			if (dots)
+				attention_dots_cuda(a2->dot1, a2->dot2, g->datt, s->att, a2->att, B, T, H, D, g->work);
 			break;
 		}
 		check_finite_cuda("datt", l, g->datt, (size_t)n * HD, 0);
@@ -762,9 +765,9 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		if (dmix)
 			check_finite_cuda("dmix (the mixture's operators)", l, dmix, (size_t)n * C, 1);
 		if (path) {
-			const GpuMixAtt *a2 = &s->a2;
-			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w, a2->att,
-			                         a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work);
+			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w,
+			                         a2->att, a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work,
+			                         a2->dot1, a2->dot2);
 			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
 			check_finite_cuda("dqkv", l, g->dqkv, (size_t)n * W, 0);
 			if (g->fp8) { /* as below */
@@ -777,8 +780,11 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			} else {
 				matmul_backward_cuda(g->du, g->dqkv, w->wqkv, n, C, W);
 			}
-		} else if (!dmix) {
-			cudaCheck(cudaMemsetAsync(g->du, 0, nC * sizeof(bf16_t)));
+		} else {
+			if (dots) /* both weights 0, their gradients all the same */
+				attention_dots_cuda(a2->dot1, a2->dot2, g->datt, s->att, a2->att, B, T, H, D, g->work);
+			if (!dmix)
+				cudaCheck(cudaMemsetAsync(g->du, 0, nC * sizeof(bf16_t)));
 		}
 		/* u = norm1(x) and the residual: dL/dx, the first layer's into
 		 * d_dx0 when given; du in float32 where it is dmix */

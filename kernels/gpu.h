@@ -151,11 +151,20 @@ void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf1
  * attentions of one q, k, v (windows W1, W2; a supernet's fa and swa) and
  * one dout: each with its forward's out and lse, summed in the float32
  * accumulators and rounded to bf16 once. An attention of weight 0 is left
- * out (its out and lse are not read), not both. */
+ * out (its lse is not read, nor its out unless its dot is asked for), not
+ * both. d_dot1, d_dot2 (device doubles, or NULL): += <dout, out1> and
+ * <dout, out2> over all of the rows (their weights' gradients in a
+ * supernet, from the rows' sums the backward makes anyway), also for an
+ * attention of weight 0. */
 void attention_backward2_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, float w1,
                               const bf16_t *d_out1, const float *d_lse1, int window1, float w2, const bf16_t *d_out2,
                               const float *d_lse2, int window2, const bf16_t *d_q, const bf16_t *d_k,
-                              const bf16_t *d_v, int B, int T, int H, int G, int D, float *d_work);
+                              const bf16_t *d_v, int B, int T, int H, int G, int D, float *d_work, double *d_dot1,
+                              double *d_dot2);
+/* only those dots (either NULL), where no backward runs; d_work as
+ * attention_backward2_cuda's */
+void attention_dots_cuda(double *d_dot1, double *d_dot2, const bf16_t *d_dout, const bf16_t *d_out1,
+                         const bf16_t *d_out2, int B, int T, int H, int D, float *d_work);
 
 /* out (n) += x */
 void residual_forward_cuda(bf16_t *d_out, const bf16_t *d_x, int64_t n);

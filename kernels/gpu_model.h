@@ -84,12 +84,16 @@ void gpu_model_forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int
  * layer's Wo with weight w, as the layer's own attention does with its
  * weight wfa: a = Wo (wfa att + w att2) + (wfa + w) bo. att (n, H*D) and
  * lse (B, H, T) are the caller's buffers: the forward writes them, the
- * backward reads them. */
+ * backward reads them. dot1 and dot2 (device doubles, or NULL; either may
+ * be set without att): where gpu_model_backward_mix adds <datt, att> of the
+ * layer's own attention and <datt, att2>, the gradients with respect to
+ * wfa and w (whatever the weights, after the layer's GpuMixGrad). */
 typedef struct {
 	float w;
 	int window;
 	bf16_t *att;
 	float *lse;
+	double *dot1, *dot2;
 } GpuMixAtt;
 /* A GpuAttHook is what gpu_model_forward_mix asks, going forwards, before
  * layer l's attention: it returns wfa and may fill *att2 (which arrives
@@ -137,8 +141,9 @@ void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuG
  * kernels/gpu_supernet.h), given dL/da (device (n, C) bf16, of the mixed a,
  * before the residual add) and d_datt = dL/da Wo (device (n, H*D) bf16, the
  * gradient with respect to the attentions' mixture before Wo, so that
- * <d_datt, att> is that with respect to att's weight), before the attention
- * path is back-propagated. That path runs with the weights and second
+ * <d_datt, att> is that with respect to att's weight: the backward adds it
+ * where the GpuMixAtt's dot1 and dot2 say), before the attention path is
+ * back-propagated. That path runs with the weights and second
  * attention that the forward's GpuAttHook gave (both attention backwards
  * on the one datt into one dq, dk, dv, attention_backward2_cuda, then one
  * Wqkv; nothing of it when both weights were 0). The GpuMixGrad sets *d_du

@@ -318,9 +318,12 @@ static float sn_att(void *ctx, int l, GpuMixAtt *att2)
 {
 	GpuSupernet *g = (GpuSupernet *)ctx;
 	const float *w = g->w + (size_t)l * g->K;
+	double *dw = g->dw + (size_t)l * g->K;
 	int k = swa_col(g);
 	if (k)
-		*att2 = GpuMixAtt{w[k], g->window, att_of(g, l), lse_of(g, l)};
+		*att2 = GpuMixAtt{w[k], g->window, att_of(g, l), lse_of(g, l), NULL, NULL};
+	if (g->keep) /* fa's and swa's dw, by the attention backward */
+		att2->dot1 = dw, att2->dot2 = k ? dw + k : NULL;
 	return w[0];
 }
 
@@ -331,7 +334,7 @@ static float teacher_att(void *ctx, int l, GpuMixAtt *att2)
 {
 	GpuSupernet *g = (GpuSupernet *)ctx;
 	if (swa_col(g))
-		*att2 = GpuMixAtt{0.f, g->window, att_of(g, l), lse_of(g, l)};
+		*att2 = GpuMixAtt{0.f, g->window, att_of(g, l), lse_of(g, l), NULL, NULL};
 	return 1.f;
 }
 
@@ -381,28 +384,21 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 		mix(d_a, &s, (int64_t)nC);
 }
 
-/* the GpuMixGrad: dw of layer l (fa's and swa's as <datt, att>), du
- * through the gdn and gla columns */
+/* the GpuMixGrad: dw of layer l (but fa's and swa's, <datt, att>, which
+ * the attention backward adds: sn_att's dot1 and dot2), du through the gdn
+ * and gla columns */
 static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t *d_datt, float **d_du, int n, int C)
 {
 	GpuSupernet *g = (GpuSupernet *)ctx;
-	const ModelConfig *c = g->c;
-	int K = g->K, B = g->B, T = g->T, ks = swa_col(g);
+	int K = g->K, B = g->B, T = g->T;
 	const float *w = g->w + (size_t)l * K;
 	int64_t nC = (int64_t)n * C;
 	double *dw = g->dw + (size_t)l * K;
 	int any = 0, uf_ready = 0, daf_ready = 0;
-	/* dw = <datt, att> of fa and swa in one pass over datt, <da, o> of
-	 * every column whose output the forward kept in one over da; gdn and
-	 * gla in a shared arena run again below first */
-	GpuLayerView v;
-	gpu_model_layer(g->gm, l, &v);
+	(void)d_datt;
+	/* dw = <da, o> of every column whose output the forward kept in one
+	 * pass over da; gdn and gla in a shared arena run again below first */
 	MixSrc src;
-	memset(&src, 0, sizeof src);
-	src.p[src.n] = v.att, src.col[src.n++] = 0;
-	if (ks)
-		src.p[src.n] = att_of(g, l), src.col[src.n++] = ks;
-	dots(g, dw, d_datt, &src, (int64_t)n * c->H * c->D);
 	memset(&src, 0, sizeof src);
 	for (int k = 1; k < K; k++)
 		if (g->kept[(size_t)l * K + k])

@@ -347,7 +347,9 @@ static void test_attention_fwd2(int B, int T, int H, int G, int D, int W)
 /* attention_backward2_cuda: w1 times the full causal attention's gradients
  * plus w2 times those of the window W's (a supernet's fa and swa of one q,
  * k, v), each from its GPU forward, against the CPU's backwards so summed;
- * w1 0: the second alone */
+ * w1 0: the second alone. Its dots <dout, out1> and <dout, out2> (also at
+ * weight 0) against double sums over the same bf16 values, and
+ * attention_dots_cuda's the same bits. */
 static void test_attention2(int B, int T, int H, int G, int D, int W, float w1, float w2)
 {
 	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * G * D, nl = (size_t)B * H * T;
@@ -366,13 +368,31 @@ static void test_attention2(int B, int T, int H, int G, int D, int W, float w1, 
 	for (int j = 0; j < 3; j++)
 		for (size_t i = 0; i < (j ? nk : nq); i++)
 			r[0][j][i] = w1 * r[0][j][i] + w2 * r[1][j][i];
+	double *dots = (double *)gpu_alloc(4 * sizeof(double)), got[4];
+	gpu_zero(dots, 4 * sizeof(double));
 	attention_backward2_cuda(dq.d, dk.d, dv.d, dout.d, w1, w1 != 0 ? o1.d : NULL, w1 != 0 ? l1 : NULL, 0, w2, o2.d,
-	                         l2, W, q.d, k.d, v.d, B, T, H, G, D, work);
-	char msg[128];
+	                         l2, W, q.d, k.d, v.d, B, T, H, G, D, work, NULL, NULL);
+	char msg[256];
 	snprintf(msg, sizeof msg, "attention_backward2 B=%d T=%d H=%d G=%d D=%d: %g full + %g window %d", B, T, H, G,
 	         D, w1, w2, W);
 	test_cond(msg, same_tol("dq", &dq, r[0][0], 1e-2, 2e-2) & same_tol("dk", &dk, r[0][1], 1e-2, 2e-2) &
 	               same_tol("dv", &dv, r[0][2], 1e-2, 2e-2));
+	/* the dots, through the backward and alone */
+	attention_backward2_cuda(dq.d, dk.d, dv.d, dout.d, w1, o1.d, l1, 0, w2, o2.d, l2, W, q.d, k.d, v.d, B, T, H, G,
+	                         D, work, dots, dots + 1);
+	attention_dots_cuda(dots + 2, dots + 3, dout.d, o1.d, o2.d, B, T, H, D, work);
+	gpu_download(got, dots, sizeof got);
+	gpu_download(o1.h, o1.d, nq * 2), gpu_download(o2.h, o2.d, nq * 2);
+	double ref[2] = {0, 0}, mag[2] = {0, 0};
+	for (size_t i = 0; i < nq; i++) {
+		double d = bf16_to_f32(dout.h[i]), a = d * bf16_to_f32(o1.h[i]), b = d * bf16_to_f32(o2.h[i]);
+		ref[0] += a, ref[1] += b, mag[0] += fabs(a), mag[1] += fabs(b);
+	}
+	double e = fmax(fabs(got[0] - ref[0]) / mag[0], fabs(got[1] - ref[1]) / mag[1]);
+	snprintf(msg, sizeof msg, "attention_backward2 B=%d T=%d H=%d G=%d D=%d, %g and %g: <dout, out1>, <dout, out2> "
+	         "within %.1e of their scale, attention_dots_cuda the same bits", B, T, H, G, D, w1, w2, e);
+	test_cond(msg, e < 1e-6 && !memcmp(got, got + 2, 2 * sizeof(double)));
+	gpu_free(dots);
 	for (int i = 0; i < 2; i++)
 		for (int j = 0; j < 3; j++)
 			free(r[i][j]);

@@ -7,6 +7,8 @@
  * GpuSupernet with room for more rows than that. Weights: every column
  * mixed, then zeros in places (fa 0 in layer 0, so its teacher path is
  * skipped; a gdn, a gla, a swa column 0 elsewhere: their dw still counts),
+ * then no attention in two layers (fa and swa 0: their dw without an
+ * attention backward),
  * then w one-hot on fa, where the supernet is the teacher and the KL is 0;
  * all of it with the gdn and gla columns in arenas of their own and in one
  * shared arena (DASH_SUPERNET_SHARED=1, each forward run again), gdn on its
@@ -144,6 +146,14 @@ int main(int argc, char **argv)
 			for (int k = 0; k < K; k++)
 				sn.w[l * K + k] = wz[l][k];
 		check_weights("zeros", mode, &sn, gs, ids, th);
+
+		/* no attention in layers 1 and 2: fa and swa 0, so no attention
+		 * backward there; their dw all the same (the dots alone) */
+		const float wn[3][4] = {{0.5f, 0.5f, 0, 0}, {0, 0, 0.6f, 0.4f}, {0, 0, 0.3f, 0.7f}};
+		for (int l = 0; l < L; l++)
+			for (int k = 0; k < K; k++)
+				sn.w[l * K + k] = wn[l][k];
+		check_weights("no attention", mode, &sn, gs, ids, th);
 
 		/* one-hot fa: the supernet is the teacher */
 		for (int i = 0; i < L * K; i++)
