@@ -768,10 +768,16 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w,
 			                         a2->att, a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work,
 			                         a2->dot1, a2->dot2);
-			qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
-			check_finite_cuda("dqkv", l, g->dqkv, (size_t)n * W, 0);
+			/* dqkv, under fp8 straight into its codes */
+			int dqkv8 = g->fp8 && qkv_rope_backward_fp8_cuda(g->dq8.q, g->dq8.s, g->dq, g->dk, g->dv,
+			                                                 g->inv_freq, B, T, 0, H, G, D);
+			if (!dqkv8) {
+				qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
+				check_finite_cuda("dqkv", l, g->dqkv, (size_t)n * W, 0);
+			}
 			if (g->fp8) { /* as below */
-				fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dqkv, n, W);
+				if (!dqkv8)
+					fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dqkv, n, W);
 				matmul_backward_fp8_cuda(dmix ? (void *)dmix : (void *)g->du, dmix != NULL,
 				                         dmix != NULL, g->dq8.q, g->dq8.s, w->qkv8.q, w->qkv8.s, n, C,
 				                         W);

@@ -32,36 +32,8 @@
  * which moves the KL itself (kernels/forward.cu).
  */
 #include "cuda_common.cuh"
-#include "fp8.cuh" // defines: e4m3, inv_of, scale_of, store8_e4m3
+#include "fp8.cuh" // defines: e4m3, inv_of, scale_of, store8_e4m3, block_row_inv
 #include "gpu.h"
-
-/* the largest of every thread's m, in every thread */
-template <int NT> __device__ float block_max(float m)
-{
-	__shared__ float part[NT / WARP_SIZE];
-	for (int o = WARP_SIZE / 2; o; o >>= 1)
-		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
-	__syncthreads(); /* part may still be read from a previous call */
-	if (threadIdx.x % WARP_SIZE == 0)
-		part[threadIdx.x / WARP_SIZE] = m;
-	__syncthreads();
-	m = 0;
-	for (int w = 0; w < NT / WARP_SIZE; w++)
-		m = fmaxf(m, part[w]);
-	return m;
-}
-
-/* a row of codes a block: the row's amax from every thread's m (block_max,
- * whose barriers also order the block's earlier shared-memory stores
- * before what follows), its scale written by thread 0; returns what its
- * values are multiplied by into codes */
-template <int NT> __device__ float block_row_inv(float *scale, int64_t row, float m)
-{
-	m = block_max<NT>(m);
-	if (threadIdx.x == 0)
-		scale[row] = scale_of(m);
-	return inv_of(m);
-}
 
 // ----------------------------------------------------------------------------
 // rows

@@ -1,8 +1,8 @@
 /*
  * fp8.cuh: float8 e4m3 codes on the device, shared by kernels/fp8.cu and the
  * kernels that write their outputs straight into codes (kernels/ops.cu's
- * RMSNorm): lib/fp8.c's code of a value (round to nearest even, saturating
- * at 448) and a row's inv and scale.
+ * RMSNorm and RoPE backward): lib/fp8.c's code of a value (round to nearest
+ * even, saturating at 448), a row's inv and scale, and a block's row.
  */
 #ifndef DASH_FP8_CUH
 #define DASH_FP8_CUH
@@ -33,6 +33,34 @@ __device__ __forceinline__ void store8_e4m3(uint8_t *q, const float *x, float in
 	for (int j = 0; j < 8; j++)
 		b[j] = e4m3(x[j] * inv);
 	*(uint2 *)q = v;
+}
+
+/* the largest of every thread's m, in every thread */
+template <int NT> __device__ __forceinline__ float block_max(float m)
+{
+	__shared__ float part[NT / WARP_SIZE];
+	for (int o = WARP_SIZE / 2; o; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
+	__syncthreads(); /* part may still be read from a previous call */
+	if (threadIdx.x % WARP_SIZE == 0)
+		part[threadIdx.x / WARP_SIZE] = m;
+	__syncthreads();
+	m = 0;
+	for (int w = 0; w < NT / WARP_SIZE; w++)
+		m = fmaxf(m, part[w]);
+	return m;
+}
+
+/* a row of codes a block: the row's amax from every thread's m (block_max,
+ * whose barriers also order the block's earlier shared-memory stores
+ * before what follows), its scale written by thread 0; returns what its
+ * values are multiplied by into codes */
+template <int NT> __device__ __forceinline__ float block_row_inv(float *scale, int64_t row, float m)
+{
+	m = block_max<NT>(m);
+	if (threadIdx.x == 0)
+		scale[row] = scale_of(m);
+	return inv_of(m);
 }
 
 #endif

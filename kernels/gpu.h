@@ -181,6 +181,12 @@ void qkv_rope_forward_cuda(bf16_t *d_q, bf16_t *d_k, bf16_t *d_v, const bf16_t *
 /* its backward: dqkv (B*T, H*D + 2*G*D) = dq, dk rotated back, and dv, packed */
 void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
                             const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
+/* the same rows only as e4m3 codes by rows (--grad fp8: the Wqkv product's
+ * input), qkv_rope_backward_cuda's and fp8_rows_cuda's byte for byte; 0
+ * where D or the pointers do not allow it (D % 16, (H + 2 G) D / 16 at
+ * most 1024, dq, dk, dv 16-byte aligned, q 8-byte) */
+int qkv_rope_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
+                               const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
 
 /* out (n, F) = silu(gu[:, :F]) * gu[:, F:];  gu (n, 2F) gate | up packed,
  * and its backward dgu (n, 2F) = dgate | dup */

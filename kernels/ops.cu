@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
-#include "fp8.cuh" // defines: inv_of, scale_of, store8_e4m3
+#include "fp8.cuh" // defines: inv_of, scale_of, store8_e4m3, block_row_inv
 #include "gpu.h"
 
 extern "C" {
@@ -806,6 +806,60 @@ __global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, const bf16 *dq, const b
 	}
 }
 
+/* qkv_rope_backward_vec_kernel's rows straight into e4m3 codes by rows (q,
+ * scale; under --grad fp8 dqkv is only the Wqkv product's input, never
+ * written in bf16): each value rounded to bf16 first, so that the codes
+ * are that kernel's and fp8_rows_cuda's byte for byte. A block a row, its
+ * IPT items a thread held in registers between the row's amax and its
+ * codes. */
+#define ROPE8_NT 256
+template <int IPT>
+__global__ void __launch_bounds__(ROPE8_NT)
+	qkv_rope_backward_fp8_kernel(uint8_t *q, float *scale, const bf16 *dq, const bf16 *dk, const bf16 *dv,
+	                             const float *inv_freq, int T, int pos0, int H, int G, int D)
+{
+	__shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+	int half = D / 2, groups = half / 8, items = (H + 2 * G) * groups;
+	int64_t bt = blockIdx.x;
+	int t = (int)(bt % T);
+	for (int p = threadIdx.x; p < half; p += ROPE8_NT) {
+		rope_cos_sin(pos0 + t, inv_freq[p], &cs[p], &sn[p]);
+		sn[p] = -sn[p];
+	}
+	__syncthreads();
+	/* item i: the values p0.. and p0 + half.. of head hh's row */
+	float m = 0, r[IPT][2][8];
+#pragma unroll
+	for (int k = 0; k < IPT; k++) {
+		int i = threadIdx.x + k * ROPE8_NT, hh = i / groups, p0 = i % groups * 8;
+		if (i >= items)
+			break;
+		const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
+		Pack<8> g1v = load_pack<8>(src + p0), g2v = load_pack<8>(src + p0 + half);
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			float g1 = __bfloat162float(g1v.v[j]), g2 = __bfloat162float(g2v.v[j]);
+			if (hh < H + G) {
+				float cf = cs[p0 + j], sf = sn[p0 + j];
+				g1v.v[j] = __float2bfloat16(g1 * cf - g2 * sf);
+				g2v.v[j] = __float2bfloat16(g2 * cf + g1 * sf);
+			}
+			r[k][0][j] = __bfloat162float(g1v.v[j]), r[k][1][j] = __bfloat162float(g2v.v[j]);
+			m = fmaxf(m, fmaxf(fabsf(r[k][0][j]), fabsf(r[k][1][j])));
+		}
+	}
+	float inv = block_row_inv<ROPE8_NT>(scale, bt, m);
+	uint8_t *row = q + bt * (int64_t)(H + 2 * G) * D;
+#pragma unroll
+	for (int k = 0; k < IPT; k++) {
+		int i = threadIdx.x + k * ROPE8_NT, o = i / groups * D + i % groups * 8;
+		if (i >= items)
+			break;
+		store8_e4m3(row + o, r[k][0], inv);
+		store8_e4m3(row + o + half, r[k][1], inv);
+	}
+}
+
 /* threads a block of the vectorized kernels: their items, in whole warps */
 static bool rope_vec(int D, int H, int G, unsigned *threads)
 {
@@ -849,6 +903,26 @@ extern "C" void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const
 	                                                                  (const bf16 *)d_dk, (const bf16 *)d_dv,
 	                                                                  d_inv_freq, B, T, pos0, H, G, D);
 	cudaCheck(cudaGetLastError());
+}
+
+extern "C" int qkv_rope_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dq, const bf16_t *d_dk,
+                                          const bf16_t *d_dv, const float *d_inv_freq, int B, int T, int pos0, int H,
+                                          int G, int D)
+{
+	unsigned threads;
+	int items = (H + 2 * G) * (D / 16);
+	if (!rope_vec(D, H, G, &threads) || items > 4 * ROPE8_NT || !aligned16(d_dq) || !aligned16(d_dk) ||
+	    !aligned16(d_dv) || ((uintptr_t)d_q & 7))
+		return 0;
+	if (B * T == 0)
+		return 1;
+	auto f = items <= ROPE8_NT       ? qkv_rope_backward_fp8_kernel<1>
+	         : items <= 2 * ROPE8_NT ? qkv_rope_backward_fp8_kernel<2>
+	                                 : qkv_rope_backward_fp8_kernel<4>;
+	f<<<(unsigned)(B * T), ROPE8_NT>>>(d_q, d_scale, (const bf16 *)d_dq, (const bf16 *)d_dk, (const bf16 *)d_dv,
+	                                   d_inv_freq, T, pos0, H, G, D);
+	cudaCheck(cudaGetLastError());
+	return 1;
 }
 
 // ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 /* test_fp8 (GPU): kernels/fp8.cu against lib/fp8.c: the rows' (contiguous
  * and ldx apart) and the columns' codes and scales byte for byte, SwiGLU's
- * backward and forward into codes, the norms (forward and backward) and
- * the attentions' mixture into codes
+ * backward and forward into codes, the norms (forward and backward), RoPE's
+ * backward and the attentions' mixture into codes
  * (the unfused kernels' codes; the CPU's within one code where the
  * device's expf or sum of squares differs), and cuBLASLt's e4m3
  * product against the CPU's from the same codes (bf16 and float32 out,
@@ -276,6 +276,44 @@ static void test_norm_back(int n, int C, int f32, int inplace)
 	buf_free(&h), buf_free(&d), buf_free(&r), buf_free(&w);
 }
 
+/* RoPE's backward into codes (the dqkv rows, B*T of H*D + 2*G*D) against
+ * qkv_rope_backward_cuda + fp8_rows_cuda: the same codes; a D it cannot
+ * take (not a multiple of 16) declined */
+static void test_rope_back(int B, int T, int H, int G, int D, int pos0)
+{
+	int n = B * T, W = (H + 2 * G) * D;
+	Buf dq = buf_rand((size_t)n * H * D, 1.0f), dk = buf_rand((size_t)n * G * D, 3.0f),
+	    dv = buf_rand((size_t)n * G * D, 0.5f);
+	float *f = (float *)mallocCheck((size_t)D / 2 * 4), *d_f = (float *)gpu_alloc((size_t)D / 2 * 4);
+	for (int p = 0; p < D / 2; p++)
+		f[p] = powf(1e6f, -2.0f * p / D);
+	gpu_upload(d_f, f, (size_t)D / 2 * 4);
+	size_t nw = (size_t)n * W;
+	uint8_t *q = (uint8_t *)gpu_alloc(nw), *q2 = (uint8_t *)gpu_alloc(nw);
+	float *s = (float *)gpu_alloc((size_t)n * 4), *s2 = (float *)gpu_alloc((size_t)n * 4);
+	bf16_t *dqkv = (bf16_t *)gpu_alloc(nw * 2);
+	qkv_rope_backward_cuda(dqkv, dq.d, dk.d, dv.d, d_f, B, T, pos0, H, G, D);
+	fp8_rows_cuda(q2, s2, dqkv, n, W);
+	int ran = qkv_rope_backward_fp8_cuda(q, s, dq.d, dk.d, dv.d, d_f, B, T, pos0, H, G, D);
+	char msg[128];
+	if (D % 16) {
+		snprintf(msg, sizeof msg, "qkv_rope_backward_fp8 D=%d: declined", D);
+		test_cond(msg, !ran);
+	} else {
+		uint8_t *h2 = host_codes(q2, nw);
+		float *hs2 = host_f32(s2, n);
+		snprintf(msg, sizeof msg,
+		         "qkv_rope_backward_fp8 B=%d T=%d H=%d G=%d D=%d pos0=%d: qkv_rope_backward + "
+		         "fp8_rows's codes",
+		         B, T, H, G, D, pos0);
+		test_cond(msg, ran && same_codes(msg, q, s, h2, hs2, n, W, 0));
+		free(h2), free(hs2);
+	}
+	free(f);
+	gpu_free(d_f), gpu_free(q), gpu_free(q2), gpu_free(s), gpu_free(s2), gpu_free(dqkv);
+	buf_free(&dq), buf_free(&dk), buf_free(&dv);
+}
+
 /* the mixture of two attentions' outputs into codes against att_mix_cuda
  * + fp8_rows_cuda (the same codes) and the CPU's mixture rounded to bf16
  * (within one code) */
@@ -416,6 +454,10 @@ int main(int argc, char **argv)
 	test_norm(37, 2048, 0);
 	test_norm(5, 2048, 1);
 	test_norm(6, 136, 1); /* C not a multiple of 256: a partial turn of the warp */
+	test_rope_back(2, 37, 16, 2, 128, 0); /* the Qwen2.5-3B shape */
+	test_rope_back(1, 5, 4, 4, 64, 100);
+	test_rope_back(1, 3, 2, 1, 24, 0);
+	test_rope_back(2, 9, 40, 8, 128, 7); /* 448 items a row: two a thread */
 	test_att_mix(37, 2048);
 	test_att_mix(3, 136);
 	test_norm_back(33, 2048, 0, 0);
