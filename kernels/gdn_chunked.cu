@@ -167,6 +167,14 @@
  *     call: tf32 keeping forward 0.376 -> 0.342 ms, + kept backward 1.026
  *     -> 0.955; within 5.8e-4 of scale as before; the float32 forms' PTX
  *     unchanged.
+ *   version 10: the tf32 state passes' W^T, Kt (or Kt^T, W) by two bulk
+ *     copies a chunk (gdn_state_tc_kernel's BULK, sm_90), the same bits.
+ *     ncu had the pass waiting, not bandwidth-bound (L2 30%, DRAM 22%):
+ *     forward 237 -> 189 thousand cycles, backward 249 -> 222; DASH_BENCH
+ *     tf32 keeping forward 0.344 -> 0.319 ms, + kept backward 0.960 ->
+ *     0.907. Version 4's next step, the 8 blocks of a head as a cluster
+ *     with each chunk multicast, was slower at every size (clusters of 2,
+ *     4, 8: 1.019, 1.427, 1.611 ms), the blocks waiting on each other.
  */
 #include "cuda_common.cuh"
 #include "gpu.h"
