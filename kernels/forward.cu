@@ -58,11 +58,11 @@
  * against 115.65 (kernels/NOTES.md, version 4).
  * version 5: under gpu_model_forward_fp8 and gpu_model_grad_fp8 the kernels
  * that make a product's input write its e4m3 codes into xq or dq8 (the
- * norms forward and backward, SwiGLU's forward, a mixture of attentions):
- * only att, dqkv and the final norm's dx still go through fp8_rows_cuda;
- * norm2's u and act are not written in bf16 at all. Part of version 14 of
- * the search step (bench/RESULTS.md): 178 -> 171 ms with gdn's forward in
- * e4m3.
+ * norms forward and backward, SwiGLU's forward, a mixture of attentions,
+ * RoPE's backward): only an unmixed att and the final norm's dx still go
+ * through fp8_rows_cuda; norm2's u, act and dqkv are not written in bf16
+ * at all. Part of versions 14 and 15 of the search step (bench/RESULTS.md):
+ * 178 -> 171 ms with gdn's forward in e4m3.
  */
 #include <string.h>
 
@@ -746,22 +746,23 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		size_t nC = (size_t)n * C;
 		const GpuMixAtt *a2 = &s->a2;
 		int path = s->wfa != 0 || a2->w != 0, dots = a2->dot1 || a2->dot2;
-		if ((path || mix || dots) && g->fp8) {
+		if ((path || dots) && g->fp8) {
 			if (!dh8)
 				fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dh, n, C);
 			matmul_backward_fp8_cuda(g->datt, 0, 0, g->dq8.q, g->dq8.s, w->o8.q, w->o8.s, n, HD, C);
-		} else if (path || mix || dots) {
+		} else if (path || dots) {
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
 		}
 		if (mix && l == 0 && !d_dx0) { /* nothing below wants more */
-			mix(ctx, l, g->dh, g->datt, NULL, n, C);
+			mix(ctx, l, g->dh, NULL, n, C);
 			if (dots)
 				attention_dots_cuda(a2->dot1, a2->dot2, g->datt, s->att, a2->att, B, T, H, D, g->work);
 			break;
 		}
-		check_finite_cuda("datt", l, g->datt, (size_t)n * HD, 0);
+		if (path || dots)
+			check_finite_cuda("datt", l, g->datt, (size_t)n * HD, 0);
 		if (mix)
-			mix(ctx, l, g->dh, g->datt, &dmix, n, C);
+			mix(ctx, l, g->dh, &dmix, n, C);
 		if (dmix)
 			check_finite_cuda("dmix (the mixture's operators)", l, dmix, (size_t)n * C, 1);
 		if (path) {

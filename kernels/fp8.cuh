@@ -1,7 +1,7 @@
 /*
  * fp8.cuh: float8 e4m3 codes on the device, shared by kernels/fp8.cu and the
  * kernels that write their outputs straight into codes (kernels/ops.cu's
- * RMSNorm and RoPE backward): lib/fp8.c's code of a value (round to nearest
+ * norms, RoPE's backward and the attentions' mixture): lib/fp8.c's code of a value (round to nearest
  * even, saturating at 448), a row's inv and scale, and a block's row.
  */
 #ifndef DASH_FP8_CUH

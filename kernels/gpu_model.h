@@ -139,30 +139,28 @@ void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuG
 /* A GpuMixGrad is what gpu_model_backward_mix asks, going backwards, at
  * each layer l whose attention output a is a mixture (a supernet's,
  * kernels/gpu_supernet.h), given dL/da (device (n, C) bf16, of the mixed a,
- * before the residual add) and d_datt = dL/da Wo (device (n, H*D) bf16, the
- * gradient with respect to the attentions' mixture before Wo, so that
- * <d_datt, att> is that with respect to att's weight: the backward adds it
- * where the GpuMixAtt's dot1 and dot2 say), before the attention path is
- * back-propagated. That path runs with the weights and second
- * attention that the forward's GpuAttHook gave (both attention backwards
- * on the one datt into one dq, dk, dv, attention_backward2_cuda, then one
- * Wqkv; nothing of it when both weights were 0). The GpuMixGrad sets *d_du
+ * before the residual add), before the attention path is back-propagated
+ * (the gradients of the attentions' own weights, <dL/da Wo, att>, are the
+ * backward's: where the GpuMixAtt's dot1 and dot2 say). That path runs
+ * with the weights and second attention that the forward's GpuAttHook gave
+ * (both attention backwards on the one datt = dL/da Wo into one dq, dk,
+ * dv, attention_backward2_cuda, then one Wqkv; nothing of it when both
+ * weights were 0). The GpuMixGrad sets *d_du
  * to device (n, C) float32 holding the gradient with respect to u =
  * norm1(x) through its own operators, or to NULL when they add none; the
  * attention path's Wqkv GEMM adds its own into that buffer (which it may
- * thus change) before the backward of norm1. It must not change d_da or
- * d_datt; *d_du must stay valid until the next layer's call (device work
- * it queues on the default stream is ordered with the backward's). */
-typedef void (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, const uint16_t *d_datt, float **d_du, int n,
-                           int C);
+ * thus change) before the backward of norm1. It must not change d_da;
+ * *d_du must stay valid until the next layer's call (device work it
+ * queues on the default stream is ordered with the backward's). */
+typedef void (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, float **d_du, int n, int C);
 /* gpu_model_backward_mix: gpu_model_backward after gpu_model_forward_mix
  * (the layers' weights and second attentions are its GpuAttHook's; without
  * one, wfa 1 and none), with a GpuMixGrad in every layer; the twin of
  * model_backward_hooks' mix (lib/model.h). Without d_dx0 the first layer's
  * backward ends at its GpuMixGrad, called with d_du NULL (it is to read
- * d_da and d_datt and queue nothing that only a du would need): nothing
- * below the first mixture wants a gradient, so neither its operators'
- * backwards nor the norm's and the Wqkv GEMM's run. */
+ * d_da and queue nothing that only a du would need), and the attentions'
+ * dots: nothing below the first mixture wants a gradient, so neither its
+ * operators' backwards nor the norm's and the Wqkv GEMM's run. */
 void gpu_model_backward_mix(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuMixGrad mix, void *ctx,
                             bf16_t *d_dx0);
 

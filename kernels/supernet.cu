@@ -18,10 +18,10 @@
  *     or fp8-both, gpu_lop_forward_fp8); with DASH_SUPERNET_F32=1, and gla
  *     always: u in float32 once, o = gpu_lop_forward(u), kept in bf16
  *   a += sum_k w_k o_k                                mix_kernel
- * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da
- * and datt = da Wo:
- *   dw of fa and swa = <datt, att>, one pass over datt; of every kept gdn
- *     and gla column <da, o_k>, one pass over da
+ * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da:
+ *   dw of every kept gdn and gla column <da, o_k>, one pass over da (fa's
+ *     and swa's, <datt, att> with datt = da Wo, are the GpuModel's: the
+ *     sums of its attention backward's delta rows, GpuMixAtt's dot1, dot2)
  *   gdn, gla in a shared arena: o = the forward again, then its dot
  *   gdn, gla, when w != 0: du += w du_k, gdn by gpu_lop_backward_bf16 into
  *     the float32 sum (w folded in; its two products in e4m3 under --grad
@@ -387,7 +387,7 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 /* the GpuMixGrad: dw of layer l (but fa's and swa's, <datt, att>, which
  * the attention backward adds: sn_att's dot1 and dot2), du through the gdn
  * and gla columns */
-static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t *d_datt, float **d_du, int n, int C)
+static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, int n, int C)
 {
 	GpuSupernet *g = (GpuSupernet *)ctx;
 	int K = g->K, B = g->B, T = g->T;
@@ -395,7 +395,6 @@ static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, const uint16_t *
 	int64_t nC = (int64_t)n * C;
 	double *dw = g->dw + (size_t)l * K;
 	int any = 0, uf_ready = 0, daf_ready = 0;
-	(void)d_datt;
 	/* dw = <da, o> of every column whose output the forward kept in one
 	 * pass over da; gdn and gla in a shared arena run again below first */
 	MixSrc src;
