@@ -777,32 +777,51 @@ __global__ void qkv_rope_forward_vec_kernel(bf16 *q, bf16 *k, bf16 *v, const bf1
 	}
 }
 
-__global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, const bf16 *dq, const bf16 *dk, const bf16 *dv,
-                                             const float *inv_freq, int T, int pos0, int H, int G, int D)
+/* the backward's rotation table of the block's position bt (shared cs,
+ * sn: cos and -sin of each pair p < D / 2), then a barrier */
+__device__ void rope_back_table(float *cs, float *sn, const float *inv_freq, int64_t bt, int T, int pos0, int half)
 {
-	__shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
-	int half = D / 2, groups = half / 8, NH = H + 2 * G;
-	int64_t bt = blockIdx.x;
 	int t = (int)(bt % T);
 	for (int p = threadIdx.x; p < half; p += blockDim.x) {
 		rope_cos_sin(pos0 + t, inv_freq[p], &cs[p], &sn[p]);
 		sn[p] = -sn[p];
 	}
 	__syncthreads();
+}
+
+/* item i of position bt's dqkv row: head hh's values p0.. (r1) and p0 +
+ * half.. (r2), rotated back for q and k heads, rounded to bf16; its offset
+ * in the row returned */
+__device__ __forceinline__ int rope_back_item(Pack<8> &r1, Pack<8> &r2, const bf16 *dq, const bf16 *dk, const bf16 *dv,
+                                              const float *cs, const float *sn, int64_t bt, int i, int H, int G, int D)
+{
+	int half = D / 2, groups = half / 8, hh = i / groups, p0 = i % groups * 8;
+	const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
+	Pack<8> g1v = load_pack<8>(src + p0), g2v = load_pack<8>(src + p0 + half);
+	r1 = g1v, r2 = g2v;
+	if (hh < H + G)
+		for (int j = 0; j < 8; j++) {
+			float g1 = __bfloat162float(g1v.v[j]), g2 = __bfloat162float(g2v.v[j]);
+			float cf = cs[p0 + j], sf = sn[p0 + j];
+			r1.v[j] = __float2bfloat16(g1 * cf - g2 * sf);
+			r2.v[j] = __float2bfloat16(g2 * cf + g1 * sf);
+		}
+	return hh * D + p0;
+}
+
+__global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, const bf16 *dq, const bf16 *dk, const bf16 *dv,
+                                             const float *inv_freq, int T, int pos0, int H, int G, int D)
+{
+	__shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+	int half = D / 2, NH = H + 2 * G;
+	int64_t bt = blockIdx.x;
+	rope_back_table(cs, sn, inv_freq, bt, T, pos0, half);
 	bf16 *row = dqkv + bt * NH * D;
-	for (int i = threadIdx.x; i < NH * groups; i += blockDim.x) {
-		int hh = i / groups, p0 = i % groups * 8, o = hh * D;
-		const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
-		Pack<8> g1v = load_pack<8>(src + p0), g2v = load_pack<8>(src + p0 + half), r1 = g1v, r2 = g2v;
-		if (hh < H + G)
-			for (int j = 0; j < 8; j++) {
-				float g1 = __bfloat162float(g1v.v[j]), g2 = __bfloat162float(g2v.v[j]);
-				float cf = cs[p0 + j], sf = sn[p0 + j];
-				r1.v[j] = __float2bfloat16(g1 * cf - g2 * sf);
-				r2.v[j] = __float2bfloat16(g2 * cf + g1 * sf);
-			}
-		store_pack<8>(row + o + p0, r1);
-		store_pack<8>(row + o + p0 + half, r2);
+	for (int i = threadIdx.x; i < NH * (half / 8); i += blockDim.x) {
+		Pack<8> r1, r2;
+		int o = rope_back_item(r1, r2, dq, dk, dv, cs, sn, bt, i, H, G, D);
+		store_pack<8>(row + o, r1);
+		store_pack<8>(row + o + half, r2);
 	}
 }
 
@@ -819,32 +838,20 @@ __global__ void __launch_bounds__(ROPE8_NT)
 	                             const float *inv_freq, int T, int pos0, int H, int G, int D)
 {
 	__shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
-	int half = D / 2, groups = half / 8, items = (H + 2 * G) * groups;
+	int half = D / 2, items = (H + 2 * G) * (half / 8), o[IPT];
 	int64_t bt = blockIdx.x;
-	int t = (int)(bt % T);
-	for (int p = threadIdx.x; p < half; p += ROPE8_NT) {
-		rope_cos_sin(pos0 + t, inv_freq[p], &cs[p], &sn[p]);
-		sn[p] = -sn[p];
-	}
-	__syncthreads();
-	/* item i: the values p0.. and p0 + half.. of head hh's row */
+	rope_back_table(cs, sn, inv_freq, bt, T, pos0, half);
 	float m = 0, r[IPT][2][8];
 #pragma unroll
 	for (int k = 0; k < IPT; k++) {
-		int i = threadIdx.x + k * ROPE8_NT, hh = i / groups, p0 = i % groups * 8;
+		int i = threadIdx.x + k * ROPE8_NT;
 		if (i >= items)
 			break;
-		const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
-		Pack<8> g1v = load_pack<8>(src + p0), g2v = load_pack<8>(src + p0 + half);
+		Pack<8> r1, r2;
+		o[k] = rope_back_item(r1, r2, dq, dk, dv, cs, sn, bt, i, H, G, D);
 #pragma unroll
 		for (int j = 0; j < 8; j++) {
-			float g1 = __bfloat162float(g1v.v[j]), g2 = __bfloat162float(g2v.v[j]);
-			if (hh < H + G) {
-				float cf = cs[p0 + j], sf = sn[p0 + j];
-				g1v.v[j] = __float2bfloat16(g1 * cf - g2 * sf);
-				g2v.v[j] = __float2bfloat16(g2 * cf + g1 * sf);
-			}
-			r[k][0][j] = __bfloat162float(g1v.v[j]), r[k][1][j] = __bfloat162float(g2v.v[j]);
+			r[k][0][j] = __bfloat162float(r1.v[j]), r[k][1][j] = __bfloat162float(r2.v[j]);
 			m = fmaxf(m, fmaxf(fabsf(r[k][0][j]), fabsf(r[k][1][j])));
 		}
 	}
@@ -852,11 +859,10 @@ __global__ void __launch_bounds__(ROPE8_NT)
 	uint8_t *row = q + bt * (int64_t)(H + 2 * G) * D;
 #pragma unroll
 	for (int k = 0; k < IPT; k++) {
-		int i = threadIdx.x + k * ROPE8_NT, o = i / groups * D + i % groups * 8;
-		if (i >= items)
+		if (threadIdx.x + k * ROPE8_NT >= items)
 			break;
-		store8_e4m3(row + o, r[k][0], inv);
-		store8_e4m3(row + o + half, r[k][1], inv);
+		store8_e4m3(row + o[k], r[k][0], inv);
+		store8_e4m3(row + o[k] + half, r[k][1], inv);
 	}
 }
 
