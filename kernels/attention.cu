@@ -1722,9 +1722,21 @@ static void backward_launch(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16
 			cudaCheck(cudaGetLastError());
 		}
 	}
-	/* the mma.sync kernel has the scale in dS already */
+	if (d_dq)
+		attention_convert_cuda(d_dq, d_dk, d_dv, d_work, B, T, H, G, D);
+}
+
+/* the mma.sync kernel has the scale in dS already */
+extern "C" float attention_backward_qscale(int D) { return use_wgmma() ? 1.0f / sqrtf((float)D) : 1.f; }
+
+extern "C" void attention_convert_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const float *d_work, int B, int T,
+                                       int H, int G, int D)
+{
+	int64_t nq = (int64_t)B * T * H * D, nk = (int64_t)B * T * G * D;
+	if (nq == 0)
+		return;
 	attention_convert_kernel<<<(unsigned)CEIL_DIV(nq + 2 * nk, 4 * 256), 256>>>(
-		(bf16 *)d_dq, (bf16 *)d_dk, (bf16 *)d_dv, dq_acc, nq, nk, wg ? scale : 1.f);
+		(bf16 *)d_dq, (bf16 *)d_dk, (bf16 *)d_dv, d_work, nq, nk, attention_backward_qscale(D));
 	cudaCheck(cudaGetLastError());
 }
 

@@ -157,7 +157,10 @@ struct GpuModel {
 	int fwd8;       // on now
 	void *fwd8_mem; // the layers' row codes and xq, one allocation; NULL before the first
 	Fp8Mat xq;      // (n, max(C, H*D, F)) a product's input
-	int u8;         // xq holds g->u's codes, made by the norm that wrote u
+	Fp8Mat uq;      // (n, C) norm1's codes of g->u, the q|k|v product's input and a GpuLayerHook's
+	int u8;         // uq holds g->u's codes, made by the norm that wrote u
+	/* what gpu_model_hook_codes answers within a hook: uq, dq8 or NULL */
+	const Fp8Mat *hook_codes;
 };
 
 // ----------------------------------------------------------------------------
@@ -448,6 +451,7 @@ static void fwd8_layout(GpuModel *g, Carver *c)
 		CARVE(c, d->downf.q, C * F), CARVE(c, d->downf.s, C);
 	}
 	CARVE(c, g->xq.q, n * std::max(std::max(C, HD), F)), CARVE(c, g->xq.s, n);
+	CARVE(c, g->uq.q, n * C), CARVE(c, g->uq.s, n);
 }
 
 extern "C" void gpu_model_forward_fp8(GpuModel *g, int on)
@@ -468,6 +472,14 @@ extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *acti
 }
 
 extern "C" const bf16_t *gpu_model_hidden(GpuModel *g) { return g->hidden; }
+
+extern "C" int gpu_model_hook_codes(const GpuModel *g, const uint8_t **d_q, const float **d_s)
+{
+	if (!g->hook_codes)
+		return 0;
+	*d_q = g->hook_codes->q, *d_s = g->hook_codes->s;
+	return 1;
+}
 extern "C" const bf16_t *gpu_model_lm_head(GpuModel *g) { return g->lm_head; }
 extern "C" const uint8_t *gpu_model_lm_head8(GpuModel *g, const float **scale)
 {
@@ -537,14 +549,17 @@ static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T
 
 /* out (n, OC) = x (n, IC) w^T [+ res]: bf16, or through e4m3 under
  * gpu_model_forward_fp8 (x quantised by its rows into g->xq first; x NULL:
- * its codes are there already, written by the kernel that made x) */
-static void product(GpuModel *g, bf16_t *out, const bf16_t *x, const bf16_t *w, const Fp8Mat *w8, const bf16_t *res,
-                    int n, int IC, int OC)
+ * its codes are there already, written by the kernel that made x into xc,
+ * g->xq when NULL) */
+static void product(GpuModel *g, bf16_t *out, const bf16_t *x, const Fp8Mat *xc, const bf16_t *w, const Fp8Mat *w8,
+                    const bf16_t *res, int n, int IC, int OC)
 {
 	if (g->fwd8) {
+		if (x || !xc)
+			xc = &g->xq;
 		if (x)
 			fp8_rows_cuda(g->xq.q, g->xq.s, x, n, IC);
-		matmul_forward_fp8_cuda(out, res, g->xq.q, g->xq.s, w8->q, w8->s, n, IC, OC);
+		matmul_forward_fp8_cuda(out, res, xc->q, xc->s, w8->q, w8->s, n, IC, OC);
 	} else if (!x) {
 		BUG("gpu_model_forward: a product's input in codes, but the forward is bf16");
 	} else if (res) {
@@ -555,17 +570,17 @@ static void product(GpuModel *g, bf16_t *out, const bf16_t *x, const bf16_t *w, 
 }
 
 /* u = norm(x) (or, a not NULL, h = x + a, then u = norm(h)), rstd kept;
- * under the fp8 forward also u's codes into g->xq for the product that
- * reads u next, and (keep 0) u itself only where they could not be made.
- * Returns whether the codes are there (then pass product NULL for u). */
-static int norm_forward(GpuModel *g, bf16_t *h, bf16_t *u, float *rstd, const bf16_t *x, const bf16_t *a,
-                        const bf16_t *w, int n, int keep)
+ * under the fp8 forward also u's codes into q for the product that reads u
+ * next, and (keep 0) u itself only where they could not be made. Returns
+ * whether the codes are there (then pass product NULL for u and q). */
+static int norm_forward(GpuModel *g, const Fp8Mat *q, bf16_t *h, bf16_t *u, float *rstd, const bf16_t *x,
+                        const bf16_t *a, const bf16_t *w, int n, int keep)
 {
 	const ModelConfig *c = &g->m->cfg;
 	int C = c->C;
 	bf16_t *uk = keep ? u : NULL;
-	if (g->fwd8 && (a ? residual_rmsnorm_forward_fp8_cuda(h, uk, rstd, g->xq.q, g->xq.s, x, a, w, n, C, c->eps)
-	                  : rmsnorm_forward_fp8_cuda(uk, rstd, g->xq.q, g->xq.s, x, w, n, C, c->eps)))
+	if (g->fwd8 && (a ? residual_rmsnorm_forward_fp8_cuda(h, uk, rstd, q->q, q->s, x, a, w, n, C, c->eps)
+	                  : rmsnorm_forward_fp8_cuda(uk, rstd, q->q, q->s, x, w, n, C, c->eps)))
 		return 1;
 	if (a)
 		residual_rmsnorm_forward_cuda(h, u, rstd, x, a, w, n, C, c->eps);
@@ -584,7 +599,8 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	GpuSaved *s = saved(g, l);
 	int n = B * T, C = c->C, H = c->H, G = c->G, D = c->D, HD = H * D, W = HD + 2 * G * D, F = c->F;
 	/* attention: q, k, v = rope(Wqkv u + bqkv); a = Wo attention(q, k, v) + bo */
-	product(g, g->qkv, g->u8 ? NULL : g->u, w->wqkv, &w->qkvf, NULL, n, C, W);
+	int uc = g->u8; /* uq holds u's codes for the q|k|v product and the hook */
+	product(g, g->qkv, uc ? NULL : g->u, &g->uq, w->wqkv, &w->qkvf, NULL, n, C, W);
 	g->u8 = 0;
 	qkv_rope_forward_cuda(s->q, s->k, s->v, g->qkv, w->bqkv, g->inv_freq, B, T, 0, H, G, D);
 	const bf16_t *ain = attention_mix(g, s, l, B, T, att, ctx);
@@ -592,19 +608,22 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	/* h = x + a, u = norm2(h): the add in the o GEMM (residual_gemm) where
 	 * no hook needs a and there is no o bias */
 	if (!hook && !w->bo && !mixed && residual_gemm()) {
-		product(g, s->h, s->att, w->wo, &w->of, s->x, n, HD, C);
-		u8 = norm_forward(g, NULL, g->u, s->rstd2, s->h, NULL, w->ln2, n, 0);
+		product(g, s->h, s->att, NULL, w->wo, &w->of, s->x, n, HD, C);
+		u8 = norm_forward(g, &g->xq, NULL, g->u, s->rstd2, s->h, NULL, w->ln2, n, 0);
 	} else {
-		product(g, g->a, ain, w->wo, &w->of, NULL, n, HD, C);
+		product(g, g->a, ain, NULL, w->wo, &w->of, NULL, n, HD, C);
 		if (w->bo) /* (wfa + w) bo */
 			add_bias_cuda(g->a, w->bo, s->wfa + s->a2.w, n, C);
-		if (hook)
+		if (hook) {
+			g->hook_codes = uc ? &g->uq : NULL;
 			hook(ctx, l, g->u, g->a, n, C);
-		u8 = norm_forward(g, s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, 0);
+			g->hook_codes = NULL;
+		}
+		u8 = norm_forward(g, &g->xq, s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, 0);
 	}
 	/* MLP: gate | up = Wgu u, a = Wdown(silu(gate) up), act written as the
 	 * down product's codes under the fp8 forward */
-	product(g, s->gu, u8 ? NULL : g->u, w->wgu, &w->guf, NULL, n, C, 2 * F);
+	product(g, s->gu, u8 ? NULL : g->u, NULL, w->wgu, &w->guf, NULL, n, C, 2 * F);
 	const bf16_t *act = g->act;
 	if (g->fwd8 && swiglu_packed_forward_fp8_cuda(g->xq.q, g->xq.s, s->gu, n, F))
 		act = NULL;
@@ -618,17 +637,17 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	float *rn = last ? g->rstdf : saved(g, l + 1)->rstd1;
 	const bf16_t *wn = last ? g->norm : g->layers[l + 1].ln1;
 	if (residual_gemm()) {
-		product(g, xn, act, w->wdown, &w->downf, s->h, n, F, C);
+		product(g, xn, act, NULL, w->wdown, &w->downf, s->h, n, F, C);
 		if (last)
 			rmsnorm_forward_cuda(un, rn, xn, wn, n, C, c->eps);
 		else
-			g->u8 = norm_forward(g, NULL, un, rn, xn, NULL, wn, n, 1);
+			g->u8 = norm_forward(g, &g->uq, NULL, un, rn, xn, NULL, wn, n, 1);
 	} else {
-		product(g, g->a, act, w->wdown, &w->downf, NULL, n, F, C);
+		product(g, g->a, act, NULL, w->wdown, &w->downf, NULL, n, F, C);
 		if (last)
 			residual_rmsnorm_forward_cuda(xn, un, rn, s->h, g->a, wn, n, C, c->eps);
 		else
-			g->u8 = norm_forward(g, xn, un, rn, s->h, g->a, wn, n, 1);
+			g->u8 = norm_forward(g, &g->uq, xn, un, rn, s->h, g->a, wn, n, 1);
 	}
 }
 
@@ -647,7 +666,7 @@ static void forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int la
 	gpu_upload(g->ids, ids, (size_t)n * sizeof(int32_t));
 	GpuSaved *s0 = saved(g, 0);
 	embedding_forward_cuda(s0->x, g->ids, g->embed, n, C);
-	g->u8 = norm_forward(g, NULL, g->u, s0->rstd1, s0->x, NULL, g->layers[0].ln1, n, 1);
+	g->u8 = norm_forward(g, &g->uq, NULL, g->u, s0->rstd1, s0->x, NULL, g->layers[0].ln1, n, 1);
 	for (int l = 0; l <= last; l++)
 		layer_forward_gpu(g, l, B, T, att, hook, ctx);
 	/* a forward cut short leaves no hidden rows for a backward */
@@ -749,12 +768,17 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 		if ((path || dots) && g->fp8) {
 			if (!dh8)
 				fp8_rows_cuda(g->dq8.q, g->dq8.s, g->dh, n, C);
+			dh8 = 1;
 			matmul_backward_fp8_cuda(g->datt, 0, 0, g->dq8.q, g->dq8.s, w->o8.q, w->o8.s, n, HD, C);
 		} else if (path || dots) {
 			matmul_backward_cuda(g->datt, g->dh, w->wo, n, HD, C);
 		}
+		/* the mixture's operators may take dh's codes (gpu_model_hook_codes):
+		 * dq8 keeps them until RoPE's backward */
+		g->hook_codes = dh8 ? &g->dq8 : NULL;
 		if (mix && l == 0 && !d_dx0) { /* nothing below wants more */
 			mix(ctx, l, g->dh, NULL, n, C);
+			g->hook_codes = NULL;
 			if (dots)
 				attention_dots_cuda(a2->dot1, a2->dot2, g->datt, s->att, a2->att, B, T, H, D, g->work);
 			break;
@@ -763,15 +787,21 @@ static void backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuGrad
 			check_finite_cuda("datt", l, g->datt, (size_t)n * HD, 0);
 		if (mix)
 			mix(ctx, l, g->dh, &dmix, n, C);
+		g->hook_codes = NULL;
 		if (dmix)
 			check_finite_cuda("dmix (the mixture's operators)", l, dmix, (size_t)n * C, 1);
 		if (path) {
-			attention_backward2_cuda(g->dq, g->dk, g->dv, g->datt, s->wfa, s->att, s->lse, 0, a2->w,
-			                         a2->att, a2->lse, a2->window, s->q, s->k, s->v, B, T, H, G, D, g->work,
-			                         a2->dot1, a2->dot2);
-			/* dqkv, under fp8 straight into its codes */
-			int dqkv8 = g->fp8 && qkv_rope_backward_fp8_cuda(g->dq8.q, g->dq8.s, g->dq, g->dk, g->dv,
-			                                                 g->inv_freq, B, T, 0, H, G, D);
+			/* under fp8 dq, dk, dv stay float32 in the work, for RoPE's
+			 * backward straight into dqkv's codes */
+			int acc = g->fp8;
+			attention_backward2_cuda(acc ? NULL : g->dq, acc ? NULL : g->dk, acc ? NULL : g->dv, g->datt,
+			                         s->wfa, s->att, s->lse, 0, a2->w, a2->att, a2->lse, a2->window, s->q,
+			                         s->k, s->v, B, T, H, G, D, g->work, a2->dot1, a2->dot2);
+			int dqkv8 = acc && qkv_rope_backward_fp8_acc_cuda(g->dq8.q, g->dq8.s, g->work,
+			                                                  attention_backward_qscale(D), g->inv_freq, B,
+			                                                  T, 0, H, G, D);
+			if (acc && !dqkv8)
+				attention_convert_cuda(g->dq, g->dk, g->dv, g->work, B, T, H, G, D);
 			if (!dqkv8) {
 				qkv_rope_backward_cuda(g->dqkv, g->dq, g->dk, g->dv, g->inv_freq, B, T, 0, H, G, D);
 				check_finite_cuda("dqkv", l, g->dqkv, (size_t)n * W, 0);

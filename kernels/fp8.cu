@@ -81,6 +81,8 @@ extern "C" void fp8_rows_ld_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x
 	cudaCheck(cudaGetLastError());
 }
 
+extern "C" int fp8_unfused(void) { return env_flag("DASH_FP8_UNFUSED"); }
+
 extern "C" void fp8_rows_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_x, int n, int k)
 {
 	fp8_rows_ld_cuda(d_q, d_scale, d_x, k, n, k);
@@ -210,6 +212,8 @@ __global__ void __launch_bounds__(SWIGLU_NT)
 extern "C" int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dout, const bf16_t *d_gu,
                                                int n, int F)
 {
+	if (fp8_unfused())
+		return 0;
 	static size_t allowed;
 	size_t smem = (size_t)4 * F;
 	if (F % 8 || smem > SWIGLU_SMEM_MAX || ((uintptr_t)d_q & 15) || ((uintptr_t)d_dout & 15) ||
@@ -267,6 +271,8 @@ __global__ void __launch_bounds__(SWIGLU_NT) swiglu_fwd_fp8_kernel(uint8_t *q, f
 
 extern "C" int swiglu_packed_forward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_gu, int n, int F)
 {
+	if (fp8_unfused())
+		return 0;
 	static size_t allowed;
 	size_t smem = (size_t)2 * F;
 	if (F % 8 || smem > SWIGLU_SMEM_MAX || ((uintptr_t)d_q & 7) || ((uintptr_t)d_gu & 15))

@@ -74,6 +74,12 @@ int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *
                                     int F);
 void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd, const uint8_t *d_wq,
                               const float *d_sw, int n, int IC, int OC);
+/* fp8_unfused: DASH_FP8_UNFUSED set and not 0, read at every call. Then
+ * every kernel below that writes its output straight into codes (an
+ * int-returning *_fp8_cuda) declines, as it does where its widths do not
+ * allow it, and the codes come from the plain kernel and fp8_rows_cuda:
+ * the same bytes (the tests check the fused kernels so). */
+int fp8_unfused(void);
 /* matmul_forward_fp8_cuda: the forward's product in e4m3 (search-logits
  * --forward fp8), the twin of matmul_forward_fp8_cpu: out (n, OC) = [res +]
  * xq (n, IC) wq (OC, IC)^T scaled by sx (n) and sw (OC), x's codes by
@@ -155,12 +161,19 @@ void attention_backward_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf1
  * both. d_dot1, d_dot2 (device doubles, or NULL): += <dout, out1> and
  * <dout, out2> over all of the rows (their weights' gradients in a
  * supernet, from the rows' sums the backward makes anyway), also for an
- * attention of weight 0. */
+ * attention of weight 0. d_dq, d_dk, d_dv all NULL: the gradients stay
+ * float32 in d_work, dq (B*T, H, D) first, then dk and dv (B*T, G, D), dq
+ * yet to be multiplied by attention_backward_qscale(D);
+ * attention_convert_cuda then rounds them to bf16 as the call with outputs
+ * would have, and qkv_rope_backward_fp8_acc_cuda reads them so. */
 void attention_backward2_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const bf16_t *d_dout, float w1,
                               const bf16_t *d_out1, const float *d_lse1, int window1, float w2, const bf16_t *d_out2,
                               const float *d_lse2, int window2, const bf16_t *d_q, const bf16_t *d_k,
                               const bf16_t *d_v, int B, int T, int H, int G, int D, float *d_work, double *d_dot1,
                               double *d_dot2);
+float attention_backward_qscale(int D);
+void attention_convert_cuda(bf16_t *d_dq, bf16_t *d_dk, bf16_t *d_dv, const float *d_work, int B, int T, int H, int G,
+                            int D);
 /* only those dots (either NULL), where no backward runs; d_work as
  * attention_backward2_cuda's */
 void attention_dots_cuda(double *d_dot1, double *d_dot2, const bf16_t *d_dout, const bf16_t *d_out1,
@@ -187,6 +200,13 @@ void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const bf16_t *d_
  * most 1024, dq, dk, dv 16-byte aligned, q 8-byte) */
 int qkv_rope_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dq, const bf16_t *d_dk, const bf16_t *d_dv,
                                const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
+/* the same from attention_backward2_cuda's float32 gradients left in its
+ * work d_acc (called with no outputs, qscale attention_backward_qscale(D)):
+ * the codes attention_convert_cuda followed by qkv_rope_backward_fp8_cuda
+ * make, byte for byte, without the bf16 rows; 0 where that one's would be
+ * (d_acc then 16-byte aligned) */
+int qkv_rope_backward_fp8_acc_cuda(uint8_t *d_q, float *d_scale, const float *d_acc, float qscale,
+                                   const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D);
 
 /* out (n, F) = silu(gu[:, :F]) * gu[:, F:];  gu (n, 2F) gate | up packed,
  * and its backward dgu (n, 2F) = dgate | dup */

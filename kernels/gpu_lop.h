@@ -106,9 +106,14 @@ void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const float *d_da, 
  * makes no parameter gradients: d_du (B*T, C) float32 = w du, or d_du + w
  * du when accumulate, in one GEMM over every projection. Precision: each
  * projection's operands rounded to bf16 (2^-9 relative), as the teacher's
- * own layers are. */
-void gpu_lop_forward_bf16(GpuLop *g, uint16_t *d_a, const uint16_t *d_u, int B, int T);
-void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, const uint16_t *d_da, int B, int T);
+ * own layers are. d_uq, d_us (d_daq, d_das): where a product in e4m3
+ * (gpu_lop_forward_fp8, gpu_lop_grad_fp8) may take u's (da's) codes and
+ * scales as fp8_rows_cuda makes them instead of making them (the GpuModel
+ * has: gpu_model_hook_codes); NULL: made here. */
+void gpu_lop_forward_bf16(GpuLop *g, uint16_t *d_a, const uint16_t *d_u, const uint8_t *d_uq, const float *d_us,
+                          int B, int T);
+void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, const uint16_t *d_da,
+                           const uint8_t *d_daq, const float *d_das, int B, int T);
 /* gpu_lop_grad_fp8: from now on gpu_lop_backward_bf16's two products
  * through float8 e4m3, the twin of lop_backward_fp8 (search-logits --grad
  * fp8): dy = da Wo and du = [dpq ... dzg] [wq; ...; wg], da and the six

@@ -153,6 +153,12 @@ void gpu_model_backward(GpuModel *g, int B, int T, const bf16_t *d_dhidden, GpuG
  * *d_du must stay valid until the next layer's call (device work it
  * queues on the default stream is ordered with the backward's). */
 typedef void (*GpuMixGrad)(void *ctx, int l, const uint16_t *d_da, float **d_du, int n, int C);
+/* gpu_model_hook_codes: within a GpuLayerHook under the fp8 forward, the
+ * e4m3 codes of its d_u by rows (n, C) and their scales (n), as
+ * fp8_rows_cuda would make them (the norm that wrote d_u made them); within
+ * a GpuMixGrad under the fp8 backward, those of its d_da. Valid, like d_u
+ * and d_da, until the hook returns; 0 where there are none. */
+int gpu_model_hook_codes(const GpuModel *g, const uint8_t **d_q, const float **d_s);
 /* gpu_model_backward_mix: gpu_model_backward after gpu_model_forward_mix
  * (the layers' weights and second attentions are its GpuAttHook's; without
  * one, wfa 1 and none), with a GpuMixGrad in every layer; the twin of

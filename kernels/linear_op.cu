@@ -93,6 +93,7 @@
 #include <initializer_list>
 
 #include "cuda_common.cuh"
+#include "fp8.cuh"
 #include "gpu.h"
 #include "gpu_lop.h"
 
@@ -365,6 +366,78 @@ __global__ void onorm_forward_kernel(float *y, bf16 *y16, float *rstd, const flo
 		row_store<V>(y + (size_t)r * D, x, lane, D);
 }
 
+/* the same for an output product in e4m3: y's rows (a token's hp heads,
+ * hp D values) straight into their codes q and scales, a block of
+ * ROW_WARPS warps a token, heads h, h + ROW_WARPS, ... a warp (hp at most
+ * OF8_HPW of them), each value rounded to bf16 first: the codes of the
+ * kernel above's y16 followed by fp8_rows_cuda, byte for byte */
+#define OF8_HPW 4 /* heads a warp at most */
+template <int V>
+__global__ void __launch_bounds__(ROW_WARPS * WARP_SIZE)
+	onorm_forward_fp8_kernel(uint8_t *q, float *scale, float *rstd, const float *o, const float *zg, int hp, int ld,
+	                         const float *on, int D)
+{
+	__shared__ float part[ROW_WARPS];
+	int t = blockIdx.x, warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	float x[OF8_HPW][ROW_VALS], z[OF8_HPW][ROW_VALS], w[ROW_VALS], m = 0;
+	row_load<V>(w, on, lane, D);
+#pragma unroll
+	for (int j = 0; j < OF8_HPW; j++) {
+		int h = warp + j * ROW_WARPS;
+		if (h < hp) {
+			row_load<V>(x[j], o + ((size_t)t * hp + h) * D, lane, D);
+			row_load<V>(z[j], zg + tok_row(t * hp + h, hp, ld, D), lane, D);
+		}
+	}
+#pragma unroll
+	for (int j = 0; j < OF8_HPW; j++) {
+		int h = warp + j * ROW_WARPS;
+		if (h >= hp)
+			break;
+		float s = 0;
+#pragma unroll
+		for (int k = 0; k < ROW_VALS; k++)
+			s += x[j][k] * x[j][k];
+		float rs = 1 / sqrtf(warp_sum(s) / D + NORM_EPS);
+		if (lane == 0)
+			rstd[(size_t)t * hp + h] = rs;
+#pragma unroll
+		for (int k = 0; k < ROW_VALS; k++) {
+			x[j][k] = __bfloat162float(__float2bfloat16(x[j][k] * rs * w[k] * siluf_(z[j][k])));
+			m = fmaxf(m, fabsf(x[j][k]));
+		}
+	}
+	for (int d = WARP_SIZE / 2; d; d >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(~0u, m, d));
+	if (lane == 0)
+		part[warp] = m;
+	__syncthreads();
+	for (int i = 0; i < ROW_WARPS; i++)
+		m = fmaxf(m, part[i]);
+	if (threadIdx.x == 0)
+		scale[t] = scale_of(m);
+	float inv = inv_of(m);
+#pragma unroll
+	for (int j = 0; j < OF8_HPW; j++) {
+		int h = warp + j * ROW_WARPS;
+		if (h >= hp)
+			break;
+		uint8_t *qr = q + ((size_t)t * hp + h) * D;
+#pragma unroll
+		for (int k = 0; k < ROW_VALS; k += V) {
+			int i = row_idx<V>(k, lane);
+			if (i >= D)
+				continue;
+			if constexpr (V == 4)
+				*(uint32_t *)(qr + i) = e4m3(x[j][k] * inv) | (uint32_t)e4m3(x[j][k + 1] * inv) << 8 |
+				                        (uint32_t)e4m3(x[j][k + 2] * inv) << 16 |
+				                        (uint32_t)e4m3(x[j][k + 3] * inv) << 24;
+			else
+				qr[i] = e4m3(x[j][k] * inv);
+		}
+	}
+}
+
 /* y again from the kept o, rstd, zg (the backward's dWo needs it; zg HD
  * a token, ld apart) */
 __global__ void onorm_y_kernel(float *y, const float *rstd, const float *o, const float *zg, int HD, int ld,
@@ -460,6 +533,22 @@ static void onorm_forward(float *y, bf16_t *y16, float *rstd, const float *o, co
 	auto f = row_v4(D, {y, o, zg, on}, y16, 0, ld) ? onorm_forward_kernel<4> : onorm_forward_kernel<1>;
 	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(y, (bf16 *)y16, rstd, o, zg, hp, ld, on, rows, D);
 	cudaCheck(cudaGetLastError());
+}
+
+/* y's codes for the output product instead of y (n tokens of hp rows);
+ * 0 where hp > ROW_WARPS OF8_HPW */
+static int onorm_forward_fp8(uint8_t *q, float *scale, float *rstd, const float *o, const float *zg, int hp, int ld,
+                             const float *on, int n, int D)
+{
+	if (fp8_unfused() || hp > ROW_WARPS * OF8_HPW)
+		return 0;
+	if (n == 0)
+		return 1;
+	auto f = row_v4(D, {o, zg, on}, NULL, 0, ld) && ((uintptr_t)q & 3) == 0 ? onorm_forward_fp8_kernel<4>
+	                                                                        : onorm_forward_fp8_kernel<1>;
+	f<<<n, ROW_WARPS * WARP_SIZE>>>(q, scale, rstd, o, zg, hp, ld, on, D);
+	cudaCheck(cudaGetLastError());
+	return 1;
 }
 
 static void onorm_backward(float *dO, float *dzg, bf16_t *dzg16, int hp, int ld16, const float *dy, float *gon,
@@ -875,7 +964,8 @@ static void lin16(float *out, int ldo, const bf16_t *x, const bf16_t *W, int n, 
  * in bf16). A decoding step (T 1, D 64 or 128) runs the recurrent kernel,
  * one launch for all B: the chunked one would pad each token to a chunk of
  * 64. */
-static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *d_S, int half)
+static void forward(GpuLop *g, void *d_a, const void *d_u, const uint8_t *d_uq, const float *d_us, int B, int T,
+                    float *d_S, int half)
 {
 	const LinearOp *op = &g->op;
 	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, R = op->R, HD = H * D, GD = G * D;
@@ -887,10 +977,11 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 	check_shape(g, B, T);
 	if (half && (!gdn || d_S))
 		BUG("gpu_lop_forward_bf16: gdn from zero states only");
-	if (half && g->fwd8) { /* all six in one e4m3 product, from u's codes */
+	if (half && g->fwd8) { /* all six in one e4m3 product, from u's codes (given, or made here) */
 		half_weights(g);
-		fp8_rows_cuda(g->sq, g->ss, u16, n, C);
-		matmul_backward_fp8_cuda(g->pj, 1, 0, g->sq, g->ss, g->wf8, g->wf8s, n, g->ldp, C);
+		if (!d_uq)
+			fp8_rows_cuda(g->sq, g->ss, u16, n, C), d_uq = g->sq, d_us = g->ss;
+		matmul_backward_fp8_cuda(g->pj, 1, 0, d_uq, d_us, g->wf8, g->wf8s, n, g->ldp, C);
 	} else if (half) { /* all six input projections in one GEMM */
 		half_weights(g);
 		lin16(g->pj, g->ldp, u16, g->w16, n, C, proj_off(op, PJ_N));
@@ -942,11 +1033,16 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 	bf16_t *y16 = half ? (bf16_t *)g->s[0] : NULL;
 	if (!half)
 		lin_(g->zg, uf, P(g, w, "wg"), n, C, HD, 0, ldp(g, HD));
-	onorm_forward(y, y16, g->rstd, g->o, g->zg, H, ldp(g, HD), P(g, w, "onorm"), n * H, D);
+	/* y, or under the e4m3 forward only its codes */
+	int y8 = half && g->fwd8 &&
+	         onorm_forward_fp8(g->sq, g->ss, g->rstd, g->o, g->zg, H, ldp(g, HD), P(g, w, "onorm"), n, D);
+	if (!y8)
+		onorm_forward(y, y16, g->rstd, g->o, g->zg, H, ldp(g, HD), P(g, w, "onorm"), n * H, D);
 	if (half) { /* wo and bo follow the projections in w16 */
 		const bf16_t *wo = g->w16 + (size_t)proj_off(op, PJ_N) * C;
 		if (g->fwd8) {
-			fp8_rows_cuda(g->sq, g->ss, y16, n, HD);
+			if (!y8)
+				fp8_rows_cuda(g->sq, g->ss, y16, n, HD);
 			matmul_forward_fp8_cuda((bf16_t *)d_a, NULL, g->sq, g->ss, g->wof8, g->wof8s, n, HD, C);
 			add_bias_cuda((bf16_t *)d_a, wo + (size_t)C * HD, 1.0f, n, C);
 		} else {
@@ -966,19 +1062,20 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, int B, int T, float *
 
 extern "C" void gpu_lop_forward(GpuLop *g, float *d_a, const float *d_u, int B, int T)
 {
-	forward(g, d_a, d_u, B, T, NULL, 0);
+	forward(g, d_a, d_u, NULL, NULL, B, T, NULL, 0);
 }
 
 extern "C" void gpu_lop_forward_state(GpuLop *g, float *d_a, const float *d_u, int B, int T, float *d_S)
 {
 	if (!d_S)
 		BUG("gpu_lop_forward_state: no states");
-	forward(g, d_a, d_u, B, T, d_S, 0);
+	forward(g, d_a, d_u, NULL, NULL, B, T, d_S, 0);
 }
 
-extern "C" void gpu_lop_forward_bf16(GpuLop *g, uint16_t *d_a, const uint16_t *d_u, int B, int T)
+extern "C" void gpu_lop_forward_bf16(GpuLop *g, uint16_t *d_a, const uint16_t *d_u, const uint8_t *d_uq,
+                                     const float *d_us, int B, int T)
 {
-	forward(g, d_a, d_u, B, T, NULL, 1);
+	forward(g, d_a, d_u, d_uq, d_us, B, T, NULL, 1);
 }
 
 /* the backward of a projection p = x W^T (+ b): dW += dp^T x, db += the
@@ -1070,8 +1167,8 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 	proj_back(g, d_grad, d_du, 1, g->dpv, d_u, "wv", "bv", n, C, GD);
 }
 
-extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, const uint16_t *d_da, int B,
-                                      int T)
+extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accumulate, const uint16_t *d_da,
+                                      const uint8_t *d_daq, const float *d_das, int B, int T)
 {
 	const LinearOp *op = &g->op;
 	int n = B * T, C = op->C, H = op->H, G = op->G, D = op->D, HD = H * D, rep = H / G;
@@ -1089,8 +1186,9 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	bf16_t *dp = g->dp16;
 	int ldd = g->ldd;
 	if (g->fp8) {
-		fp8_rows_cuda(g->sq, g->ss, d_da, n, C);
-		matmul_backward_fp8_cuda(dy, 1, 0, g->sq, g->ss, g->wo8, g->wo8s, n, HD, C);
+		if (!d_daq)
+			fp8_rows_cuda(g->sq, g->ss, d_da, n, C), d_daq = g->sq, d_das = g->ss;
+		matmul_backward_fp8_cuda(dy, 1, 0, d_daq, d_das, g->wo8, g->wo8s, n, HD, C);
 	} else {
 		gemm_bf16(CUBLAS_OP_N, HD, n, C, g->w16 + (size_t)OC * C, HD, d_da, C, dy, CUDA_R_32F, HD);
 	}

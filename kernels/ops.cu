@@ -436,6 +436,8 @@ static void rmsnorm_forward_vec_launch(bf16 *out, float *rstd, const bf16 *x, co
 extern "C" int rmsnorm_forward_fp8_cuda(bf16_t *d_out, float *d_rstd, uint8_t *d_q, float *d_scale, const bf16_t *d_x,
                                         const bf16_t *d_w, int n, int C, float eps)
 {
+	if (fp8_unfused())
+		return 0;
 	if (C % 8 || (d_out && !aligned16(d_out)) || !aligned16(d_x) || !aligned16(d_w) || ((uintptr_t)d_q & 7))
 		return 0;
 	if (n == 0)
@@ -465,6 +467,8 @@ extern "C" int residual_rmsnorm_forward_fp8_cuda(bf16_t *d_h, bf16_t *d_out, flo
                                                  float *d_scale, const bf16_t *d_x, const bf16_t *d_a,
                                                  const bf16_t *d_w, int n, int C, float eps)
 {
+	if (fp8_unfused())
+		return 0;
 	if (C % 8 || !aligned16(d_h) || (d_out && !aligned16(d_out)) || !aligned16(d_x) || !aligned16(d_a) ||
 	    !aligned16(d_w) || ((uintptr_t)d_q & 7))
 		return 0;
@@ -513,6 +517,8 @@ extern "C" int residual_rmsnorm_backward_fp8_cuda(bf16_t *d_dh, uint8_t *d_q, fl
                                                   int f32, const bf16_t *d_dres, const bf16_t *d_h, const float *d_rstd,
                                                   const bf16_t *d_w, int n, int C)
 {
+	if (fp8_unfused())
+		return 0;
 	if (C % 8 || !aligned16(d_dh) || !aligned16(d_dout) || !aligned16(d_dres) || !aligned16(d_h) ||
 	    !aligned16(d_w) || ((uintptr_t)d_q & 7))
 		return 0;
@@ -586,6 +592,8 @@ extern "C" void att_mix_cuda(bf16_t *d_out, float w1, const bf16_t *d_a1, float 
 extern "C" int att_mix_fp8_cuda(uint8_t *d_q, float *d_scale, float w1, const bf16_t *d_a1, float w2,
                                 const bf16_t *d_a2, int n, int k)
 {
+	if (fp8_unfused())
+		return 0;
 	if (k % 8 || !aligned16(d_a1) || !aligned16(d_a2) || ((uintptr_t)d_q & 7))
 		return 0;
 	if (n == 0)
@@ -789,15 +797,40 @@ __device__ void rope_back_table(float *cs, float *sn, const float *inv_freq, int
 	__syncthreads();
 }
 
+/* The backward's gradients of q, k and v: bf16 rows, or (acc) the
+ * attention backward's float32 accumulators (attention_backward2_cuda
+ * without outputs: dq (n, H, D), then dk and dv (n, G, D)) with dq's scale
+ * still to come, read as its conversion to bf16 would write them */
+struct RopeGrad {
+	const bf16 *dq, *dk, *dv;
+	const float *acc;
+	float qscale;
+	int64_t n;
+};
+
+/* 8 values of head hh of position bt from p, rounded to bf16 */
+__device__ __forceinline__ Pack<8> grad_pack(const RopeGrad &s, int64_t bt, int hh, int p, int H, int G, int D)
+{
+	if (!s.acc)
+		return load_pack<8>(head_row(s.dq, s.dk, s.dv, bt, hh, H, G, D) + p);
+	const float *q = s.acc, *k = q + s.n * H * D, *v = k + s.n * G * D;
+	const float *src = head_row(q, k, v, bt, hh, H, G, D) + p;
+	float4 a = *(const float4 *)src, b = *(const float4 *)(src + 4);
+	float m = hh < H ? s.qscale : 1.f, x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+	Pack<8> r;
+	for (int j = 0; j < 8; j++)
+		r.v[j] = __float2bfloat16(x[j] * m);
+	return r;
+}
+
 /* item i of position bt's dqkv row: head hh's values p0.. (r1) and p0 +
  * half.. (r2), rotated back for q and k heads, rounded to bf16; its offset
  * in the row returned */
-__device__ __forceinline__ int rope_back_item(Pack<8> &r1, Pack<8> &r2, const bf16 *dq, const bf16 *dk, const bf16 *dv,
-                                              const float *cs, const float *sn, int64_t bt, int i, int H, int G, int D)
+__device__ __forceinline__ int rope_back_item(Pack<8> &r1, Pack<8> &r2, const RopeGrad &src, const float *cs,
+                                              const float *sn, int64_t bt, int i, int H, int G, int D)
 {
 	int half = D / 2, groups = half / 8, hh = i / groups, p0 = i % groups * 8;
-	const bf16 *src = head_row(dq, dk, dv, bt, hh, H, G, D);
-	Pack<8> g1v = load_pack<8>(src + p0), g2v = load_pack<8>(src + p0 + half);
+	Pack<8> g1v = grad_pack(src, bt, hh, p0, H, G, D), g2v = grad_pack(src, bt, hh, p0 + half, H, G, D);
 	r1 = g1v, r2 = g2v;
 	if (hh < H + G)
 		for (int j = 0; j < 8; j++) {
@@ -819,7 +852,7 @@ __global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, const bf16 *dq, const b
 	bf16 *row = dqkv + bt * NH * D;
 	for (int i = threadIdx.x; i < NH * (half / 8); i += blockDim.x) {
 		Pack<8> r1, r2;
-		int o = rope_back_item(r1, r2, dq, dk, dv, cs, sn, bt, i, H, G, D);
+		int o = rope_back_item(r1, r2, RopeGrad{dq, dk, dv, NULL, 1.f, 0}, cs, sn, bt, i, H, G, D);
 		store_pack<8>(row + o, r1);
 		store_pack<8>(row + o + half, r2);
 	}
@@ -834,8 +867,8 @@ __global__ void qkv_rope_backward_vec_kernel(bf16 *dqkv, const bf16 *dq, const b
 #define ROPE8_NT 256
 template <int IPT>
 __global__ void __launch_bounds__(ROPE8_NT)
-	qkv_rope_backward_fp8_kernel(uint8_t *q, float *scale, const bf16 *dq, const bf16 *dk, const bf16 *dv,
-	                             const float *inv_freq, int T, int pos0, int H, int G, int D)
+        qkv_rope_backward_fp8_kernel(uint8_t *q, float *scale, RopeGrad src, const float *inv_freq, int T, int pos0,
+                                     int H, int G, int D)
 {
 	__shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
 	int half = D / 2, items = (H + 2 * G) * (half / 8), o[IPT];
@@ -848,7 +881,7 @@ __global__ void __launch_bounds__(ROPE8_NT)
 		if (i >= items)
 			break;
 		Pack<8> r1, r2;
-		o[k] = rope_back_item(r1, r2, dq, dk, dv, cs, sn, bt, i, H, G, D);
+		o[k] = rope_back_item(r1, r2, src, cs, sn, bt, i, H, G, D);
 #pragma unroll
 		for (int j = 0; j < 8; j++) {
 			r[k][0][j] = __bfloat162float(r1.v[j]), r[k][1][j] = __bfloat162float(r2.v[j]);
@@ -911,24 +944,42 @@ extern "C" void qkv_rope_backward_cuda(bf16_t *d_dqkv, const bf16_t *d_dq, const
 	cudaCheck(cudaGetLastError());
 }
 
-extern "C" int qkv_rope_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dq, const bf16_t *d_dk,
-                                          const bf16_t *d_dv, const float *d_inv_freq, int B, int T, int pos0, int H,
-                                          int G, int D)
+static int rope_back_fp8(uint8_t *d_q, float *d_scale, const RopeGrad &src, const float *d_inv_freq, int B, int T,
+                         int pos0, int H, int G, int D)
 {
+	if (fp8_unfused())
+		return 0;
 	unsigned threads;
 	int items = (H + 2 * G) * (D / 16);
-	if (!rope_vec(D, H, G, &threads) || items > 4 * ROPE8_NT || !aligned16(d_dq) || !aligned16(d_dk) ||
-	    !aligned16(d_dv) || ((uintptr_t)d_q & 7))
+	if (!rope_vec(D, H, G, &threads) || items > 4 * ROPE8_NT || ((uintptr_t)d_q & 7))
 		return 0;
 	if (B * T == 0)
 		return 1;
 	auto f = items <= ROPE8_NT       ? qkv_rope_backward_fp8_kernel<1>
 	         : items <= 2 * ROPE8_NT ? qkv_rope_backward_fp8_kernel<2>
 	                                 : qkv_rope_backward_fp8_kernel<4>;
-	f<<<(unsigned)(B * T), ROPE8_NT>>>(d_q, d_scale, (const bf16 *)d_dq, (const bf16 *)d_dk, (const bf16 *)d_dv,
-	                                   d_inv_freq, T, pos0, H, G, D);
+	f<<<(unsigned)(B * T), ROPE8_NT>>>(d_q, d_scale, src, d_inv_freq, T, pos0, H, G, D);
 	cudaCheck(cudaGetLastError());
 	return 1;
+}
+
+extern "C" int qkv_rope_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *d_dq, const bf16_t *d_dk,
+                                          const bf16_t *d_dv, const float *d_inv_freq, int B, int T, int pos0, int H,
+                                          int G, int D)
+{
+	if (!aligned16(d_dq) || !aligned16(d_dk) || !aligned16(d_dv))
+		return 0;
+	RopeGrad src = {(const bf16 *)d_dq, (const bf16 *)d_dk, (const bf16 *)d_dv, NULL, 1.f, 0};
+	return rope_back_fp8(d_q, d_scale, src, d_inv_freq, B, T, pos0, H, G, D);
+}
+
+extern "C" int qkv_rope_backward_fp8_acc_cuda(uint8_t *d_q, float *d_scale, const float *d_acc, float qscale,
+                                              const float *d_inv_freq, int B, int T, int pos0, int H, int G, int D)
+{
+	if (!aligned16(d_acc))
+		return 0;
+	RopeGrad src = {NULL, NULL, NULL, d_acc, qscale, (int64_t)B * T};
+	return rope_back_fp8(d_q, d_scale, src, d_inv_freq, B, T, pos0, H, G, D);
 }
 
 // ----------------------------------------------------------------------------

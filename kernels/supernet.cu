@@ -352,6 +352,9 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 	memset(&s, 0, sizeof s);
 	s.p[s.n] = d_a, s.w[s.n++] = 1.f;
 	int uf_ready = 0;
+	const uint8_t *uq = NULL; /* u's codes, the norm's (the gdn columns' products under --forward fp8) */
+	const float *us = NULL;
+	gpu_model_hook_codes(g->gm, &uq, &us);
 	for (int k = 1; k < K; k++) {
 		/* a step needs every output for dw (gdn and gla in a shared arena
 		 * run again in the backward) */
@@ -367,7 +370,7 @@ static void sn_hook(void *ctx, int l, const uint16_t *d_u, uint16_t *d_a, int n,
 		int f32 = 0;
 		if (lop_half(g, k)) {
 			bf16_t *ob = kept ? kept : g->o16;
-			gpu_lop_forward_bf16(op, ob, d_u, B, T);
+			gpu_lop_forward_bf16(op, ob, d_u, uq, us, B, T);
 			o = ob;
 		} else {
 			if (!uf_ready)
@@ -395,6 +398,9 @@ static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, in
 	int64_t nC = (int64_t)n * C;
 	double *dw = g->dw + (size_t)l * K;
 	int any = 0, uf_ready = 0, daf_ready = 0;
+	const uint8_t *daq = NULL; /* da's codes, the norm backward's (--grad fp8) */
+	const float *das = NULL;
+	gpu_model_hook_codes(g->gm, &daq, &das);
 	/* dw = <da, o> of every column whose output the forward kept in one
 	 * pass over da; gdn and gla in a shared arena run again below first */
 	MixSrc src;
@@ -409,12 +415,12 @@ static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, in
 			continue;
 		} else if (lop_half(g, k)) {
 			if (g->shared) { /* the forward again, in the shared arena */
-				gpu_lop_forward_bf16(op, g->o16, u_of(g, l), B, T);
+				gpu_lop_forward_bf16(op, g->o16, u_of(g, l), NULL, NULL, B, T);
 				dot(g, dw, k, d_da, g->o16, 0, nC);
 			}
 			if (w[k] == 0 || !d_du)
 				continue;
-			gpu_lop_backward_bf16(op, g->duacc, w[k], any, d_da, B, T);
+			gpu_lop_backward_bf16(op, g->duacc, w[k], any, d_da, daq, das, B, T);
 		} else {
 			if (g->shared) { /* the forward again, in the shared arena */
 				if (!uf_ready)

@@ -1,7 +1,8 @@
 /* test_fp8 (GPU): kernels/fp8.cu against lib/fp8.c: the rows' (contiguous
  * and ldx apart) and the columns' codes and scales byte for byte, SwiGLU's
  * backward and forward into codes, the norms (forward and backward), RoPE's
- * backward and the attentions' mixture into codes
+ * backward (also from the attention backward's float32 gradients) and the
+ * attentions' mixture into codes
  * (the unfused kernels' codes; the CPU's within one code where the
  * device's expf or sum of squares differs), and cuBLASLt's e4m3
  * product against the CPU's from the same codes (bf16 and float32 out,
@@ -309,8 +310,30 @@ static void test_rope_back(int B, int T, int H, int G, int D, int pos0)
 		test_cond(msg, ran && same_codes(msg, q, s, h2, hs2, n, W, 0));
 		free(h2), free(hs2);
 	}
-	free(f);
-	gpu_free(d_f), gpu_free(q), gpu_free(q2), gpu_free(s), gpu_free(s2), gpu_free(dqkv);
+	/* from the attention backward's float32 gradients left in its work
+	 * (dq yet to be scaled): attention_convert_cuda's bf16 rows, then the
+	 * kernel above's codes, byte for byte */
+	size_t nq = (size_t)n * H * D, nk = (size_t)n * G * D;
+	float *acc = test_rnd(nq + 2 * nk, 2.0f), *d_acc = (float *)gpu_alloc((nq + 2 * nk) * 4);
+	gpu_upload(d_acc, acc, (nq + 2 * nk) * 4);
+	attention_convert_cuda(dq.d, dk.d, dv.d, d_acc, B, T, H, G, D);
+	int ran2 = qkv_rope_backward_fp8_cuda(q2, s2, dq.d, dk.d, dv.d, d_f, B, T, pos0, H, G, D);
+	ran = qkv_rope_backward_fp8_acc_cuda(q, s, d_acc, attention_backward_qscale(D), d_f, B, T, pos0, H, G, D);
+	if (D % 16) {
+		snprintf(msg, sizeof msg, "qkv_rope_backward_fp8_acc D=%d: declined", D);
+		test_cond(msg, !ran && !ran2);
+	} else {
+		uint8_t *h2 = host_codes(q2, nw);
+		float *hs2 = host_f32(s2, n);
+		snprintf(msg, sizeof msg,
+		         "qkv_rope_backward_fp8_acc B=%d T=%d H=%d G=%d D=%d pos0=%d: attention_convert + "
+		         "qkv_rope_backward_fp8's codes",
+		         B, T, H, G, D, pos0);
+		test_cond(msg, ran && ran2 && same_codes(msg, q, s, h2, hs2, n, W, 0));
+		free(h2), free(hs2);
+	}
+	free(f), free(acc);
+	gpu_free(d_f), gpu_free(q), gpu_free(q2), gpu_free(s), gpu_free(s2), gpu_free(dqkv), gpu_free(d_acc);
 	buf_free(&dq), buf_free(&dk), buf_free(&dv);
 }
 

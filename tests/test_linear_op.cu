@@ -29,7 +29,10 @@
  * multiple of 16 or not); new parameters reach the codes. Its forward's
  * two products in e4m3 too (gpu_lop_forward_fp8) against lop_forward_fp8
  * and lop_backward_fp8 with both switches: a and du within FP8_TOL, a
- * moved from the bf16 path's by more than twice that path's error.
+ * moved from the bf16 path's by more than twice that path's error, and
+ * the same bits when u's and da's codes are handed in (d_uq, d_daq) and
+ * when y's codes come from fp8_rows_cuda instead of the output norm
+ * (DASH_FP8_UNFUSED=1).
  *
  * With DASH_BENCH=1 it also times forward + backward of one gdn and one gla
  * operator at C 2048, H 16, G 2, D 128, 1 x 4096 tokens (bench/bench.h's
@@ -154,10 +157,10 @@ static void check_half(int C, int H, int G, int D, int B, int T)
 	bf16_t *d_a = (bf16_t *)gpu_alloc(nu * 2), *ah = (bf16_t *)mallocCheck(nu * 2);
 	float *d_du = (float *)gpu_alloc(nu * 4), *a = (float *)mallocCheck(nu * 4);
 	float *du1 = (float *)mallocCheck(nu * 4), *du2 = (float *)mallocCheck(nu * 4);
-	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
-	gpu_lop_backward_bf16(g, d_du, 0.5f, 0, da.d, B, T);
+	gpu_lop_forward_bf16(g, d_a, u.d, NULL, NULL, B, T);
+	gpu_lop_backward_bf16(g, d_du, 0.5f, 0, da.d, NULL, NULL, B, T);
 	gpu_download(du1, d_du, nu * 4);
-	gpu_lop_backward_bf16(g, d_du, 0.25f, 1, da.d, B, T);
+	gpu_lop_backward_bf16(g, d_du, 0.25f, 1, da.d, NULL, NULL, B, T);
 	gpu_download(du2, d_du, nu * 4);
 	gpu_download(ah, d_a, nu * 2);
 	for (size_t i = 0; i < nu; i++)
@@ -165,7 +168,7 @@ static void check_half(int C, int H, int G, int D, int B, int T)
 	double ea = test_rel_err(a, ra, nu), edu = test_rel_err(du1, rdu, nu), eacc = test_rel_err(du2, du1, nu);
 	/* other parameters, handed in through gpu_lop_params */
 	gpu_upload(gpu_lop_params(g), op2.w, op2.n * 4);
-	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
+	gpu_lop_forward_bf16(g, d_a, u.d, NULL, NULL, B, T);
 	gpu_download(ah, d_a, nu * 2);
 	for (size_t i = 0; i < nu; i++)
 		a[i] = bf16_to_f32(ah[i]);
@@ -208,12 +211,12 @@ static void check_fp8(int C, int H, int G, int D, int B, int T)
 	float *d_du = (float *)gpu_alloc(nu * 4);
 	float *du16 = (float *)mallocCheck(nu * 4);
 	GpuLop *g16 = gpu_lop_new(&op, n, NULL); /* the bf16 path's du, for comparison */
-	gpu_lop_forward_bf16(g16, d_a, u.d, B, T);
-	gpu_lop_backward_bf16(g16, d_du, 1.0f, 0, da.d, B, T);
+	gpu_lop_forward_bf16(g16, d_a, u.d, NULL, NULL, B, T);
+	gpu_lop_backward_bf16(g16, d_du, 1.0f, 0, da.d, NULL, NULL, B, T);
 	gpu_download(du16, d_du, nu * 4);
 	gpu_lop_free(g16);
-	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
-	gpu_lop_backward_bf16(g, d_du, 0.5f, 0, da.d, B, T);
+	gpu_lop_forward_bf16(g, d_a, u.d, NULL, NULL, B, T);
+	gpu_lop_backward_bf16(g, d_du, 0.5f, 0, da.d, NULL, NULL, B, T);
 	gpu_download(du, d_du, nu * 4);
 	for (size_t i = 0; i < nu; i++)
 		du[i] *= 2;
@@ -221,8 +224,8 @@ static void check_fp8(int C, int H, int G, int D, int B, int T)
 	double e16 = test_rel_err(du16, rdu, nu), moved = test_rel_err(du, du16, nu);
 	/* other parameters, handed in through gpu_lop_params */
 	gpu_upload(gpu_lop_params(g), op2.w, op2.n * 4);
-	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
-	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, B, T);
+	gpu_lop_forward_bf16(g, d_a, u.d, NULL, NULL, B, T);
+	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, NULL, NULL, B, T);
 	gpu_download(du, d_du, nu * 4);
 	double e2 = test_rel_err(du, rdu28, nu);
 	int OC = 2 * H * D + 2 * G * D + 2 * H;
@@ -269,7 +272,7 @@ static void check_fwd8(int C, int H, int G, int D, int B, int T)
 	bf16_t *d_a = (bf16_t *)gpu_alloc(nu * 2), *ah = (bf16_t *)mallocCheck(nu * 2);
 	float *d_du = (float *)gpu_alloc(nu * 4);
 	GpuLop *g16 = gpu_lop_new(&op, n, NULL); /* the bf16 path's a, for comparison */
-	gpu_lop_forward_bf16(g16, d_a, u.d, B, T);
+	gpu_lop_forward_bf16(g16, d_a, u.d, NULL, NULL, B, T);
 	gpu_download(ah, d_a, nu * 2);
 	for (size_t i = 0; i < nu; i++)
 		a16[i] = bf16_to_f32(ah[i]);
@@ -278,8 +281,8 @@ static void check_fwd8(int C, int H, int G, int D, int B, int T)
 	void *scratch = gpu_alloc(gpu_lop_fp8_scratch_bytes(&op, n));
 	gpu_lop_grad_fp8(g, scratch);
 	gpu_lop_forward_fp8(g, scratch);
-	gpu_lop_forward_bf16(g, d_a, u.d, B, T);
-	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, B, T);
+	gpu_lop_forward_bf16(g, d_a, u.d, NULL, NULL, B, T);
+	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, NULL, NULL, B, T);
 	gpu_download(ah, d_a, nu * 2);
 	gpu_download(du, d_du, nu * 4);
 	for (size_t i = 0; i < nu; i++)
@@ -298,6 +301,37 @@ static void check_fwd8(int C, int H, int G, int D, int B, int T)
 	         "twice that path's %.1e from the CPU",
 	         C, H, G, D, B, T, moved, e16);
 	test_cond(msg, moved > 2 * e16);
+	/* u's and da's codes handed in (as the GpuModel's norms make them):
+	 * the same bits as codes made here */
+	uint8_t *d_uq = (uint8_t *)gpu_alloc(nu), *d_daq = (uint8_t *)gpu_alloc(nu);
+	float *d_us = (float *)gpu_alloc((size_t)n * 4), *d_das = (float *)gpu_alloc((size_t)n * 4);
+	fp8_rows_cuda(d_uq, d_us, u.d, n, C), fp8_rows_cuda(d_daq, d_das, da.d, n, C);
+	bf16_t *ah2 = (bf16_t *)mallocCheck(nu * 2);
+	float *du2 = (float *)mallocCheck(nu * 4);
+	gpu_lop_forward_bf16(g, d_a, u.d, d_uq, d_us, B, T);
+	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, d_daq, d_das, B, T);
+	gpu_download(ah2, d_a, nu * 2);
+	gpu_download(du2, d_du, nu * 4);
+	snprintf(msg, sizeof msg,
+	         "gpu_lop gdn forward fp8 C=%d H=%d G=%d D=%d B=%d T=%d: u's and da's codes given, "
+	         "a and du the same bits",
+	         C, H, G, D, B, T);
+	test_cond(msg, !memcmp(ah2, ah, nu * 2) && !memcmp(du2, du, nu * 4));
+	/* the output norm straight into y's codes against y in bf16 and
+	 * fp8_rows_cuda (DASH_FP8_UNFUSED=1): the same bits */
+	setenv("DASH_FP8_UNFUSED", "1", 1);
+	gpu_lop_forward_bf16(g, d_a, u.d, NULL, NULL, B, T);
+	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, NULL, NULL, B, T);
+	unsetenv("DASH_FP8_UNFUSED");
+	gpu_download(ah2, d_a, nu * 2);
+	gpu_download(du2, d_du, nu * 4);
+	snprintf(msg, sizeof msg,
+	         "gpu_lop gdn forward fp8 C=%d H=%d G=%d D=%d B=%d T=%d: y's codes by the output "
+	         "norm, a and du the same bits as by fp8_rows",
+	         C, H, G, D, B, T);
+	test_cond(msg, !memcmp(ah2, ah, nu * 2) && !memcmp(du2, du, nu * 4));
+	gpu_free(d_uq), gpu_free(d_daq), gpu_free(d_us), gpu_free(d_das);
+	free(ah2), free(du2);
 	gpu_lop_free(g);
 	gpu_free(scratch), gpu_free(d_a), gpu_free(d_du);
 	buf_free(&u), buf_free(&da);
@@ -377,10 +411,10 @@ static void bench(int kind)
 		/* the bf16 path, no parameter gradients (the search's) */
 		Buf ub = buf_rand(nu, 1), dab = buf_rand(nu, 1);
 		bf16_t *d_ab = (bf16_t *)gpu_alloc(nu * 2);
-		float fh = median_ms([&] { gpu_lop_forward_bf16(g, d_ab, ub.d, B, T); });
+		float fh = median_ms([&] { gpu_lop_forward_bf16(g, d_ab, ub.d, NULL, NULL, B, T); });
 		float fbh = median_ms([&] {
-			gpu_lop_forward_bf16(g, d_ab, ub.d, B, T);
-			gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, B, T);
+			gpu_lop_forward_bf16(g, d_ab, ub.d, NULL, NULL, B, T);
+			gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, NULL, NULL, B, T);
 		});
 		float fbn = median_ms([&] {
 			gpu_lop_forward(g, d_a, d_u, B, T);
@@ -392,8 +426,8 @@ static void bench(int kind)
 			void *scratch = gpu_alloc(gpu_lop_fp8_scratch_bytes(&op, B * T));
 			gpu_lop_grad_fp8(g, scratch);
 			float fb8 = median_ms([&] {
-				gpu_lop_forward_bf16(g, d_ab, ub.d, B, T);
-				gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, B, T);
+				gpu_lop_forward_bf16(g, d_ab, ub.d, NULL, NULL, B, T);
+				gpu_lop_backward_bf16(g, d_du, 1.0f, 0, dab.d, NULL, NULL, B, T);
 			});
 			printf("bench gdn bf16 path, e4m3 products: forward+backward to du %.3f ms (bf16 %.3f)\n",
 			       fb8, fbh);
@@ -432,6 +466,7 @@ int main(int argc, char **argv)
 		check_fp8(96, 2, 1, 32, 3, 40);   /* in groups */
 		check_fwd8(256, 4, 2, 64, 2, 100); /* the projections' width 776: padded to 784 */
 		check_fwd8(256, 8, 2, 32, 1, 128);
+		check_fwd8(512, 12, 4, 32, 1, 70); /* two heads a warp in the output norm's codes */
 	} else {
 		printf("SKIP: gdn's e4m3 products want a Hopper (compute capability 9.0)\n");
 	}
