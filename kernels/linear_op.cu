@@ -189,17 +189,45 @@ __device__ __forceinline__ void row_store16(bf16 *row, const float (&x)[ROW_VALS
 	}
 }
 
+/* Up to three maps of the row kernels below in one launch (gdn's q, k and
+ * v): blocks first[j] .. first[j + 1] - 1 take map j's rows, each map's
+ * arguments as one J. */
+template <typename J>
+struct Maps {
+	J m[3];
+	unsigned first[4]; /* the fourth: past the last */
+};
+
+/* the map of this block, and its first row */
+template <typename J>
+__device__ __forceinline__ J map_of(const Maps<J> &ms, int *r0)
+{
+	unsigned b = blockIdx.x;
+	int i = b >= ms.first[2] ? 2 : b >= ms.first[1] ? 1 : 0;
+	*r0 = (int)(b - ms.first[i]) * ROW_WARPS;
+	return i == 0 ? ms.m[0] : i == 1 ? ms.m[1] : ms.m[2];
+}
+
 /* the feature maps, one warp a row of D: p (rows of D, hp a token, ld
  * apart) += b (bias of width values, rows cycling through width / D of
  * them), x = silu(p) or p, l2-normed (inv (rows) keeps 1/norm) when l2; out
  * gets x repeated: row r goes to rows r * rep .. r * rep + rep - 1 (the heads
  * of kv group r). out may be p when rep is 1 and p is packed. */
+struct FeatFwd {
+	float *out, *inv, *p;
+	const float *b;
+	int hp, ld, rows, D, width, rep, silu, l2;
+};
+
 template <int V>
-__global__ void feature_forward_kernel(float *out, float *inv, float *p, int hp, int ld, const float *b, int rows,
-                                       int D, int width, int rep, int silu, int l2)
+__global__ void feature_forward_kernel(Maps<FeatFwd> ms)
 {
-	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-	if (r >= rows)
+	int r0, lane = threadIdx.x % WARP_SIZE;
+	const FeatFwd f = map_of(ms, &r0);
+	float *out = f.out, *inv = f.inv, *p = f.p;
+	const float *b = f.b;
+	int hp = f.hp, ld = f.ld, D = f.D, width = f.width, rep = f.rep, r = r0 + threadIdx.x / WARP_SIZE;
+	if (r >= f.rows)
 		return;
 	float z[ROW_VALS], x[ROW_VALS], s = 0;
 	float *pr = p + tok_row(r, hp, ld, D);
@@ -213,10 +241,10 @@ __global__ void feature_forward_kernel(float *out, float *inv, float *p, int hp,
 	}
 #pragma unroll
 	for (int k = 0; k < ROW_VALS; k++) {
-		x[k] = silu ? siluf_(z[k]) : z[k];
+		x[k] = f.silu ? siluf_(z[k]) : z[k];
 		s += x[k] * x[k];
 	}
-	if (l2) {
+	if (f.l2) {
 		float iv = 1 / sqrtf(warp_sum(s) + L2_EPS);
 		if (lane == 0)
 			inv[r] = iv;
@@ -233,13 +261,23 @@ __global__ void feature_forward_kernel(float *out, float *inv, float *p, int hp,
  * out, inv its 1/norms) and silu (p: the pre-activation, hp rows a token,
  * ld apart) when asked, into dp (rows, D), or in bf16 into dp16 when given:
  * row r at dp16 + tok_row(r, hp, ld16, D). dp may be dout when rep is 1. */
+struct FeatBwd {
+	float *dp;
+	bf16 *dp16;
+	const float *dout, *y, *inv, *p;
+	int hp, ld16, ld, rows, D, rep, silu, l2;
+};
+
 template <int V>
-__global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16, const float *dout, const float *y,
-                                        const float *inv, const float *p, int ld, int rows, int D, int rep, int silu,
-                                        int l2)
+__global__ void feature_backward_kernel(Maps<FeatBwd> ms)
 {
-	int r = blockIdx.x * ROW_WARPS + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-	if (r >= rows)
+	int r0, lane = threadIdx.x % WARP_SIZE;
+	const FeatBwd f = map_of(ms, &r0);
+	float *dp = f.dp;
+	bf16 *dp16 = f.dp16;
+	const float *dout = f.dout, *y = f.y, *inv = f.inv, *p = f.p;
+	int hp = f.hp, ld16 = f.ld16, ld = f.ld, D = f.D, rep = f.rep, r = r0 + threadIdx.x / WARP_SIZE;
+	if (r >= f.rows)
 		return;
 	float d[ROW_VALS] = {}, t[ROW_VALS];
 	for (int h = 0; h < rep; h++) {
@@ -248,7 +286,7 @@ __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16,
 		for (int k = 0; k < ROW_VALS; k++)
 			d[k] += t[k];
 	}
-	if (l2) {
+	if (f.l2) {
 		float s = 0;
 		row_load<V>(t, y + (size_t)r * rep * D, lane, D);
 #pragma unroll
@@ -260,7 +298,7 @@ __global__ void feature_backward_kernel(float *dp, bf16 *dp16, int hp, int ld16,
 		for (int k = 0; k < ROW_VALS; k++)
 			d[k] = iv * (d[k] - t[k] * s);
 	}
-	if (silu) {
+	if (f.silu) {
 		row_load<V>(t, p + tok_row(r, hp, ld, D), lane, D);
 #pragma unroll
 		for (int k = 0; k < ROW_VALS; k++)
@@ -508,21 +546,38 @@ static bool row_v4(int D, std::initializer_list<const void *> f32, const void *b
 
 /* The row kernels' launchers. p and zg hold hp rows a token, ld apart; so
  * do dp16 and dzg16 (ld16 apart) where given instead of dp and dzg. */
-static void feature_forward(float *out, float *inv, float *p, int hp, int ld, const float *b, int rows, int D,
-                            int width, int rep, int silu, int l2)
+/* up to three maps in a launch, on float4s where each of them allows it */
+static void feature_forward(std::initializer_list<FeatFwd> maps)
 {
-	auto f = row_v4(D, {out, p, b}, NULL, 0, ld) && width % 4 == 0 ? feature_forward_kernel<4>
-	                                                                : feature_forward_kernel<1>;
-	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(out, inv, p, hp, ld, b, rows, D, width, rep, silu, l2);
+	Maps<FeatFwd> ms = {};
+	unsigned nb = 0, i = 0;
+	bool v4 = true;
+	for (const FeatFwd &f : maps) {
+		ms.m[i] = f, ms.first[i++] = nb, nb += row_blocks(f.rows);
+		v4 = v4 && row_v4(f.D, {f.out, f.p, f.b}, NULL, 0, f.ld) && f.width % 4 == 0;
+	}
+	for (; i < 4; i++)
+		ms.first[i] = nb;
+	if (!nb)
+		return;
+	(v4 ? feature_forward_kernel<4> : feature_forward_kernel<1>)<<<nb, ROW_WARPS * WARP_SIZE>>>(ms);
 	cudaCheck(cudaGetLastError());
 }
 
-static void feature_backward(float *dp, bf16_t *dp16, int hp, int ld16, const float *dout, const float *y,
-                             const float *inv, const float *p, int ld, int rows, int D, int rep, int silu, int l2)
+static void feature_backward(std::initializer_list<FeatBwd> maps)
 {
-	auto f = row_v4(D, {dp, dout, y, p}, dp16, ld16, ld) ? feature_backward_kernel<4> : feature_backward_kernel<1>;
-	f<<<row_blocks(rows), ROW_WARPS * WARP_SIZE>>>(dp, (bf16 *)dp16, hp, ld16, dout, y, inv, p, ld, rows, D, rep,
-	                                               silu, l2);
+	Maps<FeatBwd> ms = {};
+	unsigned nb = 0, i = 0;
+	bool v4 = true;
+	for (const FeatBwd &f : maps) {
+		ms.m[i] = f, ms.first[i++] = nb, nb += row_blocks(f.rows);
+		v4 = v4 && row_v4(f.D, {f.dp, f.dout, f.y, f.p}, f.dp16, f.ld16, f.ld);
+	}
+	for (; i < 4; i++)
+		ms.first[i] = nb;
+	if (!nb)
+		return;
+	(v4 ? feature_backward_kernel<4> : feature_backward_kernel<1>)<<<nb, ROW_WARPS * WARP_SIZE>>>(ms);
 	cudaCheck(cudaGetLastError());
 }
 
@@ -990,9 +1045,9 @@ static void forward(GpuLop *g, void *d_a, const void *d_u, const uint8_t *d_uq, 
 		lin_(g->pk, uf, P(g, w, "wk"), n, C, GD, !gdn, ldp(g, GD));
 		lin_(g->pv, uf, P(g, w, "wv"), n, C, GD, 0, ldp(g, GD));
 	}
-	feature_forward(g->q, g->qinv, g->pq, H, ldp(g, HD), P(g, w, "bq"), n * H, D, HD, 1, gdn, gdn);
-	feature_forward(g->k, g->kinv, g->pk, G, ldp(g, GD), P(g, w, "bk"), n * G, D, GD, rep, gdn, gdn);
-	feature_forward(g->v, NULL, g->pv, G, ldp(g, GD), P(g, w, "bv"), n * G, D, GD, rep, gdn, 0);
+	feature_forward({FeatFwd{g->q, g->qinv, g->pq, P(g, w, "bq"), H, ldp(g, HD), n * H, D, HD, 1, gdn, gdn},
+	                 FeatFwd{g->k, g->kinv, g->pk, P(g, w, "bk"), G, ldp(g, GD), n * G, D, GD, rep, gdn, gdn},
+	                 FeatFwd{g->v, NULL, g->pv, P(g, w, "bv"), G, ldp(g, GD), n * G, D, GD, rep, gdn, 0}});
 	if (gdn) {
 		if (!half) {
 			lin_(g->za, uf, P(g, w, "wa"), n, C, H, 0, g->ldp);
@@ -1143,9 +1198,9 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 		proj_back(g, d_grad, d_du, 1, g->dbeta, d_u, "wb", NULL, n, C, H);
 		proj_back(g, d_grad, d_du, 1, g->dg, d_u, "wa", "dt_bias", n, C, H);
 		/* q = l2norm(silu(pq)), k likewise before the repeat, v = silu(pv) */
-		feature_backward(dq, NULL, H, 0, dq, g->q, g->qinv, g->pq, g->ldp, n * H, D, 1, 1, 1);
-		feature_backward(g->dpk, NULL, G, 0, dk, g->k, g->kinv, g->pk, g->ldp, n * G, D, rep, 1, 1);
-		feature_backward(g->dpv, NULL, G, 0, dv, NULL, NULL, g->pv, g->ldp, n * G, D, rep, 1, 0);
+		feature_backward({FeatBwd{dq, NULL, dq, g->q, g->qinv, g->pq, H, 0, g->ldp, n * H, D, 1, 1, 1},
+		                  FeatBwd{g->dpk, NULL, dk, g->k, g->kinv, g->pk, G, 0, g->ldp, n * G, D, rep, 1, 1},
+		                  FeatBwd{g->dpv, NULL, dv, NULL, NULL, g->pv, G, 0, g->ldp, n * G, D, rep, 1, 0}});
 	} else {
 		float *dgk = g->s[4];
 		for (int b = 0, nb = seq_group(g, B, T); b < B; b += nb) {
@@ -1159,8 +1214,8 @@ extern "C" void gpu_lop_backward(GpuLop *g, float *d_grad, float *d_du, const fl
 		cudaCheck(cudaGetLastError());
 		proj_back(g, d_grad, g->dh1, 0, dgk, g->h1, "wgk2", "bgk", n, R, HD);
 		proj_back(g, d_grad, d_du, 1, g->dh1, d_u, "wgk1", NULL, n, C, R);
-		feature_backward(g->dpk, NULL, G, 0, dk, NULL, NULL, NULL, GD, n * G, D, rep, 0, 0);
-		feature_backward(g->dpv, NULL, G, 0, dv, NULL, NULL, NULL, GD, n * G, D, rep, 0, 0);
+		feature_backward({FeatBwd{g->dpk, NULL, dk, NULL, NULL, NULL, G, 0, GD, n * G, D, rep, 0, 0},
+		                  FeatBwd{g->dpv, NULL, dv, NULL, NULL, NULL, G, 0, GD, n * G, D, rep, 0, 0}});
 	}
 	proj_back(g, d_grad, d_du, 1, dq, d_u, "wq", "bq", n, C, HD);
 	proj_back(g, d_grad, d_du, 1, g->dpk, d_u, "wk", "bk", n, C, GD);
@@ -1211,9 +1266,12 @@ extern "C" void gpu_lop_backward_bf16(GpuLop *g, float *d_du, float w, int accum
 	        g->dg, g->dbeta, g->dAg, (bf16 *)dp, ldd, proj_off(op, PJ_A), proj_off(op, PJ_B), g->g, g->beta, g->za,
 	        g->ldp, P(g, g->w, "A_log"), n, H);
 	cudaCheck(cudaGetLastError());
-	feature_backward(NULL, dp + proj_off(op, PJ_Q), H, ldd, dq, g->q, g->qinv, g->pq, g->ldp, n * H, D, 1, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_K), G, ldd, dk, g->k, g->kinv, g->pk, g->ldp, n * G, D, rep, 1, 1);
-	feature_backward(NULL, dp + proj_off(op, PJ_V), G, ldd, dv, NULL, NULL, g->pv, g->ldp, n * G, D, rep, 1, 0);
+	feature_backward({FeatBwd{NULL, (bf16 *)(dp + proj_off(op, PJ_Q)), dq, g->q, g->qinv, g->pq, H, ldd, g->ldp,
+	                          n * H, D, 1, 1, 1},
+	                  FeatBwd{NULL, (bf16 *)(dp + proj_off(op, PJ_K)), dk, g->k, g->kinv, g->pk, G, ldd, g->ldp,
+	                          n * G, D, rep, 1, 1},
+	                  FeatBwd{NULL, (bf16 *)(dp + proj_off(op, PJ_V)), dv, NULL, NULL, g->pv, G, ldd, g->ldp, n * G,
+	                          D, rep, 1, 0}});
 	/* du (+)= [dpq dpk dpv dza dzb dzg] [wq; wk; wv; wa; wb; wg] */
 	if (g->fp8) {
 		if (ldd > OC) /* the pad: zeros, which leave the amax and the product as they are */
