@@ -63,6 +63,12 @@
  * through fp8_rows_cuda; norm2's u, act and dqkv are not written in bf16
  * at all. Part of versions 14 and 15 of the search step (bench/RESULTS.md):
  * 178 -> 171 ms with gdn's forward in e4m3.
+ * version 6: norm1's codes of u in their own buffer (uq), which a
+ * GpuLayerHook may take (gpu_model_hook_codes), as a GpuMixGrad may take
+ * dh's in dq8; under gpu_model_grad_fp8 the attention backward leaves dq,
+ * dk, dv float32 in the work and RoPE's backward makes dqkv's codes from
+ * them (no bf16 rows, no conversion). Part of version 16 of the search
+ * step: 169.8 -> 168.1 ms with the supernet's share (bench/RESULTS.md).
  */
 #include <string.h>
 
