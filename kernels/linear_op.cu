@@ -194,6 +194,23 @@ __device__ __forceinline__ void row_store16(bf16 *row, const float (&x)[ROW_VALS
 	}
 }
 
+/* the same as e4m3 codes of x times inv (V 4: 4-byte stores) */
+template <int V>
+__device__ __forceinline__ void row_store8(uint8_t *row, const float (&x)[ROW_VALS], float inv, int lane, int D)
+{
+#pragma unroll
+	for (int k = 0; k < ROW_VALS; k += V) {
+		int i = row_idx<V>(k, lane);
+		if (i >= D)
+			continue;
+		if constexpr (V == 4)
+			*(uint32_t *)(row + i) = e4m3(x[k] * inv) | (uint32_t)e4m3(x[k + 1] * inv) << 8 |
+			                         (uint32_t)e4m3(x[k + 2] * inv) << 16 | (uint32_t)e4m3(x[k + 3] * inv) << 24;
+		else
+			row[i] = e4m3(x[k] * inv);
+	}
+}
+
 /* Up to three maps of the row kernels below in one launch (gdn's q, k and
  * v): blocks first[j] .. first[j + 1] - 1 take map j's rows, each map's
  * arguments as one J. */
@@ -465,19 +482,7 @@ __global__ void __launch_bounds__(ROW_WARPS * WARP_SIZE)
 		int h = warp + j * ROW_WARPS;
 		if (h >= hp)
 			break;
-		uint8_t *qr = q + ((size_t)t * hp + h) * D;
-#pragma unroll
-		for (int k = 0; k < ROW_VALS; k += V) {
-			int i = row_idx<V>(k, lane);
-			if (i >= D)
-				continue;
-			if constexpr (V == 4)
-				*(uint32_t *)(qr + i) = e4m3(x[j][k] * inv) | (uint32_t)e4m3(x[j][k + 1] * inv) << 8 |
-				                        (uint32_t)e4m3(x[j][k + 2] * inv) << 16 |
-				                        (uint32_t)e4m3(x[j][k + 3] * inv) << 24;
-			else
-				qr[i] = e4m3(x[j][k] * inv);
-		}
+		row_store8<V>(q + ((size_t)t * hp + h) * D, x[j], inv, lane, D);
 	}
 }
 
@@ -551,39 +556,40 @@ static bool row_v4(int D, std::initializer_list<const void *> f32, const void *b
 
 /* The row kernels' launchers. p and zg hold hp rows a token, ld apart; so
  * do dp16 and dzg16 (ld16 apart) where given instead of dp and dzg. */
-/* up to three maps in a launch, on float4s where each of them allows it */
-static void feature_forward(std::initializer_list<FeatFwd> maps)
+
+/* up to three maps in a launch (Maps), by kernel k4 (float4s) where v4_ok
+ * says each of them allows it, else by k1 */
+template <typename J, typename V4>
+static void maps_launch(std::initializer_list<J> maps, V4 v4_ok, void (*k4)(Maps<J>), void (*k1)(Maps<J>))
 {
-	Maps<FeatFwd> ms = {};
+	Maps<J> ms = {};
 	unsigned nb = 0, i = 0;
 	bool v4 = true;
-	for (const FeatFwd &f : maps) {
+	for (const J &f : maps) {
 		ms.m[i] = f, ms.first[i++] = nb, nb += row_blocks(f.rows);
-		v4 = v4 && row_v4(f.D, {f.out, f.p, f.b}, NULL, 0, f.ld) && f.width % 4 == 0;
+		v4 = v4 && v4_ok(f);
 	}
 	for (; i < 4; i++)
 		ms.first[i] = nb;
 	if (!nb)
 		return;
-	(v4 ? feature_forward_kernel<4> : feature_forward_kernel<1>)<<<nb, ROW_WARPS * WARP_SIZE>>>(ms);
+	(v4 ? k4 : k1)<<<nb, ROW_WARPS * WARP_SIZE>>>(ms);
 	cudaCheck(cudaGetLastError());
+}
+
+static void feature_forward(std::initializer_list<FeatFwd> maps)
+{
+	maps_launch(
+		maps,
+		[](const FeatFwd &f) { return row_v4(f.D, {f.out, f.p, f.b}, NULL, 0, f.ld) && f.width % 4 == 0; },
+		feature_forward_kernel<4>, feature_forward_kernel<1>);
 }
 
 static void feature_backward(std::initializer_list<FeatBwd> maps)
 {
-	Maps<FeatBwd> ms = {};
-	unsigned nb = 0, i = 0;
-	bool v4 = true;
-	for (const FeatBwd &f : maps) {
-		ms.m[i] = f, ms.first[i++] = nb, nb += row_blocks(f.rows);
-		v4 = v4 && row_v4(f.D, {f.dp, f.dout, f.y, f.p}, f.dp16, f.ld16, f.ld);
-	}
-	for (; i < 4; i++)
-		ms.first[i] = nb;
-	if (!nb)
-		return;
-	(v4 ? feature_backward_kernel<4> : feature_backward_kernel<1>)<<<nb, ROW_WARPS * WARP_SIZE>>>(ms);
-	cudaCheck(cudaGetLastError());
+	maps_launch(
+		maps, [](const FeatBwd &f) { return row_v4(f.D, {f.dp, f.dout, f.y, f.p}, f.dp16, f.ld16, f.ld); },
+		feature_backward_kernel<4>, feature_backward_kernel<1>);
 }
 
 /* the gated output norm and its backward (one of dzg, dzg16) */

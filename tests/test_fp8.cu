@@ -280,6 +280,26 @@ static void test_norm_back(int n, int C, int f32, int inplace)
 /* RoPE's backward into codes (the dqkv rows, B*T of H*D + 2*G*D) against
  * qkv_rope_backward_cuda + fp8_rows_cuda: the same codes; a D it cannot
  * take (not a multiple of 16) declined */
+/* the codes (q, s) of a fused RoPE backward that ran against those of the
+ * unfused way (q2, s2), byte for byte; declined (ran 0) where D % 16 */
+static void rope_codes_same(const char *what, int ran, const uint8_t *q, const float *s, const uint8_t *q2,
+                            const float *s2, int B, int T, int H, int G, int D, int pos0)
+{
+	int n = B * T, W = (H + 2 * G) * D;
+	char msg[160];
+	if (D % 16) {
+		snprintf(msg, sizeof msg, "%s D=%d: declined", what, D);
+		test_cond(msg, !ran);
+		return;
+	}
+	uint8_t *h2 = host_codes(q2, (size_t)n * W);
+	float *hs2 = host_f32(s2, n);
+	snprintf(msg, sizeof msg, "%s B=%d T=%d H=%d G=%d D=%d pos0=%d: the unfused kernels' codes", what, B, T, H, G,
+	         D, pos0);
+	test_cond(msg, ran && same_codes(msg, q, s, h2, hs2, n, W, 0));
+	free(h2), free(hs2);
+}
+
 static void test_rope_back(int B, int T, int H, int G, int D, int pos0)
 {
 	int n = B * T, W = (H + 2 * G) * D;
@@ -296,20 +316,7 @@ static void test_rope_back(int B, int T, int H, int G, int D, int pos0)
 	qkv_rope_backward_cuda(dqkv, dq.d, dk.d, dv.d, d_f, B, T, pos0, H, G, D);
 	fp8_rows_cuda(q2, s2, dqkv, n, W);
 	int ran = qkv_rope_backward_fp8_cuda(q, s, dq.d, dk.d, dv.d, d_f, B, T, pos0, H, G, D);
-	char msg[128];
-	if (D % 16) {
-		snprintf(msg, sizeof msg, "qkv_rope_backward_fp8 D=%d: declined", D);
-		test_cond(msg, !ran);
-	} else {
-		uint8_t *h2 = host_codes(q2, nw);
-		float *hs2 = host_f32(s2, n);
-		snprintf(msg, sizeof msg,
-		         "qkv_rope_backward_fp8 B=%d T=%d H=%d G=%d D=%d pos0=%d: qkv_rope_backward + "
-		         "fp8_rows's codes",
-		         B, T, H, G, D, pos0);
-		test_cond(msg, ran && same_codes(msg, q, s, h2, hs2, n, W, 0));
-		free(h2), free(hs2);
-	}
+	rope_codes_same("qkv_rope_backward_fp8", ran, q, s, q2, s2, B, T, H, G, D, pos0);
 	/* from the attention backward's float32 gradients left in its work
 	 * (dq yet to be scaled): attention_convert_cuda's bf16 rows, then the
 	 * kernel above's codes, byte for byte */
@@ -317,21 +324,9 @@ static void test_rope_back(int B, int T, int H, int G, int D, int pos0)
 	float *acc = test_rnd(nq + 2 * nk, 2.0f), *d_acc = (float *)gpu_alloc((nq + 2 * nk) * 4);
 	gpu_upload(d_acc, acc, (nq + 2 * nk) * 4);
 	attention_convert_cuda(dq.d, dk.d, dv.d, d_acc, B, T, H, G, D);
-	int ran2 = qkv_rope_backward_fp8_cuda(q2, s2, dq.d, dk.d, dv.d, d_f, B, T, pos0, H, G, D);
+	qkv_rope_backward_fp8_cuda(q2, s2, dq.d, dk.d, dv.d, d_f, B, T, pos0, H, G, D);
 	ran = qkv_rope_backward_fp8_acc_cuda(q, s, d_acc, attention_backward_qscale(D), d_f, B, T, pos0, H, G, D);
-	if (D % 16) {
-		snprintf(msg, sizeof msg, "qkv_rope_backward_fp8_acc D=%d: declined", D);
-		test_cond(msg, !ran && !ran2);
-	} else {
-		uint8_t *h2 = host_codes(q2, nw);
-		float *hs2 = host_f32(s2, n);
-		snprintf(msg, sizeof msg,
-		         "qkv_rope_backward_fp8_acc B=%d T=%d H=%d G=%d D=%d pos0=%d: attention_convert + "
-		         "qkv_rope_backward_fp8's codes",
-		         B, T, H, G, D, pos0);
-		test_cond(msg, ran && ran2 && same_codes(msg, q, s, h2, hs2, n, W, 0));
-		free(h2), free(hs2);
-	}
+	rope_codes_same("qkv_rope_backward_fp8_acc", ran, q, s, q2, s2, B, T, H, G, D, pos0);
 	free(f), free(acc);
 	gpu_free(d_f), gpu_free(q), gpu_free(q2), gpu_free(s), gpu_free(s2), gpu_free(dqkv), gpu_free(d_acc);
 	buf_free(&dq), buf_free(&dk), buf_free(&dv);

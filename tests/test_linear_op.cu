@@ -301,35 +301,30 @@ static void check_fwd8(int C, int H, int G, int D, int B, int T)
 	         "twice that path's %.1e from the CPU",
 	         C, H, G, D, B, T, moved, e16);
 	test_cond(msg, moved > 2 * e16);
-	/* u's and da's codes handed in (as the GpuModel's norms make them):
-	 * the same bits as codes made here */
+	/* a and du once more, u's and da's codes handed in or not: the same
+	 * bits as above */
+	bf16_t *ah2 = (bf16_t *)mallocCheck(nu * 2);
+	float *du2 = (float *)mallocCheck(nu * 4);
+	auto again = [&](const char *how, const uint8_t *uq, const float *us, const uint8_t *daq, const float *das) {
+		gpu_lop_forward_bf16(g, d_a, u.d, uq, us, B, T);
+		gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, daq, das, B, T);
+		gpu_download(ah2, d_a, nu * 2);
+		gpu_download(du2, d_du, nu * 4);
+		snprintf(msg, sizeof msg,
+		         "gpu_lop gdn forward fp8 C=%d H=%d G=%d D=%d B=%d T=%d: %s, a and du the same bits", C, H, G,
+		         D, B, T, how);
+		test_cond(msg, !memcmp(ah2, ah, nu * 2) && !memcmp(du2, du, nu * 4));
+	};
+	/* as the GpuModel's norms make them */
 	uint8_t *d_uq = (uint8_t *)gpu_alloc(nu), *d_daq = (uint8_t *)gpu_alloc(nu);
 	float *d_us = (float *)gpu_alloc((size_t)n * 4), *d_das = (float *)gpu_alloc((size_t)n * 4);
 	fp8_rows_cuda(d_uq, d_us, u.d, n, C), fp8_rows_cuda(d_daq, d_das, da.d, n, C);
-	bf16_t *ah2 = (bf16_t *)mallocCheck(nu * 2);
-	float *du2 = (float *)mallocCheck(nu * 4);
-	gpu_lop_forward_bf16(g, d_a, u.d, d_uq, d_us, B, T);
-	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, d_daq, d_das, B, T);
-	gpu_download(ah2, d_a, nu * 2);
-	gpu_download(du2, d_du, nu * 4);
-	snprintf(msg, sizeof msg,
-	         "gpu_lop gdn forward fp8 C=%d H=%d G=%d D=%d B=%d T=%d: u's and da's codes given, "
-	         "a and du the same bits",
-	         C, H, G, D, B, T);
-	test_cond(msg, !memcmp(ah2, ah, nu * 2) && !memcmp(du2, du, nu * 4));
+	again("u's and da's codes given", d_uq, d_us, d_daq, d_das);
 	/* the output norm straight into y's codes against y in bf16 and
-	 * fp8_rows_cuda (DASH_FP8_UNFUSED=1): the same bits */
+	 * fp8_rows_cuda */
 	setenv("DASH_FP8_UNFUSED", "1", 1);
-	gpu_lop_forward_bf16(g, d_a, u.d, NULL, NULL, B, T);
-	gpu_lop_backward_bf16(g, d_du, 1.0f, 0, da.d, NULL, NULL, B, T);
+	again("y's codes by fp8_rows, not the output norm (DASH_FP8_UNFUSED=1)", NULL, NULL, NULL, NULL);
 	unsetenv("DASH_FP8_UNFUSED");
-	gpu_download(ah2, d_a, nu * 2);
-	gpu_download(du2, d_du, nu * 4);
-	snprintf(msg, sizeof msg,
-	         "gpu_lop gdn forward fp8 C=%d H=%d G=%d D=%d B=%d T=%d: y's codes by the output "
-	         "norm, a and du the same bits as by fp8_rows",
-	         C, H, G, D, B, T);
-	test_cond(msg, !memcmp(ah2, ah, nu * 2) && !memcmp(du2, du, nu * 4));
 	gpu_free(d_uq), gpu_free(d_daq), gpu_free(d_us), gpu_free(d_das);
 	free(ah2), free(du2);
 	gpu_lop_free(g);
