@@ -486,6 +486,7 @@ extern "C" int gpu_model_hook_codes(const GpuModel *g, const uint8_t **d_q, cons
 	*d_q = g->hook_codes->q, *d_s = g->hook_codes->s;
 	return 1;
 }
+
 extern "C" const bf16_t *gpu_model_lm_head(GpuModel *g) { return g->lm_head; }
 extern "C" const uint8_t *gpu_model_lm_head8(GpuModel *g, const float **scale)
 {
