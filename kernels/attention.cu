@@ -773,7 +773,7 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 		wgmma_wait<0>();
 		reg_fence(o);
 		mbar_arrive(empty_v + 8 * (bf ^ 1));
-		if (snap)
+		if (snap && out2)
 			store(out2, lse2, ms, ls);
 #pragma unroll
 		for (int c = 0; c < D / 2; c++)
@@ -800,7 +800,7 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	wgmma_wait<0>();
 	reg_fence(o);
 	store(out, lse, m, l);
-	if (TWO && n == vis.na) /* no key out of the window: the same */
+	if (TWO && n == vis.na && out2) /* no key out of the window: the same */
 		store(out2, lse2, m, l);
 #else
 	__trap(); /* built without sm_90a: the launcher never picks this kernel */
@@ -878,7 +878,8 @@ extern "C" void attention_forward2_cuda(bf16_t *d_out1, float *d_lse1, bf16_t *d
 		fprintf(stderr, "attention_forward2_cuda: head dim %d (64 and 128 are built)\n", D), exit(1);
 	if (!use_wgmma()) {
 		attention_forward_cuda(d_out1, d_lse1, d_q, d_k, d_v, B, T, H, G, D, 0);
-		attention_forward_cuda(d_out2, d_lse2, d_q, d_k, d_v, B, T, H, G, D, window2);
+		if (d_out2)
+			attention_forward_cuda(d_out2, d_lse2, d_q, d_k, d_v, B, T, H, G, D, window2);
 		return;
 	}
 	if (D == 64)

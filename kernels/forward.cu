@@ -537,10 +537,10 @@ static const bf16_t *attention_mix(GpuModel *g, GpuSaved *s, int l, int B, int T
 	s->wfa = 1, memset(a2, 0, sizeof *a2);
 	if (att)
 		s->wfa = att(ctx, l, a2);
-	if (a2->att)
-		attention_forward2_cuda(s->att, s->lse, a2->att, a2->lse, s->q, s->k, s->v, B, T, H, G, D, a2->window);
-	else if (a2->w != 0)
+	if (!a2->att && a2->w != 0)
 		BUG("gpu_model_forward_mix: layer %d's second attention of weight %g has no buffers", l, a2->w);
+	if (a2->att || a2->window > 0) /* the pass of the two (without buffers: att alone, its bits the same) */
+		attention_forward2_cuda(s->att, s->lse, a2->att, a2->lse, s->q, s->k, s->v, B, T, H, G, D, a2->window);
 	else
 		attention_forward_cuda(s->att, s->lse, s->q, s->k, s->v, B, T, H, G, D, 0);
 	if (s->wfa == 1 && a2->w == 0)

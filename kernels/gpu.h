@@ -142,7 +142,8 @@ void attention_forward_cuda(bf16_t *d_out, float *d_lse, const bf16_t *d_q, cons
                             const bf16_t *d_v, int B, int T, int H, int G, int D, int window);
 /* the full causal attention (out1, lse1) and the window window2's (out2,
  * lse2; <= 0 or >= T: the same as out1) of one q, k, v in one pass, as two
- * calls of attention_forward_cuda would give them */
+ * calls of attention_forward_cuda would give them; out2 and lse2 NULL: the
+ * same pass without storing the window's (out1 the same bits) */
 void attention_forward2_cuda(bf16_t *d_out1, float *d_lse1, bf16_t *d_out2, float *d_lse2, const bf16_t *d_q,
                              const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int D, int window2);
 

@@ -99,8 +99,10 @@ typedef struct {
  * layer l's attention: it returns wfa and may fill *att2 (which arrives
  * zeroed) with a second attention. The model then runs both attentions in
  * one pass (attention_forward2_cuda), also when att2->w is 0 (the caller
- * may want its output all the same), and, unless wfa is 1 and w 0, their
- * mixture through one Wo GEMM. */
+ * may want its output all the same; att and lse NULL with a window and w
+ * 0: the same pass for the layer's own attention's bits, the second not
+ * stored), and, unless wfa is 1 and w 0, their mixture through one Wo
+ * GEMM. */
 typedef float (*GpuAttHook)(void *ctx, int l, GpuMixAtt *att2);
 /* gpu_model_forward_mix: gpu_model_forward_layers to the last layer with a
  * GpuAttHook (or not, when NULL) besides the GpuLayerHook; a supernet's
