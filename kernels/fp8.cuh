@@ -1,8 +1,9 @@
 /*
  * fp8.cuh: float8 e4m3 codes on the device, shared by kernels/fp8.cu and the
  * kernels that write their outputs straight into codes (kernels/ops.cu's
- * norms, RoPE's backward and the attentions' mixture): lib/fp8.c's code of a value (round to nearest
- * even, saturating at 448), a row's inv and scale, and a block's row.
+ * norms, RoPE's backward and the attentions' mixture, kernels/linear_op.cu's
+ * output norm): lib/fp8.c's code of a value (round to nearest even,
+ * saturating at 448), a row's inv and scale, and a block's row.
  */
 #ifndef DASH_FP8_CUH
 #define DASH_FP8_CUH

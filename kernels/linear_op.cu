@@ -437,7 +437,6 @@ __global__ void __launch_bounds__(ROW_WARPS * WARP_SIZE)
 	onorm_forward_fp8_kernel(uint8_t *q, float *scale, float *rstd, const float *o, const float *zg, int hp, int ld,
 	                         const float *on, int D)
 {
-	__shared__ float part[ROW_WARPS];
 	int t = blockIdx.x, warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	float x[OF8_HPW][ROW_VALS], z[OF8_HPW][ROW_VALS], w[ROW_VALS], m = 0;
 	row_load<V>(w, on, lane, D);
@@ -467,16 +466,7 @@ __global__ void __launch_bounds__(ROW_WARPS * WARP_SIZE)
 			m = fmaxf(m, fabsf(x[j][k]));
 		}
 	}
-	for (int d = WARP_SIZE / 2; d; d >>= 1)
-		m = fmaxf(m, __shfl_xor_sync(~0u, m, d));
-	if (lane == 0)
-		part[warp] = m;
-	__syncthreads();
-	for (int i = 0; i < ROW_WARPS; i++)
-		m = fmaxf(m, part[i]);
-	if (threadIdx.x == 0)
-		scale[t] = scale_of(m);
-	float inv = inv_of(m);
+	float inv = block_row_inv<ROW_WARPS * WARP_SIZE>(scale, t, m);
 #pragma unroll
 	for (int j = 0; j < OF8_HPW; j++) {
 		int h = warp + j * ROW_WARPS;
