@@ -30,6 +30,9 @@
  */
 #include <string.h>
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include "cuda_common.cuh"
 #include "gpu.h"
 #include "mbar.cuh"
@@ -427,18 +430,21 @@ struct WgDesc {
 };
 
 // ----------------------------------------------------------------------------
-// forward on Hopper: two warpgroups a block share the K and V tiles of 128
-// queries (64 a warpgroup), both double-buffered, and each warpgroup's
-// softmax of tile j runs under its own P V product of tile j - 1 (flash
-// attention 3's intra-warpgroup pipeline, without its producer warp: every
-// thread copies with cp.async, one tile ahead). Per tile:
+// forward on Hopper: two consumer warpgroups a block share the K and V
+// tiles of 128 queries (64 a warpgroup), both double-buffered, and each
+// warpgroup's softmax of tile j runs under its own P V product of tile
+// j - 1 (flash attention 3's intra-warpgroup pipeline); a third warpgroup
+// is the producer: one of its threads copies Q and every K and V tile by
+// the copy engine (tensor maps, 128-byte swizzled boxes), the rest of it
+// exits, and the consumers take its registers (setmaxnreg). Per tile:
 //   wait for K_j and V_{j-1}; issue S_j = Q K_j^T, then O += P_{j-1} V_{j-1};
-//   copy K_{j+1} and V_j into the buffers of K_{j-1} and V_{j-2} once both
-//   warpgroups are done with those; wait for S_j alone; mask, row max,
-//   exponentials and row sums of S_j (under P V); wait for P V; rescale O;
-//   P_j into A fragments.
+//   wait for S_j alone (K_j's buffer released); mask, row max, exponentials
+//   and row sums of S_j (under P V); wait for P V (V_{j-1}'s released);
+//   rescale O; P_j into A fragments.
+// The producer copies K_{j+1} and V_j into the buffers of K_{j-1} and
+// V_{j-2} as soon as both warpgroups have released those.
 // No block barrier in the loop: a full and an empty mbarrier a buffer (the
-// copies' own arrivals, cp.async.mbarrier.arrive, and each thread's after
+// producer's arrival with the copies' bytes, and each consumer warp's after
 // its products), so that one warpgroup's softmax can run under the other's
 // products. V is read as it lies (rows of keys, an MN-major B operand):
 // no transposed copy. The grid runs heads fastest: blocks start longest
@@ -474,6 +480,12 @@ struct WgDesc {
 // barrier first (one warpgroup waiting for the other's copies and
 // products), then fixed-latency waits (the row max and sum chains, now
 // four partial ones a row).
+// Measured (2026-11-29, H200, the same shape, window 1024, bench/bin/attention
+// alternated with the kernel before in one call): with the producer
+// warpgroup (the consumers issued every copy by cp.async before, each
+// waiting for the other warpgroup to release a buffer before refilling it,
+// at 246-252 registers) forward2 0.171-0.173 -> 0.129-0.131 ms, the
+// window's forward alone 0.091-0.093 -> 0.071-0.073.
 
 /* the compiler must not move reads or writes of accumulators across the
  * wgmma wait that completes them: an empty asm on each, after the wait */
@@ -492,10 +504,10 @@ template <int D>
 struct WfLayout {
 	/* bf16 offsets from a 1024-aligned base: Q, two K tiles, two V tiles,
 	 * the output's rows on their way out (16 a warp, rows of D + 8), then
-	 * 8 mbarriers */
+	 * 9 mbarriers */
 	static constexpr int q = 0, k = q + WF_BQ * D, v = k + 2 * WF_BK * D, st = v + 2 * WF_BK * D,
 	                     end = st + WF_BQ * (D + 8);
-	static constexpr size_t bytes = (size_t)end * sizeof(bf16) + 8 * 8 + 1024;
+	static constexpr size_t bytes = (size_t)end * sizeof(bf16) + 9 * 8 + 1024;
 };
 
 /* The key tiles of a block's 128 queries (q0..qlast), in the order they
@@ -527,13 +539,14 @@ struct WfVisits {
 };
 
 template <int D, bool TWO>
-__global__ void __launch_bounds__(256, 1)
-attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, const bf16 *q, const bf16 *k,
-                                const bf16 *v, int T, int H, int G, int window, float scale)
+__global__ void __launch_bounds__(384, 1)
+attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, const __grid_constant__ CUtensorMap mq,
+                                const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv, int T,
+                                int H, int G, int window, float scale)
 {
 #ifdef DASH_HAVE_WGMMA
 	typedef WfLayout<D> L;
-	constexpr int NT = 256, BQ = WF_BQ, BK = WF_BK;
+	constexpr int BQ = WF_BQ, BK = WF_BK;
 	constexpr uint32_t TILE = BK * D * sizeof(bf16);   /* bytes between the two K (or V) buffers */
 	constexpr uint32_t LBO_V = BK * 64 * sizeof(bf16); /* between the 64-column blocks of a V tile */
 	extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -541,33 +554,62 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	int q0 = (gridDim.y - 1 - blockIdx.y) * BQ, h = blockIdx.x, b = blockIdx.z, g = h / (H / G);
 	int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0),
 	    warp = __shfl_sync(0xffffffffu, (tid / WARP_SIZE) % 4, 0), lane = tid % WARP_SIZE;
-	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
-	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D;
-	const bf16 *kb = k + (size_t)b * T * ks + (size_t)g * D, *vb = v + (size_t)b * T * ks + (size_t)g * D;
+	const size_t qs = (size_t)H * D;
 	const float sl2 = scale * LOG2E;
 
 	int qlast = min(q0 + BQ, T) - 1, wq0 = q0 + wg * 64 + warp * 16;
 	const WfVisits<TWO> vis(q0, qlast, window);
 	const int n = vis.n;
-	int row[2] = {wq0 + lane / 4, wq0 + lane / 4 + 8};
 	/* this warpgroup's 64 rows of Q (in each 64-column block), K and V buffer 0 */
 	const uint32_t a_q = smem_addr(sm + L::q + wg * 64 * 64), a_k = smem_addr(sm + L::k),
 	               a_v = smem_addr(sm + L::v);
 
-	/* full_k + 8 b: K buffer b's copies are in (an arrival of each thread's
-	 * copies); empty_k + 8 b: both warpgroups' products that read it are
-	 * done (an arrival of each thread); full_v, empty_v the same for V.
-	 * The tile of visit i goes to buffer i % 2, and its phases of these
-	 * barriers have the parity (i / 2) % 2. */
+	/* full_k + 8 b: K buffer b's tile is in (the producer's arrival with
+	 * its bytes); empty_k + 8 b: the 8 consumer warps' products that read
+	 * it are done (an arrival a warp); full_v, empty_v the same for V,
+	 * full_q Q's. The tile of visit i goes to buffer i % 2, and its phases
+	 * of these barriers have the parity (i / 2) % 2. */
 	const uint32_t full_k = smem_addr(sm + L::end), full_v = full_k + 16, empty_k = full_k + 32,
-	               empty_v = full_k + 48;
+	               empty_v = full_k + 48, full_q = full_k + 64;
 	if (tid == 0) {
-		for (int i = 0; i < 8; i++)
-			mbar_init(full_k + 8 * i, NT);
-		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+		for (int i = 0; i < 2; i++) {
+			mbar_init(full_k + 8 * i, 1), mbar_init(full_v + 8 * i, 1);
+			mbar_init(empty_k + 8 * i, 8), mbar_init(empty_v + 8 * i, 8);
+		}
+		mbar_init(full_q, 1);
+		mbar_init_fence();
 	}
 	__syncthreads();
-	load_swizzled<D, BQ, NT>(sm + L::q, qb, qs, q0, T); /* in with the first K */
+	if (wg == 2) {
+		/* the producer: one thread copies every tile by the copy engine
+		 * (64-column boxes of 128 rows, swizzled as wgmma reads them;
+		 * rows past T come in as zeros), a tile ahead of the products */
+		setmaxnreg_dec<24>();
+		if (tid != 256)
+			return;
+		mbar_arrive_tx(full_q, BQ * D * sizeof(bf16));
+#pragma unroll
+		for (int c = 0; c < D / 64; c++)
+			tma_load4(smem_addr(sm + L::q + c * BQ * 64), &mq, c * 64, h, q0, b, full_q);
+		for (int i = 0; i < n; i++) {
+			int bf = i & 1, k0 = vis.tile(i) * BK;
+			if (i >= 2)
+				mbar_wait(empty_k + 8 * bf, (i - 2) >> 1);
+			mbar_arrive_tx(full_k + 8 * bf, TILE);
+#pragma unroll
+			for (int c = 0; c < D / 64; c++)
+				tma_load4(a_k + bf * TILE + c * BK * 128, &mk, c * 64, g, k0, b, full_k + 8 * bf);
+			if (i >= 2)
+				mbar_wait(empty_v + 8 * bf, (i - 2) >> 1);
+			mbar_arrive_tx(full_v + 8 * bf, TILE);
+#pragma unroll
+			for (int c = 0; c < D / 64; c++)
+				tma_load4(a_v + bf * TILE + c * BK * 128, &mv, c * 64, g, k0, b, full_v + 8 * bf);
+		}
+		return;
+	}
+	setmaxnreg_inc<240>();
+	int row[2] = {wq0 + lane / 4, wq0 + lane / 4 + 8};
 
 	float o[D / 2], s[BK / 2];
 #pragma unroll
@@ -576,21 +618,6 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 	uint32_t pa[BK / 16][4];
 
-	/* this thread's 16-byte pieces of a K or V tile: column piece ld_c of
-	 * rows ld_r + i RP; in the swizzled layout their places are RP rows
-	 * apart (RP a multiple of 8: the same swizzle) */
-	constexpr int PR = D / 8, RP = NT / PR;
-	const int ld_r = tid / PR, ld_c = tid % PR;
-	const uint32_t ld_off = ((ld_c / 8) * BK * 64 + ld_r * 64 + ((ld_c % 8) ^ (ld_r & 7)) * 8) * sizeof(bf16);
-	auto load_kv = [&](uint32_t dst, const bf16 *src, int row0) {
-		int r = row0 + ld_r;
-		const bf16 *p = src + (size_t)r * ks + ld_c * 8;
-#pragma unroll
-		for (int i = 0; i < BK / RP; i++) {
-			bool in = r + i * RP < T;
-			cp_async16_s(dst + ld_off + i * RP * 64 * sizeof(bf16), in ? p + (size_t)i * RP * ks : src, in);
-		}
-	};
 	auto issue_s = [&](int i) { /* S of visit i */
 		WgDesc dq(a_q, 16), dk(a_k + (i & 1) * TILE, 16);
 #pragma unroll
@@ -715,28 +742,25 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 	 * and does not pass on its last (each of the n + 1 issues waits for
 	 * exactly one arrival). */
 	auto turn_wait = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory"); };
+	/* a warp's products that read a buffer are done (its wait returned) */
+	auto release = [&](uint32_t bar) {
+		if (lane == 0)
+			mbar_arrive(bar);
+	};
 	auto turn_pass = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory"); };
 	if (wg == 1)
 		turn_pass();
 
 	float alpha[2];
-	load_kv(a_k, kb, vis.tile(0) * BK);
-	cp_async_mbar_arrive(full_k);
-	if (n > 1) {
-		load_kv(a_k + TILE, kb, vis.tile(1) * BK);
-		cp_async_mbar_arrive(full_k + 8);
-	}
-	load_kv(a_v, vb, vis.tile(0) * BK);
-	cp_async_mbar_arrive(full_v);
+	mbar_wait(full_q, 0);
 	mbar_wait(full_k, 0);
-	fence_proxy_async();
 	wgmma_fence();
 	turn_wait();
 	issue_s(0);
 	turn_pass();
 	wgmma_wait<0>();
 	reg_fence(s);
-	mbar_arrive(empty_k);
+	release(empty_k);
 	softmax(0, alpha);
 	pack_p();
 	/* visit i (>= 1) and P V of visit i - 1; snap: store the window's
@@ -745,34 +769,21 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 		int bf = i & 1; /* the buffers of this visit's K and V */
 		mbar_wait(full_k + 8 * bf, i >> 1);
 		mbar_wait(full_v + 8 * (bf ^ 1), (i - 1) >> 1);
-		fence_proxy_async();
 		wgmma_fence();
 		turn_wait();
 		issue_s(i);
 		issue_pv(i - 1);
 		turn_pass();
-		/* under the products: the K of visit i + 1 into the buffer of
-		 * visit i - 1's, the V of visit i into that of i - 2's, once both
-		 * warpgroups are done with them */
-		if (i + 1 < n) {
-			mbar_wait(empty_k + 8 * (bf ^ 1), (i - 1) >> 1);
-			load_kv(a_k + (bf ^ 1) * TILE, kb, vis.tile(i + 1) * BK);
-			cp_async_mbar_arrive(full_k + 8 * (bf ^ 1));
-		}
-		if (i >= 2)
-			mbar_wait(empty_v + 8 * bf, (i - 2) >> 1);
-		load_kv(a_v + bf * TILE, vb, vis.tile(i) * BK);
-		cp_async_mbar_arrive(full_v + 8 * bf);
 		wgmma_wait<1>(); /* S_i; P_{i-1} V_{i-1} runs under its softmax */
 		reg_fence(s);
-		mbar_arrive(empty_k + 8 * bf);
+		release(empty_k + 8 * bf);
 		/* the window's state: after P V of its last visit (na - 1), at
 		 * the maximum and sum before this visit's softmax */
 		float ms[2] = {m[0], m[1]}, ls[2] = {l[0], l[1]};
 		softmax(i, alpha);
 		wgmma_wait<0>();
 		reg_fence(o);
-		mbar_arrive(empty_v + 8 * (bf ^ 1));
+		release(empty_v + 8 * (bf ^ 1));
 		if (snap && out2)
 			store(out2, lse2, ms, ls);
 #pragma unroll
@@ -791,7 +802,6 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 			step(i, false);
 	}
 	mbar_wait(full_v + 8 * ((n - 1) & 1), (n - 1) >> 1);
-	fence_proxy_async();
 	wgmma_fence();
 	turn_wait();
 	issue_pv(n - 1);
@@ -819,21 +829,54 @@ static bool use_wgmma(void)
 #endif
 }
 
+/* cuTensorMapEncodeTiled from the driver, through the runtime (no -lcuda) */
+static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder(void)
+{
+	static PFN_cuTensorMapEncodeTiled_v12000 fn;
+	if (!fn) {
+		void *p = NULL;
+		cudaDriverEntryPointQueryResult r;
+		cudaCheck(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &r));
+		if (r != cudaDriverEntryPointSuccess || !p)
+			fprintf(stderr, "attention: the driver has no cuTensorMapEncodeTiled\n"), exit(1);
+		fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+	}
+	return fn;
+}
+
+/* the tensor map of rows (B*T, heads, D) bf16 for the forward's producer:
+ * boxes of 64 columns x 128 rows of one head, 128-byte swizzled (the
+ * layout wgmma reads), rows past T zeros */
+static CUtensorMap att_map(const bf16_t *base, int D, int heads, int T, int B)
+{
+	CUtensorMap m;
+	cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)heads, (cuuint64_t)T, (cuuint64_t)B};
+	cuuint64_t stride[3] = {(cuuint64_t)D * 2, (cuuint64_t)heads * D * 2, (cuuint64_t)T * heads * D * 2};
+	cuuint32_t box[4] = {64, 1, WF_BK, 1}, es[4] = {1, 1, 1, 1};
+	CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dim, stride, box, es,
+	                                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+	                                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+	if (r != CUDA_SUCCESS)
+		fprintf(stderr, "attention: cuTensorMapEncodeTiled failed (%d)\n", (int)r), exit(1);
+	return m;
+}
+
 /* the wgmma kernel: out, lse the full attention (TWO) or the window's; with
  * TWO, out2, lse2 the window's too */
 template <int D, bool TWO>
 static void forward_wgmma_launch(bf16_t *d_out, float *d_lse, bf16_t *d_out2, float *d_lse2, const bf16_t *d_q,
                                  const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int window)
 {
+	static_assert(WF_BQ == WF_BK, "Q and K/V tiles share the tensor maps' box");
 	size_t smem = WfLayout<D>::bytes;
 	static bool configured;
 	smem_allow(attention_forward_wgmma_kernel<D, TWO>, smem, &configured);
+	CUtensorMap mq = att_map(d_q, D, H, T, B), mk = att_map(d_k, D, G, T, B), mv = att_map(d_v, D, G, T, B);
 	/* heads fastest: the blocks start in the order of their lengths, the
 	 * longest (last queries) first, whatever H */
 	dim3 grid(H, CEIL_DIV(T, WF_BQ), B);
-	attention_forward_wgmma_kernel<D, TWO><<<grid, 256, smem>>>(
-		(bf16 *)d_out, d_lse, (bf16 *)d_out2, d_lse2, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, T, H,
-		G, window, 1.0f / sqrtf((float)D));
+	attention_forward_wgmma_kernel<D, TWO><<<grid, 384, smem>>>((bf16 *)d_out, d_lse, (bf16 *)d_out2, d_lse2, mq,
+	                                                            mk, mv, T, H, G, window, 1.0f / sqrtf((float)D));
 	cudaCheck(cudaGetLastError());
 }
 

@@ -1,7 +1,8 @@
 /*
  * mbar.cuh: mbarriers and bulk copies (PTX; the bulk copies built for sm_90
  * only, DASH_HAVE_BULK): what attention.cu's Hopper kernels and
- * gdn_chunked.cu's state pass share. Barrier and shared-memory addresses
+ * gdn_chunked.cu's state pass share; tensor-map copies (tma_load4) for the
+ * attention forward's producer. Barrier and shared-memory addresses
  * are 32-bit shared addresses (smem_addr).
  */
 #ifndef DASH_MBAR_CUH
@@ -62,6 +63,18 @@ __device__ __forceinline__ void bulk_copy(uint32_t dst, const void *src, unsigne
 	asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
 	             :
 	             : "r"(dst), "l"(src), "r"(bytes), "r"(bar)
+	             : "memory");
+}
+/* a box of a 4-d tensor map (map: the kernel's __grid_constant__
+ * CUtensorMap parameter; coordinates innermost first, elements) to shared
+ * dst by the copy engine, completing on bar; the box's elements outside
+ * the tensor come in as zeros */
+__device__ __forceinline__ void tma_load4(uint32_t dst, const void *map, int c0, int c1, int c2, int c3, uint32_t bar)
+{
+	asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+	             "%3, %4, %5}], [%6];\n"
+	             :
+	             : "r"(dst), "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
 	             : "memory");
 }
 #endif

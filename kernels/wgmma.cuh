@@ -25,6 +25,18 @@ __device__ __forceinline__ void wgmma_wait(void)
 /* generic-proxy writes to shared memory (st.shared, cp.async) become
  * visible to the async proxy that wgmma reads through */
 __device__ __forceinline__ void fence_proxy_async(void) { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+/* a warpgroup's registers a thread from here on (all its threads call it;
+ * a multiple of 8): a producer gives back what its consumers take */
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec(void)
+{
+	asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc(void)
+{
+	asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
 
 
 /* d (64 x 128, float32) (+)= A (64 x 16) B (16 x 128), A and B^T K-major in
