@@ -51,11 +51,6 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred
 	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
 	             "r"(pred ? 16 : 0));
 }
-/* the same to a shared address */
-__device__ __forceinline__ void cp_async16_s(uint32_t dst, const void *src, bool pred)
-{
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
-}
 __device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait(void)
@@ -352,19 +347,6 @@ attention_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, co
 // 1024-aligned. The wgmma A layout in registers is the mma.m16n8k16 one.
 
 #ifdef DASH_HAVE_WGMMA
-/* rows row0.. (ROWS) x D of a row-major global matrix into the swizzled
- * layout, zeros from row limit on */
-template <int D, int ROWS, int NT = 128>
-__device__ __forceinline__ void load_swizzled(bf16 *dst, const bf16 *src, size_t stride, int row0, int limit)
-{
-	for (int i = threadIdx.x; i < ROWS * D / 8; i += NT) {
-		int r = i / (D / 8), c = i % (D / 8), blk = c / 8, cc = c % 8;
-		bool in = row0 + r < limit;
-		cp_async16(dst + blk * ROWS * 64 + r * 64 + ((cc ^ (r & 7)) * 8),
-		           src + (in ? (size_t)(row0 + r) * stride + c * 8 : 0), in);
-	}
-}
-
 /* d (64 x 64, float32) = (z: overwrite) or += (a) A (64 x 16) B (16 x 64), both
  * in shared memory (128-byte swizzle), TA / TB 1 for an MN-major A / B */
 template <int TA, int TB>
@@ -844,15 +826,15 @@ static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder(void)
 	return fn;
 }
 
-/* the tensor map of rows (B*T, heads, D) bf16 for the forward's producer:
- * boxes of 64 columns x 128 rows of one head, 128-byte swizzled (the
- * layout wgmma reads), rows past T zeros */
-static CUtensorMap att_map(const bf16_t *base, int D, int heads, int T, int B)
+/* the tensor map of rows (B*T, heads, D) bf16 for the Hopper kernels'
+ * copies: boxes of 64 columns x rows rows of one head, 128-byte swizzled
+ * (the layout wgmma reads), rows past T zeros */
+static CUtensorMap att_map(const bf16_t *base, int D, int heads, int T, int B, int rows)
 {
 	CUtensorMap m;
 	cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)heads, (cuuint64_t)T, (cuuint64_t)B};
 	cuuint64_t stride[3] = {(cuuint64_t)D * 2, (cuuint64_t)heads * D * 2, (cuuint64_t)T * heads * D * 2};
-	cuuint32_t box[4] = {64, 1, WF_BK, 1}, es[4] = {1, 1, 1, 1};
+	cuuint32_t box[4] = {64, 1, (cuuint32_t)rows, 1}, es[4] = {1, 1, 1, 1};
 	CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dim, stride, box, es,
 	                                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
 	                                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
@@ -867,11 +849,11 @@ template <int D, bool TWO>
 static void forward_wgmma_launch(bf16_t *d_out, float *d_lse, bf16_t *d_out2, float *d_lse2, const bf16_t *d_q,
                                  const bf16_t *d_k, const bf16_t *d_v, int B, int T, int H, int G, int window)
 {
-	static_assert(WF_BQ == WF_BK, "Q and K/V tiles share the tensor maps' box");
 	size_t smem = WfLayout<D>::bytes;
 	static bool configured;
 	smem_allow(attention_forward_wgmma_kernel<D, TWO>, smem, &configured);
-	CUtensorMap mq = att_map(d_q, D, H, T, B), mk = att_map(d_k, D, G, T, B), mv = att_map(d_v, D, G, T, B);
+	CUtensorMap mq = att_map(d_q, D, H, T, B, WF_BQ), mk = att_map(d_k, D, G, T, B, WF_BK),
+	            mv = att_map(d_v, D, G, T, B, WF_BK);
 	/* heads fastest: the blocks start in the order of their lengths, the
 	 * longest (last queries) first, whatever H */
 	dim3 grid(H, CEIL_DIV(T, WF_BQ), B);
@@ -1258,8 +1240,9 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 // ----------------------------------------------------------------------------
 // backward on Hopper (sm_90a): a block of two warpgroups owns 128 keys of one
 // query head, 64 a warpgroup (16 a warp), and walks the query tiles of 64
-// that see them; the next tile's Q, dO, lse and delta are in flight (cp.async)
-// while the current one is used. Every product is a wgmma on tiles in the
+// that see them; the next tile's Q and dO (by the copy engine: tensor maps,
+// thread 0 issuing) and lse and delta (cp.async) are in flight while the
+// current one is used. Every product is a wgmma on tiles in the
 // forward's 128-byte-swizzled layout, each tile read both ways: as K-major
 // operands (rows along M or N) and as MN-major ones (rows along K, the
 // transpose bits of wgmma set), so nothing is transposed. Per tile a
@@ -1295,6 +1278,10 @@ attention_backward_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf1
 // read their registers): forward + backward 0.630 ms against 0.663, SDPA
 // 0.697 in the same call; the teacher's step 107.6-109.9 ms against
 // 109.7-112.3.
+// 2026-11-29 (H200, window 1024; bench/bin/attention alternated with the
+// kernel before in one call, three pairs): Q, dO, K and V by tensor maps
+// instead of every thread's cp.async: backward2 0.495-0.500 -> 0.475-0.481
+// ms.
 
 #define WB_BK 128
 #define WB_BQ 64
@@ -1309,8 +1296,10 @@ struct WbLayout {
 	 * warpgroup its 64 columns; D 64: one a warpgroup), rows of D floats
 	 * padded by 8 (2-way bank conflicts for the stores) */
 	static constexpr int dq_tiles = D == 128 ? 1 : 2, dq_ld = D + 8;
-	static constexpr size_t bytes =
-		(size_t)end * sizeof(bf16) + (4 * 2 * WB_BQ + dq_tiles * WB_BQ * dq_ld) * sizeof(float) + 1024;
+	/* then 3 mbarriers: K and V in, Q and dO of buffer 0, 1 in */
+	static constexpr size_t bars =
+		(size_t)end * sizeof(bf16) + (4 * 2 * WB_BQ + dq_tiles * WB_BQ * dq_ld) * sizeof(float);
+	static constexpr size_t bytes = bars + 3 * 8 + 1024;
 };
 
 /* size bytes of float32 from shared memory added to global memory by the
@@ -1355,14 +1344,15 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred)
  * then enter P and dS, not the sums at the end. */
 template <int D, bool TWO>
 __global__ void __launch_bounds__(256, 1)
-attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const bf16 *q,
-                                const bf16 *k, const bf16 *v, const float *lse, const float *delta, int T, int H,
-                                int G, int window, float scale, float w, const float *lse2, const float *delta2,
+attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const __grid_constant__ CUtensorMap mdo,
+                                const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mk,
+                                const __grid_constant__ CUtensorMap mv, const float *lse, const float *delta, int T,
+                                int H, int G, int window, float scale, float w, const float *lse2, const float *delta2,
                                 int window2, float w2)
 {
 #ifdef DASH_HAVE_WGMMA
 	typedef WbLayout<D> L;
-	constexpr int NT = 256, BQ = WB_BQ, BK = WB_BK;
+	constexpr int BQ = WB_BQ, BK = WB_BK;
 	constexpr uint32_t LBO_Q = BQ * 64 * sizeof(bf16); /* between the 64-column blocks of a Q or dO tile */
 	extern __shared__ __align__(128) unsigned char smem_raw[];
 	/* 1024-aligned, by an offset (the compiler then still knows these
@@ -1377,7 +1367,6 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0),
 	    warp = __shfl_sync(0xffffffffu, (tid / WARP_SIZE) % 4, 0), lane = tid % WARP_SIZE;
 	const size_t qs = (size_t)H * D, ks = (size_t)G * D;
-	const bf16 *qb = q + (size_t)b * T * qs + (size_t)h * D, *db = dout + (size_t)b * T * qs + (size_t)h * D;
 	const float *lb = lse + ((size_t)b * H + h) * T, *deb = delta + ((size_t)b * H + h) * T;
 	const float *lb2 = TWO ? lse2 + ((size_t)b * H + h) * T : NULL, *deb2 = TWO ? delta2 + ((size_t)b * H + h) * T : NULL;
 	/* dK: the softmax scale and (not TWO) the weight; dV and dQ the weight */
@@ -1386,38 +1375,43 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 	/* the queries that see these keys: from the diagonal to the window's end */
 	int klast = min(k0 + BK, T) - 1;
 	int qt0 = k0 / BQ, qt1 = (window > 0 ? min(T - 1, klast + window - 1) : T - 1) / BQ;
-	load_swizzled<D, BK, NT>(sk, k + (size_t)b * T * ks + (size_t)g * D, ks, k0, T);
-	load_swizzled<D, BK, NT>(sv, v + (size_t)b * T * ks + (size_t)g * D, ks, k0, T);
-	/* this thread's 16-byte pieces of the Q and dO tiles: rows ld_r + i RP,
-	 * piece ld_c; held in registers (the compiler would read the thread
-	 * index anew each time otherwise) */
-	constexpr int PR = D / 8, RP = NT / PR; /* 16-byte pieces a row, rows a pass */
-	int ld_r = tid / PR, ld_c = tid % PR, ld_t = tid;
-	asm volatile("" : "+r"(ld_r), "+r"(ld_c), "+r"(ld_t));
+	/* Q and dO tiles, K and V by the copy engine (tensor maps: 128-byte
+	 * swizzled boxes of 64 columns, rows past T zeros), issued by thread 0;
+	 * bar_q + 8 buf: buffer buf's Q and dO are in, its phases those of the
+	 * tiles qt0 + buf, + 2, ... */
+	const uint32_t bar_kv = smem_addr(sm) + (uint32_t)L::bars, bar_q = bar_kv + 8;
+	if (tid == 0) {
+		for (int i = 0; i < 3; i++)
+			mbar_init(bar_kv + 8 * i, 1);
+		mbar_init_fence();
+		mbar_arrive_tx(bar_kv, 2 * BK * D * sizeof(bf16));
+#pragma unroll
+		for (int c = 0; c < D / 64; c++) {
+			tma_load4(smem_addr(sk + c * BK * 64), &mk, c * 64, g, k0, b, bar_kv);
+			tma_load4(smem_addr(sv + c * BK * 64), &mv, c * 64, g, k0, b, bar_kv);
+		}
+	}
+	/* lse and delta (lse2, delta2) of a tile by cp.async, a float a thread */
 	auto load_q = [&](int qt, int buf) {
 		int q0 = qt * BQ;
-		/* the addresses made anew each time (the compiler would keep 16
-		 * pointers across the loop otherwise, and spill) */
-		int r = ld_r, c = ld_c;
-		asm volatile("" : "+r"(r), "+r"(c));
-		bf16 *dq_ = sm + L::q + buf * BQ * D + (c / 8) * BQ * 64 + r * 64 + ((c % 8) ^ (r & 7)) * 8;
-		bf16 *dd_ = sm + L::dout + buf * BQ * D + (c / 8) * BQ * 64 + r * 64 + ((c % 8) ^ (r & 7)) * 8;
+		if (tid == 0) {
+			uint32_t bar = bar_q + 8 * buf;
+			mbar_arrive_tx(bar, 2 * BQ * D * sizeof(bf16));
 #pragma unroll
-		for (int i = 0; i < BQ / RP; i++) {
-			int row = q0 + r + i * RP;
-			bool in = row < T;
-			size_t o = in ? (size_t)row * qs + c * 8 : 0;
-			cp_async16(dq_ + i * RP * 64, qb + o, in);
-			cp_async16(dd_ + i * RP * 64, db + o, in);
+			for (int c = 0; c < D / 64; c++) {
+				tma_load4(smem_addr(sm + L::q + buf * BQ * D + c * BQ * 64), &mq, c * 64, h, q0, b, bar);
+				tma_load4(smem_addr(sm + L::dout + buf * BQ * D + c * BQ * 64), &mdo, c * 64, h, q0, b, bar);
+			}
 		}
-		if (ld_t < (TWO ? 4 : 2) * BQ) { /* lse, delta (lse2, delta2) */
-			int r = ld_t % BQ, x = ld_t / BQ;
+		if (tid < (TWO ? 4 : 2) * BQ) {
+			int r = tid % BQ, x = tid / BQ;
 			bool in = q0 + r < T;
 			float *d = x == 0 ? slse : x == 1 ? sdelta : x == 2 ? slse2 : sdelta2;
 			const float *src = x == 0 ? lb : x == 1 ? deb : x == 2 ? lb2 : deb2;
 			cp_async4(d + buf * BQ + r, src + (in ? q0 + r : 0), in);
 		}
 	};
+	__syncthreads(); /* the barriers' inits */
 	load_q(qt0, 0);
 	cp_async_commit();
 
@@ -1449,7 +1443,7 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 		}
 	};
 	cp_async_wait<0>();
-	fence_proxy_async();
+	mbar_wait(bar_kv, 0);
 	for (int qt = qt0; qt <= qt1; qt++) {
 		int buf = (qt - qt0) & 1, q0 = qt * BQ;
 		const float *tl = slse + buf * BQ, *td = sdelta + buf * BQ, *tl2 = slse2 + buf * BQ,
@@ -1457,9 +1451,10 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 		/* TWO: whether some query of the tile sees one of this warp's keys
 		 * in the window (warp-uniform); elsewhere only the first softmax */
 		const bool win = TWO && q0 - (wk0 + 15) < window2;
-		__syncthreads(); /* this tile is in, and every warp is done with the last one */
+		__syncthreads(); /* this tile's lse and delta are in, and every warp is done with the last one */
 		if (qt > qt0)
 			dq_out(q0 - BQ);
+		mbar_wait(bar_q + 8 * buf, (qt - qt0) >> 1);
 
 		/* S^T and dP^T, each its own group */
 		float s[BQ / 2], dp[BQ / 2];
@@ -1659,12 +1654,11 @@ attention_backward_wgmma_kernel(float *dq_acc, float *dk_acc, float *dv_acc, con
 		}
 		wgmma_commit();
 		wgmma_wait<0>();
-		/* the next tile's copies are in (they were issued under this
-		 * tile's products) */
+		/* the next tile's lse and delta are in (issued under this tile's
+		 * products) */
 		cp_async_wait<0>();
 		/* this warpgroup's 64 columns (D 64: its keys' share) to sdq; the
-		 * fence makes them and the next tile's copies visible to the async
-		 * proxy (bulk copies, tensor cores) */
+		 * fence makes them visible to the async proxy (the bulk copies) */
 		{
 			float *t = sdq + (D == 128 ? wg * 64 : wg * BQ * L::dq_ld) + (warp * 16 + lane / 4) * L::dq_ld +
 			           2 * (lane % 4);
@@ -1719,10 +1713,11 @@ static void backward_wgmma_launch(float *dq_acc, float *dk_acc, float *dv_acc, c
 	static bool configured;
 	smem_allow(attention_backward_wgmma_kernel<D, TWO>, smem, &configured);
 	dim3 grid(H, CEIL_DIV(T, WB_BK), B);
+	CUtensorMap mdo = att_map(d_dout, D, H, T, B, WB_BQ), mq = att_map(d_q, D, H, T, B, WB_BQ),
+	            mk = att_map(d_k, D, G, T, B, WB_BK), mv = att_map(d_v, D, G, T, B, WB_BK);
 	attention_backward_wgmma_kernel<D, TWO><<<grid, 256, smem>>>(
-		dq_acc, dk_acc, dv_acc, (const bf16 *)d_dout, (const bf16 *)d_q, (const bf16 *)d_k, (const bf16 *)d_v, a.lse,
-		da, T, H, G, TWO ? 0 : a.window, 1.0f / sqrtf((float)D), a.w, TWO ? b->lse : NULL, TWO ? db : NULL,
-		TWO ? b->window : 0, TWO ? b->w : 0.f);
+		dq_acc, dk_acc, dv_acc, mdo, mq, mk, mv, a.lse, da, T, H, G, TWO ? 0 : a.window, 1.0f / sqrtf((float)D), a.w,
+		TWO ? b->lse : NULL, TWO ? db : NULL, TWO ? b->window : 0, TWO ? b->w : 0.f);
 	cudaCheck(cudaGetLastError());
 }
 
