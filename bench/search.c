@@ -17,10 +17,12 @@
  * way only, its last step between cudaProfilerStart and cudaProfilerStop
  * (for ncu --profile-from-start off). DASH_GRAD=fp8: the backward's
  * products in float8 e4m3 (search-logits --grad fp8); DASH_FORWARD=fp8:
- * the supernet's forward's (--forward fp8), fp8-both: the teacher's too;
+ * the supernet's forward's (--forward fp8), fp8-both: the teacher's too,
+ * fp8-all: and both sides' vocabulary logits;
  * DASH_GRAD=compare or DASH_FORWARD=compare (compare-both): instead of
  * timing, the KL and dL/dw of one step both ways (the other setting as
- * given), and how far apart.
+ * given), and how far apart; DASH_FORWARD=compare-all: fp8-both against
+ * fp8-all.
  * usage: bench/bin/search [B T [N]]   (default 1 4096 5) */
 #include <math.h>
 #include <stdio.h>
@@ -117,10 +119,10 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 }
 
 /* dL/dw of one step with the products *flag chooses (sn->grad_fp8 or
- * sn->fwd_fp8) in bf16 (*flag 0) and in e4m3 (*flag on) (DASH_GRAD or
+ * sn->fwd_fp8) at *flag off (bf16: 0) and on (e4m3) (DASH_GRAD or
  * DASH_FORWARD=compare): how far float8 moves the gradient of the mixing
  * weights, column by column */
-static void compare(Supernet *sn, int *flag, int on, const char *what, const int32_t *ids, int B, int T)
+static void compare(Supernet *sn, int *flag, int off, int on, const char *what, const int32_t *ids, int B, int T)
 {
 	int L = sn->L, K = sn->K;
 	size_t lk = (size_t)L * K;
@@ -130,7 +132,7 @@ static void compare(Supernet *sn, int *flag, int on, const char *what, const int
 	relax_init(&rx, RELAX_SOFTMAX, L, K, 9);
 	relax_weights(&rx, alpha, NULL, sn->w);
 	for (int f = 0; f < 2; f++) {
-		*flag = f ? on : 0;
+		*flag = f ? on : off;
 		GpuSupernet *gs = gpu_supernet_new(sn, B * T);
 		gpu_supernet_teacher(gs, ids, B, T, NULL);
 		dw[f] = callocCheck(lk, sizeof(double));
@@ -138,7 +140,7 @@ static void compare(Supernet *sn, int *flag, int on, const char *what, const int
 		gpu_supernet_free(gs);
 	}
 	*flag = 0;
-	printf("%s compare (one step, w uniform): KL %.6g (bf16) %.6g (fp8)\n", what, kl[0], kl[1]);
+	printf("%s compare (one step, w uniform): KL %.6g (%d) %.6g (%d)\n", what, kl[0], off, kl[1], on);
 	for (int k = 0; k < K; k++) {
 		double e = 0, r = 0, m = 0, d = 0;
 		for (int l = 0; l < L; l++) {
@@ -187,16 +189,24 @@ int main(int argc, char **argv)
 		ids[i] = (int32_t)((i * 2654435761u) % (unsigned)c->V);
 	const char *grad = getenv("DASH_GRAD"), *fwd = getenv("DASH_FORWARD");
 	sn.grad_fp8 = grad && !strcmp(grad, "fp8");
-	sn.fwd_fp8 = !fwd ? 0 : !strcmp(fwd, "fp8") ? 1 : !strcmp(fwd, "fp8-both") ? 2 : 0;
+	sn.fwd_fp8 = !fwd                      ? 0
+	             : !strcmp(fwd, "fp8")      ? 1
+	             : !strcmp(fwd, "fp8-both") ? 2
+	             : !strcmp(fwd, "fp8-all")  ? 3
+	                                        : 0;
 	if (sn.grad_fp8)
 		printf("the backward's products in float8 e4m3 (DASH_GRAD=fp8)\n");
 	if (sn.fwd_fp8)
 		printf("the supernet's forward's products in float8 e4m3%s (DASH_FORWARD=%s)\n",
-		       sn.fwd_fp8 == 2 ? ", and the teacher's" : "", fwd);
+		       sn.fwd_fp8 == 3   ? ", the teacher's and both logits"
+		       : sn.fwd_fp8 == 2 ? ", and the teacher's"
+		                         : "",
+		       fwd);
 	int gc = grad && !strcmp(grad, "compare"), fc = fwd && !strncmp(fwd, "compare", 7);
 	if (gc || fc) {
-		compare(&sn, gc ? &sn.grad_fp8 : &sn.fwd_fp8, gc || strcmp(fwd, "compare-both") ? 1 : 2,
-		        gc ? "grad" : "forward", ids, (int)B, (int)T);
+		int all = fc && !strcmp(fwd, "compare-all"), on = gc || strcmp(fwd, "compare-both") ? 1 : 2;
+		compare(&sn, gc ? &sn.grad_fp8 : &sn.fwd_fp8, all ? 2 : 0, all ? 3 : on, gc ? "grad" : "forward", ids,
+		        (int)B, (int)T);
 		supernet_free(&sn), free(ids), model_free(&m);
 		return 0;
 	}

@@ -167,6 +167,12 @@ struct GpuModel {
 	int u8;         // uq holds g->u's codes, made by the norm that wrote u
 	/* what gpu_model_hook_codes answers within a hook: uq, dq8 or NULL */
 	const Fp8Mat *hook_codes;
+	/* the vocabulary's logits in e4m3 (gpu_model_logits_fp8) */
+	int lg8;       // on now: the final norm writes hq
+	int h8;        // hq holds the last forward's hidden rows' codes
+	void *lg8_mem; // lmr and hq, one allocation; NULL before the first
+	Fp8Mat lmr;    // (V, C) lm_head by its rows
+	Fp8Mat hq;     // (n, C) the final-normed hidden rows' codes
 };
 
 // ----------------------------------------------------------------------------
@@ -363,6 +369,7 @@ extern "C" void gpu_model_free(GpuModel *g)
 	gpu_free(g->arena);
 	gpu_free(g->fp8_mem);
 	gpu_free(g->fwd8_mem);
+	gpu_free(g->lg8_mem);
 	free(g->layers), free(g->saved), free(g);
 }
 
@@ -467,6 +474,35 @@ extern "C" void gpu_model_forward_fp8(GpuModel *g, int on)
 		layer_codes(g, fp8_rows_cuda, &GpuLayer::qkvf, &GpuLayer::of, &GpuLayer::guf, &GpuLayer::downf);
 	}
 	g->fwd8 = on != 0;
+}
+
+static void lg8_layout(GpuModel *g, Carver *c)
+{
+	const ModelConfig *cf = &g->m->cfg;
+	size_t C = cf->C, V = cf->V, n = g->max_tokens;
+	CARVE(c, g->lmr.q, V * C), CARVE(c, g->lmr.s, V);
+	CARVE(c, g->hq.q, n * C), CARVE(c, g->hq.s, n);
+}
+
+extern "C" void gpu_model_logits_fp8(GpuModel *g, int on)
+{
+	if (on && !g->lg8_mem) {
+		g->lg8_mem = codes_alloc(g, "--forward fp8-all", lg8_layout);
+		fp8_rows_cuda(g->lmr.q, g->lmr.s, g->lm_head, g->m->cfg.V, g->m->cfg.C);
+	}
+	g->lg8 = on != 0;
+}
+
+extern "C" const uint8_t *gpu_model_hidden8(GpuModel *g, const float **scale)
+{
+	*scale = g->h8 ? g->hq.s : NULL;
+	return g->h8 ? g->hq.q : NULL;
+}
+
+extern "C" const uint8_t *gpu_model_lm_head_rows8(GpuModel *g, const float **scale)
+{
+	*scale = g->lg8_mem ? g->lmr.s : NULL;
+	return g->lg8_mem ? g->lmr.q : NULL;
 }
 
 extern "C" void gpu_model_bytes(const GpuModel *g, size_t *weights, size_t *activations)
@@ -577,17 +613,18 @@ static void product(GpuModel *g, bf16_t *out, const bf16_t *x, const Fp8Mat *xc,
 }
 
 /* u = norm(x) (or, a not NULL, h = x + a, then u = norm(h)), rstd kept;
- * under the fp8 forward also u's codes into q for the product that reads u
- * next, and (keep 0) u itself only where they could not be made. Returns
- * whether the codes are there (then pass product NULL for u and q). */
-static int norm_forward(GpuModel *g, const Fp8Mat *q, bf16_t *h, bf16_t *u, float *rstd, const bf16_t *x,
+ * with codes (the fp8 forward's) also u's codes into q for the product
+ * that reads u next, and (keep 0) u itself only where they could not be
+ * made. Returns whether the codes are there (then pass product NULL for u
+ * and q). */
+static int norm_forward(GpuModel *g, int codes, const Fp8Mat *q, bf16_t *h, bf16_t *u, float *rstd, const bf16_t *x,
                         const bf16_t *a, const bf16_t *w, int n, int keep)
 {
 	const ModelConfig *c = &g->m->cfg;
 	int C = c->C;
 	bf16_t *uk = keep ? u : NULL;
-	if (g->fwd8 && (a ? residual_rmsnorm_forward_fp8_cuda(h, uk, rstd, q->q, q->s, x, a, w, n, C, c->eps)
-	                  : rmsnorm_forward_fp8_cuda(uk, rstd, q->q, q->s, x, w, n, C, c->eps)))
+	if (codes && (a ? residual_rmsnorm_forward_fp8_cuda(h, uk, rstd, q->q, q->s, x, a, w, n, C, c->eps)
+	                : rmsnorm_forward_fp8_cuda(uk, rstd, q->q, q->s, x, w, n, C, c->eps)))
 		return 1;
 	if (a)
 		residual_rmsnorm_forward_cuda(h, u, rstd, x, a, w, n, C, c->eps);
@@ -616,7 +653,7 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	 * no hook needs a and there is no o bias */
 	if (!hook && !w->bo && !mixed && residual_gemm()) {
 		product(g, s->h, s->att, NULL, w->wo, &w->of, s->x, n, HD, C);
-		u8 = norm_forward(g, &g->xq, NULL, g->u, s->rstd2, s->h, NULL, w->ln2, n, 0);
+		u8 = norm_forward(g, g->fwd8, &g->xq, NULL, g->u, s->rstd2, s->h, NULL, w->ln2, n, 0);
 	} else {
 		product(g, g->a, ain, NULL, w->wo, &w->of, NULL, n, HD, C);
 		if (w->bo) /* (wfa + w) bo */
@@ -626,7 +663,7 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 			hook(ctx, l, g->u, g->a, n, C);
 			g->hook_codes = NULL;
 		}
-		u8 = norm_forward(g, &g->xq, s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, 0);
+		u8 = norm_forward(g, g->fwd8, &g->xq, s->h, g->u, s->rstd2, s->x, g->a, w->ln2, n, 0);
 	}
 	/* MLP: gate | up = Wgu u, a = Wdown(silu(gate) up), act written as the
 	 * down product's codes under the fp8 forward */
@@ -637,24 +674,28 @@ static void layer_forward_gpu(GpuModel *g, int l, int B, int T, GpuAttHook att, 
 	else
 		swiglu_packed_forward_cuda(g->act, s->gu, n, F);
 	/* x' = h + a and the norm that reads it: the next layer's first (its
-	 * codes too, for the next q|k|v product), or the final one; the add in
-	 * the down GEMM, as above */
+	 * codes too, for the next q|k|v product), or the final one (its codes
+	 * under gpu_model_logits_fp8, for the vocabulary's product); the add
+	 * in the down GEMM, as above */
 	int last = l + 1 == c->L;
 	bf16_t *xn = last ? g->xL : saved(g, l + 1)->x, *un = last ? g->hidden : g->u;
 	float *rn = last ? g->rstdf : saved(g, l + 1)->rstd1;
 	const bf16_t *wn = last ? g->norm : g->layers[l + 1].ln1;
+	int codes = last ? g->lg8 : g->fwd8, made;
+	const Fp8Mat *q = last ? &g->hq : &g->uq;
 	if (residual_gemm()) {
 		product(g, xn, act, NULL, w->wdown, &w->downf, s->h, n, F, C);
-		if (last)
-			rmsnorm_forward_cuda(un, rn, xn, wn, n, C, c->eps);
-		else
-			g->u8 = norm_forward(g, &g->uq, NULL, un, rn, xn, NULL, wn, n, 1);
+		made = norm_forward(g, codes, q, NULL, un, rn, xn, NULL, wn, n, 1);
 	} else {
 		product(g, g->a, act, NULL, w->wdown, &w->downf, NULL, n, F, C);
-		if (last)
-			residual_rmsnorm_forward_cuda(xn, un, rn, s->h, g->a, wn, n, C, c->eps);
-		else
-			g->u8 = norm_forward(g, &g->uq, xn, un, rn, s->h, g->a, wn, n, 1);
+		made = norm_forward(g, codes, q, xn, un, rn, s->h, g->a, wn, n, 1);
+	}
+	if (!last) {
+		g->u8 = made;
+	} else if (codes) { /* where the norm could not write them */
+		if (!made)
+			fp8_rows_cuda(g->hq.q, g->hq.s, un, n, C);
+		g->h8 = 1;
 	}
 }
 
@@ -673,7 +714,8 @@ static void forward_layers(GpuModel *g, const int32_t *ids, int B, int T, int la
 	gpu_upload(g->ids, ids, (size_t)n * sizeof(int32_t));
 	GpuSaved *s0 = saved(g, 0);
 	embedding_forward_cuda(s0->x, g->ids, g->embed, n, C);
-	g->u8 = norm_forward(g, &g->uq, NULL, g->u, s0->rstd1, s0->x, NULL, g->layers[0].ln1, n, 1);
+	g->u8 = norm_forward(g, g->fwd8, &g->uq, NULL, g->u, s0->rstd1, s0->x, NULL, g->layers[0].ln1, n, 1);
+	g->h8 = 0;
 	for (int l = 0; l <= last; l++)
 		layer_forward_gpu(g, l, B, T, att, hook, ctx);
 	/* a forward cut short leaves no hidden rows for a backward */

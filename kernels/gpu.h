@@ -87,6 +87,12 @@ int fp8_unfused(void);
  * res; IC and OC multiples of 16, as above. */
 void matmul_forward_fp8_cuda(bf16_t *d_out, const bf16_t *d_res, const uint8_t *d_xq, const float *d_sx,
                              const uint8_t *d_wq, const float *d_sw, int n, int IC, int OC);
+/* the same product into float32 out (n, OC), rows OC apart, no addend (the
+ * vocabulary's logits under --forward fp8-all: cuBLASLt takes a float32 D
+ * with e4m3 A, B and the outer-vector scales, as matmul_backward_fp8_cuda's
+ * f32 1 does) */
+void matmul_forward_fp8_f32_cuda(float *d_out, const uint8_t *d_xq, const float *d_sx, const uint8_t *d_wq,
+                                 const float *d_sw, int n, int IC, int OC);
 /* The forward's inputs written straight as codes, the same codes (and the
  * same bf16 values) as the plain kernel followed by fp8_rows_cuda: each
  * returns 0, having done nothing, where its widths or pointers do not
@@ -261,6 +267,18 @@ void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const 
 void vocab_loss_fp8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
                          const bf16_t *d_teacher_hidden, const bf16_t *d_w, const uint8_t *d_w8, const float *d_w8s,
                          int n, int C, int V, float scale, void *d_work);
+/* vocab_loss_logits8_cuda: the same KL (d_w8 NULL: dhidden as
+ * vocab_loss_cuda's, bf16 dz W; else as vocab_loss_fp8_cuda's) with both
+ * logits through e4m3 (search-logits --forward fp8-all; twin of
+ * vocab_loss_logits8_cpu): z = W h from h's codes by rows d_hq (n, C),
+ * d_hs (n) and W's by rows d_wr (V, C), d_wrs (V) (fp8_rows_cuda of d_w),
+ * zt from the teacher's d_tq, d_ts, each into the float32 logits the row
+ * kernels read (matmul_forward_fp8_f32_cuda). C and V multiples of 16,
+ * codes 16-byte aligned, a Hopper or newer. */
+void vocab_loss_logits8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const uint8_t *d_hq,
+                             const float *d_hs, const uint8_t *d_tq, const float *d_ts, const bf16_t *d_w,
+                             const uint8_t *d_wr, const float *d_wrs, const uint8_t *d_w8, const float *d_w8s, int n,
+                             int C, int V, float scale, void *d_work);
 
 /* ---------------------------------------------------------------------------
  * training candidates (kernels/train.cu); sums in double, deterministic.

@@ -62,6 +62,15 @@ int gpu_model_fp8_fits(const ModelConfig *c);
  * on 0, bf16 again. Dies as gpu_model_grad_fp8 does where the GPU or the
  * widths do not take it. */
 void gpu_model_forward_fp8(GpuModel *g, int on);
+/* gpu_model_logits_fp8: on 1, the forwards from now on also write the
+ * e4m3 codes by rows of their final-normed hidden rows (the final norm
+ * makes them with its output: rmsnorm_forward_fp8_cuda; gpu_model_hidden8),
+ * and lm_head's codes by its rows are made at the first call
+ * (gpu_model_lm_head_rows8, counted in the weights' bytes): what
+ * vocab_loss_logits8_cuda reads (search-logits --forward fp8-all); the
+ * bf16 hidden rows are written as ever. On 0, no codes. Dies as
+ * gpu_model_grad_fp8 does where the GPU or the widths do not take it. */
+void gpu_model_logits_fp8(GpuModel *g, int on);
 
 /* gpu_model_forward runs B sequences of T tokens (host ids (B*T), each < V;
  * every sequence starts at position 0) up to the final-normed hidden rows
@@ -118,6 +127,13 @@ const bf16_t *gpu_model_lm_head(GpuModel *g);
  * its columns (C, V) and their scales (C) for vocab_loss_fp8_cuda; NULL
  * before */
 const uint8_t *gpu_model_lm_head8(GpuModel *g, const float **scale);
+/* gpu_model_hidden8: the codes (B*T, C) and scales (B*T) of
+ * gpu_model_hidden's rows, written by the last forward when it ran with
+ * gpu_model_logits_fp8 on; else NULL. gpu_model_lm_head_rows8: lm_head's
+ * codes by its rows (V, C) and their scales (V) after gpu_model_logits_fp8
+ * (1); NULL before. */
+const uint8_t *gpu_model_hidden8(GpuModel *g, const float **scale);
+const uint8_t *gpu_model_lm_head_rows8(GpuModel *g, const float **scale);
 /* gpu_model_embedding: the device embedding (V, C); gpu_model_final_norm:
  * the final RMSNorm's weight (C) (what a decoder's own passes need) */
 const bf16_t *gpu_model_embedding(const GpuModel *g);

@@ -49,9 +49,14 @@
  * supernet's forward's four a layer and its gdn columns' two (and at 2 the
  * teacher's forward's too) go through float8 e4m3 (lib/fp8.h;
  * gpu_model_forward_fp8 switched on around each forward that takes it,
- * gpu_lop_forward_fp8 once). The test's model with both: KL
+ * gpu_lop_forward_fp8 once); at 3 (--forward fp8-all) both sides'
+ * vocabulary logits too: the GpuModel's final norm writes the hidden rows'
+ * codes (gpu_model_logits_fp8), the teacher's are kept beside its rows
+ * (made again by fp8_rows_cuda from rows that gpu_supernet_set_teacher
+ * brings), and the KL reads logits of cuBLASLt's e4m3 product
+ * (vocab_loss_logits8_cuda). The test's model with both: KL
  * within 3e-4, dw within 5e-2 of the CPU's of the same settings; at 2 the
- * all-fa supernet's KL 0.
+ * all-fa supernet's KL 0, and at 3 (not yet run on a GPU).
  * gpu_supernet_eval of hybrids (H100): on tests/t0205's random model (L 4,
  * C 256, D 64, 4 x 128 tokens) the KL within 1e-4 and the losses within
  * 2.5e-4 relative of the CPU's eval-lm --arch; on the Qwen2.5-0.5B shape

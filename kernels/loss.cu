@@ -5,7 +5,10 @@
  * all n rows never exist at once; per chunk of rows:
  *   1. cuBLAS: z (rows, V) = h W^T, bf16 operands, float32 accumulation and
  *      float32 output (cublasGemmEx with a CUDA_R_32F C); for KL the
- *      teacher's zt likewise;
+ *      teacher's zt likewise; vocab_loss_logits8_cuda (KL, search-logits
+ *      --forward fp8-all): both from e4m3 codes, h's and W's by their
+ *      rows, by cuBLASLt's e4m3 product into the same float32 logits
+ *      (matmul_forward_fp8_f32_cuda), the row kernels as they are;
  *   2. vocab_loss_row_kernel, one block per row: one pass over z (and zt)
  *      for the online max and sum of exponentials (and, for KL, the sum of
  *      exp(zt - max) (zt - z)), then for the backward a second pass writing
@@ -574,12 +577,20 @@ static void dhidden_gemm(bf16_t *d_dh, const void *d_dz, const bf16_t *d_w, int 
 	gemm_bf16(CUBLAS_OP_N, C, rows, V, d_w, C, d_dz, 2 * ldz, d_dh, CUDA_R_16BF, C);
 }
 
-/* vocab_loss_cuda, or with d_w8 (KL) vocab_loss_fp8_cuda */
+/* the codes of vocab_loss_logits8_cuda's logits: the student's rows hq
+ * (n, C), hs (n), the teacher's tq, ts, W's rows wr (V, C), wrs (V) */
+typedef struct {
+	const uint8_t *hq, *tq, *wr;
+	const float *hs, *ts, *wrs;
+} Logits8;
+
+/* vocab_loss_cuda, or with d_w8 (KL) vocab_loss_fp8_cuda; with lg (KL) the
+ * logits from codes, d_hidden and d_teacher_hidden unread */
 static void vocab_loss(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
                        const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, const uint8_t *d_w8,
-                       const float *d_w8s, int n, int C, int V, float scale, void *d_work)
+                       const float *d_w8s, const Logits8 *lg, int n, int C, int V, float scale, void *d_work)
 {
-	if ((d_targets == NULL) == (d_teacher_hidden == NULL) || n < 0 || C <= 0 || V <= 0) {
+	if ((d_targets == NULL) == (d_teacher_hidden == NULL && !lg) || n < 0 || C <= 0 || V <= 0) {
 		fprintf(stderr, "vocab_loss_cuda: one of targets, teacher rows; n %d C %d V %d\n", n, C, V);
 		exit(1);
 	}
@@ -587,16 +598,22 @@ static void vocab_loss(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, cons
 		cudaCheck(cudaMemsetAsync(d_loss, 0, sizeof(float)));
 		return;
 	}
-	int kl = d_teacher_hidden != NULL, ldz = ldz_of(V), R = kl ? VOCAB_LOSS_ROWS / 2 : VOCAB_LOSS_ROWS;
+	int kl = d_targets == NULL, ldz = ldz_of(V), R = kl ? VOCAB_LOSS_ROWS / 2 : VOCAB_LOSS_ROWS;
 	char *work = (char *)d_work;
 	double *acc = (double *)work;
 	float *rl_scratch = (float *)(work + 256), *z = (float *)(work + HEAD_BYTES);
 	float *zt = kl ? z + (size_t)R * ldz : NULL;
 	for (int r0 = 0; r0 < n; r0 += R) {
 		int rows = n - r0 < R ? n - r0 : R;
-		logits_gemm(z, d_hidden + (size_t)r0 * C, d_w, rows, C, V, ldz);
-		if (kl)
-			logits_gemm(zt, d_teacher_hidden + (size_t)r0 * C, d_w, rows, C, V, ldz);
+		if (lg) { /* V a multiple of 16: the product's rows are ldz apart */
+			size_t o = (size_t)r0 * C;
+			matmul_forward_fp8_f32_cuda(z, lg->hq + o, lg->hs + r0, lg->wr, lg->wrs, rows, C, V);
+			matmul_forward_fp8_f32_cuda(zt, lg->tq + o, lg->ts + r0, lg->wr, lg->wrs, rows, C, V);
+		} else {
+			logits_gemm(z, d_hidden + (size_t)r0 * C, d_w, rows, C, V, ldz);
+			if (kl)
+				logits_gemm(zt, d_teacher_hidden + (size_t)r0 * C, d_w, rows, C, V, ldz);
+		}
 		float *rl = d_row_loss ? d_row_loss + r0 : rl_scratch;
 		const int32_t *tg = kl ? NULL : d_targets + r0;
 		if (!row_cluster_launch(z, zt, rl, tg, rows, V, ldz, scale, d_dhidden != NULL)) {
@@ -620,8 +637,8 @@ extern "C" void vocab_loss_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhid
                                 const bf16_t *d_teacher_hidden, const int32_t *d_targets, const bf16_t *d_w, int n,
                                 int C, int V, float scale, void *d_work)
 {
-	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, d_targets, d_w, NULL, NULL, n, C, V,
-	           scale, d_work);
+	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, d_targets, d_w, NULL, NULL, NULL, n, C,
+	           V, scale, d_work);
 }
 
 extern "C" void vocab_loss_fp8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const bf16_t *d_hidden,
@@ -632,6 +649,20 @@ extern "C" void vocab_loss_fp8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_
 		fprintf(stderr, "vocab_loss_fp8_cuda: KL only, with W's codes, V %d a multiple of 16\n", V);
 		exit(1);
 	}
-	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, NULL, d_w, d_w8, d_w8s, n, C, V, scale,
-	           d_work);
+	vocab_loss(d_loss, d_row_loss, d_dhidden, d_hidden, d_teacher_hidden, NULL, d_w, d_w8, d_w8s, NULL, n, C, V,
+	           scale, d_work);
+}
+
+extern "C" void vocab_loss_logits8_cuda(float *d_loss, float *d_row_loss, bf16_t *d_dhidden, const uint8_t *d_hq,
+                                        const float *d_hs, const uint8_t *d_tq, const float *d_ts, const bf16_t *d_w,
+                                        const uint8_t *d_wr, const float *d_wrs, const uint8_t *d_w8,
+                                        const float *d_w8s, int n, int C, int V, float scale, void *d_work)
+{
+	if (!d_hq || !d_tq || !d_wr || V % 16 || C % 16) {
+		fprintf(stderr, "vocab_loss_logits8_cuda: both sides' codes and W's, C %d and V %d multiples of 16\n",
+		        C, V);
+		exit(1);
+	}
+	Logits8 lg = {d_hq, d_tq, d_wr, d_hs, d_ts, d_wrs};
+	vocab_loss(d_loss, d_row_loss, d_dhidden, NULL, NULL, NULL, d_w, d_w8, d_w8s, &lg, n, C, V, scale, d_work);
 }

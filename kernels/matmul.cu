@@ -477,6 +477,12 @@ extern "C" void matmul_forward_fp8_cuda(bf16_t *d_out, const bf16_t *d_res, cons
 	product8("matmul_forward_fp8", d_out, 0, d_res, d_xq, d_sx, d_wq, d_sw, n, OC, IC);
 }
 
+extern "C" void matmul_forward_fp8_f32_cuda(float *d_out, const uint8_t *d_xq, const float *d_sx, const uint8_t *d_wq,
+                                            const float *d_sw, int n, int IC, int OC)
+{
+	product8("matmul_forward_fp8_f32", d_out, 1, NULL, d_xq, d_sx, d_wq, d_sw, n, OC, IC);
+}
+
 // ----------------------------------------------------------------------------
 // the layers
 

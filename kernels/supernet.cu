@@ -14,8 +14,8 @@
  *   after Wo (GpuLayerHook): keep u (a shared arena's step only)
  *   gdn (weight != 0, or a step's with arenas of their own): o =
  *     gpu_lop_forward_bf16(u), straight from bf16 u to bf16 o (kept by a
- *     step with own arenas; its two products in e4m3 under --forward fp8
- *     or fp8-both, gpu_lop_forward_fp8); with DASH_SUPERNET_F32=1, and gla
+ *     step with own arenas; its two products in e4m3 under --forward fp8,
+ *     fp8-both or fp8-all, gpu_lop_forward_fp8); with DASH_SUPERNET_F32=1, and gla
  *     always: u in float32 once, o = gpu_lop_forward(u), kept in bf16
  *   a += sum_k w_k o_k                                mix_kernel
  * Backward, layer l (the GpuMixGrad of gpu_model_backward_mix), given da:
@@ -114,6 +114,8 @@ struct GpuSupernet {
 	float *daf, *duf, *duacc; /* (n, C) dL/da in float32, one operator's du, their sum (the GpuModel's) */
 	double *dw, *partial;     /* (L*K) dL/dw; SN_MAX_OPS x RED_BLOCKS partial sums */
 	bf16_t *th, *dhid;        /* (n, C) the teacher's hidden rows; dL/dhidden */
+	uint8_t *thq;             /* (n, C) th's e4m3 codes by rows (--forward fp8-all), else NULL */
+	float *ths;               /* (n) their scales */
 	float *loss;              /* (3) the KL; eval's cross-entropies of the supernet and the teacher */
 	int32_t *targets;         /* (n) eval's next-token targets */
 	void *loss_work;          /* vocab_loss_work bytes */
@@ -477,6 +479,9 @@ static void layout(GpuSupernet *g, Carver *cv)
 	CARVE(cv, g->daf, n * C), CARVE(cv, g->duf, n * C), CARVE(cv, g->duacc, n * C);
 	CARVE(cv, g->dw, (size_t)L * K), CARVE(cv, g->partial, SN_MAX_OPS * RED_BLOCKS);
 	CARVE(cv, g->th, n * C), CARVE(cv, g->dhid, n * C);
+	g->thq = NULL, g->ths = NULL;
+	if (g->sn->fwd_fp8 == 3)
+		CARVE(cv, g->thq, n * C), CARVE(cv, g->ths, n);
 	CARVE(cv, g->loss, 3), CARVE(cv, g->targets, n);
 	g->loss_work = carve(cv, vocab_loss_work(c->C, c->V));
 }
@@ -516,6 +521,8 @@ extern "C" GpuSupernet *gpu_supernet_new(const Supernet *sn, int max_tokens)
 		gpu_model_forward_fp8(g->gm, 1);
 		gpu_model_forward_fp8(g->gm, 0);
 	}
+	if (sn->fwd_fp8 == 3) /* fp8-all: every forward's hidden rows as codes too, lm_head's by rows */
+		gpu_model_logits_fp8(g->gm, 1);
 	g->kept = (bf16_t **)callocCheck((size_t)L * K, sizeof *g->kept);
 	/* the gdn and gla operators: an arena each (nothing runs twice) when
 	 * they fit beside the rest with an eighth of the device to spare, else
@@ -630,10 +637,16 @@ extern "C" void gpu_supernet_teacher(GpuSupernet *g, const int32_t *ids, int B, 
 	check_call(g, ids, B, T);
 	size_t nC = (size_t)B * T * g->c->C;
 	cudaCheck(cudaEventRecord(g->ev[0], 0));
-	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8 == 2); /* --forward fp8-both */
+	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8 >= 2); /* --forward fp8-both, fp8-all */
 	gpu_model_forward_mix(g->gm, ids, B, T, teacher_att, teacher_hook, g);
 	gpu_model_forward_fp8(g->gm, 0);
 	cudaCheck(cudaMemcpyAsync(g->th, gpu_model_hidden(g->gm), nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
+	if (g->thq) { /* the codes the final norm wrote: fp8_rows_cuda's of th */
+		const float *hs;
+		const uint8_t *hq = gpu_model_hidden8(g->gm, &hs);
+		cudaCheck(cudaMemcpyAsync(g->thq, hq, nC, cudaMemcpyDeviceToDevice));
+		cudaCheck(cudaMemcpyAsync(g->ths, hs, (size_t)B * T * sizeof(float), cudaMemcpyDeviceToDevice));
+	}
 	cudaCheck(cudaEventRecord(g->ev[1], 0));
 	if (host_rows)
 		gpu_download(host_rows, g->th, nC * sizeof(bf16_t));
@@ -644,6 +657,8 @@ extern "C" void gpu_supernet_set_teacher(GpuSupernet *g, const uint16_t *host_ro
 	if (n < 1 || n > g->max_tokens)
 		BUG("gpu_supernet_set_teacher: %d rows, room for %d", n, g->max_tokens);
 	gpu_upload(g->th, host_rows, (size_t)n * g->c->C * sizeof(bf16_t));
+	if (g->thq) /* the codes gpu_supernet_teacher's final norm would have written */
+		fp8_rows_cuda(g->thq, g->ths, g->th, n, g->c->C);
 }
 
 /* the supernet's forward mixed by w and scale times the summed KL to the
@@ -659,9 +674,14 @@ static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 	gpu_model_forward_mix(g->gm, ids, B, T, sn_att, sn_hook, g);
 	gpu_model_forward_fp8(g->gm, 0);
 	cudaCheck(cudaEventRecord(g->ev[3], 0));
-	const float *s8;
-	const uint8_t *w8 = gpu_model_lm_head8(g->gm, &s8);
-	if (back && w8) /* --grad fp8: dhidden through e4m3 too */
+	const float *s8, *hs, *ws;
+	const uint8_t *w8 = gpu_model_lm_head8(g->gm, &s8), *hq = gpu_model_hidden8(g->gm, &hs);
+	const uint8_t *wr = gpu_model_lm_head_rows8(g->gm, &ws);
+	if (g->thq) /* --forward fp8-all: both logits from e4m3 codes (and dhidden so under --grad fp8) */
+		vocab_loss_logits8_cuda(d_loss, NULL, back ? g->dhid : NULL, hq, hs, g->thq, g->ths,
+		                        gpu_model_lm_head(g->gm), wr, ws, back ? w8 : NULL, s8, B * T, c->C, c->V, scale,
+		                        g->loss_work);
+	else if (back && w8) /* --grad fp8: dhidden through e4m3 too */
 		vocab_loss_fp8_cuda(d_loss, NULL, g->dhid, gpu_model_hidden(g->gm), g->th, gpu_model_lm_head(g->gm), w8,
 		                    s8, B * T, c->C, c->V, scale, g->loss_work);
 	else

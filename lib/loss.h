@@ -54,5 +54,16 @@ double vocab_loss_cpu(float *dhidden, float *row_loss, const float *hidden, cons
  * losses are vocab_loss_cpu's, bit for bit. */
 double vocab_loss_fp8_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
                           const int32_t *targets, const Tensor *w, int n, int C, int V, float scale);
+/* vocab_loss_logits8_cpu: vocab_loss_cpu (grad_fp8 0) or vocab_loss_fp8_cpu
+ * (1) with the logits z = W h (and the teacher's zt = W g) through e4m3
+ * too (search-logits --forward fp8-all): h's rows (and g's) quantised by
+ * their rows, W by its rows (a byte a value held for the call), z[t][v] =
+ * sh[t] sw[v] sum_i q(h)[t][i] q(W)[v][i] summed in double
+ * (matmul_backward_fp8_cpu). dhidden = dz W as the other two take it, from
+ * W itself: the codes' rounding is passed through as the identity, as the
+ * layers' e4m3 forwards do. A row compared with itself still gives KL 0 and
+ * dz 0. The twin of vocab_loss_logits8_cuda. */
+double vocab_loss_logits8_cpu(float *dhidden, float *row_loss, const float *hidden, const float *teacher_hidden,
+                              const int32_t *targets, const Tensor *w, int n, int C, int V, float scale, int grad_fp8);
 
 #endif

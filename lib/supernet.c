@@ -163,12 +163,16 @@ typedef struct {
 	const float *teacher;
 	float *row;
 	int fp8; /* dhidden through e4m3 (grad_fp8) */
+	int lg8; /* the logits through e4m3 (fwd_fp8 3) */
 } KlCtx;
 
 static double kl_loss(void *ctx, const float *hidden, float *dhidden, int n)
 {
 	KlCtx *k = ctx;
 	const ModelConfig *c = &k->m->cfg;
+	if (k->lg8)
+		return vocab_loss_logits8_cpu(dhidden, k->row, hidden, k->teacher, NULL, &k->m->lm_head, n, c->C, c->V,
+		                              1.0f / n, k->fp8);
 	return (k->fp8 ? vocab_loss_fp8_cpu : vocab_loss_cpu)(dhidden, k->row, hidden, k->teacher, NULL,
 	                                                      &k->m->lm_head, n, c->C, c->V, 1.0f / n);
 }
@@ -179,7 +183,8 @@ double supernet_kl(Supernet *sn, const int32_t *ids, int B, int T, const float *
 	int n = B * T;
 	float *hidden = mallocCheck((size_t)n * c->C * sizeof(float));
 	(sn->fwd_fp8 ? model_forward_fp8 : model_forward)(sn->m, ids, B, T, hidden, supernet_hook, sn);
-	double kl = vocab_loss_cpu(NULL, row_kl, hidden, teacher_hidden, NULL, &sn->m->lm_head, n, c->C, c->V, 1.0f / n);
+	KlCtx k = {sn->m, teacher_hidden, row_kl, 0, sn->fwd_fp8 == 3};
+	double kl = kl_loss(&k, hidden, NULL, n);
 	free(hidden);
 	return kl;
 }
@@ -214,7 +219,7 @@ double supernet_backward_kl(Supernet *sn, const int32_t *ids, int B, int T, cons
 {
 	if (sn->borrowed)
 		BUG("supernet_backward_kl: a hybrid's supernet runs forwards only");
-	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL, sn->grad_fp8}};
+	BackCtx bc = {sn, {sn->m, teacher_hidden, NULL, sn->grad_fp8, sn->fwd_fp8 == 3}};
 	BackwardHooks h = {.forward = back_hook, .mix = back_mix, .loss = back_loss, .ctx = &bc,
 	                   .fp8 = sn->grad_fp8, .fwd8 = sn->fwd_fp8};
 	double kl = model_backward_hooks(sn->m, ids, B, T, NULL, &h, NULL);

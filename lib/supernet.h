@@ -60,7 +60,10 @@ typedef struct {
 	                       * teacher's own forward not; 2
 	                       * (--forward fp8-both): the teacher's forward
 	                       * too, whose rows the caller then makes by
-	                       * model_forward_fp8 (gpu_supernet_teacher does) */
+	                       * model_forward_fp8 (gpu_supernet_teacher does);
+	                       * 3 (--forward fp8-all): as 2, and both sides'
+	                       * vocabulary logits through e4m3
+	                       * (vocab_loss_logits8_cpu) */
 	/* scratch */
 	int keep;  /* in a backward: every op runs and its output is kept */
 	int maxn;  /* rows the scratch holds */

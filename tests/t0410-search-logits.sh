@@ -3,7 +3,7 @@
 # here: the sanity checks of the search (a budget of every layer drives every
 # layer to fa; a budget of one with a strong penalty leaves exactly one),
 # the same with the backward's products in fp8 (and --grad auto's choice)
-# and with the forward's (--forward fp8),
+# and with the forward's (--forward fp8, fp8-both, fp8-all),
 # the same seed giving the
 # same logits, resume giving what an uninterrupted
 # run gives, the file's contents and derive on it, the ablate-one and
@@ -75,6 +75,14 @@ if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/fb.txt
 	grep -q 'forward fp8-both' "$TMP/err"; then
 	pass "--forward fp8-both, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/fb.txt")); the file says so"
 else fail "--forward fp8-both" "$(cat "$TMP/fb.txt" "$TMP/err")" "forward attribute: $g"; fi
+# a run's KL trajectory
+kls() { h5dump -d /trajectory/kl "$1" | grep -v '^HDF5'; }
+$S -n 3 --forward fp8-all -o "$TMP/fl.h5" --tokens 3200 --lr 0.1 >"$TMP/fl.txt" 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/fl.h5" 2>/dev/null | grep -o '"fp8-all"')
+if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/fl.txt" && [ "$g" = '"fp8-all"' ] &&
+	grep -q 'forward fp8-all' "$TMP/err" && [ "$(kls "$TMP/fb.h5")" != "$(kls "$TMP/fl.h5")" ]; then
+	pass "--forward fp8-all, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/fl.txt")), KLs not fp8-both's"
+else fail "--forward fp8-all" "$(cat "$TMP/fl.txt" "$TMP/err")" "forward attribute: $g"; fi
 # --forward auto, the default: bf16 on the CPU (f8.h5's run above named
 # only --grad); a checkpoint made with fp8-both goes on with it
 $S -n 1 --tokens 640 --forward fp8-both --ckpt-every 2 --stop-after 2 -o "$TMP/fa.h5" >/dev/null 2>&1
@@ -84,6 +92,12 @@ if [ "$gd" = '"bf16"' ] && [ "$g" = '"fp8-both"' ] && grep -q 'resuming' "$TMP/e
 	grep -q 'forward fp8-both (auto)' "$TMP/err"; then
 	pass "--forward auto: bf16 on the CPU; resuming an fp8-both checkpoint goes on with fp8-both"
 else fail "--forward auto" "$(cat "$TMP/err")" "default run's forward: $gd, resumed: $g"; fi
+$S -n 1 --tokens 640 --forward fp8-all --ckpt-every 2 --stop-after 2 -o "$TMP/fz.h5" >/dev/null 2>&1
+$S -n 1 --tokens 640 -o "$TMP/fz.h5" --resume >/dev/null 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/fz.h5" 2>/dev/null | grep -o '"fp8-all"')
+if [ "$g" = '"fp8-all"' ] && grep -q 'resuming' "$TMP/err" && grep -q 'forward fp8-all (auto)' "$TMP/err"; then
+	pass "--forward auto: resuming an fp8-all checkpoint goes on with fp8-all"
+else fail "--forward auto, fp8-all checkpoint" "$(cat "$TMP/err")" "resumed: $g"; fi
 
 # the same seed, the same logits (gumbel-topk draws its noise from the seed)
 G="$S -n 1 --relax gumbel-topk --tokens 960"
@@ -138,6 +152,12 @@ if awk 'NR > 1 && !($2 > 0) { bad = 1 } END { exit bad || NR != 4 }' "$TMP/ab8.t
 	! cmp -s "$TMP/ab.txt" "$TMP/ab8.txt"; then
 	pass "ablate-one --forward fp8: KL above 0 every layer, not bf16's; the file says forward fp8"
 else fail "ablate-one --forward fp8" "$(cat "$TMP/ab8.txt" "$TMP/err")" "forward attribute: $g"; fi
+$S --measure ablate-one --forward fp8-all --tokens 64 -o "$TMP/abl.h5" >"$TMP/abl.txt" 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/abl.h5" 2>/dev/null | grep -o '"fp8-all"')
+if awk 'NR > 1 && !($2 > 0) { bad = 1 } END { exit bad || NR != 4 }' "$TMP/abl.txt" && [ "$g" = '"fp8-all"' ] &&
+	! cmp -s "$TMP/ab8.txt" "$TMP/abl.txt"; then
+	pass "ablate-one --forward fp8-all: KL above 0 every layer, not fp8's; the file says forward fp8-all"
+else fail "ablate-one --forward fp8-all" "$(cat "$TMP/abl.txt" "$TMP/err")" "forward attribute: $g"; fi
 $S --measure restore-one --tokens 64 -o "$TMP/re.h5" >"$TMP/re.txt" 2>"$TMP/err"
 best=$(awk 'NR > 1 && (w == "" || $2 < v) { w = $1; v = $2 } END { print w }' "$TMP/re.txt")
 got=$(bin/derive -n 1 --method restore-one -o "$TMP/arch.h5" "$TMP/re.h5" 2>&1 | sed 's/ |.*//')
@@ -155,6 +175,9 @@ check_error "--resume with another --grad" 1 "a checkpoint made with other setti
 check_error "an unknown --forward" 1 "--forward: 'fp16' is not auto" "$TMP/x.h5" $S -n 1 --forward fp16 -o "$TMP/x.h5"
 check_error "--resume with another --forward" 1 "a checkpoint made with other settings" - \
 	sh -c "$S -n 1 --tokens 640 --ckpt-every 2 --stop-after 2 -o $TMP/q.h5 2>/dev/null; $S -n 1 --tokens 640 --forward fp8 -o $TMP/q.h5 --resume"
+check_error "--resume of fp8-both with fp8-all" 1 "a checkpoint made with other settings" - \
+	sh -c "$S -n 1 --tokens 640 --forward fp8-both --ckpt-every 2 --stop-after 2 -o $TMP/v.h5 2>/dev/null;
+	       $S -n 1 --tokens 640 --forward fp8-all -o $TMP/v.h5 --resume"
 check_error "--ops without fa first" 1 "must start with fa" "$TMP/x.h5" $S -n 1 --ops gdn,fa -o "$TMP/x.h5"
 check_error "--ops naming an op twice" 1 "names gdn twice" "$TMP/x.h5" $S -n 1 --ops fa,gdn,gdn -o "$TMP/x.h5"
 check_error "an unknown measure" 1 "--measure: 'drop-one'" "$TMP/x.h5" $S --measure drop-one -o "$TMP/x.h5"

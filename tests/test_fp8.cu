@@ -7,7 +7,8 @@
  * device's expf or sum of squares differs), and cuBLASLt's e4m3
  * product against the CPU's from the same codes (bf16 and float32 out,
  * float32 accumulating; within 3e-4 of the largest value, see below), and
- * the forward's product (--forward fp8) against matmul_forward_fp8_cpu. */
+ * the forward's product (--forward fp8) against matmul_forward_fp8_cpu, into
+ * bf16 and (--forward fp8-all's logits) float32. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,6 +445,33 @@ static void test_forward(int n, int IC, int OC, int res, int inplace)
 	gpu_free(xq), gpu_free(wq), gpu_free(sx), gpu_free(sw), buf_free(&x), buf_free(&w), buf_free(&r);
 }
 
+/* the same product into float32 (matmul_forward_fp8_f32_cuda: the
+ * vocabulary's logits under --forward fp8-all), against the same
+ * reference; the tolerance of test_product's f32 (no bf16 rounding) */
+static void test_forward_f32(int n, int IC, int OC)
+{
+	Buf x = buf_rand((size_t)n * IC, 1.0f), w = buf_rand((size_t)OC * IC, 0.05f);
+	uint8_t *xq = (uint8_t *)gpu_alloc((size_t)n * IC), *wq = (uint8_t *)gpu_alloc((size_t)OC * IC);
+	float *sx = (float *)gpu_alloc((size_t)n * 4), *sw = (float *)gpu_alloc((size_t)OC * 4);
+	size_t no = (size_t)n * OC;
+	float *out = (float *)gpu_alloc(no * 4);
+	fp8_rows_cuda(xq, sx, x.d, n, IC);
+	fp8_rows_cuda(wq, sw, w.d, OC, IC);
+	matmul_forward_fp8_f32_cuda(out, xq, sx, wq, sw, n, IC, OC);
+	float *ref = (float *)mallocCheck(no * 4), *got = host_f32(out, no);
+	Tensor wt = {DT_BF16, 2, {OC, IC}, w.h};
+	matmul_forward_fp8_cpu(ref, x.f, &wt, NULL, n, IC, OC);
+	double *rd = (double *)mallocCheck(no * sizeof(double)), m = 0;
+	for (size_t i = 0; i < no; i++)
+		rd[i] = ref[i], m = fmax(m, fabs(rd[i]));
+	char msg[128];
+	snprintf(msg, sizeof msg, "matmul_forward_fp8_f32 n=%d IC=%d OC=%d: the CPU's e4m3 forward product in "
+	         "float32", n, IC, OC);
+	test_cond(msg, check_tensor(msg, got, rd, no, 3e-4 * m, 1e-4));
+	free(ref), free(got), free(rd);
+	gpu_free(out), gpu_free(xq), gpu_free(wq), gpu_free(sx), gpu_free(sw), buf_free(&x), buf_free(&w);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -489,5 +517,7 @@ int main(int argc, char **argv)
 	test_forward(100, 2048, 2560, 0, 0);
 	test_forward(64, 11008, 2048, 1, 0); /* down, the residual added */
 	test_forward(37, 2048, 2048, 1, 1);
+	test_forward_f32(16, 32, 48);
+	test_forward_f32(37, 512, 151936); /* the width of the vocabulary's logits */
 	return test_report();
 }

@@ -3,9 +3,11 @@
  * wholly in double here and against central finite differences of its own
  * float32 forward; ignored targets, KL of a row with itself, independence
  * of the chunking, bf16 weights and large logits; dhidden through e4m3
- * (vocab_loss_fp8_cpu). */
+ * (vocab_loss_fp8_cpu); the logits through e4m3 (vocab_loss_logits8_cpu)
+ * against a double reference of the same codes and near float32's. */
 #include <string.h>
 
+#include "fp8.h" // defines: fp8_rows_cpu, fp8_e4m3_value
 #include "loss.h"
 #include "test.h"
 #include "util.h"
@@ -302,6 +304,128 @@ static void test_fp8(int kl)
 	case_free(&c);
 }
 
+/* the row losses of c in double from logits of e4m3 codes made here, h's
+ * (and g's) rows and W's rows each with their own scale: what
+ * vocab_loss_logits8_cpu should compute, to its float32 logits */
+static void ref_loss8(double *rl, const Case *c)
+{
+	int n = c->n, C = c->C, V = c->V;
+	uint8_t *hq = mallocCheck((size_t)n * C), *gq = mallocCheck((size_t)n * C), *wq = mallocCheck((size_t)V * C);
+	float *hs = mallocCheck((size_t)n * sizeof(float)), *gs = mallocCheck((size_t)n * sizeof(float));
+	float *ws = mallocCheck((size_t)V * sizeof(float));
+	double *z = mallocCheck((size_t)V * sizeof(double)), *zt = mallocCheck((size_t)V * sizeof(double));
+	fp8_rows_cpu(hq, hs, c->h, n, C);
+	fp8_rows_cpu(wq, ws, c->w, V, C);
+	if (c->g)
+		fp8_rows_cpu(gq, gs, c->g, n, C);
+	for (int t = 0; t < n; t++) {
+		for (int v = 0; v < V; v++) {
+			double a = 0, b = 0;
+			for (int i = 0; i < C; i++) {
+				double wv = fp8_e4m3_value(wq[(size_t)v * C + i]);
+				a += fp8_e4m3_value(hq[(size_t)t * C + i]) * wv;
+				if (c->g)
+					b += fp8_e4m3_value(gq[(size_t)t * C + i]) * wv;
+			}
+			z[v] = a * hs[t] * ws[v], zt[v] = c->g ? b * gs[t] * ws[v] : 0;
+		}
+		double lse = ref_lse(z, V);
+		if (c->g) {
+			double lset = ref_lse(zt, V);
+			rl[t] = 0;
+			for (int v = 0; v < V; v++)
+				rl[t] += exp(zt[v] - lset) * ((zt[v] - lset) - (z[v] - lse));
+		} else {
+			rl[t] = c->tg[t] < 0 ? 0 : lse - z[c->tg[t]];
+		}
+	}
+	free(hq), free(gq), free(wq), free(hs), free(gs), free(ws), free(z), free(zt);
+}
+
+/* vocab_loss_logits8_cpu: the row losses those of e4m3 logits (ref_loss8,
+ * to 1e-5: codes by W's columns, or one scale for all, would round
+ * elsewhere and miss it by e4m3's noise; W's rows span 2^-9 to 4 of each
+ * other so that every scale differs); near float32's, not equal: a code is
+ * within 1/16 of its value, so a logit of standard deviation 1 to 4 (W's
+ * rows at 1, 2, 4 times) moves by ~3% of that, up to ~0.5 in a row of
+ * 1001, and a row loss by about as much (0.57 and 0.17 seen, CE and KL);
+ * a scale applied wrongly or a transposed product moves them by the
+ * logits' own size. dhidden near float32's; over several chunks the bits
+ * of one row at a time; bf16 weights the bits of their float32 values;
+ * --grad fp8's dhidden with the same losses */
+static void test_logits8(int kl)
+{
+	int n = 2 * VOCAB_LOSS_CPU_ROWS + 5, C = 48, V = 1001;
+	Case c = case_new(n, C, V, kl, 1);
+	for (int v = 0; v < V; v++) { /* rows at 2^-9, 1, 2, 4 times a logit of standard deviation ~1 */
+		float f = ldexpf(3.0f / sqrtf((float)C), v % 13 == 0 ? -9 : v % 3);
+		uint16_t b;
+		for (int i = 0; i < C; i++)
+			b = f32_to_bf16(f * c.w[(size_t)v * C + i]), c.w[(size_t)v * C + i] = bf16_to_f32(b);
+	}
+	uint16_t *wb = mallocCheck((size_t)V * C * sizeof(uint16_t));
+	for (size_t i = 0; i < (size_t)V * C; i++)
+		wb[i] = f32_to_bf16(c.w[i]);
+	size_t nh = (size_t)n * C;
+	float *dh = mallocCheck(nh * sizeof(float)), *dh8 = mallocCheck(nh * sizeof(float));
+	float *dhx = mallocCheck(nh * sizeof(float)), *dh1 = mallocCheck(nh * sizeof(float));
+	float *rl = mallocCheck((size_t)n * sizeof(float)), *rl8 = mallocCheck((size_t)n * sizeof(float));
+	float *rlx = mallocCheck((size_t)n * sizeof(float)), *rl1 = mallocCheck((size_t)n * sizeof(float));
+	double *rref = mallocCheck((size_t)n * sizeof(double));
+	double l = run(&c, dh, rl);
+	double l8 = vocab_loss_logits8_cpu(dh8, rl8, c.h, c.g, c.tg, &c.W, n, C, V, c.scale, 0);
+	ref_loss8(rref, &c);
+	const char *mode = kl ? "KL" : "CE";
+	char msg[200];
+	snprintf(msg, sizeof msg, "vocab_loss_logits8_cpu %s n=%d V=%d: the row losses of the codes' logits (double)",
+	         mode, n, V);
+	test_cond(msg, check_tensor("row_loss", rl8, rref, (size_t)n, 1e-5, 1e-5));
+	double d = 0, m = 0;
+	for (int t = 0; t < n; t++)
+		d = fmax(d, fabs((double)rl8[t] - rl[t])), m = fmax(m, fabs((double)rl[t]));
+	double e = test_rel_err(dh8, dh, nh);
+	printf("  %s: loss %.6g (float32 %.6g), row losses off by %.3g at most (max %.3g), dhidden %.2e of max\n",
+	       mode, l8, l, d, m, e);
+	snprintf(msg, sizeof msg, "vocab_loss_logits8_cpu %s: row losses within e4m3's noise of float32's (%.3g of "
+	         "%.3g), not equal; dhidden %.2e of max from float32's, in (0, 0.25]", mode, d, m, e);
+	test_cond(msg, d > 0 && d <= (kl ? 0.5 : 1.5) && e > 0 && e <= 0.25);
+	/* several chunks: the bits of one row at a time */
+	int same = 1;
+	for (int t = 0; t < n; t += 61) {
+		Case one = c;
+		one.n = 1, one.h = c.h + (size_t)t * C, one.g = c.g ? c.g + (size_t)t * C : NULL;
+		one.tg = c.tg ? c.tg + t : NULL;
+		vocab_loss_logits8_cpu(dh1, rl1, one.h, one.g, one.tg, &c.W, 1, C, V, c.scale, 0);
+		same &= rl1[0] == rl8[t] && !memcmp(dh1, dh8 + (size_t)t * C, (size_t)C * sizeof(float));
+	}
+	snprintf(msg, sizeof msg, "vocab_loss_logits8_cpu %s: the same bits in chunks of %d as row by row", mode,
+	         VOCAB_LOSS_CPU_ROWS);
+	test_cond(msg, same);
+	Tensor wt = {DT_BF16, 2, {V, C}, wb};
+	double lb = vocab_loss_logits8_cpu(dhx, rlx, c.h, c.g, c.tg, &wt, n, C, V, c.scale, 0);
+	snprintf(msg, sizeof msg, "vocab_loss_logits8_cpu %s: bf16 weights give the bits of their float32 values",
+	         mode);
+	test_cond(msg,
+	          lb == l8 && !memcmp(rlx, rl8, (size_t)n * sizeof(float)) && !memcmp(dhx, dh8, nh * sizeof(float)));
+	double lf = vocab_loss_logits8_cpu(dhx, rlx, c.h, c.g, c.tg, &c.W, n, C, V, c.scale, 1);
+	e = test_rel_err(dhx, dh8, nh);
+	snprintf(msg, sizeof msg, "vocab_loss_logits8_cpu %s, grad fp8: the same losses, dhidden %.2e of max from "
+	         "W's, in (0, 0.1]", mode, e);
+	test_cond(msg, lf == l8 && !memcmp(rlx, rl8, (size_t)n * sizeof(float)) && e > 0 && e <= 0.1);
+	if (kl) { /* the teacher the student: both through the same codes */
+		memcpy(c.g, c.h, nh * sizeof(float));
+		double l0 = vocab_loss_logits8_cpu(dhx, rlx, c.h, c.g, NULL, &c.W, n, C, V, c.scale, 1);
+		int zero = l0 == 0;
+		for (size_t i = 0; i < nh; i++)
+			zero &= dhx[i] == 0;
+		for (int t = 0; t < n; t++)
+			zero &= rlx[t] == 0;
+		test_cond("vocab_loss_logits8_cpu KL: teacher == student gives loss 0 and dhidden 0", zero);
+	}
+	free(wb), free(dh), free(dh8), free(dhx), free(dh1), free(rl), free(rl8), free(rlx), free(rl1), free(rref);
+	case_free(&c);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -322,5 +446,7 @@ int main(int argc, char **argv)
 	test_large_logits(1);
 	test_fp8(0);
 	test_fp8(1);
+	test_logits8(0);
+	test_logits8(1);
 	return test_report();
 }

@@ -7,7 +7,8 @@
  * Qwen vocabulary 151936, small C for speed; and logits 30 times larger
  * (a standard deviation of ~90: softmaxes near one-hot, most of a row's
  * exponentials far below the row's largest); vocab_loss_fp8_cuda against
- * vocab_loss_fp8_cpu (test_fp8 says how). Runs on a GPU: make test-gpu.
+ * vocab_loss_fp8_cpu (test_fp8 says how); vocab_loss_logits8_cuda against
+ * vocab_loss_logits8_cpu (test_logits8). Runs on a GPU: make test-gpu.
  *
  * Tolerances, and why:
  *   loss and row losses: 1e-4 + 1e-4 |ref|. Both sides compute float32
@@ -209,6 +210,102 @@ static void test_fp8(int n, int C, int V)
 	gpu_free(d_w8), gpu_free(d_s8), gpu_free(d_loss), gpu_free(d_dh), gpu_free(work);
 }
 
+/* vocab_loss_logits8_cuda (KL, both logits through e4m3: --forward
+ * fp8-all) against vocab_loss_logits8_cpu on the same bf16 values (whose
+ * rows code the same on both sides, test_fp8.cu's test_rows; W's rows by
+ * fp8_rows_cuda here, lm_rows there): the same codes, so the loss and row
+ * losses within close_to's 1e-4 (float32 sums of products against double
+ * ones) and dhidden as test_vocab_loss's (grad8 0: bf16 dz W) or
+ * test_fp8's (grad8 1: within 2e-2 of its max; the GPU codes dz rounded
+ * to bf16); the row losses away from vocab_loss_cuda's by more than twice
+ * that one's distance from the CPU's float32 ones (the codes were used);
+ * with the teacher the student (self), loss, row losses and dhidden 0
+ * (<= 1e-6 as test_vocab_loss's; the same codes on both sides should make
+ * them exactly 0, which is printed) */
+static void test_logits8(int n, int C, int V, int grad8, int self)
+{
+	Buf h = buf_rand((size_t)n * C, 1.0f), w = buf_rand((size_t)V * C, 9.0f / sqrtf((float)C));
+	Buf g = buf_rand((size_t)n * C, 0.3f);
+	for (size_t i = 0; i < g.n; i++) {
+		g.h[i] = f32_to_bf16(self ? h.f[i] : h.f[i] + g.f[i]);
+		g.f[i] = bf16_to_f32(g.h[i]);
+	}
+	gpu_upload(g.d, g.h, g.n * 2);
+	Tensor W = {DT_F32, 2, {V, C}, w.f};
+	float scale = 1.0f / n;
+	size_t nh = (size_t)n * C;
+	float *dh = (float *)mallocCheck(nh * 4), *rl = (float *)mallocCheck((size_t)n * 4);
+	float *rl32 = (float *)mallocCheck((size_t)n * 4);
+	double ref = vocab_loss_logits8_cpu(dh, rl, h.f, g.f, NULL, &W, n, C, V, scale, grad8);
+	vocab_loss_cpu(NULL, rl32, h.f, g.f, NULL, &W, n, C, V, scale);
+	uint8_t *hq = (uint8_t *)gpu_alloc(nh), *tq = (uint8_t *)gpu_alloc(nh);
+	uint8_t *wr = (uint8_t *)gpu_alloc((size_t)V * C);
+	float *hs = (float *)gpu_alloc((size_t)n * 4), *ts = (float *)gpu_alloc((size_t)n * 4);
+	float *wrs = (float *)gpu_alloc((size_t)V * 4);
+	uint8_t *w8 = grad8 ? (uint8_t *)gpu_alloc((size_t)C * V) : NULL;
+	float *s8 = grad8 ? (float *)gpu_alloc((size_t)C * 4) : NULL;
+	fp8_rows_cuda(hq, hs, h.d, n, C);
+	fp8_rows_cuda(tq, ts, g.d, n, C);
+	fp8_rows_cuda(wr, wrs, w.d, V, C);
+	if (grad8)
+		fp8_cols_t_cuda(w8, s8, w.d, V, C);
+	float *d_loss = (float *)gpu_alloc(8), *d_rl = (float *)gpu_alloc((size_t)n * 4 * 2);
+	bf16_t *d_dh = (bf16_t *)gpu_alloc(nh * 2);
+	void *work = gpu_alloc(vocab_loss_work(C, V));
+	poison(d_loss, 8), poison(d_rl, (size_t)n * 8), poison(d_dh, nh * 2);
+	vocab_loss_logits8_cuda(d_loss, d_rl, d_dh, hq, hs, tq, ts, w.d, wr, wrs, w8, s8, n, C, V, scale, work);
+	vocab_loss_cuda(d_loss + 1, d_rl + n, NULL, h.d, g.d, NULL, w.d, n, C, V, scale, work);
+	gpu_sync();
+	float loss[2], *grl = (float *)mallocCheck((size_t)n * 8), *gdh = (float *)mallocCheck(nh * 4);
+	bf16_t *t16 = (bf16_t *)mallocCheck(nh * 2);
+	double *r = (double *)mallocCheck((nh > (size_t)n ? nh : (size_t)n) * sizeof(double));
+	gpu_download(loss, d_loss, 8);
+	gpu_download(grl, d_rl, (size_t)n * 8);
+	gpu_download(t16, d_dh, nh * 2);
+	for (size_t i = 0; i < nh; i++)
+		gdh[i] = bf16_to_f32(t16[i]);
+	printf("  loss %.7f reference %.7f (bf16 logits %.7f)\n", loss[0], ref, loss[1]);
+	int ok = close_to(loss[0], ref);
+	for (int t = 0; t < n; t++)
+		r[t] = rl[t];
+	ok &= check_tensor("row_loss", grl, r, (size_t)n, 1e-4, 1e-4);
+	for (size_t i = 0; i < nh; i++)
+		r[i] = dh[i];
+	double m = max_abs(r, nh), e8 = test_rel_err(gdh, dh, nh);
+	if (grad8)
+		printf("  dhidden %.2e of max from the CPU's\n", e8), ok &= e8 < 2e-2;
+	else
+		ok &= check_tensor("dhidden", gdh, r, nh, 5e-3 * (m > 1e-6 ? m : 1e-6), 1e-2);
+	char msg[224];
+	if (self) {
+		int zero = fabsf(loss[0]) <= 1e-6f, exact = loss[0] == 0;
+		for (int t = 0; t < n; t++)
+			zero &= fabsf(grl[t]) <= 1e-6f, exact &= grl[t] == 0;
+		for (size_t i = 0; i < nh; i++)
+			zero &= fabsf(gdh[i]) <= 1e-6f, exact &= gdh[i] == 0;
+		printf("  teacher = student: %s\n", exact ? "exactly 0" : "not exactly 0");
+		snprintf(msg, sizeof msg, "vocab_loss_logits8_cuda n=%d C=%d V=%d%s: teacher = student gives loss, row "
+		         "losses and dhidden 0", n, C, V, grad8 ? " grad fp8" : "");
+		test_cond(msg, ok && zero);
+	} else {
+		double moved = 0, e16 = 0;
+		for (int t = 0; t < n; t++) {
+			moved = fmax(moved, fabs((double)grl[t] - grl[n + t]));
+			e16 = fmax(e16, fabs((double)grl[n + t] - rl32[t]));
+		}
+		snprintf(msg, sizeof msg, "vocab_loss_logits8_cuda n=%d C=%d V=%d%s: the CPU's e4m3 logits' loss, row "
+		         "losses and dhidden", n, C, V, grad8 ? " grad fp8" : "");
+		test_cond(msg, ok);
+		snprintf(msg, sizeof msg, "vocab_loss_logits8_cuda n=%d C=%d V=%d: row losses %.1e from bf16 logits', "
+		         "more than twice those's %.1e from float32's", n, C, V, moved, e16);
+		test_cond(msg, moved > 2 * e16);
+	}
+	buf_free(&h), buf_free(&w), buf_free(&g);
+	free(dh), free(rl), free(rl32), free(grl), free(gdh), free(t16), free(r);
+	gpu_free(hq), gpu_free(tq), gpu_free(wr), gpu_free(hs), gpu_free(ts), gpu_free(wrs), gpu_free(w8), gpu_free(s8);
+	gpu_free(d_loss), gpu_free(d_rl), gpu_free(d_dh), gpu_free(work);
+}
+
 int main(int argc, char **argv)
 {
 	util_init(argc, argv);
@@ -239,6 +336,12 @@ int main(int argc, char **argv)
 		test_fp8(37, 64, 1008);
 		test_fp8(VOCAB_LOSS_ROWS / 2 + 3, 64, 1008); /* two chunks */
 		test_fp8(37, 64, 151936);
+		for (int grad8 = 0; grad8 < 2; grad8++) {
+			test_logits8(37, 64, 1008, grad8, 0);
+			test_logits8(VOCAB_LOSS_ROWS / 2 + 3, 64, 1008, grad8, 0); /* two chunks */
+			test_logits8(37, 64, 151936, grad8, 0);
+			test_logits8(5, 64, 151936, grad8, 1);
+		}
 	} else {
 		printf("SKIP: e4m3 products want a Hopper (compute capability 9.0)\n");
 	}

@@ -6,7 +6,8 @@
  * budget-dist), and gumbel-topk's straight-through surrogate; and the
  * relaxations' invariants (sum of fa weights, exact top-N, seeded noise);
  * d(KL)/dw with the backward's products in float8 e4m3 near the exact, and
- * with the forward's (--forward fp8) near the float32 ones. */
+ * with the forward's (--forward fp8, fp8-both, fp8-all) near the float32
+ * ones. */
 #include <math.h>
 #include <string.h>
 
@@ -165,6 +166,38 @@ static void check_fwd_fp8(Fix *f, const char *name)
 	         "%s: forward fp8-both: every layer fa KL 0 (%.2g); mixed near float32's, dw by %.2e", name, kl0b,
 	         d / mx);
 	test_cond(what, fabs(kl0b) < 1e-9 && fabs(klb - kl) <= 0.1 * kl && d > 0 && d <= 0.1 * mx);
+	/* fp8-all: both sides' vocabulary logits through e4m3 as well. Every
+	 * layer fa: the same rows, the same codes, KL 0 and (dz 0) dw 0; a
+	 * mixture near fp8-both's, not equal (the logits' codes were used),
+	 * its backward's KL its forward's, dw near float32's */
+	sn->fwd_fp8 = 3;
+	for (int i = 0; i < LK; i++)
+		sn->w[i] = i % sn->K == 0;
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double kl0a = supernet_kl(sn, f->ids, B, T, th8, NULL), kl0ab = supernet_backward_kl(sn, f->ids, B, T, th8);
+	int dw0 = 1;
+	for (int i = 0; i < LK; i++)
+		dw0 &= sn->dw[i] == 0;
+	for (int i = 0; i < LK; i++)
+		sn->w[i] = 0.15f + 0.1f * (float)(i % 5);
+	memset(sn->dw, 0, (size_t)LK * sizeof(double));
+	double kla = supernet_backward_kl(sn, f->ids, B, T, th8), klaf = supernet_kl(sn, f->ids, B, T, th8, NULL);
+	sn->fwd_fp8 = 0;
+	d = 0;
+	for (int i = 0; i < LK; i++)
+		d = fmax(d, fabs(sn->dw[i] - dw[i]));
+	printf("  %s forward fp8-all: all fa KL %.3g (backward %.3g), mixed KL %.8g (forward only %.8g; fp8-both "
+	       "%.8g), dw max error %.2e of max |dw|\n",
+	       name, kl0a, kl0ab, kla, klaf, klb, d / mx);
+	snprintf(what, sizeof what, "%s: forward fp8-all: every layer fa KL 0 and dw 0, forward and backward "
+	         "(%.2g, %.2g)", name, kl0a, kl0ab);
+	test_cond(what, kl0a == 0 && kl0ab == 0 && dw0);
+	snprintf(what, sizeof what,
+	         "%s: forward fp8-all: mixed, the backward's KL the forward's, not fp8-both's, near float32's (%.5g, "
+	         "%.5g); dw by %.2e",
+	         name, kla, kl, d / mx);
+	test_cond(what, fabs(kla - klaf) <= 1e-6 * kla && kla != klb && fabs(kla - kl) <= 0.1 * kl && d > 0 &&
+	                        d <= 0.1 * mx);
 	free(dw), free(th8);
 }
 

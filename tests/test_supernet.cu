@@ -17,7 +17,9 @@
  * once more on a model with an o bias; and mixed weights with the
  * backward's products in float8 e4m3 on both sides (Supernet.grad_fp8), then
  * the forward's too (Supernet.fwd_fp8: the supernet's, then the
- * teacher's too).
+ * teacher's too, then both sides' vocabulary logits as well: fp8-all,
+ * where the teacher's rows from the host, as the measures give them, must
+ * give the KL of the teacher's forward's own codes).
  *
  * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
  * float32 with TF32 products) against the CPU's float32, so both the KL
@@ -250,6 +252,50 @@ int main(int argc, char **argv)
 		sn.grad_fp8 = sn.fwd_fp8 = 0;
 		gpu_supernet_free(gs);
 		free(dwg), free(th8);
+	}
+	/* --forward fp8-all: fp8-both and both sides' logits from e4m3 codes
+	 * (the final norm's of the hidden rows, lm_head's by rows): mixed
+	 * weights against the CPU's of the same settings; every layer fa the
+	 * teacher again, KL 0; the teacher's rows downloaded and set again
+	 * (gpu_supernet_set_teacher, the measures' way: their codes by
+	 * fp8_rows_cuda) give the KL of the final norm's codes bit for bit */
+	{
+		float *th8 = (float *)mallocCheck((size_t)B * T * c.C * sizeof(float));
+		model_forward_fp8(&m, ids, B, T, th8, NULL, NULL);
+		for (int i = 0; i < L * K; i++)
+			sn.w[i] = 0.15f + 0.1f * (float)(i % 5);
+		for (int grad8 = 0; grad8 < 2; grad8++) {
+			sn.grad_fp8 = grad8, sn.fwd_fp8 = 3;
+			GpuSupernet *gs = gpu_supernet_new(&sn, B * T);
+			uint16_t *hb = (uint16_t *)mallocCheck((size_t)B * T * c.C * sizeof(uint16_t));
+			gpu_supernet_teacher(gs, ids, B, T, hb);
+			check_weights("mixed", grad8 ? "fp8-all, grad fp8" : "fp8-all, grad bf16", &sn, gs, ids, th8);
+			double klt = gpu_supernet_kl(gs, ids, B, T, sn.w);
+			gpu_supernet_set_teacher(gs, hb, B * T);
+			double klh = gpu_supernet_kl(gs, ids, B, T, sn.w);
+			char msg[200];
+			printf("  fp8-all: mixed KL %.8g, from the host's rows %.8g\n", klt, klh);
+			snprintf(msg, sizeof msg, "forward fp8-all%s: the teacher's rows from the host give the same "
+			         "KL (%.8g, %.8g)", grad8 ? ", grad fp8" : "", klt, klh);
+			test_cond(msg, klt == klh);
+			float *w = (float *)mallocCheck((size_t)L * K * sizeof(float));
+			for (int i = 0; i < L * K; i++)
+				w[i] = i % K == 0;
+			double *dwg = (double *)callocCheck((size_t)L * K, sizeof(double));
+			gpu_supernet_teacher(gs, ids, B, T, NULL);
+			double klg = gpu_supernet_kl(gs, ids, B, T, w);
+			double klb = gpu_supernet_backward_kl(gs, ids, B, T, w, dwg);
+			printf("  one-hot fa, forward fp8-all: KL gpu %.3g (backward %.3g), max |dw| %.3g\n", klg, klb,
+			       max_abs(dwg, (size_t)L * K));
+			snprintf(msg, sizeof msg,
+			         "one-hot fa, forward fp8-all%s: the GPU supernet's KL to its e4m3 teacher is 0 "
+			         "(<= 1e-6), forward and backward", grad8 ? ", grad fp8" : "");
+			test_cond(msg, fabs(klg) <= 1e-6 && fabs(klb) <= 1e-6);
+			gpu_supernet_free(gs);
+			free(hb), free(w), free(dwg);
+		}
+		sn.grad_fp8 = sn.fwd_fp8 = 0;
+		free(th8);
 	}
 	supernet_free(&sn);
 	free(th);
