@@ -213,9 +213,13 @@ static void test_fp8(int n, int C, int V)
 /* vocab_loss_logits8_cuda (KL, both logits through e4m3: --forward
  * fp8-all) against vocab_loss_logits8_cpu on the same bf16 values (whose
  * rows code the same on both sides, test_fp8.cu's test_rows; W's rows by
- * fp8_rows_cuda here, lm_rows there): the same codes, so the loss and row
- * losses within close_to's 1e-4 (float32 sums of products against double
- * ones) and dhidden as test_vocab_loss's (grad8 0: bf16 dz W) or
+ * fp8_rows_cuda here, lm_rows there): the same codes, but the e4m3
+ * tensor-core product does not sum them as float32 would (an H200: row
+ * losses up to 9.2e-4 from the double sums' at these shapes, the loss
+ * 6e-5), so the loss within 5e-4 and the row losses within 2e-3 (both
+ * also relative; a wrong scale or row moves them by the e4m3 codes'
+ * own effect, 4e-2 to 2e-1, checked below, or more) and dhidden as
+ * test_vocab_loss's (grad8 0: bf16 dz W) or
  * test_fp8's (grad8 1: within 2e-2 of its max; the GPU codes dz rounded
  * to bf16); the row losses away from vocab_loss_cuda's by more than twice
  * that one's distance from the CPU's float32 ones (the codes were used);
@@ -265,10 +269,10 @@ static void test_logits8(int n, int C, int V, int grad8, int self)
 	for (size_t i = 0; i < nh; i++)
 		gdh[i] = bf16_to_f32(t16[i]);
 	printf("  loss %.7f reference %.7f (bf16 logits %.7f)\n", loss[0], ref, loss[1]);
-	int ok = close_to(loss[0], ref);
+	int ok = fabs(loss[0] - ref) <= 5e-4 + 5e-4 * fabs(ref);
 	for (int t = 0; t < n; t++)
 		r[t] = rl[t];
-	ok &= check_tensor("row_loss", grl, r, (size_t)n, 1e-4, 1e-4);
+	ok &= check_tensor("row_loss", grl, r, (size_t)n, 2e-3, 2e-3);
 	for (size_t i = 0; i < nh; i++)
 		r[i] = dh[i];
 	double m = max_abs(r, nh), e8 = test_rel_err(gdh, dh, nh);
