@@ -573,21 +573,20 @@ attention_forward_wgmma_kernel(bf16 *out, float *lse, bf16 *out2, float *lse2, c
 #pragma unroll
 		for (int c = 0; c < D / 64; c++)
 			tma_load4(smem_addr(sm + L::q + c * BQ * 64), &mq, c * 64, h, q0, b, full_q);
-		for (int i = 0; i < n; i++) {
-			int bf = i & 1, k0 = vis.tile(i) * BK;
+		/* visit i's tile of K or V (base: buffer 0; empty, full: buffer
+		 * 0's barriers) into buffer i % 2, once both warpgroups have
+		 * released the tile of visit i - 2 there */
+		auto fill = [&](int i, uint32_t base, uint32_t empty, uint32_t full, const CUtensorMap *m) {
+			int bf = i & 1;
 			if (i >= 2)
-				mbar_wait(empty_k + 8 * bf, (i - 2) >> 1);
-			mbar_arrive_tx(full_k + 8 * bf, TILE);
+				mbar_wait(empty + 8 * bf, (i - 2) >> 1);
+			mbar_arrive_tx(full + 8 * bf, TILE);
 #pragma unroll
 			for (int c = 0; c < D / 64; c++)
-				tma_load4(a_k + bf * TILE + c * BK * 128, &mk, c * 64, g, k0, b, full_k + 8 * bf);
-			if (i >= 2)
-				mbar_wait(empty_v + 8 * bf, (i - 2) >> 1);
-			mbar_arrive_tx(full_v + 8 * bf, TILE);
-#pragma unroll
-			for (int c = 0; c < D / 64; c++)
-				tma_load4(a_v + bf * TILE + c * BK * 128, &mv, c * 64, g, k0, b, full_v + 8 * bf);
-		}
+				tma_load4(base + bf * TILE + c * BK * 128, m, c * 64, g, vis.tile(i) * BK, b, full + 8 * bf);
+		};
+		for (int i = 0; i < n; i++)
+			fill(i, a_k, empty_k, full_k, &mk), fill(i, a_v, empty_v, full_v, &mv);
 		return;
 	}
 	setmaxnreg_inc<240>();
