@@ -63,13 +63,13 @@ cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head
 awk -v c="$cc" 'BEGIN { exit !(c + 0 >= 9) }' && want=fp8
 if grep -q "grad $want (auto)" "$TMP/g.err"; then pass "--grad auto on cuda (compute capability $cc): $want"
 else fail "--grad auto on cuda" "compute capability $cc, want $want" "$(grep grad "$TMP/g.err")"; fi
-# --forward auto, the default: fp8-both where --grad auto takes fp8
-[ $want = fp8 ] && want=fp8-both
+# --forward auto, the default: fp8-all where --grad auto takes fp8
+[ $want = fp8 ] && want=fp8-all
 if grep -q "forward $want (auto)" "$TMP/g.err"; then pass "--forward auto on cuda (compute capability $cc): $want"
 else fail "--forward auto on cuda" "compute capability $cc, want $want" "$(grep forward "$TMP/g.err")"; fi
 # --forward fp8-all on a Hopper: the first step's KL the CPU's of the same
 # setting, and N_FA = L drives every layer to fa
-if [ $want = fp8-both ]; then
+if [ $want = fp8-all ]; then
 	$S -n 1 --ops fa,swa,gdn --tokens 64 --device cpu --forward fp8-all -o "$TMP/c8.h5" >/dev/null 2>"$TMP/c8.err"
 	$S -n 4 --ops fa,swa,gdn --tokens 1280 --lr 0.1 --device cuda --forward fp8-all -o "$TMP/a8.h5" \
 		>"$TMP/a8.txt" 2>"$TMP/a8.err"

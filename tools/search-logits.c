@@ -473,8 +473,8 @@ int main(int argc, char **argv)
 		s.fp8 = !measure_arg && fp8_auto(old, fits, " grad=", grad_names, 2, 1);
 	else
 		s.fp8 = grad_arg[0] == 'f';
-	if (s.fwd8 < 0) /* auto: fp8-both where the GPU takes it (the search; the measures bf16) */
-		s.fwd8 = measure_arg ? 0 : fp8_auto(old, fits, " forward=", forward_names, 4, 2);
+	if (s.fwd8 < 0) /* auto: fp8-all where the GPU takes it (the search; the measures bf16) */
+		s.fwd8 = measure_arg ? 0 : fp8_auto(old, fits, " forward=", forward_names, 4, 3);
 	free(old);
 	sn.grad_fp8 = s.fp8, sn.fwd_fp8 = s.fwd8;
 	char cand_fp[17];
