@@ -160,30 +160,35 @@ __device__ __forceinline__ void row_load(float (&x)[ROW_VALS], const float *row,
 	}
 }
 
-template <int V>
-__device__ __forceinline__ void row_store(float *row, const float (&x)[ROW_VALS], int lane, int D)
+/* put(k, i) for each of this lane's values x[k] within the row (i < D):
+ * the stores below */
+template <int V, typename Put>
+__device__ __forceinline__ void row_each(int lane, int D, Put put)
 {
 #pragma unroll
 	for (int k = 0; k < ROW_VALS; k += V) {
 		int i = row_idx<V>(k, lane);
-		if (i >= D)
-			continue;
+		if (i < D)
+			put(k, i);
+	}
+}
+
+template <int V>
+__device__ __forceinline__ void row_store(float *row, const float (&x)[ROW_VALS], int lane, int D)
+{
+	row_each<V>(lane, D, [&](int k, int i) {
 		if constexpr (V == 4)
 			*(float4 *)(row + i) = make_float4(x[k], x[k + 1], x[k + 2], x[k + 3]);
 		else
 			row[i] = x[k];
-	}
+	});
 }
 
 /* the same in bf16 (V 4: 8-byte stores) */
 template <int V>
 __device__ __forceinline__ void row_store16(bf16 *row, const float (&x)[ROW_VALS], int lane, int D)
 {
-#pragma unroll
-	for (int k = 0; k < ROW_VALS; k += V) {
-		int i = row_idx<V>(k, lane);
-		if (i >= D)
-			continue;
+	row_each<V>(lane, D, [&](int k, int i) {
 		if constexpr (V == 4) {
 			__nv_bfloat162 lo = __floats2bfloat162_rn(x[k], x[k + 1]);
 			__nv_bfloat162 hi = __floats2bfloat162_rn(x[k + 2], x[k + 3]);
@@ -191,24 +196,20 @@ __device__ __forceinline__ void row_store16(bf16 *row, const float (&x)[ROW_VALS
 		} else {
 			row[i] = __float2bfloat16(x[k]);
 		}
-	}
+	});
 }
 
 /* the same as e4m3 codes of x times inv (V 4: 4-byte stores) */
 template <int V>
 __device__ __forceinline__ void row_store8(uint8_t *row, const float (&x)[ROW_VALS], float inv, int lane, int D)
 {
-#pragma unroll
-	for (int k = 0; k < ROW_VALS; k += V) {
-		int i = row_idx<V>(k, lane);
-		if (i >= D)
-			continue;
+	row_each<V>(lane, D, [&](int k, int i) {
 		if constexpr (V == 4)
 			*(uint32_t *)(row + i) = e4m3(x[k] * inv) | (uint32_t)e4m3(x[k + 1] * inv) << 8 |
 			                         (uint32_t)e4m3(x[k + 2] * inv) << 16 | (uint32_t)e4m3(x[k + 3] * inv) << 24;
 		else
 			row[i] = e4m3(x[k] * inv);
-	}
+	});
 }
 
 /* Up to three maps of the row kernels below in one launch (gdn's q, k and
