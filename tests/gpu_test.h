@@ -53,6 +53,18 @@ static inline float *host_f32(const float *d, size_t n)
 	return h;
 }
 
+/* n bf16 values of the device as float32 on the host */
+static inline float *host_bf16(const bf16_t *d, size_t n)
+{
+	bf16_t *t = (bf16_t *)mallocCheck(n * sizeof(bf16_t));
+	float *h = (float *)mallocCheck(n * sizeof(float));
+	gpu_download(t, d, n * sizeof(bf16_t));
+	for (size_t i = 0; i < n; i++)
+		h[i] = bf16_to_f32(t[i]);
+	free(t);
+	return h;
+}
+
 static inline void buf_free(Buf *b)
 {
 	free(b->f), free(b->h);
