@@ -5,7 +5,10 @@
  * for 400 ms after 300 ms of itself, so that the card sits at its power
  * limit as it does in a search step (bench/RESULTS.md, version 10). Prints
  * both times, the quantisation's share, and the float8 product's relative
- * error against the bf16 one (normal random operands).
+ * error against the bf16 one (normal random operands); the float8 product
+ * twice, its sums split into float32 every few k-steps and in the tensor
+ * cores' own accumulator at every k (matmul_fp8_fast 0 and 2; the step
+ * takes the second for k up to 65536, kernels/matmul.cu).
  * usage: bench/bin/gemm8 [n]   (default 4096) */
 #include <math.h>
 #include <stdio.h>
@@ -80,8 +83,10 @@ int main(int argc, char **argv)
 	double *acc = (double *)gpu_alloc(16);
 	char dev[128];
 	cuda_device_name(0, dev, sizeof dev);
-	printf("# %s, hot (400 ms of each after 300)\n%-26s %9s %9s %9s %9s %9s %9s\n", dev, "layer (n rows)",
-	       "bf16 ms", "fp8 ms", "quant ms", "TF bf16", "TF fp8", "error");
+	printf("# %s, hot (400 ms of each after 300); fp8 times include quantising dout; TF/s without it\n"
+	       "%-26s %8s %8s %8s %8s %8s %8s %8s %9s %9s\n",
+	       dev, "layer (n rows)", "bf16 ms", "split ms", "fast ms", "quant ms", "TF bf16", "TF split", "TF fast",
+	       "err split", "err fast");
 	for (auto &s : shapes) {
 		fill<<<1024, 256>>>(dy, (size_t)s.n * s.OC, 1, 1e-3f);
 		fill<<<1024, 256>>>(w, (size_t)s.OC * s.IC, 2, 0.02f);
@@ -92,16 +97,23 @@ int main(int argc, char **argv)
 			matmul_backward_cuda((bf16_t *)o16, (const bf16_t *)dy, (const bf16_t *)w, s.n, s.IC, s.OC);
 		});
 		float q = hot_ms([&] { fp8_rows_cuda(dq, sd, (const bf16_t *)dy, s.n, s.OC); });
-		float f8 = hot_ms([&] {
-			fp8_rows_cuda(dq, sd, (const bf16_t *)dy, s.n, s.OC);
-			matmul_backward_fp8_cuda(o8, 0, 0, dq, sd, wq, sw, s.n, s.IC, s.OC);
-		});
-		cudaCheck(cudaMemset(acc, 0, 16));
-		diff<<<512, 256>>>(acc, o8, o16, (size_t)s.n * s.IC);
-		double ha[2];
-		cudaCheck(cudaMemcpy(ha, acc, 16, cudaMemcpyDeviceToHost));
-		printf("%-26s %9.3f %9.3f %9.3f %9.1f %9.1f %9.2e\n", s.name, b16, f8, q, flop / b16 / 1e9,
-		       flop / (f8 - q) / 1e9, sqrt(ha[0] / ha[1]));
+		float f8[2];
+		double err[2];
+		for (int a = 0; a < 2; a++) {
+			matmul_fp8_fast(2 * a); /* split, then fast at every k */
+			f8[a] = hot_ms([&] {
+				fp8_rows_cuda(dq, sd, (const bf16_t *)dy, s.n, s.OC);
+				matmul_backward_fp8_cuda(o8, 0, 0, dq, sd, wq, sw, s.n, s.IC, s.OC);
+			});
+			cudaCheck(cudaMemset(acc, 0, 16));
+			diff<<<512, 256>>>(acc, o8, o16, (size_t)s.n * s.IC);
+			double ha[2];
+			cudaCheck(cudaMemcpy(ha, acc, 16, cudaMemcpyDeviceToHost));
+			err[a] = sqrt(ha[0] / ha[1]);
+		}
+		matmul_fp8_fast(0);
+		printf("%-26s %8.3f %8.3f %8.3f %8.3f %8.1f %8.1f %8.1f %9.3e %9.3e\n", s.name, b16, f8[0], f8[1], q,
+		       flop / b16 / 1e9, flop / (f8[0] - q) / 1e9, flop / (f8[1] - q) / 1e9, err[0], err[1]);
 		fflush(stdout);
 	}
 	return 0;

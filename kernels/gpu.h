@@ -74,6 +74,11 @@ int swiglu_packed_backward_fp8_cuda(uint8_t *d_q, float *d_scale, const bf16_t *
                                     int F);
 void matmul_backward_fp8_cuda(void *d_dx, int f32, int acc, const uint8_t *d_dq, const float *d_sd, const uint8_t *d_wq,
                               const float *d_sw, int n, int IC, int OC);
+/* how the e4m3 products that follow sum (kernels/matmul.cu): mode 0 (the
+ * start) cuBLASLt's split float32 accumulation, 1 the tensor cores' own
+ * accumulator (faster, less exact) where k is at most 65536, 2 that at
+ * any k (benchmarks) */
+void matmul_fp8_fast(int mode);
 /* fp8_unfused: DASH_FP8_UNFUSED set and not 0, read at every call. Then
  * every kernel below that writes its output straight into codes (an
  * int-returning *_fp8_cuda) declines, as it does where its widths do not

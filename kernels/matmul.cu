@@ -100,7 +100,8 @@ static int gemm_mode(void)
 
 /* a product's shape, layout and alignment, and what cuBLASLt runs for it */
 typedef struct {
-	int ta, m, n, k, lda, ldb, ldc, ctype, align, acc, fp8; /* the key; acc: beta 1, C added; fp8: e4m3 A, B */
+	int ta, m, n, k, lda, ldb, ldc, ctype, align, acc, fp8, fast; /* the key; acc: beta 1, C added; fp8: e4m3 A, B;
+	                                                                fast: e4m3 with fast accumulation */
 	cublasLtMatmulDesc_t op;
 	cublasLtMatrixLayout_t a, b, c;
 	cublasLtMatmulAlgo_t algo;
@@ -245,7 +246,7 @@ static Plan *plan_slot(const Plan *key, int *fresh)
 		const Plan *q = &plans[i];
 		if (q->ta == key->ta && q->m == key->m && q->n == key->n && q->k == key->k && q->lda == key->lda &&
 		    q->ldb == key->ldb && q->ldc == key->ldc && q->ctype == key->ctype && q->align == key->align &&
-		    q->acc == key->acc && q->fp8 == key->fp8)
+		    q->acc == key->acc && q->fp8 == key->fp8 && q->fast == key->fast)
 			return *fresh = 0, (Plan *)q;
 	}
 	if (nplans == cap_plans) {
@@ -392,7 +393,33 @@ void gemm_bf16_acc(cublasOperation_t ta, int m, int n, int k, const void *A, int
 // the products in float8 (kernels/fp8.cu, lib/fp8.h): the backward's, and
 // the supernet's forward's under search-logits --forward fp8. e4m3 codes, a
 // float32 scale a row of each side (cuBLASLt's outer-vector scaling,
-// Hopper), float32 accumulation (no fast accumulation)
+// Hopper).
+//
+// Accumulation. Hopper's tensor cores add e4m3 products into an accumulator
+// narrower than float32. cuBLASLt's default moves the sums into float32
+// registers every few k-steps (split accumulation), and with outer-vector
+// scales it then has one kernel: 128 x 128 tiles, no clusters. Its fast
+// accumulation (CUBLASLT_MATMUL_DESC_FAST_ACCUM) keeps the sum in the
+// tensor cores and runs a 2 x 1 cluster kernel: every e4m3 product of the
+// step fast, 66.6 -> 57.2 ms of them a step (H200, bench/RESULTS.md
+// version 18). The narrow sums truncate: float32 products at k 2048 off by
+// 1.1e-3 of their value (split: 1e-4), and against bf16 products of the
+// same operands the rms relative error 3.75e-2 (the codes' own) at k 2048
+// to 11008, 3.76e-2 at 22016, 3.91e-2 at 151936 (split: 3.75e-2
+// throughout; bench/bin/gemm8). So matmul_fp8_fast(1) sums fast only up
+// to FP8_FAST_K terms (every layer's product; the vocabulary's dhidden,
+// k = V, stays split), 2 at any k (benchmarks), 0 (the start) nowhere.
+// The GpuSupernet sets it: the backward's products fast, the forwards'
+// under --forward fp8-fast (kernels/supernet.cu).
+
+#define FP8_FAST_K 65536
+
+static int fp8_fast_mode;
+
+void matmul_fp8_fast(int mode) { fp8_fast_mode = mode; }
+
+/* fast accumulation for a sum of k e4m3 products */
+static int fp8_fast(int k) { return fp8_fast_mode == 2 || (fp8_fast_mode == 1 && k <= FP8_FAST_K); }
 
 /* make p's descriptors (A scaled by sa a row of op(A), B by sb a column)
  * and choose its algorithm: cuBLASLt's first, or with DASH_GEMM=tune the
@@ -401,7 +428,7 @@ static void plan8_init(Plan *p, const float *sa, const float *sb, const void *A,
 {
 	cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
 	int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-	int8_t fast = 0; /* float32 accumulation throughout */
+	int8_t fast = p->fast;
 	lt_open();
 	cublasCheck(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
 	cublasCheck(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
@@ -455,7 +482,7 @@ static void product8(const char *who, void *D, int f32, const void *Cin, const u
 		        abort();
 	Plan key = {};
 	key.ta = CUBLAS_OP_T, key.m = m, key.n = n, key.k = k, key.lda = k, key.ldb = k, key.ldc = m;
-	key.ctype = f32 ? CUDA_R_32F : CUDA_R_16BF, key.acc = Cin != NULL, key.fp8 = 1;
+	key.ctype = f32 ? CUDA_R_32F : CUDA_R_16BF, key.acc = Cin != NULL, key.fp8 = 1, key.fast = fp8_fast(k);
 	int fresh;
 	Plan *p = plan_slot(&key, &fresh);
 	if (fresh)
