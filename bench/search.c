@@ -18,11 +18,12 @@
  * (for ncu --profile-from-start off). DASH_GRAD=fp8: the backward's
  * products in float8 e4m3 (search-logits --grad fp8); DASH_FORWARD=fp8:
  * the supernet's forward's (--forward fp8), fp8-both: the teacher's too,
- * fp8-all: and both sides' vocabulary logits;
+ * fp8-all: and both sides' vocabulary logits, fp8-fast: fp8-all with the
+ * forwards' e4m3 sums in the tensor cores (search-logits' default there);
  * DASH_GRAD=compare or DASH_FORWARD=compare (compare-both): instead of
  * timing, the KL and dL/dw of one step both ways (the other setting as
  * given), and how far apart; DASH_FORWARD=compare-all: fp8-both against
- * fp8-all.
+ * fp8-all; compare-fast: fp8-all against fp8-fast.
  * usage: bench/bin/search [B T [N]]   (default 1 4096 5) */
 #include <math.h>
 #include <stdio.h>
@@ -118,10 +119,10 @@ static void run(Supernet *sn, const int32_t *ids, int B, int T, int N)
 		free(ph[p]);
 }
 
-/* dL/dw of one step with the products *flag chooses (sn->grad_fp8 or
- * sn->fwd_fp8) at *flag off (bf16: 0) and on (e4m3) (DASH_GRAD or
- * DASH_FORWARD=compare): how far float8 moves the gradient of the mixing
- * weights, column by column */
+/* dL/dw of one step with the products *flag chooses (sn->grad_fp8,
+ * sn->fwd_fp8 or sn->fwd_fast) at *flag off (bf16: 0) and on (e4m3)
+ * (DASH_GRAD or DASH_FORWARD=compare...): how far float8 (or the way it is
+ * summed) moves the gradient of the mixing weights, column by column */
 static void compare(Supernet *sn, int *flag, int off, int on, const char *what, const int32_t *ids, int B, int T)
 {
 	int L = sn->L, K = sn->K;
@@ -153,7 +154,7 @@ static void compare(Supernet *sn, int *flag, int off, int on, const char *what, 
 	printf("  layer:");
 	for (int l = 0; l < L; l++)
 		printf(" %d:%.3g/%.3g", l, dw[0][(size_t)l * K], dw[1][(size_t)l * K]);
-	printf("  (fa's dw, bf16/fp8)\n");
+	printf("  (fa's dw, %d/%d)\n", off, on);
 	relax_free(&rx);
 	free(alpha), free(dw[0]), free(dw[1]);
 }
@@ -189,24 +190,32 @@ int main(int argc, char **argv)
 		ids[i] = (int32_t)((i * 2654435761u) % (unsigned)c->V);
 	const char *grad = getenv("DASH_GRAD"), *fwd = getenv("DASH_FORWARD");
 	sn.grad_fp8 = grad && !strcmp(grad, "fp8");
-	sn.fwd_fp8 = !fwd                      ? 0
+	sn.fwd_fp8 = !fwd                       ? 0
 	             : !strcmp(fwd, "fp8")      ? 1
 	             : !strcmp(fwd, "fp8-both") ? 2
 	             : !strcmp(fwd, "fp8-all")  ? 3
+	             : !strcmp(fwd, "fp8-fast") ? 3
 	                                        : 0;
+	sn.fwd_fast = fwd && !strcmp(fwd, "fp8-fast");
 	if (sn.grad_fp8)
 		printf("the backward's products in float8 e4m3 (DASH_GRAD=fp8)\n");
 	if (sn.fwd_fp8)
 		printf("the supernet's forward's products in float8 e4m3%s (DASH_FORWARD=%s)\n",
-		       sn.fwd_fp8 == 3   ? ", the teacher's and both logits"
+		       sn.fwd_fast       ? ", the teacher's and both logits, fast sums"
+		       : sn.fwd_fp8 == 3 ? ", the teacher's and both logits"
 		       : sn.fwd_fp8 == 2 ? ", and the teacher's"
 		                         : "",
 		       fwd);
 	int gc = grad && !strcmp(grad, "compare"), fc = fwd && !strncmp(fwd, "compare", 7);
-	if (gc || fc) {
+	if (fc && !strcmp(fwd, "compare-fast")) { /* fp8-all's sums against fp8-fast's */
+		sn.fwd_fp8 = 3;
+		compare(&sn, &sn.fwd_fast, 0, 1, "forward fp8-all, fp8-fast", ids, (int)B, (int)T);
+	} else if (gc || fc) {
 		int all = fc && !strcmp(fwd, "compare-all"), on = gc || strcmp(fwd, "compare-both") ? 1 : 2;
 		compare(&sn, gc ? &sn.grad_fp8 : &sn.fwd_fp8, all ? 2 : 0, all ? 3 : on, gc ? "grad" : "forward", ids,
 		        (int)B, (int)T);
+	}
+	if (gc || fc) {
 		supernet_free(&sn), free(ids), model_free(&m);
 		return 0;
 	}

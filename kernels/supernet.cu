@@ -418,8 +418,10 @@ static void sn_mix_grad(void *ctx, int l, const uint16_t *d_da, float **d_du, in
 		if (g->ops[k] == ARCH_SWA) {
 			continue;
 		} else if (lop_half(g, k)) {
-			if (g->shared) { /* the forward again, in the shared arena */
+			if (g->shared) { /* the forward again, in the shared arena, summed as the forward's */
+				matmul_fp8_fast(g->sn->fwd_fast);
 				gpu_lop_forward_bf16(op, g->o16, u_of(g, l), NULL, NULL, B, T);
+				matmul_fp8_fast(1);
 				dot(g, dw, k, d_da, g->o16, 0, nC);
 			}
 			if (w[k] == 0 || !d_du)
@@ -637,8 +639,10 @@ extern "C" void gpu_supernet_teacher(GpuSupernet *g, const int32_t *ids, int B, 
 	check_call(g, ids, B, T);
 	size_t nC = (size_t)B * T * g->c->C;
 	cudaCheck(cudaEventRecord(g->ev[0], 0));
-	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8 >= 2); /* --forward fp8-both, fp8-all */
+	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8 >= 2); /* --forward fp8-both, fp8-all, fp8-fast */
+	matmul_fp8_fast(g->sn->fwd_fast);
 	gpu_model_forward_mix(g->gm, ids, B, T, teacher_att, teacher_hook, g);
+	matmul_fp8_fast(0);
 	gpu_model_forward_fp8(g->gm, 0);
 	cudaCheck(cudaMemcpyAsync(g->th, gpu_model_hidden(g->gm), nC * sizeof(bf16_t), cudaMemcpyDeviceToDevice));
 	if (g->thq) { /* the codes the final norm wrote: fp8_rows_cuda's of th */
@@ -671,6 +675,7 @@ static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 	g->w = w, g->keep = back, g->B = B, g->T = T;
 	cudaCheck(cudaEventRecord(g->ev[2], 0));
 	gpu_model_forward_fp8(g->gm, g->sn->fwd_fp8 != 0); /* the teacher's stays bf16 unless fp8-both */
+	matmul_fp8_fast(g->sn->fwd_fast);                  /* the products of the forward and the logits */
 	gpu_model_forward_mix(g->gm, ids, B, T, sn_att, sn_hook, g);
 	gpu_model_forward_fp8(g->gm, 0);
 	cudaCheck(cudaEventRecord(g->ev[3], 0));
@@ -687,6 +692,7 @@ static void forward_kl(GpuSupernet *g, const int32_t *ids, int B, int T, const f
 	else
 		vocab_loss_cuda(d_loss, NULL, back ? g->dhid : NULL, gpu_model_hidden(g->gm), g->th, NULL,
 		                gpu_model_lm_head(g->gm), B * T, c->C, c->V, scale, g->loss_work);
+	matmul_fp8_fast(0);
 	cudaCheck(cudaEventRecord(g->ev[4], 0));
 }
 
@@ -707,7 +713,9 @@ extern "C" double gpu_supernet_backward_kl(GpuSupernet *g, const int32_t *ids, i
 	size_t LK = (size_t)g->L * g->K;
 	cudaCheck(cudaMemsetAsync(g->dw, 0, LK * sizeof(double)));
 	forward_kl(g, ids, B, T, w, 1, 1.0f / (B * T), g->loss);
+	matmul_fp8_fast(1); /* the backward's e4m3 products: fast sums (k <= 65536) */
 	gpu_model_backward_mix(g->gm, B, T, g->dhid, sn_mix_grad, g, NULL);
+	matmul_fp8_fast(0);
 	cudaCheck(cudaEventRecord(g->ev_end, 0));
 	double *h = (double *)mallocCheck(LK * sizeof(double));
 	float kl;

@@ -64,6 +64,11 @@ typedef struct {
 	                       * 3 (--forward fp8-all): as 2, and both sides'
 	                       * vocabulary logits through e4m3
 	                       * (vocab_loss_logits8_cpu) */
+	int fwd_fast;         /* with fwd_fp8 3 on the GPU (search-logits
+	                       * --forward fp8-fast): the forwards' e4m3
+	                       * products sum in the tensor cores' own
+	                       * accumulator (kernels/matmul.cu); the CPU's
+	                       * sums are float32 either way */
 	/* scratch */
 	int keep;  /* in a backward: every op runs and its output is kept */
 	int maxn;  /* rows the scratch holds */

@@ -3,7 +3,7 @@
 # here: the sanity checks of the search (a budget of every layer drives every
 # layer to fa; a budget of one with a strong penalty leaves exactly one),
 # the same with the backward's products in fp8 (and --grad auto's choice)
-# and with the forward's (--forward fp8, fp8-both, fp8-all),
+# and with the forward's (--forward fp8, fp8-both, fp8-all, fp8-fast),
 # the same seed giving the
 # same logits, resume giving what an uninterrupted
 # run gives, the file's contents and derive on it, the ablate-one and
@@ -83,6 +83,14 @@ if awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 4 }' "$TMP/fl.txt
 	grep -q 'forward fp8-all' "$TMP/err" && [ "$(kls "$TMP/fb.h5")" != "$(kls "$TMP/fl.h5")" ]; then
 	pass "--forward fp8-all, N_FA = L: every layer to fa (w_fa $(wfa "$TMP/fl.txt")), KLs not fp8-both's"
 else fail "--forward fp8-all" "$(cat "$TMP/fl.txt" "$TMP/err")" "forward attribute: $g"; fi
+# --forward fp8-fast on the CPU: fp8-all (its sums are float32 either way),
+# the file says fp8-fast
+$S -n 3 --forward fp8-fast -o "$TMP/ff.h5" --tokens 3200 --lr 0.1 >"$TMP/ff.txt" 2>"$TMP/err"
+g=$(h5dump -a /forward "$TMP/ff.h5" 2>/dev/null | grep -o '"fp8-fast"')
+if [ "$g" = '"fp8-fast"' ] && grep -q 'forward fp8-fast' "$TMP/err" && [ "$(kls "$TMP/ff.h5")" = "$(kls "$TMP/fl.h5")" ]
+then
+	pass "--forward fp8-fast on the CPU: fp8-all's KLs step by step; the file says fp8-fast"
+else fail "--forward fp8-fast on the CPU" "$(cat "$TMP/ff.txt" "$TMP/err")" "forward attribute: $g"; fi
 # --forward auto, the default: bf16 on the CPU (f8.h5's run above named
 # only --grad); a checkpoint made with fp8-both goes on with it
 $S -n 1 --tokens 640 --forward fp8-both --ckpt-every 2 --stop-after 2 -o "$TMP/fa.h5" >/dev/null 2>&1

@@ -8,7 +8,7 @@
 # its checkpoint, and --measure ablate-one and restore-one on cuda give the
 # CPU's values (or at least its ranking); --grad fp8 keeps the forwards and
 # the sanity of the search, and --grad auto takes it on a Hopper; --forward
-# fp8-all's first step is the CPU's. Skipped without a GPU; tests/run gpu
+# fp8-all's and fp8-fast's first step is the CPU's. Skipped without a GPU; tests/run gpu
 # runs it.
 . "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=4 # the CPU side's tiny products gain nothing from more
@@ -63,24 +63,28 @@ cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head
 awk -v c="$cc" 'BEGIN { exit !(c + 0 >= 9) }' && want=fp8
 if grep -q "grad $want (auto)" "$TMP/g.err"; then pass "--grad auto on cuda (compute capability $cc): $want"
 else fail "--grad auto on cuda" "compute capability $cc, want $want" "$(grep grad "$TMP/g.err")"; fi
-# --forward auto, the default: fp8-all where --grad auto takes fp8
-[ $want = fp8 ] && want=fp8-all
+# --forward auto, the default: fp8-fast where --grad auto takes fp8
+[ $want = fp8 ] && want=fp8-fast
 if grep -q "forward $want (auto)" "$TMP/g.err"; then pass "--forward auto on cuda (compute capability $cc): $want"
 else fail "--forward auto on cuda" "compute capability $cc, want $want" "$(grep forward "$TMP/g.err")"; fi
-# --forward fp8-all on a Hopper: the first step's KL the CPU's of the same
-# setting, and N_FA = L drives every layer to fa
-if [ $want = fp8-all ]; then
+# --forward fp8-all and fp8-fast on a Hopper: the first step's KL the
+# CPU's of fp8-all (the CPU sums in float32 either way), and N_FA = L
+# drives every layer to fa
+if [ $want = fp8-fast ]; then
 	$S -n 1 --ops fa,swa,gdn --tokens 64 --device cpu --forward fp8-all -o "$TMP/c8.h5" >/dev/null 2>"$TMP/c8.err"
-	$S -n 4 --ops fa,swa,gdn --tokens 1280 --lr 0.1 --device cuda --forward fp8-all -o "$TMP/a8.h5" \
-		>"$TMP/a8.txt" 2>"$TMP/a8.err"
-	c=$(kl1 "$TMP/c8.err") g=$(kl1 "$TMP/a8.err")
-	if [ -n "$c" ] && [ -n "$g" ] && close_to "$g" "$c" "$(awk -v c="$c" 'BEGIN { print 3e-2 * c }')" &&
-		grep -q 'forward fp8-all' "$TMP/a8.err" && grep -q 'step 20/20 kl' "$TMP/a8.err" &&
-		awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 5 }' "$TMP/a8.txt"; then
-		pass "--forward fp8-all on cuda: the first step's KL is the CPU's within 3e-2 ($g, $c); all to fa"
-	else fail "--forward fp8-all on cuda" "cpu: $(cat "$TMP/c8.err")" "cuda: $(cat "$TMP/a8.txt" "$TMP/a8.err")"; fi
+	c=$(kl1 "$TMP/c8.err")
+	for f in fp8-all fp8-fast; do
+		$S -n 4 --ops fa,swa,gdn --tokens 1280 --lr 0.1 --device cuda --forward $f -o "$TMP/a8.h5" \
+			>"$TMP/a8.txt" 2>"$TMP/a8.err"
+		g=$(kl1 "$TMP/a8.err")
+		if [ -n "$c" ] && [ -n "$g" ] && close_to "$g" "$c" "$(awk -v c="$c" 'BEGIN { print 3e-2 * c }')" &&
+			grep -q "forward $f" "$TMP/a8.err" && grep -q 'step 20/20 kl' "$TMP/a8.err" &&
+			awk 'NR > 1 && $2 < 0.9 { bad = 1 } END { exit bad || NR != 5 }' "$TMP/a8.txt"; then
+			pass "--forward $f on cuda: the first step's KL is the CPU's within 3e-2 ($g, $c); all to fa"
+		else fail "--forward $f on cuda" "cpu: $(cat "$TMP/c8.err")" "cuda: $(cat "$TMP/a8.txt" "$TMP/a8.err")"; fi
+	done
 else
-	skip "--forward fp8-all on cuda: compute capability $cc, before Hopper"
+	skip "--forward fp8-all and fp8-fast on cuda: compute capability $cc, before Hopper"
 fi
 
 $S -n 1 --ops fa,swa,gdn,gla --relax budget-dist --tokens 640 --lr 0.1 --device cuda -o "$TMP/g4.h5" \

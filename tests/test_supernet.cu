@@ -19,7 +19,9 @@
  * the forward's too (Supernet.fwd_fp8: the supernet's, then the
  * teacher's too, then both sides' vocabulary logits as well: fp8-all,
  * where the teacher's rows from the host, as the measures give them, must
- * give the KL of the teacher's forward's own codes).
+ * give the KL of the teacher's forward's own codes; then fp8-fast, the
+ * forwards' e4m3 sums in the tensor cores' accumulator, against the CPU's
+ * fp8-all in float32 within the same tolerances).
  *
  * Tolerances. The GPU runs bf16 activations (the gdn and gla columns
  * float32 with TF32 products) against the CPU's float32, so both the KL
@@ -264,19 +266,27 @@ int main(int argc, char **argv)
 		model_forward_fp8(&m, ids, B, T, th8, NULL, NULL);
 		for (int i = 0; i < L * K; i++)
 			sn.w[i] = 0.15f + 0.1f * (float)(i % 5);
-		for (int grad8 = 0; grad8 < 2; grad8++) {
-			sn.grad_fp8 = grad8, sn.fwd_fp8 = 3;
+		for (int v = 0; v < 3; v++) { /* grad bf16, grad fp8, grad fp8 and fp8-fast */
+			int grad8 = v > 0;
+			const char *name = v == 2 ? "fp8-fast" : "fp8-all";
+			sn.grad_fp8 = grad8, sn.fwd_fp8 = 3, sn.fwd_fast = v == 2;
 			GpuSupernet *gs = gpu_supernet_new(&sn, B * T);
 			uint16_t *hb = (uint16_t *)mallocCheck((size_t)B * T * c.C * sizeof(uint16_t));
 			gpu_supernet_teacher(gs, ids, B, T, hb);
-			check_weights("mixed", grad8 ? "fp8-all, grad fp8" : "fp8-all, grad bf16", &sn, gs, ids, th8);
+			check_weights("mixed",
+			              v == 2  ? "fp8-fast, grad fp8"
+			              : grad8 ? "fp8-all, grad fp8"
+			                      : "fp8-all, grad bf16",
+			              &sn, gs, ids, th8);
 			double klt = gpu_supernet_kl(gs, ids, B, T, sn.w);
 			gpu_supernet_set_teacher(gs, hb, B * T);
 			double klh = gpu_supernet_kl(gs, ids, B, T, sn.w);
 			char msg[200];
-			printf("  fp8-all: mixed KL %.8g, from the host's rows %.8g\n", klt, klh);
-			snprintf(msg, sizeof msg, "forward fp8-all%s: the teacher's rows from the host give the same "
-			         "KL (%.8g, %.8g)", grad8 ? ", grad fp8" : "", klt, klh);
+			printf("  %s: mixed KL %.8g, from the host's rows %.8g\n", name, klt, klh);
+			snprintf(msg, sizeof msg,
+			         "forward %s%s: the teacher's rows from the host give the same "
+			         "KL (%.8g, %.8g)",
+			         name, grad8 ? ", grad fp8" : "", klt, klh);
 			test_cond(msg, klt == klh);
 			float *w = (float *)mallocCheck((size_t)L * K * sizeof(float));
 			for (int i = 0; i < L * K; i++)
@@ -285,16 +295,17 @@ int main(int argc, char **argv)
 			gpu_supernet_teacher(gs, ids, B, T, NULL);
 			double klg = gpu_supernet_kl(gs, ids, B, T, w);
 			double klb = gpu_supernet_backward_kl(gs, ids, B, T, w, dwg);
-			printf("  one-hot fa, forward fp8-all: KL gpu %.3g (backward %.3g), max |dw| %.3g\n", klg, klb,
+			printf("  one-hot fa, forward %s: KL gpu %.3g (backward %.3g), max |dw| %.3g\n", name, klg, klb,
 			       max_abs(dwg, (size_t)L * K));
 			snprintf(msg, sizeof msg,
-			         "one-hot fa, forward fp8-all%s: the GPU supernet's KL to its e4m3 teacher is 0 "
-			         "(<= 1e-6), forward and backward", grad8 ? ", grad fp8" : "");
+			         "one-hot fa, forward %s%s: the GPU supernet's KL to its e4m3 teacher is 0 "
+			         "(<= 1e-6), forward and backward",
+			         name, grad8 ? ", grad fp8" : "");
 			test_cond(msg, fabs(klg) <= 1e-6 && fabs(klb) <= 1e-6);
 			gpu_supernet_free(gs);
 			free(hb), free(w), free(dwg);
 		}
-		sn.grad_fp8 = sn.fwd_fp8 = 0;
+		sn.grad_fp8 = sn.fwd_fp8 = sn.fwd_fast = 0;
 		free(th8);
 	}
 	supernet_free(&sn);

@@ -38,15 +38,17 @@ typedef struct GpuSupernet GpuSupernet; /* never made without CUDA */
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 (-n N_FA | -r RATIO) -o LOGITS.h5\n"
-	                "                     [--ops fa,swa,gdn] [--window W] [--tokens N] [--seq T] [--batch B]\n"
-	                "                     [--lr LR] [--lambda L] [--tau A:B] [--relax softmax|gumbel-topk|budget-dist]\n"
-	                "                     [--seed S] [--ckpt-every K] [--resume] [--stop-after K] [--device cpu|cuda]\n"
-	                "                     [--grad auto|bf16|fp8] [--forward auto|bf16|fp8|fp8-both|fp8-all]\n"
-	                "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
-	                "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
-	                "                     [--device cpu|cuda] [--forward auto|bf16|fp8|fp8-both|fp8-all]\n"
-	                "                     -o MEASURE.h5\n");
+	fprintf(stderr,
+	        "usage: search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 (-n N_FA | -r RATIO) -o LOGITS.h5\n"
+	        "                     [--ops fa,swa,gdn] [--window W] [--tokens N] [--seq T] [--batch B]\n"
+	        "                     [--lr LR] [--lambda L] [--tau A:B] [--relax softmax|gumbel-topk|budget-dist]\n"
+	        "                     [--seed S] [--ckpt-every K] [--resume] [--stop-after K] [--device cpu|cuda]\n"
+	        "                     [--grad auto|bf16|fp8] [--forward auto|bf16|fp8|fp8-both|fp8-all|fp8-fast]\n"
+	        "       search-logits -m MODEL -c CAND_DIR -d TOKENS.h5 --measure ablate-one|restore-one\n"
+	        "                     [--linear gdn|gla|swa] [--window W] [--tokens N] [--seq T] [--batch B]\n"
+	        "                     [--device cpu|cuda]\n"
+	        "                     [--forward auto|bf16|fp8|fp8-both|fp8-all|fp8-fast]\n"
+	        "                     -o MEASURE.h5\n");
 	exit(2);
 }
 
@@ -55,7 +57,8 @@ typedef struct {
 	long long steps;
 	int relax, nfa, fp8; /* fp8: the backward's products in e4m3 (--grad) */
 	int fwd8;            /* --forward: 0 bf16, 1 fp8 (the supernet's products in e4m3), 2 fp8-both (the
-	                      * teacher's too), 3 fp8-all (and both sides' logits): Supernet.fwd_fp8 */
+	                      * teacher's too), 3 fp8-all (and both sides' logits): Supernet.fwd_fp8; 4
+	                      * fp8-fast (fp8-all, the GPU's sums fast: fwd_fp8 3 and Supernet.fwd_fast) */
 	uint64_t seed;
 } Search;
 
@@ -130,7 +133,7 @@ static void state_write(H5File *f, const State *st, long long steps)
  * adds " grad=NAME" and " forward=NAME" but for bf16 (unnamed: the
  * checkpoints from before these options), which the autos read back */
 static const char *const grad_names[2] = {"bf16", "fp8"};
-static const char *const forward_names[4] = {"bf16", "fp8", "fp8-both", "fp8-all"};
+static const char *const forward_names[5] = {"bf16", "fp8", "fp8-both", "fp8-all", "fp8-fast"};
 
 /* the settings a checkpoint must share with the run that resumes it */
 static void settings(char *buf, size_t n, const char *ops, int window, int T, int B, const Search *s,
@@ -393,11 +396,11 @@ int main(int argc, char **argv)
 	if (strcmp(grad_arg, "auto") && strcmp(grad_arg, "bf16") && strcmp(grad_arg, "fp8"))
 		die("--grad: '%s' is not auto, bf16 or fp8", grad_arg);
 	s.fwd8 = -1;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (!strcmp(forward_arg, forward_names[i]))
 			s.fwd8 = i;
 	if (s.fwd8 < 0 && strcmp(forward_arg, "auto"))
-		die("--forward: '%s' is not auto, bf16, fp8, fp8-both or fp8-all", forward_arg);
+		die("--forward: '%s' is not auto, bf16, fp8, fp8-both, fp8-all or fp8-fast", forward_arg);
 	if (seq < 1 || seq > 1 << 16 || batch < 1 || batch > 1024 || ntok < 1 || window < 1)
 		die("--seq must be 1 to 65536, --batch 1 to 1024, --tokens and --window at least 1");
 	if (!(s.lr > 0) || !(s.lambda >= 0) || !(s.tau0 > 0) || !(s.tau1 > 0) || ckpt_every < 1)
@@ -473,10 +476,10 @@ int main(int argc, char **argv)
 		s.fp8 = !measure_arg && fp8_auto(old, fits, " grad=", grad_names, 2, 1);
 	else
 		s.fp8 = grad_arg[0] == 'f';
-	if (s.fwd8 < 0) /* auto: fp8-all where the GPU takes it (the search; the measures bf16) */
-		s.fwd8 = measure_arg ? 0 : fp8_auto(old, fits, " forward=", forward_names, 4, 3);
+	if (s.fwd8 < 0) /* auto: fp8-fast where the GPU takes it (the search; the measures bf16) */
+		s.fwd8 = measure_arg ? 0 : fp8_auto(old, fits, " forward=", forward_names, 5, 4);
 	free(old);
-	sn.grad_fp8 = s.fp8, sn.fwd_fp8 = s.fwd8;
+	sn.grad_fp8 = s.fp8, sn.fwd_fp8 = s.fwd8 == 4 ? 3 : s.fwd8, sn.fwd_fast = s.fwd8 == 4;
 	char cand_fp[17];
 	fingerprint_hex(sn.fingerprint, cand_fp);
 	GpuSupernet *gs = NULL;
